@@ -1,0 +1,45 @@
+# Every target sets up its own .venv first, so a fresh clone needs nothing but Python 3.11+ and make.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test check fmt lint types imports pytest bench schema clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "strangler needs Python 3.11 or newer")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## make demo: set up, start the bundled legacy and new apps and the proxy, drive traffic, print the report.
+demo: $(STAMP)
+	$(BIN)/strangler demo --config routes.yaml
+
+## make test: set up, then formatting check, lint, mypy --strict, import contracts and the test suite.
+test: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/pytest
+
+## make check: like test, but formats the code first (run it before every commit).
+check: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/pytest
+
+## make bench: back end direct vs strangler vs nginx (when installed), side by side in one run.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run
+
+## make schema: regenerate docs/routes.schema.json from the config code.
+schema: $(STAMP)
+	$(BIN)/python -m proxy.schema > docs/routes.schema.json
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

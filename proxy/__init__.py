@@ -1,0 +1,1 @@
+"""strangler proxy core: routing, forwarding, admin. Imports no deepdiff, sqlite-utils, rich or typer."""

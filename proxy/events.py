@@ -1,0 +1,97 @@
+"""What the proxy core tells listeners about each exchange: the only types shared with `shadow/`.
+
+The core never knows who listens (mitmproxy's hook/addon split). For every request it calls
+`ExchangeListener.request_received` once the route is chosen and before the primary upstream is contacted, so a
+listener can start a candidate request at the same moment; if the listener returns an `ExchangeObserver`, the core
+calls `primary_done` once the primary response has been fully streamed to the client (or failed).
+
+Both calls run on the event loop in the request's task: they must return at once (no I/O, no awaiting); a listener
+that raises is logged and ignored, never allowed to affect the client's response.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from proxy.config import Config, Mirror, Route
+
+Side = Literal["legacy", "new"]
+Headers = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSnapshot:
+    """The request as forwarded to the primary upstream (after header hygiene, canonical path)."""
+
+    method: str
+    path: str  # canonical, percent-encoded form; exactly what was forwarded
+    query_string: str  # raw query string without '?'
+    headers: Headers  # end-to-end headers as forwarded (no hop-by-hop), original case
+    body: bytes | None  # captured body when the route mirrors it; None when not captured
+    body_note: str | None  # why body is None: "not_mirrored", "too_large"; None when captured
+    request_id: str
+    client_ip: str
+    host: str  # the Host the client asked for
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseSnapshot:
+    """How one side answered: a primary (what the client got) or a candidate (what was compared)."""
+
+    side: Side
+    upstream: str
+    status: int  # 0 when there was no response (error)
+    headers: Headers
+    body: bytes | None  # captured body (capped); None when not captured
+    body_complete: bool  # False when the capture was cut at the cap or the upstream broke mid-body
+    latency: float  # seconds from sending the request to the last body byte
+    error: str | None = None  # "connect", "timeout", "reset", "dropped", ... ; None on a response
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeStart:
+    """A request the core is about to forward; `mirror` is set when the route wants a copy compared."""
+
+    config: Config  # the snapshot the request started with (hot reload never changes it mid-request)
+    route: Route | None  # None: unmatched, served by the default legacy upstream
+    served_by: Side
+    primary_upstream: str
+    mirror: Mirror | None  # options for the copy; None when this exchange is not mirrored
+    request: RequestSnapshot
+    started_at: float  # wall clock, seconds since the epoch (UTC)
+    started: float  # loop.time() when the request was received
+
+
+class ExchangeObserver(Protocol):
+    def primary_done(self, primary: ResponseSnapshot) -> None:
+        """The client has its full response (or the primary failed); must return at once."""
+
+
+class ExchangeListener(Protocol):
+    def request_received(self, start: ExchangeStart) -> ExchangeObserver | None:
+        """Called for every request before the primary is sent; must return at once."""
+
+
+def mirror_for(route: Route | None, served_by: Side, method: str) -> Mirror | None:
+    """The mirror options that apply to this request, or None when no copy should be made.
+
+    shadow: legacy serves, copy to new. canary + shadow: the legacy-served share is copied. new + verify: new
+    serves, copy to legacy. Methods outside `methods` are never copied; non-idempotent ones only when
+    side_effects is not "block".
+    """
+    if route is None:
+        return None
+    if served_by == "legacy":
+        opts = route.shadow if route.mode in ("shadow", "canary") else None
+    else:
+        opts = route.verify if route.mode == "new" else None
+    if opts is None or method not in opts.methods:
+        return None
+    if opts.side_effects == "block" and method not in _IDEMPOTENT_SAFE:
+        return None
+    return opts
+
+
+# Under side_effects: block, only methods without side effects are mirrored.
+_IDEMPOTENT_SAFE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})

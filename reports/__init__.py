@@ -1,0 +1,1 @@
+"""Migration reports: read the store, build summaries, render them."""

@@ -1,0 +1,1 @@
+"""Shadow traffic: mirror requests, compare responses, store differences."""

@@ -1,0 +1,110 @@
+"""The plain values that flow through the shadow pipeline into the store, and out of it into reports.
+
+Kept apart from `shadow.compare` (the only deepdiff import) and `shadow.store` (the only sqlite-utils import) so
+that every module can share them without importing either library.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Outcome = Literal["match", "mismatch", "candidate_error", "skipped", "dropped"]
+OUTCOMES: tuple[Outcome, ...] = ("match", "mismatch", "candidate_error", "skipped", "dropped")
+DiffKind = Literal["changed", "added", "removed", "type_changed", "order"]
+# "candidate": legacy vs new (the real comparison); "noise": legacy vs a second legacy call.
+Pair = Literal["candidate", "noise"]
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    """One differing field. Values are JSON text, already redacted and truncated."""
+
+    path: str  # concrete: $.items[3].qty ; headers: header.content-type ; status: status ; body: body
+    group: str  # array indexes collapsed: $.items[*].qty
+    kind: DiffKind
+    legacy: str | None  # None when the field is absent on that side
+    new: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    outcome: Literal["match", "mismatch"]
+    differences: tuple[Difference, ...]
+    seconds: float  # time the comparison took
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBody:
+    """A body as kept in the store: capped, redacted, with what it was before capping."""
+
+    data: bytes  # at most store.body_cap bytes (compressed on disk by the store)
+    length: int  # the original length
+    truncated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeRecord:
+    """One mirrored (or skipped / dropped) exchange, ready to write. Everything secret is already redacted."""
+
+    time: float  # epoch seconds, UTC
+    route_id: str
+    mode: str  # the route's mode when it was served
+    pair: Pair
+    method: str
+    template: str  # the route's path template
+    path: str  # concrete canonical path
+    query: str  # redacted query string
+    request_id: str
+    served_by: Literal["legacy", "new"]  # who answered the client
+    outcome: Outcome
+    reason: str | None  # why skipped / dropped / candidate_error; None otherwise
+    legacy_status: int | None
+    legacy_latency_ms: float | None
+    legacy_size: int | None
+    new_status: int | None
+    new_latency_ms: float | None
+    new_size: int | None
+    compare_ms: float | None = None
+    request_headers: tuple[tuple[str, str], ...] = ()
+    legacy_headers: tuple[tuple[str, str], ...] = ()
+    new_headers: tuple[tuple[str, str], ...] = ()
+    request_body: StoredBody | None = None
+    legacy_body: StoredBody | None = None
+    new_body: StoredBody | None = None
+    differences: tuple[Difference, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficCount:
+    """Requests served in one minute by (route or unrouted path, side): feeds the report's traffic header.
+
+    Every request is counted here (cheaply, in memory, flushed with the batch), mirrored or not.
+    """
+
+    minute: int  # epoch seconds // 60 * 60
+    route_id: str  # "" for requests no route matched
+    mode: str  # the route's mode, "legacy" for unrouted
+    served_by: Literal["legacy", "new"]
+    method: str
+    path: str  # template for routed requests, concrete canonical path for unrouted ones
+    count: int
+    errors: int  # 5xx or upstream failure
+    latency_ms_sum: float
+
+
+@dataclass(frozen=True, slots=True)
+class FlipRecord:
+    """An audited change of a route's mode or canary weight."""
+
+    time: float
+    user: str
+    route_id: str
+    from_mode: str
+    to_mode: str
+    from_weight: float | None
+    to_weight: float | None
+    reason: str
+    forced: bool
+    gate: str  # JSON: the readiness figures the decision was based on
+    action: str = "flip"  # flip | promote | rollback | revert

@@ -1,0 +1,1 @@
+"""Tell real differences from non-determinism (legacy vs legacy)."""

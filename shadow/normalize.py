@@ -1,0 +1,1 @@
+"""Normalise response bodies and headers for comparison (pure)."""

@@ -1,0 +1,1 @@
+"""Redact secrets before anything reaches the disk."""

@@ -1,0 +1,1 @@
+"""Mirror requests to the other side and feed comparisons to the store."""

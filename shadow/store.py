@@ -1,0 +1,1 @@
+"""The SQLite store of exchanges and differences; the only sqlite-utils import."""

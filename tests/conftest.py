@@ -1,0 +1,1 @@
+"""Shared fixtures. Builders live in tests/factories.py."""
