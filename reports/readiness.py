@@ -1,0 +1,120 @@
+"""Is a route ready to move? The verdict the report prints and the gate `routes flip` and `promote` enforce.
+
+One pure function per question, shared by the report, the flip gate and the rollout guards, so what a reviewer
+reads is exactly what the CLI enforces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from proxy.config import Guards, Readiness
+
+Verdict = Literal["ready", "needs samples", "diverging", "candidate errors"]
+VERDICTS: tuple[Verdict, ...] = ("ready", "needs samples", "diverging", "candidate errors")
+
+
+@dataclass(frozen=True, slots=True)
+class RouteFigures:
+    """What the store says about one route's mirrored traffic over a window."""
+
+    route_id: str
+    compared: int  # candidate pairs compared (matched + mismatched)
+    matched: int
+    mismatched: int  # pairs with at least one real (non-noise) difference
+    noise_only: int  # pairs whose differences were all classed as noise (counted as matched for the verdict)
+    candidate_errors: int
+    p99_legacy_ms: float | None = None
+    p99_new_ms: float | None = None
+
+    @property
+    def attempts(self) -> int:
+        return self.compared + self.candidate_errors
+
+    @property
+    def mismatch_rate(self) -> float:
+        return self.mismatched / self.compared if self.compared else 0.0
+
+    @property
+    def error_rate(self) -> float:
+        return self.candidate_errors / self.attempts if self.attempts else 0.0
+
+    @property
+    def match_rate(self) -> float:
+        return (self.compared - self.mismatched) / self.compared if self.compared else 0.0
+
+    @property
+    def p99_ratio(self) -> float | None:
+        if not self.p99_legacy_ms or self.p99_new_ms is None:
+            return None
+        return self.p99_new_ms / self.p99_legacy_ms
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One threshold test, printed by the gate whether it passed or failed."""
+
+    name: str
+    value: float
+    limit: float
+    passed: bool
+
+    def __str__(self) -> str:
+        op = "≥" if self.name == "compared" else "≤"
+        mark = "ok" if self.passed else "FAILED"
+        return f"{self.name} = {_fmt(self.name, self.value)} (needs {op} {_fmt(self.name, self.limit)}): {mark}"
+
+
+def _fmt(name: str, value: float) -> str:
+    if name == "compared":
+        return str(int(value))
+    if name.endswith("rate"):
+        return f"{value * 100:.3g}%"
+    return f"{value:.3g}"
+
+
+def readiness_checks(fig: RouteFigures, readiness: Readiness) -> tuple[Check, ...]:
+    return (
+        Check("compared", fig.compared, readiness.min_compared, fig.compared >= readiness.min_compared),
+        Check(
+            "mismatch_rate",
+            fig.mismatch_rate,
+            readiness.max_mismatch_rate,
+            fig.mismatch_rate <= readiness.max_mismatch_rate,
+        ),
+        Check("error_rate", fig.error_rate, readiness.max_error_rate, fig.error_rate <= readiness.max_error_rate),
+    )
+
+
+def verdict(fig: RouteFigures, readiness: Readiness) -> Verdict:
+    """Errors first (a failing candidate hides its diffs), then divergence, then sample size."""
+    checks = {c.name: c for c in readiness_checks(fig, readiness)}
+    if fig.attempts and not checks["error_rate"].passed:
+        return "candidate errors"
+    if fig.compared and not checks["mismatch_rate"].passed:
+        return "diverging"
+    if not checks["compared"].passed:
+        return "needs samples"
+    return "ready"
+
+
+def guard_checks(fig: RouteFigures, guards: Guards) -> tuple[Check, ...]:
+    """The rollout guards that are configured; unset guards are not checked."""
+    checks: list[Check] = []
+    if guards.max_mismatch_rate is not None:
+        checks.append(
+            Check(
+                "mismatch_rate",
+                fig.mismatch_rate,
+                guards.max_mismatch_rate,
+                fig.mismatch_rate <= guards.max_mismatch_rate,
+            )
+        )
+    if guards.max_error_rate is not None:
+        checks.append(
+            Check("error_rate", fig.error_rate, guards.max_error_rate, fig.error_rate <= guards.max_error_rate)
+        )
+    if guards.max_p99_ratio is not None and fig.p99_ratio is not None:
+        checks.append(Check("p99_ratio", fig.p99_ratio, guards.max_p99_ratio, fig.p99_ratio <= guards.max_p99_ratio))
+    return tuple(checks)

@@ -1,0 +1,48 @@
+"""The readiness verdict and rollout guards shared by report, flip and promote."""
+
+import pytest
+
+from proxy.config import Guards, Readiness
+from reports.readiness import RouteFigures, guard_checks, readiness_checks, verdict
+
+R = Readiness(min_compared=100, max_mismatch_rate=0.01, max_error_rate=0.01)
+
+
+def fig(
+    compared: int = 1000, mismatched: int = 0, errors: int = 0, p99: tuple[float, float] | None = None
+) -> RouteFigures:
+    legacy, new = p99 or (None, None)
+    return RouteFigures("r", compared, compared - mismatched, mismatched, 0, errors, legacy, new)
+
+
+@pytest.mark.parametrize(
+    ("figures", "expected"),
+    [
+        (fig(), "ready"),
+        (fig(compared=99), "needs samples"),
+        (fig(mismatched=11), "diverging"),
+        (fig(mismatched=10), "ready"),
+        (fig(errors=20), "candidate errors"),
+        (fig(compared=10, mismatched=5), "diverging"),
+        (fig(compared=0), "needs samples"),
+    ],
+)
+def test_verdict_follows_thresholds(figures: RouteFigures, expected: str) -> None:
+    """Errors beat divergence, divergence beats a small sample, and a route inside every threshold is ready."""
+    assert verdict(figures, R) == expected
+
+
+def test_readiness_checks_name_each_failed_figure() -> None:
+    """The gate prints every figure with its limit and whether it failed."""
+    checks = readiness_checks(fig(compared=50, mismatched=5), R)
+    failed = {c.name for c in checks if not c.passed}
+    assert failed == {"compared", "mismatch_rate"}
+    assert "FAILED" in str(next(c for c in checks if c.name == "compared"))
+
+
+def test_guards_check_only_configured_limits() -> None:
+    """Unset guards are skipped; a p99 ratio over the limit fails its guard."""
+    g = Guards(max_mismatch_rate=0.05, max_p99_ratio=1.5)
+    checks = guard_checks(fig(mismatched=10, p99=(10.0, 20.0)), g)
+    assert [c.name for c in checks] == ["mismatch_rate", "p99_ratio"]
+    assert [c.passed for c in checks] == [True, False]
