@@ -1,0 +1,437 @@
+"""Route templates, their precedence, and the table that picks one route per request.
+
+Exceptions: `TemplateError` (a template cannot be parsed) and `AmbiguousRoutesError` (two routes can match the same
+request with equal precedence), both `ValueError`s raised while a config is loaded, never per request.
+
+Precedence, most specific first: compare templates segment by segment from the left, literal > `{name:type}` >
+`{name}` > `*` > end of template > `**` (so a longer template beats a shorter one, except that `/a` beats `/a/**`);
+at equal path rank a method-restricted route beats an any-method one, then more header/query matchers beat fewer.
+Lookup walks a segment trie depth-first in exactly that order, so the first route accepted is the winner.
+Trailing slashes are not significant for matching (the canonical path keeps them for the upstream).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import combinations
+from types import MappingProxyType
+from typing import Literal
+from urllib.parse import unquote
+
+from proxy.config import Route
+
+SegmentKind = Literal["literal", "typed", "param", "star", "doublestar"]
+
+# Lower is more specific. END ranks a template that has run out of segments: only `**` ranks below it.
+_RANK: Mapping[str, int] = MappingProxyType({"literal": 0, "typed": 1, "param": 2, "star": 3, "doublestar": 5})
+_END = 4
+
+_HEX_DIGITS = "0123456789abcdefABCDEF"
+
+
+def _is_int(text: str) -> bool:
+    digits = text[1:] if text.startswith("-") else text
+    # isdigit() alone accepts non-ASCII digits such as '²'.
+    return digits.isascii() and digits.isdigit()
+
+
+def _is_uuid(text: str) -> bool:
+    if len(text) != 36 or text[8] != "-" or text[13] != "-" or text[18] != "-" or text[23] != "-":
+        return False
+    compact = text.replace("-", "")
+    return len(compact) == 32 and not compact.strip(_HEX_DIGITS)
+
+
+typed_matchers: Mapping[str, Callable[[str], bool]] = MappingProxyType({"int": _is_int, "uuid": _is_uuid})
+
+
+class TemplateError(ValueError):
+    """A route path template cannot be parsed; `hint` says how to write it instead."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class AmbiguousRoutesError(ValueError):
+    """Routes that can match the same request with equal precedence; `conflicts` lists every pair found."""
+
+    def __init__(self, conflicts: list[tuple[Route, Route, str]]) -> None:
+        self.conflicts = conflicts
+        super().__init__("ambiguous routes:\n" + "\n".join(f"  {why}" for _, _, why in conflicts))
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateSegment:
+    kind: SegmentKind
+    value: str = ""  # decoded literal text, or the parameter name
+    type: str = ""  # the type of a typed parameter
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self.kind]
+
+    def __str__(self) -> str:
+        if self.kind == "literal":
+            return self.value
+        if self.kind == "typed":
+            return f"{{{self.value}:{self.type}}}"
+        if self.kind == "param":
+            return f"{{{self.value}}}"
+        return "*" if self.kind == "star" else "**"
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    source: str
+    segments: tuple[TemplateSegment, ...]
+    # Rank per segment plus END unless the template ends in `**`; tuples compare in precedence order.
+    path_key: tuple[int, ...]
+    params: tuple[tuple[str, int], ...]  # (name, segment position)
+
+    def match(self, segments: Sequence[str]) -> dict[str, str] | None:
+        """The parameters bound when this template matches `segments` (decoded), else None."""
+        for i, ts in enumerate(self.segments):
+            if ts.kind == "doublestar":
+                return self.bind(segments)
+            if i >= len(segments):
+                return None
+            if ts.kind == "literal" and segments[i] != ts.value:
+                return None
+            if ts.kind == "typed" and not typed_matchers[ts.type](segments[i]):
+                return None
+        return self.bind(segments) if len(segments) == len(self.segments) else None
+
+    def bind(self, segments: Sequence[str]) -> dict[str, str]:
+        return {name: segments[pos] for name, pos in self.params}
+
+
+def parse_template(template: str) -> Template:
+    """Parse a path template such as `/api/orders/{id:int}` or `/static/**`; raises TemplateError."""
+    if not template.startswith("/"):
+        raise TemplateError(f"path template must start with '/': {template!r}", f"write '/{template}'")
+    parts = template[1:].split("/")
+    if parts[-1] == "":
+        parts.pop()  # trailing slash: not significant for matching
+    segments: list[TemplateSegment] = []
+    params: list[tuple[str, int]] = []
+    for pos, part in enumerate(parts):
+        segment = _parse_segment(template, part)
+        if segment.kind == "doublestar" and pos != len(parts) - 1:
+            raise TemplateError(f"'**' must be the last segment in {template!r}", "use '*' for one segment")
+        if segment.kind in ("typed", "param"):
+            if any(name == segment.value for name, _ in params):
+                raise TemplateError(
+                    f"duplicate parameter '{segment.value}' in {template!r}", "give each parameter its own name"
+                )
+            params.append((segment.value, pos))
+        segments.append(segment)
+    key = [s.rank for s in segments]
+    if not segments or segments[-1].kind != "doublestar":
+        key.append(_END)
+    return Template(template, tuple(segments), tuple(key), tuple(params))
+
+
+def _parse_segment(template: str, part: str) -> TemplateSegment:
+    if part == "":
+        raise TemplateError(f"empty segment ('//') in {template!r}", "paths are matched with repeated slashes merged")
+    if part in (".", ".."):
+        raise TemplateError(f"dot segment '{part}' in {template!r}", "request paths never contain dot segments")
+    if part == "*":
+        return TemplateSegment("star")
+    if part == "**":
+        return TemplateSegment("doublestar")
+    if part.startswith("{") and part.endswith("}"):
+        name, _, type_name = part[1:-1].partition(":")
+        if not name:
+            raise TemplateError(f"empty parameter name in {template!r}", "write '{id}' or '{id:int}'")
+        if not name.isidentifier():
+            raise TemplateError(f"bad parameter name '{name}' in {template!r}", "use letters, digits and '_'")
+        if ":" not in part:
+            return TemplateSegment("param", name)
+        if type_name not in typed_matchers:
+            known = ", ".join(sorted(typed_matchers))
+            raise TemplateError(f"unknown parameter type '{type_name}' in {template!r}", f"known types: {known}")
+        return TemplateSegment("typed", name, type_name)
+    if "{" in part or "}" in part or "*" in part:
+        raise TemplateError(
+            f"segment {part!r} in {template!r} mixes text with a parameter or wildcard",
+            "a parameter or wildcard must be a whole segment, e.g. '/files/{name}'",
+        )
+    return TemplateSegment("literal", unquote(part))
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch:
+    route: Route
+    params: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateNote:
+    route: Route
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    winner: Route | None
+    candidates: tuple[CandidateNote, ...]  # nearby routes that lost, and why
+    params: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    route: Route
+    template: Template
+    methods: frozenset[str] | None
+    headers: tuple[tuple[str, str], ...]
+    query: tuple[tuple[str, str], ...]
+    key: tuple[tuple[int, ...], int, int, int]  # sort key: path rank, any-method, -matchers, index
+
+    @classmethod
+    def of(cls, route: Route, template: Template) -> _Entry:
+        m = route.match
+        restricted = 0 if m.methods is not None else 1
+        key = (template.path_key, restricted, -(len(m.headers) + len(m.query)), route.index)
+        return cls(route, template, m.methods, m.headers, m.query, key)
+
+    def accepts(self, method: str, headers: Mapping[str, str], query: Mapping[str, str]) -> bool:
+        if self.methods is not None and method not in self.methods:
+            return False
+        for name, value in self.headers:
+            if headers.get(name) != value:
+                return False
+        return all(query.get(name) == value for name, value in self.query)
+
+    def refusal(self, method: str, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+        """Why this route refuses a request its path matches, or None if it accepts it."""
+        if self.methods is not None and method not in self.methods:
+            return f"method {method} not allowed (route allows {', '.join(sorted(self.methods))})"
+        for what, pairs, given in (("header", self.headers, headers), ("query", self.query, query)):
+            for name, value in pairs:
+                got = given.get(name)
+                if got is None:
+                    return f"{what} {name} missing (route wants {value!r})"
+                if got != value:
+                    return f"{what} {name} is {got!r}, route wants {value!r}"
+        return None
+
+
+class _Node:
+    """A trie node during build; children are tried literal, typed, param, star, then leaf/doublestar."""
+
+    __slots__ = ("doublestar", "leaf", "literal", "param", "star", "typed")
+
+    def __init__(self) -> None:
+        self.literal: dict[str, _Node] = {}
+        self.typed: dict[str, _Node] = {}
+        self.param: _Node | None = None
+        self.star: _Node | None = None
+        self.leaf: list[_Entry] = []
+        self.doublestar: list[_Entry] = []
+
+    def insert(self, entry: _Entry) -> None:
+        node = self
+        for ts in entry.template.segments:
+            if ts.kind == "doublestar":
+                node.doublestar.append(entry)
+                return
+            if ts.kind == "literal":
+                node = node.literal.setdefault(ts.value, _Node())
+            elif ts.kind == "typed":
+                node = node.typed.setdefault(ts.type, _Node())
+            elif ts.kind == "param":
+                node.param = node.param or _Node()
+                node = node.param
+            else:
+                node.star = node.star or _Node()
+                node = node.star
+        node.leaf.append(entry)
+
+    def freeze(self) -> _Frozen:
+        return _Frozen(
+            MappingProxyType({k: v.freeze() for k, v in self.literal.items()}),
+            tuple((typed_matchers[t], self.typed[t].freeze()) for t in sorted(self.typed)),
+            self.param.freeze() if self.param else None,
+            self.star.freeze() if self.star else None,
+            tuple(sorted(self.leaf, key=lambda e: e.key)),
+            tuple(sorted(self.doublestar, key=lambda e: e.key)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Frozen:
+    literal: Mapping[str, _Frozen]
+    typed: tuple[tuple[Callable[[str], bool], _Frozen], ...]
+    param: _Frozen | None
+    star: _Frozen | None
+    leaf: tuple[_Entry, ...]  # pre-sorted: method-restricted, then more matchers, then config order
+    doublestar: tuple[_Entry, ...]
+
+
+def _walk(
+    node: _Frozen, segs: tuple[str, ...], i: int, method: str, headers: Mapping[str, str], query: Mapping[str, str]
+) -> _Entry | None:
+    if i == len(segs):
+        for entry in node.leaf:
+            if entry.accepts(method, headers, query):
+                return entry
+    else:
+        seg = segs[i]
+        child = node.literal.get(seg)
+        if child is not None and (found := _walk(child, segs, i + 1, method, headers, query)) is not None:
+            return found
+        for check, typed_child in node.typed:
+            if check(seg) and (found := _walk(typed_child, segs, i + 1, method, headers, query)) is not None:
+                return found
+        for wild in (node.param, node.star):
+            if wild is not None and (found := _walk(wild, segs, i + 1, method, headers, query)) is not None:
+                return found
+    for entry in node.doublestar:
+        if entry.accepts(method, headers, query):
+            return entry
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTable:
+    routes: tuple[Route, ...]
+    _entries: tuple[_Entry, ...]  # every route, in precedence order
+    _root: _Frozen
+
+    @classmethod
+    def build(cls, routes: Sequence[Route]) -> RouteTable:
+        """Index `routes`; raises TemplateError for a bad template, AmbiguousRoutesError listing all conflicts."""
+        entries = []
+        for route in routes:
+            try:
+                template = parse_template(route.match.path)
+            except TemplateError as exc:
+                raise TemplateError(f"routes[{route.index}] ({route.id}): {exc}", exc.hint) from exc
+            entries.append(_Entry.of(route, template))
+        conflicts = _find_conflicts(entries)
+        if conflicts:
+            raise AmbiguousRoutesError(conflicts)
+        root = _Node()
+        for entry in entries:
+            root.insert(entry)
+        return cls(tuple(routes), tuple(sorted(entries, key=lambda e: e.key)), root.freeze())
+
+    def match(
+        self, method: str, segments: tuple[str, ...], headers: Mapping[str, str], query: Mapping[str, str]
+    ) -> RouteMatch | None:
+        """The most specific route accepting the request, with its bound parameters, or None."""
+        entry = _walk(self._root, segments, 0, method, headers, query)
+        if entry is None:
+            return None
+        return RouteMatch(entry.route, entry.template.bind(segments))
+
+    def explain(
+        self, method: str, segments: tuple[str, ...], headers: Mapping[str, str], query: Mapping[str, str]
+    ) -> Explanation:
+        """Which route wins and why each nearby route does not (for `strangler explain`)."""
+        winner = _walk(self._root, segments, 0, method, headers, query)
+        accepted: list[CandidateNote] = []
+        refused: list[CandidateNote] = []
+        missed: list[tuple[int, CandidateNote]] = []
+        for entry in self._entries:
+            if entry is winner:
+                continue
+            miss, prefix = _path_miss(entry.template, segments)
+            if miss is not None:
+                missed.append((prefix, CandidateNote(entry.route, miss)))
+                continue
+            why = entry.refusal(method, headers, query)
+            if why is not None:
+                refused.append(CandidateNote(entry.route, why))
+            elif winner is not None:
+                lost = _precedence_reason(winner, entry)
+                accepted.append(CandidateNote(entry.route, f"matches too, but {lost} (winner: {winner.route.id})"))
+        # "Nearby" path misses: those sharing a leading segment, or the closest ones when nothing matched.
+        best = max((p for p, _ in missed), default=0)
+        floor = 1 if winner is not None else best
+        near = sorted((n for n in missed if n[0] >= floor or not segments), key=lambda n: -n[0])
+        return Explanation(
+            winner.route if winner else None,
+            (*accepted, *refused, *(note for _, note in near)),
+            winner.template.bind(segments) if winner else {},
+        )
+
+
+def _path_miss(template: Template, segments: tuple[str, ...]) -> tuple[str | None, int]:
+    """Why the template's path does not match (None if it does), and how many leading segments matched."""
+    for i, ts in enumerate(template.segments):
+        if ts.kind == "doublestar":
+            return None, i
+        if i >= len(segments):
+            return f"path too short: template needs segment {i + 1} ({ts})", i
+        seg = segments[i]
+        if ts.kind == "literal" and seg != ts.value:
+            return f"path differs at segment {i + 1}: expected {ts.value!r}, got {seg!r}", i
+        if ts.kind == "typed" and not typed_matchers[ts.type](seg):
+            return f"path differs at segment {i + 1}: {seg!r} is not {'an' if ts.type == 'int' else 'a'} {ts.type}", i
+    n = len(template.segments)
+    if len(segments) > n:
+        return f"path too long: template has {n} segments, request has {len(segments)}", n
+    return None, n
+
+
+def _precedence_reason(winner: _Entry, loser: _Entry) -> str:
+    wk, lk = winner.template.path_key, loser.template.path_key
+    for i, (w, lo) in enumerate(zip(wk, lk, strict=False)):
+        if w != lo:
+            return f"lower precedence at segment {i + 1}: {_describe(winner, i)} beats {_describe(loser, i)}"
+    if winner.key[1] != loser.key[1]:
+        return "lower precedence: a method-restricted route beats an any-method route"
+    if winner.key[2] != loser.key[2]:
+        return f"lower precedence: {-winner.key[2]} header/query matchers beat {-loser.key[2]}"
+    return "lower precedence: later in routes:"
+
+
+def _describe(entry: _Entry, pos: int) -> str:
+    segs = entry.template.segments
+    return f"'{segs[pos]}'" if pos < len(segs) else "end of template"
+
+
+def _find_conflicts(entries: list[_Entry]) -> list[tuple[Route, Route, str]]:
+    groups: dict[tuple[tuple[int, ...], int, int], list[_Entry]] = {}
+    for entry in entries:
+        groups.setdefault(entry.key[:3], []).append(entry)
+    conflicts = []
+    for group in groups.values():
+        for a, b in combinations(sorted(group, key=lambda e: e.route.index), 2):
+            why = _overlap(a, b)
+            if why is not None:
+                conflicts.append((a.route, b.route, why))
+    return conflicts
+
+
+def _overlap(a: _Entry, b: _Entry) -> str | None:
+    """A description of a request both routes (of equal precedence) accept, or None if none exists."""
+    for sa, sb in zip(a.template.segments, b.template.segments, strict=True):
+        if sa.kind == "literal" and sa.value != sb.value:
+            return None
+        if sa.kind == "typed" and sa.type != sb.type:
+            return None  # int and uuid values never overlap
+    # Equal precedence implies both restrict methods or neither does.
+    if a.methods is None or b.methods is None:
+        methods = "any method"
+    else:
+        shared = a.methods & b.methods
+        if not shared:
+            return None
+        methods = ", ".join(sorted(shared))
+    extra = []
+    for what, pa, pb in (("header", a.headers, b.headers), ("query", a.query, b.query)):
+        wanted = dict(pa)
+        for name, value in pb:
+            if wanted.setdefault(name, value) != value:
+                return None  # same name, different values: no request has both
+        extra += [f"{what} {name}={value!r}" for name, value in sorted(wanted.items())]
+    tail = f" with {' and '.join(extra)}" if extra else ""
+    return (
+        f"routes[{a.route.index}] ({a.route.id}) and routes[{b.route.index}] ({b.route.id}) both match "
+        f"{methods} {a.route.match.path}{tail} with equal precedence"
+    )
