@@ -1,0 +1,157 @@
+"""The plain values the store's read queries return, and the latency histogram's bucket layout.
+
+Kept apart from `shadow.store` so reports can name these types without importing sqlite-utils, and so the bucket
+layout (shared by the writer's rollups and the readers' percentiles) has one definition.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from shadow.model import ExchangeRecord, Pair
+
+# Latency histogram: 60 log-spaced upper bounds from 0.1 ms to 60 s (each ~25% above the previous), plus one
+# overflow bucket. Percentiles read from it are within one bucket of the exact value.
+LATENCY_BOUNDS_MS: tuple[float, ...] = tuple(0.1 * 600_000.0 ** (i / 59) for i in range(60))
+LATENCY_BUCKETS = len(LATENCY_BOUNDS_MS) + 1
+
+
+def latency_bucket(ms: float) -> int:
+    """The histogram bucket holding `ms`: the first whose upper bound is >= ms; the overflow bucket past 60 s."""
+    return bisect.bisect_left(LATENCY_BOUNDS_MS, ms)
+
+
+def bucket_estimate(bucket: int) -> float:
+    """A bucket's representative value in ms: the geometric middle of its bounds (error at most half a bucket)."""
+    if bucket <= 0:
+        return LATENCY_BOUNDS_MS[0]
+    if bucket >= len(LATENCY_BOUNDS_MS):
+        return LATENCY_BOUNDS_MS[-1]
+    return math.sqrt(LATENCY_BOUNDS_MS[bucket - 1] * LATENCY_BOUNDS_MS[bucket])
+
+
+def histogram_percentile(counts: Sequence[int], q: float) -> float | None:
+    """The q-quantile (0..1, nearest rank) of a bucket histogram, in ms; None when it is empty."""
+    total = sum(counts)
+    if total <= 0:
+        return None
+    rank = max(1, math.ceil(q * total))
+    seen = 0
+    for bucket, n in enumerate(counts):
+        seen += n
+        if seen >= rank:
+            return bucket_estimate(bucket)
+    return bucket_estimate(len(counts) - 1)
+
+
+Reasons = tuple[tuple[str, int], ...]  # (reason, count), busiest first
+
+
+@dataclass(frozen=True, slots=True)
+class RouteStats:
+    """Outcome counts of one route. `compared` and `noise_compared` are match + mismatch of their pair."""
+
+    route_id: str
+    total: int  # every record of both pairs
+    match: int
+    mismatch: int
+    candidate_error: int
+    skipped: int
+    dropped: int
+    compared: int
+    noise_match: int
+    noise_mismatch: int
+    noise_error: int
+    noise_compared: int
+    skipped_by_reason: Reasons = ()
+    dropped_by_reason: Reasons = ()
+    errors_by_reason: Reasons = ()
+
+
+class Percentiles(NamedTuple):
+    """Latency percentiles in ms from the histogram rollup; a tuple, so `p50, p95, p99 = ...` works."""
+
+    p50: float
+    p95: float
+    p99: float
+
+
+@dataclass(frozen=True, slots=True)
+class FieldStat:
+    """How many exchanges of a route differed in one field group."""
+
+    route_id: str
+    group: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficRow:
+    """Requests served per (route, mode, side) over a window; route_id is "" for unrouted requests."""
+
+    route_id: str
+    mode: str
+    served_by: str
+    count: int
+    errors: int
+    latency_ms_sum: float
+
+
+@dataclass(frozen=True, slots=True)
+class UnroutedPath:
+    method: str
+    path: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeRow:
+    """One stored exchange, without headers and bodies. `source` is the index of the file it came from."""
+
+    id: int
+    source: int
+    time: float
+    route_id: str
+    mode: str
+    pair: Pair
+    method: str
+    template: str
+    path: str
+    query: str
+    request_id: str
+    served_by: str
+    outcome: str
+    reason: str | None
+    legacy_status: int | None
+    new_status: int | None
+    legacy_latency_ms: float | None
+    new_latency_ms: float | None
+    difference_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeDetail:
+    """One stored exchange in full: the record as written (bodies decompressed, differences attached)."""
+
+    id: int
+    source: int
+    record: ExchangeRecord
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayItem:
+    """What is needed to send a stored request again."""
+
+    exchange_id: int
+    source: int
+    time: float
+    route_id: str
+    method: str
+    path: str
+    query: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes | None  # None for a bodyless method without a stored body

@@ -1,0 +1,403 @@
+"""The SQLite store: schema, writes and rollups, retention, the writer thread, and reads across files."""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import random
+import sqlite3
+import stat
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from proxy.config import Retention
+from shadow.model import Difference, ExchangeRecord, FlipRecord, StoredBody, TrafficCount
+from shadow.store import SCHEMA_VERSION, Store, StoreError, StoreWriter
+from shadow.store_types import LATENCY_BOUNDS_MS
+
+NOW = 1_700_000_000.0  # 800 s into an hour, so "since" windows exercise the partial-hour path
+HOUR = 3600.0
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def make_record(**changes: object) -> ExchangeRecord:
+    base = ExchangeRecord(
+        time=NOW,
+        route_id="orders",
+        mode="shadow",
+        pair="candidate",
+        method="GET",
+        template="/orders/{id}",
+        path="/orders/1",
+        query="",
+        request_id="req-1",
+        served_by="legacy",
+        outcome="match",
+        reason=None,
+        legacy_status=200,
+        legacy_latency_ms=12.5,
+        legacy_size=100,
+        new_status=200,
+        new_latency_ms=14.0,
+        new_size=100,
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def count_rows(path: Path, table: str = "exchanges") -> int:
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "strangler.db"
+
+
+def test_round_trip_keeps_everything_and_compresses_bodies(db_path: Path) -> None:
+    """A record written with headers, bodies and differences reads back equal, and bodies are compressed on disk."""
+    body = b'{"note": "' + b"plaintext-marker " * 400 + b'"}'
+    record = make_record(
+        outcome="mismatch",
+        query="page=2",
+        compare_ms=0.4,
+        request_headers=(("accept", "application/json"), ("x-dup", "1"), ("x-dup", "2")),
+        legacy_headers=(("content-type", "application/json"),),
+        new_headers=(("content-type", "text/plain"),),
+        request_body=StoredBody(b"", 0, False),
+        legacy_body=StoredBody(body, len(body), False),
+        new_body=StoredBody(body[:100], 5000, True),
+        differences=(
+            Difference("$.items[0].qty", "$.items[*].qty", "changed", "1", "2"),
+            Difference("$.items[1].qty", "$.items[*].qty", "changed", "3", "4"),
+            Difference("header.content-type", "header.content-type", "changed", '"a"', '"b"'),
+            Difference("$.gone", "$.gone", "removed", "true", None),
+        ),
+    )
+    with Store.open(db_path) as store:
+        store.write_batch([record, make_record()])
+        rows = store.list_exchanges()
+        detail = store.get_exchange(rows[-1].id)
+        assert store.get_exchange(9999) is None
+    assert detail is not None
+    assert detail.record == record
+    assert rows[-1].difference_count == 4
+    on_disk = b"".join(p.read_bytes() for p in db_path.parent.iterdir() if p.name.startswith(db_path.name))
+    assert b"plaintext-marker plaintext-marker" not in on_disk
+
+
+def test_file_is_private_and_in_wal_mode(db_path: Path) -> None:
+    """The store file and its WAL companions are created with mode 0600, and the journal mode is WAL."""
+    with Store.open(db_path) as store:
+        store.write_batch([make_record()])
+        files = [p for p in db_path.parent.iterdir() if p.name.startswith(db_path.name)]
+        assert len(files) >= 2
+        for path in files:
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        with sqlite3.connect(db_path) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_schema_version_recorded_and_reopen_is_idempotent(db_path: Path) -> None:
+    """Opening twice migrates once: schema_version is stored, data survives, and a newer schema is refused."""
+    with Store.open(db_path) as store:
+        store.write_batch([make_record()])
+    with Store.open(db_path) as store:
+        assert len(store.list_exchanges()) == 1
+    with sqlite3.connect(db_path) as conn:
+        version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+        assert int(version) == SCHEMA_VERSION
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
+    with pytest.raises(StoreError, match="newer"):
+        Store.open(db_path)
+
+
+def test_open_without_create_refuses_missing_file(tmp_path: Path) -> None:
+    """create=False and open_readers never create a file; they raise StoreError naming it."""
+    with pytest.raises(StoreError, match=r"missing\.db"):
+        Store.open(tmp_path / "missing.db", create=False)
+    with pytest.raises(StoreError, match=r"missing\.db"):
+        Store.open_readers([tmp_path / "missing.db"])
+    assert not (tmp_path / "missing.db").exists()
+
+
+def test_rollups_match_raw_counts(db_path: Path) -> None:
+    """route_stats and field_stats from rollups equal counts over the raw rows, also for a mid-hour `since`."""
+    rng = random.Random(7)
+    outcomes = ["match", "mismatch", "candidate_error", "skipped", "dropped"]
+    records = []
+    for i in range(600):
+        outcome = rng.choice(outcomes)
+        diffs: tuple[Difference, ...] = ()
+        if outcome == "mismatch":
+            groups = rng.sample(["$.a", "$.b[*].c", "status"], rng.randint(1, 3))
+            diffs = tuple(Difference(g.replace("*", str(k)), g, "changed", "1", "2") for g in groups for k in range(2))
+        records.append(
+            make_record(
+                time=NOW - 5 * HOUR + i * 30,
+                route_id=rng.choice(["orders", "users"]),
+                pair=rng.choice(["candidate", "candidate", "noise"]),
+                outcome=outcome,
+                reason=rng.choice(["timeout", "reset"])
+                if outcome in ("candidate_error", "skipped", "dropped")
+                else None,
+                differences=diffs,
+            )
+        )
+    with Store.open(db_path) as store:
+        for start in range(0, len(records), 100):
+            store.write_batch(records[start : start + 100])
+        for since in (None, NOW - 3 * HOUR - 1234.5):
+            stats = {s.route_id: s for s in store.route_stats(since=since)}
+            fields = {(f.route_id, f.group): f.count for f in store.field_stats(since=since)}
+            window = [r for r in records if since is None or r.time >= since]
+            for route_id, s in stats.items():
+                mine = [r for r in window if r.route_id == route_id]
+                cand = [r for r in mine if r.pair == "candidate"]
+                assert s.total == len(mine)
+                assert s.mismatch == sum(r.outcome == "mismatch" for r in cand)
+                assert s.compared == sum(r.outcome in ("match", "mismatch") for r in cand)
+                assert s.noise_compared == sum(r.outcome in ("match", "mismatch") for r in mine if r.pair == "noise")
+                assert sum(n for _, n in s.dropped_by_reason) == s.dropped == sum(r.outcome == "dropped" for r in cand)
+            expected: dict[tuple[str, str], int] = {}
+            for r in window:
+                if r.pair == "candidate":
+                    for g in {d.group for d in r.differences}:
+                        expected[(r.route_id, g)] = expected.get((r.route_id, g), 0) + 1
+            assert fields == expected
+        only = store.route_stats(route_id="users")
+        assert [s.route_id for s in only] == ["users"]
+
+
+def test_latency_percentiles_within_one_bucket(db_path: Path) -> None:
+    """p50/p95/p99 from the histogram rollup are within one bucket width of the exact nearest-rank percentile."""
+    rng = random.Random(3)
+    legacy = [rng.lognormvariate(3.0, 1.0) for _ in range(3000)]
+    new = [rng.lognormvariate(3.5, 0.7) for _ in range(3000)]
+    records = [make_record(legacy_latency_ms=a, new_latency_ms=b) for a, b in zip(legacy, new, strict=True)]
+    records.append(make_record(pair="noise", legacy_latency_ms=99999.0, new_latency_ms=99999.0))
+    width = LATENCY_BOUNDS_MS[1] / LATENCY_BOUNDS_MS[0]
+    with Store.open(db_path) as store:
+        store.write_batch(records)
+        result = store.latency_percentiles()
+    assert set(result) == {("orders", "legacy"), ("orders", "new")}
+    for side, values in (("legacy", legacy), ("new", new)):
+        ordered = sorted(values)
+        for q, estimate in zip((0.50, 0.95, 0.99), result[("orders", side)], strict=True):
+            exact = ordered[math.ceil(q * len(ordered)) - 1]
+            assert exact / width <= estimate <= exact * width, (side, q, exact, estimate)
+
+
+def test_traffic_upserts_add_and_unrouted_is_busiest_first(db_path: Path) -> None:
+    """Traffic counts with the same key add up; unrouted paths are listed busiest first."""
+    minute = int(NOW // 60) * 60
+
+    def traffic(route_id: str, path: str, count: int, mode: str = "legacy") -> TrafficCount:
+        return TrafficCount(minute, route_id, mode, "legacy", "GET", path, count, 1, 10.0 * count)
+
+    with Store.open(db_path) as store:
+        store.write_batch([], [traffic("", "/a", 2), traffic("", "/b", 5), traffic("orders", "/orders/{id}", 3)])
+        store.write_batch([], [traffic("", "/a", 4), traffic("", "/c", 1), traffic("orders", "/orders/{id}", 3)])
+        busiest = store.unrouted(since=NOW - 60, limit=2)
+        modes = store.traffic_by_mode()
+        assert store.unrouted(since=NOW + 120) == []
+    assert [(u.path, u.count) for u in busiest] == [("/a", 6), ("/b", 5)]
+    orders = next(t for t in modes if t.route_id == "orders")
+    assert (orders.count, orders.errors, orders.latency_ms_sum) == (6, 2, 60.0)
+
+
+def test_retention_by_age_and_by_count(db_path: Path) -> None:
+    """Retention deletes exchanges older than max_age (with bodies, differences, old rollups) and keeps the newest N."""
+    body = StoredBody(b"x", 1, False)
+    diff = (Difference("$.a", "$.a", "changed", "1", "2"),)
+    old = [make_record(time=NOW - 10 * 86400 + i, legacy_body=body, differences=diff) for i in range(30)]
+    recent = [make_record(time=NOW - 100 + i, request_id=f"r{i}", legacy_body=body) for i in range(50)]
+    with Store.open(db_path) as store:
+        store.write_batch(old)
+        store.write_batch(recent)
+        assert store.enforce_retention(max_age=86400, max_exchanges=1000, now=NOW) == 30
+        assert count_rows(db_path, "differences") == 0
+        assert count_rows(db_path, "bodies") == 50
+        assert store.route_stats()[0].total == 50  # the old hours' rollups went too
+        assert store.enforce_retention(max_age=86400, max_exchanges=20, now=NOW) == 30
+        kept = store.list_exchanges(limit=100)
+        assert sorted(r.request_id for r in kept) == sorted(f"r{i}" for i in range(30, 50))
+        assert count_rows(db_path, "bodies") == 20
+        assert store.route_stats()[0].total == 50  # count-based retention keeps the rollups
+
+
+def test_flips_round_trip(db_path: Path) -> None:
+    """Flips come back in order per route, and last_flip is the newest of that route."""
+    first = FlipRecord(NOW, "ana", "orders", "legacy", "shadow", None, None, "start", False, "{}")
+    second = FlipRecord(NOW + 5, "bo", "orders", "shadow", "canary", 0.0, 5.0, "go", True, '{"compared": 9}', "promote")
+    other = FlipRecord(NOW + 1, "ana", "users", "legacy", "new", None, None, "", False, "{}")
+    with Store.open(db_path) as store:
+        ids = [store.record_flip(f) for f in (first, other, second)]
+        assert ids == sorted(ids)
+        assert store.flips("orders") == [first, second]
+        assert store.flips() == [first, other, second]
+        assert store.last_flip("orders") == second
+        assert store.last_flip("nope") is None
+
+
+def test_filters_samples_and_replay(db_path: Path) -> None:
+    """list_exchanges filters by route/outcome/group/pair; replay keeps only requests that can be resent exactly."""
+    diff = (Difference("$.items[0].qty", "$.items[*].qty", "changed", "1", "2"),)
+    records = [
+        make_record(time=NOW, outcome="mismatch", differences=diff, request_id="get-mismatch"),
+        make_record(time=NOW + 1, method="POST", request_id="post-no-body"),
+        make_record(time=NOW + 2, method="POST", request_id="post-body", request_body=StoredBody(b"{}", 2, False)),
+        make_record(time=NOW + 3, method="POST", request_id="post-cut", request_body=StoredBody(b"{", 9, True)),
+        make_record(time=NOW + 4, route_id="users", pair="noise", request_id="noise"),
+    ]
+    with Store.open(db_path) as store:
+        store.write_batch(records)
+        by_group = store.list_exchanges(field_group="$.items[*].qty")
+        assert [r.request_id for r in by_group] == ["get-mismatch"]
+        assert [r.request_id for r in store.list_exchanges(route_id="orders", outcome="match", limit=2)] == [
+            "post-cut",
+            "post-body",
+        ]
+        assert [r.request_id for r in store.list_exchanges(pair="noise")] == ["noise"]
+        assert store.field_samples("orders", "$.items[*].qty") == [("1", "2")]
+        replay = store.exchanges_for_replay(route_id="orders")
+    assert [(item.method, item.body) for item in replay] == [("POST", b"{}"), ("GET", None)]
+
+
+def test_writer_writes_every_submitted_record(db_path: Path) -> None:
+    """2000 records submitted from another thread are all written once close() returns."""
+    writer = StoreWriter(db_path, batch_size=300)
+
+    def produce() -> None:
+        for i in range(2000):
+            writer.submit(make_record(request_id=str(i)))
+        writer.count([TrafficCount(int(NOW // 60) * 60, "", "legacy", "legacy", "GET", "/x", 1, 0, 1.0)] * 3)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    producer.join()
+    writer.close(timeout=30)
+    assert (writer.written, writer.dropped, writer.lost) == (2000, 0, 0)
+    assert count_rows(db_path) == 2000
+    with Store.open(db_path) as store:
+        assert store.unrouted()[0].count == 3
+
+
+def test_writer_drops_when_full_instead_of_blocking(db_path: Path) -> None:
+    """Past max_queue, submit returns at once and counts the record as dropped; the queued ones are still written."""
+    writer = StoreWriter(db_path, max_queue=10, start=False)
+    for i in range(15):
+        writer.submit(make_record(request_id=str(i)))
+    assert (writer.depth(), writer.dropped) == (10, 5)
+    writer.start()
+    writer.close(timeout=30)
+    writer.submit(make_record())  # after close: dropped, not an error
+    assert writer.dropped == 6
+    assert count_rows(db_path) == 10
+
+
+def test_writer_survives_a_failing_batch(db_path: Path) -> None:
+    """A batch that cannot be written is retried once, then counted as lost; later records are still written."""
+    writer = StoreWriter(db_path)
+    writer.submit(make_record(query=["not", "bindable"]))  # sqlite3 cannot bind a list
+    deadline = time.monotonic() + 10
+    while writer.lost == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    writer.submit(make_record())
+    writer.close(timeout=30)
+    assert (writer.lost, writer.written) == (1, 1)
+    assert count_rows(db_path) == 1
+
+
+def test_writer_applies_retention(db_path: Path) -> None:
+    """The writer thread enforces retention by itself."""
+    with Store.open(db_path) as store:
+        store.write_batch([make_record(time=time.time() - 30 * 86400)])
+    writer = StoreWriter(db_path, retention=Retention(max_age=86400, max_exchanges=100))
+    writer.submit(make_record(time=time.time()))
+    writer.close(timeout=30)
+    assert count_rows(db_path) == 1
+
+
+def test_writer_flushes_when_the_program_ends_without_close(db_path: Path) -> None:
+    """A process that exits without calling close() still writes what it queued, and does exit."""
+    program = (
+        "import sys; from tests.shadow.test_store import make_record; from shadow.store import StoreWriter\n"
+        "writer = StoreWriter(sys.argv[1])\n"
+        "for i in range(5): writer.submit(make_record(request_id=str(i)))\n"
+    )
+    subprocess.run([sys.executable, "-c", program, str(db_path)], check=True, timeout=30, cwd=ROOT)
+    assert count_rows(db_path) == 5
+
+
+def test_two_connections_share_one_file(db_path: Path) -> None:
+    """Two Store connections on one file interleave batches without losing rows or failing with a lock error."""
+    with Store.open(db_path) as a, Store.open(db_path) as b:
+        errors: list[BaseException] = []
+
+        def write(store: Store, tag: str) -> None:
+            try:
+                for i in range(40):
+                    store.write_batch([make_record(request_id=f"{tag}{i}-{k}") for k in range(25)])
+            except BaseException as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=write, args=(s, t)) for s, t in ((a, "a"), (b, "b"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert len({r.id for r in a.list_exchanges(limit=5000)}) == 2000
+        assert a.route_stats()[0].total == 2000
+
+
+def write_from_process(path: str, tag: str) -> None:
+    """Runs in a child process: writes 1000 records through its own StoreWriter."""
+    writer = StoreWriter(path, batch_size=50)
+    for i in range(1000):
+        writer.submit(make_record(request_id=f"{tag}-{i}"))
+    writer.close(timeout=60)
+    if (writer.written, writer.lost, writer.dropped) != (1000, 0, 0):
+        raise SystemExit(1)
+
+
+def test_two_processes_write_one_file(db_path: Path) -> None:
+    """Two OS processes writing the same file concurrently lose nothing."""
+    Store.open(db_path).close()
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=write_from_process, args=(str(db_path), tag)) for tag in ("p1", "p2")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=50)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert count_rows(db_path) == 2000
+    with Store.open(db_path) as store:
+        assert store.route_stats()[0].total == 2000
+
+
+def test_readers_merge_several_files(tmp_path: Path) -> None:
+    """open_readers reads one file per replica as one: counts add up and each row names its source file."""
+    paths = [tmp_path / "a.db", tmp_path / "b.db"]
+    for n, path in enumerate(paths):
+        with Store.open(path) as store:
+            store.write_batch([make_record(time=NOW + n * 10 + i, request_id=f"{n}-{i}") for i in range(3 + n)])
+            store.write_batch([], [TrafficCount(int(NOW // 60) * 60, "", "legacy", "legacy", "GET", "/u", 2, 0, 1.0)])
+    with Store.open_readers(paths) as readers:
+        assert readers.route_stats()[0].match == 7
+        assert readers.unrouted()[0].count == 4
+        assert set(readers.latency_percentiles()) == {("orders", "legacy"), ("orders", "new")}
+        rows = readers.list_exchanges(limit=4)
+        assert [r.request_id for r in rows] == ["1-3", "1-2", "1-1", "1-0"]
+        detail = readers.get_exchange(rows[0].id, rows[0].source)
+        assert detail is not None
+        assert detail.record.request_id == "1-3"
+        with pytest.raises(StoreError):
+            readers.write_batch([make_record()])
