@@ -1,15 +1,323 @@
-"""The strangler command line: the only place that wires packages together and prints."""
+"""The strangler command line: the only place that wires packages together and prints.
+
+Every command's help ends with a runnable example. Errors are one red line on stderr and exit code 1 (usage
+errors exit 2); `--debug` shows the traceback instead. Commands that print data take `--format table|json`.
+"""
 
 from __future__ import annotations
 
-import typer
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
-app = typer.Typer(help="strangler: a strangler-pattern migration proxy.", no_args_is_help=True)
+import typer
+from rich import box
+from rich.markup import escape
+from rich.table import Table
+
+from cli.flip import FlipError, flip_route
+from cli.output import CliError, CliState, ErrorReportingGroup, OutputFormat, print_json, print_line, print_renderable
+from proxy.config import Config, ConfigError, ConfigIssue, Mode, Route
+from proxy.loader import load_config
+from proxy.paths import PathError, canonical_path
+from proxy.routing import Explanation, RouteTable
+
+app = typer.Typer(
+    cls=ErrorReportingGroup,
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode="rich",
+)
+routes_app = typer.Typer(
+    help="List routes and flip their mode.\n\nExample: [bold]strangler routes list --config routes.yaml[/bold]",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+app.add_typer(routes_app, name="routes")
+
+ConfigOption = Annotated[
+    Path,
+    typer.Option("--config", "-c", help="The routes file.", envvar="STRANGLER_CONFIG", dir_okay=False),
+]
+FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output as a table or as JSON.")]
 
 
 @app.callback()
-def main() -> None:
-    """strangler: route, shadow, compare and flip endpoints from a legacy back end to a new service."""
+def main(
+    ctx: typer.Context,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+) -> None:
+    """strangler: route, shadow, compare and flip endpoints from a legacy back end to a new service.
+
+    Example: [bold]strangler validate --config routes.yaml[/bold]
+    """
+    ctx.obj = CliState(debug=debug)
+
+
+# --- validate ---------------------------------------------------------------------------------------------------
+
+
+def _issue_document(issue: ConfigIssue) -> dict[str, Any]:
+    return {
+        "source": issue.source,
+        "line": issue.line,
+        "where": issue.where,
+        "message": issue.message,
+        "hint": issue.hint,
+        "text": str(issue),
+    }
+
+
+@app.command()
+def validate(config: ConfigOption = Path("routes.yaml"), fmt: FormatOption = OutputFormat.table) -> None:
+    """Check a routes file and report every problem in it (exit 1 when there is any).
+
+    Example: [bold]strangler validate --config routes.yaml[/bold]
+    """
+    try:
+        loaded = load_config(config)
+    except ConfigError as exc:
+        if fmt is OutputFormat.json:
+            print_json({"ok": False, "issues": [_issue_document(i) for i in exc.issues]})
+            raise typer.Exit(1) from exc
+        raise
+    if fmt is OutputFormat.json:
+        print_json({"ok": True, "routes": len(loaded.routes), "upstreams": len(loaded.upstreams)})
+    else:
+        print_line(f"OK: {len(loaded.routes)} routes, {len(loaded.upstreams)} upstreams")
+
+
+# --- explain ----------------------------------------------------------------------------------------------------
+
+
+def _parse_headers(values: list[str]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for value in values:
+        name, sep, content = value.partition(":")
+        if not sep or not name.strip():
+            raise typer.BadParameter(f"{value!r} is not NAME:VALUE", param_hint="--header")
+        headers[name.strip().lower()] = content.strip()
+    return headers
+
+
+def _served_by(route: Route | None, config: Config) -> str:
+    if route is None:
+        return config.defaults.legacy
+    return route.upstream if route.mode in ("new", "canary") else route.legacy
+
+
+def _mirror_to(route: Route | None) -> str | None:
+    if route is None:
+        return None
+    if route.mode in ("shadow", "canary") and route.shadow is not None:
+        return route.upstream
+    if route.mode == "new" and route.verify is not None:
+        return route.legacy
+    return None
+
+
+def explanation_document(
+    config: Config, method: str, raw: str, explanation: Explanation, canonical: str, refused: str | None
+) -> dict[str, Any]:
+    """What `explain --format json` prints."""
+    route = explanation.winner
+    return {
+        "method": method,
+        "path": raw,
+        "canonical_path": canonical,
+        "route": route.id if route else None,
+        "template": route.match.path if route else None,
+        "mode": route.mode if route else "legacy",
+        "upstream": _served_by(route, config),
+        "canary_weight": route.canary.weight if route and route.canary else None,
+        "legacy": route.legacy if route else config.defaults.legacy,
+        "mirror_to": _mirror_to(route),
+        "params": dict(explanation.params),
+        "refused": refused,
+        "candidates": [
+            {"route": c.route.id, "path": c.route.match.path, "reason": c.reason} for c in explanation.candidates
+        ],
+    }
+
+
+def _print_explanation(doc: dict[str, Any]) -> None:
+    summary = Table(show_header=False, box=None, pad_edge=False)
+    summary.add_column(style="bold")
+    summary.add_column()
+    route = doc["route"]
+    summary.add_row("request", escape(f"{doc['method']} {doc['path']}"))
+    summary.add_row("canonical path", escape(doc["canonical_path"]))
+    summary.add_row("route", escape(f"{route} ({doc['template']})") if route else "[yellow](no route matched)[/]")
+    mode = doc["mode"] if route else "legacy (default for unmatched requests)"
+    summary.add_row("mode", mode)
+    upstream = doc["upstream"]
+    if doc["mode"] == "canary":
+        weight = doc["canary_weight"] if doc["canary_weight"] is not None else 0
+        upstream = f"{upstream} for {weight:g}% of sticky buckets, {doc['legacy']} for the rest"
+    summary.add_row("upstream", escape(upstream))
+    if doc["mirror_to"]:
+        summary.add_row("mirrored to", escape(doc["mirror_to"]))
+    if doc["params"]:
+        summary.add_row("params", escape(", ".join(f"{k}={v}" for k, v in doc["params"].items())))
+    if doc["refused"]:
+        summary.add_row("refused", f"[red]{escape(doc['refused'])}[/]")
+    print_renderable(summary)
+    if doc["candidates"]:
+        table = Table(title="Other candidates", title_justify="left")
+        table.add_column("route")
+        table.add_column("path")
+        table.add_column("why it lost")
+        for c in doc["candidates"]:
+            table.add_row(escape(c["route"]), escape(c["path"]), escape(c["reason"]))
+        print_renderable(table)
+
+
+@app.command()
+def explain(
+    method: Annotated[str, typer.Argument(help="HTTP method, e.g. GET.")],
+    path: Annotated[str, typer.Argument(help="Request path, optionally with '?query'.")],
+    config: ConfigOption = Path("routes.yaml"),
+    header: Annotated[
+        list[str] | None, typer.Option("--header", "-H", help="A request header NAME:VALUE (repeatable).")
+    ] = None,
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """Show which route a request would take, where it would go, and why the other routes lost.
+
+    Example: [bold]strangler explain GET '/api/orders/42?expand=items' -H 'X-User-Id: 7'[/bold]
+    """
+    headers = _parse_headers(header or [])
+    loaded = load_config(config)
+    raw_path, _, query_string = path.partition("?")
+    try:
+        canonical = canonical_path(raw_path)
+    except PathError as exc:
+        raise CliError(f"the proxy would refuse {raw_path!r} with 400: {exc}") from exc
+    method = method.upper()
+    query = dict(parse_qsl(query_string, keep_blank_values=True))
+    explanation = RouteTable.build(loaded.routes).explain(method, canonical.segments, headers, query)
+    winner = explanation.winner
+    refused = None
+    if canonical.has_encoded_slash and (winner is None or not winner.match.allow_encoded_slash):
+        refused = "the path holds %2F or %5C and the route does not set allow_encoded_slash: the proxy answers 400"
+    doc = explanation_document(loaded, method, path, explanation, canonical.path, refused)
+    if fmt is OutputFormat.json:
+        print_json(doc)
+    else:
+        _print_explanation(doc)
+
+
+# --- routes -----------------------------------------------------------------------------------------------------
+
+
+def route_document(route: Route) -> dict[str, Any]:
+    """One route as `routes list --format json` prints it."""
+    return {
+        "id": route.id,
+        "mode": route.mode,
+        "upstream": route.upstream,
+        "legacy": route.legacy,
+        "methods": sorted(route.match.methods) if route.match.methods is not None else None,
+        "path": route.match.path,
+        "weight": route.canary.weight if route.canary is not None else None,
+        "fallback": route.fallback,
+    }
+
+
+_MODE_STYLE = {"legacy": "dim", "shadow": "cyan", "canary": "yellow", "new": "green"}
+
+
+@routes_app.command("list")
+def routes_list(config: ConfigOption = Path("routes.yaml"), fmt: FormatOption = OutputFormat.table) -> None:
+    """List the routes in a routes file, in file order.
+
+    Example: [bold]strangler routes list --config routes.yaml --format json[/bold]
+    """
+    docs = [route_document(r) for r in load_config(config).routes]
+    if fmt is OutputFormat.json:
+        print_json(docs)
+        return
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
+    for column in ("id", "mode", "methods", "path", "legacy", "new", "weight", "fallback"):
+        # ids and paths fold rather than lose their ends; the short columns keep their width
+        table.add_column(column, overflow="fold", no_wrap=column not in ("id", "path", "methods"))
+    for d in docs:
+        table.add_row(
+            escape(d["id"]),
+            f"[{_MODE_STYLE[d['mode']]}]{d['mode']}[/]",
+            ", ".join(d["methods"]) if d["methods"] else "any",
+            escape(d["path"]),
+            escape(d["legacy"]),
+            escape(d["upstream"]),
+            f"{d['weight']:g}%" if d["weight"] is not None else "",
+            "yes" if d["fallback"] else "",
+        )
+    print_renderable(table)
+
+
+@routes_app.command("flip")
+def routes_flip(
+    route: Annotated[str, typer.Argument(help="The route id.")],
+    to: Annotated[Mode, typer.Option("--to", help="The new mode.")],
+    weight: Annotated[
+        float | None, typer.Option("--weight", "-w", help="Canary weight in percent (0-100).", min=0, max=100)
+    ] = None,
+    config: ConfigOption = Path("routes.yaml"),
+) -> None:
+    """Change a route's mode in the routes file, keeping comments and formatting; validated before writing.
+
+    Flipping to canary needs --weight unless the route already has a canary weight.
+
+    Keys the new mode does not allow (canary:, shadow:, verify:, fallback: legacy) are commented out.
+
+    A running proxy picks up the changed file on its next reload.
+
+    Example: [bold]strangler routes flip orders-read --to canary --weight 10 --config routes.yaml[/bold]
+    """
+    try:
+        change = flip_route(config, route, to, weight)
+    except FlipError as exc:
+        raise CliError(str(exc), exc.details) from exc
+    print_line(escape(change.describe()))
+
+
+# --- serve and demo ---------------------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    config: ConfigOption = Path("routes.yaml"),
+    host: Annotated[str | None, typer.Option(help="Listen address (default: listen.host from the config).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (default: listen.port from the config).")] = None,
+    admin_port: Annotated[int | None, typer.Option(help="Admin port (default: admin.port from the config).")] = None,
+    db: Annotated[Path | None, typer.Option(help="Shadow store SQLite file (default: store.path).")] = None,
+) -> None:
+    """Run the proxy until interrupted (Ctrl-C or SIGTERM drains in-flight requests first).
+
+    Example: [bold]strangler serve --config routes.yaml --port 8080 --admin-port 8081[/bold]
+    """
+    from proxy.app import serve as serve_proxy  # deferred: the server stack is not needed by other commands
+
+    code = serve_proxy(config, host=host, port=port, admin_port=admin_port, db=str(db) if db else None)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def demo(
+    config: ConfigOption = Path("routes.yaml"),
+    requests: Annotated[int, typer.Option("--requests", "-n", help="How many requests to drive.", min=1)] = 400,
+) -> None:
+    """Start the bundled legacy and new apps and the proxy, drive traffic through it, and show what each route did.
+
+    Example: [bold]strangler demo --config routes.yaml --requests 400[/bold]
+    """
+    from cli.demo.driver import run_demo  # deferred: pulls in the whole server stack
+
+    code = asyncio.run(run_demo(config, requests=requests))
+    if code:
+        raise typer.Exit(code)
 
 
 def run() -> None:
