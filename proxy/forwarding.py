@@ -1,17 +1,46 @@
 """Forward one client request to one upstream and stream the answer back.
 
-CONTRACT (implementation pending): `proxy.handler` calls exactly this surface.
+`proxy.handler` calls exactly this surface. Bodies stream in both directions (constant memory, whatever their
+size); failures the client can still be told about become 502/504/413 JSON answers, and a failure after the
+response head was sent aborts the client connection so a broken body never looks complete.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from proxy.config import Timeouts, Upstream
 from proxy.events import Headers
-from proxy.transport import UpstreamError, UpstreamPool
+from proxy.headers import end_to_end_response_headers, response_headers_with
+from proxy.transport import (
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamPool,
+    UpstreamReset,
+    UpstreamResponse,
+    UpstreamTimeout,
+)
+
+try:
+    import orjson
+
+    def _dumps(obj: object) -> bytes:
+        return orjson.dumps(obj)
+
+except ImportError:  # pragma: no cover - orjson is a declared dependency; keep working without it
+
+    def _dumps(obj: object) -> bytes:
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+
+# Known-length bodies up to this size are read before contacting the upstream: they can then be re-sent on a
+# fresh connection when a pooled one turns out stale, which a stream cannot.
+PREREAD_LIMIT = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +94,211 @@ async def forward(
     body: the request body when the caller has already read it (mirrored or fallback routes); None means stream
     `request.content` to the upstream, counting bytes and failing with 413 past `max_body`.
     capture: keep up to this many response body bytes in ForwardResult.body (0: keep none) while streaming.
-    response_headers: extra headers added to the client response (X-Request-Id, Via, debug headers).
+    response_headers: extra headers added to the client response (X-Request-Id, Via, debug headers); a Via entry
+    is appended to the upstream's Via, any other name replaces the upstream's header of that name.
     Upstream failures become 502 (connect/reset before the head) or 504 (timeout) with a JSON body
     {"error", "route", "request_id"}; a reset mid-body aborts the client connection, never a short response
     that looks complete.
     """
-    raise NotImplementedError
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    state = _BodyState()
+    send_body: bytes | AsyncIterator[bytes] | None
+    content_length: int | None = None
+    if body is not None:
+        if len(body) > max_body:
+            return _too_large(route_id, request_id, response_headers, started)
+        send_body, replayable = body, True
+    else:
+        declared = request.content_length
+        if declared is not None and declared > max_body:
+            # Refused before any upstream sees it; closing stops aiohttp from draining a huge unread body.
+            return _too_large(route_id, request_id, response_headers, started)
+        if not request.body_exists:
+            send_body, replayable = (b"" if declared == 0 else None), True
+        elif declared is not None and declared <= PREREAD_LIMIT:
+            try:
+                send_body = await request.content.readexactly(declared)
+            except (asyncio.IncompleteReadError, ConnectionError, OSError):
+                return _client_gone_before_head(started)
+            replayable = True
+        else:
+            content_length = declared  # None for a chunked body: the transport re-chunks it
+            send_body, replayable = _stream_body(request, max_body, state), False
+
+    try:
+        upstream = await target.pool.request(
+            request.method,
+            target.target,
+            headers,
+            send_body,
+            content_length=content_length,
+            connect_timeout=target.timeouts.connect,
+            read_timeout=target.timeouts.read,
+            retry_stale=replayable,
+        )
+    except (UpstreamError, _RequestBodyError) as err:
+        if state.too_large:
+            return _too_large(route_id, request_id, response_headers, started)
+        if state.client_gone or not isinstance(err, UpstreamError):
+            return _client_gone_before_head(started)
+        if allow_fallback and replayable and not err.responded:
+            raise FallbackAvailable(err) from err
+        return _upstream_failed(err, route_id, request_id, response_headers, started)
+
+    try:
+        return await _stream_response(request, upstream, capture, response_headers, request_id, started)
+    finally:
+        upstream.close()
+
+
+@dataclass(slots=True)
+class _BodyState:
+    """What the request body stream saw, read after the transport gave up (it may wrap our exception)."""
+
+    sent: int = 0
+    too_large: bool = False
+    client_gone: bool = False
+
+
+class _RequestBodyError(Exception):
+    """The client's body could not be forwarded: over the size limit, or the client went away."""
+
+
+async def _stream_body(request: web.BaseRequest, limit: int, state: _BodyState) -> AsyncIterator[bytes]:
+    content = request.content
+    while True:
+        try:
+            chunk = await content.readany()
+        except Exception as exc:  # any failure reading the client means the client is gone
+            state.client_gone = True
+            raise _RequestBodyError("client body broke") from exc
+        if not chunk:
+            return
+        state.sent += len(chunk)
+        if state.sent > limit:
+            state.too_large = True
+            raise _RequestBodyError(f"request body over {limit} bytes")
+        yield chunk
+
+
+async def _stream_response(
+    request: web.BaseRequest,
+    upstream: UpstreamResponse,
+    capture: int,
+    extra: Headers,
+    request_id: str,
+    started: float,
+) -> tuple[web.StreamResponse, ForwardResult]:
+    cleaned = end_to_end_response_headers(upstream.raw_headers)
+    resp = web.StreamResponse(
+        status=upstream.status,
+        reason=upstream.reason or None,
+        headers=response_headers_with(cleaned, request_id=request_id, via="", extra=extra),
+    )
+    length = _content_length(upstream)
+    if length is not None:
+        resp.content_length = length  # aiohttp drops it itself for 204/304; HEAD keeps it, as the upstream sent
+    captured = bytearray() if capture > 0 else None
+    truncated = False
+    error: str | None = None
+    try:
+        await resp.prepare(request)
+        while True:
+            try:
+                chunk = await upstream.read()
+            except UpstreamError as err:
+                error = err.kind
+                _abort_client(request)
+                break
+            if not chunk:
+                await resp.write_eof()
+                break
+            if captured is not None and not truncated:
+                room = capture - len(captured)
+                captured += chunk[:room]
+                truncated = len(chunk) > room
+            await resp.write(chunk)
+    except ConnectionError:
+        error = "client_gone"  # the caller's finally closes the upstream: a half-read response is never pooled
+    return resp, ForwardResult(
+        status=upstream.status,
+        upstream_status=upstream.status,
+        error=error,
+        response_headers=tuple(cleaned),
+        body=bytes(captured) if captured is not None else None,
+        body_complete=error is None and not truncated,
+        latency=asyncio.get_running_loop().time() - started,
+    )
+
+
+def _content_length(upstream: UpstreamResponse) -> int | None:
+    value = upstream.headers.get("Content-Length")
+    if value is None or not value.isdigit():
+        return None
+    return int(value)
+
+
+def _abort_client(request: web.BaseRequest) -> None:
+    """Drop the client connection without a terminating chunk, so the client sees an incomplete response."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+def error_response(
+    status: int,
+    error: str,
+    route_id: str | None,
+    request_id: str,
+    *,
+    headers: Iterable[tuple[str, str]] = (),
+) -> web.Response:
+    """A JSON error answer generated by strangler itself: {"error", "route", "request_id"}."""
+    body = _dumps({"error": error, "route": route_id, "request_id": request_id})
+    return web.Response(
+        status=status,
+        body=body,
+        content_type="application/json",
+        headers=response_headers_with((), request_id=request_id, via="", extra=headers),
+    )
+
+
+_ERRORS: dict[type[UpstreamError], tuple[int, str]] = {
+    UpstreamConnectError: (502, "upstream_unreachable"),
+    UpstreamReset: (502, "upstream_reset"),
+    UpstreamTimeout: (504, "upstream_timeout"),
+}
+
+
+def _upstream_failed(
+    err: UpstreamError, route_id: str | None, request_id: str, extra: Headers, started: float
+) -> tuple[web.StreamResponse, ForwardResult]:
+    status, name = next((m for cls, m in _ERRORS.items() if isinstance(err, cls)), (502, "upstream_error"))
+    return error_response(status, name, route_id, request_id, headers=extra), _failure(status, err.kind, started)
+
+
+def _too_large(
+    route_id: str | None, request_id: str, extra: Headers, started: float
+) -> tuple[web.StreamResponse, ForwardResult]:
+    resp = error_response(413, "request_too_large", route_id, request_id, headers=extra)
+    resp.force_close()  # the rest of the body is never read: the connection cannot be reused
+    return resp, _failure(413, "too_large", started)
+
+
+def _client_gone_before_head(started: float) -> tuple[web.StreamResponse, ForwardResult]:
+    resp = web.Response(status=400)
+    resp.force_close()
+    return resp, _failure(400, "client_gone", started)
+
+
+def _failure(status: int, error: str, started: float) -> ForwardResult:
+    return ForwardResult(
+        status=status,
+        upstream_status=0,
+        error=error,
+        response_headers=(),
+        body=None,
+        body_complete=False,
+        latency=asyncio.get_running_loop().time() - started,
+    )

@@ -1,0 +1,246 @@
+"""Header hygiene as pure functions: what reaches the upstream and what reaches the client."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from yarl import URL
+
+from proxy.config import Upstream
+from proxy.headers import (
+    client_response_headers,
+    end_to_end_response_headers,
+    new_request_id,
+    upstream_request_headers,
+    valid_request_id,
+)
+
+LEGACY = Upstream(name="legacy", url=URL("http://legacy.internal:8001"))
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
+
+
+def raw(*pairs: tuple[str, str]) -> tuple[tuple[bytes, bytes], ...]:
+    return tuple((n.encode(), v.encode()) for n, v in pairs)
+
+
+def build(
+    *pairs: tuple[str, str],
+    upstream: Upstream = LEGACY,
+    peer: str = "10.1.2.3",
+    trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (),
+    client_host: str = "shop.example",
+) -> list[tuple[str, str]]:
+    return upstream_request_headers(
+        raw(*pairs),
+        upstream=upstream,
+        client_host=client_host,
+        peer_ip=peer,
+        scheme="https",
+        trusted_proxies=trusted,
+        request_id="rid-1",
+        via="strangler",
+        http_version=(1, 1),
+    )
+
+
+def names(headers: list[tuple[str, str]]) -> list[str]:
+    return [n.lower() for n, _ in headers]
+
+
+def test_hop_by_hop_and_framing_headers_are_dropped() -> None:
+    """Every fixed hop-by-hop header, Content-Length and Expect are stripped from the upstream request."""
+    out = build(
+        ("Connection", "keep-alive"),
+        ("Keep-Alive", "timeout=5"),
+        ("Proxy-Connection", "keep-alive"),
+        ("TE", "trailers"),
+        ("Trailer", "X-Sum"),
+        ("Transfer-Encoding", "chunked"),
+        ("Upgrade", "h2c"),
+        ("Proxy-Authorization", "Basic Zm9v"),
+        ("Proxy-Authenticate", "Basic"),
+        ("Content-Length", "12"),
+        ("Expect", "100-continue"),
+        ("Accept", "*/*"),
+    )
+    assert names(out) == [
+        "host",
+        "accept",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "via",
+        "x-request-id",
+    ]
+
+
+def test_connection_named_headers_are_dropped_wherever_they_appear() -> None:
+    """Headers listed in Connection are dropped even when they come before the Connection header."""
+    out = build(("X-Secret", "1"), ("Connection", "close, X-Secret , x-other"), ("X-Other", "2"), ("X-Kept", "3"))
+    assert "x-secret" not in names(out)
+    assert "x-other" not in names(out)
+    assert ("X-Kept", "3") in out
+
+
+def test_order_case_and_duplicates_are_kept() -> None:
+    """End-to-end headers keep their order, original spelling and repeated occurrences."""
+    out = build(("accept", "a"), ("X-Dup", "1"), ("Cookie", "c=1"), ("X-Dup", "2"))
+    middle = [h for h in out if h[0] in ("accept", "X-Dup", "Cookie")]
+    assert middle == [("accept", "a"), ("X-Dup", "1"), ("Cookie", "c=1"), ("X-Dup", "2")]
+
+
+def test_host_rewritten_to_upstream_authority() -> None:
+    """host_header rewrite sends the upstream's host and non-default port instead of the client's Host."""
+    out = build(("Host", "shop.example"))
+    assert out[0] == ("Host", "legacy.internal:8001")
+    assert names(out).count("host") == 1
+
+
+def test_host_rewrite_omits_default_port() -> None:
+    """A default port is not written in the rewritten Host."""
+    upstream = Upstream(name="new", url=URL("https://new.internal/base"))
+    assert build(("Host", "shop.example"), upstream=upstream)[0] == ("Host", "new.internal")
+
+
+def test_host_preserved_when_configured() -> None:
+    """host_header preserve forwards the Host the client sent."""
+    upstream = Upstream(name="legacy", url=URL("http://legacy.internal:8001"), host_header="preserve")
+    out = build(("Host", "shop.example"), upstream=upstream)
+    assert out[0] == ("Host", "shop.example")
+
+
+def test_forwarded_headers_from_untrusted_peer_are_replaced() -> None:
+    """A client outside trusted_proxies cannot spoof X-Forwarded-For/Proto/Host or Forwarded."""
+    out = build(
+        ("X-Forwarded-For", "6.6.6.6"),
+        ("X-Forwarded-Proto", "http"),
+        ("X-Forwarded-Host", "evil.example"),
+        ("Forwarded", "for=6.6.6.6"),
+        peer="10.1.2.3",
+        trusted=LOOPBACK,
+    )
+    got = dict(out)
+    assert got["X-Forwarded-For"] == "10.1.2.3"
+    assert got["X-Forwarded-Proto"] == "https"
+    assert got["X-Forwarded-Host"] == "shop.example"
+    assert "forwarded" not in names(out)
+
+
+def test_forwarded_headers_from_trusted_peer_are_extended() -> None:
+    """A trusted proxy's X-Forwarded-For is appended to and its Proto/Host are believed."""
+    out = build(
+        ("X-Forwarded-For", "1.1.1.1, 2.2.2.2"),
+        ("X-Forwarded-For", "3.3.3.3"),
+        ("X-Forwarded-Proto", "http"),
+        ("X-Forwarded-Host", "edge.example"),
+        ("Forwarded", "for=1.1.1.1"),
+        peer="127.0.0.9",
+        trusted=LOOPBACK,
+    )
+    got = dict(out)
+    assert got["X-Forwarded-For"] == "1.1.1.1, 2.2.2.2, 3.3.3.3, 127.0.0.9"
+    assert got["X-Forwarded-Proto"] == "http"
+    assert got["X-Forwarded-Host"] == "edge.example"
+    assert got["Forwarded"] == "for=1.1.1.1"
+
+
+def test_unparseable_peer_is_not_trusted() -> None:
+    """A peer that is not an IP address (unix socket) is never trusted."""
+    out = build(("X-Forwarded-For", "6.6.6.6"), peer="", trusted=LOOPBACK)
+    assert "x-forwarded-for" not in names(out)
+
+
+def test_via_is_appended_with_the_client_version() -> None:
+    """Via keeps earlier hops and adds "<version> <pseudonym>" for this one."""
+    out = upstream_request_headers(
+        raw(("Via", "1.1 cdn")),
+        upstream=LEGACY,
+        client_host="shop.example",
+        peer_ip="10.0.0.1",
+        scheme="http",
+        trusted_proxies=(),
+        request_id="r",
+        via="strangler",
+        http_version=(1, 0),
+    )
+    assert dict(out)["Via"] == "1.1 cdn, 1.0 strangler"
+
+
+def test_request_id_replaces_incoming() -> None:
+    """X-Request-Id is set exactly once, to the id the caller chose."""
+    out = build(("X-Request-Id", "client-id"), ("x-request-id", "other"))
+    assert [v for n, v in out if n.lower() == "x-request-id"] == ["rid-1"]
+
+
+def test_response_headers_strip_hop_by_hop_and_framing() -> None:
+    """Upstream response hop-by-hop, Connection-named and framing headers never reach the client."""
+    cleaned = end_to_end_response_headers(
+        raw(
+            ("Content-Type", "text/plain"),
+            ("Connection", "keep-alive, X-Internal"),
+            ("X-Internal", "1"),
+            ("Keep-Alive", "timeout=5"),
+            ("Transfer-Encoding", "chunked"),
+            ("Content-Length", "5"),
+            ("Set-Cookie", "a=1"),
+            ("Set-Cookie", "b=2"),
+        )
+    )
+    assert cleaned == [("Content-Type", "text/plain"), ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")]
+
+
+def test_client_response_headers_add_via_request_id_and_extra() -> None:
+    """The client response gets Via appended, X-Request-Id set and extra headers applied."""
+    headers = client_response_headers(
+        raw(("Via", "1.1 backend"), ("X-Request-Id", "upstream-made"), ("ETag", '"v1"')),
+        request_id="rid-9",
+        via="strangler",
+        extra=(("X-Strangler-Route", "orders"),),
+    )
+    assert headers["Via"] == "1.1 backend, 1.1 strangler"
+    assert headers.getall("X-Request-Id") == ["rid-9"]
+    assert headers["X-Strangler-Route"] == "orders"
+    assert headers["ETag"] == '"v1"'
+
+
+def test_non_ascii_header_bytes_survive_round_trip() -> None:
+    """Header bytes that are not valid UTF-8 come back unchanged when re-encoded the aiohttp way."""
+    out = upstream_request_headers(
+        ((b"X-Name", b"caf\xe9 \xc3\xa9"),),
+        upstream=LEGACY,
+        client_host="",
+        peer_ip="10.0.0.1",
+        scheme="http",
+        trusted_proxies=(),
+        request_id="r",
+        via="s",
+        http_version=(1, 1),
+    )
+    value = dict(out)["X-Name"]
+    assert value.encode("utf-8", "surrogateescape") == b"caf\xe9 \xc3\xa9"
+
+
+def test_new_request_ids_are_unique_hex() -> None:
+    """Generated request ids are 32 hex digits and do not repeat."""
+    ids = {new_request_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("abc-123", True),
+        ("x" * 128, True),
+        ("x" * 129, False),
+        ("", False),
+        (None, False),
+        ("has space", False),
+        ("tab\tinside", False),
+        ("né", False),
+    ],
+)
+def test_valid_request_id(value: str | None, ok: bool) -> None:
+    """Incoming ids are kept only when short, printable ASCII and without spaces."""
+    assert valid_request_id(value) is ok
