@@ -1,20 +1,34 @@
 """A lean keep-alive HTTP/1.1 client pool per upstream, on asyncio protocols and aiohttp's llhttp parser.
 
-CONTRACT (implementation pending): see the class and function docstrings; `proxy.forwarding` and
-`shadow.runner` depend on exactly this surface.
+`proxy.forwarding` and `shadow.runner` depend on exactly this surface. The wire protocol lives in `proxy._h1`.
 
 Why not `aiohttp.ClientSession` on the hot path: its per-request generality (request objects, timers, cookie
 jars, tracing) is most of a pass-through proxy's CPU (../shared/PERF-NOTES.md). ClientSession is kept for
 websockets and rare paths.
+
+Errors (every one carries `sent`: a request byte left, and `responded`: a response byte arrived):
+
+    UpstreamError            the upstream gave no complete response (also: a streamed body of the wrong length,
+     │                       a header holding CR/LF)
+     ├── UpstreamConnectError  refused, unreachable, DNS, TLS or connect timeout, no free slot, pool closed
+     ├── UpstreamTimeout       no byte for read_timeout (before the head, or between body chunks)
+     └── UpstreamReset         closed, reset or malformed before the response was complete
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ssl
+from collections import deque
 from collections.abc import AsyncIterable, Iterable
 
+from aiohttp.http_parser import RawResponseMessage
+from aiohttp.streams import StreamReader
 from multidict import CIMultiDictProxy
 from yarl import URL
+
+from proxy._h1 import H1Connection, H1Failure, encode_head
 
 
 class UpstreamError(Exception):
@@ -46,6 +60,17 @@ class UpstreamReset(UpstreamError):
     kind = "reset"
 
 
+_ERRORS: dict[str, type[UpstreamError]] = {"reset": UpstreamReset, "timeout": UpstreamTimeout}
+# Methods whose servers expect a length even for an empty body (RFC 9110 §8.6: "SHOULD send Content-Length: 0").
+_LENGTH_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_CLOSE_GRACE = 2.0  # seconds pool.close() waits for sockets to finish closing before aborting them
+
+
+def _public(failure: H1Failure) -> UpstreamError:
+    cls = _ERRORS.get(failure.kind, UpstreamError)
+    return cls(str(failure), sent=failure.sent, responded=failure.responded)
+
+
 class UpstreamResponse:
     """A response head with a streamed body. Read with `read()` until it returns b"", then `close()`.
 
@@ -53,22 +78,61 @@ class UpstreamResponse:
     ask to close it; otherwise the connection is discarded. Always call it (use try/finally).
     """
 
+    __slots__ = ("_conn", "_payload", "_pool", "headers", "raw_headers", "reason", "status", "version")
+
     status: int
     reason: str
     version: tuple[int, int]
     headers: CIMultiDictProxy[str]
     raw_headers: tuple[tuple[bytes, bytes], ...]
 
+    def __init__(self, pool: UpstreamPool, conn: H1Connection, msg: RawResponseMessage, payload: StreamReader) -> None:
+        self._pool: UpstreamPool | None = pool
+        self._conn = conn
+        self._payload = payload
+        self.status = msg.code
+        self.reason = msg.reason
+        self.version = msg.version
+        self.headers = msg.headers
+        self.raw_headers = msg.raw_headers
+
     async def read(self) -> bytes:
         """The next body chunk; b"" at the end. Raises UpstreamReset / UpstreamTimeout mid-body."""
-        raise NotImplementedError
+        try:
+            return await self._payload.readany()
+        except H1Failure as failure:
+            raise _public(failure) from None
+        except (RuntimeError, ValueError, OSError) as err:  # the reader's own "Connection closed." and kin
+            raise UpstreamReset(f"upstream body broke: {err}", sent=True, responded=True) from err
 
     def close(self) -> None:
-        raise NotImplementedError
+        pool = self._pool
+        if pool is None:
+            return
+        self._pool = None
+        if self._conn.finish():
+            pool._release(self._conn)
 
 
 class UpstreamPool:
     """Keep-alive connections to one upstream origin (scheme, host, port)."""
+
+    __slots__ = (
+        "_closed",
+        "_connecting",
+        "_conns",
+        "_host",
+        "_idle",
+        "_idle_timeout",
+        "_loop",
+        "_max",
+        "_origin",
+        "_port",
+        "_server_hostname",
+        "_ssl",
+        "_sweeper",
+        "_waiters",
+    )
 
     def __init__(
         self,
@@ -78,7 +142,30 @@ class UpstreamPool:
         idle_timeout: float = 60.0,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        raise NotImplementedError
+        if url.scheme not in ("http", "https"):
+            raise ValueError(f"upstream URL must be http or https, not {url.scheme!r}: {url}")
+        if not url.raw_host:
+            raise ValueError(f"upstream URL has no host: {url}")
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        self._host = url.raw_host
+        self._port = url.port or (443 if url.scheme == "https" else 80)
+        self._origin = f"{url.scheme}://{url.raw_host}:{self._port}"
+        if url.scheme == "https":
+            self._ssl: ssl.SSLContext | None = ssl_context or ssl.create_default_context()
+            self._server_hostname: str | None = url.raw_host
+        else:
+            self._ssl = None
+            self._server_hostname = None
+        self._max = max_connections
+        self._idle_timeout = idle_timeout
+        self._idle: deque[H1Connection] = deque()  # oldest left, most recent right: LIFO reuse from the right
+        self._conns: set[H1Connection] = set()  # every open connection, idle or busy
+        self._connecting = 0
+        self._waiters: deque[asyncio.Future[H1Connection | None]] = deque()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
 
     async def request(
         self,
@@ -95,14 +182,238 @@ class UpstreamPool:
         """Send one request and return when the response head has arrived.
 
         `target` is the encoded origin-form (path + optional '?query') sent verbatim on the request line.
-        `headers` must carry no framing or hop-by-hop headers: the pool writes exactly one framing header itself
-        (Content-Length when `content_length` is given or body is bytes, Transfer-Encoding: chunked for a stream
-        of unknown length, none for a bodyless request).
+        `headers` are written verbatim and in order (they must include Host) and must carry no framing or
+        hop-by-hop headers: the pool writes exactly one framing header itself (Content-Length when
+        `content_length` is given or body is non-empty bytes, Transfer-Encoding: chunked for a stream of unknown
+        length, none for a bodyless request except `Content-Length: 0` on POST, PUT and PATCH).
         `retry_stale`: when a pooled (reused) connection turns out to be closed before any response byte, retry
         once on a fresh connection; only allowed when the body is bytes or None. Callers pass False for mirrored
         (candidate) requests so a write is never sent twice.
+        An exception raised by a streamed `body` propagates unchanged (the connection is discarded).
         """
-        raise NotImplementedError
+        if self._closed:
+            raise UpstreamConnectError(f"upstream pool for {self._origin} is closed", sent=False)
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        head_only = method == "HEAD"
+        if body is None or isinstance(body, bytes):
+            data = body or b""
+            if data:
+                framing = f"Content-Length: {len(data)}\r\n"
+            else:
+                framing = "Content-Length: 0\r\n" if method in _LENGTH_METHODS else ""
+            encoded = encode_head(method, target, headers, framing)
+            if encoded is None:
+                raise UpstreamError("request target or header holds CR or LF", sent=False)
+            head, close = encoded
+            conn = self._pop_idle() or await self._acquire(loop, connect_timeout)
+            try:
+                msg, payload = await conn.exchange(
+                    head, data, head_only=head_only, close=close, read_timeout=read_timeout
+                )
+            except H1Failure as failure:
+                if not (retry_stale and conn.reused and failure.kind == "reset" and not failure.responded):
+                    raise _public(failure) from None
+                # The keep-alive race: the upstream closed this idle connection as the request went out. Other
+                # idle connections may be just as dead (an upstream restart), so open a new one.
+                conn = await self._acquire(loop, connect_timeout, fresh=True)
+                try:
+                    msg, payload = await conn.exchange(
+                        head, data, head_only=head_only, close=close, read_timeout=read_timeout
+                    )
+                except H1Failure as again:
+                    raise _public(again) from None
+            return UpstreamResponse(self, conn, msg, payload)
+
+        if content_length is None:
+            framing = "Transfer-Encoding: chunked\r\n"
+        else:
+            framing = f"Content-Length: {content_length}\r\n"
+        encoded = encode_head(method, target, headers, framing)
+        if encoded is None:
+            raise UpstreamError("request target or header holds CR or LF", sent=False)
+        head, close = encoded
+        conn = self._pop_idle() or await self._acquire(loop, connect_timeout)
+        try:
+            msg, payload = await conn.exchange_stream(
+                head, body, length=content_length, head_only=head_only, close=close, read_timeout=read_timeout
+            )
+        except H1Failure as failure:
+            raise _public(failure) from None
+        return UpstreamResponse(self, conn, msg, payload)
 
     async def close(self) -> None:
-        raise NotImplementedError
+        """Close idle and busy connections (busy responses fail with UpstreamReset); later requests fail."""
+        self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        waiters, self._waiters = self._waiters, deque()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(UpstreamConnectError(f"upstream pool for {self._origin} closed", sent=False))
+        self._idle.clear()
+        conns = list(self._conns)
+        if not conns:
+            return
+        closing = [conn.closed_future() for conn in conns]
+        for conn in conns:
+            conn.close()
+        _, pending = await asyncio.wait(closing, timeout=_CLOSE_GRACE)
+        if pending:
+            for conn in conns:
+                conn.abort()
+
+    # Connections
+
+    def _pop_idle(self) -> H1Connection | None:
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            conn.pooled = False
+            transport = conn.transport
+            if conn.connected and transport is not None and not transport.is_closing():
+                conn.reused = True
+                return conn
+        return None
+
+    async def _acquire(self, loop: asyncio.AbstractEventLoop, budget: float, *, fresh: bool = False) -> H1Connection:
+        """An idle connection, a new one while under max_connections, or the next one freed (FIFO).
+
+        fresh: never an idle one; at the limit, the oldest idle connection is closed to make room. A connection
+        handed over by a finishing request is still accepted: it has just carried a full response.
+        """
+        deadline = loop.time() + budget
+        requeued = False
+        while True:
+            if self._closed:
+                raise UpstreamConnectError(f"upstream pool for {self._origin} is closed", sent=False)
+            if not fresh:
+                conn = self._pop_idle()
+                if conn is not None:
+                    return conn
+            elif self._idle and len(self._conns) + self._connecting >= self._max:
+                oldest = self._idle.popleft()
+                oldest.pooled = False
+                self._conns.discard(oldest)  # its slot is free now; its connection_lost finds nothing to do
+                oldest.close()
+            if len(self._conns) + self._connecting < self._max:
+                return await self._connect(loop, deadline, budget)
+            waiter: asyncio.Future[H1Connection | None] = loop.create_future()
+            if requeued:
+                self._waiters.appendleft(waiter)  # woken for a slot someone else took: keep our place
+            else:
+                self._waiters.append(waiter)
+            requeued = True
+            try:
+                async with asyncio.timeout_at(deadline):
+                    got = await waiter
+            except TimeoutError:
+                self._abandon(waiter)
+                raise UpstreamConnectError(
+                    f"no free connection to {self._origin} within {budget:g}s (max_connections={self._max})",
+                    sent=False,
+                ) from None
+            except BaseException:
+                self._abandon(waiter)
+                raise
+            if got is not None:
+                return got
+
+    def _abandon(self, waiter: asyncio.Future[H1Connection | None]) -> None:
+        """A waiter gave up; pass on a connection or slot that reached it in the same loop iteration."""
+        with contextlib.suppress(ValueError):
+            self._waiters.remove(waiter)
+        if not waiter.done():
+            waiter.cancel()
+        elif not waiter.cancelled() and waiter.exception() is None:
+            got = waiter.result()
+            if got is None:
+                self._wake(None)
+            else:
+                self._release(got)
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop, deadline: float, budget: float) -> H1Connection:
+        self._connecting += 1
+        conn = H1Connection(loop, self._discard)
+        try:
+            async with asyncio.timeout_at(deadline):
+                await loop.create_connection(
+                    lambda: conn, self._host, self._port, ssl=self._ssl, server_hostname=self._server_hostname
+                )
+        except TimeoutError:
+            self._connect_failed()
+            raise UpstreamConnectError(f"connect to {self._origin} timed out after {budget:g}s", sent=False) from None
+        except OSError as err:
+            self._connect_failed()
+            raise UpstreamConnectError(f"cannot connect to {self._origin}: {err}", sent=False) from err
+        except BaseException:
+            self._connect_failed()
+            raise
+        self._connecting -= 1
+        self._conns.add(conn)
+        if self._closed:
+            conn.close()
+            raise UpstreamConnectError(f"upstream pool for {self._origin} is closed", sent=False)
+        if not conn.connected:  # lost between connection_made and here; its on_lost already ran
+            raise UpstreamConnectError(f"connection to {self._origin} closed at once", sent=False)
+        return conn
+
+    def _connect_failed(self) -> None:
+        self._connecting -= 1
+        self._wake(None)
+
+    def _release(self, conn: H1Connection) -> None:
+        """A connection whose response was fully read: hand it to the oldest waiter, else park it idle."""
+        if self._closed or not conn.connected:
+            conn.close()
+            return
+        if self._wake(conn):
+            return
+        loop = self._loop
+        assert loop is not None
+        conn.pooled = True
+        conn.idle_since = now = loop.time()
+        self._idle.append(conn)
+        if self._sweeper is None:
+            self._sweeper = loop.call_at(now + self._idle_timeout, self._sweep)
+
+    def _wake(self, conn: H1Connection | None) -> bool:
+        """Give `conn` (or, for None, a free slot) to the oldest live waiter; False if none waits."""
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                if conn is not None:
+                    conn.reused = True
+                waiter.set_result(conn)
+                return True
+        return False
+
+    def _discard(self, conn: H1Connection) -> None:
+        """connection_lost: forget the connection and let a waiter open a new one in its slot."""
+        if conn not in self._conns:
+            return
+        self._conns.discard(conn)
+        if conn.pooled:
+            conn.pooled = False
+            with contextlib.suppress(ValueError):
+                self._idle.remove(conn)
+        if not self._closed:
+            self._wake(None)
+
+    def _sweep(self) -> None:
+        """Close connections idle longer than idle_timeout; the oldest sit at the left of the deque."""
+        self._sweeper = None
+        loop = self._loop
+        if loop is None or self._closed:
+            return
+        idle = self._idle
+        limit = loop.time() - self._idle_timeout
+        while idle and idle[0].idle_since <= limit:
+            conn = idle.popleft()
+            conn.pooled = False
+            conn.close()
+        if idle:
+            self._sweeper = loop.call_at(idle[0].idle_since + self._idle_timeout, self._sweep)
