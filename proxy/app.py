@@ -1,0 +1,208 @@
+"""Start, run and stop the proxy: the client listener, the admin listener, the config watcher and signal handling.
+
+`start_proxy` is the library entry point (tests, the CLI's demo); `serve` runs it until SIGTERM/SIGINT with a
+graceful drain: stop accepting, report not-ready, let in-flight requests finish within limits.drain_timeout, then
+close pools, sessions and listeners. SIGHUP reloads the config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from proxy.admin import create_admin_app, warn_if_exposed
+from proxy.config import ConfigError
+from proxy.events import ExchangeListener
+from proxy.handler import ProxyHandler
+from proxy.limits import ProxyServer
+from proxy.reload import POLL_INTERVAL, Reloader, build_snapshot_parts
+from proxy.state import ReloadResult, RuntimeState, Snapshot
+from proxy.tasks import TaskOwner
+
+log = logging.getLogger("strangler.proxy")
+
+ListenersFactory = Callable[[RuntimeState], Sequence[ExchangeListener]]
+
+
+class RunningProxy:
+    """A started proxy: its ports, its state, and `stop()` for a graceful shutdown."""
+
+    def __init__(
+        self,
+        *,
+        state: RuntimeState,
+        reloader: Reloader,
+        server: ProxyServer,
+        runner: web.ServerRunner,
+        admin_runner: web.AppRunner,
+        tasks: TaskOwner,
+    ) -> None:
+        self.state = state
+        self.reloader = reloader
+        self._server = server
+        self._runner = runner
+        self._admin_runner = admin_runner
+        self._tasks = tasks
+        self._stopped = False
+        self.proxy_port: int = runner.addresses[0][1]
+        self.admin_port: int = admin_runner.addresses[0][1]
+
+    async def reload(self, trigger: str = "sighup") -> ReloadResult:
+        return await self.reloader.reload(trigger)
+
+    def request_reload(self, trigger: str = "sighup") -> None:
+        """Start a reload in the background (from a signal handler)."""
+        with contextlib.suppress(RuntimeError):  # already stopping
+            _ = self._tasks.start(self.reloader.reload(trigger), name="reload")
+
+    async def stop(self, drain_timeout: float | None = None) -> None:
+        """Graceful shutdown; in-flight requests get `drain_timeout` seconds (default limits.drain_timeout)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        state = self.state
+        state.draining = True
+        timeout = state.config.limits.drain_timeout if drain_timeout is None else drain_timeout
+        await self._tasks.close()
+        for site in list(self._runner.sites):
+            await site.stop()  # no new connections from here on
+        self._server.pre_shutdown()  # idle keep-alive connections close; busy ones close after their response
+        await self._server.shutdown(timeout)
+        await self._runner.cleanup()
+        for listener in state.listeners:
+            await _close_listener(listener)
+        await self._admin_runner.cleanup()
+        await state.close()
+
+
+async def _close_listener(listener: object) -> None:
+    aclose = getattr(listener, "aclose", None)
+    if aclose is None:
+        return
+    try:
+        await aclose()
+    except Exception:
+        log.exception("exchange listener %r failed to close", listener)
+
+
+async def start_proxy(
+    config_path: str | Path,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    admin_port: int | None = None,
+    listeners: Iterable[ExchangeListener] = (),
+    listeners_factory: ListenersFactory | None = None,
+    db: str | None = None,
+    watch: bool = True,
+    watch_interval: float = POLL_INTERVAL,
+) -> RunningProxy:
+    """Load the config, bind both listeners and start watching the file. Raises ConfigError or OSError (bind).
+
+    host/port/admin_port override the config's listen and admin addresses (port 0: any free port).
+    """
+    path = Path(config_path)
+    config, table = await asyncio.to_thread(build_snapshot_parts, path)
+    state = RuntimeState(Snapshot(config, table, 1), listeners=listeners, db_path=db)
+    async with contextlib.AsyncExitStack() as unwind:
+        unwind.push_async_callback(state.close)
+        await state.open()
+        if listeners_factory is not None:
+            state.listeners.extend(listeners_factory(state))
+        for listener in state.listeners:
+            unwind.push_async_callback(_close_listener, listener)
+
+        server = ProxyServer(ProxyHandler(state), state=state)
+        runner = web.ServerRunner(server, handle_signals=False)
+        await runner.setup()
+        unwind.push_async_callback(runner.cleanup)
+        await web.TCPSite(runner, host or config.listen.host, config.listen.port if port is None else port).start()
+
+        reloader = Reloader(state, path)
+        admin_host = config.admin.host
+        warn_if_exposed(config, admin_host)
+        admin_runner = web.AppRunner(create_admin_app(state, reloader.reload), access_log=None)
+        await admin_runner.setup()
+        unwind.push_async_callback(admin_runner.cleanup)
+        await web.TCPSite(admin_runner, admin_host, config.admin.port if admin_port is None else admin_port).start()
+
+        tasks = TaskOwner("proxy")
+        if watch:
+            _ = tasks.start(reloader.watch(watch_interval), name="config-watch")
+        running = RunningProxy(
+            state=state, reloader=reloader, server=server, runner=runner, admin_runner=admin_runner, tasks=tasks
+        )
+        state.ready = True
+        unwind.pop_all()
+    log.info("strangler listening on %s:%d (admin %s:%d)", host or config.listen.host, running.proxy_port,
+             admin_host, running.admin_port)  # fmt: skip
+    return running
+
+
+def serve(
+    config_path: str | Path,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    admin_port: int | None = None,
+    db: str | None = None,
+    listeners_factory: ListenersFactory | None = None,
+) -> int:
+    """Run the proxy until SIGTERM/SIGINT; returns the process exit code (0 after a clean drain, 1 on start-up
+    failure). Uses uvloop when it is installed."""
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every platform but Windows
+        pass
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(_serve(config_path, host, port, admin_port, db, listeners_factory))
+
+
+async def _serve(
+    config_path: str | Path,
+    host: str | None,
+    port: int | None,
+    admin_port: int | None,
+    db: str | None,
+    listeners_factory: ListenersFactory | None,
+) -> int:
+    try:
+        running = await start_proxy(
+            config_path, host=host, port=port, admin_port=admin_port, db=db, listeners_factory=listeners_factory
+        )
+    except ConfigError as exc:
+        log.error("cannot start: invalid config\n%s", exc)
+        return 1
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    handled: list[signal.Signals] = []
+    handlers: dict[signal.Signals, Callable[[], Any]] = {
+        signal.SIGTERM: stopping.set,
+        signal.SIGINT: stopping.set,
+        signal.SIGHUP: running.request_reload,
+    }
+    for sig, callback in handlers.items():
+        with contextlib.suppress(NotImplementedError, AttributeError):  # platforms without signal support
+            loop.add_signal_handler(sig, callback)
+            handled.append(sig)
+    try:
+        await stopping.wait()
+        log.info("shutting down: draining in-flight requests (up to %.0fs)", running.state.config.limits.drain_timeout)
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+        await running.stop()
+    return 0

@@ -1,0 +1,396 @@
+"""The per-request coroutine: canonical path → route → side (legacy/new) → forward, with fallback and events.
+
+One pass, in order: request id; canonical path (a bad path is a 400 that never reaches a back end); route match
+(unmatched requests go to the default legacy upstream); side by mode (canary: sticky bucket); breaker and fallback
+for routes that allow it; listeners told before the primary is sent and again when it is done. The hot path does
+no logging, no regex and builds each header list once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from functools import lru_cache
+from types import MappingProxyType
+from typing import Final
+
+from aiohttp import web
+
+from proxy.canary import choose_side, sticky_key
+from proxy.config import Config, Limits, Mirror, Route, Timeouts, Upstream
+from proxy.events import ExchangeObserver, ExchangeStart, Headers, RequestSnapshot, ResponseSnapshot, Side, mirror_for
+from proxy.forwarding import FallbackAvailable, ForwardResult, ForwardTarget, error_response, forward
+from proxy.headers import new_request_id, upstream_request_headers, valid_request_id
+from proxy.paths import PathError, canonical_path
+from proxy.state import RuntimeState
+from proxy.websocket import forward_websocket, is_websocket_upgrade
+
+log = logging.getLogger("strangler.proxy")
+
+UNMATCHED: Final = "unmatched"  # route label for requests no route matched (metrics, debug header)
+# Bodies up to this size are read before sending to a new service with fallback, so legacy can get them again.
+FALLBACK_BODY: Final = 1024 * 1024
+# When mirrored, the primary response body is captured up to this many times the mirror's request-body cap.
+CAPTURE_FACTOR: Final = 4
+
+_TRANSPORT_ERRORS = frozenset({"connect", "timeout", "reset"})
+_CLASSES = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class _BodyTooLarge(Exception):
+    """A chunked body passed limits.max_body while the handler was reading it."""
+
+
+@lru_cache(maxsize=256)
+def _base_path(upstream: Upstream) -> str:
+    """The upstream URL's base path without a trailing slash ("" for none): prefixed to every forwarded path."""
+    return upstream.url.raw_path.rstrip("/")
+
+
+def _status_class(status: int) -> str:
+    index = status // 100
+    return _CLASSES[index] if 0 <= index < len(_CLASSES) else "0xx"
+
+
+def head_size(raw_headers: tuple[tuple[bytes, bytes], ...]) -> int:
+    """Bytes of the header lines as received (name, ': ', value, CRLF), for limits.max_header_size."""
+    return sum(len(name) + len(value) + 4 for name, value in raw_headers)
+
+
+class ProxyHandler:
+    """The `web.Server` request handler. Reads `state.snapshot` once per request and keeps it to the end."""
+
+    __slots__ = ("_state",)
+
+    def __init__(self, state: RuntimeState) -> None:
+        self._state = state
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        state = self._state
+        snap = state.snapshot
+        config = snap.config
+        started = asyncio.get_running_loop().time()
+        incoming_id = request.headers.get("X-Request-Id")
+        request_id = incoming_id if incoming_id is not None and valid_request_id(incoming_id) else new_request_id()
+
+        if head_size(request.raw_headers) > config.limits.max_header_size:
+            return self._reject(431, "headers_too_large", request_id)
+        raw_path, _, query_string = request.raw_path.partition("?")
+        try:
+            canon = canonical_path(raw_path)
+        except PathError as exc:
+            return self._reject(400, "bad_path", request_id, reason=exc.reason)
+
+        method = request.method
+        headers = request.headers
+        found = snap.table.match(method, canon.segments, headers, request.query if query_string else _EMPTY)
+        route = found.route if found is not None else None
+        if canon.has_encoded_slash and (route is None or not route.match.allow_encoded_slash):
+            return self._reject(400, "encoded_slash", request_id, route=route)
+
+        peer_ip = request.remote or ""
+        side, upstream_name = _choose(config, route, request, peer_ip)
+        fallback = route is not None and route.fallback and side == "new"
+        if fallback and route is not None:
+            breaker = state.breakers[upstream_name]
+            before = breaker.state
+            allowed = breaker.allow(started)
+            if breaker.state != before:
+                state.breaker_changed(upstream_name, breaker)
+            if not allowed:
+                state.metrics.fallbacks.inc((route.id, "breaker_open"))
+                side, upstream_name, fallback = "legacy", route.legacy, False
+        target_path = canon.path + "?" + query_string if query_string else canon.path
+        route_id = route.id if route is not None else None
+
+        if is_websocket_upgrade(request):
+            return await self._websocket(request, config, route, upstream_name, target_path, peer_ip, request_id)
+
+        mirror = mirror_for(route, side, method) if state.listeners else None
+        cap = mirror.max_body if mirror is not None else 0
+        if fallback:
+            cap = max(cap, FALLBACK_BODY)
+        body: bytes | None = None
+        if request.body_exists:
+            await _expect_continue(request, config.limits)
+        if cap:
+            try:
+                body = await _read_body(request, cap, config.limits)
+            except _BodyTooLarge:
+                return self._reject(413, "request_too_large", request_id, route=route, close=True)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                # The client went away mid-body; nobody will read this answer, but the connection must not be reused.
+                return self._reject(400, "client_gone", request_id, route=route, close=True)
+
+        upstream = config.upstreams[upstream_name]
+        fwd_headers = _upstream_headers(request, config, upstream, peer_ip, request_id)
+        observers: list[ExchangeObserver] = []
+        if state.listeners:
+            snapshot = _request_snapshot(request, canon.path, query_string, fwd_headers, body, mirror, request_id)
+            start = ExchangeStart(config, route, side, upstream_name, mirror, snapshot, time.time(), started)
+            observers = _notify_start(state, start)
+        capture = mirror.max_body * CAPTURE_FACTOR if mirror is not None and observers else 0
+        timeouts = route.timeouts if route is not None else config.defaults.timeouts
+
+        try:
+            try:
+                resp, result = await self._forward(
+                    request, config, upstream, target_path, timeouts, fwd_headers, body, capture,
+                    fallback, route_id, request_id,
+                )  # fmt: skip
+            except FallbackAvailable as exc:
+                assert route is not None  # fallback is only allowed on a matched route
+                self._record(upstream_name, exc.error.kind, 0, asyncio.get_running_loop().time())
+                state.metrics.fallbacks.inc((route.id, exc.error.kind))
+                side, upstream_name = "legacy", route.legacy
+                upstream = config.upstreams[upstream_name]
+                fwd_headers = _upstream_headers(request, config, upstream, peer_ip, request_id)
+                resp, result = await self._forward(
+                    request, config, upstream, target_path, timeouts, fwd_headers, body, capture,
+                    False, route_id, request_id,
+                )  # fmt: skip
+        except BaseException:
+            # The client went away (or the task was cancelled): observers still hear that the primary ended.
+            if observers:
+                gone = ResponseSnapshot(side, upstream_name, 0, (), None, False, 0.0, "client_gone")
+                _notify_done(observers, gone)
+            raise
+
+        now = asyncio.get_running_loop().time()
+        self._record(upstream_name, result.error, result.upstream_status, now)
+        metrics = state.metrics
+        label = (route_id or UNMATCHED, upstream_name)
+        metrics.requests.inc((*label, _status_class(result.status)))
+        metrics.latency.observe(label, now - started)
+        if observers:
+            _notify_done(observers, _response_snapshot(side, upstream_name, result))
+        return resp
+
+    async def _forward(
+        self,
+        request: web.BaseRequest,
+        config: Config,
+        upstream: Upstream,
+        target_path: str,
+        timeouts: Timeouts,
+        fwd_headers: list[tuple[str, str]],
+        body: bytes | None,
+        capture: int,
+        allow_fallback: bool,
+        route_id: str | None,
+        request_id: str,
+    ) -> tuple[web.StreamResponse, ForwardResult]:
+        slot = self._state.pools[upstream.name]
+        extra: Headers = (("Via", "1.1 " + config.via),)
+        if config.debug_headers:
+            extra = (*extra, ("X-Strangler-Route", route_id or UNMATCHED), ("X-Strangler-Upstream", upstream.name))
+        target = ForwardTarget(upstream, slot.pool, _base_path(upstream) + target_path, timeouts)
+        slot.users += 1
+        try:
+            return await forward(
+                request,
+                target,
+                headers=fwd_headers,
+                body=body,
+                max_body=config.limits.max_body,
+                capture=capture,
+                allow_fallback=allow_fallback and body is not None,
+                response_headers=extra,
+                route_id=route_id,
+                request_id=request_id,
+            )
+        finally:
+            slot.users -= 1
+
+    def _record(self, upstream_name: str, error: str | None, upstream_status: int, now: float) -> None:
+        """Feed the upstream's breaker and error counter from one forward's outcome."""
+        state = self._state
+        breaker = state.breakers.get(upstream_name)
+        if error in _TRANSPORT_ERRORS:
+            state.metrics.upstream_errors.inc((upstream_name, error))
+            if breaker is not None and breaker.record_failure(now):
+                state.breaker_changed(upstream_name, breaker)
+        elif upstream_status and breaker is not None and breaker.record_success(now):
+            state.breaker_changed(upstream_name, breaker)
+
+    def _reject(
+        self,
+        status: int,
+        error: str,
+        request_id: str,
+        *,
+        route: Route | None = None,
+        reason: str | None = None,
+        close: bool = False,
+    ) -> web.Response:
+        """A strangler-generated refusal: counted, never sent to any back end."""
+        self._state.metrics.rejected.inc((reason or error,))
+        resp = error_response(status, error, route.id if route is not None else None, request_id)
+        if close:
+            resp.force_close()
+        return resp
+
+    async def _websocket(
+        self,
+        request: web.BaseRequest,
+        config: Config,
+        route: Route | None,
+        upstream_name: str,
+        target_path: str,
+        peer_ip: str,
+        request_id: str,
+    ) -> web.StreamResponse:
+        state = self._state
+        upstream = config.upstreams[upstream_name]
+        session = state.ws_session
+        route_id = route.id if route is not None else None
+        if session is None:
+            return error_response(503, "websocket_unavailable", route_id, request_id)
+        resp = await forward_websocket(
+            request,
+            upstream=upstream,
+            session=session,
+            target=_base_path(upstream) + target_path,
+            headers=_upstream_headers(request, config, upstream, peer_ip, request_id),
+            timeouts=route.timeouts if route is not None else config.defaults.timeouts,
+            route_id=route_id,
+            request_id=request_id,
+        )
+        state.metrics.requests.inc((route_id or UNMATCHED, upstream_name, _status_class(resp.status)))
+        return resp
+
+
+def _choose(config: Config, route: Route | None, request: web.BaseRequest, peer_ip: str) -> tuple[Side, str]:
+    """Which side serves the request by the route's mode, and that side's upstream name."""
+    if route is None:
+        return "legacy", config.defaults.legacy
+    mode = route.mode
+    if mode == "new":
+        return "new", route.upstream
+    if mode == "canary" and route.canary is not None:
+        sticky = route.canary.sticky
+        key = None
+        if sticky is not None:
+            cookies = request.cookies if sticky.kind == "cookie" else _EMPTY
+            key = sticky_key(sticky, request.headers, cookies, peer_ip)
+        if choose_side(route.id, route.canary, key) == "new":
+            return "new", route.upstream
+    return "legacy", route.legacy
+
+
+def _upstream_headers(
+    request: web.BaseRequest, config: Config, upstream: Upstream, peer_ip: str, request_id: str
+) -> list[tuple[str, str]]:
+    return upstream_request_headers(
+        request.raw_headers,
+        upstream=upstream,
+        client_host=request.headers.get("Host", ""),
+        peer_ip=peer_ip,
+        scheme=request.scheme,
+        trusted_proxies=config.trusted_proxies,
+        request_id=request_id,
+        via=config.via,
+        http_version=(request.version.major, request.version.minor),
+    )
+
+
+async def _expect_continue(request: web.BaseRequest, limits: Limits) -> None:
+    """Answer `Expect: 100-continue` (the client waits for it before sending the body) unless the declared body
+    is over the limit: then the 413 comes without the client ever sending it."""
+    expect = request.headers.get("Expect")
+    if expect is None or expect.lower() != "100-continue":
+        return
+    length = request.content_length
+    if length is None or length <= limits.max_body:
+        await request.writer.write(_CONTINUE)
+
+
+async def _read_body(request: web.BaseRequest, cap: int, limits: Limits) -> bytes | None:
+    """The request body as bytes when it can be held, else None (forward() streams it).
+
+    A declared length up to `cap` is read; a larger one streams. A chunked body has no declared length, and once
+    reading has started the bytes cannot be given back to a stream, so it is read whole (up to limits.max_body).
+    """
+    if not request.body_exists:
+        return b""
+    length = request.content_length
+    if length is not None:
+        if length > cap or length > limits.max_body:
+            return None
+        return await request.content.readexactly(length) if length else b""
+    chunks: list[bytes] = []
+    total = 0
+    while chunk := await request.content.readany():
+        total += len(chunk)
+        if total > limits.max_body:
+            raise _BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _request_snapshot(
+    request: web.BaseRequest,
+    path: str,
+    query_string: str,
+    fwd_headers: list[tuple[str, str]],
+    body: bytes | None,
+    mirror: Mirror | None,
+    request_id: str,
+) -> RequestSnapshot:
+    kept: bytes | None
+    note: str | None
+    if mirror is None:
+        kept, note = None, "not_mirrored"
+    elif body is None or len(body) > mirror.max_body:
+        kept, note = None, "too_large"
+    else:
+        kept, note = body, None
+    return RequestSnapshot(
+        method=request.method,
+        path=path,
+        query_string=query_string,
+        headers=tuple(fwd_headers),
+        body=kept,
+        body_note=note,
+        request_id=request_id,
+        client_ip=request.remote or "",
+        host=request.headers.get("Host", ""),
+    )
+
+
+def _response_snapshot(side: Side, upstream_name: str, result: ForwardResult) -> ResponseSnapshot:
+    return ResponseSnapshot(
+        side=side,
+        upstream=upstream_name,
+        status=result.upstream_status,
+        headers=result.response_headers,
+        body=result.body,
+        body_complete=result.body_complete,
+        latency=result.latency,
+        error=result.error,
+    )
+
+
+def _notify_start(state: RuntimeState, start: ExchangeStart) -> list[ExchangeObserver]:
+    observers: list[ExchangeObserver] = []
+    for listener in state.listeners:
+        try:
+            observer = listener.request_received(start)
+        except Exception:
+            log.exception("exchange listener %r failed in request_received", listener)
+            continue
+        if observer is not None:
+            observers.append(observer)
+    return observers
+
+
+def _notify_done(observers: list[ExchangeObserver], primary: ResponseSnapshot) -> None:
+    for observer in observers:
+        try:
+            observer.primary_done(primary)
+        except Exception:
+            log.exception("exchange observer %r failed in primary_done", observer)

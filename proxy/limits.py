@@ -1,0 +1,133 @@
+"""Client-side protections of the proxy listener: head deadline (slowloris), connection cap, parser limits.
+
+aiohttp's `RequestHandler` already enforces line length, header field size and header count (answering 400) and
+closes idle keep-alive connections. What it lacks is a deadline for a request head that trickles in byte by byte,
+and a cap on concurrent connections; `GuardedRequestHandler` adds both. `ProxyServer` builds one per connection
+with the limits of the config snapshot current at accept time, so a reload applies to new connections.
+The total header size (limits.max_header_size) is checked by the request handler on the parsed head.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from proxy.metrics import Metrics
+from proxy.state import RuntimeState
+
+log = logging.getLogger("strangler.proxy")
+
+_REFUSED = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+class ConnectionGate:
+    """Counts open client connections against limits.max_connections."""
+
+    __slots__ = ("active", "metrics")
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.active = 0
+        self.metrics = metrics
+
+
+class GuardedRequestHandler(RequestHandler):
+    """A RequestHandler that closes connections whose request head is not complete within `header_timeout`.
+
+    The deadline is armed when the connection opens and whenever bytes arrive while no request is being handled
+    or queued (the start of a new head on a keep-alive connection); it is disarmed as soon as the parser has a
+    complete head. An idle keep-alive connection that sends nothing is left to `keepalive_timeout`.
+    """
+
+    __slots__ = ("_counted", "_gate", "_head_count", "_head_handle", "_head_timeout", "_max_connections")
+
+    def __init__(
+        self,
+        manager: web.Server,
+        *,
+        gate: ConnectionGate,
+        header_timeout: float,
+        max_connections: int,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(manager, **kwargs)
+        self._gate = gate
+        self._head_timeout = header_timeout
+        self._max_connections = max_connections
+        self._head_handle: asyncio.TimerHandle | None = None
+        self._head_count = 0
+        self._counted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        gate = self._gate
+        if gate.active >= self._max_connections:
+            gate.metrics.rejected.inc(("max_connections",))
+            if self.transport is not None:
+                self.transport.write(_REFUSED)
+            self.force_close()
+            return
+        gate.active += 1
+        self._counted = True
+        self._arm_head()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._counted:
+            self._counted = False
+            self._gate.active -= 1
+        self._disarm_head()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._head_handle is None and not self._request_in_progress and not self._messages:
+            self._arm_head()
+        super().data_received(data)
+        if self._head_handle is not None and self._request_count != self._head_count:
+            self._disarm_head()
+
+    def _arm_head(self) -> None:
+        if self._head_timeout > 0:
+            self._head_count = self._request_count
+            self._head_handle = self._loop.call_later(self._head_timeout, self._head_deadline)
+
+    def _disarm_head(self) -> None:
+        if self._head_handle is not None:
+            self._head_handle.cancel()
+            self._head_handle = None
+
+    def _head_deadline(self) -> None:
+        self._head_handle = None
+        if self._request_count != self._head_count or self._request_in_progress or self._messages:
+            return  # a head did arrive
+        self._gate.metrics.rejected.inc(("header_timeout",))
+        self.force_close()
+
+
+class ProxyServer(web.Server):
+    """aiohttp's low-level server, making a `GuardedRequestHandler` per connection from the current limits."""
+
+    def __init__(
+        self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], *, state: RuntimeState
+    ) -> None:
+        super().__init__(handler, handler_cancellation=False)
+        self._state = state
+        self.gate = ConnectionGate(state.metrics)
+
+    def __call__(self) -> RequestHandler:
+        limits = self._state.snapshot.config.limits
+        return GuardedRequestHandler(
+            self,
+            loop=self._loop,
+            gate=self.gate,
+            header_timeout=limits.header_timeout,
+            max_connections=limits.max_connections,
+            keepalive_timeout=limits.keepalive_timeout,
+            max_line_size=limits.max_line_size,
+            max_field_size=limits.max_line_size,
+            max_headers=limits.max_headers,
+            access_log=None,
+        )

@@ -1,0 +1,129 @@
+"""Graceful shutdown: drain in-flight requests, refuse new ones, close listeners; signals in a real process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from proxy.app import start_proxy
+from proxy.events import ExchangeObserver, ExchangeStart
+from tests.proxy.app_fixtures import admin_url, backend_app, free_port, url, wait_until, write_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def legacy(aiohttp_server: Any) -> TestServer:
+    server: TestServer = await aiohttp_server(backend_app("legacy"))
+    return server
+
+
+class ClosingListener:
+    """A listener with an async close, to check shutdown flushes it."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def request_received(self, start: ExchangeStart) -> ExchangeObserver | None:
+        return None
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_drain_finishes_in_flight_and_refuses_new(legacy: TestServer, tmp_path: Path) -> None:
+    """During stop a slow request completes, /readyz says 503, new connections are refused, listeners close."""
+    assert legacy.port is not None
+    path = write_config(tmp_path / "routes.yaml", legacy=legacy.port, new=legacy.port)
+    listener = ClosingListener()
+    running = await start_proxy(path, port=0, admin_port=0, watch=False, listeners=[listener])
+    async with aiohttp.ClientSession() as client:
+        slow = asyncio.ensure_future(client.get(url(running, "/slow?sleep=0.6")))
+        await asyncio.sleep(0.2)
+        stopping = asyncio.ensure_future(running.stop(drain_timeout=5.0))
+        await asyncio.sleep(0.1)
+        async with client.get(admin_url(running, "/readyz")) as resp:
+            assert resp.status == 503
+        with pytest.raises(aiohttp.ClientConnectionError):
+            async with aiohttp.ClientSession() as fresh:
+                await fresh.get(url(running, "/new"))
+        resp = await slow
+        assert resp.status == 200
+        assert (await resp.json())["path"] == "/slow?sleep=0.6"
+        resp.release()
+        await stopping
+    assert listener.closed
+
+
+async def test_drain_timeout_cuts_off_stragglers(legacy: TestServer, tmp_path: Path) -> None:
+    """A request longer than the drain timeout is cut off and stop() still returns."""
+    assert legacy.port is not None
+    path = write_config(tmp_path / "routes.yaml", legacy=legacy.port, new=legacy.port)
+    running = await start_proxy(path, port=0, admin_port=0, watch=False)
+    async with aiohttp.ClientSession() as client:
+        slow = asyncio.ensure_future(client.get(url(running, "/stuck?sleep=10")))
+        await asyncio.sleep(0.2)
+        async with asyncio.timeout(5.0):
+            await running.stop(drain_timeout=0.3)
+        with pytest.raises(aiohttp.ClientError):
+            await slow
+
+
+async def _wait_ready(port: int, process: subprocess.Popen[bytes]) -> None:
+    async with asyncio.timeout(20.0), aiohttp.ClientSession() as client:
+        while True:
+            assert process.poll() is None, "serve() exited early"
+            try:
+                async with client.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)
+
+
+async def _generation_at_least(port: int, generation: int) -> bool:
+    async with aiohttp.ClientSession() as client, client.get(f"http://127.0.0.1:{port}/config") as resp:
+        return int((await resp.json())["generation"]) >= generation
+
+
+async def test_serve_reloads_on_sighup_and_exits_cleanly_on_sigterm(legacy: TestServer, tmp_path: Path) -> None:
+    """The real serve(): SIGHUP reloads the config, SIGTERM drains and exits with code 0."""
+    assert legacy.port is not None
+    proxy_port, admin_port = free_port(), free_port()
+    path = write_config(tmp_path / "routes.yaml", legacy=legacy.port, new=legacy.port)
+    code = (
+        "import sys; from proxy.app import serve; "
+        "sys.exit(serve(sys.argv[1], port=int(sys.argv[2]), admin_port=int(sys.argv[3])))"
+    )
+    process = subprocess.Popen(  # noqa: ASYNC220 - a short-lived child, polled without blocking
+        [sys.executable, "-c", code, str(path), str(proxy_port), str(admin_port)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        await _wait_ready(admin_port, process)
+        async with aiohttp.ClientSession() as client, client.get(f"http://127.0.0.1:{proxy_port}/x") as resp:
+            assert resp.status == 200
+        process.send_signal(signal.SIGHUP)
+        await wait_until(lambda: _generation_at_least(admin_port, 2), limit=10.0)
+        process.send_signal(signal.SIGTERM)
+        await wait_until(lambda: process.poll() is not None, limit=20.0)
+        assert process.returncode == 0, process.stderr.read() if process.stderr else b""
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        if process.stderr:
+            process.stderr.close()
