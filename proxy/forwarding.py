@@ -191,12 +191,15 @@ async def _stream_response(
     started: float,
 ) -> tuple[web.StreamResponse, ForwardResult]:
     cleaned = end_to_end_response_headers(upstream.raw_headers)
-    resp = web.StreamResponse(
+    length = _content_length(upstream)
+    # A fixed-length body is already on its way: hold the head back and send it with the first body chunk (one
+    # send instead of two per response). Streams of unknown length (SSE, chunked) get their head at once.
+    response_class = _HeadWithBodyResponse if length else web.StreamResponse
+    resp = response_class(
         status=upstream.status,
         reason=upstream.reason or None,
         headers=response_headers_with(cleaned, request_id=request_id, via="", extra=extra),
     )
-    length = _content_length(upstream)
     if length is not None:
         resp.content_length = length  # aiohttp drops it itself for 204/304; HEAD keeps it, as the upstream sent
     captured = bytearray() if capture > 0 else None
@@ -230,6 +233,12 @@ async def _stream_response(
         body_complete=error is None and not truncated,
         latency=asyncio.get_running_loop().time() - started,
     )
+
+
+class _HeadWithBodyResponse(web.StreamResponse):
+    """A StreamResponse whose head is written together with the first body chunk (as web.Response does)."""
+
+    _send_headers_immediately = False
 
 
 def _content_length(upstream: UpstreamResponse) -> int | None:
