@@ -1,1 +1,383 @@
-"""Compare a legacy and a new response field by field; the only deepdiff import."""
+"""Compare a legacy and a new response field by field; the only deepdiff import.
+
+deepdiff costs milliseconds per call (../shared/PERF-NOTES.md), so it runs only once a pair is known to differ:
+equal raw bytes, equal decoded bytes, or strictly equal parsed JSON (after ignores) are a match without it.
+Pure and thread-safe: the shadow runner calls `compare_responses` from worker threads.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import hashlib
+import json
+import re
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from deepdiff import DeepDiff
+from deepdiff.helper import notpresent
+
+from proxy.config import Compare
+from proxy.events import Headers, ResponseSnapshot
+from shadow.model import Comparison, Difference, DiffKind
+from shadow.normalize import (
+    PathStep,
+    UndecodableBody,
+    apply_ignores,
+    body_kind,
+    canonical_json,
+    charset,
+    compile_path,
+    decode_content,
+    format_path,
+    group_path,
+    header_view,
+    is_order_insensitive,
+    order_blind,
+    parse_json,
+    path_matches,
+)
+
+MAX_VALUE_CHARS = 200  # a Difference value is JSON text of at most this many characters
+MAX_DIFFERENCES = 100  # kept per comparison; the rest are counted in the note
+MAX_TEXT_HUNKS = 5
+MAX_TEXT_LINES = 2_000  # differing lines per side past which no line diff is attempted (it is quadratic)
+
+# How many times deepdiff ran in this process: tests assert that matching pairs never reach it.
+DEEPDIFF_CALLS = 0
+_calls_lock = threading.Lock()
+
+_KINDS: dict[str, DiffKind] = {
+    "values_changed": "changed",
+    "type_changes": "type_changed",
+    "dictionary_item_added": "added",
+    "iterable_item_added": "added",
+    "dictionary_item_removed": "removed",
+    "iterable_item_removed": "removed",
+    "repetition_change": "changed",
+}
+
+
+def compare_responses(legacy: ResponseSnapshot, new: ResponseSnapshot, rules: Compare) -> Comparison:
+    """Status, compared headers and body of two responses, as a match or a list of differences."""
+    started = time.perf_counter()
+    diffs: list[Difference] = []
+    if legacy.status != new.status:
+        diffs.append(Difference("status", "status", "changed", str(legacy.status), str(new.status)))
+    diffs.extend(_header_differences(legacy, new, rules))
+    body_diffs, notes = _body_differences(legacy, new, rules)
+    diffs.extend(body_diffs)
+    diffs.sort(key=_order_key)
+    if len(diffs) > MAX_DIFFERENCES:
+        notes.append(f"{len(diffs) - MAX_DIFFERENCES} more differences not listed")
+        del diffs[MAX_DIFFERENCES:]
+    return Comparison(
+        outcome="mismatch" if diffs else "match",
+        differences=tuple(diffs),
+        seconds=time.perf_counter() - started,
+        note="; ".join(notes) if notes else None,
+    )
+
+
+def is_fast_match(legacy: ResponseSnapshot, new: ResponseSnapshot, rules: Compare) -> bool:
+    """True when the pair is known to match without deepdiff (False means: run compare_responses to know)."""
+    if legacy.status != new.status or header_view(legacy.headers, rules) != header_view(new.headers, rules):
+        return False
+    if _body_problems(legacy, new):
+        return False
+    try:
+        a, b, content_type = _decoded_bodies(legacy, new)
+    except UndecodableBody:
+        return False
+    if a is b or a == b:
+        return True
+    if body_kind(content_type) != "json":
+        return False
+    try:
+        return _json_equal(a, b, rules)
+    except ValueError:
+        return False
+
+
+# --- headers ----------------------------------------------------------------------------------------------------
+
+
+def _header_differences(legacy: ResponseSnapshot, new: ResponseSnapshot, rules: Compare) -> list[Difference]:
+    view_a, view_b = header_view(legacy.headers, rules), header_view(new.headers, rules)
+    if view_a == view_b:
+        return []
+    out = []
+    for name in sorted(view_a.keys() | view_b.keys()):
+        a, b = view_a.get(name), view_b.get(name)
+        if a == b:
+            continue
+        kind: DiffKind = "added" if a is None else "removed" if b is None else "changed"
+        path = f"header.{name}"
+        out.append(Difference(path, path, kind, _render_opt(a), _render_opt(b)))
+    return out
+
+
+# --- bodies -----------------------------------------------------------------------------------------------------
+
+
+def _entity_headers(headers: Headers) -> tuple[str | None, str | None]:
+    """Content-Type and Content-Encoding in one pass over the headers."""
+    content_type = encoding = None
+    for key, value in headers:
+        name = key.lower()
+        if name == "content-type":
+            content_type = content_type or value
+        elif name == "content-encoding":
+            encoding = encoding or value
+    return content_type, encoding
+
+
+def _same_coding(a: str | None, b: str | None) -> bool:
+    return a == b or (a or "identity").strip().lower() == (b or "identity").strip().lower()
+
+
+def _decoded_bodies(legacy: ResponseSnapshot, new: ResponseSnapshot) -> tuple[bytes, bytes, str | None]:
+    """Both bodies without their Content-Encoding, and the Content-Type to judge them by (legacy's first).
+
+    Byte-equal bodies with the same coding come back as the same object, undecoded. Raises UndecodableBody.
+    """
+    type_a, coding_a = _entity_headers(legacy.headers)
+    type_b, coding_b = _entity_headers(new.headers)
+    raw_a, raw_b = legacy.body or b"", new.body or b""
+    if raw_a == raw_b and _same_coding(coding_a, coding_b):
+        return raw_a, raw_a, type_a or type_b
+    return decode_content(coding_a, raw_a), decode_content(coding_b, raw_b), type_a or type_b
+
+
+def _body_problems(legacy: ResponseSnapshot, new: ResponseSnapshot) -> list[str]:
+    problems = []
+    for label, snap in (("legacy", legacy), ("new", new)):
+        if snap.body is None:
+            problems.append(f"{label} body not captured")
+        elif not snap.body_complete:
+            problems.append(f"{label} body incomplete")
+    return problems
+
+
+def _body_differences(
+    legacy: ResponseSnapshot, new: ResponseSnapshot, rules: Compare
+) -> tuple[list[Difference], list[str]]:
+    problems = _body_problems(legacy, new)
+    if problems:
+        # A cut or missing body would only produce differences that are not there.
+        return [], ["body not compared: " + ", ".join(problems)]
+    notes: list[str] = []
+    try:
+        a, b, content_type = _decoded_bodies(legacy, new)
+    except UndecodableBody as exc:
+        notes.append(f"body compared as bytes: {exc}")
+        return _binary_differences(legacy.body or b"", new.body or b""), notes
+    if a is b or a == b:
+        return [], []
+    kind = body_kind(content_type)
+    if kind == "json":
+        try:
+            equal = _json_equal(a, b, rules)
+        except ValueError:
+            notes.append("body compared as text: not valid JSON")
+            kind = "text"
+        else:
+            if equal:
+                return [], notes
+            # Parsed again: the fast check sorted its copies, and reported indexes must be the documents' own.
+            return _json_differences(_parsed(a, rules), _parsed(b, rules), rules), notes
+    if kind == "text":
+        return _text_differences(a, b, charset(content_type), notes), notes
+    return _binary_differences(a, b), notes
+
+
+def _parsed(data: bytes, rules: Compare) -> object:
+    """The document without its ignored fields (edited in place: nobody else holds it). Raises ValueError."""
+    return apply_ignores(parse_json(data), rules.ignore_fields, in_place=True)
+
+
+def _json_equal(a: bytes, b: bytes, rules: Compare) -> bool:
+    """Equal as JSON after ignores (and order-blind where asked). Raises ValueError when either is not JSON.
+
+    Canonical bytes, not `==`: Python says true == 1 and 0 == false, JSON does not. One sorted dump per side
+    costs less than `==` plus a check for that.
+    """
+    doc_a = order_blind(_parsed(a, rules), rules.ignore_order, in_place=True)
+    doc_b = order_blind(_parsed(b, rules), rules.ignore_order, in_place=True)
+    return canonical_json(doc_a) == canonical_json(doc_b)
+
+
+def _json_differences(doc_a: object, doc_b: object, rules: Compare) -> list[Difference]:
+    order_diffs: list[Difference] = []
+    if rules.ignore_order is not True:
+        # Arrays that hold the same elements in another order become one "order" difference (and legacy's order,
+        # so deepdiff does not also report every shifted element).
+        doc_b = _take_order(doc_a, doc_b, [], rules.ignore_order, order_diffs)
+        if canonical_json(doc_a) == canonical_json(doc_b):
+            return order_diffs
+    return order_diffs + _deepdiff(doc_a, doc_b, rules)
+
+
+def _take_order(
+    a: object, b: object, path: list[str | int], ignore_order: bool | tuple[str, ...], found: list[Difference]
+) -> object:
+    """`b` with arrays that differ from `a` only in order replaced by `a`'s, recording an "order" difference."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: dict[str, object] | None = None
+        for key in a.keys() & b.keys():
+            child = _take_order(a[key], b[key], [*path, key], ignore_order, found)
+            if child is not b[key]:
+                out = dict(b) if out is None else out
+                out[key] = child
+        return b if out is None else out
+    if isinstance(a, list) and isinstance(b, list):
+        if is_order_insensitive(path, ignore_order):
+            return b
+        if len(a) == len(b) and a != b and sorted(map(canonical_json, a)) == sorted(map(canonical_json, b)):
+            concrete = format_path(path)
+            found.append(Difference(concrete, group_path(concrete), "order", _render(a), _render(b)))
+            return a
+        items = [_take_order(x, y, [*path, i], ignore_order, found) for i, (x, y) in enumerate(zip(a, b, strict=False))]
+        if all(x is y for x, y in zip(items, b, strict=False)):
+            return b
+        return items + b[len(items) :]
+    return b
+
+
+def _level_is_order_blind(patterns: tuple[tuple[PathStep, ...], ...], level: Any) -> bool:
+    concrete = level.path(output_format="list")
+    return any(path_matches(p, concrete) for p in patterns)
+
+
+def _deepdiff(doc_a: object, doc_b: object, rules: Compare) -> list[Difference]:
+    global DEEPDIFF_CALLS  # a process-wide count, guarded by its lock
+    with _calls_lock:
+        DEEPDIFF_CALLS += 1
+    options: dict[str, Any] = {
+        "view": "tree",
+        "verbose_level": 2,
+        "threshold_to_diff_deeper": 0,  # always name the fields, never "the whole object changed"
+        # JSON has one number type (1 == 1.0) but true is not 1: compare int/float as numbers, bool apart.
+        "ignore_type_in_groups": [(int, float)],
+        "ignore_type_subclasses": True,
+        "max_diffs": MAX_DIFFERENCES * 4,
+    }
+    if rules.float_tolerance > 0:
+        options["math_epsilon"] = rules.float_tolerance
+    if rules.ignore_order is True:
+        options.update(ignore_order=True, report_repetition=True)
+    elif rules.ignore_order:
+        patterns = tuple(compile_path(p) for p in rules.ignore_order)
+        options.update(ignore_order_func=functools.partial(_level_is_order_blind, patterns), report_repetition=True)
+    tree = DeepDiff(doc_a, doc_b, **options)
+    out = []
+    for report, levels in tree.items():
+        kind = _KINDS.get(report, "changed")
+        for level in levels:
+            concrete = format_path(level.path(output_format="list"))
+            if report == "repetition_change":
+                rep = level.additional["repetition"]
+                legacy: str | None = _render([level.t1] * rep["old_repeat"])
+                new: str | None = _render([level.t2] * rep["new_repeat"])
+            else:
+                legacy = None if kind == "added" or level.t1 is notpresent else _render(level.t1)
+                new = None if kind == "removed" or level.t2 is notpresent else _render(level.t2)
+            out.append(Difference(concrete, group_path(concrete), kind, legacy, new))
+    return out
+
+
+def _text_differences(a: bytes, b: bytes, encoding: str, notes: list[str]) -> list[Difference]:
+    text_a, text_b = _decode_text(a, encoding), _decode_text(b, encoding)
+    lines_a, lines_b = text_a.splitlines(), text_b.splitlines()
+    if lines_a == lines_b:
+        # Only line endings (or a final newline) differ: show where the texts part.
+        at = next(
+            (i for i, (x, y) in enumerate(zip(text_a, text_b, strict=False)) if x != y), min(len(text_a), len(text_b))
+        )
+        start = max(0, at - 40)
+        return [
+            Difference("body", "body", "changed", _render(text_a[start : at + 80]), _render(text_b[start : at + 80]))
+        ]
+    # The line diff is quadratic at worst: cut the common head and tail first, and give up past MAX_TEXT_LINES.
+    head = 0
+    while head < min(len(lines_a), len(lines_b)) and lines_a[head] == lines_b[head]:
+        head += 1
+    tail = 0
+    while tail < min(len(lines_a), len(lines_b)) - head and lines_a[-1 - tail] == lines_b[-1 - tail]:
+        tail += 1
+    mid_a, mid_b = lines_a[head : len(lines_a) - tail], lines_b[head : len(lines_b) - tail]
+    if max(len(mid_a), len(mid_b)) > MAX_TEXT_LINES:
+        notes.append(f"text too different for a line diff ({len(mid_a)} vs {len(mid_b)} differing lines)")
+        legacy, new = "\n".join(mid_a[:3]), "\n".join(mid_b[:3])
+        return [Difference(f"body:line {head + 1}", "body", "changed", _render(legacy), _render(new))]
+    hunks = [op for op in difflib.SequenceMatcher(None, mid_a, mid_b, autojunk=False).get_opcodes() if op[0] != "equal"]
+    if len(hunks) > MAX_TEXT_HUNKS:
+        notes.append(f"{len(hunks) - MAX_TEXT_HUNKS} more changed text hunks not listed")
+    out = []
+    for tag, i1, i2, j1, j2 in hunks[:MAX_TEXT_HUNKS]:
+        kind: DiffKind = "added" if tag == "insert" else "removed" if tag == "delete" else "changed"
+        legacy_text = None if kind == "added" else _render("\n".join(mid_a[i1:i2]))
+        new_text = None if kind == "removed" else _render("\n".join(mid_b[j1:j2]))
+        out.append(Difference(f"body:line {head + i1 + 1}", "body", kind, legacy_text, new_text))
+    return out
+
+
+def _decode_text(data: bytes, encoding: str) -> str:
+    try:
+        return data.decode(encoding, errors="replace")
+    except LookupError:  # an unknown charset name
+        return data.decode("utf-8", errors="replace")
+
+
+def _binary_differences(a: bytes, b: bytes) -> list[Difference]:
+    if a == b:
+        return []
+    return [Difference("body", "body", "changed", _render(_fingerprint(a)), _render(_fingerprint(b)))]
+
+
+def _fingerprint(data: bytes) -> str:
+    return f"sha256:{hashlib.sha256(data).hexdigest()[:16]}… ({len(data)} bytes)"
+
+
+# --- values -----------------------------------------------------------------------------------------------------
+
+
+def _dumps(value: object) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # integers past 64 bits from the json fallback
+        return json.dumps(value, ensure_ascii=False)
+
+
+def _render(value: object) -> str:
+    """JSON text of `value`, at most MAX_VALUE_CHARS; long strings stay valid JSON strings ending in '…'."""
+    text = _dumps(value)
+    if len(text) <= MAX_VALUE_CHARS:
+        return text
+    if isinstance(value, str):
+        keep = MAX_VALUE_CHARS - 3
+        while keep > 0:
+            text = _dumps(value[:keep] + "…")
+            if len(text) <= MAX_VALUE_CHARS:
+                return text
+            keep -= max(1, len(text) - MAX_VALUE_CHARS)
+    return text[: MAX_VALUE_CHARS - 1] + "…"
+
+
+def _render_opt(value: str | None) -> str | None:
+    return None if value is None else _render(value)
+
+
+_DIGITS = re.compile(r"(\d+)")
+_SECTION = {"status": 0, "header": 1, "body": 2, "$": 3}
+
+
+def _order_key(diff: Difference) -> tuple[int, Sequence[str | int]]:
+    """Status, then headers, then body; indexes in numeric order ($.a[2] before $.a[10])."""
+    section = _SECTION.get(re.split(r"[.:\[]", diff.path, maxsplit=1)[0], 4)
+    parts = [int(p) if i % 2 else p for i, p in enumerate(_DIGITS.split(diff.path))]
+    return section, parts

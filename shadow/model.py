@@ -32,6 +32,8 @@ class Comparison:
     outcome: Literal["match", "mismatch"]
     differences: tuple[Difference, ...]
     seconds: float  # time the comparison took
+    # Why part of the pair was not (fully) compared, e.g. "body not compared: new body incomplete"; None if all was.
+    note: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,1 +1,283 @@
-"""Redact secrets before anything reaches the disk."""
+"""Redact secrets before anything reaches the disk.
+
+A secret becomes `<redacted:` + the first 10 hex digits of HMAC-SHA256(key, secret) + `>`: the same secret always
+gives the same token (so "legacy and new sent the same token" stays visible), and without the key no token leads
+back to its secret. The key lives next to the database (`<db>.key`, mode 0600) or in STRANGLER_REDACT_KEY (hex).
+
+The runner applies a Redactor to headers, query strings, bodies and difference values before they are stored.
+Bodies must be given decoded (see `shadow.normalize.decode_body`): compressed bytes are returned unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import hmac
+import os
+import re
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import unquote_plus
+
+import orjson
+
+from proxy.config import Redact
+from shadow.model import Difference
+from shadow.normalize import BadPath, body_kind, compile_path, media_type
+
+KEY_ENV = "STRANGLER_REDACT_KEY"
+KEY_BYTES = 32
+MIN_KEY_BYTES = 16
+TOKEN_PREFIX = "<redacted:"
+
+_COOKIE_HEADERS = frozenset({"cookie", "set-cookie"})
+_AUTH_HEADERS = frozenset({"authorization", "proxy-authorization"})
+_FORM = "application/x-www-form-urlencoded"
+
+
+def key_path_for(db_path: Path) -> Path:
+    """Where the redaction key of this database lives: `strangler.db` → `strangler.db.key`."""
+    return db_path.with_name(db_path.name + ".key")
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """The redaction key: STRANGLER_REDACT_KEY (hex) when set, else the key file at `path`, created (32 random
+    bytes, hex, mode 0600) on first use and reused after. Raises ValueError for a malformed key."""
+    env = os.environ.get(KEY_ENV, "").strip()
+    if env:
+        return _parse_key(env, KEY_ENV)
+    try:
+        return _read_key(path)
+    except FileNotFoundError:
+        pass
+    key = secrets.token_bytes(KEY_BYTES)
+    try:
+        # O_EXCL: never overwrite a key another process just created; 0o600: nobody else may read it.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read_key(path)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(key.hex() + "\n")
+    return key
+
+
+def _read_key(path: Path) -> bytes:
+    return _parse_key(path.read_text(encoding="ascii").strip(), str(path))
+
+
+def _parse_key(text: str, source: str) -> bytes:
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise ValueError(f"{source}: redaction key is not hex") from None
+    if len(key) < MIN_KEY_BYTES:
+        raise ValueError(f"{source}: redaction key must be at least {MIN_KEY_BYTES} bytes ({MIN_KEY_BYTES * 2} hex)")
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class Redactor:
+    """Replaces secret values by keyed tokens; immutable and thread-safe."""
+
+    key: bytes = field(repr=False)
+    rules: Redact
+    _headers: frozenset[str] = field(init=False, repr=False)
+    _fields: frozenset[str] = field(init=False, repr=False)
+    _query: frozenset[str] = field(init=False, repr=False)
+    _text_patterns: tuple[re.Pattern[str], ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.key) < MIN_KEY_BYTES:
+            raise ValueError(f"redaction key must be at least {MIN_KEY_BYTES} bytes")
+        fields = frozenset(f.lower() for f in self.rules.fields)
+        query = frozenset(q.lower() for q in self.rules.query)
+        object.__setattr__(self, "_headers", frozenset(h.lower() for h in self.rules.headers))
+        object.__setattr__(self, "_fields", fields)
+        object.__setattr__(self, "_query", query)
+        object.__setattr__(self, "_text_patterns", _text_patterns(fields, query))
+
+    def token(self, secret: str) -> str:
+        """The stand-in for one secret value."""
+        digest = hmac.new(self.key, secret.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+        return f"{TOKEN_PREFIX}{digest[:10]}>"
+
+    # --- headers and query strings ------------------------------------------------------------------------------
+
+    def header_value(self, name: str, value: str) -> str:
+        """The value to store for header `name`: cookies keep their names, auth keeps its scheme."""
+        lname = name.lower()
+        if lname not in self._headers:
+            return value
+        if lname == "cookie":
+            return "; ".join(self._cookie_pair(part.strip()) for part in value.split(";"))
+        if lname == "set-cookie":
+            pair, sep, attributes = value.partition(";")
+            return self._cookie_pair(pair.strip()) + sep + attributes
+        if lname in _AUTH_HEADERS:
+            scheme, sep, credentials = value.partition(" ")
+            if sep and credentials:
+                return f"{scheme} {self.token(credentials.strip())}"
+        return self.token(value)
+
+    def _cookie_pair(self, pair: str) -> str:
+        name, sep, value = pair.partition("=")
+        return f"{name}={self.token(value)}" if sep else pair
+
+    def headers(self, headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+        """All headers, secret values replaced; names, order and case kept."""
+        return tuple((name, self.header_value(name, value)) for name, value in headers)
+
+    def query(self, query_string: str) -> str:
+        """The query string with the values of secret parameters replaced; everything else byte for byte."""
+        if not query_string or not self._query:
+            return query_string
+        parts = []
+        for part in query_string.split("&"):
+            raw_name, sep, raw_value = part.partition("=")
+            if sep and unquote_plus(raw_name).lower() in self._query:
+                part = f"{raw_name}={self.token(unquote_plus(raw_value))}"
+            parts.append(part)
+        return "&".join(parts)
+
+    # --- bodies -------------------------------------------------------------------------------------------------
+
+    def json_body(self, data: bytes) -> bytes:
+        """A JSON body with the values of secret keys (any depth, case-insensitive) replaced; anything that is not
+        JSON, or holds no secret key, is returned unchanged."""
+        if not self._fields:
+            return data
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return data
+        redacted = self._redact_doc(doc)
+        return data if redacted is doc else orjson.dumps(redacted)
+
+    def form_body(self, data: bytes) -> bytes:
+        """An application/x-www-form-urlencoded body, redacted like a query string (by `query` names)."""
+        text = data.decode("utf-8", "surrogateescape")
+        return self.query(text).encode("utf-8", "surrogateescape")
+
+    def body(self, content_type: str | None, data: bytes) -> bytes:
+        """A (decoded) body redacted by its kind: JSON fields, form fields; other bodies unchanged."""
+        if media_type(content_type) == _FORM:
+            return self.form_body(data)
+        if body_kind(content_type) == "json":
+            return self.json_body(data)
+        return data
+
+    def _redact_doc(self, node: object) -> object:
+        """`node` with secret keys' values tokenised; the same object when nothing changed."""
+        if isinstance(node, dict):
+            out: dict[str, object] | None = None
+            for key, value in node.items():
+                new: object
+                if key.lower() in self._fields:
+                    new = value if value is None else self.token(_secret_text(value))
+                else:
+                    new = self._redact_doc(value)
+                if new is not value:
+                    out = dict(node) if out is None else out
+                    out[key] = new
+            return node if out is None else out
+        if isinstance(node, list):
+            items = [self._redact_doc(v) for v in node]
+            return node if all(a is b for a, b in zip(items, node, strict=True)) else items
+        return node
+
+    # --- free text and differences ------------------------------------------------------------------------------
+
+    def text(self, value: str) -> str:
+        """Free text (e.g. a difference value, possibly cut short): JSON secrets and `name=value` pairs of secret
+        query names replaced. Works on truncated JSON, where parsing would fail."""
+        try:
+            doc = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            doc = None
+        if isinstance(doc, dict | list):
+            redacted = self._redact_doc(doc)
+            return value if redacted is doc else orjson.dumps(redacted).decode()
+        if isinstance(doc, str):
+            # A JSON string (a text snippet): scrub its content, where quotes are not escaped.
+            scrubbed = self._scrub(doc)
+            return value if scrubbed == doc else orjson.dumps(scrubbed).decode()
+        return self._scrub(value)
+
+    def _scrub(self, text: str) -> str:
+        for pattern in self._text_patterns:
+            text = pattern.sub(self._replace_match, text)
+        return text
+
+    def _replace_match(self, m: re.Match[str]) -> str:
+        secret = m["value"]
+        if secret.startswith('"'):
+            # A JSON string value, maybe cut off by truncation: redact what is inside the quotes.
+            inner = secret[1:-1] if len(secret) > 1 and secret.endswith('"') else secret[1:]
+            with contextlib.suppress(orjson.JSONDecodeError):
+                inner = orjson.loads(f'"{inner}"')
+            return f'{m["prefix"]}"{self.token(inner)}"'
+        return m["prefix"] + self.token(secret)
+
+    def path_is_secret(self, path: str) -> bool:
+        """Whether a difference path names a secret: a JSON path through a secret key, or a secret header.
+
+        `header.set-cookie` is not: the comparison only ever records cookie names there, never values.
+        """
+        if path.startswith("header."):
+            name = path.removeprefix("header.")
+            return name in self._headers and name != "set-cookie"
+        if not path.startswith("$"):
+            return False
+        try:
+            steps = compile_path(path)
+        except BadPath:
+            return False
+        return any(isinstance(s, str) and s.lower() in self._fields for s in steps)
+
+    def redact_difference(self, diff: Difference, path_is_secret: Callable[[str], bool] | None = None) -> Difference:
+        """The difference as it may be stored: values on a secret path become tokens, other values are
+        scrubbed of embedded secrets (a changed object holding a password, say)."""
+        secret = (path_is_secret or self.path_is_secret)(diff.path)
+        fix = functools.partial(self._secret_value, diff.path) if secret else self.text
+        legacy = None if diff.legacy is None else fix(diff.legacy)
+        new = None if diff.new is None else fix(diff.new)
+        if legacy == diff.legacy and new == diff.new:
+            return diff
+        return replace(diff, legacy=legacy, new=new)
+
+    def _secret_value(self, path: str, json_text: str) -> str:
+        # Difference values are JSON text; a JSON string is tokenised by its content, so it matches the token the
+        # same secret got in a stored body, and a header value is redacted as `headers` stores it.
+        try:
+            value = orjson.loads(json_text)
+        except orjson.JSONDecodeError:
+            return orjson.dumps(self.token(json_text)).decode()
+        if value is None:
+            return json_text
+        name = path.removeprefix("header.")
+        if name != path and isinstance(value, str) and name in self._headers:
+            return orjson.dumps(self.header_value(name, value)).decode()
+        return orjson.dumps(self.token(_secret_text(value))).decode()
+
+
+def _secret_text(value: object) -> str:
+    return value if isinstance(value, str) else orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _text_patterns(fields: frozenset[str], query: frozenset[str]) -> tuple[re.Pattern[str], ...]:
+    patterns = []
+    if fields:
+        names = "|".join(re.escape(f) for f in sorted(fields))
+        # "password": "hunter2"  (the closing quote may be lost to truncation)  or  "pin": 1234
+        patterns.append(
+            re.compile(
+                rf'(?P<prefix>"(?i:{names})"\s*:\s*)(?P<value>"(?:[^"\\]|\\.)*"?|[^\s,}}\]"]+)',
+            )
+        )
+    if query:
+        names = "|".join(re.escape(q) for q in sorted(query))
+        patterns.append(re.compile(rf"(?P<prefix>(?<![\w.-])(?i:{names})=)(?P<value>[^&\s;\"']+)"))
+    return tuple(patterns)

@@ -1,0 +1,435 @@
+"""Tests for shadow.compare: what a legacy/new pair's differences are, and when deepdiff runs."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+
+import brotli
+import orjson
+import pytest
+
+from proxy.config import Compare
+from proxy.events import Headers, ResponseSnapshot
+from shadow import compare
+from shadow.compare import MAX_DIFFERENCES, MAX_VALUE_CHARS, compare_responses, is_fast_match
+from shadow.model import Comparison, Difference
+
+JSON = "application/json"
+
+
+def snap(
+    body: bytes | object | None,
+    *,
+    status: int = 200,
+    content_type: str | None = JSON,
+    headers: Headers = (),
+    complete: bool = True,
+    side: str = "legacy",
+) -> ResponseSnapshot:
+    """A captured response; non-bytes bodies are serialised as JSON."""
+    data = body if body is None or isinstance(body, bytes) else orjson.dumps(body)
+    all_headers = ((("Content-Type", content_type),) if content_type else ()) + tuple(headers)
+    return ResponseSnapshot(
+        side="legacy" if side == "legacy" else "new",
+        upstream=side,
+        status=status,
+        headers=all_headers,
+        body=data,
+        body_complete=complete,
+        latency=0.01,
+    )
+
+
+def deepdiff_calls() -> int:
+    """How many times deepdiff has run in this process (read at call time)."""
+    return compare.DEEPDIFF_CALLS
+
+
+def run(legacy: ResponseSnapshot, new: ResponseSnapshot, rules: Compare | None = None) -> Comparison:
+    return compare_responses(legacy, new, rules or Compare())
+
+
+def by_path(result: Comparison) -> dict[str, Difference]:
+    return {d.path: d for d in result.differences}
+
+
+ORDER = {
+    "id": 42,
+    "status": "shipped",
+    "total": 99.5,
+    "paid": True,
+    "items": [{"sku": "A", "qty": 1, "updated_at": "t1"}, {"sku": "B", "qty": 2, "updated_at": "t2"}],
+    "tags": ["gift", "express"],
+    "meta": {"generated_at": "2024-01-01T00:00:00Z"},
+}
+
+
+# --- fast path --------------------------------------------------------------------------------------------------
+
+
+def test_identical_bodies_match_without_deepdiff() -> None:
+    """Byte-equal responses match and deepdiff never runs."""
+    before = deepdiff_calls()
+    result = run(snap(ORDER), snap(ORDER, side="new"))
+    assert result.outcome == "match"
+    assert result.differences == ()
+    assert result.seconds >= 0
+    assert deepdiff_calls() == before
+
+
+def test_semantically_equal_json_matches_without_deepdiff() -> None:
+    """Other key order, whitespace and ignored fields still match on the fast path (no deepdiff call)."""
+    new_doc = json.loads(json.dumps(ORDER))
+    new_doc["meta"]["generated_at"] = "2024-06-06T06:06:06Z"
+    for item in new_doc["items"]:
+        item["updated_at"] = "later"
+    new_body = json.dumps(dict(reversed(list(new_doc.items()))), indent=2).encode()
+    rules = Compare(ignore_fields=("$.meta.generated_at", "$.items[*].updated_at"))
+    before = deepdiff_calls()
+    result = run(snap(ORDER), snap(new_body, side="new"), rules)
+    assert result.outcome == "match"
+    assert deepdiff_calls() == before
+    assert is_fast_match(snap(ORDER), snap(new_body, side="new"), rules)
+
+
+def test_numbers_equal_across_int_and_float() -> None:
+    """1 and 1.0 are the same JSON number: no difference."""
+    assert run(snap({"n": 1}), snap({"n": 1.0}, side="new")).outcome == "match"
+
+
+def test_bool_is_not_a_number() -> None:
+    """true vs 1 is a type change even though Python says True == 1."""
+    result = run(snap({"paid": True, "n": 0}), snap({"paid": 1, "n": False}, side="new"))
+    assert result.outcome == "mismatch"
+    found = by_path(result)
+    assert found["$.paid"].kind == "type_changed"
+    assert (found["$.paid"].legacy, found["$.paid"].new) == ("true", "1")
+    assert found["$.n"].kind == "type_changed"
+
+
+def test_mismatch_runs_deepdiff_once() -> None:
+    """A differing JSON pair goes through deepdiff exactly once."""
+    before = deepdiff_calls()
+    run(snap({"a": 1}), snap({"a": 2}, side="new"))
+    assert deepdiff_calls() == before + 1
+
+
+# --- status and headers -----------------------------------------------------------------------------------------
+
+
+def test_status_difference() -> None:
+    """A different status code is one 'status' difference with both codes."""
+    result = run(snap(ORDER), snap(ORDER, status=500, side="new"))
+    assert result.outcome == "mismatch"
+    assert result.differences == (Difference("status", "status", "changed", "200", "500"),)
+    assert not is_fast_match(snap(ORDER), snap(ORDER, status=500, side="new"), Compare())
+
+
+def test_headers_compared_only_on_allow_list() -> None:
+    """Allow-listed headers are compared (added/removed/changed); others may differ freely."""
+    rules = Compare(headers=frozenset({"content-type", "x-api-version", "cache-control", "x-added"}))
+    legacy = snap(ORDER, headers=(("X-Api-Version", "1"), ("Cache-Control", "no-store"), ("X-Free", "a")))
+    new = snap(
+        ORDER,
+        content_type="application/json; charset=utf-8",
+        headers=(("x-api-version", "2"), ("X-Added", "yes"), ("X-Free", "b")),
+        side="new",
+    )
+    found = by_path(run(legacy, new, rules))
+    assert set(found) == {"header.content-type", "header.x-api-version", "header.cache-control", "header.x-added"}
+    assert found["header.x-api-version"] == Difference(
+        "header.x-api-version", "header.x-api-version", "changed", '"1"', '"2"'
+    )
+    assert found["header.cache-control"].kind == "removed"
+    assert found["header.cache-control"].new is None
+    assert found["header.x-added"].kind == "added"
+    assert found["header.x-added"].legacy is None
+
+
+def test_volatile_headers_ignored_even_when_allow_listed() -> None:
+    """Date, Server, ETag, X-Request-Id and friends never produce differences, nor do ignore_headers."""
+    rules = Compare(
+        headers=frozenset({"content-type", "date", "server", "etag", "x-request-id", "x-mine"}),
+        ignore_headers=frozenset({"x-mine"}),
+    )
+    legacy = snap(
+        ORDER, headers=(("Date", "a"), ("Server", "old"), ("ETag", "1"), ("X-Request-Id", "r1"), ("X-Mine", "1"))
+    )
+    new = snap(
+        ORDER,
+        headers=(("Date", "b"), ("Server", "new"), ("ETag", "2"), ("X-Request-Id", "r2"), ("X-Mine", "2")),
+        side="new",
+    )
+    assert run(legacy, new, rules).outcome == "match"
+
+
+def test_set_cookie_values_ignored_but_new_cookie_name_reported() -> None:
+    """Cookie values may differ; a cookie only the new side sets is a header.set-cookie difference."""
+    legacy = snap(ORDER, headers=(("Set-Cookie", "sid=LEGACYSECRET; Path=/"),))
+    same_names = snap(ORDER, headers=(("Set-Cookie", "sid=NEWSECRET; Path=/; HttpOnly"),), side="new")
+    assert run(legacy, same_names).outcome == "match"
+    extra = snap(ORDER, headers=(("Set-Cookie", "sid=NEWSECRET"), ("Set-Cookie", "tracking=1")), side="new")
+    result = run(legacy, extra)
+    assert result.differences == (
+        Difference("header.set-cookie", "header.set-cookie", "changed", '"sid"', '"sid, tracking"'),
+    )
+    assert "SECRET" not in repr(result)
+
+
+# --- JSON bodies ------------------------------------------------------------------------------------------------
+
+
+def test_json_changed_added_removed_type_changed() -> None:
+    """Each kind of field difference gets its kind, concrete path, grouped path and JSON values."""
+    new_doc = json.loads(json.dumps(ORDER))
+    new_doc["status"] = "delivered"  # changed
+    new_doc["carrier"] = "ups"  # added
+    del new_doc["paid"]  # removed
+    new_doc["id"] = "42"  # type changed
+    new_doc["items"][1]["qty"] = 3  # changed inside an array
+    found = by_path(run(snap(ORDER), snap(new_doc, side="new")))
+    assert found["$.status"] == Difference("$.status", "$.status", "changed", '"shipped"', '"delivered"')
+    assert found["$.carrier"] == Difference("$.carrier", "$.carrier", "added", None, '"ups"')
+    assert found["$.paid"] == Difference("$.paid", "$.paid", "removed", "true", None)
+    assert found["$.id"] == Difference("$.id", "$.id", "type_changed", "42", '"42"')
+    assert found["$.items[1].qty"] == Difference("$.items[1].qty", "$.items[*].qty", "changed", "2", "3")
+    assert len(found) == 5
+
+
+def test_array_items_added_and_removed() -> None:
+    """Extra or missing array elements are added/removed at their index, grouped with [*]."""
+    result = run(snap({"l": [1, 2]}), snap({"l": [1, 2, 3]}, side="new"))
+    assert result.differences == (Difference("$.l[2]", "$.l[*]", "added", None, "3"),)
+    result = run(snap({"l": [1, 2, 3]}), snap({"l": [1, 2]}, side="new"))
+    assert result.differences == (Difference("$.l[2]", "$.l[*]", "removed", "3", None),)
+
+
+def test_odd_keys_use_bracket_notation() -> None:
+    """Keys that are not identifiers are written $['…'] in paths."""
+    result = run(snap({"weird key": {"a.b": 1}}), snap({"weird key": {"a.b": 2}}, side="new"))
+    assert [d.path for d in result.differences] == ["$['weird key']['a.b']"]
+
+
+def test_grouped_paths_collapse_indexes() -> None:
+    """The same field differing at many array positions shares one group."""
+    legacy = {"items": [{"qty": i, "tags": [{"n": i}]} for i in range(5)]}
+    new = {"items": [{"qty": i + 1, "tags": [{"n": i + 1}]} for i in range(5)]}
+    result = run(snap(legacy), snap(new, side="new"))
+    assert {d.group for d in result.differences} == {"$.items[*].qty", "$.items[*].tags[*].n"}
+    assert [d.path for d in result.differences][:3] == ["$.items[0].qty", "$.items[0].tags[0].n", "$.items[1].qty"]
+
+
+def test_reordered_array_is_one_order_difference_by_default() -> None:
+    """Without ignore_order, an array with the same elements in another order is one 'order' difference."""
+    before = deepdiff_calls()
+    result = run(snap(ORDER), snap({**ORDER, "tags": ["express", "gift"]}, side="new"))
+    assert result.differences == (Difference("$.tags", "$.tags", "order", '["gift","express"]', '["express","gift"]'),)
+    assert deepdiff_calls() == before  # pure reordering needs no deepdiff
+
+
+def test_ignore_order_paths_only_apply_there() -> None:
+    """ignore_order as a list of paths makes those arrays order-blind and leaves the others ordered."""
+    rules = Compare(ignore_order=("$.tags", "$.items"))
+    reordered = {**ORDER, "tags": ["express", "gift"], "items": list(reversed(ORDER["items"]))}  # type: ignore[call-overload]
+    before = deepdiff_calls()
+    assert run(snap(ORDER), snap(reordered, side="new"), rules).outcome == "match"
+    assert deepdiff_calls() == before
+    legacy = {"tags": ["a", "b"], "other": [1, 2]}
+    result = run(snap(legacy), snap({"tags": ["b", "a"], "other": [2, 1]}, side="new"), rules)
+    assert [(d.path, d.kind) for d in result.differences] == [("$.other", "order")]
+
+
+def test_ignore_order_path_still_reports_changed_elements() -> None:
+    """Inside an order-blind array, a changed element is reported at its field, not as shifted positions."""
+    rules = Compare(ignore_order=("$.items",))
+    legacy = {"items": [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}, {"id": 3, "v": "c"}]}
+    new = {"items": [{"id": 3, "v": "c"}, {"id": 1, "v": "CHANGED"}, {"id": 2, "v": "b"}]}
+    result = run(snap(legacy), snap(new, side="new"), rules)
+    assert [(d.group, d.kind, d.legacy, d.new) for d in result.differences] == [
+        ("$.items[*].v", "changed", '"a"', '"CHANGED"')
+    ]
+
+
+def test_global_ignore_order_covers_nested_arrays() -> None:
+    """ignore_order: true ignores order in every array, nested ones too, and reports repetition changes."""
+    legacy = {"a": [1, 2, 3], "b": [{"l": ["x", "y"]}, {"l": []}]}
+    new = {"a": [3, 1, 2], "b": [{"l": []}, {"l": ["y", "x"]}]}
+    assert run(snap(legacy), snap(new, side="new"), Compare(ignore_order=True)).outcome == "match"
+    result = run(snap({"a": [1, 1, 2]}), snap({"a": [1, 2, 2]}, side="new"), Compare(ignore_order=True))
+    assert result.outcome == "mismatch"
+    assert {d.group for d in result.differences} == {"$.a[*]"}
+
+
+def test_float_tolerance() -> None:
+    """Numbers within float_tolerance match; outside it, or with no tolerance, they differ."""
+    legacy, new = snap({"total": 99.5, "n": 3}), snap({"total": 99.5004, "n": 3.0}, side="new")
+    assert run(legacy, new, Compare(float_tolerance=0.001)).outcome == "match"
+    assert [d.path for d in run(legacy, new).differences] == ["$.total"]
+    far = snap({"total": 99.6, "n": 3}, side="new")
+    assert [d.path for d in run(legacy, far, Compare(float_tolerance=0.001)).differences] == ["$.total"]
+
+
+def test_ignore_fields_with_wildcards_hide_differences() -> None:
+    """Fields named by ignore_fields ([*] included) are not compared; other fields still are."""
+    new_doc = json.loads(json.dumps(ORDER))
+    new_doc["items"][0]["updated_at"] = "x"
+    new_doc["items"][1]["updated_at"] = "y"
+    new_doc["items"][1]["qty"] = 7
+    rules = Compare(ignore_fields=("$.items[*].updated_at",))
+    result = run(snap(ORDER), snap(new_doc, side="new"), rules)
+    assert [d.path for d in result.differences] == ["$.items[1].qty"]
+
+
+def test_long_values_truncated_as_valid_json() -> None:
+    """Values longer than MAX_VALUE_CHARS are cut; long strings stay valid JSON strings ending in '…'."""
+    result = run(snap({"s": "a" * 1000, "o": {"k": "v" * 500}}), snap({"s": "b" * 1000, "o": 1}, side="new"))
+    found = by_path(result)
+    for diff in result.differences:
+        for value in (diff.legacy, diff.new):
+            assert value is not None
+            assert len(value) <= MAX_VALUE_CHARS
+    assert json.loads(found["$.s"].legacy or "").endswith("…")
+    assert (found["$.o"].legacy or "").endswith("…")
+
+
+def test_differences_capped_with_note() -> None:
+    """More than MAX_DIFFERENCES differences keeps the first ones and says how many were left out."""
+    count = MAX_DIFFERENCES + 20
+    result = run(snap({f"k{i}": i for i in range(count)}), snap({f"k{i}": -i - 1 for i in range(count)}, side="new"))
+    assert len(result.differences) == MAX_DIFFERENCES
+    assert result.note == "20 more differences not listed"
+    assert result.differences[0].path == "$.k0"
+    assert result.differences[9].path == "$.k9"  # numeric order, not k0, k1, k10 ...
+
+
+def test_invalid_json_falls_back_to_text() -> None:
+    """A body labelled JSON that does not parse is compared as text, with a note."""
+    result = run(snap({"a": 1}), snap(b"<html>oops</html>", side="new"))
+    assert result.outcome == "mismatch"
+    assert result.note == "body compared as text: not valid JSON"
+    assert [d.path for d in result.differences] == ["body:line 1"]
+
+
+# --- encodings, text, binary, incomplete --------------------------------------------------------------------------
+
+
+def test_compressed_bodies_compared_decoded() -> None:
+    """gzip, deflate and br bodies are decoded before comparing; Content-Encoding itself is no difference."""
+    body = orjson.dumps(ORDER)
+    legacy = snap(gzip.compress(body), headers=(("Content-Encoding", "gzip"),))
+    for coding, encoded in (("br", brotli.compress(body)), ("deflate", zlib.compress(body)), ("identity", body)):
+        new = snap(encoded, headers=(("Content-Encoding", coding),), side="new")
+        assert run(legacy, new, Compare(headers=frozenset({"content-type", "content-encoding"}))).outcome == "match"
+        assert is_fast_match(legacy, new, Compare())
+    changed = snap(
+        brotli.compress(orjson.dumps({**ORDER, "id": 43})), headers=(("Content-Encoding", "br"),), side="new"
+    )
+    assert [d.path for d in run(legacy, changed).differences] == ["$.id"]
+
+
+def test_undecodable_body_compared_as_bytes() -> None:
+    """A corrupt gzip body is compared by digest, with a note saying why."""
+    legacy = snap(b"not gzip", headers=(("Content-Encoding", "gzip"),))
+    result = run(legacy, snap(ORDER, side="new"))
+    assert result.note is not None
+    assert result.note.startswith("body compared as bytes")
+    assert [d.path for d in result.differences] == ["body"]
+
+
+def test_text_bodies_line_diff() -> None:
+    """Text bodies differ by line hunks: changed, added and removed lines at their legacy line numbers."""
+    legacy = b"<html>\n<h1>Orders</h1>\n<p>3 items</p>\n<footer>v1</footer>\n</html>\n"
+    new = b"<html>\n<h1>Orders</h1>\n<p>4 items</p>\n<footer>v1</footer>\n<script></script>\n</html>\n"
+    result = run(snap(legacy, content_type="text/html"), snap(new, content_type="text/html", side="new"))
+    assert result.differences == (
+        Difference("body:line 3", "body", "changed", '"<p>3 items</p>"', '"<p>4 items</p>"'),
+        Difference("body:line 5", "body", "added", None, '"<script></script>"'),
+    )
+
+
+def test_text_hunks_capped_with_note() -> None:
+    """Past MAX_TEXT_HUNKS changed hunks, the rest are counted in the note."""
+    legacy = "\n".join(f"line {i}" for i in range(40)).encode()
+    new = "\n".join(f"line {i}" if i % 4 else f"LINE {i}" for i in range(40)).encode()
+    result = run(snap(legacy, content_type="text/plain"), snap(new, content_type="text/plain", side="new"))
+    assert len(result.differences) == compare.MAX_TEXT_HUNKS
+    assert result.note == f"{10 - compare.MAX_TEXT_HUNKS} more changed text hunks not listed"
+
+
+def test_text_line_endings_only() -> None:
+    """Texts that differ only in line endings give one 'body' difference."""
+    result = run(snap(b"a\nb\n", content_type="text/plain"), snap(b"a\r\nb\r\n", content_type="text/plain", side="new"))
+    assert [(d.path, d.kind) for d in result.differences] == [("body", "changed")]
+
+
+def test_binary_bodies_compared_by_digest() -> None:
+    """Binary bodies differ as one 'body' difference naming sha256 prefix and size of each side."""
+    result = run(
+        snap(b"\x89PNG\x00\x01", content_type="image/png"),
+        snap(b"\x89PNG\x00\x02\x03", content_type="image/png", side="new"),
+    )
+    (diff,) = result.differences
+    assert (diff.path, diff.group, diff.kind) == ("body", "body", "changed")
+    assert diff.legacy is not None
+    assert diff.new is not None
+    assert json.loads(diff.legacy).startswith("sha256:")
+    assert json.loads(diff.legacy).endswith("(6 bytes)")
+    assert json.loads(diff.new).endswith("(7 bytes)")
+    same = snap(b"\x89PNG", content_type="image/png")
+    assert run(same, snap(b"\x89PNG", content_type="image/png", side="new")).outcome == "match"
+
+
+def test_incomplete_or_missing_body_not_compared() -> None:
+    """A cut or uncaptured body is noted instead of compared; status and headers still are."""
+    result = run(snap(ORDER), snap(b'{"id": 4', complete=False, side="new"))
+    assert result.outcome == "match"
+    assert result.note == "body not compared: new body incomplete"
+    result = run(snap(None, status=200), snap(ORDER, status=404, side="new"))
+    assert result.note == "body not compared: legacy body not captured"
+    assert [d.path for d in result.differences] == ["status"]
+    assert not is_fast_match(snap(None), snap(None, side="new"), Compare())
+
+
+def test_empty_bodies_match() -> None:
+    """Two empty bodies (HEAD, 204) match."""
+    assert (
+        run(snap(b"", content_type=None, status=204), snap(b"", content_type=None, status=204, side="new")).outcome
+        == "match"
+    )
+
+
+def test_concurrent_comparisons_from_threads_agree() -> None:
+    """compare_responses gives the same answers when run from many threads at once."""
+    pairs = [
+        (snap({"i": i, "tags": ["a", "b"]}), snap({"i": i if i % 2 else -i, "tags": ["b", "a"]}, side="new"))
+        for i in range(40)
+    ]
+    expected = [run(a, b, Compare(ignore_order=("$.tags",))).differences for a, b in pairs]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(lambda p: run(p[0], p[1], Compare(ignore_order=("$.tags",))).differences, pairs))
+    assert got == expected
+    assert expected[1] == ()
+    assert [d.path for d in expected[2]] == ["$.i"]
+
+
+@pytest.mark.parametrize("ignore_order", [False, True, ("$.a",)])
+def test_is_fast_match_agrees_with_compare_on_equal_pairs(ignore_order: bool | tuple[str, ...]) -> None:
+    """is_fast_match says True exactly for pairs compare_responses calls a match without deepdiff."""
+    rules = Compare(ignore_order=ignore_order)
+    legacy, new = snap({"a": [1, 2], "b": 1}), snap({"b": 1, "a": [1, 2]}, side="new")
+    assert is_fast_match(legacy, new, rules)
+    assert not is_fast_match(legacy, snap({"a": [1, 2], "b": 2}, side="new"), rules)
+
+
+def test_huge_text_difference_skips_line_diff() -> None:
+    """Past MAX_TEXT_LINES differing lines, one difference at the first differing line replaces the line diff."""
+    count = compare.MAX_TEXT_LINES + 10
+    legacy = "\n".join(["same"] + [f"a{i}" for i in range(count)] + ["end"]).encode()
+    new = "\n".join(["same"] + [f"b{i}" for i in range(count)] + ["end"]).encode()
+    result = run(snap(legacy, content_type="text/plain"), snap(new, content_type="text/plain", side="new"))
+    assert [(d.path, d.kind) for d in result.differences] == [("body:line 2", "changed")]
+    assert result.note is not None
+    assert result.note.startswith("text too different")
