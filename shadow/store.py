@@ -537,3 +537,23 @@ class StoreWriter:
             return
         if deleted:
             log.info("store retention deleted %d exchanges", deleted)
+
+
+def count_noise_only(
+    store: Store, route_id: str, noise_groups: Sequence[str], since: float | None = None, pair: Pair = "candidate"
+) -> int:
+    """Mismatched exchanges of a route whose differences all lie in `noise_groups` (read-only; for reports).
+
+    One indexed count per file: the route's mismatches in the window, each checked against its differences.
+    """
+    if not noise_groups:
+        return 0
+    marks = ", ".join("?" * len(noise_groups))
+    sql = (
+        "SELECT COUNT(*) FROM exchanges e WHERE e.route_id = ? AND e.pair = ? AND e.outcome = 'mismatch'"
+        f"{' AND e.time >= ?' if since is not None else ''}"
+        " AND EXISTS (SELECT 1 FROM differences d WHERE d.exchange_id = e.id)"
+        f" AND NOT EXISTS (SELECT 1 FROM differences d WHERE d.exchange_id = e.id AND d.grp NOT IN ({marks}))"
+    )
+    params: list[object] = [route_id, pair, *([since] if since is not None else []), *noise_groups]
+    return sum(int(conn.execute(sql, params).fetchone()[0]) for conn in store._conns)

@@ -1,0 +1,268 @@
+"""`strangler diffs list|show` and `strangler noise suggest`: reviewing stored exchanges and ignoring noise.
+
+Registered on the root app by `cli.report_cmds.register`; shares its options and store opening.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from cli.flip import FlipError, add_ignore_fields
+from cli.output import CliError, OutputFormat, print_json, print_line, print_renderable
+from cli.report_cmds import (
+    ConfigOption,
+    DbOption,
+    FormatOption,
+    RouteOption,
+    SinceOption,
+    open_store,
+    parse_since,
+    store_paths,
+)
+from proxy.loader import load_config
+from reports.render import exchange_table, render_exchange, render_suggestion, suggestion_yaml
+from reports.summary import noise_verdicts
+from shadow.model import StoredBody
+from shadow.noise import FieldVerdict, suggest_ignore_rules
+from shadow.normalize import group_path
+from shadow.store_types import ExchangeDetail, ExchangeRow
+
+diffs_app = typer.Typer(help="Review stored exchanges and their differences.", no_args_is_help=True)
+noise_app = typer.Typer(
+    help="Find fields that differ by nature (timestamps, ids) and ignore them.", no_args_is_help=True
+)
+
+
+class Outcome(StrEnum):
+    """`diffs list --outcome` (shadow.model.OUTCOMES)."""
+
+    match = "match"
+    mismatch = "mismatch"
+    candidate_error = "candidate_error"
+    skipped = "skipped"
+    dropped = "dropped"
+
+
+# --- diffs ------------------------------------------------------------------------------------------------------
+
+
+def row_document(row: ExchangeRow) -> dict[str, Any]:
+    return {
+        "id": row.id if row.source == 0 else f"{row.source}:{row.id}",
+        "time": datetime.fromtimestamp(row.time, UTC).isoformat(),
+        "route": row.route_id,
+        "mode": row.mode,
+        "pair": row.pair,
+        "method": row.method,
+        "path": row.path,
+        "query": row.query,
+        "template": row.template,
+        "request_id": row.request_id,
+        "served_by": row.served_by,
+        "outcome": row.outcome,
+        "reason": row.reason,
+        "status": {"legacy": row.legacy_status, "new": row.new_status},
+        "latency_ms": {"legacy": row.legacy_latency_ms, "new": row.new_latency_ms},
+        "differences": row.difference_count,
+    }
+
+
+@diffs_app.command("list")
+def diffs_list(
+    config: ConfigOption = Path("routes.yaml"),
+    db: DbOption = None,
+    route: RouteOption = None,
+    outcome: Annotated[Outcome | None, typer.Option("--outcome", help="Only this outcome.")] = None,
+    field: Annotated[
+        str | None, typer.Option("--field", help="Only exchanges differing in this field ($.items[*].price).")
+    ] = None,
+    since: SinceOption = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many, newest first.", min=1)] = 50,
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """List stored exchanges, newest first; the id feeds `strangler diffs show`.
+
+    Example: [bold]strangler diffs list --route customers --outcome mismatch --field '$.phone' --limit 20[/bold]
+    """
+    loaded = load_config(config)
+    with open_store(store_paths(loaded, db)) as store:
+        rows = store.list_exchanges(
+            route_id=route,
+            outcome=outcome.value if outcome is not None else None,
+            field_group=group_path(field) if field else None,
+            since=parse_since(since),
+            limit=limit,
+        )
+    if fmt is OutputFormat.json:
+        print_json([row_document(r) for r in rows])
+    elif rows:
+        print_renderable(exchange_table(rows))
+    else:
+        print_line("No exchanges match.")
+
+
+def _parse_id(value: str) -> tuple[int, int]:
+    """ "42" or "1:42" (file index : id, as `diffs list` shows ids from a second --db file)."""
+    source, _, eid = value.rpartition(":")
+    try:
+        return int(eid), int(source) if source else 0
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not an exchange id (N or FILE:N)", param_hint="ID") from None
+
+
+def _body_document(body: StoredBody | None) -> dict[str, Any] | None:
+    if body is None:
+        return None
+    doc: dict[str, Any] = {"length": body.length, "truncated": body.truncated}
+    try:
+        doc["text"] = body.data.decode("utf-8")
+    except UnicodeDecodeError:
+        doc["base64"] = base64.b64encode(body.data).decode("ascii")
+    return doc
+
+
+def exchange_document(detail: ExchangeDetail) -> dict[str, Any]:
+    r = detail.record
+    return {
+        "id": detail.id if detail.source == 0 else f"{detail.source}:{detail.id}",
+        "time": datetime.fromtimestamp(r.time, UTC).isoformat(),
+        "route": r.route_id,
+        "mode": r.mode,
+        "pair": r.pair,
+        "request": {
+            "method": r.method,
+            "path": r.path,
+            "query": r.query,
+            "template": r.template,
+            "request_id": r.request_id,
+            "headers": [list(h) for h in r.request_headers],
+            "body": _body_document(r.request_body),
+        },
+        "served_by": r.served_by,
+        "outcome": r.outcome,
+        "reason": r.reason,
+        "legacy": {
+            "status": r.legacy_status,
+            "latency_ms": r.legacy_latency_ms,
+            "size": r.legacy_size,
+            "headers": [list(h) for h in r.legacy_headers],
+            "body": _body_document(r.legacy_body),
+        },
+        "new": {
+            "status": r.new_status,
+            "latency_ms": r.new_latency_ms,
+            "size": r.new_size,
+            "headers": [list(h) for h in r.new_headers],
+            "body": _body_document(r.new_body),
+        },
+        "differences": [
+            {"path": d.path, "group": d.group, "kind": d.kind, "legacy": d.legacy, "new": d.new} for d in r.differences
+        ],
+    }
+
+
+@diffs_app.command("show")
+def diffs_show(
+    exchange_id: Annotated[str, typer.Argument(metavar="ID", help="Exchange id from `diffs list` (N or FILE:N).")],
+    config: ConfigOption = Path("routes.yaml"),
+    db: DbOption = None,
+    full: Annotated[bool, typer.Option("--full", help="Show whole bodies, never folded.")] = False,
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """One exchange: request line and (redacted) headers, both responses, and a coloured JSON diff of the bodies.
+
+    Large bodies are folded around the differing paths; --full shows them whole.
+
+    Example: [bold]strangler diffs show 42[/bold]
+    """
+    eid, source = _parse_id(exchange_id)
+    loaded = load_config(config)
+    with open_store(store_paths(loaded, db)) as store:
+        detail = store.get_exchange(eid, source)
+    if detail is None:
+        raise CliError(f"no exchange {exchange_id} in the store")
+    if fmt is OutputFormat.json:
+        print_json(exchange_document(detail))
+    else:
+        print_renderable(render_exchange(detail, fold=False if full else None))
+
+
+# --- noise ------------------------------------------------------------------------------------------------------
+
+
+def ignore_candidates(verdicts: list[FieldVerdict]) -> list[str]:
+    """JSON fields to ignore: volatile ones (shadow.noise's suggestion) and those classed noise."""
+    noise = [v.group for v in verdicts if not v.real and v.group.startswith("$")]
+    return sorted({*suggest_ignore_rules(verdicts), *noise})
+
+
+def _verdict_document(v: FieldVerdict) -> dict[str, Any]:
+    return {
+        "path": v.group,
+        "raw": v.raw,
+        "noise": v.noise,
+        "raw_rate": v.raw_rate,
+        "noise_rate": v.noise_rate,
+        "real": v.real,
+        "volatile": v.volatile,
+    }
+
+
+@noise_app.command("suggest")
+def noise_suggest(
+    route: Annotated[str | None, typer.Argument(help="Only this route id (default: every route).")] = None,
+    config: ConfigOption = Path("routes.yaml"),
+    db: DbOption = None,
+    since: SinceOption = None,
+    apply: Annotated[bool, typer.Option("--apply", help="Add the rules to routes.yaml (comments are kept).")] = False,
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """Suggest compare.ignore_fields rules for fields classed as noise or whose values look volatile.
+
+    Prints a YAML snippet for routes.yaml; --apply writes the rules into the file, keeping comments and layout.
+
+    Example: [bold]strangler noise suggest orders-list --apply[/bold]
+    """
+    loaded = load_config(config)
+    ids = [route] if route else [r.id for r in loaded.routes]
+    if route and loaded.route(route) is None:
+        raise CliError(f"unknown route '{route}' (known: {', '.join(r.id for r in loaded.routes) or 'none'})")
+    window = parse_since(since)
+    found: list[tuple[str, list[str], list[FieldVerdict]]] = []
+    with open_store(store_paths(loaded, db)) as store:
+        for rid in ids:
+            verdicts = noise_verdicts(store, loaded, rid, window)
+            known = loaded.route(rid)
+            present = set(known.compare.ignore_fields) if known else set()
+            rules = [f for f in ignore_candidates(verdicts) if f not in present]
+            if rules:
+                found.append((rid, rules, verdicts))
+    applied: dict[str, list[str]] = {}
+    if apply:
+        for rid, rules, _ in found:
+            try:
+                applied[rid] = list(add_ignore_fields(config, rid, rules))
+            except FlipError as exc:
+                raise CliError(str(exc), exc.details) from exc
+    if fmt is OutputFormat.json:
+        print_json(
+            {
+                "routes": [
+                    {"id": rid, "ignore_fields": rules, "fields": [_verdict_document(v) for v in verdicts]}
+                    for rid, rules, verdicts in found
+                ],
+                "yaml": suggestion_yaml([(rid, rules) for rid, rules, _ in found]) if found else None,
+                "applied": applied if apply else None,
+            }
+        )
+        return
+    print_renderable(render_suggestion([(rid, rules) for rid, rules, _ in found]))
+    for rid, added in applied.items():
+        print_line(f"{escape(rid)}: added {len(added)} ignore field(s) to {escape(str(config))}")

@@ -1,0 +1,348 @@
+"""The report as files: JSON (stable, documented in docs/report.schema.json), Markdown, one self-contained HTML page
+(inline CSS and an inline SVG latency chart, nothing fetched from anywhere) and JUnit XML for CI.
+
+All functions are pure: a `Report` in, text out.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Sequence
+from typing import Any
+from xml.etree import ElementTree as ET
+
+from reports.summary import FieldSummary, Report, RouteSummary
+from shadow.store_types import Percentiles
+
+SCHEMA_ID = "strangler-report/1"  # bump the number on any incompatible change to report_document
+FAILING_VERDICTS = ("diverging", "candidate errors")
+
+
+# --- JSON -------------------------------------------------------------------------------------------------------
+
+
+def report_document(report: Report) -> dict[str, Any]:
+    """The JSON form of a report; its shape is docs/report.schema.json."""
+    return {
+        "schema": SCHEMA_ID,
+        "generated_at": report.generated_at.isoformat(),
+        "since": report.since.isoformat() if report.since else None,
+        "config": report.config,
+        "sources": list(report.sources),
+        "verdicts": {
+            v: len(report.with_verdict(v)) for v in ("ready", "needs samples", "diverging", "candidate errors")
+        },
+        "traffic": {
+            "total": report.total_requests,
+            "unrouted": report.unrouted_requests,
+            "modes": [
+                {"mode": m.mode, "routes": m.routes, "requests": m.requests, "share": m.share} for m in report.modes
+            ],
+        },
+        "routes": [route_document(r) for r in report.routes],
+        "unrouted": [{"method": u.method, "path": u.path, "count": u.count} for u in report.unrouted],
+    }
+
+
+def route_document(r: RouteSummary) -> dict[str, Any]:
+    fig = r.figures
+    return {
+        "id": r.id,
+        "mode": r.mode,
+        "template": r.template,
+        "served": {"legacy": r.served_legacy, "new": r.served_new},
+        "compared": r.compared,
+        "matched": r.matched,
+        "mismatched": r.mismatched,
+        "noise_only": r.noise_only,
+        "candidate_errors": r.candidate_errors,
+        "dropped": r.dropped,
+        "skipped": r.skipped,
+        "dropped_by_reason": dict(r.dropped_by_reason),
+        "skipped_by_reason": dict(r.skipped_by_reason),
+        "errors_by_reason": dict(r.errors_by_reason),
+        "match_rate": fig.match_rate if fig.compared else None,
+        "mismatch_rate": fig.mismatch_rate if fig.compared else None,
+        "error_rate": fig.error_rate if fig.attempts else None,
+        "latency": {
+            "legacy": _percentiles(r.latency.legacy),
+            "new": _percentiles(r.latency.new),
+            "ratio": {q: r.latency.ratio(q) for q in ("p50", "p95", "p99")},
+        },
+        "fields": [field_document(f) for f in r.fields],
+        "field_groups": r.field_groups,
+        "suggested_ignore_fields": list(r.suggested_ignores),
+        "verdict": r.verdict,
+        "checks": [{"name": c.name, "value": c.value, "limit": c.limit, "passed": c.passed} for c in r.checks],
+    }
+
+
+def field_document(f: FieldSummary) -> dict[str, Any]:
+    return {
+        "path": f.path,
+        "count": f.count,
+        "rate": f.rate,
+        "noise": f.noise,
+        "noise_share": f.noise_share,
+        "noise_rate": f.noise_rate,
+        "volatile": f.volatile,
+        "suggested_ignore": f.suggested_ignore,
+    }
+
+
+def _percentiles(p: Percentiles | None) -> dict[str, float | None]:
+    if p is None:
+        return {"p50": None, "p95": None, "p99": None}
+    return {"p50": round(p.p50, 3), "p95": round(p.p95, 3), "p99": round(p.p99, 3)}
+
+
+def to_json(report: Report) -> str:
+    return json.dumps(report_document(report), indent=2, ensure_ascii=False) + "\n"
+
+
+# --- Markdown ---------------------------------------------------------------------------------------------------
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.1f}%"
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
+def _md_cell(value: object) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def _route_rows(report: Report) -> list[list[object]]:
+    return [
+        [f"`{r.id}`", r.mode, f"{r.served_legacy} / {r.served_new}", r.compared,
+         _pct(r.figures.match_rate if r.compared else None), r.mismatched, r.noise_only, r.candidate_errors,
+         r.dropped, r.skipped, f"**{r.verdict}**"]
+        for r in report.routes
+    ]  # fmt: skip
+
+
+_ROUTE_HEADER = ("route", "mode", "legacy / new", "compared", "match", "mismatch", "noise only", "cand. errors",
+                 "dropped", "skipped", "verdict")  # fmt: skip
+
+
+def _latency_rows(report: Report) -> list[list[object]]:
+    rows: list[list[object]] = []
+    for r in report.routes:
+        lat = r.latency
+        if lat.legacy is None and lat.new is None:
+            continue
+        rows.append(
+            [f"`{r.id}`", *(_ms(getattr(lat.legacy, q, None)) for q in ("p50", "p95", "p99")),
+             *(_ms(getattr(lat.new, q, None)) for q in ("p50", "p95", "p99")),
+             _ratio(lat.ratio("p99"))]
+        )  # fmt: skip
+    return rows
+
+
+def _ratio(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}×"
+
+
+def _field_rows(route: RouteSummary) -> list[list[object]]:
+    return [
+        [f"`{f.path}`", f.count, _pct(f.rate), _pct(f.noise_share), "noise" if f.noise else "**real**",
+         "ignore (volatile)" if f.suggested_ignore else ""]
+        for f in route.fields
+    ]  # fmt: skip
+
+
+def to_markdown(report: Report) -> str:
+    since = f"since {report.since.isoformat()}" if report.since else "everything kept"
+    lines = ["# Migration report", "", f"Generated {report.generated_at.isoformat()}, {since}.", ""]
+    counts = ", ".join(f"{n} {v}" for v, n in report_document(report)["verdicts"].items())
+    lines += [f"**Verdicts:** {counts}", "", "## Traffic by mode", ""]
+    mode_rows: list[list[object]] = [[m.mode, m.routes, m.requests, _pct(m.share)] for m in report.modes]
+    unrouted_share = report.unrouted_requests / report.total_requests if report.total_requests else 0.0
+    mode_rows.append(["unrouted", "", report.unrouted_requests, _pct(unrouted_share)])
+    lines += _md_table(("mode", "routes", "requests", "share"), mode_rows)
+    if report.unrouted:
+        lines += ["## Busiest unrouted paths", ""]
+        lines += _md_table(
+            ("method", "path", "requests"), [[u.method, f"`{u.path}`", u.count] for u in report.unrouted]
+        )
+    lines += ["## Routes", "", *_md_table(_ROUTE_HEADER, _route_rows(report))]
+    latency = _latency_rows(report)
+    if latency:
+        header = ("route", "legacy p50", "legacy p95", "legacy p99", "new p50", "new p95", "new p99", "p99 ratio")
+        lines += ["## Latency of compared pairs (ms)", "", *_md_table(header, latency)]
+    for r in report.routes:
+        if r.fields:
+            lines += [f"## Fields that differ on `{r.id}`", ""]
+            lines += _md_table(("field", "count", "rate", "noise share", "class", "suggestion"), _field_rows(r))
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# --- HTML -------------------------------------------------------------------------------------------------------
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem;color:#1d232a;background:#fff}
+h1{font-size:1.5rem;margin:0 0 .25rem}h2{font-size:1.1rem;margin:1.8rem 0 .5rem}
+.meta{color:#5c6670;margin:0 0 1rem}
+table{border-collapse:collapse;margin:.25rem 0 1rem;min-width:30rem}
+th,td{border-bottom:1px solid #dde2e6;padding:.3rem .6rem;text-align:right;white-space:nowrap}
+th{background:#f3f5f7;font-weight:600}th:first-child,td:first-child{text-align:left}
+td.l{text-align:left}code{font:12px/1.3 ui-monospace,Menlo,Consolas,monospace}
+.v{font-weight:600;border-radius:3px;padding:.05rem .4rem}
+.ready{background:#dff5e1;color:#1a6b2a}.needs-samples{background:#fff4d6;color:#7a5b00}
+.diverging{background:#fde2e1;color:#a11a12}.candidate-errors{background:#f6e1f7;color:#7b1a80}
+.real{color:#a11a12;font-weight:600}.noise{color:#5c6670}
+svg text{font:11px system-ui,sans-serif;fill:#1d232a}
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]], table_id: str = "") -> str:
+    """`rows` hold already-escaped HTML cells."""
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    ident = f' id="{_e(table_id)}"' if table_id else ""
+    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _verdict_html(verdict: str) -> str:
+    return f'<span class="v {verdict.replace(" ", "-")}">{_e(verdict)}</span>'
+
+
+def latency_svg(routes: Sequence[RouteSummary], width: int = 720) -> str:
+    """Horizontal bars per route: legacy and new p50 (light) and p99 (dark), on one linear ms scale."""
+    measured = [r for r in routes if r.latency.legacy is not None or r.latency.new is not None]
+    if not measured:
+        return "<p class='meta'>No compared pairs, so no latency to chart.</p>"
+    top = max(p.p99 for r in measured for p in (r.latency.legacy, r.latency.new) if p is not None) or 1.0
+    label_w, bar_h, gap, left_pad = 150, 12, 10, 4
+    scale = (width - label_w - 70) / top
+    colours = {("legacy", "p99"): "#8a96a3", ("legacy", "p50"): "#c9d0d7", ("new", "p99"): "#2f7d4a",
+               ("new", "p50"): "#9fd3ad"}  # fmt: skip
+    parts, y = [], 24
+    for r in measured:
+        parts.append(f'<text x="0" y="{y + bar_h + 2}">{_e(r.id)}</text>')
+        for side in ("legacy", "new"):
+            p = getattr(r.latency, side)
+            if p is not None:
+                for q in ("p99", "p50"):  # p50 drawn over p99: one bar shows both
+                    w = max(1.0, getattr(p, q) * scale)
+                    parts.append(
+                        f'<rect x="{label_w}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{colours[(side, q)]}">'
+                        f"<title>{_e(r.id)} {side} {q} {getattr(p, q):.1f} ms</title></rect>"
+                    )
+                parts.append(
+                    f'<text x="{label_w + p.p99 * scale + left_pad:.1f}" y="{y + bar_h - 2}">'
+                    f"{side} {p.p50:.1f} / {p.p99:.1f} ms</text>"
+                )
+            y += bar_h + 2
+        y += gap
+    legend = '<text x="0" y="12">bars: p99 (dark) with p50 (light) inside; grey legacy, green new</text>'
+    height = y + 4
+    return (
+        f'<svg id="latency-chart" role="img" width="{width}" height="{height}"'
+        f' viewBox="0 0 {width} {height}" aria-label="latency per route">{legend}{"".join(parts)}</svg>'
+    )
+
+
+def to_html(report: Report) -> str:
+    """One self-contained page: no scripts, no external stylesheets, fonts or images."""
+    since = f"since {report.since.isoformat()}" if report.since else "everything kept"
+    route_rows = [
+        [f"<code>{_e(r.id)}</code>", _e(r.mode), _e(f"{r.served_legacy} / {r.served_new}"), _e(r.compared),
+         _e(_pct(r.figures.match_rate if r.compared else None)), _e(r.mismatched), _e(r.noise_only),
+         _e(r.candidate_errors), _e(r.dropped), _e(r.skipped), _verdict_html(r.verdict)]
+        for r in report.routes
+    ]  # fmt: skip
+    body = [
+        "<h1>Migration report</h1>",
+        f'<p class="meta">Generated {_e(report.generated_at.isoformat())}, {_e(since)}; config {_e(report.config)}</p>',
+        "<h2>Traffic by mode</h2>",
+        _html_table(
+            ("mode", "routes", "requests", "share"),
+            [[_e(m.mode), _e(m.routes), _e(m.requests), _e(_pct(m.share))] for m in report.modes]
+            + [["<em>unrouted</em>", "", _e(report.unrouted_requests), ""]],
+            "traffic",
+        ),
+    ]
+    if report.unrouted:
+        body += [
+            "<h2>Busiest unrouted paths</h2>",
+            _html_table(
+                ("method", "path", "requests"),
+                [[_e(u.method), f"<code>{_e(u.path)}</code>", _e(u.count)] for u in report.unrouted],
+                "unrouted",
+            ),
+        ]
+    body += ["<h2>Routes</h2>", _html_table(_ROUTE_HEADER, route_rows, "routes")]
+    body += ["<h2>Latency of compared pairs</h2>", latency_svg(report.routes)]
+    latency = _latency_rows(report)
+    if latency:
+        header = ("route", "legacy p50", "legacy p95", "legacy p99", "new p50", "new p95", "new p99", "p99 ratio")
+        rows = [[_e(c).replace("`", "") for c in row] for row in latency]
+        body.append(_html_table(header, rows, "latency"))
+    for r in report.routes:
+        if r.fields:
+            rows = [
+                [f"<code>{_e(f.path)}</code>", _e(f.count), _e(_pct(f.rate)), _e(_pct(f.noise_share)),
+                 '<span class="noise">noise</span>' if f.noise else '<span class="real">real</span>',
+                 "ignore (volatile)" if f.suggested_ignore else ""]
+                for f in r.fields
+            ]  # fmt: skip
+            body += [f"<h2>Fields that differ on <code>{_e(r.id)}</code></h2>",
+                     _html_table(("field", "count", "rate", "noise share", "class", "suggestion"), rows,
+                                 f"fields-{r.id}")]  # fmt: skip
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>strangler migration report</title><style>{_CSS}</style></head>"
+        f"<body>{''.join(body)}</body></html>\n"
+    )
+
+
+# --- JUnit ------------------------------------------------------------------------------------------------------
+
+
+def to_junit(report: Report) -> str:
+    """One testcase per route: a failure when diverging or failing with candidate errors, skipped when it still
+    needs samples, passed when ready."""
+    failures = sum(r.verdict in FAILING_VERDICTS for r in report.routes)
+    skipped = sum(r.verdict == "needs samples" for r in report.routes)
+    suites = ET.Element("testsuites", name="strangler", tests=str(len(report.routes)), failures=str(failures))
+    suite = ET.SubElement(
+        suites,
+        "testsuite",
+        name="strangler migration readiness",
+        tests=str(len(report.routes)),
+        failures=str(failures),
+        errors="0",
+        skipped=str(skipped),
+        timestamp=report.generated_at.isoformat(),
+    )
+    for r in report.routes:
+        case = ET.SubElement(suite, "testcase", classname=f"strangler.routes.{r.mode}", name=r.id)
+        details = "\n".join(str(c) for c in r.checks)
+        real = [f.path for f in r.fields if f.real]
+        if real:
+            details += "\nreal differences in: " + ", ".join(real)
+        if r.verdict in FAILING_VERDICTS:
+            failure = ET.SubElement(case, "failure", message=f"{r.id}: {r.verdict}", type=r.verdict.replace(" ", "_"))
+            failure.text = details
+        elif r.verdict == "needs samples":
+            ET.SubElement(case, "skipped", message=f"{r.id}: needs samples ({r.compared} compared)")
+        if r.verdict not in FAILING_VERDICTS:
+            ET.SubElement(case, "system-out").text = details
+    ET.indent(suites)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
