@@ -1,0 +1,137 @@
+"""Turn what the shadow runner saw into rows for the store: redacted `ExchangeRecord`s and per-minute traffic.
+
+Pure apart from `TrafficTally`'s own counts; the runner calls `exchange_record` from its compare thread and the
+rest on the event loop. Everything secret goes through a `Redactor` here, before a record exists at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import cast
+
+from proxy.events import ExchangeStart, Headers, ResponseSnapshot, Side
+from shadow.model import Comparison, ExchangeRecord, Outcome, Pair, StoredBody, TrafficCount
+from shadow.normalize import UndecodableBody, decode_body, header_value
+from shadow.redact import Redactor
+
+
+def stored_body(headers: Headers, data: bytes | None, redactor: Redactor, cap: int) -> StoredBody | None:
+    """A body as the store keeps it: decoded (redaction must see plain text; reports read either form), redacted,
+    capped. None when there is no body, or it cannot be decoded and so cannot be redacted."""
+    if data is None:
+        return None
+    try:
+        plain = decode_body(headers, data)
+    except UndecodableBody:
+        return None
+    clean = redactor.body(header_value(headers, "content-type"), plain)
+    return StoredBody(clean[:cap], len(plain), len(clean) > cap)
+
+
+def exchange_record(
+    start: ExchangeStart,
+    pair: Pair,
+    legacy: ResponseSnapshot,
+    new: ResponseSnapshot,
+    outcome: Outcome,
+    reason: str | None,
+    comparison: Comparison | None,
+    redactor: Redactor,
+    *,
+    keep_bodies: bool,
+) -> ExchangeRecord:
+    """The record of a compared (or candidate-failed) pair, legacy and new already oriented."""
+    route, req, cap = start.route, start.request, start.config.store.body_cap
+    assert route is not None
+
+    def body(headers: Headers, data: bytes | None) -> StoredBody | None:
+        return stored_body(headers, data, redactor, cap) if keep_bodies else None
+
+    diffs = tuple(redactor.redact_difference(d) for d in comparison.differences) if comparison else ()
+    return ExchangeRecord(
+        time=start.started_at,
+        route_id=route.id,
+        mode=route.mode,
+        pair=pair,
+        method=req.method,
+        template=route.match.path,
+        path=req.path,
+        query=redactor.query(req.query_string),
+        request_id=req.request_id,
+        served_by=start.served_by,
+        outcome=outcome,
+        reason=reason,
+        legacy_status=legacy.status or None,
+        legacy_latency_ms=legacy.latency * 1000,
+        legacy_size=len(legacy.body) if legacy.body is not None else None,
+        new_status=new.status or None,
+        new_latency_ms=new.latency * 1000,
+        new_size=len(new.body) if new.body is not None else None,
+        compare_ms=comparison.seconds * 1000 if comparison else None,
+        request_headers=redactor.headers(req.headers),
+        legacy_headers=redactor.headers(legacy.headers),
+        new_headers=redactor.headers(new.headers),
+        request_body=body(req.headers, req.body),
+        legacy_body=body(legacy.headers, legacy.body),
+        new_body=body(new.headers, new.body),
+        differences=diffs,
+    )
+
+
+def unpaired_record(
+    start: ExchangeStart, pair: Pair, outcome: Outcome, reason: str, redactor: Redactor
+) -> ExchangeRecord:
+    """The record of an exchange that was not compared: skipped or dropped, with the reason."""
+    route, req = start.route, start.request
+    assert route is not None
+    return ExchangeRecord(
+        time=start.started_at,
+        route_id=route.id,
+        mode=route.mode,
+        pair=pair,
+        method=req.method,
+        template=route.match.path,
+        path=req.path,
+        query=redactor.query(req.query_string),
+        request_id=req.request_id,
+        served_by=start.served_by,
+        outcome=outcome,
+        reason=reason,
+        legacy_status=None,
+        legacy_latency_ms=None,
+        legacy_size=None,
+        new_status=None,
+        new_latency_ms=None,
+        new_size=None,
+    )
+
+
+_TrafficKey = tuple[int, str, str, str, str, str]
+
+
+@dataclass(slots=True)
+class TrafficTally:
+    """Per-minute request counts by route and side, summed in memory and drained to the store in batches."""
+
+    counts: dict[_TrafficKey, list[float]] = field(default_factory=dict)
+
+    def add(self, start: ExchangeStart, primary: ResponseSnapshot) -> None:
+        route, req = start.route, start.request
+        minute = int(start.started_at) // 60 * 60
+        if route is None:
+            key = (minute, "", "legacy", start.served_by, req.method, req.path)
+        else:
+            key = (minute, route.id, route.mode, start.served_by, req.method, route.match.path)
+        row = self.counts.get(key)
+        if row is None:
+            row = self.counts[key] = [0.0, 0.0, 0.0]
+        row[0] += 1
+        row[1] += primary.error is not None or primary.status >= 500
+        row[2] += primary.latency * 1000
+
+    def drain(self) -> list[TrafficCount]:
+        counts, self.counts = self.counts, {}
+        return [
+            TrafficCount(minute, route_id, mode, cast(Side, side), method, path, int(c), int(e), lat)
+            for (minute, route_id, mode, side, method, path), (c, e, lat) in counts.items()
+        ]
