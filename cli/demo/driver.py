@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -225,6 +226,7 @@ async def run_demo(config_path: Path, *, requests: int = 400, console: Console |
 
     console = console or Console()
     config = load_config(config_path)
+    began = time.time()
     runners = []
     try:
         for name, factory in ((config.defaults.legacy, make_legacy_app), (config.defaults.new, make_new_app)):
@@ -246,8 +248,22 @@ async def run_demo(config_path: Path, *, requests: int = 400, console: Console |
             shown = ", ".join(f"{s or 'failed'}: {n}" for s, n in sorted(statuses.items()))
             console.print(f"client saw {escape(shown)}")
         finally:
-            await running.stop()
+            await running.stop()  # flushes the shadow store
     finally:
         for runner in reversed(runners):
             await runner.cleanup()
+    console.print()
+    console.print(f"[bold]Migration report[/] for this run (store: {escape(str(config.store.path))})")
+    console.print(_report(config, began))
+    console.print("Next: [bold]strangler diffs list --route customers[/], [bold]strangler noise suggest[/].")
     return 0
+
+
+def _report(config: Config, since: float) -> RenderableType:
+    """The migration report over the exchanges this demo run stored (earlier runs share the file)."""
+    from reports.render import render_report
+    from reports.summary import build_report
+    from shadow.store import Store
+
+    with Store.open(config.store.path, create=False) as store:
+        return render_report(build_report(store, config, since=since))
