@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
 from proxy.metrics import Metrics
 from proxy.state import RuntimeState
@@ -85,9 +85,25 @@ class GuardedRequestHandler(RequestHandler):
     def data_received(self, data: bytes) -> None:
         if self._head_handle is None and not self._request_in_progress and not self._messages:
             self._arm_head()
+        queued = len(self._messages)
         super().data_received(data)
+        if self._request_in_progress and len(self._messages) > queued:
+            self._fail_unfinished_body()
         if self._head_handle is not None and self._request_count != self._head_count:
             self._disarm_head()
+
+    def _fail_unfinished_body(self) -> None:
+        """Fail the running request's body stream when the parser just rejected bytes inside it.
+
+        On a framing error inside a chunked body (bad chunk size, missing CRLF) aiohttp's C parser queues a 400
+        for after the current request but never fails the body stream that request's handler is reading, so the
+        handler (and the half-sent upstream request) would wait until the client leaves. Failing the stream ends
+        the exchange now: the upstream connection is dropped without a final chunk and the client gets a 400.
+        """
+        message = self._messages[-1][0]
+        request = self._current_request
+        if isinstance(message, _ErrInfo) and request is not None and not request.content.is_eof():
+            request.content.set_exception(web.RequestPayloadError(f"malformed request body: {message.message}"))
 
     def _arm_head(self) -> None:
         if self._head_timeout > 0:

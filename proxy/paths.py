@@ -4,11 +4,13 @@ The proxy routes on the canonical form and forwards the canonical form; a path t
 read differently (dot segments hidden behind escapes, repeated slashes, a backslash some servers treat as '/') is
 either normalised here or refused with a `PathError`, before any route is chosen.
 
-Rules, in order: origin-form only; escapes must be well formed; escapes of unreserved characters are decoded and all
-other escapes get upper-case hex; raw characters outside `pchar` are percent-encoded (UTF-8); NUL, control characters
-and raw backslashes are refused; empty segments are dropped (repeated slashes merged); dot segments are removed
-(RFC 3986 5.2.4) once escapes of '.' are decoded, never climbing above the root. `%2F` and `%5C` stay encoded and are
-flagged, so a segment like `..%2Fadmin` is one opaque segment, never a dot segment.
+Rules, in order: origin-form only; no raw '#' (a request target has no fragment, RFC 9112 3.2, and a front end
+that drops "#..." would see another path than the one routed here); escapes must be well formed; escapes of
+unreserved characters are decoded and all other escapes get upper-case hex; raw characters outside `pchar` are
+percent-encoded (UTF-8); NUL, control characters and raw backslashes are refused; empty segments are dropped
+(repeated slashes merged); dot segments are removed (RFC 3986 5.2.4) once escapes of '.' are decoded, never
+climbing above the root. `%2F` and `%5C` stay encoded and are flagged, so a segment like `..%2Fadmin` is one opaque
+segment, never a dot segment.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ _UNRESERVED_BYTES = frozenset(_UNRESERVED.encode("ascii"))
 class PathError(ValueError):
     """The raw request path cannot be made canonical; the handler answers 400.
 
-    `reason` is a short slug for logs and metrics: not_origin_form, bad_percent, nul, control, backslash,
-    bad_encoding.
+    `reason` is a short slug for logs and metrics: not_origin_form, fragment, bad_percent, nul, control,
+    backslash, bad_encoding.
     """
 
     def __init__(self, reason: str, message: str) -> None:
@@ -75,6 +77,8 @@ def _canonical_slow(raw: str) -> CanonicalPath:
         raise PathError("backslash", "raw backslash in path (send it as %5C)")
     if "\x00" in raw:
         raise PathError("nul", "NUL byte in path")
+    if "#" in raw:
+        raise PathError("fragment", "raw '#' in path: a request target has no fragment (send it as %23)")
     kept: list[str] = []
     # "/a/b/" keeps its slash; so does "/a/b/.." -> "/a/" (RFC 3986 5.2.4 leaves the slash before a dot segment).
     trailing = False
