@@ -16,9 +16,11 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from cli.flip import FlipError, flip_route
+from cli.live_cmds import register as register_live_commands
 from cli.output import CliError, CliState, ErrorReportingGroup, OutputFormat, print_json, print_line, print_renderable
-from proxy.config import Config, ConfigError, ConfigIssue, Mode, Route
+from cli.report_cmds import register as register_report_commands
+from cli.rollout_cmds import register as register_rollout_commands
+from proxy.config import Config, ConfigError, ConfigIssue, Route
 from proxy.loader import load_config
 from proxy.paths import PathError, canonical_path
 from proxy.routing import Explanation, RouteTable
@@ -35,6 +37,9 @@ routes_app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.add_typer(routes_app, name="routes")
+register_report_commands(app)  # report, diffs, noise
+register_rollout_commands(routes_app)  # routes flip (gated), history, revert, promote
+register_live_commands(app)  # replay, watch
 
 ConfigOption = Annotated[
     Path,
@@ -256,32 +261,6 @@ def routes_list(config: ConfigOption = Path("routes.yaml"), fmt: FormatOption = 
     print_renderable(table)
 
 
-@routes_app.command("flip")
-def routes_flip(
-    route: Annotated[str, typer.Argument(help="The route id.")],
-    to: Annotated[Mode, typer.Option("--to", help="The new mode.")],
-    weight: Annotated[
-        float | None, typer.Option("--weight", "-w", help="Canary weight in percent (0-100).", min=0, max=100)
-    ] = None,
-    config: ConfigOption = Path("routes.yaml"),
-) -> None:
-    """Change a route's mode in the routes file, keeping comments and formatting; validated before writing.
-
-    Flipping to canary needs --weight unless the route already has a canary weight.
-
-    Keys the new mode does not allow (canary:, shadow:, verify:, fallback: legacy) are commented out.
-
-    A running proxy picks up the changed file on its next reload.
-
-    Example: [bold]strangler routes flip orders-read --to canary --weight 10 --config routes.yaml[/bold]
-    """
-    try:
-        change = flip_route(config, route, to, weight)
-    except FlipError as exc:
-        raise CliError(str(exc), exc.details) from exc
-    print_line(escape(change.describe()))
-
-
 # --- serve and demo ---------------------------------------------------------------------------------------------
 
 
@@ -298,8 +277,16 @@ def serve(
     Example: [bold]strangler serve --config routes.yaml --port 8080 --admin-port 8081[/bold]
     """
     from proxy.app import serve as serve_proxy  # deferred: the server stack is not needed by other commands
+    from shadow.runner import shadow_listeners
 
-    code = serve_proxy(config, host=host, port=port, admin_port=admin_port, db=str(db) if db else None)
+    code = serve_proxy(
+        config,
+        host=host,
+        port=port,
+        admin_port=admin_port,
+        db=str(db) if db else None,
+        listeners_factory=shadow_listeners,
+    )
     if code:
         raise typer.Exit(code)
 

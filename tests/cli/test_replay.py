@@ -1,0 +1,149 @@
+"""`strangler replay`: stored requests sent again to both sides, compared, stored, and summarized before → after."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from pytest_aiohttp import AiohttpServer
+from typer.testing import CliRunner, Result
+
+from cli.demo.legacy_app import make_legacy_app
+from cli.demo.new_app import make_new_app
+from cli.main import app
+from proxy.loader import parse_config
+from reports.replay import REPLAY_PREFIX, select_targets
+from shadow.model import ExchangeRecord, StoredBody
+from shadow.store import Store
+from tests.pipeline import REPO_CONFIG, fill_store, write_config
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner(env={"COLUMNS": "160"}).invoke(app, list(args))
+
+
+@pytest.fixture(scope="module")
+def demo_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store filled once by the demo pipeline (copied into each test, which replays into it)."""
+    folder = tmp_path_factory.mktemp("demo")
+    asyncio.run(fill_store(folder, requests=200))
+    return folder
+
+
+def copy_demo(demo_files: Path, tmp_path: Path) -> Path:
+    for source in demo_files.iterdir():
+        shutil.copy2(source, tmp_path / source.name)
+    return tmp_path / "routes.yaml"
+
+
+async def replay_against(
+    tmp_path: Path,
+    demo_files: Path,
+    aiohttp_server: AiohttpServer,
+    *,
+    fixed: bool,
+    extra: tuple[str, ...] = (),
+) -> Result:
+    """Replay the demo store's orders-read mismatches ($.currency) against the demo legacy app and either the demo
+    new app or a fixed one (answering as legacy does)."""
+    config = copy_demo(demo_files, tmp_path)
+    legacy = await aiohttp_server(make_legacy_app())
+    new = await aiohttp_server(make_legacy_app() if fixed else make_new_app())
+    write_config(tmp_path, f"http://127.0.0.1:{legacy.port}", f"http://127.0.0.1:{new.port}")
+    args = ("replay", "--route", "orders-read", "--outcome", "mismatch", "-c", str(config), *extra)
+    return await asyncio.to_thread(invoke, *args)
+
+
+async def test_replay_turns_a_fixed_mismatch_into_a_match(
+    tmp_path: Path, demo_files: Path, aiohttp_server: AiohttpServer
+) -> None:
+    """After the new side is fixed, every replayed former mismatch matches, per route and per field."""
+    result = await replay_against(tmp_path, demo_files, aiohttp_server, fixed=True, extra=("--format", "json"))
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    [route] = doc["routes"]
+    assert route["route_id"] == "orders-read"
+    assert route["mismatched_before"] > 0
+    assert (route["fixed"], route["mismatched_after"]) == (route["mismatched_before"], 0)
+    currency = next(f for f in doc["fields"] if f["group"] == "$.currency")
+    assert (currency["before"], currency["after"], currency["fixed"]) == (route["replayed"], 0, route["replayed"])
+    with Store.open_readers([tmp_path / "strangler.db"]) as store:
+        replays = [e for e in store.list_exchanges("orders-read", limit=1000) if e.request_id.startswith(REPLAY_PREFIX)]
+    assert len(replays) == route["replayed"]
+    assert {e.outcome for e in replays} == {"match"}
+
+
+async def test_replay_table_says_how_many_mismatches_now_match(
+    tmp_path: Path, demo_files: Path, aiohttp_server: AiohttpServer
+) -> None:
+    """The table shows mismatches before → after and one line per route with the fixed count."""
+    result = await replay_against(tmp_path, demo_files, aiohttp_server, fixed=True)
+    assert result.exit_code == 0, result.stderr
+    assert "Replay: before → after" in result.stdout
+    assert "$.currency" in result.stdout
+    line = next(x for x in result.stdout.splitlines() if "former mismatches now match" in x)
+    n = line.split(": ", 1)[1].split(" of ")[0]
+    assert line.strip() == f"orders-read: {n} of {n} former mismatches now match"
+    assert int(n) > 0
+
+
+async def test_replay_without_a_fix_still_differs(
+    tmp_path: Path, demo_files: Path, aiohttp_server: AiohttpServer
+) -> None:
+    """Against the unchanged new side the same field still differs: nothing is reported fixed."""
+    result = await replay_against(tmp_path, demo_files, aiohttp_server, fixed=False, extra=("--format", "json"))
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    [route] = doc["routes"]
+    assert route["fixed"] == 0
+    assert route["mismatched_after"] == route["mismatched_before"] > 0
+    currency = next(f for f in doc["fields"] if f["group"] == "$.currency")
+    assert currency["before"] == currency["after"] == route["replayed"]
+
+
+def stored(t: float, **changes: object) -> ExchangeRecord:
+    base = ExchangeRecord(
+        time=t, route_id="orders-read", mode="shadow", pair="candidate", method="GET", template="/api/orders/{id:int}",
+        path="/api/orders/1", query="", request_id=f"req-{t}", served_by="legacy", outcome="mismatch", reason=None,
+        legacy_status=200, legacy_latency_ms=1.0, legacy_size=2, new_status=200, new_latency_ms=1.0, new_size=2,
+    )  # fmt: skip
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def test_selection_skips_unsafe_methods_noise_pairs_and_earlier_replays(tmp_path: Path) -> None:
+    """Only candidate exchanges are replayed, never earlier replays; unsafe methods only with allow_unsafe."""
+    config = parse_config(REPO_CONFIG.read_text(encoding="utf-8"), tmp_path / "routes.yaml")
+    now = time.time()
+    body = StoredBody(b'{"qty": 1}', 10, False)
+    with Store.open(tmp_path / "strangler.db") as store:
+        store.write_batch(
+            [
+                stored(now - 5),
+                stored(now - 4, pair="noise"),
+                stored(now - 3, request_id=f"{REPLAY_PREFIX}req"),
+                stored(now - 2, method="POST", request_body=body),
+                stored(now - 1, route_id="gone"),
+            ]
+        )
+        safe, skipped = select_targets(store, config, outcome="mismatch")
+        assert [t.item.time for t in safe] == [now - 5]
+        assert sorted((s.route_id, s.reason) for s in skipped) == [
+            ("gone", "route_not_in_config"),
+            ("orders-read", "unsafe_method"),
+        ]
+        unsafe, _ = select_targets(store, config, allow_unsafe=True)
+        assert [(t.item.method, t.item.body) for t in unsafe] == [("POST", b'{"qty": 1}'), ("GET", None)]
+
+
+def test_replay_without_a_store_fails(tmp_path: Path) -> None:
+    """With no store file there is nothing to replay: one error line, exit 1."""
+    config = tmp_path / "routes.yaml"
+    config.write_text(REPO_CONFIG.read_text(encoding="utf-8"), encoding="utf-8")
+    result = invoke("replay", "-c", str(config))
+    assert result.exit_code == 1
+    assert "no such store file" in result.stderr
