@@ -2,7 +2,7 @@
 
 This is how a developer proves a fix without waiting for production traffic: replay the mismatches, and the summary
 tells per route and field how many former mismatches now match. Each pair goes through the shadow pipeline's own
-parts (`UpstreamPool`, `compare_responses` with the route's compare rules, the `Redactor`, `Store.write_batch`);
+parts (`UpstreamPool`, `judge_pair` with the route's compare rules, the `Redactor`, `Store.write_batch`);
 stored replays are ordinary candidate exchanges whose request id starts with `replay-`.
 """
 
@@ -17,7 +17,7 @@ from proxy.config import SAFE_METHODS, Config, Mirror, Route, Upstream
 from proxy.events import Headers, ResponseSnapshot, Side
 from proxy.headers import HOP_BY_HOP
 from proxy.transport import UpstreamError, UpstreamPool
-from shadow.compare import compare_responses
+from shadow.compare import judge_pair
 from shadow.model import Comparison, ExchangeRecord, Outcome, StoredBody
 from shadow.records import stored_body
 from shadow.redact import Redactor
@@ -120,7 +120,7 @@ class Replayer:
         legacy, new = await asyncio.gather(
             self._fetch(target, legacy_up, "legacy", mirror), self._fetch(target, new_up, "new", mirror)
         )
-        outcome, reason, comparison = judge(legacy, new, route)
+        outcome, reason, comparison = judge_pair(legacy, new, route.compare)
         record = self._record(target, began, legacy, new, outcome, reason, comparison)
         groups = frozenset(d.group for d in record.differences)
         return ReplayResult(target, outcome, groups, reason, record)
@@ -232,22 +232,6 @@ def request_headers(stored: Headers, upstream: Upstream, mirror: Mirror) -> Head
     out.append((mirror.header, "1"))
     out.append((REPLAY_HEADER, "1"))
     return tuple(out)
-
-
-def judge(
-    legacy: ResponseSnapshot, new: ResponseSnapshot, route: Route
-) -> tuple[Outcome, str | None, Comparison | None]:
-    """The pair's outcome by the shadow runner's rules: a failing or 5xx-only new side is a candidate error."""
-    if new.error is not None:
-        return "candidate_error", new.error, None
-    if new.status >= 500 and legacy.status < 500:
-        return "candidate_error", f"status_{new.status}", compare_responses(legacy, new, route.compare)
-    if legacy.error is not None:
-        return "skipped", f"primary_{legacy.error}", None
-    if not legacy.body_complete or not new.body_complete:
-        return "skipped", "response_too_large", None
-    comparison = compare_responses(legacy, new, route.compare)
-    return comparison.outcome, None, comparison
 
 
 # --- before → after --------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from deepdiff.helper import notpresent
 
 from proxy.config import Compare
 from proxy.events import Headers, ResponseSnapshot
-from shadow.model import Comparison, Difference, DiffKind
+from shadow.model import Comparison, Difference, DiffKind, Outcome
 from shadow.normalize import (
     PathStep,
     UndecodableBody,
@@ -60,6 +60,29 @@ _KINDS: dict[str, DiffKind] = {
     "iterable_item_removed": "removed",
     "repetition_change": "changed",
 }
+
+
+def judge_pair(
+    primary: ResponseSnapshot, candidate: ResponseSnapshot, rules: Compare, *, candidate_is_new: bool = True
+) -> tuple[Outcome, str | None, Comparison | None]:
+    """The outcome of one mirrored pair; the one rule set shared by live shadowing and `strangler replay`.
+
+    A candidate that failed, or answered 5xx where the primary did not, is a candidate error (its differences are
+    still kept when there was an answer); a failed or truncated primary leaves nothing to compare.
+    `candidate_is_new`: False when the candidate is the legacy side (verify mode), so values stay oriented
+    legacy → new in every record.
+    """
+    legacy, new = (primary, candidate) if candidate_is_new else (candidate, primary)
+    if candidate.error is not None:
+        return "candidate_error", candidate.error, None
+    if primary.error is not None:
+        return "skipped", f"primary_{primary.error}", None
+    if candidate.status >= 500 and primary.status < 500:
+        return "candidate_error", f"status_{candidate.status}", compare_responses(legacy, new, rules)
+    if not primary.body_complete or not candidate.body_complete:
+        return "skipped", "response_too_large", None
+    comparison = compare_responses(legacy, new, rules)
+    return comparison.outcome, None, comparison
 
 
 def compare_responses(legacy: ResponseSnapshot, new: ResponseSnapshot, rules: Compare) -> Comparison:

@@ -30,7 +30,7 @@ from proxy.metrics import Counter, Metrics
 from proxy.state import RuntimeState
 from proxy.tasks import TaskOwner
 from proxy.transport import UpstreamError, UpstreamPool
-from shadow.compare import compare_responses
+from shadow.compare import judge_pair
 from shadow.model import Comparison, Outcome, Pair
 from shadow.records import TrafficTally, exchange_record, unpaired_record
 from shadow.redact import Redactor, key_path_for, load_or_create_key
@@ -267,29 +267,18 @@ class ShadowListener:
         assert primary is not None
         assert candidate is not None
         # A noise pair is legacy vs a second legacy call; the second call sits on the record's "new" side.
-        if p.pair == "noise" or p.start.served_by == "legacy":
-            legacy, new = primary, candidate
-        else:
-            legacy, new = candidate, primary
-        rules = p.route.compare
+        candidate_is_new = p.pair == "noise" or p.start.served_by == "legacy"
+        legacy, new = (primary, candidate) if candidate_is_new else (candidate, primary)
         comparison: Comparison | None = None
-        reason: str | None = None
+        reason: str | None
         outcome: Outcome
-        if candidate.error is not None:
-            outcome, reason = "candidate_error", candidate.error
-        elif primary.error is not None:
-            outcome, reason = "skipped", f"primary_{primary.error}"
-        elif p.pair == "candidate" and primary.side == candidate.side:
+        if p.pair == "candidate" and primary.side == candidate.side:
             # The new side failed and the route fell back: legacy answered both, nothing to learn from the pair.
             outcome, reason = "skipped", "primary_fell_back"
-        elif candidate.status >= 500 and primary.status < 500:
-            outcome, reason = "candidate_error", f"status_{candidate.status}"
-            comparison = compare_responses(legacy, new, rules)
-        elif not primary.body_complete or not candidate.body_complete:
-            outcome, reason = "skipped", "response_too_large"
         else:
-            comparison = compare_responses(legacy, new, rules)
-            outcome = comparison.outcome
+            outcome, reason, comparison = judge_pair(
+                primary, candidate, p.route.compare, candidate_is_new=candidate_is_new
+            )
         keep_bodies = outcome != "match" or self._rand() < p.start.config.store.sample_matches
         redactor = self._redactor(p.start.config.store.redact)
         record = exchange_record(

@@ -14,7 +14,7 @@ import pytest
 from proxy.config import Compare
 from proxy.events import Headers, ResponseSnapshot
 from shadow import compare
-from shadow.compare import MAX_DIFFERENCES, MAX_VALUE_CHARS, compare_responses, is_fast_match
+from shadow.compare import MAX_DIFFERENCES, MAX_VALUE_CHARS, compare_responses, is_fast_match, judge_pair
 from shadow.model import Comparison, Difference
 
 JSON = "application/json"
@@ -433,3 +433,27 @@ def test_huge_text_difference_skips_line_diff() -> None:
     assert [(d.path, d.kind) for d in result.differences] == [("body:line 2", "changed")]
     assert result.note is not None
     assert result.note.startswith("text too different")
+
+
+def _pair_side(side: str, status: int, *, error: str | None = None, complete: bool = True) -> ResponseSnapshot:
+    body = b"" if error else b'{"a": 1}'
+    return ResponseSnapshot(side, side, status, (("Content-Type", "application/json"),), body, complete, 0.01, error)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("primary", "candidate", "expected"),
+    [
+        (_pair_side("legacy", 200), _pair_side("new", 200), ("match", None)),
+        (_pair_side("legacy", 200), _pair_side("new", 0, error="timeout"), ("candidate_error", "timeout")),
+        (_pair_side("legacy", 200), _pair_side("new", 503), ("candidate_error", "status_503")),
+        (_pair_side("legacy", 500), _pair_side("new", 500), ("match", None)),
+        (_pair_side("legacy", 0, error="reset"), _pair_side("new", 200), ("skipped", "primary_reset")),
+        (_pair_side("legacy", 200, complete=False), _pair_side("new", 200), ("skipped", "response_too_large")),
+    ],
+)
+def test_judge_pair_applies_the_shared_outcome_rules(
+    primary: ResponseSnapshot, candidate: ResponseSnapshot, expected: tuple[str, str | None]
+) -> None:
+    """Live shadowing and replay share one rule set: failed or 5xx-only candidates are errors, broken primaries skip."""
+    outcome, reason, _ = judge_pair(primary, candidate, Compare())
+    assert (outcome, reason) == expected
