@@ -20,6 +20,7 @@ from cli.live_cmds import register as register_live_commands
 from cli.output import CliError, CliState, ErrorReportingGroup, OutputFormat, print_json, print_line, print_renderable
 from cli.report_cmds import register as register_report_commands
 from cli.rollout_cmds import register as register_rollout_commands
+from proxy.admin import route_view
 from proxy.config import Config, ConfigError, ConfigIssue, Route
 from proxy.loader import load_config
 from proxy.paths import PathError, canonical_path
@@ -217,17 +218,8 @@ def explain(
 
 
 def route_document(route: Route) -> dict[str, Any]:
-    """One route as `routes list --format json` prints it."""
-    return {
-        "id": route.id,
-        "mode": route.mode,
-        "upstream": route.upstream,
-        "legacy": route.legacy,
-        "methods": sorted(route.match.methods) if route.match.methods is not None else None,
-        "path": route.match.path,
-        "weight": route.canary.weight if route.canary is not None else None,
-        "fallback": route.fallback,
-    }
+    """One route as `routes list --format json` prints it: the same document as the admin API's /routes."""
+    return route_view(route)
 
 
 _MODE_STYLE = {"legacy": "dim", "shadow": "cyan", "canary": "yellow", "new": "green"}

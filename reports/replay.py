@@ -19,7 +19,7 @@ from proxy.headers import HOP_BY_HOP
 from proxy.transport import UpstreamError, UpstreamPool
 from shadow.compare import judge_pair
 from shadow.model import Comparison, ExchangeRecord, Outcome, StoredBody
-from shadow.records import stored_body
+from shadow.records import compared_record
 from shadow.redact import Redactor
 from shadow.store import Store
 from shadow.store_types import ReplayItem
@@ -179,42 +179,29 @@ class Replayer:
         reason: str | None,
         comparison: Comparison | None,
     ) -> ExchangeRecord:
-        item, route, r = target.item, target.route, self._redactor
-        cap = self._config.store.body_cap
+        item, cap = target.item, self._config.store.body_cap
         keep = outcome != "match"
-
-        def body(headers: Headers, data: bytes | None) -> StoredBody | None:
-            return stored_body(headers, data, r, cap) if keep else None
-
-        return ExchangeRecord(
+        return compared_record(
             time=began,
-            route_id=route.id,
-            mode=route.mode,
+            route=target.route,
             pair="candidate",
             method=item.method,
-            template=route.match.path,
             path=item.path,
             query=item.query,  # stored already redacted
             request_id=REPLAY_PREFIX + target.request_id,
             served_by="legacy",
-            outcome=outcome,
-            reason=reason,
-            legacy_status=legacy.status or None,
-            legacy_latency_ms=legacy.latency * 1000,
-            legacy_size=len(legacy.body) if legacy.body is not None else None,
-            new_status=new.status or None,
-            new_latency_ms=new.latency * 1000,
-            new_size=len(new.body) if new.body is not None else None,
-            compare_ms=comparison.seconds * 1000 if comparison else None,
             request_headers=item.headers,  # the stored request was redacted already: not twice
-            legacy_headers=r.headers(legacy.headers),
-            new_headers=r.headers(new.headers),
             request_body=StoredBody(item.body[:cap], len(item.body), len(item.body) > cap)
             if keep and item.body
             else None,
-            legacy_body=body(legacy.headers, legacy.body),
-            new_body=body(new.headers, new.body),
-            differences=tuple(r.redact_difference(d) for d in comparison.differences) if comparison else (),
+            legacy=legacy,
+            new=new,
+            outcome=outcome,
+            reason=reason,
+            comparison=comparison,
+            redactor=self._redactor,
+            cap=cap,
+            keep_bodies=keep,
         )
 
     async def aclose(self) -> None:

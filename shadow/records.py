@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import cast
 
+from proxy.config import Route
 from proxy.events import ExchangeStart, Headers, ResponseSnapshot, Side
 from shadow.model import Comparison, ExchangeRecord, Outcome, Pair, StoredBody, TrafficCount
 from shadow.normalize import UndecodableBody, decode_body, header_value
@@ -43,22 +44,65 @@ def exchange_record(
     """The record of a compared (or candidate-failed) pair, legacy and new already oriented."""
     route, req, cap = start.route, start.request, start.config.store.body_cap
     assert route is not None
-
-    def body(headers: Headers, data: bytes | None) -> StoredBody | None:
-        return stored_body(headers, data, redactor, cap) if keep_bodies else None
-
-    diffs = tuple(redactor.redact_difference(d) for d in comparison.differences) if comparison else ()
-    return ExchangeRecord(
+    return compared_record(
         time=start.started_at,
-        route_id=route.id,
-        mode=route.mode,
+        route=route,
         pair=pair,
         method=req.method,
-        template=route.match.path,
         path=req.path,
         query=redactor.query(req.query_string),
         request_id=req.request_id,
         served_by=start.served_by,
+        request_headers=redactor.headers(req.headers),
+        request_body=stored_body(req.headers, req.body, redactor, cap) if keep_bodies else None,
+        legacy=legacy,
+        new=new,
+        outcome=outcome,
+        reason=reason,
+        comparison=comparison,
+        redactor=redactor,
+        cap=cap,
+        keep_bodies=keep_bodies,
+    )
+
+
+def compared_record(
+    *,
+    time: float,
+    route: Route,
+    pair: Pair,
+    method: str,
+    path: str,
+    query: str,
+    request_id: str,
+    served_by: Side,
+    request_headers: Headers,
+    request_body: StoredBody | None,
+    legacy: ResponseSnapshot,
+    new: ResponseSnapshot,
+    outcome: Outcome,
+    reason: str | None,
+    comparison: Comparison | None,
+    redactor: Redactor,
+    cap: int,
+    keep_bodies: bool,
+) -> ExchangeRecord:
+    """A record of both sides of a pair; the request fields must already be redacted (live traffic and replay)."""
+
+    def body(headers: Headers, data: bytes | None) -> StoredBody | None:
+        return stored_body(headers, data, redactor, cap) if keep_bodies else None
+
+    return ExchangeRecord(
+        time=time,
+        route_id=route.id,
+        mode=route.mode,
+        pair=pair,
+        method=method,
+        template=route.match.path,
+        path=path,
+        query=query,
+        request_id=request_id,
+        served_by=served_by,
         outcome=outcome,
         reason=reason,
         legacy_status=legacy.status or None,
@@ -68,13 +112,13 @@ def exchange_record(
         new_latency_ms=new.latency * 1000,
         new_size=len(new.body) if new.body is not None else None,
         compare_ms=comparison.seconds * 1000 if comparison else None,
-        request_headers=redactor.headers(req.headers),
+        request_headers=request_headers,
         legacy_headers=redactor.headers(legacy.headers),
         new_headers=redactor.headers(new.headers),
-        request_body=body(req.headers, req.body),
+        request_body=request_body,
         legacy_body=body(legacy.headers, legacy.body),
         new_body=body(new.headers, new.body),
-        differences=diffs,
+        differences=tuple(redactor.redact_difference(d) for d in comparison.differences) if comparison else (),
     )
 
 
