@@ -142,7 +142,7 @@ def _ms(text: str) -> float:
 
 def wrk(port: int, seconds: float, connections: int) -> tuple[float, float, float]:
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", f"http://127.0.0.1:{port}/api/ping"],
+        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", f"http://127.0.0.1:{port}/api/ping"],
         capture_output=True,
         text=True,
         check=True,

@@ -49,21 +49,22 @@ def encode_head(
 
     `framing` is "" or one complete framing line ("Content-Length: 12\\r\\n").
     """
-    parts = [method, " ", target, " HTTP/1.1\r\n"]
-    close = False
-    for name, value in headers:
-        parts.append(f"{name}: {value}\r\n")
-        if len(name) == 10 and name.lower() == "connection" and "close" in value.lower():
-            close = True
-    lines = len(parts) - 3  # the request line plus one per header
+    if not isinstance(headers, list | tuple):
+        headers = list(headers)  # walked twice below
+    parts = [f"{name}: {value}\r\n" for name, value in headers]
+    lines = len(parts) + 2  # the request line, the fields and the empty line
     if framing:
         parts.append(framing)
         lines += 1
     parts.append("\r\n")
-    text = "".join(parts)
+    text = f"{method} {target} HTTP/1.1\r\n" + "".join(parts)
     # A CR or LF inside a name, value or target would split the head: header injection. Counting is one C scan.
-    if text.count("\n") != lines + 1 or text.count("\r") != lines + 1:
+    if text.count("\n") != lines or text.count("\r") != lines:
         return None
+    # One C scan finds whether any Connection field exists (forwarded requests never carry one) before a look at each.
+    close = "\nconnection:" in text.lower() and any(
+        len(name) == 10 and name.lower() == "connection" and "close" in value.lower() for name, value in headers
+    )
     # aiohttp decodes incoming fields as UTF-8 with surrogateescape; this restores the exact original bytes.
     return text.encode("utf-8", "surrogateescape"), close
 
@@ -91,7 +92,9 @@ class H1Connection(asyncio.Protocol):
         "_should_close",
         "_timeout",
         "_timer",
+        "_timer_at",
         "_timer_parked",
+        "_timing",
         "_write_paused",
         "connected",
         "idle_since",
@@ -120,6 +123,8 @@ class H1Connection(asyncio.Protocol):
         self._sent = False
         self._rx = False
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  # when _timer fires
+        self._timing = False  # the current exchange has armed its read timeout (a request body may still be going)
         self._timer_parked = False
         self._timeout = 0.0
         self._last_rx = 0.0
@@ -285,8 +290,7 @@ class H1Connection(asyncio.Protocol):
             self._should_close = True
         payload = self._payload
         if payload is not None and not self._done and payload.is_eof():
-            self._done = True
-            self._cancel_timer()
+            self._done = True  # the timer, if it fires before the next exchange, finds nothing to do
 
     def _close_after_response(self) -> None:
         self._should_close = True
@@ -307,15 +311,25 @@ class H1Connection(asyncio.Protocol):
             payload.set_exception(failure)
         self.abort()
 
-    # Timer: one handle per exchange, re-armed lazily from the time of the last received byte.
+    # Timer: one handle that outlives exchanges, re-armed lazily from the time of the last received byte. Creating
+    # and cancelling a timer per exchange is a measurable share of a small request's cost; a handle that fires
+    # early just re-arms for the current deadline, one that fires between exchanges finds nothing to do.
 
     def _arm(self, timeout: float) -> None:
         if self._done or not self.connected:
             return
         self._timeout = timeout
+        self._timing = True
         now = self._loop.time()
         self._last_rx = now
-        self._timer = self._loop.call_at(now + timeout, self._on_timer)
+        deadline = now + timeout
+        timer = self._timer
+        if timer is not None:
+            if self._timer_at <= deadline:
+                return
+            timer.cancel()  # set for a longer timeout than this exchange's
+        self._timer_at = deadline
+        self._timer = self._loop.call_at(deadline, self._on_timer)
 
     def _cancel_timer(self) -> None:
         self._timer_parked = False
@@ -326,13 +340,14 @@ class H1Connection(asyncio.Protocol):
 
     def _on_timer(self) -> None:
         self._timer = None
-        if self._done or not self.connected:
+        if not self._timing or self._done or not self.connected:
             return
         if self._reading_paused:
             self._timer_parked = True  # the reader is slow, not the upstream: restart on resume
             return
         deadline = self._last_rx + self._timeout
         if self._loop.time() < deadline:
+            self._timer_at = deadline
             self._timer = self._loop.call_at(deadline, self._on_timer)
             return
         if self._head is not None:
@@ -351,6 +366,7 @@ class H1Connection(asyncio.Protocol):
         else:
             self._active = self._parser
         self._busy = True
+        self._timing = False
         self._done = False
         self._should_close = close
         self._sent = False
@@ -489,7 +505,7 @@ class H1Connection(asyncio.Protocol):
         self._payload = None
         self._msg = None
         self._busy = False
-        self._cancel_timer()
+        self._timing = False  # a timer left armed fires once, idle, and is not renewed
         if (
             self.connected
             and not self._should_close

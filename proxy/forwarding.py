@@ -13,10 +13,12 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.helpers import must_be_empty_body, should_remove_content_length
 
 from proxy.config import Timeouts, Upstream
 from proxy.events import Headers
-from proxy.headers import end_to_end_response_headers, response_headers_with
+from proxy.headers import decode_pairs, end_to_end_response_headers, response_head, response_headers_with
 from proxy.transport import (
     UpstreamConnectError,
     UpstreamError,
@@ -41,6 +43,9 @@ except ImportError:  # pragma: no cover - orjson is a declared dependency; keep 
 # Known-length bodies up to this size are read before contacting the upstream: they can then be re-sent on a
 # fresh connection when a pooled one turns out stale, which a stream cannot.
 PREREAD_LIMIT = 64 * 1024
+# Fixed-length response bodies up to this size are gathered and sent with their head in one write, skipping
+# aiohttp's StreamResponse; larger ones and bodies of unknown length stream.
+WHOLE_LIMIT = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +107,7 @@ async def forward(
     """
     loop = asyncio.get_running_loop()
     started = loop.time()
-    state = _BodyState()
+    state = _NO_STREAM  # replaced by a fresh one when the body streams: the common bodiless request skips it
     send_body: bytes | AsyncIterator[bytes] | None
     content_length: int | None = None
     if body is not None:
@@ -124,6 +129,7 @@ async def forward(
             replayable = True
         else:
             content_length = declared  # None for a chunked body: the transport re-chunks it
+            state = _BodyState()
             send_body, replayable = _stream_body(request, max_body, state), False
 
     try:
@@ -161,6 +167,9 @@ class _BodyState:
     client_gone: bool = False
 
 
+_NO_STREAM = _BodyState()  # never written to: only _stream_body sets its fields
+
+
 class _RequestBodyError(Exception):
     """The client's body could not be forwarded: over the size limit, or the client went away."""
 
@@ -190,8 +199,13 @@ async def _stream_response(
     request_id: str,
     started: float,
 ) -> tuple[web.StreamResponse, ForwardResult]:
-    cleaned = end_to_end_response_headers(upstream.raw_headers)
     length = _content_length(upstream)
+    empty = must_be_empty_body(request.method, upstream.status)
+    if empty or (length is not None and length <= WHOLE_LIMIT):
+        sent = await _send_whole(request, upstream, length, empty, capture, extra, request_id, started)
+        if sent is not None:
+            return sent
+    cleaned = end_to_end_response_headers(upstream.raw_headers)
     # A fixed-length body is already on its way: hold the head back and send it with the first body chunk (one
     # send instead of two per response). Streams of unknown length (SSE, chunked) get their head at once.
     response_class = _HeadWithBodyResponse if length else web.StreamResponse
@@ -233,6 +247,88 @@ async def _stream_response(
         body_complete=error is None and not truncated,
         latency=asyncio.get_running_loop().time() - started,
     )
+
+
+async def _send_whole(
+    request: web.BaseRequest,
+    upstream: UpstreamResponse,
+    length: int | None,
+    empty: bool,
+    capture: int,
+    extra: Headers,
+    request_id: str,
+    started: float,
+) -> tuple[web.StreamResponse, ForwardResult] | None:
+    """The fast path for a small fixed-length (or bodiless) response: its head is built from the upstream's raw
+    header bytes and written with the whole body in one write. None when the head needs the slow path."""
+    status = upstream.status
+    keep_alive = request.keep_alive
+    built = response_head(
+        upstream.raw_headers,
+        status=status,
+        reason=upstream.reason,
+        version=request.version,
+        request_id=request_id,
+        extra=extra,
+        content_length=None if length is None or should_remove_content_length(request.method, status) else length,
+        keep_alive=keep_alive,
+        has_content=not empty and length != 0,
+    )
+    if built is None:
+        return None
+    head, kept = built
+    error: str | None = None
+    body = upstream.read_complete()
+    if body is None:
+        chunks: list[bytes] = []
+        try:
+            while chunk := await upstream.read():
+                chunks.append(chunk)
+        except UpstreamError as err:
+            error = err.kind
+        body = b"".join(chunks)
+    if error is None and not empty and len(body) != length:
+        error = "reset"  # framed otherwise than its Content-Length said (a chunked body beside it): never pass it on
+    if error is None:
+        try:
+            await request.writer.write_eof(head + body if body and not empty else head)
+        except ConnectionError:
+            error = "client_gone"
+    else:
+        _abort_client(request)  # nothing was written: the client sees the connection drop, never a short answer
+    truncated = 0 < capture < len(body)
+    return _SentResponse(status, keep_alive and error is None), ForwardResult(
+        status=status,
+        upstream_status=status,
+        error=error,
+        response_headers=tuple(decode_pairs(kept)),
+        body=body[:capture] if capture > 0 else None,
+        body_complete=error is None and not truncated,
+        latency=asyncio.get_running_loop().time() - started,
+    )
+
+
+class _SentResponse(web.StreamResponse):
+    """A response `_send_whole` has written itself. aiohttp's `finish_response` prepares and ends every response
+    a handler returns; for this one both steps have nothing left to do."""
+
+    def __init__(self, status: int, keep_alive: bool) -> None:
+        super().__init__(status=status)
+        self._sent_keep_alive = keep_alive
+
+    @property
+    def prepared(self) -> bool:
+        return True
+
+    @property
+    def keep_alive(self) -> bool | None:
+        return self._sent_keep_alive
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        return None
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        return None
 
 
 class _HeadWithBodyResponse(web.StreamResponse):

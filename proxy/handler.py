@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import Final
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from proxy.canary import choose_side, sticky_key
 from proxy.config import Config, Limits, Mirror, Route, Timeouts, Upstream
@@ -45,10 +46,28 @@ class _BodyTooLarge(Exception):
     """A chunked body passed limits.max_body while the handler was reading it."""
 
 
-@lru_cache(maxsize=256)
+_BASE_PATHS: dict[int, tuple[Upstream, str]] = {}
+
+
 def _base_path(upstream: Upstream) -> str:
-    """The upstream URL's base path without a trailing slash ("" for none): prefixed to every forwarded path."""
-    return upstream.url.raw_path.rstrip("/")
+    """The upstream URL's base path without a trailing slash ("" for none): prefixed to every forwarded path.
+
+    Cached by identity: hashing the frozen dataclass (and its URL) for an lru_cache costs more than the lookup
+    saves. The entry holds the upstream, so its id cannot be reused while cached."""
+    hit = _BASE_PATHS.get(id(upstream))
+    if hit is not None and hit[0] is upstream:
+        return hit[1]
+    if len(_BASE_PATHS) >= 256:
+        _BASE_PATHS.clear()  # configs reloaded many times: start over rather than grow
+    path = upstream.url.raw_path.rstrip("/")
+    _BASE_PATHS[id(upstream)] = (upstream, path)
+    return path
+
+
+@lru_cache(maxsize=64)
+def _via_header(via: str) -> Headers:
+    """The Via entry this hop adds to responses: the same tuple every time, so proxy.headers caches its bytes."""
+    return (("Via", "1.1 " + via),)
 
 
 def _status_class(status: int) -> str:
@@ -125,6 +144,9 @@ class ProxyHandler:
             except (asyncio.IncompleteReadError, ConnectionError):
                 # The client went away mid-body; nobody will read this answer, but the connection must not be reused.
                 return self._reject(400, "client_gone", request_id, route=route, close=True)
+            except (web.RequestPayloadError, HttpProcessingError):
+                # The body's chunked framing broke mid-way (see proxy.limits): the stream position is lost.
+                return self._reject(400, "bad_body", request_id, route=route, close=True)
 
         upstream = config.upstreams[upstream_name]
         fwd_headers = _upstream_headers(request, config, upstream, peer_ip, request_id)
@@ -185,7 +207,7 @@ class ProxyHandler:
         request_id: str,
     ) -> tuple[web.StreamResponse, ForwardResult]:
         slot = self._state.pools[upstream.name]
-        extra: Headers = (("Via", "1.1 " + config.via),)
+        extra = _via_header(config.via)
         if config.debug_headers:
             extra = (*extra, ("X-Strangler-Route", route_id or UNMATCHED), ("X-Strangler-Upstream", upstream.name))
         target = ForwardTarget(upstream, slot.pool, _base_path(upstream) + target_path, timeouts)

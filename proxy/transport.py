@@ -105,6 +105,14 @@ class UpstreamResponse:
         except (RuntimeError, ValueError, OSError) as err:  # the reader's own "Connection closed." and kin
             raise UpstreamReset(f"upstream body broke: {err}", sent=True, responded=True) from err
 
+    def read_complete(self) -> bytes | None:
+        """The whole body when all of it has already arrived (a small response usually comes in the packet that
+        carried the head), else None; afterwards read() returns b"". Saves the read() round trips."""
+        payload = self._payload
+        if not payload.is_eof() or payload.exception() is not None:
+            return None
+        return payload.read_nowait()
+
     def close(self) -> None:
         pool = self._pool
         if pool is None:
