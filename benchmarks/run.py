@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -142,7 +142,14 @@ def _ms(text: str) -> float:
 
 def wrk(port: int, seconds: float, connections: int) -> tuple[float, float, float]:
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", f"http://127.0.0.1:{port}/api/ping"],
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            "--latency",
+            f"http://127.0.0.1:{port}/api/ping",
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -209,98 +216,115 @@ async def _open_loop(port: int, rate: float, seconds: float) -> tuple[float, flo
     return n / seconds, q[49] * 1000, q[98] * 1000
 
 
-def fixed_rate(port: int, rate: float, seconds: float) -> tuple[float, float, float]:
-    asyncio.run(_open_loop(port, rate, 1.0))  # warm-up: pools, caches
-    return asyncio.run(_open_loop(port, rate, seconds))
-
-
 # --- the run ----------------------------------------------------------------------------------------------------
+
+
+def _median_row(name: str, runs: list[tuple[float, float, float]]) -> Row:
+    """The median of each figure over interleaved rounds, so one noisy moment cannot decide a ratio."""
+    return Row(
+        name,
+        statistics.median(r[0] for r in runs),
+        statistics.median(r[1] for r in runs),
+        statistics.median(r[2] for r in runs),
+        f"median of {len(runs)}",
+    )
+
+
+def _rounds(targets: dict[str, int], rounds: int, measure: Callable[[int], tuple[float, float, float]]) -> list[Row]:
+    """Measure every target once per round, in turn, for `rounds` rounds; all targets run the whole time."""
+    runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in targets}
+    for r in range(rounds):
+        for name, port in targets.items():
+            runs[name].append(measure(port))
+            print(f"  round {r + 1}/{rounds} {name}: {runs[name][-1][0]:.0f} req/s", file=sys.stderr)
+    return [_median_row(name, values) for name, values in runs.items()]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--seconds", type=float, default=6.0, help="duration of each throughput run")
+    ap.add_argument("--seconds", type=float, default=5.0, help="duration of each measurement")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each row is the median")
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--rate", type=float, default=300.0, help="requests/s of the fixed-rate rows")
     ap.add_argument("--json", type=Path, default=ROOT / "bench-results" / "latest.json")
     args = ap.parse_args()
     have_nginx = shutil.which("nginx") is not None
-    print(f"load generator: {'wrk -t1 -c%d' % args.connections if shutil.which('wrk') else 'python (wrk not installed)'}")
+    generator = f"wrk -t1 -c{args.connections}" if shutil.which("wrk") else "python (wrk not installed)"
+    print(f"load generator: {generator}")
     print(f"back end: {'nginx' if have_nginx else 'aiohttp (nginx not installed)'}; cores: {os.cpu_count()}")
-    rows: list[Row] = []
-    secs, conns = args.seconds, args.connections
-    with tempfile.TemporaryDirectory(prefix="strangler-bench-") as t:
+    secs, conns, rate = args.seconds, args.connections, args.rate
+    with tempfile.TemporaryDirectory(prefix="strangler-bench-") as t, contextlib.ExitStack() as stack:
         tmp = Path(t)
-        be, be2, px, sp, sa, ngx = (free_port() for _ in range(6))
+        be, be2, pt, pt_a, sh, sh_a, ngx = (free_port() for _ in range(7))
         if have_nginx:
-            backend = nginx_cmd(
-                nginx_conf(
-                    tmp,
-                    "backend",
-                    f"server {{ listen 127.0.0.1:{be}; listen 127.0.0.1:{be2}; location / {{ default_type "
-                    f"application/json; return 200 '{BODY}'; }} }}",
-                )
+            server = (
+                f"server {{ listen 127.0.0.1:{be}; listen 127.0.0.1:{be2}; location / {{ default_type "
+                f"application/json; return 200 '{BODY}'; }} }}"
             )
+            stack.enter_context(process(nginx_cmd(nginx_conf(tmp, "backend", server)), be))
         else:
-            backend = backend_cmd(be, 0)
-        with process(backend, be):
-            if not have_nginx:
-                ctx: contextlib.AbstractContextManager[None] = process(backend_cmd(be2, 0), be2)
-            else:
-                ctx = contextlib.nullcontext()
-            with ctx:
-                rows.append(Row("back end direct", *throughput(be, secs, conns)))
-                cfg = routes_yaml(tmp, sp, sa, be, be2, "legacy", "pass")
-                with process(strangler_cmd(cfg), sp, log=tmp / "pass.log"):
-                    throughput(sp, 1.0, conns)  # warm-up
-                    rows.append(Row("strangler pass-through", *throughput(sp, secs, conns)))
-                cfg = routes_yaml(tmp, sp, sa, be, be2, "shadow", "shadow")
-                with process(strangler_cmd(cfg), sp, log=tmp / "shadow.log"):
-                    throughput(sp, 1.0, conns)
-                    rows.append(Row("strangler shadow 100% (matching)", *throughput(sp, secs, conns)))
-                if have_nginx:
-                    conf = nginx_conf(
-                        tmp,
-                        "proxy",
-                        f"upstream be {{ server 127.0.0.1:{be}; keepalive 64; }} server {{ listen 127.0.0.1:{ngx}; "
-                        "location / { proxy_pass http://be; proxy_http_version 1.1; "
-                        'proxy_set_header Connection ""; } }',
-                    )
-                    with process(nginx_cmd(conf), ngx):
-                        throughput(ngx, 1.0, conns)
-                        rows.append(Row("nginx reverse proxy (1 worker)", *throughput(ngx, secs, conns)))
-        # Fixed-rate latency rows: a legacy that takes 2 ms, a candidate 10x slower (20 ms).
-        legacy_p, slow_p = free_port(), free_port()
-        rate = args.rate
-        with process(backend_cmd(legacy_p, 2.0), legacy_p), process(backend_cmd(slow_p, 20.0), slow_p):
-            rows.append(Row(f"fixed {rate:.0f}/s: back end direct", *fixed_rate(legacy_p, rate, secs)))
-            cfg = routes_yaml(tmp, sp, sa, legacy_p, slow_p, "legacy", "fpass")
-            with process(strangler_cmd(cfg), sp, log=tmp / "fpass.log"):
-                rows.append(Row(f"fixed {rate:.0f}/s: strangler pass-through", *fixed_rate(sp, rate, secs)))
-            cfg = routes_yaml(tmp, sp, sa, legacy_p, slow_p, "shadow", "fslow")
-            with process(strangler_cmd(cfg), sp, log=tmp / "fslow.log"):
-                rows.append(
-                    Row(f"fixed {rate:.0f}/s: strangler shadow, candidate 10x slower", *fixed_rate(sp, rate, secs))
-                )
+            stack.enter_context(process(backend_cmd(be, 0), be))
+            stack.enter_context(process(backend_cmd(be2, 0), be2))
+        targets = {"back end direct": be}
+        cfg = routes_yaml(tmp, pt, pt_a, be, be2, "legacy", "pass")
+        stack.enter_context(process(strangler_cmd(cfg), pt, log=tmp / "pass.log"))
+        targets["strangler pass-through"] = pt
+        cfg = routes_yaml(tmp, sh, sh_a, be, be2, "shadow", "shadow")
+        stack.enter_context(process(strangler_cmd(cfg), sh, log=tmp / "shadow.log"))
+        targets["strangler shadow 100% (matching)"] = sh
+        if have_nginx:
+            conf = nginx_conf(
+                tmp,
+                "proxy",
+                f"upstream be {{ server 127.0.0.1:{be}; keepalive 64; }} server {{ listen 127.0.0.1:{ngx}; "
+                "location / { proxy_pass http://be; proxy_http_version 1.1; "
+                'proxy_set_header Connection ""; } }',
+            )
+            stack.enter_context(process(nginx_cmd(conf), ngx))
+            targets["nginx reverse proxy (1 worker)"] = ngx
+        else:
+            print("nginx reverse proxy row skipped: nginx not installed (apt-get install nginx)")
+        for port in targets.values():
+            throughput(port, 1.0, conns)  # warm-up: pools, caches
+        rows = _rounds(targets, args.rounds, lambda port: throughput(port, secs, conns))
+
+    # Fixed-rate latency rows: a legacy that takes 2 ms, a candidate 10x slower (20 ms), all up at once.
+    with tempfile.TemporaryDirectory(prefix="strangler-bench-") as t, contextlib.ExitStack() as stack:
+        tmp = Path(t)
+        legacy_p, slow_p, fpt, fpt_a, fsl, fsl_a = (free_port() for _ in range(6))
+        stack.enter_context(process(backend_cmd(legacy_p, 2.0), legacy_p))
+        stack.enter_context(process(backend_cmd(slow_p, 20.0), slow_p))
+        cfg = routes_yaml(tmp, fpt, fpt_a, legacy_p, slow_p, "legacy", "fpass")
+        stack.enter_context(process(strangler_cmd(cfg), fpt, log=tmp / "fpass.log"))
+        cfg = routes_yaml(tmp, fsl, fsl_a, legacy_p, slow_p, "shadow", "fslow")
+        stack.enter_context(process(strangler_cmd(cfg), fsl, log=tmp / "fslow.log"))
+        fixed = {
+            f"fixed {rate:.0f}/s: back end direct": legacy_p,
+            f"fixed {rate:.0f}/s: strangler pass-through": fpt,
+            f"fixed {rate:.0f}/s: strangler shadow, candidate 10x slower": fsl,
+        }
+        for port in fixed.values():
+            asyncio.run(_open_loop(port, rate, 1.0))  # warm-up
+        rows += _rounds(fixed, args.rounds, lambda port: asyncio.run(_open_loop(port, rate, secs)))
+
     by = {r.name: r for r in rows}
     print()
-    print(f"{'setup':<52} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"{'setup':<56} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
     for r in rows:
-        print(f"{r.name:<52} {r.rps:>10.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f}")
-    print("\nratios (measured side by side in this run):")
+        print(f"{r.name:<56} {r.rps:>10.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f}")
+    print(f"\nratios (medians of {args.rounds} interleaved rounds, measured side by side in this run):")
     ratios: dict[str, float] = {}
     ngx_row = by.get("nginx reverse proxy (1 worker)")
-    pt, sh = by["strangler pass-through"], by["strangler shadow 100% (matching)"]
+    pt_row, sh_row = by["strangler pass-through"], by["strangler shadow 100% (matching)"]
     if ngx_row:
-        ratios["pass-through / nginx req/s (target >= 0.20)"] = pt.rps / ngx_row.rps
-    ratios["shadow 100% / pass-through req/s (target >= 0.60)"] = sh.rps / pt.rps
-    f_be = by[f"fixed {rate:.0f}/s: back end direct"]
-    f_pt = by[f"fixed {rate:.0f}/s: strangler pass-through"]
-    f_sl = by[f"fixed {rate:.0f}/s: strangler shadow, candidate 10x slower"]
+        ratios["pass-through / nginx req/s (target >= 0.20)"] = pt_row.rps / ngx_row.rps
+    ratios["shadow 100% / pass-through req/s (target >= 0.60)"] = sh_row.rps / pt_row.rps
+    f_be, f_pt, f_sl = (by[name] for name in fixed)
     ratios["added p50 ms at fixed rate (target <= 1.0)"] = f_pt.p50_ms - f_be.p50_ms
     ratios["p99 slow-candidate shadow / pass-through (target <= 1.10)"] = f_sl.p99_ms / f_pt.p99_ms
     for k, v in ratios.items():
-        print(f"  {k:<60} {v:.3f}")
+        print(f"  {k:<62} {v:.3f}")
+    print()
     subprocess.run([sys.executable, "-m", "benchmarks.compare_micro"], check=False)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"rows": [asdict(r) for r in rows], "ratios": ratios}, indent=2))
