@@ -90,6 +90,9 @@ class Limits:
     keepalive_timeout: float = 75.0  # idle client keep-alive connections are closed after this
     max_connections: int = 1024  # concurrent client connections
     drain_timeout: float = 30.0  # graceful shutdown: time allowed for in-flight requests
+    # Idle time allowed between request body bytes: a client that stalls mid-body would otherwise hold its
+    # connection and an upstream pool connection for ever (slow-body attack). 408 and the connection is closed.
+    body_timeout: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)

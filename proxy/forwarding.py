@@ -91,6 +91,7 @@ async def forward(
     response_headers: Headers,
     route_id: str | None,
     request_id: str,
+    body_timeout: float = 30.0,
 ) -> tuple[web.StreamResponse, ForwardResult]:
     """Send the request upstream and stream the response to the client; returns the prepared response.
 
@@ -123,14 +124,17 @@ async def forward(
             send_body, replayable = (b"" if declared == 0 else None), True
         elif declared is not None and declared <= PREREAD_LIMIT:
             try:
-                send_body = await request.content.readexactly(declared)
+                async with asyncio.timeout(body_timeout):
+                    send_body = await request.content.readexactly(declared)
+            except TimeoutError:
+                return _body_timeout(route_id, request_id, response_headers, started)
             except (asyncio.IncompleteReadError, ConnectionError, OSError):
                 return _client_gone_before_head(started)
             replayable = True
         else:
             content_length = declared  # None for a chunked body: the transport re-chunks it
             state = _BodyState()
-            send_body, replayable = _stream_body(request, max_body, state), False
+            send_body, replayable = _stream_body(request, max_body, body_timeout, state), False
 
     try:
         upstream = await target.pool.request(
@@ -146,6 +150,8 @@ async def forward(
     except (UpstreamError, _RequestBodyError) as err:
         if state.too_large:
             return _too_large(route_id, request_id, response_headers, started)
+        if state.timed_out:
+            return _body_timeout(route_id, request_id, response_headers, started)
         if state.client_gone or not isinstance(err, UpstreamError):
             return _client_gone_before_head(started)
         if allow_fallback and replayable and not err.responded:
@@ -165,6 +171,7 @@ class _BodyState:
     sent: int = 0
     too_large: bool = False
     client_gone: bool = False
+    timed_out: bool = False
 
 
 _NO_STREAM = _BodyState()  # never written to: only _stream_body sets its fields
@@ -174,11 +181,15 @@ class _RequestBodyError(Exception):
     """The client's body could not be forwarded: over the size limit, or the client went away."""
 
 
-async def _stream_body(request: web.BaseRequest, limit: int, state: _BodyState) -> AsyncIterator[bytes]:
+async def _stream_body(request: web.BaseRequest, limit: int, idle: float, state: _BodyState) -> AsyncIterator[bytes]:
     content = request.content
     while True:
         try:
-            chunk = await content.readany()
+            async with asyncio.timeout(idle):
+                chunk = await content.readany()
+        except TimeoutError as exc:
+            state.timed_out = True
+            raise _RequestBodyError(f"no request body byte for {idle}s") from exc
         except Exception as exc:  # any failure reading the client means the client is gone
             state.client_gone = True
             raise _RequestBodyError("client body broke") from exc
@@ -389,6 +400,14 @@ def _too_large(
     resp = error_response(413, "request_too_large", route_id, request_id, headers=extra)
     resp.force_close()  # the rest of the body is never read: the connection cannot be reused
     return resp, _failure(413, "too_large", started)
+
+
+def _body_timeout(
+    route_id: str | None, request_id: str, extra: Headers, started: float
+) -> tuple[web.StreamResponse, ForwardResult]:
+    resp = error_response(408, "request_body_timeout", route_id, request_id, headers=extra)
+    resp.force_close()  # the stalled body is abandoned: the connection cannot be reused
+    return resp, _failure(408, "body_timeout", started)
 
 
 def _client_gone_before_head(started: float) -> tuple[web.StreamResponse, ForwardResult]:

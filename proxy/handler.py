@@ -24,6 +24,7 @@ from proxy.config import Config, Limits, Mirror, Route, Timeouts, Upstream
 from proxy.events import ExchangeObserver, ExchangeStart, Headers, RequestSnapshot, ResponseSnapshot, Side, mirror_for
 from proxy.forwarding import FallbackAvailable, ForwardResult, ForwardTarget, error_response, forward
 from proxy.headers import new_request_id, upstream_request_headers, valid_request_id
+from proxy.limits import GuardedRequestHandler
 from proxy.paths import PathError, canonical_path
 from proxy.state import RuntimeState
 from proxy.websocket import forward_websocket, is_websocket_upgrade
@@ -141,6 +142,9 @@ class ProxyHandler:
                 body = await _read_body(request, cap, config.limits)
             except _BodyTooLarge:
                 return self._reject(413, "request_too_large", request_id, route=route, close=True)
+            except TimeoutError:
+                _skip_lingering(request)
+                return self._reject(408, "request_body_timeout", request_id, route=route, close=True)
             except (asyncio.IncompleteReadError, ConnectionError):
                 # The client went away mid-body; nobody will read this answer, but the connection must not be reused.
                 return self._reject(400, "client_gone", request_id, route=route, close=True)
@@ -182,6 +186,8 @@ class ProxyHandler:
                 _notify_done(observers, gone)
             raise
 
+        if result.error == "body_timeout":
+            _skip_lingering(request)
         now = asyncio.get_running_loop().time()
         self._record(upstream_name, result.error, result.upstream_status, now)
         metrics = state.metrics
@@ -224,6 +230,7 @@ class ProxyHandler:
                 response_headers=extra,
                 route_id=route_id,
                 request_id=request_id,
+                body_timeout=config.limits.body_timeout,
             )
         finally:
             slot.users -= 1
@@ -320,6 +327,12 @@ def _upstream_headers(
     )
 
 
+def _skip_lingering(request: web.BaseRequest) -> None:
+    protocol = request.protocol
+    if isinstance(protocol, GuardedRequestHandler):
+        protocol.skip_lingering()
+
+
 async def _expect_continue(request: web.BaseRequest, limits: Limits) -> None:
     """Answer `Expect: 100-continue` (the client waits for it before sending the body) unless the declared body
     is over the limit: then the 413 comes without the client ever sending it."""
@@ -340,18 +353,25 @@ async def _read_body(request: web.BaseRequest, cap: int, limits: Limits) -> byte
     if not request.body_exists:
         return b""
     length = request.content_length
+    idle = limits.body_timeout  # TimeoutError past it: the caller answers 408
     if length is not None:
         if length > cap or length > limits.max_body:
             return None
-        return await request.content.readexactly(length) if length else b""
+        if not length:
+            return b""
+        async with asyncio.timeout(idle):
+            return await request.content.readexactly(length)
     chunks: list[bytes] = []
     total = 0
-    while chunk := await request.content.readany():
+    while True:
+        async with asyncio.timeout(idle):
+            chunk = await request.content.readany()
+        if not chunk:
+            return b"".join(chunks)
         total += len(chunk)
         if total > limits.max_body:
             raise _BodyTooLarge
         chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _request_snapshot(

@@ -44,7 +44,15 @@ class GuardedRequestHandler(RequestHandler):
     `keepalive_timeout`.
     """
 
-    __slots__ = ("_counted", "_gate", "_head_count", "_head_handle", "_head_timeout", "_max_connections")
+    __slots__ = (
+        "_close_after_response",
+        "_counted",
+        "_gate",
+        "_head_count",
+        "_head_handle",
+        "_head_timeout",
+        "_max_connections",
+    )
 
     def __init__(
         self,
@@ -62,6 +70,7 @@ class GuardedRequestHandler(RequestHandler):
         self._head_handle: asyncio.TimerHandle | None = None
         self._head_count = 0
         self._counted = False
+        self._close_after_response = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -98,6 +107,25 @@ class GuardedRequestHandler(RequestHandler):
                 self._disarm_head()
         elif starts_head and self._request_count == count and self.transport is not None:
             self._arm_head()
+
+    def skip_lingering(self) -> None:
+        """Close the connection right after the current response instead of draining the unread body first.
+
+        aiohttp drains an unread request body for up to lingering_time (10 s) so that a client still uploading gets
+        to read the response; a client whose body stalled past limits.body_timeout sends nothing more, so draining
+        would only hold the connection open.
+        """
+        self._close_after_response = True
+
+    async def finish_response(
+        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        result = await super().finish_response(request, resp, start_time)
+        if self._close_after_response:
+            # The response is written (transport.close() flushes it first); no drain, no keep-alive.
+            self._close_after_response = False
+            self.force_close()
+        return result
 
     def _fail_unfinished_body(self) -> None:
         """Fail the running request's body stream when the parser just rejected bytes inside it.

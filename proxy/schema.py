@@ -257,6 +257,7 @@ TOP = Section(
                 "keepalive_timeout": duration("Idle keep-alive connections are closed after this"),
                 "max_connections": integer("Concurrent client connections", minimum=1),
                 "drain_timeout": duration("Graceful shutdown: time allowed for in-flight requests", positive=False),
+                "body_timeout": duration("Idle time allowed between request body bytes (408 past it)"),
             },
         ),
         "trusted_proxies": ListOf("Peers whose X-Forwarded-For is believed", network("CIDR or address")),

@@ -21,6 +21,7 @@ limits:
   max_line_size: 2KiB
   max_header_size: 4KiB
   max_connections: 3
+  body_timeout: 500ms
 """
 
 
@@ -174,3 +175,26 @@ async def test_connections_beyond_max_are_refused(legacy: TestServer, tmp_path: 
                 await asyncio.sleep(0.05)
         for _, writer in held:
             writer.close()
+
+
+@pytest.mark.parametrize(
+    ("declared", "note"),
+    [(100, "small body, read before the upstream is contacted"), (200_000, "large body, streamed upstream")],
+)
+async def test_stalled_request_body_gets_408_and_is_closed(
+    proxy: RunningProxy, legacy: TestServer, declared: int, note: str
+) -> None:
+    """A client that stops sending its body mid-way gets 408 after body_timeout and its connection is closed."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.proxy_port)
+    try:
+        head = f"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {declared}\r\n\r\n".encode()
+        writer.write(head + b"x" * 10)
+        await writer.drain()
+        answer = await _closed_by_server(reader)
+    finally:
+        writer.close()
+    assert status_of(answer) == 408, note
+    assert b"request_body_timeout" in answer
+    # No back end ever received the incomplete request, and the proxy still serves the next client.
+    assert [hit.path for hit in hits(legacy)] == []
+    assert status_of(await raw_exchange(proxy.proxy_port, b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")) == 200
