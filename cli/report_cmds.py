@@ -53,11 +53,6 @@ SinceOption = Annotated[
 RouteOption = Annotated[str | None, typer.Option("--route", "-r", help="Only this route id.")]
 FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output as a table or as JSON.")]
 
-diffs_app = typer.Typer(help="Review stored exchanges and their differences.", no_args_is_help=True)
-noise_app = typer.Typer(
-    help="Find fields that differ by nature (timestamps, ids) and ignore them.", no_args_is_help=True
-)
-
 
 class ReportFormat(StrEnum):
     table = "table"
