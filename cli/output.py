@@ -8,6 +8,7 @@ only with the global `--debug` option. Usage errors stay click's (exit code 2).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -19,10 +20,16 @@ from typer.core import TyperGroup
 
 from proxy.config import ConfigError
 
+PIPE_WIDTH = 120  # rich assumes 80 columns off a terminal, which truncates the report's wide tables
+
 
 def stdout_console() -> Console:
-    """A console on the current sys.stdout, sized from the current COLUMNS (so CliRunner's env applies)."""
-    return Console(highlight=False)
+    """A console on the current sys.stdout, sized from the current COLUMNS (so CliRunner's env applies); output
+    to a pipe or a file without COLUMNS gets PIPE_WIDTH columns."""
+    console = Console(highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(highlight=False, width=PIPE_WIDTH)
+    return console
 
 
 def stderr_console() -> Console:

@@ -24,7 +24,7 @@ from rich.table import Table
 from cli.demo import data
 from cli.demo.legacy_app import make_legacy_app
 from cli.demo.new_app import make_new_app
-from cli.output import CliError
+from cli.output import CliError, stdout_console
 from proxy.config import Config
 from proxy.loader import load_config
 
@@ -224,7 +224,7 @@ async def run_demo(config_path: Path, *, requests: int = 400, console: Console |
     from proxy.app import start_proxy  # deferred: keeps `import cli.demo.driver` light for tests of the plan
     from shadow.runner import shadow_listeners
 
-    console = console or Console()
+    console = console or stdout_console()
     config = load_config(config_path)
     began = time.time()
     runners = []
