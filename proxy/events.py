@@ -3,7 +3,8 @@
 The core never knows who listens (mitmproxy's hook/addon split). For every request it calls
 `ExchangeListener.request_received` once the route is chosen and before the primary upstream is contacted, so a
 listener can start a candidate request at the same moment; if the listener returns an `ExchangeObserver`, the core
-calls `primary_done` once the primary response has been fully streamed to the client (or failed).
+calls `primary_done` once the primary response has been fully streamed to the client (or failed). A listener that
+also has the `RequestCounter` members is called only for the requests it wants, and counted cheaply for the rest.
 
 Both calls run on the event loop in the request's task: they must return at once (no I/O, no awaiting); a listener
 that raises is logged and ignored, never allowed to affect the client's response.
@@ -71,6 +72,24 @@ class ExchangeObserver(Protocol):
 class ExchangeListener(Protocol):
     def request_received(self, start: ExchangeStart) -> ExchangeObserver | None:
         """Called for every request before the primary is sent; must return at once."""
+
+
+class RequestCounter(Protocol):
+    """Optional members of an `ExchangeListener`: a listener that has both is told about uninteresting requests
+    by one cheap call instead of the snapshots. The core looks them up by name, so listeners without them keep
+    hearing `request_received` for every request, as before. Both run on the event loop and must return at once.
+    """
+
+    def wants_exchange(self, route: Route | None, served_by: Side, method: str) -> bool:
+        """False when `request_received` would do nothing with this request: the core then builds no snapshot
+        and does not call it (only `request_served`)."""
+
+    def request_served(
+        self, route: Route | None, served_by: Side, method: str, path: str, status: int, failed: bool, latency: float
+    ) -> None:
+        """Every forwarded request, mirrored or not, once the primary is done (for traffic counts). `path` is the
+        canonical path, `status` the upstream's (0 for none), `failed` a 5xx or an upstream or client failure,
+        `served_by` the side chosen when the request started."""
 
 
 def mirror_for(route: Route | None, served_by: Side, method: str) -> Mirror | None:

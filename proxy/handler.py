@@ -21,7 +21,16 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from proxy.canary import choose_side, sticky_key
 from proxy.config import Config, Limits, Mirror, Route, Timeouts, Upstream
-from proxy.events import ExchangeObserver, ExchangeStart, Headers, RequestSnapshot, ResponseSnapshot, Side, mirror_for
+from proxy.events import (
+    ExchangeListener,
+    ExchangeObserver,
+    ExchangeStart,
+    Headers,
+    RequestSnapshot,
+    ResponseSnapshot,
+    Side,
+    mirror_for,
+)
 from proxy.forwarding import FallbackAvailable, ForwardResult, ForwardTarget, error_response, forward
 from proxy.headers import new_request_id, upstream_request_headers, valid_request_id
 from proxy.limits import GuardedRequestHandler
@@ -154,11 +163,17 @@ class ProxyHandler:
 
         upstream = config.upstreams[upstream_name]
         fwd_headers = _upstream_headers(request, config, upstream, peer_ip, request_id)
+        listeners = state.listeners
         observers: list[ExchangeObserver] = []
-        if state.listeners:
-            snapshot = _request_snapshot(request, canon.path, query_string, fwd_headers, body, mirror, request_id)
-            start = ExchangeStart(config, route, side, upstream_name, mirror, snapshot, time.time(), started)
-            observers = _notify_start(state, start)
+        started_side = side  # traffic is counted by the side chosen at the start, whatever fallback did
+        if listeners:
+            wanting = _wanting(listeners, route, side, method)
+            if wanting:  # the snapshots are built only for listeners that use them (a mirroring route)
+                snapshot = _request_snapshot(
+                    request, canon.path, query_string, fwd_headers, body, mirror, request_id, peer_ip
+                )
+                start = ExchangeStart(config, route, side, upstream_name, mirror, snapshot, time.time(), started)
+                observers = _notify_start(wanting, start)
         capture = mirror.max_body * CAPTURE_FACTOR if mirror is not None and observers else 0
         timeouts = route.timeouts if route is not None else config.defaults.timeouts
 
@@ -184,6 +199,8 @@ class ProxyHandler:
             if observers:
                 gone = ResponseSnapshot(side, upstream_name, 0, (), None, False, 0.0, "client_gone")
                 _notify_done(observers, gone)
+            if listeners:
+                _notify_served(listeners, route, started_side, method, canon.path, 0, True, 0.0)
             raise
 
         if result.error == "body_timeout":
@@ -196,6 +213,10 @@ class ProxyHandler:
         metrics.latency.observe(label, now - started)
         if observers:
             _notify_done(observers, _response_snapshot(side, upstream_name, result))
+        if listeners:
+            status = result.upstream_status
+            failed = result.error is not None or status >= 500
+            _notify_served(listeners, route, started_side, method, canon.path, status, failed, result.latency)
         return resp
 
     async def _forward(
@@ -382,6 +403,7 @@ def _request_snapshot(
     body: bytes | None,
     mirror: Mirror | None,
     request_id: str,
+    peer_ip: str,
 ) -> RequestSnapshot:
     kept: bytes | None
     note: str | None
@@ -399,7 +421,7 @@ def _request_snapshot(
         body=kept,
         body_note=note,
         request_id=request_id,
-        client_ip=request.remote or "",
+        client_ip=peer_ip,
         host=request.headers.get("Host", ""),
     )
 
@@ -417,9 +439,42 @@ def _response_snapshot(side: Side, upstream_name: str, result: ForwardResult) ->
     )
 
 
-def _notify_start(state: RuntimeState, start: ExchangeStart) -> list[ExchangeObserver]:
+def _wanting(listeners: list[ExchangeListener], route: Route | None, side: Side, method: str) -> list[ExchangeListener]:
+    """The listeners to tell about this request: those without `wants_exchange`, and those whose says yes."""
+    out: list[ExchangeListener] = []
+    for listener in listeners:
+        wants = getattr(listener, "wants_exchange", None)
+        try:
+            if wants is None or wants(route, side, method):
+                out.append(listener)
+        except Exception:
+            log.exception("exchange listener %r failed in wants_exchange", listener)
+    return out
+
+
+def _notify_served(
+    listeners: list[ExchangeListener],
+    route: Route | None,
+    side: Side,
+    method: str,
+    path: str,
+    status: int,
+    failed: bool,
+    latency: float,
+) -> None:
+    for listener in listeners:
+        served = getattr(listener, "request_served", None)
+        if served is None:
+            continue
+        try:
+            served(route, side, method, path, status, failed, latency)
+        except Exception:
+            log.exception("exchange listener %r failed in request_served", listener)
+
+
+def _notify_start(listeners: list[ExchangeListener], start: ExchangeStart) -> list[ExchangeObserver]:
     observers: list[ExchangeObserver] = []
-    for listener in state.listeners:
+    for listener in listeners:
         try:
             observer = listener.request_received(start)
         except Exception:

@@ -72,17 +72,34 @@ def judge_pair(
     `candidate_is_new`: False when the candidate is the legacy side (verify mode), so values stay oriented
     legacy → new in every record.
     """
+    quick = judge_pair_quick(primary, candidate, rules, candidate_is_new=candidate_is_new)
+    if quick is not None:
+        return quick
     legacy, new = (primary, candidate) if candidate_is_new else (candidate, primary)
+    if candidate.status >= 500 and primary.status < 500:
+        return "candidate_error", f"status_{candidate.status}", compare_responses(legacy, new, rules)
+    comparison = compare_responses(legacy, new, rules)
+    return comparison.outcome, None, comparison
+
+
+def judge_pair_quick(
+    primary: ResponseSnapshot, candidate: ResponseSnapshot, rules: Compare, *, candidate_is_new: bool = True
+) -> tuple[Outcome, str | None, Comparison | None] | None:
+    """`judge_pair`'s answer when it needs no field-by-field comparison (a failed side, a cut body, a fast-path
+    match), else None. Cheap enough for the shadow runner to call on the event loop for small bodies."""
     if candidate.error is not None:
         return "candidate_error", candidate.error, None
     if primary.error is not None:
         return "skipped", f"primary_{primary.error}", None
     if candidate.status >= 500 and primary.status < 500:
-        return "candidate_error", f"status_{candidate.status}", compare_responses(legacy, new, rules)
+        return None
     if not primary.body_complete or not candidate.body_complete:
         return "skipped", "response_too_large", None
-    comparison = compare_responses(legacy, new, rules)
-    return comparison.outcome, None, comparison
+    started = time.perf_counter()
+    legacy, new = (primary, candidate) if candidate_is_new else (candidate, primary)
+    if is_fast_match(legacy, new, rules):
+        return "match", None, Comparison("match", (), time.perf_counter() - started)
+    return None
 
 
 def compare_responses(legacy: ResponseSnapshot, new: ResponseSnapshot, rules: Compare) -> Comparison:
@@ -108,6 +125,15 @@ def compare_responses(legacy: ResponseSnapshot, new: ResponseSnapshot, rules: Co
 
 def is_fast_match(legacy: ResponseSnapshot, new: ResponseSnapshot, rules: Compare) -> bool:
     """True when the pair is known to match without deepdiff (False means: run compare_responses to know)."""
+    if (
+        legacy.headers == new.headers
+        and legacy.body == new.body
+        and legacy.status == new.status
+        and legacy.body is not None
+        and legacy.body_complete
+        and new.body_complete
+    ):
+        return True  # the same headers (so the same coding) and the same bytes: the commonest match, at once
     if legacy.status != new.status or header_view(legacy.headers, rules) != header_view(new.headers, rules):
         return False
     if _body_problems(legacy, new):

@@ -6,6 +6,7 @@ rest on the event loop. Everything secret goes through a `Redactor` here, before
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -92,6 +93,10 @@ def compared_record(
     def body(headers: Headers, data: bytes | None) -> StoredBody | None:
         return stored_body(headers, data, redactor, cap) if keep_bodies else None
 
+    # Response headers go with the bodies: kept for every exchange but an unsampled match, whose compared headers
+    # were equal anyway (they were most of such a row's bytes, and most of its cost to write).
+    keep_headers = keep_bodies or outcome != "match"
+
     return ExchangeRecord(
         time=time,
         route_id=route.id,
@@ -113,8 +118,8 @@ def compared_record(
         new_size=len(new.body) if new.body is not None else None,
         compare_ms=comparison.seconds * 1000 if comparison else None,
         request_headers=request_headers,
-        legacy_headers=redactor.headers(legacy.headers),
-        new_headers=redactor.headers(new.headers),
+        legacy_headers=redactor.headers(legacy.headers) if keep_headers else (),
+        new_headers=redactor.headers(new.headers) if keep_headers else (),
         request_body=request_body,
         legacy_body=body(legacy.headers, legacy.body),
         new_body=body(new.headers, new.body),
@@ -150,32 +155,50 @@ def unpaired_record(
     )
 
 
-_TrafficKey = tuple[int, str, str, str, str, str]
+_TrafficKey = tuple[str, str, str, str, str]
 
 
 @dataclass(slots=True)
 class TrafficTally:
-    """Per-minute request counts by route and side, summed in memory and drained to the store in batches."""
+    """Per-minute request counts by route and side, summed in memory and drained to the store in batches.
+
+    Called for every request the proxy serves, so `add` is one clock read and one dict update; the counts of
+    the minute in progress sit in `counts`, earlier minutes in `done` until the next drain."""
 
     counts: dict[_TrafficKey, list[float]] = field(default_factory=dict)
+    minute: int = 0
+    done: list[TrafficCount] = field(default_factory=list)
 
-    def add(self, start: ExchangeStart, primary: ResponseSnapshot) -> None:
-        route, req = start.route, start.request
-        minute = int(start.started_at) // 60 * 60
+    def add(self, route: Route | None, served_by: Side, method: str, path: str, failed: bool, latency: float) -> None:
+        """One served request: unrouted ones by concrete path, routed ones by the route's path template."""
+        now = time.time()
+        if now - self.minute >= 60:
+            self._roll(int(now) // 60 * 60)
         if route is None:
-            key = (minute, "", "legacy", start.served_by, req.method, req.path)
+            key = ("", "legacy", served_by, method, path)
         else:
-            key = (minute, route.id, route.mode, start.served_by, req.method, route.match.path)
+            key = (route.id, route.mode, served_by, method, route.match.path)
         row = self.counts.get(key)
         if row is None:
-            row = self.counts[key] = [0.0, 0.0, 0.0]
-        row[0] += 1
-        row[1] += primary.error is not None or primary.status >= 500
-        row[2] += primary.latency * 1000
+            self.counts[key] = [1.0, float(failed), latency * 1000]
+        else:
+            row[0] += 1
+            row[1] += failed
+            row[2] += latency * 1000
 
-    def drain(self) -> list[TrafficCount]:
-        counts, self.counts = self.counts, {}
+    def _roll(self, minute: int) -> None:
+        self.done.extend(self._counts())
+        self.counts = {}
+        self.minute = minute
+
+    def _counts(self) -> list[TrafficCount]:
+        minute = self.minute
         return [
             TrafficCount(minute, route_id, mode, cast(Side, side), method, path, int(c), int(e), lat)
-            for (minute, route_id, mode, side, method, path), (c, e, lat) in counts.items()
+            for (route_id, mode, side, method, path), (c, e, lat) in self.counts.items()
         ]
+
+    def drain(self) -> list[TrafficCount]:
+        out = self.done + self._counts()
+        self.done, self.counts = [], {}
+        return out

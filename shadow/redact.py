@@ -128,7 +128,12 @@ class Redactor:
 
     def headers(self, headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
         """All headers, secret values replaced; names, order and case kept."""
-        return tuple((name, self.header_value(name, value)) for name, value in headers)
+        pairs = headers if isinstance(headers, tuple) else tuple(headers)
+        secret = self._headers
+        for name, _ in pairs:
+            if name.lower() in secret:
+                return tuple((name, self.header_value(name, value)) for name, value in pairs)
+        return pairs  # most header sets hold no secret: no copy
 
     def query(self, query_string: str) -> str:
         """The query string with the values of secret parameters replaced; everything else byte for byte."""

@@ -8,6 +8,11 @@ for it. The client never pays for the shadow side:
 - a mirrored request is sent at most once (`retry_stale=False`);
 - comparison (deepdiff on mismatches) and redaction run in one worker thread behind a bounded queue, storage in the
   store's writer thread; the event loop only starts requests, reads bodies and updates metrics.
+
+Cheap on purpose, since it runs for every request: routes that mirror nothing cost the core one `wants_exchange`
+and one `request_served` call (no snapshots); finished pairs and loop-side records cross to the threads in one
+handoff every `HANDOFF` seconds rather than one queue operation (and thread wake-up) each, and metrics come back
+the same way; a candidate's deadline is enforced by one sweeper rather than a timer per request.
 """
 
 from __future__ import annotations
@@ -21,17 +26,16 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from proxy.config import SAFE_METHODS, Config, Mirror, Redact, Route, Upstream
-from proxy.events import ExchangeListener, ExchangeStart, Headers, ResponseSnapshot, Side
+from proxy.events import ExchangeListener, ExchangeObserver, ExchangeStart, Headers, ResponseSnapshot, Side
 from proxy.headers import end_to_end_response_headers
 from proxy.metrics import Counter, Metrics
 from proxy.state import RuntimeState
 from proxy.tasks import TaskOwner
 from proxy.transport import UpstreamError, UpstreamPool
-from shadow.compare import judge_pair
-from shadow.model import Comparison, Outcome, Pair
+from shadow.compare import judge_pair, judge_pair_quick
+from shadow.model import Comparison, ExchangeRecord, Outcome, Pair
 from shadow.records import TrafficTally, exchange_record, unpaired_record
 from shadow.redact import Redactor, key_path_for, load_or_create_key
 from shadow.store import StoreWriter
@@ -41,6 +45,11 @@ log = logging.getLogger("strangler.shadow")
 DRY_RUN_HEADER = "X-Strangler-Dry-Run"
 SENT_METRIC = "strangler_shadow_requests_total"
 TRAFFIC_FLUSH = 1.0  # seconds between traffic-count flushes to the store
+HANDOFF = 0.01  # seconds finished pairs (and records made on the loop) gather before crossing to a thread
+SWEEP = 0.05  # seconds between checks for candidates past their deadline (the precision of `timeout`)
+# Pairs whose bodies are both at most this size are judged on the loop when no field-by-field comparison is needed
+# (matches, failures): the fast path costs microseconds, less than waking the compare thread for them.
+LOOP_JUDGE_MAX = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,34 +63,57 @@ class ShadowLimits:
     close_deadline: float = 10.0  # on shutdown, seconds in-flight candidates get before they are cancelled
 
 
-@dataclass(slots=True)
+# (route id, outcome, reason, compare seconds): one metric update, made in a thread and applied on the loop.
+_Tally = tuple[str, Outcome, str | None, float | None]
+
+
 class _Pending:
-    """One mirrored exchange waiting for both sides."""
+    """One mirrored exchange waiting for both sides; also the core's observer of its primary."""
 
-    start: ExchangeStart
-    route: Route
-    mirror: Mirror
-    pair: Pair
-    primary: ResponseSnapshot | None = None
-    candidate: ResponseSnapshot | None = None
+    __slots__ = (
+        "candidate",
+        "deadline",
+        "listener",
+        "mirror",
+        "pair",
+        "primary",
+        "route",
+        "start",
+        "task",
+        "timed_out",
+    )
+
+    def __init__(
+        self, listener: ShadowListener, start: ExchangeStart, route: Route, mirror: Mirror, pair: Pair
+    ) -> None:
+        self.listener = listener
+        self.start = start
+        self.route = route
+        self.mirror = mirror
+        self.pair: Pair = pair
+        self.primary: ResponseSnapshot | None = None
+        self.candidate: ResponseSnapshot | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.deadline = 0.0  # loop.time() past which the sweeper cancels the candidate (set once it has a slot)
+        self.timed_out = False
+
+    def primary_done(self, primary: ResponseSnapshot) -> None:
+        self.primary = primary
+        if self.candidate is not None:
+            self.listener._pair_ready(self)
 
 
-class _Observer:
-    """Hears how the primary ended; for a mirrored exchange also completes the pair."""
+class _Both:
+    """The observer of an exchange mirrored twice (candidate and noise)."""
 
-    __slots__ = ("_listener", "_pending", "_start")
+    __slots__ = ("_pending",)
 
-    def __init__(self, listener: ShadowListener, start: ExchangeStart, pending: list[_Pending]) -> None:
-        self._listener = listener
-        self._start = start
+    def __init__(self, *pending: _Pending) -> None:
         self._pending = pending
 
     def primary_done(self, primary: ResponseSnapshot) -> None:
-        self._listener._traffic.add(self._start, primary)
         for p in self._pending:
-            p.primary = primary
-            if p.candidate is not None:
-                self._listener._pair_ready(p)
+            p.primary_done(primary)
 
 
 class ShadowListener:
@@ -108,17 +140,27 @@ class ShadowListener:
         self._key = key
         self._redactors: dict[Redact, Redactor] = {}  # one per redaction rule set: reloads may change the rules
         self._limits = limits
+        self._max_active = limits.max_concurrency + limits.max_waiting
         self._rand = rand
-        self._tasks = TaskOwner("shadow")
-        self._pools: dict[tuple[str, str], UpstreamPool] = {}
+        self._tasks = TaskOwner("shadow")  # candidate requests
+        self._background = TaskOwner("shadow-background")  # the traffic flusher and the deadline sweeper
+        self._pools: dict[int, tuple[Upstream, UpstreamPool, str]] = {}  # id(upstream) -> it, its pool, base path
         self._slots = asyncio.Semaphore(limits.max_concurrency)
         self._active = 0  # candidate tasks started and not finished: in flight plus waiting for a slot
+        self._in_flight: set[_Pending] = set()  # candidates holding a slot, watched by the deadline sweeper
         self._closing = False
         self._traffic = TrafficTally()
-        self._compare_q: queue.Queue[_Pending | None] = queue.Queue(maxsize=limits.compare_queue)
+        # Gathered on the loop, handed over together: pairs to the compare thread, records to the writer.
+        self._ready: list[_Pending] = []
+        self._loop_records: list[ExchangeRecord] = []
+        self._handoff: asyncio.TimerHandle | None = None
+        self._handed = 0  # pairs handed to the compare thread (written on the loop only)
+        self._compared = 0  # pairs it has finished (written by the compare thread only)
+        self._compare_q: queue.SimpleQueue[list[_Pending] | None] = queue.SimpleQueue()
         self._compare_thread = threading.Thread(target=self._compare_loop, name="strangler-compare", daemon=True)
         self._compare_thread.start()
-        self._flusher = self._tasks.start(self._flush_traffic_every(TRAFFIC_FLUSH), name="shadow-traffic-flush")
+        self._flusher = self._background.start(self._flush_traffic_every(TRAFFIC_FLUSH), name="shadow-traffic-flush")
+        _ = self._background.start(self._sweep_every(SWEEP), name="shadow-deadlines")
 
     @classmethod
     def create(
@@ -136,64 +178,85 @@ class ShadowListener:
 
     # --- the listener protocol: called on the event loop, must return at once -------------------------------
 
-    def request_received(self, start: ExchangeStart) -> _Observer:
+    def wants_exchange(self, route: Route | None, served_by: Side, method: str) -> bool:
+        """Only requests on a route that mirrors their side: the rest are just counted (`request_served`)."""
+        return route is not None and not self._closing and _mirror_options(route, served_by) is not None
+
+    def request_served(
+        self, route: Route | None, served_by: Side, method: str, path: str, status: int, failed: bool, latency: float
+    ) -> None:
+        self._traffic.add(route, served_by, method, path, failed, latency)
+
+    def request_received(self, start: ExchangeStart) -> ExchangeObserver | None:
         route = start.route
-        pending: list[_Pending] = []
         if route is None or self._closing:
-            return _Observer(self, start, pending)
+            return None
         mirror = start.mirror
         if mirror is None:
             reason = _skip_reason(route, start)
             if reason is not None:
                 self._record_skip(start, "skipped", reason)
-        elif mirror.sample >= 1.0 or self._rand() < mirror.sample:
+            return None
+        candidate: _Pending | None = None
+        if mirror.sample >= 1.0 or self._rand() < mirror.sample:
             if start.request.body is None:  # the handler could not hold it: larger than mirror.max_body
                 self._record_skip(start, "skipped", "request_too_large")
             else:
-                self._mirror(start, mirror, "candidate", pending)
+                candidate = self._mirror(start, route, mirror, "candidate")
         # Noise: a second legacy call of a safe, legacy-served request, compared legacy vs legacy.
         if (
-            mirror is not None
-            and route.noise.sample > 0
+            route.noise.sample > 0
             and start.served_by == "legacy"
             and start.request.method in SAFE_METHODS
             and start.request.body is not None
             and self._rand() < route.noise.sample
         ):
-            self._mirror(start, mirror, "noise", pending)
-        return _Observer(self, start, pending)
+            noise = self._mirror(start, route, mirror, "noise")
+            if noise is not None:
+                return noise if candidate is None else _Both(candidate, noise)
+        return candidate
 
     # --- mirroring ----------------------------------------------------------------------------------------------
 
-    def _mirror(self, start: ExchangeStart, mirror: Mirror, pair: Pair, pending: list[_Pending]) -> None:
-        route = start.route
-        assert route is not None
-        if self._active >= self._limits.max_concurrency + self._limits.max_waiting:
+    def _mirror(self, start: ExchangeStart, route: Route, mirror: Mirror, pair: Pair) -> _Pending | None:
+        if self._active >= self._max_active:
             self._record_skip(start, "dropped", "queue_full", pair)
-            return
+            return None
         name = route.upstream if pair == "candidate" and start.served_by == "legacy" else route.legacy
         upstream = start.config.upstreams.get(name)
         if upstream is None:
             self._record_skip(start, "skipped", "unknown_upstream", pair)
-            return
-        p = _Pending(start, route, mirror, pair)
+            return None
+        p = _Pending(self, start, route, mirror, pair)
         self._active += 1
         self._sent.inc((route.id, pair))
-        _ = self._tasks.start(self._send(p, upstream), name=f"shadow-{route.id}")
+        p.task = self._tasks.start(self._send(p, upstream), name="shadow-" + route.id)
         self._metrics.shadow_queue.set(("candidates",), self._active)
-        pending.append(p)
+        return p
 
-    def _pool(self, upstream: Upstream) -> UpstreamPool:
-        key = (upstream.name, str(upstream.url))
-        pool = self._pools.get(key)
+    def _pool(self, upstream: Upstream) -> tuple[UpstreamPool, str]:
+        """The candidate pool for an upstream and its base path. Looked up by identity (configs are immutable;
+        the entry holds the upstream so its id stays unique); pools are shared by URL across reloads."""
+        hit = self._pools.get(id(upstream))
+        if hit is not None and hit[0] is upstream:
+            return hit[1], hit[2]
+        same = (e[1] for e in self._pools.values() if e[0].name == upstream.name and e[0].url == upstream.url)
+        pool = next(same, None)
         if pool is None:
-            pool = self._pools[key] = UpstreamPool(upstream.url, max_connections=self._limits.max_concurrency)
-        return pool
+            pool = UpstreamPool(upstream.url, max_connections=self._limits.max_concurrency)
+        base = upstream.url.raw_path.rstrip("/")
+        self._pools[id(upstream)] = (upstream, pool, base)
+        return pool, base
 
     async def _send(self, p: _Pending, upstream: Upstream) -> None:
         try:
             async with self._slots:
-                snapshot = await self._fetch(p, upstream)
+                p.deadline = self._loop.time() + p.mirror.timeout
+                self._in_flight.add(p)
+                try:
+                    snapshot = await self._fetch(p, upstream)
+                finally:
+                    self._in_flight.discard(p)
         except asyncio.CancelledError:
             self._record_skip(p.start, "dropped", "shutdown", p.pair)
             raise
@@ -207,86 +270,185 @@ class ShadowListener:
         req = p.start.request
         side: Side = "new" if p.start.served_by == "legacy" and p.pair == "candidate" else "legacy"
         headers = _candidate_headers(req.headers, upstream, req.host, p.mirror, req.method)
-        target = upstream.url.raw_path.rstrip("/") + req.path + (("?" + req.query_string) if req.query_string else "")
-        began = self._loop.time()
+        pool, base = self._pool(upstream)
+        target = base + req.path + (("?" + req.query_string) if req.query_string else "")
+        loop = self._loop
+        began = loop.time()
         timeout = p.mirror.timeout
+        cap = self._limits.response_cap
         try:
-            async with asyncio.timeout(timeout):
-                resp = await self._pool(upstream).request(
-                    req.method,
-                    target,
-                    headers,
-                    req.body,
-                    content_length=len(req.body) if req.body is not None else None,
-                    connect_timeout=min(timeout, p.start.config.defaults.timeouts.connect),
-                    read_timeout=timeout,
-                    retry_stale=False,  # a mirrored request is sent at most once, even on a stale connection
-                )
-                try:
+            resp = await pool.request(
+                req.method,
+                target,
+                headers,
+                req.body,
+                content_length=len(req.body) if req.body is not None else None,
+                connect_timeout=min(timeout, p.start.config.defaults.timeouts.connect),
+                read_timeout=timeout,
+                retry_stale=False,  # a mirrored request is sent at most once, even on a stale connection
+            )
+            try:
+                complete = True
+                body = resp.read_complete()  # a small body usually came with the head: no more awaiting
+                if body is None:
                     chunks: list[bytes] = []
                     size = 0
-                    complete = True
                     while chunk := await resp.read():
                         size += len(chunk)
-                        if size > self._limits.response_cap:
+                        if size > cap:
                             complete = False
                             break
                         chunks.append(chunk)
-                finally:
-                    resp.close()  # an unfinished body discards the connection
+                    body = b"".join(chunks)
+                elif len(body) > cap:
+                    body, complete = body[:cap], False
+            finally:
+                resp.close()  # an unfinished body discards the connection
         except UpstreamError as exc:
-            return _failed(side, upstream.name, exc.kind, self._loop.time() - began)
-        except TimeoutError:
-            return _failed(side, upstream.name, "timeout", self._loop.time() - began)
+            return _failed(side, upstream.name, exc.kind, loop.time() - began)
+        except asyncio.CancelledError:
+            if not p.timed_out:
+                raise
+            # The sweeper's cancellation: the candidate ran past its timeout. The task goes on to record it.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            return _failed(side, upstream.name, "timeout", loop.time() - began)
         except Exception:  # anything else still completes the pair, so no exchange goes unrecorded
             log.exception("shadow request to %s failed", upstream.name)
-            return _failed(side, upstream.name, "error", self._loop.time() - began)
+            return _failed(side, upstream.name, "error", loop.time() - began)
         headers_in = tuple(end_to_end_response_headers(resp.raw_headers))  # as a client would get them
-        latency = self._loop.time() - began
-        return ResponseSnapshot(side, upstream.name, resp.status, headers_in, b"".join(chunks), complete, latency)
+        return ResponseSnapshot(side, upstream.name, resp.status, headers_in, body, complete, loop.time() - began)
+
+    async def _sweep_every(self, seconds: float) -> None:
+        """Cancel candidates past their deadline: one timer for all of them instead of one per request."""
+        while True:
+            await asyncio.sleep(seconds)
+            if not self._in_flight:
+                continue
+            now = self._loop.time()
+            for p in [p for p in self._in_flight if p.deadline <= now and not p.timed_out]:
+                p.timed_out = True
+                if p.task is not None:
+                    p.task.cancel()
 
     # --- pairing, comparing, recording -------------------------------------------------------------------------
 
     def _pair_ready(self, p: _Pending) -> None:
-        try:
-            self._compare_q.put_nowait(p)
-        except queue.Full:
-            self._record_skip(p.start, "dropped", "compare_queue_full", p.pair)
-        self._metrics.shadow_queue.set(("compare",), self._compare_q.qsize())
+        self._ready.append(p)
+        self._schedule_handoff()
+
+    def _schedule_handoff(self) -> None:
+        if self._handoff is None:
+            self._handoff = self._loop.call_later(HANDOFF, self._hand_over)
+
+    def _hand_over(self) -> None:
+        """Judge the pairs gathered since the last handoff that the fast path can (matches, failures) and record
+        them; send the rest to the compare thread and every record to the writer, each in one go."""
+        self._handoff = None
+        ready, self._ready = self._ready, []
+        if ready:
+            ready = self._judge_on_loop(ready)
+        if ready:
+            room = self._limits.compare_queue - (self._handed - self._compared)
+            if len(ready) > room:
+                for p in ready[max(room, 0) :]:
+                    self._record_skip(p.start, "dropped", "compare_queue_full", p.pair)
+                del ready[max(room, 0) :]
+            if ready:
+                self._handed += len(ready)
+                self._compare_q.put(ready)
+        records, self._loop_records = self._loop_records, []
+        if records:
+            self._writer.submit_many(records)
+        self._metrics.shadow_queue.set(("compare",), self._handed - self._compared)
+
+    def _judge_on_loop(self, ready: list[_Pending]) -> list[_Pending]:
+        """Record the pairs judged without deepdiff; returns the ones the compare thread must look at."""
+        slow: list[_Pending] = []
+        tallies: list[_Tally] = []
+        records = self._loop_records
+        for p in ready:
+            primary, candidate = p.primary, p.candidate
+            assert primary is not None
+            assert candidate is not None
+            try:
+                if p.pair == "candidate" and primary.side == candidate.side:
+                    judged: tuple[Outcome, str | None, Comparison | None] | None = (
+                        "skipped",
+                        "primary_fell_back",
+                        None,
+                    )
+                elif len(primary.body or b"") > LOOP_JUDGE_MAX or len(candidate.body or b"") > LOOP_JUDGE_MAX:
+                    judged = None
+                else:
+                    judged = judge_pair_quick(
+                        primary, candidate, p.route.compare, candidate_is_new=self._candidate_is_new(p)
+                    )
+                if judged is None:
+                    slow.append(p)
+                    continue
+                records.append(self._record(p, *judged, tallies))
+            except Exception:  # a bad pair must never break the loop's handoff, nor go unrecorded
+                log.exception("judging a shadow pair failed")
+                self._record_skip(p.start, "skipped", "compare_failed", p.pair)
+        if tallies:
+            self._count_outcomes(tallies)
+        return slow
+
+    @staticmethod
+    def _candidate_is_new(p: _Pending) -> bool:
+        # A noise pair is legacy vs a second legacy call; the second call sits on the record's "new" side.
+        return p.pair == "noise" or p.start.served_by == "legacy"
 
     def _compare_loop(self) -> None:
-        while (p := self._compare_q.get()) is not None:
-            try:
-                self._compare_and_record(p)
-            except Exception:  # a bad pair must never stop the thread, nor go unrecorded
-                log.exception("comparing a shadow pair failed")
-                self._record_skip(p.start, "skipped", "compare_failed", p.pair, on_loop=False)
+        while (batch := self._compare_q.get()) is not None:
+            records: list[ExchangeRecord] = []
+            tallies: list[_Tally] = []
+            for p in batch:
+                try:
+                    records.append(self._compare_and_record(p, tallies))
+                except Exception:  # a bad pair must never stop the thread, nor go unrecorded
+                    log.exception("comparing a shadow pair failed")
+                    redactor = self._redactor(p.start.config.store.redact)
+                    records.append(unpaired_record(p.start, p.pair, "skipped", "compare_failed", redactor))
+                    tallies.append((p.route.id, "skipped", "compare_failed", None))
+            self._writer.submit_many(records)
+            self._compared += len(batch)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the process is ending
+                self._loop.call_soon_threadsafe(self._count_outcomes, tallies)
 
-    def _compare_and_record(self, p: _Pending) -> None:
+    def _compare_and_record(self, p: _Pending, tallies: list[_Tally]) -> ExchangeRecord:
+        """In the compare thread: the full judgement (deepdiff on mismatches) and the record."""
         primary, candidate = p.primary, p.candidate
         assert primary is not None
         assert candidate is not None
-        # A noise pair is legacy vs a second legacy call; the second call sits on the record's "new" side.
-        candidate_is_new = p.pair == "noise" or p.start.served_by == "legacy"
-        legacy, new = (primary, candidate) if candidate_is_new else (candidate, primary)
-        comparison: Comparison | None = None
-        reason: str | None
-        outcome: Outcome
         if p.pair == "candidate" and primary.side == candidate.side:
             # The new side failed and the route fell back: legacy answered both, nothing to learn from the pair.
-            outcome, reason = "skipped", "primary_fell_back"
-        else:
-            outcome, reason, comparison = judge_pair(
-                primary, candidate, p.route.compare, candidate_is_new=candidate_is_new
-            )
+            return self._record(p, "skipped", "primary_fell_back", None, tallies)
+        judged = judge_pair(primary, candidate, p.route.compare, candidate_is_new=self._candidate_is_new(p))
+        return self._record(p, *judged, tallies)
+
+    def _record(
+        self,
+        p: _Pending,
+        outcome: Outcome,
+        reason: str | None,
+        comparison: Comparison | None,
+        tallies: list[_Tally],
+    ) -> ExchangeRecord:
+        """The redacted record of a judged pair (bodies kept for all but an unsampled match); tallied."""
+        primary, candidate = p.primary, p.candidate
+        assert primary is not None
+        assert candidate is not None
+        legacy, new = (primary, candidate) if self._candidate_is_new(p) else (candidate, primary)
         keep_bodies = outcome != "match" or self._rand() < p.start.config.store.sample_matches
         redactor = self._redactor(p.start.config.store.redact)
         record = exchange_record(
             p.start, p.pair, legacy, new, outcome, reason, comparison, redactor, keep_bodies=keep_bodies
         )
-        self._writer.submit(record)
-        seconds = comparison.seconds if comparison is not None else None
-        self._call_on_loop(self._count_outcome, p.route.id, outcome, reason, seconds)
+        tallies.append((p.route.id, outcome, reason, comparison.seconds if comparison is not None else None))
+        return record
 
     def _redactor(self, rules: Redact) -> Redactor:
         r = self._redactors.get(rules)
@@ -294,32 +456,37 @@ class ShadowListener:
             r = self._redactors[rules] = Redactor(self._key, rules)
         return r
 
-    def _record_skip(
-        self, start: ExchangeStart, outcome: Outcome, reason: str, pair: Pair = "candidate", *, on_loop: bool = True
-    ) -> None:
+    def _record_skip(self, start: ExchangeStart, outcome: Outcome, reason: str, pair: Pair = "candidate") -> None:
+        """On the loop: count at once, and queue the record for the next handoff."""
         route = start.route
         assert route is not None
-        if on_loop:
-            self._count_outcome(route.id, outcome, reason, None)
-        else:
-            self._call_on_loop(self._count_outcome, route.id, outcome, reason, None)
+        self._count_outcome(route.id, outcome, reason, None)
         redactor = self._redactor(start.config.store.redact)
-        self._writer.submit(unpaired_record(start, pair, outcome, reason, redactor))
+        self._loop_records.append(unpaired_record(start, pair, outcome, reason, redactor))
+        self._schedule_handoff()
 
     # --- metrics: only ever touched on the event loop (the registry is plain dicts) ----------------------------
-
-    def _call_on_loop(self, fn: Callable[..., None], *args: Any) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop is closed: the process is ending, metrics no longer matter
-            self._loop.call_soon_threadsafe(fn, *args)
 
     def _count_outcome(self, route_id: str, outcome: Outcome, reason: str | None, seconds: float | None) -> None:
         metrics = self._metrics
         metrics.shadow.inc((route_id, outcome, reason or ""))
         if seconds is not None:
             metrics.compare_time.observe((route_id,), seconds)
-        metrics.shadow_queue.set(("compare",), self._compare_q.qsize())
-        metrics.shadow_queue.set(("store",), self._writer.depth())
-        metrics.shadow_queue.set(("candidates",), self._active)
+        self._set_depths()
+
+    def _count_outcomes(self, tallies: list[_Tally]) -> None:
+        shadow, compare_time = self._metrics.shadow, self._metrics.compare_time
+        for route_id, outcome, reason, seconds in tallies:
+            shadow.inc((route_id, outcome, reason or ""))
+            if seconds is not None:
+                compare_time.observe((route_id,), seconds)
+        self._set_depths()
+
+    def _set_depths(self) -> None:
+        depth = self._metrics.shadow_queue
+        depth.set(("compare",), self._handed - self._compared)
+        depth.set(("store",), self._writer.depth())
+        depth.set(("candidates",), self._active)
 
     async def _flush_traffic_every(self, seconds: float) -> None:
         while True:
@@ -344,11 +511,15 @@ class ShadowListener:
         if not await self._tasks.wait(deadline):
             log.warning("shadow: candidates still running after %.1fs; cancelling them", deadline)
         await self._tasks.close()
-        await asyncio.to_thread(self._compare_q.put, None)  # may wait for room: never block the loop on it
+        await self._background.close()
+        if self._handoff is not None:
+            self._handoff.cancel()
+        self._hand_over()
+        self._compare_q.put(None)
         await asyncio.to_thread(self._compare_thread.join)
         self._flush_traffic()
         await asyncio.to_thread(self._writer.close)
-        for pool in self._pools.values():
+        for pool in {id(e[1]): e[1] for e in self._pools.values()}.values():
             await pool.close()
         self._pools.clear()
         await asyncio.sleep(0)  # run the metric updates the compare thread scheduled last
@@ -373,12 +544,16 @@ def _failed(side: Side, upstream: str, error: str, latency: float) -> ResponseSn
     return ResponseSnapshot(side, upstream, 0, (), None, False, latency, error)
 
 
+def _mirror_options(route: Route, served_by: Side) -> Mirror | None:
+    """The route's mirror options for requests the given side serves; None when it mirrors none of them."""
+    if served_by == "legacy":
+        return route.shadow if route.mode in ("shadow", "canary") else None
+    return route.verify if route.mode == "new" else None
+
+
 def _skip_reason(route: Route, start: ExchangeStart) -> str | None:
     """Why a request on a mirroring route was not mirrored; None when the route does not mirror this side."""
-    if start.served_by == "legacy":
-        opts = route.shadow if route.mode in ("shadow", "canary") else None
-    else:
-        opts = route.verify if route.mode == "new" else None
+    opts = _mirror_options(route, start.served_by)
     if opts is None:
         return None
     if start.request.method not in opts.methods:
