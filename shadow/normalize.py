@@ -211,10 +211,22 @@ def canonical_json(doc: object) -> bytes:
 # --- headers ----------------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=256)
+_COMPARED_NAMES: dict[int, tuple[Compare, frozenset[str]]] = {}
+
+
 def compared_header_names(rules: Compare) -> frozenset[str]:
-    """The allow-listed headers minus the built-in volatile set and the route's ignore_headers (cached per rules)."""
-    return frozenset(h.lower() for h in rules.headers) - VOLATILE_HEADERS - rules.ignore_headers
+    """The allow-listed headers minus the built-in volatile set and the route's ignore_headers (cached per rules).
+
+    Cached by identity: hashing the frozen rules costs more than the lookup saves; the entry holds the rules, so
+    their id cannot be reused while cached."""
+    hit = _COMPARED_NAMES.get(id(rules))
+    if hit is not None and hit[0] is rules:
+        return hit[1]
+    if len(_COMPARED_NAMES) >= 256:
+        _COMPARED_NAMES.clear()  # configs reloaded many times: start over rather than grow
+    names = frozenset(h.lower() for h in rules.headers) - VOLATILE_HEADERS - rules.ignore_headers
+    _COMPARED_NAMES[id(rules)] = (rules, names)
+    return names
 
 
 def _cookie_name(set_cookie: str) -> str:
