@@ -90,9 +90,6 @@ def compared_record(
 ) -> ExchangeRecord:
     """A record of both sides of a pair; the request fields must already be redacted (live traffic and replay)."""
 
-    def body(headers: Headers, data: bytes | None) -> StoredBody | None:
-        return stored_body(headers, data, redactor, cap) if keep_bodies else None
-
     # Response headers go with the bodies: kept for every exchange but an unsampled match, whose compared headers
     # were equal anyway (they were most of such a row's bytes, and most of its cost to write).
     keep_headers = keep_bodies or outcome != "match"
@@ -121,8 +118,8 @@ def compared_record(
         legacy_headers=redactor.headers(legacy.headers) if keep_headers else (),
         new_headers=redactor.headers(new.headers) if keep_headers else (),
         request_body=request_body,
-        legacy_body=body(legacy.headers, legacy.body),
-        new_body=body(new.headers, new.body),
+        legacy_body=stored_body(legacy.headers, legacy.body, redactor, cap) if keep_bodies else None,
+        new_body=stored_body(new.headers, new.body, redactor, cap) if keep_bodies else None,
         differences=tuple(redactor.redact_difference(d) for d in comparison.differences) if comparison else (),
     )
 

@@ -6,13 +6,14 @@ for it. The client never pays for the shadow side:
   candidate does (down, slow, 500, Set-Cookie) reaches the client;
 - concurrency is capped and the waiting room is bounded: past it, the shadow is dropped and counted;
 - a mirrored request is sent at most once (`retry_stale=False`);
-- comparison (deepdiff on mismatches) and redaction run in one worker thread behind a bounded queue, storage in the
-  store's writer thread; the event loop only starts requests, reads bodies and updates metrics.
+- pairs the fast path can judge (matches, failures; small bodies) are judged and recorded on the loop, in one
+  handoff every `HANDOFF` seconds; only the rest cross to the compare thread (deepdiff, never on the loop), in
+  batches, and metrics come back the same way. Storage runs in the store's writer thread.
 
 Cheap on purpose, since it runs for every request: routes that mirror nothing cost the core one `wants_exchange`
-and one `request_served` call (no snapshots); finished pairs and loop-side records cross to the threads in one
-handoff every `HANDOFF` seconds rather than one queue operation (and thread wake-up) each, and metrics come back
-the same way; a candidate's deadline is enforced by one sweeper rather than a timer per request.
+and one `request_served` call (no snapshots). Every wake-up of a thread must win the GIL back from the busy loop,
+which costs both threads far more than the work itself, so threads wake per batch, never per request; and a
+candidate's deadline is enforced by one sweeper rather than a timer per request.
 """
 
 from __future__ import annotations
@@ -144,7 +145,8 @@ class ShadowListener:
         self._rand = rand
         self._tasks = TaskOwner("shadow")  # candidate requests
         self._background = TaskOwner("shadow-background")  # the traffic flusher and the deadline sweeper
-        self._pools: dict[int, tuple[Upstream, UpstreamPool, str]] = {}  # id(upstream) -> it, its pool, base path
+        # id(upstream) -> it, its pool, its base path, the Host a copy to it carries (unless preserved)
+        self._pools: dict[int, tuple[Upstream, UpstreamPool, str, str]] = {}
         self._slots = asyncio.Semaphore(limits.max_concurrency)
         self._active = 0  # candidate tasks started and not finished: in flight plus waiting for a slot
         self._in_flight: set[_Pending] = set()  # candidates holding a slot, watched by the deadline sweeper
@@ -230,23 +232,24 @@ class ShadowListener:
         p = _Pending(self, start, route, mirror, pair)
         self._active += 1
         self._sent.inc((route.id, pair))
-        p.task = self._tasks.start(self._send(p, upstream), name="shadow-" + route.id)
+        p.task = self._tasks.start(self._send(p, upstream), name="shadow-candidate")
         self._metrics.shadow_queue.set(("candidates",), self._active)
         return p
 
-    def _pool(self, upstream: Upstream) -> tuple[UpstreamPool, str]:
-        """The candidate pool for an upstream and its base path. Looked up by identity (configs are immutable;
-        the entry holds the upstream so its id stays unique); pools are shared by URL across reloads."""
+    def _pool(self, upstream: Upstream) -> tuple[UpstreamPool, str, str]:
+        """The candidate pool for an upstream, its base path and Host. Looked up by identity (configs are
+        immutable; the entry holds the upstream so its id stays unique); pools are shared by URL across reloads."""
         hit = self._pools.get(id(upstream))
         if hit is not None and hit[0] is upstream:
-            return hit[1], hit[2]
+            return hit[1], hit[2], hit[3]
         same = (e[1] for e in self._pools.values() if e[0].name == upstream.name and e[0].url == upstream.url)
         pool = next(same, None)
         if pool is None:
             pool = UpstreamPool(upstream.url, max_connections=self._limits.max_concurrency)
         base = upstream.url.raw_path.rstrip("/")
-        self._pools[id(upstream)] = (upstream, pool, base)
-        return pool, base
+        host = _host_of(upstream)
+        self._pools[id(upstream)] = (upstream, pool, base, host)
+        return pool, base, host
 
     async def _send(self, p: _Pending, upstream: Upstream) -> None:
         try:
@@ -269,8 +272,10 @@ class ShadowListener:
     async def _fetch(self, p: _Pending, upstream: Upstream) -> ResponseSnapshot:
         req = p.start.request
         side: Side = "new" if p.start.served_by == "legacy" and p.pair == "candidate" else "legacy"
-        headers = _candidate_headers(req.headers, upstream, req.host, p.mirror, req.method)
-        pool, base = self._pool(upstream)
+        pool, base, host = self._pool(upstream)
+        if upstream.host_header == "preserve":
+            host = req.host
+        headers = _candidate_headers(req.headers, host, p.mirror, req.method)
         target = base + req.path + (("?" + req.query_string) if req.query_string else "")
         loop = self._loop
         began = loop.time()
@@ -564,19 +569,18 @@ def _skip_reason(route: Route, start: ExchangeStart) -> str | None:
 _NOT_FORWARDED = frozenset({"host", DRY_RUN_HEADER.lower()})
 
 
-def _candidate_headers(headers: Headers, upstream: Upstream, client_host: str, mirror: Mirror, method: str) -> Headers:
+def _candidate_headers(headers: Headers, host: str, mirror: Mirror, method: str) -> list[tuple[str, str]]:
     """The primary's forwarded headers for the other upstream: its Host, the shadow mark, the dry-run mark.
 
     A client's own copies of the mark headers are dropped, so only strangler decides what a candidate sees.
     """
-    host = client_host if upstream.host_header == "preserve" else _host_of(upstream)
     mark = mirror.header.lower()
     out = [(k, v) for k, v in headers if (name := k.lower()) not in _NOT_FORWARDED and name != mark]
     out.append(("Host", host))
     out.append((mirror.header, "1"))
     if mirror.side_effects == "dry_run" and method not in SAFE_METHODS:
         out.append((DRY_RUN_HEADER, "1"))
-    return tuple(out)
+    return out
 
 
 def _host_of(upstream: Upstream) -> str:

@@ -171,10 +171,6 @@ def _connect(path: Path, *, create: bool) -> sqlite_utils.Database:
     return db
 
 
-def _headers_json(headers: tuple[tuple[str, str], ...]) -> str | None:
-    return orjson.dumps(headers).decode() if headers else None
-
-
 _Key = tuple[object, ...]
 # (position of the exchange, route_id, time, pair, path, grp, kind, legacy_value, new_value)
 _DiffRow = tuple[int, str, float, str, str, str, str, str | None, str | None]
@@ -224,13 +220,16 @@ def prepare_records(records: Sequence[ExchangeRecord]) -> PreparedBatch:
     batch = PreparedBatch()
     values, bodies, differences = batch.exchange_values, batch.bodies, batch.differences
     outcomes, latencies, fields = batch.outcomes, batch.latencies, batch.fields
+    dumps = orjson.dumps
     for i, r in enumerate(records):
         values.extend(
             (
                 r.time, r.route_id, r.mode, r.pair, r.method, r.template, r.path, r.query, r.request_id,
                 r.served_by, r.outcome, r.reason, r.legacy_status, r.legacy_latency_ms, r.legacy_size,
-                r.new_status, r.new_latency_ms, r.new_size, r.compare_ms, _headers_json(r.request_headers),
-                _headers_json(r.legacy_headers), _headers_json(r.new_headers),
+                r.new_status, r.new_latency_ms, r.new_size, r.compare_ms,
+                dumps(r.request_headers).decode() if r.request_headers else None,
+                dumps(r.legacy_headers).decode() if r.legacy_headers else None,
+                dumps(r.new_headers).decode() if r.new_headers else None,
             )
         )  # fmt: skip
         for which, body in (("request", r.request_body), ("legacy", r.legacy_body), ("new", r.new_body)):
