@@ -321,24 +321,6 @@ def end_to_end_response_headers(upstream_raw_headers: RawHeaders) -> list[tuple[
     return decode_pairs(kept)
 
 
-def client_response_headers(
-    upstream_raw_headers: RawHeaders,
-    *,
-    request_id: str,
-    via: str,
-    extra: Iterable[tuple[str, str]] = (),
-    version: tuple[int, int] = (1, 1),
-) -> CIMultiDict[str]:
-    """Headers for the client response: the upstream's end-to-end headers plus Via, X-Request-Id and `extra`."""
-    return response_headers_with(
-        end_to_end_response_headers(upstream_raw_headers),
-        request_id=request_id,
-        via=via,
-        extra=extra,
-        version=version,
-    )
-
-
 def response_headers_with(
     cleaned: Iterable[tuple[str, str]],
     *,

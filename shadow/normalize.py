@@ -233,13 +233,6 @@ def _cookie_name(set_cookie: str) -> str:
     return set_cookie.split(";", 1)[0].split("=", 1)[0].strip()
 
 
-def cookie_names(headers: Headers) -> tuple[str, ...]:
-    """Sorted, distinct names of the cookies set by Set-Cookie headers; values are never looked at."""
-    names = {_cookie_name(value) for key, value in headers if key.lower() == SET_COOKIE}
-    names.discard("")
-    return tuple(sorted(names))
-
-
 def header_view(headers: Headers, rules: Compare) -> dict[str, str]:
     """The headers that are compared: allow-listed values (repeats joined by ', '), plus the names of the
     cookies set (key 'set-cookie', names joined by ', ') unless 'set-cookie' is in ignore_headers."""

@@ -9,9 +9,9 @@ from yarl import URL
 
 from proxy.config import Upstream
 from proxy.headers import (
-    client_response_headers,
     end_to_end_response_headers,
     new_request_id,
+    response_headers_with,
     upstream_request_headers,
     valid_request_id,
 )
@@ -192,8 +192,8 @@ def test_response_headers_strip_hop_by_hop_and_framing() -> None:
 
 def test_client_response_headers_add_via_request_id_and_extra() -> None:
     """The client response gets Via appended, X-Request-Id set and extra headers applied."""
-    headers = client_response_headers(
-        raw(("Via", "1.1 backend"), ("X-Request-Id", "upstream-made"), ("ETag", '"v1"')),
+    headers = response_headers_with(
+        end_to_end_response_headers(raw(("Via", "1.1 backend"), ("X-Request-Id", "upstream-made"), ("ETag", '"v1"'))),
         request_id="rid-9",
         via="strangler",
         extra=(("X-Strangler-Route", "orders"),),
