@@ -109,7 +109,7 @@ def _drop_named(kept: list[tuple[bytes, bytes]], named: set[bytes]) -> list[tupl
 _HOSTS: dict[int, tuple[Upstream, str]] = {}
 
 
-def _upstream_host(upstream: Upstream) -> str:
+def upstream_host(upstream: Upstream) -> str:
     """The Host value for an upstream, cached by identity: hashing the frozen dataclass (and its URL) for an
     lru_cache costs more than the lookup saves. The entry holds the upstream, so its id cannot be reused."""
     hit = _HOSTS.get(id(upstream))
@@ -178,7 +178,7 @@ def upstream_request_headers(
             forwarded.append(pair)
 
     trusted = bool(trusted_proxies) and _is_trusted(peer_ip, trusted_proxies)
-    host = client_host if upstream.host_header == "preserve" and client_host else _upstream_host(upstream)
+    host = client_host if upstream.host_header == "preserve" and client_host else upstream_host(upstream)
     out: list[tuple[str, str]] = [("Host", host)] if host else []
     if named is not None:
         kept = _drop_named(kept, named)

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 
 from proxy.config import SAFE_METHODS, Config, Mirror, Route, Upstream
 from proxy.events import Headers, ResponseSnapshot, Side
-from proxy.headers import HOP_BY_HOP
+from proxy.headers import HOP_BY_HOP, end_to_end_response_headers, upstream_host
 from proxy.transport import UpstreamError, UpstreamPool
 from shadow.compare import judge_pair
 from shadow.model import Comparison, ExchangeRecord, Outcome, StoredBody
 from shadow.records import compared_record
 from shadow.redact import Redactor
+from shadow.runner import read_capped
 from shadow.store import Store
 from shadow.store_types import ReplayItem
 
@@ -150,24 +151,15 @@ class Replayer:
                     retry_stale=False,  # a replayed request is sent at most once per side
                 )
                 try:
-                    chunks: list[bytes] = []
-                    size, complete = 0, True
-                    while chunk := await resp.read():
-                        size += len(chunk)
-                        if size > RESPONSE_CAP:
-                            complete = False
-                            break
-                        chunks.append(chunk)
+                    body, complete = await read_capped(resp, RESPONSE_CAP)
                 finally:
                     resp.close()
         except UpstreamError as exc:
             return ResponseSnapshot(side, upstream.name, 0, (), None, False, loop.time() - began, exc.kind)
         except TimeoutError:
             return ResponseSnapshot(side, upstream.name, 0, (), None, False, loop.time() - began, "timeout")
-        body = b"".join(chunks)
-        return ResponseSnapshot(
-            side, upstream.name, resp.status, tuple(resp.headers.items()), body, complete, loop.time() - began
-        )
+        headers_in = tuple(end_to_end_response_headers(resp.raw_headers))  # as live shadowing records them
+        return ResponseSnapshot(side, upstream.name, resp.status, headers_in, body, complete, loop.time() - began)
 
     def _record(
         self,
@@ -213,9 +205,7 @@ class Replayer:
 def request_headers(stored: Headers, upstream: Upstream, mirror: Mirror) -> Headers:
     """The stored request headers for one side: framing and Host recomputed, marked as mirrored and replayed."""
     out = [(k, v) for k, v in stored if k.lower() not in _NOT_SENT and k.lower() != REPLAY_HEADER.lower()]
-    url = upstream.url
-    default = 443 if url.scheme == "https" else 80
-    out.append(("Host", f"{url.host}:{url.port}" if url.port not in (None, default) else str(url.host)))
+    out.append(("Host", upstream_host(upstream)))
     out.append((mirror.header, "1"))
     out.append((REPLAY_HEADER, "1"))
     return tuple(out)

@@ -30,11 +30,11 @@ from pathlib import Path
 
 from proxy.config import SAFE_METHODS, Config, Mirror, Redact, Route, Upstream
 from proxy.events import ExchangeListener, ExchangeObserver, ExchangeStart, Headers, ResponseSnapshot, Side
-from proxy.headers import end_to_end_response_headers
+from proxy.headers import end_to_end_response_headers, upstream_host
 from proxy.metrics import Counter, Metrics
 from proxy.state import RuntimeState
 from proxy.tasks import TaskOwner
-from proxy.transport import UpstreamError, UpstreamPool
+from proxy.transport import UpstreamError, UpstreamPool, UpstreamResponse
 from shadow.compare import judge_pair, judge_pair_quick
 from shadow.model import Comparison, ExchangeRecord, Outcome, Pair
 from shadow.records import TrafficTally, exchange_record, unpaired_record
@@ -247,7 +247,7 @@ class ShadowListener:
         if pool is None:
             pool = UpstreamPool(upstream.url, max_connections=self._limits.max_concurrency)
         base = upstream.url.raw_path.rstrip("/")
-        host = _host_of(upstream)
+        host = upstream_host(upstream)
         self._pools[id(upstream)] = (upstream, pool, base, host)
         return pool, base, host
 
@@ -293,20 +293,7 @@ class ShadowListener:
                 retry_stale=False,  # a mirrored request is sent at most once, even on a stale connection
             )
             try:
-                complete = True
-                body = resp.read_complete()  # a small body usually came with the head: no more awaiting
-                if body is None:
-                    chunks: list[bytes] = []
-                    size = 0
-                    while chunk := await resp.read():
-                        size += len(chunk)
-                        if size > cap:
-                            complete = False
-                            break
-                        chunks.append(chunk)
-                    body = b"".join(chunks)
-                elif len(body) > cap:
-                    body, complete = body[:cap], False
+                body, complete = await read_capped(resp, cap)
             finally:
                 resp.close()  # an unfinished body discards the connection
         except UpstreamError as exc:
@@ -545,6 +532,21 @@ def _extra_counter(metrics: Metrics, name: str, help: str, labels: tuple[str, ..
     return counter
 
 
+async def read_capped(resp: UpstreamResponse, cap: int) -> tuple[bytes, bool]:
+    """A candidate's body for comparing, at most `cap` bytes; False when it was cut there."""
+    body = resp.read_complete()  # a small body usually came with the head: no more awaiting
+    if body is not None:
+        return (body, True) if len(body) <= cap else (body[:cap], False)
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await resp.read():
+        size += len(chunk)
+        if size > cap:
+            return b"".join(chunks), False
+        chunks.append(chunk)
+    return b"".join(chunks), True
+
+
 def _failed(side: Side, upstream: str, error: str, latency: float) -> ResponseSnapshot:
     return ResponseSnapshot(side, upstream, 0, (), None, False, latency, error)
 
@@ -581,9 +583,3 @@ def _candidate_headers(headers: Headers, host: str, mirror: Mirror, method: str)
     if mirror.side_effects == "dry_run" and method not in SAFE_METHODS:
         out.append((DRY_RUN_HEADER, "1"))
     return out
-
-
-def _host_of(upstream: Upstream) -> str:
-    url = upstream.url
-    default = 443 if url.scheme == "https" else 80
-    return f"{url.host}:{url.port}" if url.port not in (None, default) else str(url.host)
