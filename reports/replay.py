@@ -21,7 +21,7 @@ from shadow.compare import judge_pair
 from shadow.model import Comparison, ExchangeRecord, Outcome, StoredBody
 from shadow.records import compared_record
 from shadow.redact import Redactor
-from shadow.runner import read_capped
+from shadow.runner import DRY_RUN_HEADER, read_capped
 from shadow.store import Store
 from shadow.store_types import ReplayItem
 
@@ -134,7 +134,7 @@ class Replayer:
 
     async def _fetch(self, target: ReplayTarget, upstream: Upstream, side: Side, mirror: Mirror) -> ResponseSnapshot:
         item = target.item
-        headers = request_headers(item.headers, upstream, mirror)
+        headers = request_headers(item.headers, upstream, mirror, item.method)
         path = upstream.url.raw_path.rstrip("/") + item.path + (f"?{item.query}" if item.query else "")
         loop = asyncio.get_running_loop()
         began = loop.time()
@@ -202,12 +202,16 @@ class Replayer:
         self._pools.clear()
 
 
-def request_headers(stored: Headers, upstream: Upstream, mirror: Mirror) -> Headers:
-    """The stored request headers for one side: framing and Host recomputed, marked as mirrored and replayed."""
-    out = [(k, v) for k, v in stored if k.lower() not in _NOT_SENT and k.lower() != REPLAY_HEADER.lower()]
+def request_headers(stored: Headers, upstream: Upstream, mirror: Mirror, method: str) -> Headers:
+    """The stored request headers for one side: framing and Host recomputed, marked as mirrored and replayed, and
+    as a dry run when the route mirrors writes that way (as live shadowing does)."""
+    dropped = (REPLAY_HEADER.lower(), DRY_RUN_HEADER.lower())
+    out = [(k, v) for k, v in stored if (name := k.lower()) not in _NOT_SENT and name not in dropped]
     out.append(("Host", upstream_host(upstream)))
     out.append((mirror.header, "1"))
     out.append((REPLAY_HEADER, "1"))
+    if mirror.side_effects == "dry_run" and method not in SAFE_METHODS:
+        out.append((DRY_RUN_HEADER, "1"))
     return tuple(out)
 
 

@@ -147,3 +147,24 @@ def test_replay_without_a_store_fails(tmp_path: Path) -> None:
     result = invoke("replay", "-c", str(config))
     assert result.exit_code == 1
     assert "no such store file" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("side_effects", "method", "marked"),
+    [("dry_run", "POST", True), ("dry_run", "GET", False), ("allow", "POST", False)],
+)
+def test_replayed_writes_carry_the_dry_run_mark_like_live_shadowing(
+    side_effects: str, method: str, marked: bool
+) -> None:
+    """Replay marks unsafe methods X-Strangler-Dry-Run: 1 on dry_run routes, drops client copies, and sets Host."""
+    from yarl import URL
+
+    from proxy.config import Mirror, Upstream
+    from reports.replay import request_headers
+
+    mirror = Mirror(side_effects=side_effects)  # type: ignore[arg-type]
+    stored = (("Host", "old"), ("X-Strangler-Dry-Run", "0"), ("Content-Type", "application/json"))
+    out = dict(request_headers(stored, Upstream("new", URL("http://127.0.0.1:9002")), mirror, method))
+    assert out.get("X-Strangler-Dry-Run") == ("1" if marked else None)
+    assert out["Host"] == "127.0.0.1:9002"
+    assert out["X-Strangler-Shadow"] == "1"
