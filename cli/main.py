@@ -263,12 +263,20 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Listen port (default: listen.port from the config).")] = None,
     admin_port: Annotated[int | None, typer.Option(help="Admin port (default: admin.port from the config).")] = None,
     db: Annotated[Path | None, typer.Option(help="Shadow store SQLite file (default: store.path).")] = None,
+    shadow_worker: Annotated[
+        bool,
+        typer.Option(
+            help="Run the shadow side (copies, comparisons, store writes) in a worker process, off the proxy's "
+            "event loop and GIL. --no-shadow-worker keeps it in the proxy process (one core, or debugging)."
+        ),
+    ] = True,
 ) -> None:
     """Run the proxy until interrupted (Ctrl-C or SIGTERM drains in-flight requests first).
 
     Example: [bold]strangler serve --config routes.yaml --port 8080 --admin-port 8081[/bold]
     """
     from proxy.app import serve as serve_proxy  # deferred: the server stack is not needed by other commands
+    from shadow.bridge import shadow_worker_listeners
     from shadow.runner import shadow_listeners
 
     code = serve_proxy(
@@ -277,7 +285,7 @@ def serve(
         port=port,
         admin_port=admin_port,
         db=str(db) if db else None,
-        listeners_factory=shadow_listeners,
+        listeners_factory=shadow_worker_listeners if shadow_worker else shadow_listeners,
     )
     if code:
         raise typer.Exit(code)

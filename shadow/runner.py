@@ -36,10 +36,10 @@ from proxy.state import RuntimeState
 from proxy.tasks import TaskOwner
 from proxy.transport import UpstreamError, UpstreamPool, UpstreamResponse
 from shadow.compare import judge_pair, judge_pair_quick
-from shadow.model import Comparison, ExchangeRecord, Outcome, Pair
+from shadow.model import Comparison, ExchangeRecord, Outcome, Pair, TrafficCount
 from shadow.records import TrafficTally, exchange_record, unpaired_record
 from shadow.redact import Redactor, key_path_for, load_or_create_key
-from shadow.store import StoreWriter
+from shadow.store_writer import StoreWriter
 
 log = logging.getLogger("strangler.shadow")
 
@@ -131,7 +131,7 @@ class ShadowListener:
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._metrics = metrics
-        self._sent = _extra_counter(
+        self._sent = extra_counter(
             metrics,
             SENT_METRIC,
             "Copies sent to the other side, by route and pair (candidate, noise).",
@@ -182,7 +182,7 @@ class ShadowListener:
 
     def wants_exchange(self, route: Route | None, served_by: Side, method: str) -> bool:
         """Only requests on a route that mirrors their side: the rest are just counted (`request_served`)."""
-        return route is not None and not self._closing and _mirror_options(route, served_by) is not None
+        return route is not None and not self._closing and mirror_options(route, served_by) is not None
 
     def request_served(
         self, route: Route | None, served_by: Side, method: str, path: str, status: int, failed: bool, latency: float
@@ -190,33 +190,32 @@ class ShadowListener:
         self._traffic.add(route, served_by, method, path, failed, latency)
 
     def request_received(self, start: ExchangeStart) -> ExchangeObserver | None:
+        if self._closing:
+            return None
+        plan = plan_mirror(start, self._rand)
+        return None if plan is None else self.begin(start, plan)
+
+    def begin(self, start: ExchangeStart, plan: MirrorPlan) -> ExchangeObserver | None:
+        """Carry out a plan made by `plan_mirror` (here, or in the proxy process when this runs in a shadow
+        worker): record the skip, start the copies. The observer wants the primary's snapshot."""
         route = start.route
         if route is None or self._closing:
             return None
+        if plan.skip is not None:
+            self._record_skip(start, "skipped", plan.skip)
         mirror = start.mirror
         if mirror is None:
-            reason = _skip_reason(route, start)
-            if reason is not None:
-                self._record_skip(start, "skipped", reason)
             return None
-        candidate: _Pending | None = None
-        if mirror.sample >= 1.0 or self._rand() < mirror.sample:
-            if start.request.body is None:  # the handler could not hold it: larger than mirror.max_body
-                self._record_skip(start, "skipped", "request_too_large")
-            else:
-                candidate = self._mirror(start, route, mirror, "candidate")
-        # Noise: a second legacy call of a safe, legacy-served request, compared legacy vs legacy.
-        if (
-            route.noise.sample > 0
-            and start.served_by == "legacy"
-            and start.request.method in SAFE_METHODS
-            and start.request.body is not None
-            and self._rand() < route.noise.sample
-        ):
-            noise = self._mirror(start, route, mirror, "noise")
-            if noise is not None:
-                return noise if candidate is None else _Both(candidate, noise)
+        candidate = self._mirror(start, route, mirror, "candidate") if plan.candidate else None
+        noise = self._mirror(start, route, mirror, "noise") if plan.noise else None
+        if noise is not None:
+            return noise if candidate is None else _Both(candidate, noise)
         return candidate
+
+    def add_traffic(self, counts: Sequence[TrafficCount]) -> None:
+        """Traffic counts tallied elsewhere (the proxy process, when this runs in a shadow worker)."""
+        if counts:
+            self._writer.count(counts)
 
     # --- mirroring ----------------------------------------------------------------------------------------------
 
@@ -522,7 +521,51 @@ def shadow_listeners(state: RuntimeState) -> Sequence[ExchangeListener]:
     return [ShadowListener.create(state.config, state.metrics, state.db_path)]
 
 
-def _extra_counter(metrics: Metrics, name: str, help: str, labels: tuple[str, ...]) -> Counter:
+@dataclass(frozen=True, slots=True)
+class MirrorPlan:
+    """What to do with one request on a mirroring route: decided once, where the request is served."""
+
+    skip: str | None = None  # record the request as skipped, with this reason
+    candidate: bool = False  # send the copy to the other side
+    noise: bool = False  # send a second copy to legacy (legacy vs legacy)
+
+
+_CANDIDATE = MirrorPlan(candidate=True)
+
+
+def plan_mirror(start: ExchangeStart, rand: Callable[[], float]) -> MirrorPlan | None:
+    """The plan for a request (sampling included); None when there is nothing to do or record."""
+    route = start.route
+    if route is None:
+        return None
+    mirror = start.mirror
+    if mirror is None:
+        reason = _skip_reason(route, start)
+        return None if reason is None else MirrorPlan(skip=reason)
+    request = start.request
+    skip: str | None = None
+    candidate = False
+    if mirror.sample >= 1.0 or rand() < mirror.sample:
+        if request.body is None:  # the handler could not hold it: larger than mirror.max_body
+            skip = "request_too_large"
+        else:
+            candidate = True
+    # Noise: a second legacy call of a safe, legacy-served request, compared legacy vs legacy.
+    noise = (
+        route.noise.sample > 0
+        and start.served_by == "legacy"
+        and request.method in SAFE_METHODS
+        and request.body is not None
+        and rand() < route.noise.sample
+    )
+    if candidate and not noise:
+        return _CANDIDATE
+    if skip is None and not candidate and not noise:
+        return None
+    return MirrorPlan(skip, candidate, noise)
+
+
+def extra_counter(metrics: Metrics, name: str, help: str, labels: tuple[str, ...]) -> Counter:
     """A counter in `metrics.extra`, created once per registry (several listeners may share one)."""
     for metric in metrics.extra:
         if metric.name == name and isinstance(metric, Counter):
@@ -551,7 +594,7 @@ def _failed(side: Side, upstream: str, error: str, latency: float) -> ResponseSn
     return ResponseSnapshot(side, upstream, 0, (), None, False, latency, error)
 
 
-def _mirror_options(route: Route, served_by: Side) -> Mirror | None:
+def mirror_options(route: Route, served_by: Side) -> Mirror | None:
     """The route's mirror options for requests the given side serves; None when it mirrors none of them."""
     if served_by == "legacy":
         return route.shadow if route.mode in ("shadow", "canary") else None
@@ -560,7 +603,7 @@ def _mirror_options(route: Route, served_by: Side) -> Mirror | None:
 
 def _skip_reason(route: Route, start: ExchangeStart) -> str | None:
     """Why a request on a mirroring route was not mirrored; None when the route does not mirror this side."""
-    opts = _mirror_options(route, start.served_by)
+    opts = mirror_options(route, start.served_by)
     if opts is None:
         return None
     if start.request.method not in opts.methods:

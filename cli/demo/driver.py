@@ -222,7 +222,7 @@ async def _admin_modes(admin_url: str) -> dict[str, str]:
 async def run_demo(config_path: Path, *, requests: int = 400, console: Console | None = None) -> int:
     """The whole demo; returns the process exit code."""
     from proxy.app import start_proxy  # deferred: keeps `import cli.demo.driver` light for tests of the plan
-    from shadow.runner import shadow_listeners
+    from shadow.bridge import shadow_worker_listeners
 
     console = console or stdout_console()
     config = load_config(config_path)
@@ -233,8 +233,8 @@ async def run_demo(config_path: Path, *, requests: int = 400, console: Console |
             host, port = _address(config, name)
             runners.append(await _start_app(factory(), host, port, name))
             console.print(f"demo [bold]{escape(name)}[/] app on http://{host}:{port}")
-        # The shadow listener fills the store (config store.path) from the demo's shadowed routes.
-        running = await start_proxy(config_path, listeners_factory=shadow_listeners, db=str(config.store.path))
+        # The shadow worker fills the store (config store.path) from the demo's shadowed routes, as in `serve`.
+        running = await start_proxy(config_path, listeners_factory=shadow_worker_listeners, db=str(config.store.path))
         try:
             base = f"http://127.0.0.1:{running.proxy_port}"
             console.print(f"proxy on {base}, admin on http://127.0.0.1:{running.admin_port}")

@@ -18,8 +18,9 @@ import pytest
 
 from proxy.config import Retention
 from shadow.model import Difference, ExchangeRecord, FlipRecord, StoredBody, TrafficCount
-from shadow.store import SCHEMA_VERSION, Store, StoreError, StoreWriter
+from shadow.store import SCHEMA_VERSION, Store, StoreError
 from shadow.store_types import LATENCY_BOUNDS_MS
+from shadow.store_writer import StoreWriter
 
 NOW = 1_700_000_000.0  # 800 s into an hour, so "since" windows exercise the partial-hour path
 HOUR = 3600.0
@@ -328,7 +329,7 @@ def test_writer_applies_retention(db_path: Path) -> None:
 def test_writer_flushes_when_the_program_ends_without_close(db_path: Path) -> None:
     """A process that exits without calling close() still writes what it queued, and does exit."""
     program = (
-        "import sys; from tests.shadow.test_store import make_record; from shadow.store import StoreWriter\n"
+        "import sys; from tests.shadow.test_store import make_record; from shadow.store_writer import StoreWriter\n"
         "writer = StoreWriter(sys.argv[1])\n"
         "for i in range(5): writer.submit(make_record(request_id=str(i)))\n"
     )

@@ -1,0 +1,329 @@
+"""The shadow side as seen from the proxy process: decide, hand over to the shadow worker, never wait.
+
+`ShadowBridge` is the `ExchangeListener` `strangler serve` installs. On the event loop it only decides what to do
+with a request (`plan_mirror`: route options and sampling) and appends a frame to a buffer that is written to the
+worker once per loop iteration; the copies, the comparisons and the store run in the worker process
+(`shadow.worker`). The client's request pays for a snapshot and a few microseconds of encoding, not for a second
+HTTP exchange: measured, this is what lets shadowing at 100% keep most of pass-through's throughput.
+
+Failure never reaches the client:
+- a worker that cannot keep up: past `max_backlog` bytes waiting for it, new copies are dropped and counted
+  (`strangler_shadow_total{outcome="dropped",reason="worker_busy"}`);
+- a worker that dies: copies are dropped and counted (`worker_down`) and it is restarted with a growing delay;
+  what it had in flight is lost and logged (its rows already written stay);
+- on shutdown (after the proxy drained) the worker is told to close: it lets in-flight copies finish, compares
+  what is queued and flushes every row before it exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from proxy.config import Config, Route
+from proxy.events import ExchangeListener, ExchangeObserver, ExchangeStart, ResponseSnapshot, Side
+from proxy.metrics import Counter, Metrics
+from proxy.state import RuntimeState
+from proxy.tasks import TaskOwner
+from shadow.records import TrafficTally
+from shadow.redact import key_path_for, load_or_create_key
+from shadow.runner import extra_counter, mirror_options, plan_mirror
+from shadow.store import Store
+from shadow.wire import (
+    FrameReader,
+    Message,
+    WireError,
+    apply_metric_changes,
+    config_message,
+    frame,
+    primary_message,
+    start_message,
+    traffic_message,
+)
+
+log = logging.getLogger("strangler.shadow.bridge")
+
+TRAFFIC_FLUSH = 1.0  # seconds between traffic-count messages
+RESTART_FIRST = 0.5  # seconds before the first restart of a worker that died; doubles up to RESTART_MAX
+RESTART_MAX = 30.0
+HEALTHY = 60.0  # a worker that ran this long before dying restarts after RESTART_FIRST again
+SOCKET_BUFFER = 4 * 1024 * 1024  # kernel buffer of the stream, so bursts rarely wait in user space
+RESTART_METRIC = "strangler_shadow_worker_restarts_total"
+_SOURCE_ROOT = str(Path(__file__).resolve().parent.parent)  # the worker runs the same code as this process
+
+
+class _Sent:
+    """The observer of one handed-over exchange: forwards its primary to the worker that has its copies."""
+
+    __slots__ = ("bridge", "generation", "seq")
+
+    def __init__(self, bridge: ShadowBridge, seq: int, generation: int) -> None:
+        self.bridge, self.seq, self.generation = bridge, seq, generation
+
+    def primary_done(self, primary: ResponseSnapshot) -> None:
+        self.bridge._primary_done(self, primary)
+
+
+class _WorkerStream(asyncio.Protocol):
+    """The proxy's end of the stream: reads the worker's metric reports."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._reader = FrameReader()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            for message in self._reader.feed(data):
+                if message[0] == "metrics":
+                    apply_metric_changes(self._metrics, message)
+        except WireError:
+            log.exception("shadow worker sent an unreadable stream")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+class ShadowBridge:
+    """Hands the shadow side of a running proxy to a worker process. Create it on the proxy's event loop."""
+
+    def __init__(
+        self,
+        state: RuntimeState,
+        db: Path,
+        *,
+        max_backlog: int = 64 * 1024 * 1024,
+        close_deadline: float = 60.0,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._state = state
+        self._metrics = state.metrics
+        self._db = db
+        self._max_backlog = max_backlog
+        self._close_deadline = close_deadline
+        self._rand = rand
+        self._restarts: Counter = extra_counter(
+            state.metrics, RESTART_METRIC, "Shadow worker processes restarted after they died.", ()
+        )
+        self._traffic = TrafficTally()
+        self._out: list[bytes] = []  # frames not yet written to the stream
+        self._out_bytes = 0
+        self._flush_handle: asyncio.Handle | None = None
+        self._transport: asyncio.Transport | None = None
+        self._up = True  # a worker is running or starting: requests are handed over (buffered until it connects)
+        self._generation = 1  # one per worker process; observers of an earlier one are stale
+        self._config_sent: Config | None = None
+        self._seq = 0
+        self._closing = False
+        self._proc: asyncio.subprocess.Process | None = None
+        self._tasks = TaskOwner("shadow-bridge")
+        self._send_config(state.config)
+        self._supervisor = self._tasks.start(self._supervise(), name="shadow-worker")
+        self._flusher = self._tasks.start(self._flush_traffic_every(TRAFFIC_FLUSH), name="shadow-bridge-traffic")
+
+    @classmethod
+    def create(cls, state: RuntimeState) -> ShadowBridge:
+        """The bridge for a running proxy: its store is `--db` (state.db_path), else the config's store.path.
+
+        The store and the redaction key are opened here first, so a bad path fails `serve` at start-up with a
+        clear error instead of in a worker."""
+        db = Path(state.db_path) if state.db_path else state.config.store.path
+        Store.open(db).close()
+        load_or_create_key(key_path_for(db))
+        return cls(state, db)
+
+    # --- the listener protocol: on the event loop, returns at once ----------------------------------------------
+
+    def wants_exchange(self, route: Route | None, served_by: Side, method: str) -> bool:
+        return route is not None and not self._closing and mirror_options(route, served_by) is not None
+
+    def request_served(
+        self, route: Route | None, served_by: Side, method: str, path: str, status: int, failed: bool, latency: float
+    ) -> None:
+        self._traffic.add(route, served_by, method, path, failed, latency)
+
+    def request_received(self, start: ExchangeStart) -> ExchangeObserver | None:
+        if self._closing:
+            return None
+        plan = plan_mirror(start, self._rand)
+        if plan is None:
+            return None
+        route = start.route
+        assert route is not None
+        if not self._up:
+            self._metrics.shadow.inc((route.id, "dropped", "worker_down"))
+            return None
+        if self.backlog() > self._max_backlog:
+            self._metrics.shadow.inc((route.id, "dropped", "worker_busy"))
+            return None
+        if start.config is not self._config_sent:
+            self._send_config(start.config)
+        self._seq += 1
+        self._send(start_message(self._seq, plan.skip, plan.candidate, plan.noise, start))
+        if not (plan.candidate or plan.noise):
+            return None
+        return _Sent(self, self._seq, self._generation)
+
+    def _primary_done(self, sent: _Sent, primary: ResponseSnapshot) -> None:
+        # Always sent, whatever the backlog: the worker holds the copy's result until its primary arrives.
+        if sent.generation == self._generation and self._up:
+            self._send(primary_message(sent.seq, primary))
+
+    @property
+    def worker_pid(self) -> int | None:
+        """The running worker's process id (None before it started or while it is down)."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.returncode is None and self._up else None
+
+    def backlog(self) -> int:
+        """Bytes handed over and not yet taken by the worker's socket."""
+        transport = self._transport
+        return self._out_bytes + (transport.get_write_buffer_size() if transport is not None else 0)
+
+    # --- the stream --------------------------------------------------------------------------------------------
+
+    def _send_config(self, config: Config) -> None:
+        self._config_sent = config
+        self._send(config_message(config))
+
+    def _send(self, message: Message) -> None:
+        data = frame(message)
+        self._out.append(data)
+        self._out_bytes += len(data)
+        if self._flush_handle is None:
+            # One write per loop iteration: the frames of every request handled in it go out together.
+            self._flush_handle = self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        transport = self._transport
+        if transport is None or not self._out:
+            return  # the worker is starting: kept until it connects
+        data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+        self._out.clear()
+        self._out_bytes = 0
+        transport.write(data)
+        self._metrics.shadow_queue.set(("worker_stream",), transport.get_write_buffer_size())
+
+    async def _flush_traffic_every(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            self._flush_traffic()
+
+    def _flush_traffic(self) -> None:
+        counts = self._traffic.drain()
+        if counts and self._up:
+            self._send(traffic_message(counts))
+
+    # --- the worker process ------------------------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        delay = RESTART_FIRST
+        while True:
+            began = self._loop.time()
+            try:
+                code = await self._run_worker()
+            except OSError:
+                log.exception("could not start the shadow worker")
+                code = None
+            if self._closing:
+                return
+            self._worker_lost()
+            if self._loop.time() - began > HEALTHY:
+                delay = RESTART_FIRST
+            log.error("shadow worker exited (code %s); copies are dropped until it restarts in %.1fs", code, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RESTART_MAX)
+            self._restart()  # (a close during the sleep cancels this task)
+
+    async def _run_worker(self) -> int:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+            theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (_SOURCE_ROOT, env.get("PYTHONPATH")) if p)
+            self._proc = proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "shadow.worker",
+                "--fd",
+                str(theirs.fileno()),
+                "--db",
+                str(self._db),
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,  # signals to the terminal's group do not cut it short; it stops on "close"
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        try:
+            stream = _WorkerStream(self._metrics)
+            # (uvloop's socket transports are not asyncio.Transport subclasses, but they have its methods.)
+            transport, _ = await self._loop.connect_accepted_socket(lambda: stream, ours)
+            transport.set_write_buffer_limits(high=self._max_backlog * 2)  # our backlog check comes first
+            self._transport = transport
+            self._flush()
+            try:
+                await stream.closed
+            finally:
+                self._transport = None
+                transport.abort()
+            return await proc.wait()
+        except BaseException:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            raise
+
+    def _worker_lost(self) -> None:
+        self._up = False
+        if self._out:
+            log.warning("shadow worker lost with %d bytes of work not handed over", self._out_bytes)
+        self._out.clear()
+        self._out_bytes = 0
+
+    def _restart(self) -> None:
+        self._restarts.inc()
+        self._generation += 1
+        self._up = True
+        self._send_config(self._state.config)
+
+    # --- shutdown ----------------------------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Stop handing over; tell the worker to finish (copies, comparisons, every row) and wait until it has."""
+        if self._closing:
+            return
+        self._closing = True
+        self._flusher.cancel()
+        if self._up:
+            self._flush_traffic()
+            self._send(("close",))
+            self._flush()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._supervisor), self._close_deadline)
+            except TimeoutError:
+                log.error("shadow worker still running %.0fs after close; killing it", self._close_deadline)
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        await self._tasks.close()  # a worker still running is killed by _run_worker's cancellation
+        self._metrics.shadow_queue.set(("worker_stream",), 0)
+
+
+def shadow_worker_listeners(state: RuntimeState) -> Sequence[ExchangeListener]:
+    """A `proxy.app` listeners factory: the shadow side in a worker process (what `strangler serve` runs)."""
+    return [ShadowBridge.create(state)]

@@ -1,0 +1,213 @@
+"""The messages between the proxy process and its shadow worker: framing and encoding, pure functions.
+
+A frame is a 4-byte big-endian length and a `marshal`-encoded tuple whose first item names the message. marshal
+is the fastest stdlib codec for tuples of str/bytes/numbers, which is all these are, and it is safe here: the
+stream is a socketpair between a process and the child it started, never anything a client can reach. Configs
+cross as pickles (they are nested frozen dataclasses), once per reload.
+
+proxy → worker:
+  ("config", pickled Config)            before the first start that uses it
+  ("start", seq, plan, start...)        a request on a mirroring route, and what to do with it (`MirrorPlan`)
+  ("primary", seq, snapshot...)         the primary response of a started request that has copies under way
+  ("traffic", counts)                   traffic counts, about once a second
+  ("close",)                            finish what is under way, flush the store, report and exit
+worker → proxy:
+  ("metrics", changes)                  metric changes since the last report (`metric_changes`)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import marshal
+import pickle
+import struct
+from collections.abc import Iterator, Sequence
+from types import MappingProxyType
+from typing import Any, cast
+
+from proxy.config import Config
+from proxy.events import ExchangeStart, RequestSnapshot, ResponseSnapshot, Side
+from proxy.metrics import Counter, Gauge, Histogram, Metric, Metrics
+from shadow.model import TrafficCount
+
+Message = tuple[Any, ...]
+
+_LEN = struct.Struct(">I")
+MAX_FRAME = 256 * 1024 * 1024  # a request body (≤ max_body) and a response (≤ its cap) fit with room to spare
+
+
+class WireError(Exception):
+    """The stream is not what the other side writes: the peer is not a strangler process of this version."""
+
+
+def frame(message: Message) -> bytes:
+    payload = marshal.dumps(message)
+    return _LEN.pack(len(payload)) + payload
+
+
+class FrameReader:
+    """Splits a byte stream into messages; feed it what the socket gives."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> Iterator[Message]:
+        buf = self._buf
+        buf += data
+        at = 0
+        end = len(buf)
+        while end - at >= 4:
+            (size,) = _LEN.unpack_from(buf, at)
+            if size > MAX_FRAME:
+                raise WireError(f"frame of {size} bytes is over the {MAX_FRAME}-byte limit")
+            if end - at - 4 < size:
+                break
+            try:
+                message = marshal.loads(memoryview(buf)[at + 4 : at + 4 + size])
+            except (ValueError, EOFError, TypeError) as exc:
+                raise WireError(f"undecodable frame: {exc}") from exc
+            if not isinstance(message, tuple) or not message or not isinstance(message[0], str):
+                raise WireError("a frame that is not a message tuple")
+            at += 4 + size
+            yield message
+        del buf[:at]
+
+
+# --- proxy → worker --------------------------------------------------------------------------------------------
+
+
+def config_message(config: Config) -> Message:
+    # MappingProxyType does not pickle: the upstreams cross as a plain dict and are wrapped again on arrival.
+    plain = dataclasses.replace(config, upstreams=dict(config.upstreams))
+    return ("config", pickle.dumps(plain, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def read_config(message: Message) -> Config:
+    config = pickle.loads(message[1])  # written by our own parent process (see the module docstring)
+    if not isinstance(config, Config):
+        raise WireError("a config message without a Config")
+    return dataclasses.replace(config, upstreams=MappingProxyType(dict(config.upstreams)))
+
+
+def start_message(seq: int, skip: str | None, candidate: bool, noise: bool, start: ExchangeStart) -> Message:
+    route = start.route
+    assert route is not None
+    r = start.request
+    return (
+        "start",
+        seq,
+        skip,
+        candidate,
+        noise,
+        route.id,
+        start.served_by,
+        start.primary_upstream,
+        r.method,
+        r.path,
+        r.query_string,
+        r.headers,
+        r.body,
+        r.body_note,
+        r.request_id,
+        r.client_ip,
+        r.host,
+        start.started_at,
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StartMessage:
+    seq: int
+    skip: str | None
+    candidate: bool
+    noise: bool
+    route_id: str
+    served_by: Side
+    primary_upstream: str
+    request: RequestSnapshot
+    started_at: float
+
+
+def read_start(m: Message) -> StartMessage:
+    request = RequestSnapshot(m[8], m[9], m[10], m[11], m[12], m[13], m[14], m[15], m[16])
+    return StartMessage(m[1], m[2], m[3], m[4], m[5], cast(Side, m[6]), m[7], request, m[17])
+
+
+def primary_message(seq: int, p: ResponseSnapshot) -> Message:
+    return ("primary", seq, p.side, p.upstream, p.status, p.headers, p.body, p.body_complete, p.latency, p.error)
+
+
+def read_primary(m: Message) -> tuple[int, ResponseSnapshot]:
+    return m[1], ResponseSnapshot(cast(Side, m[2]), m[3], m[4], m[5], m[6], m[7], m[8], m[9])
+
+
+def traffic_message(counts: Sequence[TrafficCount]) -> Message:
+    return ("traffic", tuple(dataclasses.astuple(c) for c in counts))
+
+
+def read_traffic(m: Message) -> list[TrafficCount]:
+    return [TrafficCount(*row) for row in m[1]]
+
+
+# --- worker → proxy: metrics ----------------------------------------------------------------------------------
+# The worker keeps its own registry; the proxy's /metrics shows the sum. Counters and histograms travel as
+# increments (so they keep counting across a worker restart), gauges as their current values.
+
+MetricState = dict[str, dict[tuple[str, ...], Any]]
+
+
+def metric_changes(metrics: Metrics, last: MetricState) -> Message | None:
+    """The changes since `last` (updated in place) as a message; None when nothing changed."""
+    changes: list[tuple[Any, ...]] = []
+    for metric in (metrics.shadow, metrics.shadow_queue, metrics.compare_time, *metrics.extra):
+        seen = last.setdefault(metric.name, {})
+        if isinstance(metric, Histogram):
+            rows = []
+            for labels, row in metric.series.items():
+                before = seen.get(labels)
+                if before != row:
+                    delta = row if before is None else [a - b for a, b in zip(row, before, strict=True)]
+                    rows.append((labels, tuple(delta)))
+                    seen[labels] = list(row)
+            if rows:
+                changes.append(("histogram", metric.name, metric.help, metric.labelnames, metric.buckets, rows))
+            continue
+        kind = "gauge" if isinstance(metric, Gauge) else "counter"
+        values = []
+        for labels, value in metric.values.items():
+            before = seen.get(labels)
+            if before != value:
+                values.append((labels, value if kind == "gauge" or before is None else value - before))
+                seen[labels] = value
+        if values:
+            changes.append((kind, metric.name, metric.help, metric.labelnames, values))
+    return ("metrics", tuple(changes)) if changes else None
+
+
+def apply_metric_changes(metrics: Metrics, message: Message) -> None:
+    """Add a worker's changes to this process's registry (metrics it does not know yet are created)."""
+    by_name: dict[str, Metric] = {m.name: m for m in metrics.all()}
+    for change in message[1]:
+        kind, name, help_text, labelnames = change[0], change[1], change[2], tuple(change[3])
+        metric = by_name.get(name)
+        if kind == "histogram":
+            if not isinstance(metric, Histogram):
+                metric = Histogram(name, help_text, labelnames, tuple(change[4]))
+                metrics.extra.append(metric)
+                by_name[name] = metric
+            for labels, delta in change[5]:
+                row = metric.series.setdefault(tuple(labels), [0.0] * (len(metric.buckets) + 2))
+                for i, d in enumerate(delta):
+                    row[i] += d
+            continue
+        if metric is None or isinstance(metric, Histogram):
+            metric = Gauge(name, help_text, labelnames) if kind == "gauge" else Counter(name, help_text, labelnames)
+            metrics.extra.append(metric)
+            by_name[name] = metric
+        for labels, value in change[4]:
+            if kind == "gauge" and isinstance(metric, Gauge):
+                metric.set(tuple(labels), value)
+            else:
+                metric.inc(tuple(labels), value)

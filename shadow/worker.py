@@ -1,0 +1,191 @@
+"""The shadow worker: a child process that runs the whole shadow side for one proxy process.
+
+Started by `shadow.bridge.ShadowBridge` as `python -m shadow.worker --fd N [--db PATH]`, with one end of a
+socketpair. The proxy process decides what to mirror and sends each request (and later its primary response); this
+process sends the copies, compares the pairs and writes the store, on its own core and its own GIL, with the same
+`ShadowListener` that also runs in-process. Why a process: a shadowed request costs the candidate's whole HTTP
+exchange, a comparison and a row, and in one process all of it competes with the primary traffic for the one
+event loop and the GIL.
+
+It exits when told to ("close") or when the proxy process goes away (end of stream), in both cases after letting
+in-flight copies finish, comparing what is queued and flushing every row to the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import cast
+
+from proxy.config import Config, Route
+from proxy.events import ExchangeObserver, ExchangeStart, mirror_for
+from proxy.metrics import Metrics
+from proxy.tasks import TaskOwner
+from shadow.runner import MirrorPlan, ShadowListener
+from shadow.wire import (
+    FrameReader,
+    Message,
+    MetricState,
+    WireError,
+    frame,
+    metric_changes,
+    read_config,
+    read_primary,
+    read_start,
+    read_traffic,
+)
+
+log = logging.getLogger("strangler.shadow.worker")
+
+METRICS_EVERY = 0.25  # seconds between metric reports to the proxy process
+
+
+class WorkerProtocol(asyncio.Protocol):
+    """Reads the proxy's messages and feeds them to the listener; reports metrics back."""
+
+    def __init__(self, db: Path | None) -> None:
+        self._db = db
+        self._loop = asyncio.get_running_loop()
+        self._reader = FrameReader()
+        self._transport: asyncio.Transport | None = None
+        self._config: Config | None = None
+        self._routes: dict[str, Route] = {}
+        self._observers: dict[int, ExchangeObserver] = {}
+        self.metrics = Metrics()
+        self._reported: MetricState = {}
+        self.listener: ShadowListener | None = None
+        self.done: asyncio.Future[None] = self._loop.create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses, but have its methods
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def eof_received(self) -> bool:
+        if not self.done.done():
+            self.done.set_result(None)
+        return True  # keep our side open to send the last metrics
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            for message in self._reader.feed(data):
+                self._handle(message)
+        except WireError:
+            log.exception("shadow worker: unreadable stream from the proxy process; stopping")
+            if not self.done.done():
+                self.done.set_result(None)
+
+    def _handle(self, m: Message) -> None:
+        kind = m[0]
+        if kind == "start":
+            self._start(m)
+        elif kind == "primary":
+            seq, primary = read_primary(m)
+            observer = self._observers.pop(seq, None)
+            if observer is not None:
+                observer.primary_done(primary)
+        elif kind == "traffic":
+            if self.listener is not None:
+                self.listener.add_traffic(read_traffic(m))
+        elif kind == "config":
+            config = read_config(m)
+            self._config = config
+            self._routes = {r.id: r for r in config.routes}
+            if self.listener is None:
+                self.listener = ShadowListener.create(config, self.metrics, self._db)
+        elif kind == "close":
+            if not self.done.done():
+                self.done.set_result(None)
+        else:
+            raise WireError(f"unknown message {kind!r}")
+
+    def _start(self, m: Message) -> None:
+        msg = read_start(m)
+        config, listener = self._config, self.listener
+        route = self._routes.get(msg.route_id)
+        if config is None or listener is None or route is None:
+            raise WireError(f"a request on route {msg.route_id!r} before its config")
+        method = msg.request.method
+        start = ExchangeStart(
+            config,
+            route,
+            msg.served_by,
+            msg.primary_upstream,
+            mirror_for(route, msg.served_by, method),
+            msg.request,
+            msg.started_at,
+            self._loop.time(),
+        )
+        observer = listener.begin(start, MirrorPlan(msg.skip, msg.candidate, msg.noise))
+        if observer is not None:
+            self._observers[msg.seq] = observer
+
+    def report(self) -> None:
+        """Send the metric changes since the last report."""
+        message = metric_changes(self.metrics, self._reported)
+        if message is not None and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(frame(message))
+
+    async def report_every(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            self.report()
+
+    async def finish(self) -> None:
+        """Let the copies under way finish, flush the store, send the last metrics and close the stream."""
+        if self._observers:
+            # The proxy process went away without closing: these primaries will never come, so the pairs cannot be
+            # judged. (A proxy that closes properly sends every primary before "close".)
+            log.warning("shadow worker: %d exchanges lost waiting for their primary", len(self._observers))
+            self._observers.clear()
+        if self.listener is not None:
+            await self.listener.aclose()
+        self.report()
+        if self._transport is not None:
+            self._transport.close()
+
+
+async def run(fd: int, db: Path | None) -> None:
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(fileno=fd)
+    transport, protocol = await loop.connect_accepted_socket(lambda: WorkerProtocol(db), sock)
+    tasks = TaskOwner("shadow-worker")
+    _ = tasks.start(protocol.report_every(METRICS_EVERY), name="shadow-worker-metrics")
+    try:
+        await protocol.done
+    finally:
+        await tasks.close()
+        await protocol.finish()
+        transport.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m shadow.worker", description="strangler's shadow worker process")
+    ap.add_argument("--fd", type=int, required=True, help="the inherited socket to the proxy process")
+    ap.add_argument("--db", type=Path, default=None, help="the store file (default: the config's store.path)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Ctrl-C in a terminal reaches the whole process group; the worker stops when the proxy closes the stream,
+    # after the proxy has drained, so that every exchange still gets its row.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:  # pragma: no cover - uvloop is a dependency; plain asyncio still works
+        runner = asyncio.Runner()
+    with runner:
+        runner.run(run(args.fd, args.db))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
