@@ -125,8 +125,28 @@ routes:
     return path
 
 
-def strangler_cmd(config: Path) -> list[str]:
-    return [str(ROOT / ".venv" / "bin" / "strangler"), "serve", "--config", str(config)]
+def strangler_cmd(config: Path, *extra: str) -> list[str]:
+    return [str(ROOT / ".venv" / "bin" / "strangler"), "serve", "--config", str(config), *extra]
+
+
+def shadow_coverage(admin_port: int) -> dict[str, float]:
+    """From a running strangler's /metrics: requests served, and mirrored exchanges by outcome[/reason].
+
+    A shadow row's req/s means little without this: a shadow side that cannot keep up drops copies (counted)
+    instead of slowing the client, so the row also says what share of the requests really was compared."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {"served": 0.0}
+    for line in text.splitlines():
+        if line.startswith("strangler_requests_total{"):
+            out["served"] += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("strangler_shadow_total{"):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+            key = labels["outcome"] + (f"/{labels['reason']}" if labels.get("reason") else "")
+            out[key] = out.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
 
 
 # --- load generators --------------------------------------------------------------------------------------------
@@ -255,7 +275,7 @@ def main() -> int:
     secs, conns, rate = args.seconds, args.connections, args.rate
     with tempfile.TemporaryDirectory(prefix="strangler-bench-") as t, contextlib.ExitStack() as stack:
         tmp = Path(t)
-        be, be2, pt, pt_a, sh, sh_a, ngx = (free_port() for _ in range(7))
+        be, be2, pt, pt_a, sh, sh_a, shi, shi_a, ngx = (free_port() for _ in range(9))
         if have_nginx:
             server = (
                 f"server {{ listen 127.0.0.1:{be}; listen 127.0.0.1:{be2}; location / {{ default_type "
@@ -272,6 +292,9 @@ def main() -> int:
         cfg = routes_yaml(tmp, sh, sh_a, be, be2, "shadow", "shadow")
         stack.enter_context(process(strangler_cmd(cfg), sh, log=tmp / "shadow.log"))
         targets["strangler shadow 100% (matching)"] = sh
+        cfg = routes_yaml(tmp, shi, shi_a, be, be2, "shadow", "shadow_inproc")
+        stack.enter_context(process(strangler_cmd(cfg, "--no-shadow-worker"), shi, log=tmp / "shadow_inproc.log"))
+        targets["strangler shadow 100%, in-process (--no-shadow-worker)"] = shi
         if have_nginx:
             conf = nginx_conf(
                 tmp,
@@ -287,6 +310,7 @@ def main() -> int:
         for port in targets.values():
             throughput(port, 1.0, conns)  # warm-up: pools, caches
         rows = _rounds(targets, args.rounds, lambda port: throughput(port, secs, conns))
+        coverage = {"worker": shadow_coverage(sh_a), "in-process": shadow_coverage(shi_a)}
 
     # Fixed-rate latency rows: a legacy that takes 2 ms, a candidate 10x slower (20 ms), all up at once.
     with tempfile.TemporaryDirectory(prefix="strangler-bench-") as t, contextlib.ExitStack() as stack:
@@ -319,15 +343,24 @@ def main() -> int:
     if ngx_row:
         ratios["pass-through / nginx req/s (target >= 0.20)"] = pt_row.rps / ngx_row.rps
     ratios["shadow 100% / pass-through req/s (target >= 0.60)"] = sh_row.rps / pt_row.rps
+    shi_row = by["strangler shadow 100%, in-process (--no-shadow-worker)"]
+    ratios["shadow 100% in-process / pass-through req/s"] = shi_row.rps / pt_row.rps
     f_be, f_pt, f_sl = (by[name] for name in fixed)
     ratios["added p50 ms at fixed rate (target <= 1.0)"] = f_pt.p50_ms - f_be.p50_ms
     ratios["p99 slow-candidate shadow / pass-through (target <= 1.10)"] = f_sl.p99_ms / f_pt.p99_ms
     for k, v in ratios.items():
         print(f"  {k:<62} {v:.3f}")
+    print("\nshadow coverage over the whole run (warm-up included), from each process's /metrics:")
+    for name, cov in coverage.items():
+        served = cov.get("served") or 1.0
+        parts = ", ".join(f"{k} {v:.0f} ({100 * v / served:.1f}%)" for k, v in sorted(cov.items()) if k != "served")
+        print(f"  {name:<11} served {served:.0f}: {parts}")
     print()
     subprocess.run([sys.executable, "-m", "benchmarks.compare_micro"], check=False)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"rows": [asdict(r) for r in rows], "ratios": ratios}, indent=2))
+    args.json.write_text(
+        json.dumps({"rows": [asdict(r) for r in rows], "ratios": ratios, "coverage": coverage}, indent=2)
+    )
     print(f"\nfigures written to {args.json}")
     return 0
 

@@ -84,8 +84,8 @@ class _WorkerStream(asyncio.Protocol):
             for message in self._reader.feed(data):
                 if message[0] == "metrics":
                     apply_metric_changes(self._metrics, message)
-        except WireError:
-            log.exception("shadow worker sent an unreadable stream")
+        except (WireError, ValueError, TypeError, IndexError):  # never let a bad report disturb the proxy
+            log.exception("shadow worker sent an unreadable report")
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():

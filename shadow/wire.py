@@ -21,7 +21,7 @@ import dataclasses
 import marshal
 import pickle
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from types import MappingProxyType
 from typing import Any, cast
 
@@ -48,31 +48,33 @@ def frame(message: Message) -> bytes:
 class FrameReader:
     """Splits a byte stream into messages; feed it what the socket gives."""
 
-    __slots__ = ("_buf",)
+    __slots__ = ("_rest",)
 
     def __init__(self) -> None:
-        self._buf = bytearray()
+        self._rest = b""  # the start of a frame whose end has not arrived yet
 
-    def feed(self, data: bytes) -> Iterator[Message]:
-        buf = self._buf
-        buf += data
-        at = 0
-        end = len(buf)
-        while end - at >= 4:
-            (size,) = _LEN.unpack_from(buf, at)
-            if size > MAX_FRAME:
-                raise WireError(f"frame of {size} bytes is over the {MAX_FRAME}-byte limit")
-            if end - at - 4 < size:
-                break
-            try:
-                message = marshal.loads(memoryview(buf)[at + 4 : at + 4 + size])
-            except (ValueError, EOFError, TypeError) as exc:
-                raise WireError(f"undecodable frame: {exc}") from exc
-            if not isinstance(message, tuple) or not message or not isinstance(message[0], str):
-                raise WireError("a frame that is not a message tuple")
-            at += 4 + size
-            yield message
-        del buf[:at]
+    def feed(self, data: bytes) -> list[Message]:
+        """The messages completed by `data`, in order. Raises WireError on a stream no strangler process wrote."""
+        src = self._rest + data if self._rest else data  # usually whole frames arrive: no copy then
+        out: list[Message] = []
+        at, end = 0, len(src)
+        with memoryview(src) as view:
+            while end - at >= 4:
+                (size,) = _LEN.unpack_from(src, at)
+                if size > MAX_FRAME:
+                    raise WireError(f"frame of {size} bytes is over the {MAX_FRAME}-byte limit")
+                if end - at - 4 < size:
+                    break
+                try:
+                    message = marshal.loads(view[at + 4 : at + 4 + size])
+                except (ValueError, EOFError, TypeError) as exc:
+                    raise WireError(f"undecodable frame: {exc}") from exc
+                if type(message) is not tuple or not message or type(message[0]) is not str:
+                    raise WireError("a frame that is not a message tuple")
+                out.append(message)
+                at += 4 + size
+        self._rest = src[at:] if at < end else b""
+        return out
 
 
 # --- proxy → worker --------------------------------------------------------------------------------------------
@@ -117,22 +119,10 @@ def start_message(seq: int, skip: str | None, candidate: bool, noise: bool, star
     )
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class StartMessage:
-    seq: int
-    skip: str | None
-    candidate: bool
-    noise: bool
-    route_id: str
-    served_by: Side
-    primary_upstream: str
-    request: RequestSnapshot
-    started_at: float
-
-
-def read_start(m: Message) -> StartMessage:
+def read_start(m: Message) -> tuple[int, str | None, bool, bool, str, Side, str, RequestSnapshot, float]:
+    """(seq, skip, candidate, noise, route id, served_by, primary upstream, request, started_at)."""
     request = RequestSnapshot(m[8], m[9], m[10], m[11], m[12], m[13], m[14], m[15], m[16])
-    return StartMessage(m[1], m[2], m[3], m[4], m[5], cast(Side, m[6]), m[7], request, m[17])
+    return m[1], m[2], m[3], m[4], m[5], m[6], m[7], request, m[17]
 
 
 def primary_message(seq: int, p: ResponseSnapshot) -> Message:

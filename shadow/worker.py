@@ -40,6 +40,7 @@ from shadow.wire import (
     read_traffic,
 )
 
+_CANDIDATE = MirrorPlan(candidate=True)
 log = logging.getLogger("strangler.shadow.worker")
 
 METRICS_EVERY = 0.25  # seconds between metric reports to the proxy process
@@ -76,12 +77,17 @@ class WorkerProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         try:
-            for message in self._reader.feed(data):
-                self._handle(message)
+            messages = self._reader.feed(data)
         except WireError:
             log.exception("shadow worker: unreadable stream from the proxy process; stopping")
             if not self.done.done():
                 self.done.set_result(None)
+            return
+        for message in messages:
+            try:
+                self._handle(message)
+            except Exception:  # one bad message must not lose the others
+                log.exception("shadow worker: a %r message failed", message[0])
 
     def _handle(self, m: Message) -> None:
         kind = m[0]
@@ -108,25 +114,19 @@ class WorkerProtocol(asyncio.Protocol):
             raise WireError(f"unknown message {kind!r}")
 
     def _start(self, m: Message) -> None:
-        msg = read_start(m)
+        seq, skip, candidate, noise, route_id, served_by, primary_upstream, request, started_at = read_start(m)
         config, listener = self._config, self.listener
-        route = self._routes.get(msg.route_id)
+        route = self._routes.get(route_id)
         if config is None or listener is None or route is None:
-            raise WireError(f"a request on route {msg.route_id!r} before its config")
-        method = msg.request.method
+            raise WireError(f"a request on route {route_id!r} before its config")
+        mirror = mirror_for(route, served_by, request.method)
         start = ExchangeStart(
-            config,
-            route,
-            msg.served_by,
-            msg.primary_upstream,
-            mirror_for(route, msg.served_by, method),
-            msg.request,
-            msg.started_at,
-            self._loop.time(),
+            config, route, served_by, primary_upstream, mirror, request, started_at, self._loop.time()
         )
-        observer = listener.begin(start, MirrorPlan(msg.skip, msg.candidate, msg.noise))
+        plan = _CANDIDATE if candidate and not noise and skip is None else MirrorPlan(skip, candidate, noise)
+        observer = listener.begin(start, plan)
         if observer is not None:
-            self._observers[msg.seq] = observer
+            self._observers[seq] = observer
 
     def report(self) -> None:
         """Send the metric changes since the last report."""
