@@ -18,10 +18,10 @@ from proxy.events import Headers, ResponseSnapshot, Side
 from proxy.headers import HOP_BY_HOP, end_to_end_response_headers, upstream_host
 from proxy.transport import UpstreamError, UpstreamPool
 from shadow.compare import judge_pair
+from shadow.fetch import DRY_RUN_HEADER, read_capped
 from shadow.model import Comparison, ExchangeRecord, Outcome, StoredBody
 from shadow.records import compared_record
 from shadow.redact import Redactor
-from shadow.runner import DRY_RUN_HEADER, read_capped
 from shadow.store import Store
 from shadow.store_types import ReplayItem
 

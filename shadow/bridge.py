@@ -32,9 +32,10 @@ from proxy.events import ExchangeListener, ExchangeObserver, ExchangeStart, Resp
 from proxy.metrics import Counter, Metrics
 from proxy.state import RuntimeState
 from proxy.tasks import TaskOwner
+from shadow.plan import mirror_options, plan_mirror
 from shadow.records import TrafficTally
 from shadow.redact import key_path_for, load_or_create_key
-from shadow.runner import extra_counter, mirror_options, plan_mirror
+from shadow.runner import extra_counter
 from shadow.store import Store
 from shadow.wire import (
     FrameReader,

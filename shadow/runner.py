@@ -28,22 +28,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from proxy.config import SAFE_METHODS, Config, Mirror, Redact, Route, Upstream
-from proxy.events import ExchangeListener, ExchangeObserver, ExchangeStart, Headers, ResponseSnapshot, Side
-from proxy.headers import end_to_end_response_headers, upstream_host
+from proxy.config import Config, Mirror, Redact, Route, Upstream
+from proxy.events import ExchangeListener, ExchangeObserver, ExchangeStart, ResponseSnapshot, Side
 from proxy.metrics import Counter, Metrics
 from proxy.state import RuntimeState
 from proxy.tasks import TaskOwner
-from proxy.transport import UpstreamError, UpstreamPool, UpstreamResponse
 from shadow.compare import judge_pair, judge_pair_quick
+from shadow.fetch import CandidatePools, fetch_copy
 from shadow.model import Comparison, ExchangeRecord, Outcome, Pair, TrafficCount
+from shadow.plan import MirrorPlan, mirror_options, plan_mirror
 from shadow.records import TrafficTally, exchange_record, unpaired_record
 from shadow.redact import Redactor, key_path_for, load_or_create_key
 from shadow.store_writer import StoreWriter
 
 log = logging.getLogger("strangler.shadow")
 
-DRY_RUN_HEADER = "X-Strangler-Dry-Run"
 SENT_METRIC = "strangler_shadow_requests_total"
 TRAFFIC_FLUSH = 1.0  # seconds between traffic-count flushes to the store
 HANDOFF = 0.01  # seconds finished pairs (and records made on the loop) gather before crossing to a thread
@@ -146,7 +145,7 @@ class ShadowListener:
         self._tasks = TaskOwner("shadow")  # candidate requests
         self._background = TaskOwner("shadow-background")  # the traffic flusher and the deadline sweeper
         # id(upstream) -> it, its pool, its base path, the Host a copy to it carries (unless preserved)
-        self._pools: dict[int, tuple[Upstream, UpstreamPool, str, str]] = {}
+        self._pools = CandidatePools(limits.max_concurrency)
         self._slots = asyncio.Semaphore(limits.max_concurrency)
         self._active = 0  # candidate tasks started and not finished: in flight plus waiting for a slot
         self._in_flight: set[_Pending] = set()  # candidates holding a slot, watched by the deadline sweeper
@@ -235,21 +234,6 @@ class ShadowListener:
         self._metrics.shadow_queue.set(("candidates",), self._active)
         return p
 
-    def _pool(self, upstream: Upstream) -> tuple[UpstreamPool, str, str]:
-        """The candidate pool for an upstream, its base path and Host. Looked up by identity (configs are
-        immutable; the entry holds the upstream so its id stays unique); pools are shared by URL across reloads."""
-        hit = self._pools.get(id(upstream))
-        if hit is not None and hit[0] is upstream:
-            return hit[1], hit[2], hit[3]
-        same = (e[1] for e in self._pools.values() if e[0].name == upstream.name and e[0].url == upstream.url)
-        pool = next(same, None)
-        if pool is None:
-            pool = UpstreamPool(upstream.url, max_connections=self._limits.max_concurrency)
-        base = upstream.url.raw_path.rstrip("/")
-        host = upstream_host(upstream)
-        self._pools[id(upstream)] = (upstream, pool, base, host)
-        return pool, base, host
-
     async def _send(self, p: _Pending, upstream: Upstream) -> None:
         try:
             async with self._slots:
@@ -269,47 +253,9 @@ class ShadowListener:
             self._pair_ready(p)
 
     async def _fetch(self, p: _Pending, upstream: Upstream) -> ResponseSnapshot:
-        req = p.start.request
         side: Side = "new" if p.start.served_by == "legacy" and p.pair == "candidate" else "legacy"
-        pool, base, host = self._pool(upstream)
-        if upstream.host_header == "preserve":
-            host = req.host
-        headers = _candidate_headers(req.headers, host, p.mirror, req.method)
-        target = base + req.path + (("?" + req.query_string) if req.query_string else "")
-        loop = self._loop
-        began = loop.time()
-        timeout = p.mirror.timeout
-        cap = self._limits.response_cap
-        try:
-            resp = await pool.request(
-                req.method,
-                target,
-                headers,
-                req.body,
-                content_length=len(req.body) if req.body is not None else None,
-                connect_timeout=min(timeout, p.start.config.defaults.timeouts.connect),
-                read_timeout=timeout,
-                retry_stale=False,  # a mirrored request is sent at most once, even on a stale connection
-            )
-            try:
-                body, complete = await read_capped(resp, cap)
-            finally:
-                resp.close()  # an unfinished body discards the connection
-        except UpstreamError as exc:
-            return _failed(side, upstream.name, exc.kind, loop.time() - began)
-        except asyncio.CancelledError:
-            if not p.timed_out:
-                raise
-            # The sweeper's cancellation: the candidate ran past its timeout. The task goes on to record it.
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
-            return _failed(side, upstream.name, "timeout", loop.time() - began)
-        except Exception:  # anything else still completes the pair, so no exchange goes unrecorded
-            log.exception("shadow request to %s failed", upstream.name)
-            return _failed(side, upstream.name, "error", loop.time() - began)
-        headers_in = tuple(end_to_end_response_headers(resp.raw_headers))  # as a client would get them
-        return ResponseSnapshot(side, upstream.name, resp.status, headers_in, body, complete, loop.time() - began)
+        target = self._pools.get(upstream)
+        return await fetch_copy(target, upstream, p.start, p.mirror, side, self._limits.response_cap, p)
 
     async def _sweep_every(self, seconds: float) -> None:
         """Cancel candidates past their deadline: one timer for all of them instead of one per request."""
@@ -510,59 +456,13 @@ class ShadowListener:
         await asyncio.to_thread(self._compare_thread.join)
         self._flush_traffic()
         await asyncio.to_thread(self._writer.close)
-        for pool in {id(e[1]): e[1] for e in self._pools.values()}.values():
-            await pool.close()
-        self._pools.clear()
+        await self._pools.close()
         await asyncio.sleep(0)  # run the metric updates the compare thread scheduled last
 
 
 def shadow_listeners(state: RuntimeState) -> Sequence[ExchangeListener]:
     """A `proxy.app` listeners factory: the shadow listener on `--db` (state.db_path), else the config's store.path."""
     return [ShadowListener.create(state.config, state.metrics, state.db_path)]
-
-
-@dataclass(frozen=True, slots=True)
-class MirrorPlan:
-    """What to do with one request on a mirroring route: decided once, where the request is served."""
-
-    skip: str | None = None  # record the request as skipped, with this reason
-    candidate: bool = False  # send the copy to the other side
-    noise: bool = False  # send a second copy to legacy (legacy vs legacy)
-
-
-_CANDIDATE = MirrorPlan(candidate=True)
-
-
-def plan_mirror(start: ExchangeStart, rand: Callable[[], float]) -> MirrorPlan | None:
-    """The plan for a request (sampling included); None when there is nothing to do or record."""
-    route = start.route
-    if route is None:
-        return None
-    mirror = start.mirror
-    if mirror is None:
-        reason = _skip_reason(route, start)
-        return None if reason is None else MirrorPlan(skip=reason)
-    request = start.request
-    skip: str | None = None
-    candidate = False
-    if mirror.sample >= 1.0 or rand() < mirror.sample:
-        if request.body is None:  # the handler could not hold it: larger than mirror.max_body
-            skip = "request_too_large"
-        else:
-            candidate = True
-    # Noise: a second legacy call of a safe, legacy-served request, compared legacy vs legacy.
-    noise = (
-        route.noise.sample > 0
-        and start.served_by == "legacy"
-        and request.method in SAFE_METHODS
-        and request.body is not None
-        and rand() < route.noise.sample
-    )
-    if candidate and not noise:
-        return _CANDIDATE
-    if skip is None and not candidate and not noise:
-        return None
-    return MirrorPlan(skip, candidate, noise)
 
 
 def extra_counter(metrics: Metrics, name: str, help: str, labels: tuple[str, ...]) -> Counter:
@@ -573,56 +473,3 @@ def extra_counter(metrics: Metrics, name: str, help: str, labels: tuple[str, ...
     counter = Counter(name, help, labels)
     metrics.extra.append(counter)
     return counter
-
-
-async def read_capped(resp: UpstreamResponse, cap: int) -> tuple[bytes, bool]:
-    """A candidate's body for comparing, at most `cap` bytes; False when it was cut there."""
-    body = resp.read_complete()  # a small body usually came with the head: no more awaiting
-    if body is not None:
-        return (body, True) if len(body) <= cap else (body[:cap], False)
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await resp.read():
-        size += len(chunk)
-        if size > cap:
-            return b"".join(chunks), False
-        chunks.append(chunk)
-    return b"".join(chunks), True
-
-
-def _failed(side: Side, upstream: str, error: str, latency: float) -> ResponseSnapshot:
-    return ResponseSnapshot(side, upstream, 0, (), None, False, latency, error)
-
-
-def mirror_options(route: Route, served_by: Side) -> Mirror | None:
-    """The route's mirror options for requests the given side serves; None when it mirrors none of them."""
-    if served_by == "legacy":
-        return route.shadow if route.mode in ("shadow", "canary") else None
-    return route.verify if route.mode == "new" else None
-
-
-def _skip_reason(route: Route, start: ExchangeStart) -> str | None:
-    """Why a request on a mirroring route was not mirrored; None when the route does not mirror this side."""
-    opts = mirror_options(route, start.served_by)
-    if opts is None:
-        return None
-    if start.request.method not in opts.methods:
-        return "method_not_mirrored"
-    return "side_effects_blocked"
-
-
-_NOT_FORWARDED = frozenset({"host", DRY_RUN_HEADER.lower()})
-
-
-def _candidate_headers(headers: Headers, host: str, mirror: Mirror, method: str) -> list[tuple[str, str]]:
-    """The primary's forwarded headers for the other upstream: its Host, the shadow mark, the dry-run mark.
-
-    A client's own copies of the mark headers are dropped, so only strangler decides what a candidate sees.
-    """
-    mark = mirror.header.lower()
-    out = [(k, v) for k, v in headers if (name := k.lower()) not in _NOT_FORWARDED and name != mark]
-    out.append(("Host", host))
-    out.append((mirror.header, "1"))
-    if mirror.side_effects == "dry_run" and method not in SAFE_METHODS:
-        out.append((DRY_RUN_HEADER, "1"))
-    return out

@@ -26,7 +26,8 @@ from proxy.config import Config, Route
 from proxy.events import ExchangeObserver, ExchangeStart, mirror_for
 from proxy.metrics import Metrics
 from proxy.tasks import TaskOwner
-from shadow.runner import MirrorPlan, ShadowListener
+from shadow.plan import CANDIDATE, MirrorPlan
+from shadow.runner import ShadowListener
 from shadow.wire import (
     FrameReader,
     Message,
@@ -40,7 +41,6 @@ from shadow.wire import (
     read_traffic,
 )
 
-_CANDIDATE = MirrorPlan(candidate=True)
 log = logging.getLogger("strangler.shadow.worker")
 
 METRICS_EVERY = 0.25  # seconds between metric reports to the proxy process
@@ -123,7 +123,7 @@ class WorkerProtocol(asyncio.Protocol):
         start = ExchangeStart(
             config, route, served_by, primary_upstream, mirror, request, started_at, self._loop.time()
         )
-        plan = _CANDIDATE if candidate and not noise and skip is None else MirrorPlan(skip, candidate, noise)
+        plan = CANDIDATE if candidate and not noise and skip is None else MirrorPlan(skip, candidate, noise)
         observer = listener.begin(start, plan)
         if observer is not None:
             self._observers[seq] = observer

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from shadow.runner import DRY_RUN_HEADER, ShadowLimits
+from shadow.fetch import DRY_RUN_HEADER
+from shadow.runner import ShadowLimits
 from tests.shadow.shadow_fixtures import (
     backends,
     closed_port_url,
