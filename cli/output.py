@@ -19,6 +19,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from proxy.config import ConfigError
+from shadow.store import StoreError
 
 PIPE_WIDTH = 120  # rich assumes 80 columns off a terminal, which truncates the report's wide tables
 
@@ -64,6 +65,8 @@ def error_lines(exc: BaseException) -> list[str]:
         return [str(issue) for issue in exc.issues] or [str(exc)]
     if isinstance(exc, CliError):
         return [str(exc), *exc.details]
+    if isinstance(exc, StoreError):  # its message names the file
+        return [str(exc)]
     if isinstance(exc, OSError):
         where = f"{exc.filename}: " if exc.filename else ""
         return [f"{where}{exc.strerror or exc}"]

@@ -160,16 +160,17 @@ class ShadowBridge:
             return None
         route = start.route
         assert route is not None
-        if not self._up:
-            self._metrics.shadow.inc((route.id, "dropped", "worker_down"))
+        backlog = self.backlog()
+        drop = "worker_down" if not self._up else "worker_busy" if backlog > self._max_backlog else None
+        if drop is not None:
+            self._metrics.shadow.inc((route.id, "dropped", drop))
+            # Its row (without the body) still goes to the worker, or to the next one; past twice the limit,
+            # the drop is only counted.
+            if backlog <= 2 * self._max_backlog and plan.candidate:
+                self._send_start(start, start_message(0, None, False, False, start, drop))
             return None
-        if self.backlog() > self._max_backlog:
-            self._metrics.shadow.inc((route.id, "dropped", "worker_busy"))
-            return None
-        if start.config is not self._config_sent:
-            self._send_config(start.config)
         self._seq += 1
-        self._send(start_message(self._seq, plan.skip, plan.candidate, plan.noise, start))
+        self._send_start(start, start_message(self._seq, plan.skip, plan.candidate, plan.noise, start))
         if not (plan.candidate or plan.noise):
             return None
         return _Sent(self, self._seq, self._generation)
@@ -191,6 +192,11 @@ class ShadowBridge:
         return self._out_bytes + (transport.get_write_buffer_size() if transport is not None else 0)
 
     # --- the stream --------------------------------------------------------------------------------------------
+
+    def _send_start(self, start: ExchangeStart, message: Message) -> None:
+        if start.config is not self._config_sent:
+            self._send_config(start.config)
+        self._send(message)
 
     def _send_config(self, config: Config) -> None:
         self._config_sent = config
@@ -222,7 +228,7 @@ class ShadowBridge:
 
     def _flush_traffic(self) -> None:
         counts = self._traffic.drain()
-        if counts and self._up:
+        if counts:  # while the worker is down, kept for the next one
             self._send(traffic_message(counts))
 
     # --- the worker process ------------------------------------------------------------------------------------
@@ -291,17 +297,29 @@ class ShadowBridge:
             raise
 
     def _worker_lost(self) -> None:
+        """Forget what was meant for the dead worker: its copies cannot be paired by another one."""
         self._up = False
         if self._out:
             log.warning("shadow worker lost with %d bytes of work not handed over", self._out_bytes)
         self._out.clear()
         self._out_bytes = 0
+        self._config_sent = None
+        for stage in ("candidates", "compare", "store"):  # its gauges, last reported, no longer hold
+            self._metrics.shadow_queue.set((stage,), 0)
 
     def _restart(self) -> None:
+        """A new worker: the config goes first, then what was kept meanwhile (drop rows, traffic counts)."""
         self._restarts.inc()
         self._generation += 1
         self._up = True
+        kept, kept_config, self._out = self._out, self._config_sent, []
+        self._out_bytes = 0
         self._send_config(self._state.config)
+        for data in kept:
+            self._out.append(data)
+            self._out_bytes += len(data)
+        if kept:  # they hold their own config frames: the worker's current config is the last of those
+            self._config_sent = kept_config
 
     # --- shutdown ----------------------------------------------------------------------------------------------
 

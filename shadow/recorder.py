@@ -206,11 +206,14 @@ class Recorder:
             r = self._redactors[rules] = Redactor(self._key, rules)
         return r
 
-    def record_skip(self, start: ExchangeStart, outcome: Outcome, reason: str, pair: Pair = "candidate") -> None:
-        """On the loop: count at once, and queue the record for the next handoff."""
+    def record_skip(
+        self, start: ExchangeStart, outcome: Outcome, reason: str, pair: Pair = "candidate", *, counted: bool = True
+    ) -> None:
+        """On the loop: count at once (unless `counted` elsewhere), and queue the record for the next handoff."""
         route = start.route
         assert route is not None
-        self.count_outcome(route.id, outcome, reason, None)
+        if counted:
+            self.count_outcome(route.id, outcome, reason, None)
         redactor = self._redactor(start.config.store.redact)
         self._loop_records.append(unpaired_record(start, pair, outcome, reason, redactor))
         self._schedule_handoff()

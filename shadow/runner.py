@@ -194,6 +194,11 @@ class ShadowListener:
             return noise if candidate is None else _Both(candidate, noise)
         return candidate
 
+    def record_dropped(self, start: ExchangeStart, reason: str) -> None:
+        """The row of a copy dropped before it reached this listener (by the proxy process); counted there."""
+        if start.route is not None:
+            self.recorder.record_skip(start, "dropped", reason, counted=False)
+
     def add_traffic(self, counts: Sequence[TrafficCount]) -> None:
         """Traffic counts tallied elsewhere (the proxy process, when this runs in a shadow worker)."""
         if counts:

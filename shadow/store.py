@@ -141,7 +141,12 @@ def _connect(path: Path, *, create: bool) -> sqlite_utils.Database:
         except OSError as e:
             raise StoreError(f"{path}: cannot create the store file: {e.strerror}") from e
         created = True
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
+    if path.is_dir():
+        raise StoreError(f"{path}: is a directory, not a store file (hint: give a file path, e.g. {path}/strangler.db)")
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
+    except sqlite3.Error as e:
+        raise StoreError(f"{path}: cannot open the store file: {e}") from e
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         db = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)

@@ -7,7 +7,8 @@ cross as pickles (they are nested frozen dataclasses), once per reload.
 
 proxy → worker:
   ("config", pickled Config)            before the first start that uses it
-  ("start", seq, plan, start...)        a request on a mirroring route, and what to do with it (`MirrorPlan`)
+  ("start", seq, plan, start..., drop)  a request on a mirroring route, and what to do with it (`MirrorPlan`);
+                                        with `drop` set, only the record of a copy the proxy had to drop
   ("primary", seq, snapshot...)         the primary response of a started request that has copies under way
   ("traffic", counts)                   traffic counts, about once a second
   ("close",)                            finish what is under way, flush the store, report and exit
@@ -93,7 +94,10 @@ def read_config(message: Message) -> Config:
     return dataclasses.replace(config, upstreams=MappingProxyType(dict(config.upstreams)))
 
 
-def start_message(seq: int, skip: str | None, candidate: bool, noise: bool, start: ExchangeStart) -> Message:
+def start_message(
+    seq: int, skip: str | None, candidate: bool, noise: bool, start: ExchangeStart, drop: str | None = None
+) -> Message:
+    """A request and its plan; with `drop`, only the record of a copy the proxy dropped (no body crosses)."""
     route = start.route
     assert route is not None
     r = start.request
@@ -110,19 +114,22 @@ def start_message(seq: int, skip: str | None, candidate: bool, noise: bool, star
         r.path,
         r.query_string,
         r.headers,
-        r.body,
-        r.body_note,
+        None if drop else r.body,
+        drop or r.body_note,
         r.request_id,
         r.client_ip,
         r.host,
         start.started_at,
+        drop,
     )
 
 
-def read_start(m: Message) -> tuple[int, str | None, bool, bool, str, Side, str, RequestSnapshot, float]:
-    """(seq, skip, candidate, noise, route id, served_by, primary upstream, request, started_at)."""
+def read_start(
+    m: Message,
+) -> tuple[int, str | None, bool, bool, str, Side, str, RequestSnapshot, float, str | None]:
+    """(seq, skip, candidate, noise, route id, served_by, primary upstream, request, started_at, drop)."""
     request = RequestSnapshot(m[8], m[9], m[10], m[11], m[12], m[13], m[14], m[15], m[16])
-    return m[1], m[2], m[3], m[4], m[5], m[6], m[7], request, m[17]
+    return m[1], m[2], m[3], m[4], m[5], m[6], m[7], request, m[17], m[18]
 
 
 def primary_message(seq: int, p: ResponseSnapshot) -> Message:

@@ -114,7 +114,7 @@ class WorkerProtocol(asyncio.Protocol):
             raise WireError(f"unknown message {kind!r}")
 
     def _start(self, m: Message) -> None:
-        seq, skip, candidate, noise, route_id, served_by, primary_upstream, request, started_at = read_start(m)
+        seq, skip, candidate, noise, route_id, served_by, primary_upstream, request, started_at, drop = read_start(m)
         config, listener = self._config, self.listener
         route = self._routes.get(route_id)
         if config is None or listener is None or route is None:
@@ -123,6 +123,9 @@ class WorkerProtocol(asyncio.Protocol):
         start = ExchangeStart(
             config, route, served_by, primary_upstream, mirror, request, started_at, self._loop.time()
         )
+        if drop is not None:  # dropped in the proxy (counted there): only its row is written here
+            listener.record_dropped(start, drop)
+            return
         plan = CANDIDATE if candidate and not noise and skip is None else MirrorPlan(skip, candidate, noise)
         observer = listener.begin(start, plan)
         if observer is not None:
@@ -173,9 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--db", type=Path, default=None, help="the store file (default: the config's store.path)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Ctrl-C in a terminal reaches the whole process group; the worker stops when the proxy closes the stream,
-    # after the proxy has drained, so that every exchange still gets its row.
+    # The worker's life is the stream's: it stops when the proxy closes it (after draining) or goes away, so every
+    # exchange still gets its row. Ctrl-C reaches a terminal's whole process group, and a service manager stopping
+    # the service sends SIGTERM to every process in it (systemd's KillMode=control-group): both are left to the
+    # proxy, which drains and then closes the stream. (SIGKILL still ends it at once.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         import uvloop
 
