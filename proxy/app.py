@@ -169,7 +169,7 @@ def serve(
         return runner.run(_serve(config_path, host, port, admin_port, db, listeners_factory))
 
 
-def _settle_gc() -> None:
+def settle_gc() -> None:
     """Move everything allocated at start-up (modules, config, route tables) out of the collector's sight and
     collect young objects less often: each request allocates many short-lived container objects, and the default
     gen-0 threshold (700) made the cyclic collector re-scan the long-lived start-up heap every few requests
@@ -201,7 +201,7 @@ async def _serve(
     except OSError as exc:
         log.error("cannot start: %s", exc)
         return 1
-    _settle_gc()
+    settle_gc()
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     handled: list[signal.Signals] = []

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import cast
 
+from proxy.app import settle_gc
 from proxy.config import Config, Route
 from proxy.events import ExchangeObserver, ExchangeStart, mirror_for
 from proxy.metrics import Metrics
@@ -107,6 +108,7 @@ class WorkerProtocol(asyncio.Protocol):
             self._routes = {r.id: r for r in config.routes}
             if self.listener is None:
                 self.listener = ShadowListener.create(config, self.metrics, self._db)
+                settle_gc()  # as the proxy does: every exchange allocates many short-lived objects here too
         elif kind == "close":
             if not self.done.done():
                 self.done.set_result(None)
