@@ -33,7 +33,7 @@ from proxy.events import (
 )
 from proxy.forwarding import FallbackAvailable, ForwardResult, ForwardTarget, error_response, forward
 from proxy.headers import new_request_id, upstream_request_headers, valid_request_id
-from proxy.limits import GuardedRequestHandler
+from proxy.limits import GuardedRequestHandler, UnsupportedVersionRequest
 from proxy.paths import PathError, canonical_path
 from proxy.state import RuntimeState
 from proxy.websocket import forward_websocket, is_websocket_upgrade
@@ -106,6 +106,8 @@ class ProxyHandler:
         incoming_id = request.headers.get("X-Request-Id")
         request_id = incoming_id if incoming_id is not None and valid_request_id(incoming_id) else new_request_id()
 
+        if type(request) is UnsupportedVersionRequest:
+            return self._reject(505, "http_version_not_supported", request_id, close=True)
         if head_size(request.raw_headers) > config.limits.max_header_size:
             return self._reject(431, "headers_too_large", request_id)
         raw_path, _, query_string = request.raw_path.partition("?")

@@ -15,6 +15,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http import HttpVersion10, HttpVersion11
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
 from proxy.metrics import Metrics
@@ -158,15 +162,37 @@ class GuardedRequestHandler(RequestHandler):
         self.force_close()
 
 
+class UnsupportedVersionRequest(web.BaseRequest):
+    """A request whose line named a version other than HTTP/1.0 or 1.1 (HTTP/0.9, or HTTP/2.0 on an HTTP/1
+    connection, which aiohttp's parser lets through). The handler answers it 505 without contacting any back end;
+    its version is set to 1.1 so that answer goes out on an HTTP/1.1 status line (aiohttp echoes the request's)."""
+
+
+_SPOKEN = (HttpVersion10, HttpVersion11)
+
+
 class ProxyServer(web.Server):
     """aiohttp's low-level server, making a `GuardedRequestHandler` per connection from the current limits."""
 
     def __init__(
         self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], *, state: RuntimeState
     ) -> None:
-        super().__init__(handler, handler_cancellation=False)
+        super().__init__(handler, handler_cancellation=False, request_factory=self._make_proxy_request)
         self._state = state
         self.gate = ConnectionGate(state.metrics)
+
+    def _make_proxy_request(
+        self,
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        if message.version in _SPOKEN:
+            return web.BaseRequest(message, payload, protocol, writer, task, self._loop)
+        message = message._replace(version=HttpVersion11, should_close=True)
+        return UnsupportedVersionRequest(message, payload, protocol, writer, task, self._loop)
 
     def __call__(self) -> RequestHandler:
         limits = self._state.snapshot.config.limits

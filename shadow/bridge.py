@@ -57,6 +57,7 @@ RESTART_MAX = 30.0
 HEALTHY = 60.0  # a worker that ran this long before dying restarts after RESTART_FIRST again
 SOCKET_BUFFER = 4 * 1024 * 1024  # kernel buffer of the stream, so bursts rarely wait in user space
 RESTART_METRIC = "strangler_shadow_worker_restarts_total"
+DROP_WARN_EVERY = 10.0  # seconds between log lines about dropped copies
 _SOURCE_ROOT = str(Path(__file__).resolve().parent.parent)  # the worker runs the same code as this process
 
 
@@ -124,6 +125,8 @@ class ShadowBridge:
         self._generation = 1  # one per worker process; observers of an earlier one are stale
         self._config_sent: Config | None = None
         self._seq = 0
+        self._drops_logged_at = -DROP_WARN_EVERY
+        self._drops_unlogged = 0
         self._closing = False
         self._proc: asyncio.subprocess.Process | None = None
         self._tasks = TaskOwner("shadow-bridge")
@@ -164,6 +167,7 @@ class ShadowBridge:
         drop = "worker_down" if not self._up else "worker_busy" if backlog > self._max_backlog else None
         if drop is not None:
             self._metrics.shadow.inc((route.id, "dropped", drop))
+            self._warn_drops(drop, backlog)
             # Its row (without the body) still goes to the worker, or to the next one; past twice the limit,
             # the drop is only counted.
             if backlog <= 2 * self._max_backlog and plan.candidate:
@@ -174,6 +178,20 @@ class ShadowBridge:
         if not (plan.candidate or plan.noise):
             return None
         return _Sent(self, self._seq, self._generation)
+
+    def _warn_drops(self, reason: str, backlog: int) -> None:
+        """At most one log line per DROP_WARN_EVERY seconds while copies are being dropped, with their count."""
+        self._drops_unlogged += 1
+        now = self._loop.time()
+        if now - self._drops_logged_at >= DROP_WARN_EVERY:
+            log.warning(
+                "shadow copies dropped (%s): %d since the last warning; %d bytes waiting for the worker",
+                reason,
+                self._drops_unlogged,
+                backlog,
+            )
+            self._drops_logged_at = now
+            self._drops_unlogged = 0
 
     def _primary_done(self, sent: _Sent, primary: ResponseSnapshot) -> None:
         # Always sent, whatever the backlog: the worker holds the copy's result until its primary arrives.

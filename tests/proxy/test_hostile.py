@@ -320,6 +320,29 @@ async def test_hostile_request_is_refused_and_reaches_no_back_end(
     assert all(b.untouched for b in backends.all)
 
 
+@pytest.mark.parametrize("version", [b"HTTP/2.0", b"HTTP/0.9"])
+async def test_other_http_versions_get_505_on_an_http11_status_line(
+    proxy: RunningProxy, backends: Backends, version: bytes
+) -> None:
+    """A request line naming HTTP/2.0 or HTTP/0.9 (aiohttp's parser lets both through) gets one 505 on an HTTP/1.1
+    status line with an X-Request-Id, the connection is closed, and no back end is contacted."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.proxy_port)
+    try:
+        writer.write(b"GET /public/x " + version + b"\r\nHost: a\r\n\r\n")
+        async with asyncio.timeout(5):
+            received = await reader.read()  # to the end: the proxy closes the connection
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    assert received.startswith(b"HTTP/1.1 505 ")
+    [answer] = parse_answers(received)
+    assert answer.headers["connection"] == "close"
+    assert answer.headers["x-request-id"]
+    assert b"http_version_not_supported" in answer.body
+    assert all(b.untouched for b in backends.all)
+
+
 async def test_request_shaped_chunked_body_stays_one_request(proxy: RunningProxy, backends: Backends) -> None:
     """A chunked body holding a whole request reaches the back end as body bytes of one request, re-chunked with
     exactly one framing header; the admin back end never sees it."""
