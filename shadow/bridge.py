@@ -27,12 +27,12 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from proxy.config import Config, Route
-from proxy.events import ExchangeListener, ExchangeObserver, ExchangeStart, ResponseSnapshot, Side
+from proxy.config import Config
+from proxy.events import ExchangeListener, ExchangeObserver, ExchangeStart, ResponseSnapshot
 from proxy.metrics import Counter, Metrics
 from proxy.state import RuntimeState
 from proxy.tasks import TaskOwner
-from shadow.plan import mirror_options, plan_mirror
+from shadow.plan import CountingGate, plan_mirror
 from shadow.records import TrafficTally
 from shadow.redact import key_path_for, load_or_create_key
 from shadow.runner import extra_counter
@@ -94,7 +94,7 @@ class _WorkerStream(asyncio.Protocol):
             self.closed.set_result(None)
 
 
-class ShadowBridge:
+class ShadowBridge(CountingGate):
     """Hands the shadow side of a running proxy to a worker process. Create it on the proxy's event loop."""
 
     def __init__(
@@ -146,14 +146,6 @@ class ShadowBridge:
         return cls(state, db)
 
     # --- the listener protocol: on the event loop, returns at once ----------------------------------------------
-
-    def wants_exchange(self, route: Route | None, served_by: Side, method: str) -> bool:
-        return route is not None and not self._closing and mirror_options(route, served_by) is not None
-
-    def request_served(
-        self, route: Route | None, served_by: Side, method: str, path: str, status: int, failed: bool, latency: float
-    ) -> None:
-        self._traffic.add(route, served_by, method, path, failed, latency)
 
     def request_received(self, start: ExchangeStart) -> ExchangeObserver | None:
         if self._closing:
@@ -238,11 +230,6 @@ class ShadowBridge:
         self._out_bytes = 0
         transport.write(data)
         self._metrics.shadow_queue.set(("worker_stream",), transport.get_write_buffer_size())
-
-    async def _flush_traffic_every(self, seconds: float) -> None:
-        while True:
-            await asyncio.sleep(seconds)
-            self._flush_traffic()
 
     def _flush_traffic(self) -> None:
         counts = self._traffic.drain()

@@ -1,16 +1,19 @@
 """What to do with a request on a mirroring route: decided once, on the proxy's event loop, by pure functions.
 
-The in-process listener and the bridge to the shadow worker both decide with `plan_mirror`; the worker only
-carries the plan out, so sampling and method rules are applied in one place.
+The in-process listener and the bridge to the shadow worker both decide with `plan_mirror`, and share the cheap
+half of the listener protocol (`CountingGate`); the worker only carries a plan out, so sampling and method rules
+are applied in one place.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from proxy.config import SAFE_METHODS, Mirror, Route
 from proxy.events import ExchangeStart, Side
+from shadow.records import TrafficTally
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,3 +75,29 @@ def skip_reason(route: Route, start: ExchangeStart) -> str | None:
     if start.request.method not in opts.methods:
         return "method_not_mirrored"
     return "side_effects_blocked"
+
+
+class CountingGate:
+    """The cheap half of the listener protocol (`proxy.events.RequestCounter`), shared by both shadow listeners:
+    routes that mirror nothing cost the core one `wants_exchange` and one `request_served` call, no snapshots."""
+
+    _closing: bool
+    _traffic: TrafficTally
+
+    def wants_exchange(self, route: Route | None, served_by: Side, method: str) -> bool:
+        """Only requests on a route that mirrors their side: the rest are just counted (`request_served`)."""
+        return route is not None and not self._closing and mirror_options(route, served_by) is not None
+
+    def request_served(
+        self, route: Route | None, served_by: Side, method: str, path: str, status: int, failed: bool, latency: float
+    ) -> None:
+        self._traffic.add(route, served_by, method, path, failed, latency)
+
+    async def _flush_traffic_every(self, seconds: float) -> None:
+        """The traffic counts go to the store in batches: one flush every `seconds`."""
+        while True:
+            await asyncio.sleep(seconds)
+            self._flush_traffic()
+
+    def _flush_traffic(self) -> None:
+        raise NotImplementedError

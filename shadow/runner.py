@@ -29,7 +29,7 @@ from proxy.state import RuntimeState
 from proxy.tasks import TaskOwner
 from shadow.fetch import CandidatePools, fetch_copy
 from shadow.model import Pair, TrafficCount
-from shadow.plan import MirrorPlan, mirror_options, plan_mirror
+from shadow.plan import CountingGate, MirrorPlan, plan_mirror
 from shadow.recorder import Recorder
 from shadow.records import TrafficTally
 from shadow.redact import key_path_for, load_or_create_key
@@ -102,7 +102,7 @@ class _Both:
             p.primary_done(primary)
 
 
-class ShadowListener:
+class ShadowListener(CountingGate):
     """The shadow side of strangler, attached to a running proxy. Create it on the event loop it will serve."""
 
     def __init__(
@@ -161,15 +161,6 @@ class ShadowListener:
         return cls(metrics=metrics, writer=writer, key=key, limits=limits)
 
     # --- the listener protocol: called on the event loop, must return at once -------------------------------
-
-    def wants_exchange(self, route: Route | None, served_by: Side, method: str) -> bool:
-        """Only requests on a route that mirrors their side: the rest are just counted (`request_served`)."""
-        return route is not None and not self._closing and mirror_options(route, served_by) is not None
-
-    def request_served(
-        self, route: Route | None, served_by: Side, method: str, path: str, status: int, failed: bool, latency: float
-    ) -> None:
-        self._traffic.add(route, served_by, method, path, failed, latency)
 
     def request_received(self, start: ExchangeStart) -> ExchangeObserver | None:
         if self._closing:
@@ -256,11 +247,6 @@ class ShadowListener:
                 p.timed_out = True
                 if p.task is not None:
                     p.task.cancel()
-
-    async def _flush_traffic_every(self, seconds: float) -> None:
-        while True:
-            await asyncio.sleep(seconds)
-            self._flush_traffic()
 
     def _flush_traffic(self) -> None:
         counts = self._traffic.drain()
