@@ -83,6 +83,25 @@ class RunningProxy:
         await state.close()
 
 
+LISTENER_READY_TIMEOUT = 15.0  # seconds a listener's `ready()` may take before traffic is accepted anyway
+
+
+async def _listeners_ready(listeners: Iterable[ExchangeListener]) -> None:
+    """Give listeners with a `ready()` coroutine (the shadow worker process) time to start before traffic is
+    accepted, so the first requests are mirrored like the rest instead of arriving as one burst; one that is not
+    ready in time is logged, never fatal: the proxy serves either way."""
+    for listener in listeners:
+        ready = getattr(listener, "ready", None)
+        if ready is None:
+            continue
+        try:
+            await asyncio.wait_for(ready(), LISTENER_READY_TIMEOUT)
+        except TimeoutError:
+            log.warning("exchange listener %r not ready after %.0fs; serving anyway", listener, LISTENER_READY_TIMEOUT)
+        except Exception:
+            log.exception("exchange listener %r failed to get ready; serving anyway", listener)
+
+
 async def _close_listener(listener: object) -> None:
     aclose = getattr(listener, "aclose", None)
     if aclose is None:
@@ -119,6 +138,7 @@ async def start_proxy(
             state.listeners.extend(listeners_factory(state))
         for listener in state.listeners:
             unwind.push_async_callback(_close_listener, listener)
+        await _listeners_ready(state.listeners)
 
         server = ProxyServer(ProxyHandler(state), state=state)
         runner = web.ServerRunner(server, handle_signals=False)

@@ -7,7 +7,8 @@ calls `primary_done` once the primary response has been fully streamed to the cl
 also has the `RequestCounter` members is called only for the requests it wants, and counted cheaply for the rest.
 
 Both calls run on the event loop in the request's task: they must return at once (no I/O, no awaiting); a listener
-that raises is logged and ignored, never allowed to affect the client's response.
+that raises is logged and ignored, never allowed to affect the client's response. Optional coroutine members,
+looked up by name: `ready()` is awaited (bounded) before the proxy accepts traffic, `aclose()` after it drained.
 """
 
 from __future__ import annotations

@@ -76,8 +76,9 @@ class _Sent:
 class _WorkerStream(asyncio.Protocol):
     """The proxy's end of the stream: reads the worker's metric reports."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, ready: asyncio.Future[None]) -> None:
         self._metrics = metrics
+        self._ready = ready
         self._reader = FrameReader()
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -86,6 +87,8 @@ class _WorkerStream(asyncio.Protocol):
             for message in self._reader.feed(data):
                 if message[0] == "metrics":
                     apply_metric_changes(self._metrics, message)
+                elif message[0] == "ready" and not self._ready.done():
+                    self._ready.set_result(None)
         except (WireError, ValueError, TypeError, IndexError):  # never let a bad report disturb the proxy
             log.exception("shadow worker sent an unreadable report")
 
@@ -129,6 +132,8 @@ class ShadowBridge(CountingGate):
         self._drops_unlogged = 0
         self._closing = False
         self._proc: asyncio.subprocess.Process | None = None
+        # Set when the first worker has its store open (or has died trying): `ready()` waits for it.
+        self._first_ready: asyncio.Future[None] = self._loop.create_future()
         self._tasks = TaskOwner("shadow-bridge")
         self._send_config(state.config)
         self._supervisor = self._tasks.start(self._supervise(), name="shadow-worker")
@@ -190,6 +195,11 @@ class ShadowBridge(CountingGate):
         if sent.generation == self._generation and self._up:
             self._send(primary_message(sent.seq, primary))
 
+    async def ready(self) -> None:
+        """Until the first worker can take copies (its store open), so the proxy's first requests do not all
+        reach it as one burst; also returns if that worker died first. `start_proxy` bounds the wait."""
+        await asyncio.shield(self._first_ready)
+
     @property
     def worker_pid(self) -> int | None:
         """The running worker's process id (None before it started or while it is down)."""
@@ -247,6 +257,8 @@ class ShadowBridge(CountingGate):
             except OSError:
                 log.exception("could not start the shadow worker")
                 code = None
+            if not self._first_ready.done():
+                self._first_ready.set_result(None)  # it died before it was ready: do not hold up the proxy
             if self._closing:
                 return
             self._worker_lost()
@@ -283,7 +295,7 @@ class ShadowBridge(CountingGate):
         finally:
             theirs.close()
         try:
-            stream = _WorkerStream(self._metrics)
+            stream = _WorkerStream(self._metrics, self._first_ready)
             # (uvloop's socket transports are not asyncio.Transport subclasses, but they have its methods.)
             transport, _ = await self._loop.connect_accepted_socket(lambda: stream, ours)
             transport.set_write_buffer_limits(high=self._max_backlog * 2)  # our backlog check comes first

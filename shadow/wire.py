@@ -13,6 +13,7 @@ proxy → worker:
   ("traffic", counts)                   traffic counts, about once a second
   ("close",)                            finish what is under way, flush the store, report and exit
 worker → proxy:
+  ("ready",)                            the store is open: copies can be taken
   ("metrics", changes)                  metric changes since the last report (`metric_changes`)
 """
 

@@ -109,6 +109,8 @@ class WorkerProtocol(asyncio.Protocol):
             if self.listener is None:
                 self.listener = ShadowListener.create(config, self.metrics, self._db)
                 settle_gc()  # as the proxy does: every exchange allocates many short-lived objects here too
+                if self._transport is not None:
+                    self._transport.write(frame(("ready",)))
         elif kind == "close":
             if not self.done.done():
                 self.done.set_result(None)

@@ -83,6 +83,18 @@ def is_worker(pid: int) -> bool:
 # --- the pipeline through the worker ----------------------------------------------------------------------------
 
 
+async def test_proxy_accepts_traffic_only_once_the_worker_is_ready(tmp_path: Path) -> None:
+    """start_proxy returns after the worker has its store open: its pid is known at once, and a burst of 200
+    concurrent requests sent right away is mirrored whole (none dropped while a worker was still starting)."""
+    async with (
+        backends(legacy_answer, legacy_answer) as (legacy, new),
+        worker_proxy(tmp_path, legacy.url, new.url) as wp,
+    ):
+        assert wp.bridge.worker_pid is not None  # no waiting here: the worker is up when the proxy is
+        await asyncio.gather(*(get_legacy(wp, f"/api/burst/{i}") for i in range(200)))
+    assert outcomes(wp.db, "/api/burst/") == ["match"] * 200
+
+
 async def test_worker_stores_matches_and_mismatches(tmp_path: Path) -> None:
     """N shadowed GETs become N match rows; a differing candidate's pairs are mismatch rows with grouped differences."""
     async with backends(legacy_answer, candidate_answer) as (legacy, new):
@@ -179,7 +191,8 @@ async def test_sigterm_to_the_worker_too_still_stores_every_row(tmp_path: Path) 
 
 async def test_worker_finishes_its_work_when_the_proxy_goes_away(tmp_path: Path) -> None:
     """`python -m shadow.worker` fed a config, bad messages, a start and its primary, then end of stream (no close
-    message): it skips the bad ones, completes the copy, stores the pair, sends its last metrics and exits 0."""
+    message): it says it is ready, skips the bad ones, completes the copy, stores the pair, sends its last metrics
+    and exits 0."""
     async with backends(legacy_answer, candidate_answer) as (legacy, new):
         config = load_config(write_config(tmp_path, legacy.url, new.url, SHADOW_ROUTE))
         route = config.routes[0]
@@ -222,7 +235,9 @@ async def test_worker_finishes_its_work_when_the_proxy_goes_away(tmp_path: Path)
     rows = query(db, "SELECT route_id, path, query, request_id, outcome FROM exchanges")
     assert [tuple(r) for r in rows] == [("api", path, "a=1", "req-1", "match")]
     metrics = Metrics()
-    for message in FrameReader().feed(received):
+    first, *reports = FrameReader().feed(received)
+    assert first == ("ready",)  # sent once its store is open, before any report
+    for message in reports:
         assert message[0] == "metrics"
         apply_metric_changes(metrics, message)
     assert metrics.shadow.values == {("api", "match", ""): 1}
