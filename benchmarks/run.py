@@ -30,6 +30,10 @@ from pathlib import Path
 import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
+PASS = "strangler pass-through"
+SHADOW = "strangler shadow 100% (matching)"
+SHADOW_INPROC = "strangler shadow 100%, in-process (--no-shadow-worker)"
+NGINX = "nginx reverse proxy (1 worker)"
 BODY = '{"id":1,"name":"widget","price":9.99,"tags":["a","b"],"ok":true,"n":12345}'
 
 
@@ -250,20 +254,39 @@ def _median_row(name: str, runs: list[tuple[float, float, float]]) -> Row:
     )
 
 
-def _rounds(targets: dict[str, int], rounds: int, measure: Callable[[int], tuple[float, float, float]]) -> list[Row]:
+Runs = dict[str, list[tuple[float, float, float]]]  # per setup, (req/s, p50 ms, p99 ms) of each round
+
+
+def _rounds(
+    targets: dict[str, int], rounds: int, measure: Callable[[int], tuple[float, float, float]]
+) -> tuple[list[Row], Runs]:
     """Measure every target once per round, in turn, for `rounds` rounds; all targets run the whole time."""
-    runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in targets}
+    runs: Runs = {name: [] for name in targets}
     for r in range(rounds):
         for name, port in targets.items():
             runs[name].append(measure(port))
             print(f"  round {r + 1}/{rounds} {name}: {runs[name][-1][0]:.0f} req/s", file=sys.stderr)
-    return [_median_row(name, values) for name, values in runs.items()]
+    return [_median_row(name, values) for name, values in runs.items()], runs
+
+
+def _rps(x: tuple[float, float, float], y: tuple[float, float, float]) -> float:
+    return x[0] / y[0]
+
+
+def _paired(
+    runs: Runs, a: str, b: str, figure: Callable[[tuple[float, float, float], tuple[float, float, float]], float]
+) -> float:
+    """The median over rounds of a figure of two setups measured next to each other in the same round.
+
+    Machines like this one drift by tens of percent within a minute (shared hosts); a ratio of two medians can
+    pair a fast moment of one setup with a slow moment of the other, a per-round ratio cannot."""
+    return statistics.median(figure(x, y) for x, y in zip(runs[a], runs[b], strict=True))
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--seconds", type=float, default=5.0, help="duration of each measurement")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each row is the median")
+    ap.add_argument("--seconds", type=float, default=4.0, help="duration of each measurement")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds; each row is the median")
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--rate", type=float, default=300.0, help="requests/s of the fixed-rate rows")
     ap.add_argument("--json", type=Path, default=ROOT / "bench-results" / "latest.json")
@@ -288,13 +311,13 @@ def main() -> int:
         targets = {"back end direct": be}
         cfg = routes_yaml(tmp, pt, pt_a, be, be2, "legacy", "pass")
         stack.enter_context(process(strangler_cmd(cfg), pt, log=tmp / "pass.log"))
-        targets["strangler pass-through"] = pt
+        targets[PASS] = pt
         cfg = routes_yaml(tmp, sh, sh_a, be, be2, "shadow", "shadow")
         stack.enter_context(process(strangler_cmd(cfg), sh, log=tmp / "shadow.log"))
-        targets["strangler shadow 100% (matching)"] = sh
+        targets[SHADOW] = sh
         cfg = routes_yaml(tmp, shi, shi_a, be, be2, "shadow", "shadow_inproc")
         stack.enter_context(process(strangler_cmd(cfg, "--no-shadow-worker"), shi, log=tmp / "shadow_inproc.log"))
-        targets["strangler shadow 100%, in-process (--no-shadow-worker)"] = shi
+        targets[SHADOW_INPROC] = shi
         if have_nginx:
             conf = nginx_conf(
                 tmp,
@@ -304,12 +327,15 @@ def main() -> int:
                 'proxy_set_header Connection ""; } }',
             )
             stack.enter_context(process(nginx_cmd(conf), ngx))
-            targets["nginx reverse proxy (1 worker)"] = ngx
+            targets[NGINX] = ngx
         else:
             print("nginx reverse proxy row skipped: nginx not installed (apt-get install nginx)")
+        # Measured in this order each round, so the setups a ratio compares run next to each other.
+        order = [NGINX, PASS, SHADOW, SHADOW_INPROC]
+        targets = {"back end direct": targets["back end direct"]} | {k: targets[k] for k in order if k in targets}
         for port in targets.values():
             throughput(port, 1.0, conns)  # warm-up: pools, caches
-        rows = _rounds(targets, args.rounds, lambda port: throughput(port, secs, conns))
+        rows, runs = _rounds(targets, args.rounds, lambda port: throughput(port, secs, conns))
         coverage = {"worker": shadow_coverage(sh_a), "in-process": shadow_coverage(shi_a)}
 
     # Fixed-rate latency rows: a legacy that takes 2 ms, a candidate 10x slower (20 ms), all up at once.
@@ -329,25 +355,25 @@ def main() -> int:
         }
         for port in fixed.values():
             asyncio.run(_open_loop(port, rate, 1.0))  # warm-up
-        rows += _rounds(fixed, args.rounds, lambda port: asyncio.run(_open_loop(port, rate, secs)))
+        fixed_rows, fixed_runs = _rounds(fixed, args.rounds, lambda port: asyncio.run(_open_loop(port, rate, secs)))
+        rows += fixed_rows
+        runs |= fixed_runs
 
-    by = {r.name: r for r in rows}
     print()
     print(f"{'setup':<56} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
     for r in rows:
         print(f"{r.name:<56} {r.rps:>10.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f}")
-    print(f"\nratios (medians of {args.rounds} interleaved rounds, measured side by side in this run):")
+    print(f"\nratios (median over {args.rounds} interleaved rounds of each round's ratio, side by side in this run):")
     ratios: dict[str, float] = {}
-    ngx_row = by.get("nginx reverse proxy (1 worker)")
-    pt_row, sh_row = by["strangler pass-through"], by["strangler shadow 100% (matching)"]
-    if ngx_row:
-        ratios["pass-through / nginx req/s (target >= 0.20)"] = pt_row.rps / ngx_row.rps
-    ratios["shadow 100% / pass-through req/s (target >= 0.60)"] = sh_row.rps / pt_row.rps
-    shi_row = by["strangler shadow 100%, in-process (--no-shadow-worker)"]
-    ratios["shadow 100% in-process / pass-through req/s"] = shi_row.rps / pt_row.rps
-    f_be, f_pt, f_sl = (by[name] for name in fixed)
-    ratios["added p50 ms at fixed rate (target <= 1.0)"] = f_pt.p50_ms - f_be.p50_ms
-    ratios["p99 slow-candidate shadow / pass-through (target <= 1.10)"] = f_sl.p99_ms / f_pt.p99_ms
+    if NGINX in runs:
+        ratios["pass-through / nginx req/s (target >= 0.20)"] = _paired(runs, PASS, NGINX, _rps)
+    ratios["shadow 100% / pass-through req/s (target >= 0.60)"] = _paired(runs, SHADOW, PASS, _rps)
+    ratios["shadow 100% in-process / pass-through req/s"] = _paired(runs, SHADOW_INPROC, PASS, _rps)
+    f_be, f_pt, f_sl = fixed
+    ratios["added p50 ms at fixed rate (target <= 1.0)"] = _paired(runs, f_pt, f_be, lambda x, y: x[1] - y[1])
+    ratios["p99 slow-candidate shadow / pass-through (target <= 1.10)"] = _paired(
+        runs, f_sl, f_pt, lambda x, y: x[2] / y[2]
+    )
     for k, v in ratios.items():
         print(f"  {k:<62} {v:.3f}")
     print("\nshadow coverage over the whole run (warm-up included), from each process's /metrics:")
@@ -359,7 +385,9 @@ def main() -> int:
     subprocess.run([sys.executable, "-m", "benchmarks.compare_micro"], check=False)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(
-        json.dumps({"rows": [asdict(r) for r in rows], "ratios": ratios, "coverage": coverage}, indent=2)
+        json.dumps(
+            {"rows": [asdict(r) for r in rows], "rounds": runs, "ratios": ratios, "coverage": coverage}, indent=2
+        )
     )
     print(f"\nfigures written to {args.json}")
     return 0
