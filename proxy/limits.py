@@ -21,6 +21,8 @@ from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
+from proxy.forwarding import error_response
+from proxy.headers import new_request_id
 from proxy.metrics import Metrics
 from proxy.state import RuntimeState
 
@@ -112,6 +114,27 @@ class GuardedRequestHandler(RequestHandler):
         elif starts_head and self._request_count == count and self.transport is not None:
             self._arm_head()
 
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """aiohttp's answer to a request its parser refused (400, 413, 431) or a handler failure (500, 504), in
+        strangler's shape: a JSON error with an X-Request-Id, counted, the connection closed. Refused requests are
+        expected on a public port, so they are logged at debug level, not with a traceback each."""
+        if request.writer.output_size > 0:  # part of a response went out: nothing can be added, only closed
+            raise ConnectionError("a response was already started; the error cannot be sent")
+        if status >= 500:
+            log.error("request from %s failed: %s", request.remote, message or exc, exc_info=exc)
+        else:
+            log.debug("request from %s refused (%d): %s", request.remote, status, message or exc)
+        self._gate.metrics.rejected.inc((_PARSER_ERRORS.get(status, "bad_request"),))
+        resp = error_response(status, _PARSER_ERRORS.get(status, "bad_request"), None, new_request_id())
+        resp.force_close()
+        return resp
+
     def skip_lingering(self) -> None:
         """Close the connection right after the current response instead of draining the unread body first.
 
@@ -160,6 +183,16 @@ class GuardedRequestHandler(RequestHandler):
             return  # a head did arrive
         self._gate.metrics.rejected.inc(("header_timeout",))
         self.force_close()
+
+
+# aiohttp's statuses for what its parser refuses, named like the handler's own refusals.
+_PARSER_ERRORS = {
+    400: "bad_request",
+    413: "request_too_large",
+    431: "headers_too_large",
+    500: "internal_error",
+    504: "timeout",
+}
 
 
 class UnsupportedVersionRequest(web.BaseRequest):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -313,10 +314,17 @@ REFUSED: dict[str, tuple[bytes, int]] = {
 async def test_hostile_request_is_refused_and_reaches_no_back_end(
     proxy: RunningProxy, backends: Backends, data: bytes, status: int
 ) -> None:
-    """Ambiguous framing, malformed heads and over-limit requests get one error answer, the connection is closed,
-    and no back end ever sees a connection (so no smuggled second request can reach one)."""
+    """Ambiguous framing, malformed heads and over-limit requests get one error answer (strangler's JSON error with
+    an X-Request-Id, also when aiohttp's parser refused the request), the connection is closed, and no back end
+    ever sees a connection (so no smuggled second request can reach one)."""
     answers = await until_closed(proxy, data)
     assert [a.status for a in answers] == [status]
+    [answer] = answers
+    assert len(answer.headers["x-request-id"]) == 32
+    assert answer.headers["content-type"].startswith("application/json")
+    error = json.loads(answer.body)
+    assert error["error"] in ("bad_request", "headers_too_large", "bad_path")
+    assert error["request_id"] == answer.headers["x-request-id"]
     assert all(b.untouched for b in backends.all)
 
 
