@@ -50,22 +50,36 @@ def frame(message: Message) -> bytes:
 class FrameReader:
     """Splits a byte stream into messages; feed it what the socket gives."""
 
-    __slots__ = ("_rest",)
+    __slots__ = ("_have", "_need", "_parts")
 
     def __init__(self) -> None:
-        self._rest = b""  # the start of a frame whose end has not arrived yet
+        # The start of a frame whose end has not arrived yet, in the pieces it came in: joined once complete, so a
+        # multi-megabyte frame arriving in socket-sized reads is copied once, not once per read.
+        self._parts: list[bytes] = []
+        self._have = 0
+        self._need = 0  # bytes the parts must reach before parsing is worth trying again
 
     def feed(self, data: bytes) -> list[Message]:
         """The messages completed by `data`, in order. Raises WireError on a stream no strangler process wrote."""
-        src = self._rest + data if self._rest else data  # usually whole frames arrive: no copy then
+        if self._parts:
+            self._parts.append(data)
+            self._have += len(data)
+            if self._have < self._need:
+                return []
+            src = b"".join(self._parts)
+            self._parts.clear()
+        else:
+            src = data  # usually whole frames arrive: no copy then
         out: list[Message] = []
         at, end = 0, len(src)
+        need = 4
         with memoryview(src) as view:
             while end - at >= 4:
                 (size,) = _LEN.unpack_from(src, at)
                 if size > MAX_FRAME:
                     raise WireError(f"frame of {size} bytes is over the {MAX_FRAME}-byte limit")
                 if end - at - 4 < size:
+                    need = 4 + size
                     break
                 try:
                     message = marshal.loads(view[at + 4 : at + 4 + size])
@@ -75,7 +89,10 @@ class FrameReader:
                     raise WireError("a frame that is not a message tuple")
                 out.append(message)
                 at += 4 + size
-        self._rest = src[at:] if at < end else b""
+        if at < end:
+            self._parts.append(src[at:])
+            self._have = end - at
+            self._need = need
         return out
 
 

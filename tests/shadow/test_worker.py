@@ -381,6 +381,20 @@ def test_frame_reader_survives_every_split() -> None:
     assert [m for i in range(len(stream)) for m in reader.feed(stream[i : i + 1])] == MESSAGES
 
 
+def test_frame_reader_joins_a_large_frame_fed_in_socket_sized_reads() -> None:
+    """A 3 MiB body frame arriving in 64 KiB reads, with the next frame starting in the last read, yields nothing
+    until it is complete, then both messages intact."""
+    big = ("primary", 7, "legacy", "legacy", 200, (), os.urandom(3 * 1024 * 1024), True, 0.01, None)
+    stream = frame(big) + frame(("close",))
+    reader = FrameReader()
+    got = []
+    for i in range(0, len(stream), 64 * 1024):
+        got.extend(reader.feed(stream[i : i + 64 * 1024]))
+        if i + 64 * 1024 < len(stream) - 16:
+            assert got == []
+    assert got == [big, ("close",)]
+
+
 def test_frame_reader_rejects_foreign_streams() -> None:
     """A length over MAX_FRAME, an undecodable payload and a payload that is not a message raise WireError."""
     with pytest.raises(WireError, match="limit"):
