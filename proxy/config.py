@@ -80,7 +80,8 @@ class Upstream:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Protections for the client-facing listener. Safe defaults; every one configurable under `limits:`."""
+    """Protections for the client-facing listener and against the shadow side. Safe defaults; every one
+    configurable under `limits:`."""
 
     max_line_size: int = 8190  # request line and each header line
     max_header_size: int = 32768  # all header lines together
@@ -93,6 +94,13 @@ class Limits:
     # Idle time allowed between request body bytes: a client that stalls mid-body would otherwise hold its
     # connection and an upstream pool connection for ever (slow-body attack). 408 and the connection is closed.
     body_timeout: float = 30.0
+    # The shadow side, read when it starts (the worker, or the in-process listener): copies in flight to the other
+    # upstream (also the size of its connection pools, so a new service never sees more shadow connections), copies
+    # waiting for one of those, and bytes the proxy may hold for a shadow worker that is behind. Past any of them,
+    # copies are dropped and counted, never queued without bound.
+    shadow_in_flight: int = 64
+    shadow_waiting: int = 256
+    shadow_backlog: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)

@@ -247,7 +247,7 @@ TOP = Section(
             },
         ),
         "limits": Section(
-            "Protections for the client-facing listener.",
+            "Protections for the client-facing listener and against the shadow side.",
             {
                 "max_line_size": size("Longest request line or header line"),
                 "max_header_size": size("All header lines together"),
@@ -258,6 +258,17 @@ TOP = Section(
                 "max_connections": integer("Concurrent client connections", minimum=1),
                 "drain_timeout": duration("Graceful shutdown: time allowed for in-flight requests", positive=False),
                 "body_timeout": duration("Idle time allowed between request body bytes (408 past it)"),
+                "shadow_in_flight": integer(
+                    "Copies in flight to the other upstream (and its shadow pool size); read when the shadow side "
+                    "starts",
+                    minimum=1,
+                ),
+                "shadow_waiting": integer(
+                    "Copies waiting for an in-flight slot; past it copies are dropped (queue_full)", minimum=0
+                ),
+                "shadow_backlog": size(
+                    "Bytes the proxy holds for a shadow worker that is behind (worker_busy past it)"
+                ),
             },
         ),
         "trusted_proxies": ListOf("Peers whose X-Forwarded-For is believed", network("CIDR or address")),

@@ -7,8 +7,8 @@ worker once per loop iteration; the copies, the comparisons and the store run in
 HTTP exchange: measured, this is what lets shadowing at 100% keep most of pass-through's throughput.
 
 Failure never reaches the client:
-- a worker that cannot keep up: past `max_backlog` bytes waiting for it, new copies are dropped and counted
-  (`strangler_shadow_total{outcome="dropped",reason="worker_busy"}`);
+- a worker that cannot keep up: past `max_backlog` bytes waiting for it (`limits.shadow_backlog`), new copies are
+  dropped and counted (`strangler_shadow_total{outcome="dropped",reason="worker_busy"}`);
 - a worker that dies: copies are dropped and counted (`worker_down`) and it is restarted with a growing delay;
   what it had in flight is lost and logged (its rows already written stay);
 - on shutdown (after the proxy drained) the worker is told to close: it lets in-flight copies finish, compares
@@ -148,7 +148,7 @@ class ShadowBridge(CountingGate):
         db = Path(state.db_path) if state.db_path else state.config.store.path
         Store.open(db).close()
         load_or_create_key(key_path_for(db))
-        return cls(state, db)
+        return cls(state, db, max_backlog=state.config.limits.shadow_backlog)
 
     # --- the listener protocol: on the event loop, returns at once ----------------------------------------------
 

@@ -148,9 +148,14 @@ class ShadowListener(CountingGate):
 
     @classmethod
     def create(
-        cls, config: Config, metrics: Metrics, db: str | Path | None = None, *, limits: ShadowLimits = ShadowLimits()
+        cls, config: Config, metrics: Metrics, db: str | Path | None = None, *, limits: ShadowLimits | None = None
     ) -> ShadowListener:
-        """The listener for a config: its store (`db`, else `store.path`) and the redaction key beside the store."""
+        """The listener for a config: its store (`db`, else `store.path`), the redaction key beside the store, and
+        its limits (else the config's `limits.shadow_in_flight` and `shadow_waiting`)."""
+        if limits is None:
+            limits = ShadowLimits(
+                max_concurrency=config.limits.shadow_in_flight, max_waiting=config.limits.shadow_waiting
+            )
         path = Path(db) if db else config.store.path
         writer = StoreWriter(path, retention=config.store.retention)
         try:

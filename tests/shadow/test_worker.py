@@ -170,6 +170,40 @@ async def test_shutdown_flushes_copies_in_flight_and_reaps_the_worker(tmp_path: 
     assert pid not in children()
 
 
+async def test_configured_shadow_limits_cap_copies_in_the_worker(tmp_path: Path) -> None:
+    """limits.shadow_in_flight 1 and shadow_waiting 0 reach the worker: with one copy held at the candidate, the
+    next four are dropped as queue_full (rows written), the candidate never sees two at once, and every client
+    still gets legacy's answer."""
+    release = asyncio.Event()
+    at_once = 0
+    most = 0
+
+    async def held_candidate(request: web.Request) -> web.StreamResponse:
+        nonlocal at_once, most
+        at_once += 1
+        most = max(most, at_once)
+        try:
+            await asyncio.wait_for(release.wait(), 10)
+            return await legacy_answer(request)
+        finally:
+            at_once -= 1
+
+    limits = "limits: {shadow_in_flight: 1, shadow_waiting: 0}"
+    async with (
+        backends(legacy_answer, held_candidate) as (legacy, new),
+        worker_proxy(tmp_path, legacy.url, new.url, top_level=limits) as wp,
+    ):
+        await get_legacy(wp, "/api/cap/0")
+        await until(lambda: len(new.seen) == 1, "the first copy at the candidate")
+        await asyncio.gather(*(get_legacy(wp, f"/api/cap/{i}") for i in range(1, 5)))
+        await until(lambda: wp.shadow("dropped", "queue_full") == 4, "four copies dropped")
+        release.set()
+        await until(lambda: wp.shadow("match") == 1, "the held copy judged")
+    assert sorted(outcomes(wp.db, "/api/cap/")) == ["dropped"] * 4 + ["match"]
+    assert most == 1
+    assert len(new.seen) == 1
+
+
 async def test_sigterm_to_the_worker_too_still_stores_every_row(tmp_path: Path) -> None:
     """SIGTERM reaching the worker as well as the proxy (a service manager stopping the group) loses no rows."""
     release = asyncio.Event()

@@ -95,11 +95,15 @@ async def worker_proxy(
     *,
     store: str = "",
     bridge_options: dict[str, Any] | None = None,
+    top_level: str = "",
 ) -> AsyncIterator[WorkerProxy]:
     """Start the real proxy (ephemeral ports) with a ShadowBridge on tmp_path/shadow.db; on exit stop it, which
     closes the worker after it has flushed the store. `bridge_options` go to the ShadowBridge constructor
-    (max_backlog, close_deadline, rand); without them the bridge comes from `ShadowBridge.create`, as in serve."""
+    (max_backlog, close_deadline, rand); without them the bridge comes from `ShadowBridge.create`, as in serve.
+    `top_level` is YAML appended to the config (top-level sections such as `limits:`)."""
     config_path = write_config(tmp_path, legacy_url, new_url, routes, store)
+    if top_level:  # more top-level sections (e.g. limits:), after the routes
+        config_path.write_text(config_path.read_text() + top_level.strip() + "\n")
     db = tmp_path / "shadow.db"
     made: list[ShadowBridge] = []
 
