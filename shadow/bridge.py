@@ -9,7 +9,8 @@ HTTP exchange: measured, this is what lets shadowing at 100% keep most of pass-t
 Failure never reaches the client:
 - a worker that cannot keep up: past `max_backlog` bytes waiting for it (`limits.shadow_backlog`), new copies are
   dropped and counted (`strangler_shadow_total{outcome="dropped",reason="worker_busy"}`);
-- a worker that dies: copies are dropped and counted (`worker_down`) and it is restarted with a growing delay;
+- a worker that dies, or stops reporting for `SILENT_AFTER` seconds (it is killed then): copies are dropped and
+  counted (`worker_down`) and it is restarted with a growing delay;
   what it had in flight is lost and logged (its rows already written stay);
 - on shutdown (after the proxy drained) the worker is told to close: it lets in-flight copies finish, compares
   what is queued and flushes every row before it exits.
@@ -58,6 +59,8 @@ HEALTHY = 60.0  # a worker that ran this long before dying restarts after RESTAR
 SOCKET_BUFFER = 4 * 1024 * 1024  # kernel buffer of the stream, so bursts rarely wait in user space
 RESTART_METRIC = "strangler_shadow_worker_restarts_total"
 DROP_WARN_EVERY = 10.0  # seconds between log lines about dropped copies
+SILENT_AFTER = 30.0  # seconds without a report (the worker sends one every 0.25 s) before a worker counts as stuck
+STARTUP_SILENCE = 60.0  # the same before its first word: starting (imports, opening the store) may be slow
 _SOURCE_ROOT = str(Path(__file__).resolve().parent.parent)  # the worker runs the same code as this process
 
 
@@ -80,9 +83,14 @@ class _WorkerStream(asyncio.Protocol):
         self._metrics = metrics
         self._ready = ready
         self._reader = FrameReader()
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self.heard = self._loop.time()  # when the worker last sent anything (it reports every 0.25 s)
+        self.spoke = False  # it has sent something: it is past its start-up (imports, opening the store)
+        self.closed: asyncio.Future[None] = self._loop.create_future()
 
     def data_received(self, data: bytes) -> None:
+        self.heard = self._loop.time()
+        self.spoke = True
         try:
             for message in self._reader.feed(data):
                 if message[0] == "metrics":
@@ -107,6 +115,7 @@ class ShadowBridge(CountingGate):
         *,
         max_backlog: int = 64 * 1024 * 1024,
         close_deadline: float = 60.0,
+        silent_after: float = SILENT_AFTER,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self._loop = asyncio.get_running_loop()
@@ -132,6 +141,8 @@ class ShadowBridge(CountingGate):
         self._drops_unlogged = 0
         self._closing = False
         self._proc: asyncio.subprocess.Process | None = None
+        self._stream: _WorkerStream | None = None
+        self._silent_after = silent_after
         # Set when the first worker has its store open (or has died trying): `ready()` waits for it.
         self._first_ready: asyncio.Future[None] = self._loop.create_future()
         self._tasks = TaskOwner("shadow-bridge")
@@ -245,6 +256,18 @@ class ShadowBridge(CountingGate):
         counts = self._traffic.drain()
         if counts:  # while the worker is down, kept for the next one
             self._send(traffic_message(counts))
+        self._check_alive()
+
+    def _check_alive(self) -> None:
+        """Kill a worker that stopped reporting (its loop is stuck: it would only ever drop copies from now on);
+        the supervisor then starts a new one."""
+        stream, proc = self._stream, self._proc
+        if stream is None or proc is None or proc.returncode is not None or self._closing:
+            return
+        silent = self._loop.time() - stream.heard
+        if silent > (self._silent_after if stream.spoke else max(self._silent_after, STARTUP_SILENCE)):
+            log.error("shadow worker (pid %d) silent for %.0fs; killing it so a new one takes over", proc.pid, silent)
+            proc.kill()
 
     # --- the worker process ------------------------------------------------------------------------------------
 
@@ -300,11 +323,13 @@ class ShadowBridge(CountingGate):
             transport, _ = await self._loop.connect_accepted_socket(lambda: stream, ours)
             transport.set_write_buffer_limits(high=self._max_backlog * 2)  # our backlog check comes first
             self._transport = transport
+            self._stream = stream
             self._flush()
             try:
                 await stream.closed
             finally:
                 self._transport = None
+                self._stream = None
                 transport.abort()
             return await proc.wait()
         except BaseException:

@@ -14,7 +14,8 @@ proxy → worker:
   ("close",)                            finish what is under way, flush the store, report and exit
 worker → proxy:
   ("ready",)                            the store is open: copies can be taken
-  ("metrics", changes)                  metric changes since the last report (`metric_changes`)
+  ("metrics", changes)                  metric changes since the last report (`metric_changes`), every 0.25 s
+                                        even when empty: the proxy restarts a worker that stops reporting
 """
 
 from __future__ import annotations

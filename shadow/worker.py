@@ -48,6 +48,7 @@ log = logging.getLogger("strangler.shadow.worker")
 
 METRICS_EVERY = 0.25  # seconds between metric reports to the proxy process
 WORKER_NICE = 5  # scheduling priority below the proxy's (see main)
+_ALIVE = ("metrics", ())
 
 
 class WorkerProtocol(asyncio.Protocol):
@@ -139,9 +140,9 @@ class WorkerProtocol(asyncio.Protocol):
             self._observers[seq] = observer
 
     def report(self) -> None:
-        """Send the metric changes since the last report."""
-        message = metric_changes(self.metrics, self._reported)
-        if message is not None and self._transport is not None and not self._transport.is_closing():
+        """Send the metric changes since the last report; with none, an empty report (the proxy's sign of life)."""
+        message = metric_changes(self.metrics, self._reported) or _ALIVE
+        if self._transport is not None and not self._transport.is_closing():
             self._transport.write(frame(message))
 
     async def report_every(self, seconds: float) -> None:

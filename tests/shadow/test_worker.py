@@ -5,6 +5,7 @@ real loopback back ends and a real SQLite file; `strangler serve` as a subproces
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import marshal
 import os
@@ -319,6 +320,32 @@ async def test_killed_worker_is_restarted_and_drops_are_counted(tmp_path: Path) 
     assert [r["reason"] for r in reasons] == ["worker_down"]
     assert len(outcomes(wp.db, "/api/before/")) <= 5  # rows the killed worker had not flushed are lost
     assert wp.restarts() == 1
+
+
+async def test_worker_that_stops_reporting_is_replaced(tmp_path: Path) -> None:
+    """A worker whose loop is stuck (SIGSTOPped: alive but silent) is killed once it has been silent longer than
+    silent_after, a new one takes over, and copies are stored again; clients get legacy's answers throughout."""
+    async with (
+        backends(legacy_answer, candidate_answer) as (legacy, new),
+        worker_proxy(tmp_path, legacy.url, new.url, bridge_options={"silent_after": 1.0}) as wp,
+    ):
+        stuck = await wp.worker_started()
+        await asyncio.sleep(1.5)  # reporting every 0.25 s: a live worker is never taken for a stuck one
+        assert wp.bridge.worker_pid == stuck
+        os.kill(stuck, signal.SIGSTOP)
+        try:
+            await get_legacy(wp, "/api/stuck/0")
+            second = await wp.worker_started(other_than=stuck)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stuck, signal.SIGCONT)
+        assert not pid_alive(stuck)
+        assert wp.restarts() == 1
+        for i in range(3):
+            await get_legacy(wp, f"/api/after-stuck/{i}")
+        await until(lambda: wp.shadow("match") >= 3, "the new worker's report")
+        assert wp.bridge.worker_pid == second
+    assert outcomes(wp.db, "/api/after-stuck/") == ["match"] * 3
 
 
 async def test_reloaded_compare_rules_apply_in_the_worker(tmp_path: Path) -> None:
