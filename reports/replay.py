@@ -29,7 +29,9 @@ REPLAY_PREFIX = "replay-"
 REPLAY_HEADER = "X-Strangler-Replay"
 RESPONSE_CAP = 4 * 1024 * 1024  # response bytes read per side, as the shadow runner reads
 FETCH_FACTOR = 3  # stored rows read per wanted item: noise pairs and earlier replays are filtered out
-_NOT_SENT = frozenset({*HOP_BY_HOP, "host", "content-length", "expect"})
+# Stored bodies are kept decoded (records.stored_body): a replayed body goes out without its original coding, so
+# that coding's header must not go with it.
+_NOT_SENT = frozenset({*HOP_BY_HOP, "host", "content-length", "content-encoding", "expect"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import shutil
 import time
@@ -17,7 +18,7 @@ from cli.demo.legacy_app import make_legacy_app
 from cli.demo.new_app import make_new_app
 from cli.main import app
 from proxy.loader import parse_config
-from reports.replay import REPLAY_PREFIX, select_targets
+from reports.replay import REPLAY_PREFIX, request_headers, select_targets
 from shadow.model import ExchangeRecord, StoredBody
 from shadow.store import Store
 from tests.pipeline import REPO_CONFIG, fill_store, write_config
@@ -168,3 +169,21 @@ def test_replayed_writes_carry_the_dry_run_mark_like_live_shadowing(
     assert out.get("X-Strangler-Dry-Run") == ("1" if marked else None)
     assert out["Host"] == "127.0.0.1:9002"
     assert out["X-Strangler-Shadow"] == "1"
+
+
+def test_replayed_bodies_go_without_their_original_content_encoding() -> None:
+    """A request that arrived gzip-encoded is stored decoded, so its replay carries no Content-Encoding: gzip
+    (the new service would fail to inflate plain bytes); other headers are kept."""
+    from yarl import URL
+
+    from proxy.config import Mirror, Redact, Upstream
+    from shadow.records import stored_body
+    from shadow.redact import Redactor
+
+    stored = (("Host", "old"), ("Content-Type", "application/json"), ("Content-Encoding", "gzip"))
+    body = stored_body(stored, gzip.compress(b'{"qty": 2}'), Redactor(b"k" * 32, Redact()), 1024)
+    assert body is not None
+    assert body.data == b'{"qty": 2}'  # what replay will send
+    out = request_headers(stored, Upstream("new", URL("http://127.0.0.1:9002")), Mirror(side_effects="allow"), "POST")
+    assert [k.lower() for k, _ in out].count("content-encoding") == 0
+    assert ("Content-Type", "application/json") in out
