@@ -148,6 +148,7 @@ def exchange_document(detail: ExchangeDetail) -> dict[str, Any]:
         "served_by": r.served_by,
         "outcome": r.outcome,
         "reason": r.reason,
+        "note": r.note,
         "legacy": {
             "status": r.legacy_status,
             "latency_ms": r.legacy_latency_ms,

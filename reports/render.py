@@ -251,6 +251,8 @@ def render_exchange(detail: ExchangeDetail, *, fold: bool | None = None) -> Grou
     request.append("\n")
     request.append(r.outcome + (f": {r.reason}" if r.reason else ""), OUTCOME_STYLE.get(r.outcome, ""))
     request.append(f"   {datetime.fromtimestamp(r.time, UTC).isoformat()}   request id {r.request_id}", "dim")
+    if r.note:
+        request.append(f"\n({r.note})", "yellow")
     parts: list[RenderableType] = [request]
     if r.request_headers:
         parts.append(_headers_table("request headers", r.request_headers))

@@ -75,6 +75,7 @@ class ExchangeRecord:
     legacy_body: StoredBody | None = None
     new_body: StoredBody | None = None
     differences: tuple[Difference, ...] = ()
+    note: str | None = None  # how the pair was compared when that matters (e.g. "body compared as text: ...")
 
 
 @dataclass(frozen=True, slots=True)

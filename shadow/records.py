@@ -121,6 +121,7 @@ def compared_record(
         legacy_body=stored_body(legacy.headers, legacy.body, redactor, cap) if keep_bodies else None,
         new_body=stored_body(new.headers, new.body, redactor, cap) if keep_bodies else None,
         differences=tuple(redactor.redact_difference(d) for d in comparison.differences) if comparison else (),
+        note=comparison.note if comparison else None,
     )
 
 

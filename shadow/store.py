@@ -98,8 +98,14 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     db.table("flips").create_index(["route_id", "time"])
 
 
+def _migration_2(db: sqlite_utils.Database) -> None:
+    """exchanges.note: how a pair was compared when it matters ("body compared as text: not valid JSON", "120 more
+    differences not listed"); NULL for older rows and most pairs."""
+    db.table("exchanges").add_column("note", str)
+
+
 # Applied in order at open, all pending ones in one transaction; never edit a released step, append a new one.
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_migration_1,)
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_migration_1, _migration_2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

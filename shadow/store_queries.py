@@ -296,7 +296,7 @@ def get_exchange(conns: Conns, exchange_id: int, source: int) -> ExchangeDetail 
     row = conn.execute(
         "SELECT time, route_id, mode, pair, method, template, path, query, request_id, served_by, outcome, reason,"
         " legacy_status, legacy_latency_ms, legacy_size, new_status, new_latency_ms, new_size, compare_ms,"
-        " request_headers, legacy_headers, new_headers FROM exchanges WHERE id = ?",
+        " request_headers, legacy_headers, new_headers, note FROM exchanges WHERE id = ?",
         (exchange_id,),
     ).fetchone()
     if row is None:
@@ -336,6 +336,7 @@ def get_exchange(conns: Conns, exchange_id: int, source: int) -> ExchangeDetail 
         legacy_body=bodies.get("legacy"),
         new_body=bodies.get("new"),
         differences=differences,
+        note=row[22],
     )
     return ExchangeDetail(id=exchange_id, source=source, record=record)
 

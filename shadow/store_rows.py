@@ -76,6 +76,7 @@ def prepare_records(records: Sequence[ExchangeRecord]) -> PreparedBatch:
                 dumps(r.request_headers).decode() if r.request_headers else None,
                 dumps(r.legacy_headers).decode() if r.legacy_headers else None,
                 dumps(r.new_headers).decode() if r.new_headers else None,
+                r.note,
             )
         )  # fmt: skip
         for which, body in (("request", r.request_body), ("legacy", r.legacy_body), ("new", r.new_body)):
@@ -100,13 +101,13 @@ def prepare_records(records: Sequence[ExchangeRecord]) -> PreparedBatch:
     return batch
 
 
-# Columns copied as they are from ExchangeRecord; the three header columns follow as JSON.
+# Columns copied as they are from ExchangeRecord; the three header columns follow as JSON, then the note.
 _EXCHANGE_FIELDS = (
     "time", "route_id", "mode", "pair", "method", "template", "path", "query", "request_id", "served_by", "outcome",
     "reason", "legacy_status", "legacy_latency_ms", "legacy_size", "new_status", "new_latency_ms", "new_size",
     "compare_ms",
 )  # fmt: skip
-_EXCHANGE_COLUMNS = ("id", *_EXCHANGE_FIELDS, "request_headers", "legacy_headers", "new_headers")
+_EXCHANGE_COLUMNS = ("id", *_EXCHANGE_FIELDS, "request_headers", "legacy_headers", "new_headers", "note")
 _ADD_COUNT = " ON CONFLICT DO UPDATE SET count = count + excluded.count"
 
 

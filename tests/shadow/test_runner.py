@@ -10,12 +10,15 @@ import itertools
 import sqlite3
 import time
 import zlib
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 import orjson
 from aiohttp import web
+from rich.console import Console
 
+from reports.render import render_exchange
 from shadow.model import ExchangeRecord
 from shadow.store import Store
 from tests.shadow.shadow_fixtures import (
@@ -322,3 +325,28 @@ async def test_fallback_to_legacy_is_not_compared_against_legacy(tmp_path: Path)
     assert (status, body) == (200, b"ok")
     [row] = exchanges(sp.db)
     assert (row["outcome"], row["reason"]) == ("skipped", "primary_fell_back")
+
+
+async def test_how_a_pair_was_compared_is_stored_and_shown(tmp_path: Path) -> None:
+    """A JSON-typed pair whose bodies are not JSON is compared as text; that note is stored with the exchange and
+    `diffs show` prints it, so a reviewer knows why the differences are lines, not fields."""
+
+    def broken_json(text: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            return web.Response(text=text, content_type="application/json")
+
+        return handler
+
+    legacy_h, new_h = broken_json("{not json\nline two"), broken_json("{not json\nline 2")
+    async with backends(legacy_h, new_h) as (legacy, new), shadow_proxy(tmp_path, legacy.url, new.url) as sp:
+        await sp.request("GET", "/api/broken")
+    with Store.open(sp.db, create=False) as store:
+        [row] = store.list_exchanges()
+        detail = store.get_exchange(row.id)
+    assert detail is not None
+    assert detail.record.outcome == "mismatch"
+    assert detail.record.note is not None
+    assert "compared as text" in detail.record.note
+    console = Console(width=120, record=True)
+    console.print(render_exchange(detail))
+    assert "compared as text" in console.export_text()

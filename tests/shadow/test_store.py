@@ -80,6 +80,7 @@ def test_round_trip_keeps_everything_and_compresses_bodies(db_path: Path) -> Non
             Difference("header.content-type", "header.content-type", "changed", '"a"', '"b"'),
             Difference("$.gone", "$.gone", "removed", "true", None),
         ),
+        note="body compared as text: not valid JSON",
     )
     with Store.open(db_path) as store:
         store.write_batch([record, make_record()])
@@ -117,6 +118,23 @@ def test_schema_version_recorded_and_reopen_is_idempotent(db_path: Path) -> None
         conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
     with pytest.raises(StoreError, match="newer"):
         Store.open(db_path)
+
+
+def test_a_version_1_store_gains_the_note_column_and_keeps_its_rows(db_path: Path) -> None:
+    """A store written by the first schema (no exchanges.note) is migrated on open: its rows read back with no
+    note, and new rows keep theirs."""
+    with Store.open(db_path) as store:
+        store.write_batch([make_record(request_id="old")])
+    with sqlite3.connect(db_path) as conn:  # back to what version 1 wrote
+        conn.execute("ALTER TABLE exchanges DROP COLUMN note")
+        conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    with Store.open(db_path) as store:
+        store.write_batch([make_record(request_id="new", outcome="mismatch", note="3 more differences not listed")])
+        details = [store.get_exchange(row.id) for row in store.list_exchanges()]
+    notes = {d.record.request_id: d.record.note for d in details if d is not None}
+    assert notes == {"old": None, "new": "3 more differences not listed"}
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
 
 
 def test_open_without_create_refuses_missing_file(tmp_path: Path) -> None:
