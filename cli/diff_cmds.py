@@ -29,9 +29,9 @@ from cli.report_cmds import (
 from proxy.loader import load_config
 from reports.render import exchange_table, render_exchange, render_suggestion, suggestion_yaml
 from reports.summary import noise_verdicts
+from shadow.jsonpath import group_path
 from shadow.model import StoredBody
 from shadow.noise import FieldVerdict, suggest_ignore_rules
-from shadow.normalize import group_path
 from shadow.store_types import ExchangeDetail, ExchangeRow
 
 diffs_app = typer.Typer(help="Review stored exchanges and their differences.", no_args_is_help=True)

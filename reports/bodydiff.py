@@ -15,17 +15,9 @@ from dataclasses import dataclass
 
 from rich.text import Text
 
+from shadow.jsonpath import BadPath, compile_path
 from shadow.model import StoredBody
-from shadow.normalize import (
-    BadPath,
-    UndecodableBody,
-    body_kind,
-    charset,
-    compile_path,
-    decode_body,
-    header_value,
-    parse_json,
-)
+from shadow.normalize import UndecodableBody, body_kind, charset, decode_body, header_value, parse_json
 
 FOLD_LINES = 40  # a body whose pretty JSON is longer than this is folded around the differing paths
 SHOWN_VALUE_LINES = 12  # lines of one differing value shown before "… N more lines"

@@ -23,23 +23,25 @@ from deepdiff.helper import notpresent
 
 from proxy.config import Compare
 from proxy.events import Headers, ResponseSnapshot
+from shadow.jsonpath import (
+    PathStep,
+    apply_ignores,
+    compile_path,
+    format_path,
+    group_path,
+    is_order_insensitive,
+    order_blind,
+    path_matches,
+)
 from shadow.model import Comparison, Difference, DiffKind, Outcome
 from shadow.normalize import (
-    PathStep,
     UndecodableBody,
-    apply_ignores,
     body_kind,
     canonical_json,
     charset,
-    compile_path,
     decode_content,
-    format_path,
-    group_path,
     header_view,
-    is_order_insensitive,
-    order_blind,
     parse_json,
-    path_matches,
 )
 
 MAX_VALUE_CHARS = 200  # a Difference value is JSON text of at most this many characters

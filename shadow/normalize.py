@@ -1,23 +1,16 @@
 """Normalise response bodies and headers for comparison (pure).
 
-Errors raised here:
-
-    ValueError
-    ├── UndecodableBody   Content-Encoding could not be undone (corrupt, unknown, or past the size cap)
-    └── BadPath           an ignore_fields / ignore_order path does not parse
+Errors raised here: UndecodableBody (a ValueError), when a Content-Encoding could not be undone (corrupt, unknown,
+or past the size cap). JSON field paths (`ignore_fields`, `ignore_order`) are in `shadow.jsonpath`.
 
 Everything here is pure and thread-safe: `shadow.compare` runs it in worker threads.
 """
 
 from __future__ import annotations
 
-import copy
-import enum
-import functools
 import json
-import re
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import brotli
@@ -47,10 +40,6 @@ SET_COOKIE = "set-cookie"
 
 class UndecodableBody(ValueError):
     """The Content-Encoding could not be undone; compare the raw bytes instead."""
-
-
-class BadPath(ValueError):
-    """A JSONPath-like field path that does not parse."""
 
 
 # --- bodies -----------------------------------------------------------------------------------------------------
@@ -251,213 +240,3 @@ def header_view(headers: Headers, rules: Compare) -> dict[str, str]:
         if cookies:
             view[SET_COOKIE] = ", ".join(sorted(cookies))
     return view
-
-
-# --- JSON field paths -------------------------------------------------------------------------------------------
-
-
-class Wildcard(enum.Enum):
-    """`[*]` or `.*`: every element of an array, every value of an object."""
-
-    ANY = "*"
-
-
-PathStep = str | int | Wildcard
-ANY = Wildcard.ANY
-
-_STEP = re.compile(
-    r"""
-      \.(?P<name>[^.\[\]'"]+)                    # .name  or  .*
-    | \[\s*(?P<index>-?\d+)\s*\]                 # [3]
-    | \[\s*(?P<star>\*)\s*\]                     # [*]
-    | \[\s*'(?P<sq>(?:[^'\\]|\\.)*)'\s*\]        # ['weird key']
-    | \[\s*"(?P<dq>(?:[^"\\]|\\.)*)"\s*\]        # ["weird key"]
-    """,
-    re.VERBOSE,
-)
-_ESCAPE = re.compile(r"\\(.)")
-
-
-@functools.lru_cache(maxsize=1024)
-def compile_path(path: str) -> tuple[PathStep, ...]:
-    """Parse `$.a.b`, `$.items[*].x`, `$.items[0].x`, `$['weird key']` into steps (cached).
-
-    A missing leading `$` is tolerated (`a.b` means `$.a.b`). Raises BadPath.
-    """
-    text = path.strip()
-    if text.startswith("$"):
-        text = text[1:]
-    elif text and text[0] not in ".[":
-        text = "." + text
-    steps: list[PathStep] = []
-    pos = 0
-    while pos < len(text):
-        m = _STEP.match(text, pos)
-        if m is None:
-            raise BadPath(f"cannot parse field path {path!r} at character {pos + len(path) - len(text) + 1}")
-        if m["name"] is not None:
-            steps.append(ANY if m["name"] == "*" else m["name"])
-        elif m["index"] is not None:
-            steps.append(int(m["index"]))
-        elif m["star"] is not None:
-            steps.append(ANY)
-        else:
-            quoted = m["sq"] if m["sq"] is not None else m["dq"]
-            steps.append(_ESCAPE.sub(r"\1", quoted))
-        pos = m.end()
-    if not steps:
-        raise BadPath(f"field path {path!r} addresses the whole document")
-    return tuple(steps)
-
-
-_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
-
-
-def format_path(steps: Iterable[str | int]) -> str:
-    """Steps → `$.items[3]['weird key']` notation (the inverse of compile_path for concrete paths)."""
-    parts = ["$"]
-    for step in steps:
-        if isinstance(step, int):
-            parts.append(f"[{step}]")
-        elif _PLAIN_KEY.match(step):
-            parts.append(f".{step}")
-        else:
-            escaped = step.replace("\\", "\\\\").replace("'", "\\'")
-            parts.append(f"['{escaped}']")
-    return "".join(parts)
-
-
-_INDEX = re.compile(r"\[\d+\]")
-
-
-def group_path(path: str) -> str:
-    """Collapse array indexes so one field is counted once: `$.items[3].qty` → `$.items[*].qty`."""
-    return _INDEX.sub("[*]", path)
-
-
-def path_matches(pattern: Sequence[PathStep], concrete: Sequence[str | int]) -> bool:
-    """Whether a concrete path (keys and indexes) is addressed by a compiled pattern."""
-    if len(pattern) != len(concrete):
-        return False
-    for want, got in zip(pattern, concrete, strict=True):
-        if want is ANY:
-            continue
-        if isinstance(want, int) != isinstance(got, int) or want != got:
-            return False
-    return True
-
-
-def _select(doc: object, steps: Sequence[PathStep]) -> list[object]:
-    """The values a (prefix of a) compiled path addresses, walked level by level rather than recursively.
-
-    Exact `type(...) is` checks: parsed JSON holds plain dicts and lists, and this runs for every compared pair.
-    """
-    nodes = [doc]
-    for step in steps:
-        if step is ANY:
-            found: list[object] = []
-            for node in nodes:
-                if type(node) is dict:
-                    found.extend(node.values())
-                elif type(node) is list:
-                    found.extend(node)
-            nodes = found
-        elif type(step) is int:
-            nodes = [n[step] for n in nodes if type(n) is list and -len(n) <= step < len(n)]
-        else:
-            nodes = [n[step] for n in nodes if type(n) is dict and step in n]
-        if not nodes:
-            break
-    return nodes
-
-
-def _drop(doc: object, steps: tuple[PathStep, ...]) -> None:
-    """Remove the addressed fields from `doc` itself."""
-    last = steps[-1]
-    for node in _select(doc, steps[:-1]):
-        if last is ANY:
-            if isinstance(node, dict | list):
-                node.clear()
-        elif isinstance(last, int):
-            if isinstance(node, list) and -len(node) <= last < len(node):
-                del node[last]
-        elif isinstance(node, dict):
-            node.pop(last, None)
-
-
-def apply_ignores(doc: object, ignore_fields: tuple[str, ...], *, in_place: bool = False) -> object:
-    """`doc` without the fields named by `ignore_fields` (JSONPath-like).
-
-    A copy by default; `in_place=True` edits `doc` itself, the cheap way for a document the caller just parsed.
-    """
-    if not ignore_fields:
-        return doc
-    if not in_place:
-        doc = copy.deepcopy(doc)
-    for path in ignore_fields:
-        _drop(doc, compile_path(path))
-    return doc
-
-
-def _sort_key(value: object) -> tuple[int, object]:
-    """A total order over JSON values, the same on both sides; scalars skip the (costlier) canonical dump."""
-    if isinstance(value, str):
-        return 3, value
-    if isinstance(value, bool):
-        return 1, int(value)
-    if isinstance(value, int | float):
-        return 2, value
-    if value is None:
-        return 0, 0
-    return 4, canonical_json(value)
-
-
-def _sort_list(items: list[object]) -> None:
-    """Sort canonically. Arrays of only strings or only numbers sort natively (much cheaper); a sort that was
-    not a consistent total order at worst makes two equal arrays look different, never the reverse."""
-    try:
-        items.sort()
-    except TypeError:  # mixed types, objects, null
-        items.sort(key=_sort_key)
-
-
-def _sort_all(node: object) -> None:
-    if isinstance(node, dict):
-        for value in node.values():
-            _sort_all(value)
-    elif isinstance(node, list):
-        for value in node:
-            _sort_all(value)
-        _sort_list(node)
-
-
-@functools.lru_cache(maxsize=256)
-def _compiled_deepest_first(paths: tuple[str, ...]) -> tuple[tuple[PathStep, ...], ...]:
-    # Nested arrays are sorted before the arrays that hold them, so the outer sort sees canonical elements.
-    return tuple(sorted((compile_path(p) for p in paths), key=len, reverse=True))
-
-
-def order_blind(doc: object, ignore_order: bool | tuple[str, ...], *, in_place: bool = False) -> object:
-    """`doc` with the arrays `ignore_order` names (True: every array) sorted canonically, so their order no
-    longer matters. A copy by default; `in_place=True` sorts `doc` itself."""
-    if not ignore_order:
-        return doc
-    if not in_place:
-        doc = copy.deepcopy(doc)
-    if isinstance(ignore_order, tuple):
-        for steps in _compiled_deepest_first(ignore_order):
-            for node in _select(doc, steps):
-                if isinstance(node, list):
-                    _sort_list(node)
-    else:
-        _sort_all(doc)
-    return doc
-
-
-def is_order_insensitive(path: Sequence[str | int], ignore_order: bool | tuple[str, ...]) -> bool:
-    """Whether the array at this concrete path is compared without regard to order."""
-    if ignore_order is True:
-        return True
-    if not ignore_order:
-        return False
-    return any(path_matches(compile_path(p), path) for p in ignore_order)

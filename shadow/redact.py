@@ -25,8 +25,9 @@ from urllib.parse import unquote_plus
 import orjson
 
 from proxy.config import Redact
+from shadow.jsonpath import BadPath, compile_path
 from shadow.model import Difference
-from shadow.normalize import BadPath, body_kind, compile_path, media_type
+from shadow.normalize import body_kind, media_type
 
 KEY_ENV = "STRANGLER_REDACT_KEY"
 KEY_BYTES = 32

@@ -10,20 +10,8 @@ import pytest
 
 from proxy.config import Compare
 from shadow import normalize
-from shadow.normalize import (
-    ANY,
-    BadPath,
-    UndecodableBody,
-    apply_ignores,
-    body_kind,
-    compile_path,
-    decode_body,
-    format_path,
-    group_path,
-    header_view,
-    order_blind,
-    parse_json,
-)
+from shadow.jsonpath import ANY, BadPath, apply_ignores, compile_path, format_path, group_path, order_blind
+from shadow.normalize import UndecodableBody, body_kind, decode_body, header_view, parse_json
 
 PAYLOAD = b'{"hello": "world", "n": [1, 2, 3]}' * 20
 
