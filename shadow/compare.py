@@ -7,17 +7,13 @@ Pure and thread-safe: the shadow runner calls `compare_responses` from worker th
 
 from __future__ import annotations
 
-import difflib
 import functools
-import hashlib
-import json
 import re
 import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
 from deepdiff import DeepDiff
 from deepdiff.helper import notpresent
 
@@ -43,11 +39,14 @@ from shadow.normalize import (
     header_view,
     parse_json,
 )
+from shadow.textdiff import (
+    binary_differences,
+    render_optional,
+    render_value,
+    text_differences,
+)
 
-MAX_VALUE_CHARS = 200  # a Difference value is JSON text of at most this many characters
 MAX_DIFFERENCES = 100  # kept per comparison; the rest are counted in the note
-MAX_TEXT_HUNKS = 5
-MAX_TEXT_LINES = 2_000  # differing lines per side past which no line diff is attempted (it is quadratic)
 
 # How many times deepdiff ran in this process: tests assert that matching pairs never reach it.
 DEEPDIFF_CALLS = 0
@@ -168,7 +167,7 @@ def _header_differences(legacy: ResponseSnapshot, new: ResponseSnapshot, rules: 
             continue
         kind: DiffKind = "added" if a is None else "removed" if b is None else "changed"
         path = f"header.{name}"
-        out.append(Difference(path, path, kind, _render_opt(a), _render_opt(b)))
+        out.append(Difference(path, path, kind, render_optional(a), render_optional(b)))
     return out
 
 
@@ -226,7 +225,7 @@ def _body_differences(
         a, b, content_type = _decoded_bodies(legacy, new)
     except UndecodableBody as exc:
         notes.append(f"body compared as bytes: {exc}")
-        return _binary_differences(legacy.body or b"", new.body or b""), notes
+        return binary_differences(legacy.body or b"", new.body or b""), notes
     if a is b or a == b:
         return [], []
     kind = body_kind(content_type)
@@ -242,8 +241,8 @@ def _body_differences(
             # Parsed again: the fast check sorted its copies, and reported indexes must be the documents' own.
             return _json_differences(_parsed(a, rules), _parsed(b, rules), rules), notes
     if kind == "text":
-        return _text_differences(a, b, charset(content_type), notes), notes
-    return _binary_differences(a, b), notes
+        return text_differences(a, b, charset(content_type), notes), notes
+    return binary_differences(a, b), notes
 
 
 def _parsed(data: bytes, rules: Compare) -> object:
@@ -290,7 +289,7 @@ def _take_order(
             return b
         if len(a) == len(b) and a != b and sorted(map(canonical_json, a)) == sorted(map(canonical_json, b)):
             concrete = format_path(path)
-            found.append(Difference(concrete, group_path(concrete), "order", _render(a), _render(b)))
+            found.append(Difference(concrete, group_path(concrete), "order", render_value(a), render_value(b)))
             return a
         items = [_take_order(x, y, [*path, i], ignore_order, found) for i, (x, y) in enumerate(zip(a, b, strict=False))]
         if all(x is y for x, y in zip(items, b, strict=False)):
@@ -332,95 +331,13 @@ def _deepdiff(doc_a: object, doc_b: object, rules: Compare) -> list[Difference]:
             concrete = format_path(level.path(output_format="list"))
             if report == "repetition_change":
                 rep = level.additional["repetition"]
-                legacy: str | None = _render([level.t1] * rep["old_repeat"])
-                new: str | None = _render([level.t2] * rep["new_repeat"])
+                legacy: str | None = render_value([level.t1] * rep["old_repeat"])
+                new: str | None = render_value([level.t2] * rep["new_repeat"])
             else:
-                legacy = None if kind == "added" or level.t1 is notpresent else _render(level.t1)
-                new = None if kind == "removed" or level.t2 is notpresent else _render(level.t2)
+                legacy = None if kind == "added" or level.t1 is notpresent else render_value(level.t1)
+                new = None if kind == "removed" or level.t2 is notpresent else render_value(level.t2)
             out.append(Difference(concrete, group_path(concrete), kind, legacy, new))
     return out
-
-
-def _text_differences(a: bytes, b: bytes, encoding: str, notes: list[str]) -> list[Difference]:
-    text_a, text_b = _decode_text(a, encoding), _decode_text(b, encoding)
-    lines_a, lines_b = text_a.splitlines(), text_b.splitlines()
-    if lines_a == lines_b:
-        # Only line endings (or a final newline) differ: show where the texts part.
-        at = next(
-            (i for i, (x, y) in enumerate(zip(text_a, text_b, strict=False)) if x != y), min(len(text_a), len(text_b))
-        )
-        start = max(0, at - 40)
-        return [
-            Difference("body", "body", "changed", _render(text_a[start : at + 80]), _render(text_b[start : at + 80]))
-        ]
-    # The line diff is quadratic at worst: cut the common head and tail first, and give up past MAX_TEXT_LINES.
-    head = 0
-    while head < min(len(lines_a), len(lines_b)) and lines_a[head] == lines_b[head]:
-        head += 1
-    tail = 0
-    while tail < min(len(lines_a), len(lines_b)) - head and lines_a[-1 - tail] == lines_b[-1 - tail]:
-        tail += 1
-    mid_a, mid_b = lines_a[head : len(lines_a) - tail], lines_b[head : len(lines_b) - tail]
-    if max(len(mid_a), len(mid_b)) > MAX_TEXT_LINES:
-        notes.append(f"text too different for a line diff ({len(mid_a)} vs {len(mid_b)} differing lines)")
-        legacy, new = "\n".join(mid_a[:3]), "\n".join(mid_b[:3])
-        return [Difference(f"body:line {head + 1}", "body", "changed", _render(legacy), _render(new))]
-    hunks = [op for op in difflib.SequenceMatcher(None, mid_a, mid_b, autojunk=False).get_opcodes() if op[0] != "equal"]
-    if len(hunks) > MAX_TEXT_HUNKS:
-        notes.append(f"{len(hunks) - MAX_TEXT_HUNKS} more changed text hunks not listed")
-    out = []
-    for tag, i1, i2, j1, j2 in hunks[:MAX_TEXT_HUNKS]:
-        kind: DiffKind = "added" if tag == "insert" else "removed" if tag == "delete" else "changed"
-        legacy_text = None if kind == "added" else _render("\n".join(mid_a[i1:i2]))
-        new_text = None if kind == "removed" else _render("\n".join(mid_b[j1:j2]))
-        out.append(Difference(f"body:line {head + i1 + 1}", "body", kind, legacy_text, new_text))
-    return out
-
-
-def _decode_text(data: bytes, encoding: str) -> str:
-    try:
-        return data.decode(encoding, errors="replace")
-    except LookupError:  # an unknown charset name
-        return data.decode("utf-8", errors="replace")
-
-
-def _binary_differences(a: bytes, b: bytes) -> list[Difference]:
-    if a == b:
-        return []
-    return [Difference("body", "body", "changed", _render(_fingerprint(a)), _render(_fingerprint(b)))]
-
-
-def _fingerprint(data: bytes) -> str:
-    return f"sha256:{hashlib.sha256(data).hexdigest()[:16]}… ({len(data)} bytes)"
-
-
-# --- values -----------------------------------------------------------------------------------------------------
-
-
-def _dumps(value: object) -> str:
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:  # integers past 64 bits from the json fallback
-        return json.dumps(value, ensure_ascii=False)
-
-
-def _render(value: object) -> str:
-    """JSON text of `value`, at most MAX_VALUE_CHARS; long strings stay valid JSON strings ending in '…'."""
-    text = _dumps(value)
-    if len(text) <= MAX_VALUE_CHARS:
-        return text
-    if isinstance(value, str):
-        keep = MAX_VALUE_CHARS - 3
-        while keep > 0:
-            text = _dumps(value[:keep] + "…")
-            if len(text) <= MAX_VALUE_CHARS:
-                return text
-            keep -= max(1, len(text) - MAX_VALUE_CHARS)
-    return text[: MAX_VALUE_CHARS - 1] + "…"
-
-
-def _render_opt(value: str | None) -> str | None:
-    return None if value is None else _render(value)
 
 
 _DIGITS = re.compile(r"(\d+)")

@@ -14,8 +14,9 @@ import pytest
 from proxy.config import Compare
 from proxy.events import Headers, ResponseSnapshot
 from shadow import compare
-from shadow.compare import MAX_DIFFERENCES, MAX_VALUE_CHARS, compare_responses, is_fast_match, judge_pair
+from shadow.compare import MAX_DIFFERENCES, compare_responses, is_fast_match, judge_pair
 from shadow.model import Comparison, Difference
+from shadow.textdiff import MAX_TEXT_HUNKS, MAX_TEXT_LINES, MAX_VALUE_CHARS
 
 JSON = "application/json"
 
@@ -355,8 +356,8 @@ def test_text_hunks_capped_with_note() -> None:
     legacy = "\n".join(f"line {i}" for i in range(40)).encode()
     new = "\n".join(f"line {i}" if i % 4 else f"LINE {i}" for i in range(40)).encode()
     result = run(snap(legacy, content_type="text/plain"), snap(new, content_type="text/plain", side="new"))
-    assert len(result.differences) == compare.MAX_TEXT_HUNKS
-    assert result.note == f"{10 - compare.MAX_TEXT_HUNKS} more changed text hunks not listed"
+    assert len(result.differences) == MAX_TEXT_HUNKS
+    assert result.note == f"{10 - MAX_TEXT_HUNKS} more changed text hunks not listed"
 
 
 def test_text_line_endings_only() -> None:
@@ -426,7 +427,7 @@ def test_is_fast_match_agrees_with_compare_on_equal_pairs(ignore_order: bool | t
 
 def test_huge_text_difference_skips_line_diff() -> None:
     """Past MAX_TEXT_LINES differing lines, one difference at the first differing line replaces the line diff."""
-    count = compare.MAX_TEXT_LINES + 10
+    count = MAX_TEXT_LINES + 10
     legacy = "\n".join(["same"] + [f"a{i}" for i in range(count)] + ["end"]).encode()
     new = "\n".join(["same"] + [f"b{i}" for i in range(count)] + ["end"]).encode()
     result = run(snap(legacy, content_type="text/plain"), snap(new, content_type="text/plain", side="new"))
