@@ -53,6 +53,7 @@ from shadow.wire import (
 log = logging.getLogger("strangler.shadow.bridge")
 
 TRAFFIC_FLUSH = 1.0  # seconds between traffic-count messages
+LAZY_FLUSH = 0.005  # seconds frames nothing waits for (primaries, traffic) may gather before they are written
 RESTART_FIRST = 0.5  # seconds before the first restart of a worker that died; doubles up to RESTART_MAX
 RESTART_MAX = 30.0
 HEALTHY = 60.0  # a worker that ran this long before dying restarts after RESTART_FIRST again
@@ -131,7 +132,8 @@ class ShadowBridge(CountingGate):
         self._traffic = TrafficTally()
         self._out: list[bytes] = []  # frames not yet written to the stream
         self._out_bytes = 0
-        self._flush_handle: asyncio.Handle | None = None
+        self._flush_handle: asyncio.Handle | None = None  # a write at the end of this loop iteration
+        self._lazy_handle: asyncio.TimerHandle | None = None  # a write within LAZY_FLUSH
         self._transport: asyncio.Transport | None = None
         self._up = True  # a worker is running or starting: requests are handed over (buffered until it connects)
         self._generation = 1  # one per worker process; observers of an earlier one are stale
@@ -204,7 +206,7 @@ class ShadowBridge(CountingGate):
     def _primary_done(self, sent: _Sent, primary: ResponseSnapshot) -> None:
         # Always sent, whatever the backlog: the worker holds the copy's result until its primary arrives.
         if sent.generation == self._generation and self._up:
-            self._send(primary_message(sent.seq, primary))
+            self._send(primary_message(sent.seq, primary), soon=False)
 
     async def ready(self) -> None:
         """Until the first worker can take copies (its store open), so the proxy's first requests do not all
@@ -233,16 +235,29 @@ class ShadowBridge(CountingGate):
         self._config_sent = config
         self._send(config_message(config))
 
-    def _send(self, message: Message) -> None:
+    def _send(self, message: Message, *, soon: bool = True) -> None:
+        """Queue a frame. `soon`: written at the end of this loop iteration (a start: the copy should leave with
+        its primary); else within LAZY_FLUSH (a primary, traffic: nothing waits for them), so that at a low rate
+        the worker is woken once for several of them instead of once per request."""
         data = frame(message)
         self._out.append(data)
         self._out_bytes += len(data)
-        if self._flush_handle is None:
+        if self._flush_handle is not None:
+            return
+        if soon:
             # One write per loop iteration: the frames of every request handled in it go out together.
             self._flush_handle = self._loop.call_soon(self._flush)
+            if self._lazy_handle is not None:
+                self._lazy_handle.cancel()
+                self._lazy_handle = None
+        elif self._lazy_handle is None:
+            self._lazy_handle = self._loop.call_later(LAZY_FLUSH, self._flush)
 
     def _flush(self) -> None:
         self._flush_handle = None
+        if self._lazy_handle is not None:
+            self._lazy_handle.cancel()
+            self._lazy_handle = None
         transport = self._transport
         if transport is None or not self._out:
             return  # the worker is starting: kept until it connects
@@ -255,7 +270,7 @@ class ShadowBridge(CountingGate):
     def _flush_traffic(self) -> None:
         counts = self._traffic.drain()
         if counts:  # while the worker is down, kept for the next one
-            self._send(traffic_message(counts))
+            self._send(traffic_message(counts), soon=False)
         self._check_alive()
 
     def _check_alive(self) -> None:
@@ -379,8 +394,9 @@ class ShadowBridge(CountingGate):
                 await asyncio.wait_for(asyncio.shield(self._supervisor), self._close_deadline)
             except TimeoutError:
                 log.error("shadow worker still running %.0fs after close; killing it", self._close_deadline)
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
+        for handle in (self._flush_handle, self._lazy_handle):
+            if handle is not None:
+                handle.cancel()
         await self._tasks.close()  # a worker still running is killed by _run_worker's cancellation
         self._metrics.shadow_queue.set(("worker_stream",), 0)
 
