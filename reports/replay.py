@@ -205,16 +205,29 @@ class Replayer:
 
 
 def request_headers(stored: Headers, upstream: Upstream, mirror: Mirror, method: str) -> Headers:
-    """The stored request headers for one side: framing and Host recomputed, marked as mirrored and replayed, and
-    as a dry run when the route mirrors writes that way (as live shadowing does)."""
+    """The stored request headers for one side: framing recomputed, Host as live shadowing sends it (the upstream's,
+    or the client's under `host_header: preserve`), marked as mirrored and replayed, and as a dry run when the route
+    mirrors writes that way (as live shadowing does)."""
     dropped = (REPLAY_HEADER.lower(), DRY_RUN_HEADER.lower())
     out = [(k, v) for k, v in stored if (name := k.lower()) not in _NOT_SENT and name not in dropped]
-    out.append(("Host", upstream_host(upstream)))
+    out.append(("Host", _replay_host(stored, upstream)))
     out.append((mirror.header, "1"))
     out.append((REPLAY_HEADER, "1"))
     if mirror.side_effects == "dry_run" and method not in SAFE_METHODS:
         out.append((DRY_RUN_HEADER, "1"))
     return tuple(out)
+
+
+def _replay_host(stored: Headers, upstream: Upstream) -> str:
+    """Host as live shadowing sends it: the upstream's own, or under `host_header: preserve` the one the client
+    asked for. The stored headers are those forwarded to the primary, whose Host may be the primary upstream's; the
+    client's is in the X-Forwarded-Host strangler added (neither is ever redacted)."""
+    if upstream.host_header == "preserve":
+        for wanted in ("x-forwarded-host", "host"):
+            value = next((v for k, v in stored if k.lower() == wanted), None)
+            if value:
+                return value.split(",")[0].strip()
+    return upstream_host(upstream)
 
 
 # --- before → after --------------------------------------------------------------------------------------------

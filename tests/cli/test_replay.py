@@ -187,3 +187,18 @@ def test_replayed_bodies_go_without_their_original_content_encoding() -> None:
     out = request_headers(stored, Upstream("new", URL("http://127.0.0.1:9002")), Mirror(side_effects="allow"), "POST")
     assert [k.lower() for k, _ in out].count("content-encoding") == 0
     assert ("Content-Type", "application/json") in out
+
+
+@pytest.mark.parametrize(("host_header", "expected"), [("rewrite", "127.0.0.1:9002"), ("preserve", "shop.example")])
+def test_replayed_host_follows_the_upstreams_host_header_rule(host_header: str, expected: str) -> None:
+    """A replay sends Host as live shadowing does: the upstream's own, or the client's stored Host under
+    host_header: preserve (never both)."""
+    from yarl import URL
+
+    from proxy.config import Mirror, Upstream
+
+    # As stored: the headers forwarded to the primary, whose upstream rewrote Host; the client's is in XFH.
+    stored = (("Host", "legacy.internal:8000"), ("Accept", "*/*"), ("X-Forwarded-Host", "shop.example"))
+    upstream = Upstream("new", URL("http://127.0.0.1:9002"), host_header=host_header)  # type: ignore[arg-type]
+    out = request_headers(stored, upstream, Mirror(), "GET")
+    assert [v for k, v in out if k.lower() == "host"] == [expected]
