@@ -76,6 +76,9 @@ class Upstream:
     url: URL  # scheme://host:port, optional base path without trailing slash
     host_header: HostHeader = "rewrite"
     max_connections: int = 256
+    # Circuit breaker for fallback routes: open after this many consecutive failures, probe again after cooldown.
+    breaker_failures: int = 5
+    breaker_cooldown: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)

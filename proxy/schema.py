@@ -193,6 +193,10 @@ UPSTREAM = Section(
             "rewrite: send the upstream's host; preserve: pass the client's", ("rewrite", "preserve")
         ),
         "max_connections": integer("Connection pool size", minimum=1),
+        "breaker_failures": integer(
+            "Consecutive failures after which fallback routes stop trying this upstream (circuit breaker)", minimum=1
+        ),
+        "breaker_cooldown": duration("How long an open breaker waits before one probe request is let through"),
     },
     required=("url",),
 )

@@ -116,9 +116,13 @@ class RuntimeState:
         for name, upstream in config.upstreams.items():
             slot = old.get(name)
             pools[name] = slot if slot is not None and slot.fits(upstream) else PoolSlot(upstream)
-            if name not in self.breakers:
-                self.breakers[name] = Breaker()
+            breaker = self.breakers.get(name)
+            if breaker is None:
+                self.breakers[name] = Breaker(upstream.breaker_failures, upstream.breaker_cooldown)
                 self.metrics.breaker_state.set((name,), 0.0)
+            else:  # a reload may retune it; its state (open, failures so far) is kept
+                breaker.failure_threshold = upstream.breaker_failures
+                breaker.cooldown = upstream.breaker_cooldown
         kept = {id(slot) for slot in pools.values()}
         self.pools = pools
         for name, slot in old.items():

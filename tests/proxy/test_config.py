@@ -394,6 +394,16 @@ def test_all_issues_are_reported_at_once_in_file_order() -> None:
     ]
 
 
+def test_breaker_keys_are_checked_where_they_are_written() -> None:
+    """A breaker that could never open (0 failures) or a cooldown that is not a duration is an error there."""
+    text = BASE.replace(
+        'new: {url: "http://127.0.0.1:9002"}',
+        'new: {url: "http://127.0.0.1:9002", breaker_failures: 0, breaker_cooldown: soon}',
+    )
+    found = issues(text)
+    assert sorted(i.where for i in found) == ["upstreams.new.breaker_cooldown", "upstreams.new.breaker_failures"]
+
+
 def test_shadow_limits_are_checked_where_they_are_written() -> None:
     """No copy could ever be sent with shadow_in_flight 0, and a backlog must be a size: both are errors there."""
     found = issues(BASE + "limits: {shadow_in_flight: 0, shadow_backlog: lots}\n")

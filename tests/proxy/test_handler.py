@@ -293,6 +293,31 @@ async def test_breaker_opens_and_sends_straight_to_legacy(
     assert state.metrics.upstream_errors.get(("new", "connect")) == 5
 
 
+async def test_breaker_thresholds_come_from_the_upstream_and_follow_reloads(
+    backends: Backends, tmp_path: Path, client: aiohttp.ClientSession
+) -> None:
+    """upstreams.new.breaker_failures 2 opens the breaker after 2 failures, not 5; a reload that raises it to 9
+    retunes the same breaker (still open) instead of replacing it."""
+    assert backends.legacy.port is not None
+    dead = free_port()
+    path = write_config(tmp_path / "routes.yaml", legacy=backends.legacy.port, new=dead, routes=FALLBACK_ROUTES)
+    plain = f'new: {{url: "http://127.0.0.1:{dead}"}}'
+    tuned = f'new: {{url: "http://127.0.0.1:{dead}", breaker_failures: 2, breaker_cooldown: 30s}}'
+    path.write_text(path.read_text().replace(plain, tuned))
+    async with running_proxy(path, watch=False) as running:
+        state = running.state
+        for _ in range(2):
+            assert await _side(client, url(running, "/api/orders/1")) == "legacy"
+        breaker = state.breakers["new"]
+        assert (breaker.state, breaker.failure_threshold, breaker.cooldown) == ("open", 2, 30.0)
+        assert await _side(client, url(running, "/api/orders/1")) == "legacy"
+        assert state.metrics.fallbacks.get(("orders", "breaker_open")) == 1
+        path.write_text(path.read_text().replace("breaker_failures: 2", "breaker_failures: 9"))
+        assert (await running.reload("test")).ok
+        assert state.breakers["new"] is breaker
+        assert (breaker.state, breaker.failure_threshold) == ("open", 9)
+
+
 @dataclass
 class Recorder:
     """An ExchangeListener that records what the core tells it."""
