@@ -276,8 +276,12 @@ def serve(
     Example: [bold]strangler serve --config routes.yaml --port 8080 --admin-port 8081[/bold]
     """
     from proxy.app import serve as serve_proxy  # deferred: the server stack is not needed by other commands
-    from shadow.bridge import shadow_worker_listeners
-    from shadow.runner import shadow_listeners
+
+    # Deferred, and only the one in use: with the worker, the proxy process never imports deepdiff.
+    if shadow_worker:
+        from shadow.bridge import shadow_worker_listeners as factory
+    else:
+        from shadow.runner import shadow_listeners as factory
 
     code = serve_proxy(
         config,
@@ -285,7 +289,7 @@ def serve(
         port=port,
         admin_port=admin_port,
         db=str(db) if db else None,
-        listeners_factory=shadow_worker_listeners if shadow_worker else shadow_listeners,
+        listeners_factory=factory,
     )
     if code:
         raise typer.Exit(code)

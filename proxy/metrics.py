@@ -150,6 +150,15 @@ class Metrics:
         )
         self.extra: list[Metric] = []
 
+    def extra_counter(self, name: str, help: str, labels: tuple[str, ...] = ()) -> Counter:
+        """A counter in `extra`, created on first use (several listeners may ask for the same one)."""
+        for metric in self.extra:
+            if metric.name == name and isinstance(metric, Counter):
+                return metric
+        counter = Counter(name, help, labels)
+        self.extra.append(counter)
+        return counter
+
     def all(self) -> list[Metric]:
         return [
             self.requests,

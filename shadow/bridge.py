@@ -2,16 +2,17 @@
 
 `ShadowBridge` is the `ExchangeListener` `strangler serve` installs. On the event loop it only decides what to do
 with a request (`plan_mirror`: route options and sampling) and appends a frame to a buffer that is written to the
-worker once per loop iteration; the copies, the comparisons and the store run in the worker process
-(`shadow.worker`). The client's request pays for a snapshot and a few microseconds of encoding, not for a second
-HTTP exchange: measured, this is what lets shadowing at 100% keep most of pass-through's throughput.
+worker at the end of the loop iteration (starts) or within LAZY_FLUSH (primaries, traffic counts); the copies, the
+comparisons and the store run in the worker process (`shadow.worker`). The client's request pays for a snapshot
+and a few microseconds of encoding, not for a second HTTP exchange: measured, this is what lets shadowing at 100%
+keep most of pass-through's throughput.
 
 Failure never reaches the client:
 - a worker that cannot keep up: past `max_backlog` bytes waiting for it (`limits.shadow_backlog`), new copies are
   dropped and counted (`strangler_shadow_total{outcome="dropped",reason="worker_busy"}`);
 - a worker that dies, or stops reporting for `SILENT_AFTER` seconds (it is killed then): copies are dropped and
-  counted (`worker_down`) and it is restarted with a growing delay;
-  what it had in flight is lost and logged (its rows already written stay);
+  counted (`worker_down`) and it is restarted with a growing delay; what it had in flight is lost and logged (its
+  rows already written stay);
 - on shutdown (after the proxy drained) the worker is told to close: it lets in-flight copies finish, compares
   what is queued and flushes every row before it exits.
 """
@@ -36,7 +37,6 @@ from proxy.tasks import TaskOwner
 from shadow.plan import CountingGate, plan_mirror
 from shadow.records import TrafficTally
 from shadow.redact import key_path_for, load_or_create_key
-from shadow.runner import extra_counter
 from shadow.store import Store
 from shadow.wire import (
     FrameReader,
@@ -126,8 +126,8 @@ class ShadowBridge(CountingGate):
         self._max_backlog = max_backlog
         self._close_deadline = close_deadline
         self._rand = rand
-        self._restarts: Counter = extra_counter(
-            state.metrics, RESTART_METRIC, "Shadow worker processes restarted after they died.", ()
+        self._restarts: Counter = state.metrics.extra_counter(
+            RESTART_METRIC, "Shadow worker processes restarted after they died (or were killed as stuck)."
         )
         self._traffic = TrafficTally()
         self._out: list[bytes] = []  # frames not yet written to the stream

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from proxy.config import Config, Mirror, Route, Upstream
 from proxy.events import ExchangeListener, ExchangeObserver, ExchangeStart, ResponseSnapshot, Side
-from proxy.metrics import Counter, Metrics
+from proxy.metrics import Metrics
 from proxy.state import RuntimeState
 from proxy.tasks import TaskOwner
 from shadow.fetch import CandidatePools, fetch_copy
@@ -116,8 +116,7 @@ class ShadowListener(CountingGate):
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._metrics = metrics
-        self._sent = extra_counter(
-            metrics,
+        self._sent = metrics.extra_counter(
             SENT_METRIC,
             "Copies sent to the other side, by route and pair (candidate, noise).",
             ("route", "pair"),
@@ -281,13 +280,3 @@ class ShadowListener(CountingGate):
 def shadow_listeners(state: RuntimeState) -> Sequence[ExchangeListener]:
     """A `proxy.app` listeners factory: the shadow listener on `--db` (state.db_path), else the config's store.path."""
     return [ShadowListener.create(state.config, state.metrics, state.db_path)]
-
-
-def extra_counter(metrics: Metrics, name: str, help: str, labels: tuple[str, ...]) -> Counter:
-    """A counter in `metrics.extra`, created once per registry (several listeners may share one)."""
-    for metric in metrics.extra:
-        if metric.name == name and isinstance(metric, Counter):
-            return metric
-    counter = Counter(name, help, labels)
-    metrics.extra.append(counter)
-    return counter
