@@ -15,11 +15,9 @@ import typer
 from rich.markup import escape
 
 from cli.flip import FlipError, add_ignore_fields
-from cli.output import CliError, OutputFormat, print_json, print_line, print_renderable
+from cli.output import CliError, ConfigOption, FormatOption, OutputFormat, print_json, print_line, print_renderable
 from cli.report_cmds import (
-    ConfigOption,
     DbOption,
-    FormatOption,
     RouteOption,
     SinceOption,
     open_store,

@@ -22,8 +22,18 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cli.output import CliError, OutputFormat, print_json, print_line, print_renderable, stderr_console
-from cli.rollout_cmds import ConfigOption, DbOption, FormatOption, db_path, duration_option, find_route, parse_since
+from cli.output import (
+    CliError,
+    ConfigOption,
+    FormatOption,
+    OutputFormat,
+    print_json,
+    print_line,
+    print_renderable,
+    stderr_console,
+)
+from cli.report_cmds import parse_since
+from cli.rollout_cmds import DbOption, db_path, duration_option, find_route
 from proxy.config import Config
 from proxy.loader import load_config
 from reports.live import LiveRoute, MetricsFormatError, live_routes, live_table, parse_prometheus

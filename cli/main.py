@@ -17,7 +17,17 @@ from rich.markup import escape
 from rich.table import Table
 
 from cli.live_cmds import register as register_live_commands
-from cli.output import CliError, CliState, ErrorReportingGroup, OutputFormat, print_json, print_line, print_renderable
+from cli.output import (
+    CliError,
+    CliState,
+    ConfigOption,
+    ErrorReportingGroup,
+    FormatOption,
+    OutputFormat,
+    print_json,
+    print_line,
+    print_renderable,
+)
 from cli.report_cmds import register as register_report_commands
 from cli.rollout_cmds import register as register_rollout_commands
 from proxy.admin import route_view
@@ -41,12 +51,6 @@ app.add_typer(routes_app, name="routes")
 register_report_commands(app)  # report, diffs, noise
 register_rollout_commands(routes_app)  # routes flip (gated), history, revert, promote
 register_live_commands(app)  # replay, watch
-
-ConfigOption = Annotated[
-    Path,
-    typer.Option("--config", "-c", help="The routes file.", envvar="STRANGLER_CONFIG", dir_okay=False),
-]
-FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output as a table or as JSON.")]
 
 
 @app.callback()

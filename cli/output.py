@@ -11,7 +11,8 @@ import json
 import os
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console, RenderableType
@@ -57,6 +58,13 @@ class CliState:
     """Global options, stored on the root click context by the app callback."""
 
     debug: bool = False
+
+
+# Options every command spells the same way.
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="The routes file.", envvar="STRANGLER_CONFIG", dir_okay=False)
+]
+FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output as a table or as JSON.")]
 
 
 def error_lines(exc: BaseException) -> list[str]:

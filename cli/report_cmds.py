@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from cli.output import CliError, OutputFormat, print_line, print_renderable
+from cli.output import CliError, ConfigOption, print_line, print_renderable
 from proxy.config import Config
 from proxy.loader import load_config
 from proxy.units import BadValue, parse_duration
@@ -31,9 +31,6 @@ from shadow.store import Store, StoreError
 EXIT_FAILING_VERDICT = 3
 FILE_WIDTH = 120  # columns of a table report written to --output
 
-ConfigOption = Annotated[
-    Path, typer.Option("--config", "-c", help="The routes file.", envvar="STRANGLER_CONFIG", dir_okay=False)
-]
 DbOption = Annotated[
     list[Path] | None,
     typer.Option(
@@ -51,7 +48,6 @@ SinceOption = Annotated[
     ),
 ]
 RouteOption = Annotated[str | None, typer.Option("--route", "-r", help="Only this route id.")]
-FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output as a table or as JSON.")]
 
 
 class ReportFormat(StrEnum):

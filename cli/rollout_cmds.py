@@ -22,7 +22,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from cli.flip import FlipChange, FlipError, UnknownRouteError, flip_route, format_number, set_weight
-from cli.output import CliError, OutputFormat, print_json, print_line, print_renderable
+from cli.output import (
+    CliError,
+    ConfigOption,
+    FormatOption,
+    OutputFormat,
+    print_json,
+    print_line,
+    print_renderable,
+)
+from cli.report_cmds import parse_since
 from proxy.config import Config, ConfigError, Mode, Route
 from proxy.loader import load_config
 from proxy.units import BadValue, parse_duration
@@ -41,14 +50,9 @@ from shadow.store import Store, StoreError
 
 USER_ENV = "STRANGLER_USER"
 
-ConfigOption = Annotated[
-    Path,
-    typer.Option("--config", "-c", help="The routes file.", envvar="STRANGLER_CONFIG", dir_okay=False),
-]
 DbOption = Annotated[
     Path | None, typer.Option("--db", help="The store file (default: store.path from the config).", dir_okay=False)
 ]
-FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output as a table or as JSON.")]
 
 
 # --- shared helpers --------------------------------------------------------------------------------------------
@@ -66,22 +70,6 @@ def db_path(config: Config, db: Path | None) -> Path:
 def open_reader(path: Path) -> Store | None:
     """The store to read figures from; None when there is no file yet (nothing was compared)."""
     return Store.open_readers([path]) if path.exists() else None
-
-
-def parse_since(value: str | None, now: float) -> float | None:
-    """`--since`: a duration back from now (`1h`, `30m`) or an ISO 8601 time (UTC unless it says otherwise)."""
-    if value is None:
-        return None
-    try:
-        return now - parse_duration(value)
-    except BadValue:
-        pass
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError as exc:
-        hint = f"{value!r} is neither a duration (1h, 30m) nor an ISO time"
-        raise typer.BadParameter(hint, param_hint="--since") from exc
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def duration_option(value: str | None, name: str) -> float | None:

@@ -130,8 +130,9 @@ class GuardedRequestHandler(RequestHandler):
             log.error("request from %s failed: %s", request.remote, message or exc, exc_info=exc)
         else:
             log.debug("request from %s refused (%d): %s", request.remote, status, message or exc)
-        self._gate.metrics.rejected.inc((_PARSER_ERRORS.get(status, "bad_request"),))
-        resp = error_response(status, _PARSER_ERRORS.get(status, "bad_request"), None, new_request_id())
+        error = _PARSER_ERRORS.get(status, "bad_request")
+        self._gate.metrics.rejected.inc((error,))
+        resp = error_response(status, error, None, new_request_id())
         resp.force_close()
         return resp
 

@@ -206,15 +206,21 @@ class UpstreamPool:
             loop = self._loop = asyncio.get_running_loop()
         head_only = method == "HEAD"
         if body is None or isinstance(body, bytes):
-            data = body or b""
+            data, stream = body or b"", None
             if data:
                 framing = f"Content-Length: {len(data)}\r\n"
             else:
                 framing = "Content-Length: 0\r\n" if method in _LENGTH_METHODS else ""
-            encoded = encode_head(method, target, headers, framing)
-            if encoded is None:
-                raise UpstreamError("request target or header holds CR or LF", sent=False)
-            head, close = encoded
+        else:
+            data, stream = b"", body
+            framing = (
+                "Transfer-Encoding: chunked\r\n" if content_length is None else f"Content-Length: {content_length}\r\n"
+            )
+        encoded = encode_head(method, target, headers, framing)
+        if encoded is None:
+            raise UpstreamError("request target or header holds CR or LF", sent=False)
+        head, close = encoded
+        if stream is None:
             conn = self._pop_idle() or await self._acquire(loop, connect_timeout)
             try:
                 msg, payload = await conn.exchange(
@@ -234,18 +240,10 @@ class UpstreamPool:
                     raise _public(again) from None
             return UpstreamResponse(self, conn, msg, payload)
 
-        if content_length is None:
-            framing = "Transfer-Encoding: chunked\r\n"
-        else:
-            framing = f"Content-Length: {content_length}\r\n"
-        encoded = encode_head(method, target, headers, framing)
-        if encoded is None:
-            raise UpstreamError("request target or header holds CR or LF", sent=False)
-        head, close = encoded
         conn = self._pop_idle() or await self._acquire(loop, connect_timeout)
         try:
             msg, payload = await conn.exchange_stream(
-                head, body, length=content_length, head_only=head_only, close=close, read_timeout=read_timeout
+                head, stream, length=content_length, head_only=head_only, close=close, read_timeout=read_timeout
             )
         except H1Failure as failure:
             raise _public(failure) from None
