@@ -29,7 +29,7 @@ from shadow.jsonpath import (
     order_blind,
     path_matches,
 )
-from shadow.model import Comparison, Difference, DiffKind, Outcome
+from shadow.model import Comparison, Difference, DiffKind, Outcome, field_diffs
 from shadow.normalize import (
     UndecodableBody,
     body_kind,
@@ -113,6 +113,7 @@ def compare_responses(legacy: ResponseSnapshot, new: ResponseSnapshot, rules: Co
     body_diffs, notes = _body_differences(legacy, new, rules)
     diffs.extend(body_diffs)
     diffs.sort(key=_order_key)
+    fields, total = field_diffs(diffs), len(diffs)  # exact, before the storage cap
     if len(diffs) > MAX_DIFFERENCES:
         notes.append(f"{len(diffs) - MAX_DIFFERENCES} more differences not listed")
         del diffs[MAX_DIFFERENCES:]
@@ -121,6 +122,8 @@ def compare_responses(legacy: ResponseSnapshot, new: ResponseSnapshot, rules: Co
         differences=tuple(diffs),
         seconds=time.perf_counter() - started,
         note="; ".join(notes) if notes else None,
+        fields=fields,
+        total=total,
     )
 
 

@@ -6,14 +6,18 @@ that every module can share them without importing either library.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
 Outcome = Literal["match", "mismatch", "candidate_error", "skipped", "dropped"]
 OUTCOMES: tuple[Outcome, ...] = ("match", "mismatch", "candidate_error", "skipped", "dropped")
 DiffKind = Literal["changed", "added", "removed", "type_changed", "order"]
-# "candidate": legacy vs new (the real comparison); "noise": legacy vs a second legacy call.
-Pair = Literal["candidate", "noise"]
+# A field's kind over several differences (in one pair, or across pairs in a report): "mixed" when they disagree.
+FieldKind = Literal["changed", "added", "removed", "type_changed", "order", "mixed"]
+# "candidate": legacy vs new (the real comparison); "noise": legacy vs a second legacy call; "replay": legacy vs new
+# for a stored request sent again by `strangler replay` (never evidence for readiness: no new client traffic).
+Pair = Literal["candidate", "noise", "replay"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,12 +32,49 @@ class Difference:
 
 
 @dataclass(frozen=True, slots=True)
+class FieldDiff:
+    """One grouped path that differed in a pair, counted exactly: what feeds the rollups and the verdict.
+
+    Every differing group of a pair is here, however many concrete differences it had; only the concrete
+    `Difference` rows stored per exchange are capped."""
+
+    group: str  # $.items[*].qty, header.content-type, status, text: "Queries took #ms"
+    kind: FieldKind  # the kind of its concrete differences; "mixed" when they were of several kinds
+    count: int  # concrete differences in this group
+
+
+@dataclass(frozen=True, slots=True)
 class Comparison:
     outcome: Literal["match", "mismatch"]
-    differences: tuple[Difference, ...]
+    differences: tuple[Difference, ...]  # concrete differences, capped (compare.MAX_DIFFERENCES) for storage
     seconds: float  # time the comparison took
     # Why part of the pair was not (fully) compared, e.g. "body not compared: new body incomplete"; None if all was.
     note: str | None = None
+    fields: tuple[FieldDiff, ...] = ()  # every differing group, exact (not capped); see `field_diffs`
+    total: int = 0  # concrete differences found, before the cap
+
+
+def field_diffs(differences: Iterable[Difference]) -> tuple[FieldDiff, ...]:
+    """The groups of some concrete differences with their kind and count, in first-seen order."""
+    kinds: dict[str, FieldKind] = {}
+    counts: dict[str, int] = {}
+    for d in differences:
+        seen = kinds.get(d.group)
+        if seen is None:
+            kinds[d.group], counts[d.group] = d.kind, 1
+        else:
+            if seen != d.kind:
+                kinds[d.group] = "mixed"
+            counts[d.group] += 1
+    return tuple(FieldDiff(group, kind, counts[group]) for group, kind in kinds.items())
+
+
+def merge_kinds(kinds: Iterable[FieldKind]) -> FieldKind | None:
+    """One kind for a field seen with several (across pairs): the common one, or "mixed"; None for none."""
+    found = set(kinds)
+    if not found:
+        return None
+    return found.pop() if len(found) == 1 else "mixed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +115,9 @@ class ExchangeRecord:
     request_body: StoredBody | None = None
     legacy_body: StoredBody | None = None
     new_body: StoredBody | None = None
-    differences: tuple[Difference, ...] = ()
+    differences: tuple[Difference, ...] = ()  # capped for storage; `fields` holds every differing group
     note: str | None = None  # how the pair was compared when that matters (e.g. "body compared as text: ...")
+    fields: tuple[FieldDiff, ...] = ()  # every differing group of the pair, exact; empty: derive from differences
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import orjson
 
-from shadow.model import ExchangeRecord, TrafficCount
+from shadow.model import ExchangeRecord, TrafficCount, field_diffs
 from shadow.store_types import latency_bucket
 
 _Key = tuple[object, ...]
@@ -92,12 +92,12 @@ def prepare_records(records: Sequence[ExchangeRecord]) -> PreparedBatch:
             key = (hour, r.route_id, r.pair, "new", latency_bucket(r.new_latency_ms))
             latencies[key] = latencies.get(key, 0) + 1
         batch.count += 1
-        if r.differences:
-            for d in r.differences:
-                differences.append((i, r.route_id, r.time, r.pair, d.path, d.group, d.kind, d.legacy, d.new))
-            for group in {d.group for d in r.differences}:  # once per exchange, however many fields in it
-                key = (hour, r.route_id, r.pair, group)
-                fields[key] = fields.get(key, 0) + 1
+        for d in r.differences:
+            differences.append((i, r.route_id, r.time, r.pair, d.path, d.group, d.kind, d.legacy, d.new))
+        # Every differing group of the pair, once per exchange: from the exact list, never the capped rows.
+        for f in r.fields or field_diffs(r.differences):
+            key = (hour, r.route_id, r.pair, f.group)
+            fields[key] = fields.get(key, 0) + 1
     return batch
 
 
