@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check fmt lint types imports pytest bench schema clean
+.PHONY: demo test test-fast check fmt lint types imports pytest bench schema clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "strangler needs Python 3.11 or newer")'
@@ -24,6 +24,10 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/pytest
+
+## make test-fast: set up, then only the pure-function tests (marker `unit`: no sockets, processes or files).
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m unit
 
 ## make check: like test, but formats the code first (run it before every commit).
 check: $(STAMP)

@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import cast
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
@@ -26,6 +27,7 @@ from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from proxy.config import MODES, Config, ConfigError, Mode, Route
 from proxy.loader import parse_config
+from proxy.modes import KEY_MODES, key_allowed
 
 
 class FlipError(Exception):
@@ -111,10 +113,13 @@ def flip_route(path: Path, route_id: str, to_mode: str, weight: float | None = N
 
 
 def _disallowed_keys(route: MappingNode, mode: str) -> list[str]:
-    """Route keys the loader rejects under `mode` (see proxy.loader: canary/shadow/verify/fallback checks)."""
-    allowed = {"canary": ("canary",), "shadow": ("shadow", "canary"), "verify": ("new",)}
-    found = [key for key, modes in allowed.items() if _entry(route, key) is not None and mode not in modes]
-    if mode in ("legacy", "shadow") and _scalar(_value(route, "fallback")) == "legacy":
+    """Route keys the loader rejects under `mode` (`proxy.modes.KEY_MODES`)."""
+    found = [
+        key
+        for key in KEY_MODES
+        if key != "fallback" and _entry(route, key) is not None and not key_allowed(key, cast(Mode, mode))
+    ]
+    if not key_allowed("fallback", cast(Mode, mode)) and _scalar(_value(route, "fallback")) == "legacy":
         found.append("fallback")
     return found
 

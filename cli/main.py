@@ -7,11 +7,14 @@ errors exit 2); `--debug` shows the traceback instead. Commands that print data 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 import typer
+from multidict import CIMultiDict
 from rich import box
 from rich.markup import escape
 from rich.table import Table
@@ -31,8 +34,10 @@ from cli.output import (
 from cli.report_cmds import register as register_report_commands
 from cli.rollout_cmds import register as register_rollout_commands
 from proxy.admin import route_view
+from proxy.canary import Side, bucket
 from proxy.config import Config, ConfigError, ConfigIssue, Route
 from proxy.loader import load_config
+from proxy.modes import mirror_decision, serving_side, side_upstream, split_key
 from proxy.paths import PathError, canonical_path
 from proxy.routing import Explanation, RouteTable
 
@@ -101,6 +106,16 @@ def validate(config: ConfigOption = Path("routes.yaml"), fmt: FormatOption = Out
 # --- explain ----------------------------------------------------------------------------------------------------
 
 
+def _parse_cookies(values: list[str]) -> dict[str, str]:
+    cookies: dict[str, str] = {}
+    for value in values:
+        name, sep, content = value.partition("=")
+        if not sep or not name.strip():
+            raise typer.BadParameter(f"{value!r} is not NAME=VALUE", param_hint="--cookie")
+        cookies[name.strip()] = content.strip()
+    return cookies
+
+
 def _parse_headers(values: list[str]) -> dict[str, str]:
     headers: dict[str, str] = {}
     for value in values:
@@ -111,27 +126,34 @@ def _parse_headers(values: list[str]) -> dict[str, str]:
     return headers
 
 
-def _served_by(route: Route | None, config: Config) -> str:
-    if route is None:
-        return config.defaults.legacy
-    return route.upstream if route.mode in ("new", "canary") else route.legacy
+@dataclass(frozen=True, slots=True)
+class Client:
+    """What `explain` knows of the client: the inputs a canary split may stick to."""
 
-
-def _mirror_to(route: Route | None) -> str | None:
-    if route is None:
-        return None
-    if route.mode in ("shadow", "canary") and route.shadow is not None:
-        return route.upstream
-    if route.mode == "new" and route.verify is not None:
-        return route.legacy
-    return None
+    headers: Mapping[str, str]
+    cookies: Mapping[str, str]
+    ip: str
 
 
 def explanation_document(
-    config: Config, method: str, raw: str, explanation: Explanation, canonical: str, refused: str | None
+    config: Config,
+    method: str,
+    raw: str,
+    explanation: Explanation,
+    canonical: str,
+    refused: str | None,
+    client: Client | None = None,
 ) -> dict[str, Any]:
-    """What `explain --format json` prints."""
+    """What `explain --format json` prints: the route, the serving side and the mirror decision, each decided by
+    `proxy.modes` from the same inputs the proxy uses (a canary's sticky key from --header/--cookie/--client-ip)."""
     route = explanation.winner
+    client = client or Client({}, {}, "")
+    canary = route.canary if route is not None and route.mode == "canary" else None
+    key = split_key(route, client.headers, client.cookies, client.ip) if route is not None else None
+    # No sticky key on a split canary: the proxy draws a side at random per request, so there is no one answer.
+    random_split = canary is not None and key is None and 0 < canary.weight < 100
+    served_by: Side | None = None if random_split else serving_side(route, key)
+    decision = mirror_decision(route, served_by or "legacy", method)
     return {
         "method": method,
         "path": raw,
@@ -139,10 +161,15 @@ def explanation_document(
         "route": route.id if route else None,
         "template": route.match.path if route else None,
         "mode": route.mode if route else "legacy",
-        "upstream": _served_by(route, config),
-        "canary_weight": route.canary.weight if route and route.canary else None,
+        "served_by": served_by,
+        "upstream": side_upstream(route, served_by, config.defaults.legacy) if served_by else None,
+        "canary_weight": canary.weight if canary else None,
+        "sticky_key": key,
+        "bucket": bucket(route.id, key) if route is not None and canary is not None and key is not None else None,
         "legacy": route.legacy if route else config.defaults.legacy,
-        "mirror_to": _mirror_to(route),
+        "new": route.upstream if route else None,
+        "mirror_to": decision.target if decision.options is not None else None,
+        "mirror_skip": decision.skip,
         "params": dict(explanation.params),
         "refused": refused,
         "candidates": [
@@ -161,13 +188,20 @@ def _print_explanation(doc: dict[str, Any]) -> None:
     summary.add_row("route", escape(f"{route} ({doc['template']})") if route else "[yellow](no route matched)[/]")
     mode = doc["mode"] if route else "legacy (default for unmatched requests)"
     summary.add_row("mode", mode)
-    upstream = doc["upstream"]
     if doc["mode"] == "canary":
         weight = doc["canary_weight"] if doc["canary_weight"] is not None else 0
-        upstream = f"{upstream} for {weight:g}% of sticky buckets, {doc['legacy']} for the rest"
-    summary.add_row("upstream", escape(upstream))
+        split = f"{doc['new']} for {weight:g}% of buckets, {doc['legacy']} for the rest"
+        if doc["bucket"] is not None:
+            split += f"; sticky key {doc['sticky_key']!r} is in bucket {doc['bucket']}"
+        summary.add_row("canary", escape(split))
+    if doc["upstream"] is not None:
+        summary.add_row("upstream", escape(f"{doc['upstream']} ({doc['served_by']} side)"))
+    else:
+        summary.add_row("upstream", "either side, drawn at random per request (no sticky key given)")
     if doc["mirror_to"]:
         summary.add_row("mirrored to", escape(doc["mirror_to"]))
+    elif doc["mirror_skip"]:
+        summary.add_row("mirrored", escape(f"no: {doc['mirror_skip'].replace('_', ' ')}"))
     if doc["params"]:
         summary.add_row("params", escape(", ".join(f"{k}={v}" for k, v in doc["params"].items())))
     if doc["refused"]:
@@ -191,13 +225,20 @@ def explain(
     header: Annotated[
         list[str] | None, typer.Option("--header", "-H", help="A request header NAME:VALUE (repeatable).")
     ] = None,
+    cookie: Annotated[
+        list[str] | None, typer.Option("--cookie", help="A request cookie NAME=VALUE (repeatable).")
+    ] = None,
+    client_ip: Annotated[str, typer.Option("--client-ip", help="The client's address, for sticky: {client_ip}.")] = "",
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
-    """Show which route a request would take, where it would go, and why the other routes lost.
+    """Show which route a request would take, which side serves it, whether it is mirrored, and why the other
+    routes lost. A canary route's side is computed from the sticky header, cookie or client IP exactly as the proxy
+    computes it.
 
     Example: [bold]strangler explain GET '/api/orders/42?expand=items' -H 'X-User-Id: 7'[/bold]
     """
     headers = _parse_headers(header or [])
+    cookies = _parse_cookies(cookie or [])
     loaded = load_config(config)
     raw_path, _, query_string = path.partition("?")
     try:
@@ -211,7 +252,8 @@ def explain(
     refused = None
     if canonical.has_encoded_slash and (winner is None or not winner.match.allow_encoded_slash):
         refused = "the path holds %2F or %5C and the route does not set allow_encoded_slash: the proxy answers 400"
-    doc = explanation_document(loaded, method, path, explanation, canonical.path, refused)
+    client = Client(CIMultiDict(headers), cookies, client_ip)  # header names match case-insensitively, as in the proxy
+    doc = explanation_document(loaded, method, path, explanation, canonical.path, refused, client)
     if fmt is OutputFormat.json:
         print_json(doc)
     else:
@@ -240,7 +282,7 @@ def routes_list(config: ConfigOption = Path("routes.yaml"), fmt: FormatOption = 
         print_json(docs)
         return
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
-    for column in ("id", "mode", "methods", "path", "legacy", "new", "weight", "fallback"):
+    for column in ("id", "mode", "methods", "path", "legacy", "new", "weight", "fallback", "mirror to"):
         # ids and paths fold rather than lose their ends; the short columns keep their width
         table.add_column(column, overflow="fold", no_wrap=column not in ("id", "path", "methods"))
     for d in docs:
@@ -253,6 +295,7 @@ def routes_list(config: ConfigOption = Path("routes.yaml"), fmt: FormatOption = 
             escape(d["upstream"]),
             f"{d['weight']:g}%" if d["weight"] is not None else "",
             "yes" if d["fallback"] else "",
+            escape(d["mirror_to"] or ""),
         )
     print_renderable(table)
 

@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from proxy.config import Config, Route
+from proxy.modes import mirror_target
 from proxy.state import ReloadResult, RuntimeState
 
 log = logging.getLogger("strangler.admin")
@@ -95,6 +96,9 @@ def route_view(route: Route) -> dict[str, Any]:
         "path": route.match.path,
         "weight": route.canary.weight if route.canary is not None else None,
         "fallback": route.fallback,
+        # Where copies go (`proxy.modes`): legacy-served traffic to new under shadow/canary, new-served to legacy
+        # under new + verify; None when the route mirrors nothing.
+        "mirror_to": mirror_target(route, "legacy") or mirror_target(route, "new"),
     }
 
 

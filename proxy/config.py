@@ -16,14 +16,13 @@ from typing import Literal
 
 from yarl import URL
 
+from proxy.methods import READ_METHODS
+
 Mode = Literal["legacy", "shadow", "canary", "new"]
 MODES: tuple[Mode, ...] = ("legacy", "shadow", "canary", "new")
 HostHeader = Literal["rewrite", "preserve"]
 SideEffects = Literal["block", "dry_run", "allow"]
 StickyKind = Literal["header", "cookie", "client_ip"]
-
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +132,7 @@ class Mirror:
     """Options for sending a copy of a request to the other side (`shadow:` and `verify:`)."""
 
     sample: float = 1.0
-    methods: frozenset[str] = SAFE_METHODS
+    methods: frozenset[str] = READ_METHODS
     side_effects: SideEffects = "block"
     max_body: int = 1024 * 1024
     timeout: float = 5.0

@@ -91,27 +91,3 @@ class RequestCounter(Protocol):
         """Every forwarded request, mirrored or not, once the primary is done (for traffic counts). `path` is the
         canonical path, `status` the upstream's (0 for none), `failed` a 5xx or an upstream or client failure,
         `served_by` the side chosen when the request started."""
-
-
-def mirror_for(route: Route | None, served_by: Side, method: str) -> Mirror | None:
-    """The mirror options that apply to this request, or None when no copy should be made.
-
-    shadow: legacy serves, copy to new. canary + shadow: the legacy-served share is copied. new + verify: new
-    serves, copy to legacy. Methods outside `methods` are never copied; non-idempotent ones only when
-    side_effects is not "block".
-    """
-    if route is None:
-        return None
-    if served_by == "legacy":
-        opts = route.shadow if route.mode in ("shadow", "canary") else None
-    else:
-        opts = route.verify if route.mode == "new" else None
-    if opts is None or method not in opts.methods:
-        return None
-    if opts.side_effects == "block" and method not in _IDEMPOTENT_SAFE:
-        return None
-    return opts
-
-
-# Under side_effects: block, only methods without side effects are mirrored.
-_IDEMPOTENT_SAFE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})

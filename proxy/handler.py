@@ -19,7 +19,6 @@ from typing import Final
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from proxy.canary import choose_side, sticky_key
 from proxy.config import Config, Limits, Mirror, Route, Timeouts, Upstream
 from proxy.events import (
     ExchangeListener,
@@ -29,11 +28,11 @@ from proxy.events import (
     RequestSnapshot,
     ResponseSnapshot,
     Side,
-    mirror_for,
 )
 from proxy.forwarding import FallbackAvailable, ForwardResult, ForwardTarget, error_response, forward
 from proxy.headers import new_request_id, upstream_request_headers, valid_request_id
 from proxy.limits import GuardedRequestHandler, UnsupportedVersionRequest
+from proxy.modes import mirror_for, serving_side, side_upstream, split_key
 from proxy.paths import PathError, canonical_path
 from proxy.state import RuntimeState
 from proxy.websocket import forward_websocket, is_websocket_upgrade
@@ -317,21 +316,13 @@ class ProxyHandler:
 
 
 def _choose(config: Config, route: Route | None, request: web.BaseRequest, peer_ip: str) -> tuple[Side, str]:
-    """Which side serves the request by the route's mode, and that side's upstream name."""
-    if route is None:
-        return "legacy", config.defaults.legacy
-    mode = route.mode
-    if mode == "new":
-        return "new", route.upstream
-    if mode == "canary" and route.canary is not None:
-        sticky = route.canary.sticky
-        key = None
-        if sticky is not None:
-            cookies = request.cookies if sticky.kind == "cookie" else _EMPTY
-            key = sticky_key(sticky, request.headers, cookies, peer_ip)
-        if choose_side(route.id, route.canary, key) == "new":
-            return "new", route.upstream
-    return "legacy", route.legacy
+    """Which side serves the request by the route's mode (`proxy.modes`), and that side's upstream name."""
+    key = None
+    if route is not None and route.mode == "canary" and route.canary is not None and route.canary.sticky is not None:
+        cookies = request.cookies if route.canary.sticky.kind == "cookie" else _EMPTY
+        key = split_key(route, request.headers, cookies, peer_ip)
+    side = serving_side(route, key)
+    return side, side_upstream(route, side, config.defaults.legacy)
 
 
 def _upstream_headers(

@@ -42,6 +42,7 @@ from proxy.config import (
     Timeouts,
     Upstream,
 )
+from proxy.modes import key_allowed
 from proxy.routing import AmbiguousRoutesError, RouteTable, TemplateError, parse_template
 from proxy.schema import TOP
 from proxy.yaml_walk import Issues, Table, Walker, describe_node, node_line, suggest
@@ -166,7 +167,7 @@ class _RouteBuilder:
         mode: Mode = next((m for m in MODES if m == written_mode), "legacy")
         checks = written_mode is not None  # with no valid mode, mode-dependent checks would only add noise
         fallback = table.get("fallback", str) == "legacy"
-        if checks and fallback and mode in ("legacy", "shadow"):
+        if checks and fallback and not key_allowed("fallback", mode):
             self.issues.add(
                 table.at("fallback"),
                 f"only applies when the new side serves (mode new or canary), and this route is mode {mode}",
@@ -226,7 +227,7 @@ class _RouteBuilder:
                 self.issues.add(table.at("mode"), "mode canary needs a canary: block", hint, table.line_of("mode"))
                 return Canary()
             return None
-        if checks and mode != "canary":
+        if checks and not key_allowed("canary", mode):
             message = f"only applies to mode canary, and this route is mode {mode}"
             hint = "set mode: canary, or remove the canary: block"
             self.issues.add(table.at("canary"), message, hint, table.line_of("canary"))
@@ -273,8 +274,8 @@ class _RouteBuilder:
                 hint = "use mode: legacy to stop mirroring"
                 self.issues.add(table.at("shadow"), "mode shadow always mirrors", hint, table.line_of("shadow"))
             return self._mirror(table, "shadow") or self.defaults.shadow
-        if mode == "canary" or not given or not checks:
-            return self._mirror(table, "shadow") if mode == "canary" else None
+        if key_allowed("shadow", mode) or not given or not checks:
+            return self._mirror(table, "shadow") if key_allowed("shadow", mode) else None
         hint = {
             "new": "use verify: to mirror new-served traffic to legacy",
             "legacy": "set mode: shadow to mirror legacy-served traffic to the new side",
@@ -284,7 +285,7 @@ class _RouteBuilder:
         return None
 
     def _verify(self, table: Table, mode: Mode, checks: bool) -> Mirror | None:
-        if mode == "new":
+        if key_allowed("verify", mode):
             return self._mirror(table, "verify")
         if "verify" in table.lines and checks:
             hint = "use shadow: to tune mirroring of legacy-served traffic to the new side"

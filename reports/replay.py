@@ -13,9 +13,10 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from proxy.config import SAFE_METHODS, Config, Mirror, Route, Upstream
+from proxy.config import Config, Mirror, Route, Upstream
 from proxy.events import Headers, ResponseSnapshot, Side
 from proxy.headers import HOP_BY_HOP, end_to_end_response_headers, upstream_host
+from proxy.methods import SAFE_METHODS
 from proxy.transport import UpstreamError, UpstreamPool
 from shadow.compare import judge_pair
 from shadow.fetch import DRY_RUN_HEADER, read_capped

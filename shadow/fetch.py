@@ -11,9 +11,10 @@ import asyncio
 import logging
 from typing import Protocol
 
-from proxy.config import SAFE_METHODS, Mirror, Upstream
+from proxy.config import Mirror, Upstream
 from proxy.events import ExchangeStart, Headers, ResponseSnapshot, Side
 from proxy.headers import end_to_end_response_headers, upstream_host
+from proxy.methods import SAFE_METHODS
 from proxy.transport import UpstreamError, UpstreamPool, UpstreamResponse
 
 log = logging.getLogger("strangler.shadow")

@@ -11,8 +11,10 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from proxy.config import SAFE_METHODS, Mirror, Route
+from proxy.config import Route
 from proxy.events import ExchangeStart, Side
+from proxy.methods import READ_METHODS
+from proxy.modes import mirror_decision, mirror_options
 from shadow.records import TrafficTally
 
 
@@ -35,7 +37,7 @@ def plan_mirror(start: ExchangeStart, rand: Callable[[], float]) -> MirrorPlan |
         return None
     mirror = start.mirror
     if mirror is None:
-        reason = skip_reason(route, start)
+        reason = mirror_decision(route, start.served_by, start.request.method).skip
         return None if reason is None else MirrorPlan(skip=reason)
     request = start.request
     skip: str | None = None
@@ -49,7 +51,7 @@ def plan_mirror(start: ExchangeStart, rand: Callable[[], float]) -> MirrorPlan |
     noise = (
         route.noise.sample > 0
         and start.served_by == "legacy"
-        and request.method in SAFE_METHODS
+        and request.method in READ_METHODS
         and request.body is not None
         and rand() < route.noise.sample
     )
@@ -58,23 +60,6 @@ def plan_mirror(start: ExchangeStart, rand: Callable[[], float]) -> MirrorPlan |
     if skip is None and not candidate and not noise:
         return None
     return MirrorPlan(skip, candidate, noise)
-
-
-def mirror_options(route: Route, served_by: Side) -> Mirror | None:
-    """The route's mirror options for requests the given side serves; None when it mirrors none of them."""
-    if served_by == "legacy":
-        return route.shadow if route.mode in ("shadow", "canary") else None
-    return route.verify if route.mode == "new" else None
-
-
-def skip_reason(route: Route, start: ExchangeStart) -> str | None:
-    """Why a request on a mirroring route was not mirrored; None when the route does not mirror this side."""
-    opts = mirror_options(route, start.served_by)
-    if opts is None:
-        return None
-    if start.request.method not in opts.methods:
-        return "method_not_mirrored"
-    return "side_effects_blocked"
 
 
 class CountingGate:

@@ -25,6 +25,7 @@ from pathlib import Path
 from proxy.config import Config, Mirror, Route, Upstream
 from proxy.events import ExchangeListener, ExchangeObserver, ExchangeStart, ResponseSnapshot, Side
 from proxy.metrics import Metrics
+from proxy.modes import mirror_target
 from proxy.state import RuntimeState
 from proxy.tasks import TaskOwner
 from shadow.fetch import CandidatePools, fetch_copy
@@ -205,8 +206,9 @@ class ShadowListener(CountingGate):
         if self._active >= self._max_active:
             self.recorder.record_skip(start, "dropped", "queue_full", pair)
             return None
-        name = route.upstream if pair == "candidate" and start.served_by == "legacy" else route.legacy
-        upstream = start.config.upstreams.get(name)
+        # A noise copy is a second legacy call; a candidate copy goes to the side that did not serve.
+        name = route.legacy if pair == "noise" else mirror_target(route, start.served_by)
+        upstream = start.config.upstreams.get(name) if name is not None else None
         if upstream is None:
             self.recorder.record_skip(start, "skipped", "unknown_upstream", pair)
             return None

@@ -26,8 +26,9 @@ from typing import cast
 
 from proxy.app import settle_gc
 from proxy.config import Config, Route
-from proxy.events import ExchangeObserver, ExchangeStart, mirror_for
+from proxy.events import ExchangeObserver, ExchangeStart
 from proxy.metrics import Metrics
+from proxy.modes import mirror_options
 from proxy.tasks import TaskOwner
 from shadow.plan import CANDIDATE, MirrorPlan
 from shadow.runner import ShadowListener
@@ -127,7 +128,8 @@ class WorkerProtocol(asyncio.Protocol):
         route = self._routes.get(route_id)
         if config is None or listener is None or route is None:
             raise WireError(f"a request on route {route_id!r} before its config")
-        mirror = mirror_for(route, served_by, request.method)
+        # The proxy decided whether to copy (candidate / skip in the frame); the options come with the route.
+        mirror = mirror_options(route, served_by) if candidate or noise else None
         start = ExchangeStart(
             config, route, served_by, primary_upstream, mirror, request, started_at, self._loop.time()
         )

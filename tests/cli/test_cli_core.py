@@ -17,6 +17,7 @@ from typer.testing import CliRunner, Result
 from cli.demo.legacy_app import make_legacy_app
 from cli.main import app
 from cli.output import CliError
+from proxy.canary import bucket
 from proxy.loader import load_config
 
 REPO_ROUTES = Path(__file__).resolve().parents[2] / "routes.yaml"
@@ -157,15 +158,30 @@ def test_explain_json_has_the_documented_keys(routes_file: Path) -> None:
     assert all(set(c) >= {"route", "reason"} for c in doc["candidates"])
 
 
-def test_explain_canary_and_header_matched_routes_go_to_new(routes_file: Path) -> None:
-    """A canary route reports the new upstream with its weight; a header-matched route needs its header."""
-    canary = json.loads(invoke("explain", "GET", "/api/customers/5", "-c", str(routes_file), "-f", "json").stdout)
+def test_explain_canary_side_follows_the_sticky_key_and_header_matched_routes_need_their_header(
+    routes_file: Path,
+) -> None:
+    """A canary route without its sticky header is a random split (upstream null); with it, the side its bucket
+    gives (as `proxy.canary.bucket` computes); a header-matched route needs its header."""
+    base = ("explain", "GET", "/api/customers/5", "-c", str(routes_file), "-f", "json")
+    canary = json.loads(invoke(*base).stdout)
     assert (canary["route"], canary["mode"], canary["upstream"], canary["canary_weight"]) == (
         "customers",
         "canary",
-        "new",
+        None,
         30.0,
     )
+    sides = set()
+    for user in range(40):
+        doc = json.loads(invoke(*base, "-H", f"x-user-id: {user}").stdout)
+        expected = "new" if bucket("customers", str(user)) < 3000 else "legacy"
+        assert (doc["served_by"], doc["upstream"], doc["bucket"]) == (
+            expected,
+            expected,
+            bucket("customers", str(user)),
+        )
+        sides.add(doc["served_by"])
+    assert sides == {"legacy", "new"}
     args = ("explain", "GET", "/api/search?q=tea", "-c", str(routes_file), "-f", "json")
     with_header = json.loads(invoke(*args, "-H", "X-Beta: 1").stdout)
     assert (with_header["route"], with_header["upstream"]) == ("beta-search", "new")
@@ -207,14 +223,19 @@ def test_malformed_header_option_is_a_usage_error(routes_file: Path) -> None:
 
 
 def test_routes_list_json_schema(repo_routes: Path) -> None:
-    """routes list --format json is a list of {id, mode, upstream, legacy, methods, path, weight, fallback}."""
+    """routes list --format json is a list of {id, mode, upstream, legacy, methods, path, weight, fallback,
+    mirror_to}, mirror_to naming where copies go (new for shadow routes, legacy for new + verify)."""
     result = invoke("routes", "list", "-c", str(repo_routes), "--format", "json")
     assert result.exit_code == 0
     docs = json.loads(result.stdout)
     config = load_config(repo_routes)
     assert [d["id"] for d in docs] == [r.id for r in config.routes]
     for d in docs:
-        assert set(d) == {"id", "mode", "upstream", "legacy", "methods", "path", "weight", "fallback"}
+        assert set(d) == {"id", "mode", "upstream", "legacy", "methods", "path", "weight", "fallback", "mirror_to"}
+        if d["mode"] == "shadow":
+            assert d["mirror_to"] == d["upstream"]
+        if d["mode"] == "legacy":
+            assert d["mirror_to"] is None
         assert d["mode"] in ("legacy", "shadow", "canary", "new")
         assert d["methods"] is None or all(isinstance(m, str) for m in d["methods"])
         assert (d["weight"] is not None) == (d["mode"] == "canary")

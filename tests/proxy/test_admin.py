@@ -93,7 +93,7 @@ async def test_metrics_not_served_on_proxy_port(
 
 
 async def test_routes_lists_active_routes(proxy: RunningProxy, client: aiohttp.ClientSession) -> None:
-    """/routes shows each route's id, mode, upstreams, methods, path, weight and fallback."""
+    """/routes shows each route's id, mode, upstreams, methods, path, weight, fallback and where copies go."""
     async with client.get(admin_url(proxy, "/routes")) as resp:
         data = await resp.json()
     assert data["routes"] == [
@@ -106,6 +106,7 @@ async def test_routes_lists_active_routes(proxy: RunningProxy, client: aiohttp.C
             "path": "/api/orders/{id}",
             "weight": 25.0,
             "fallback": True,
+            "mirror_to": None,
         }
     ]
 

@@ -24,9 +24,10 @@ import pytest
 from aiohttp import web
 
 from proxy.app import start_proxy
-from proxy.events import ExchangeStart, RequestSnapshot, ResponseSnapshot, mirror_for
+from proxy.events import ExchangeStart, RequestSnapshot, ResponseSnapshot
 from proxy.loader import load_config
 from proxy.metrics import Counter, Gauge, Histogram, Metrics
+from proxy.modes import mirror_for
 from shadow.bridge import shadow_worker_listeners
 from shadow.store import StoreError
 from shadow.wire import (
