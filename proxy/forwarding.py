@@ -8,10 +8,10 @@ response head was sent aborts the client connection so a broken body never looks
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
+import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.helpers import must_be_empty_body, should_remove_content_length
@@ -28,16 +28,7 @@ from proxy.transport import (
     UpstreamTimeout,
 )
 
-try:
-    import orjson
-
-    def _dumps(obj: object) -> bytes:
-        return orjson.dumps(obj)
-
-except ImportError:  # pragma: no cover - orjson is a declared dependency; keep working without it
-
-    def _dumps(obj: object) -> bytes:
-        return json.dumps(obj, separators=(",", ":")).encode()
+_dumps = orjson.dumps
 
 
 # Known-length bodies up to this size are read before contacting the upstream: they can then be re-sent on a

@@ -28,7 +28,7 @@ from shadow.store_types import ReplayItem
 
 REPLAY_PREFIX = "replay-"
 REPLAY_HEADER = "X-Strangler-Replay"
-RESPONSE_CAP = 4 * 1024 * 1024  # response bytes read per side, as the shadow runner reads
+RESPONSE_CAP = 4 * 1024 * 1024  # response bytes read per side, as live shadowing reads
 FETCH_FACTOR = 3  # stored rows read per wanted item: noise pairs and earlier replays are filtered out
 # Stored bodies are kept decoded (records.stored_body): a replayed body goes out without its original coding, so
 # that coding's header must not go with it.

@@ -1,7 +1,7 @@
-"""Turn what the shadow runner saw into rows for the store: redacted `ExchangeRecord`s and per-minute traffic.
+"""Turn what the shadow listener saw into rows for the store: redacted `ExchangeRecord`s and per-minute traffic.
 
-Pure apart from `TrafficTally`'s own counts; the runner calls `exchange_record` from its compare thread and the
-rest on the event loop. Everything secret goes through a `Redactor` here, before a record exists at all.
+Pure apart from `TrafficTally`'s own counts; `shadow.recorder` calls `exchange_record` from its compare thread
+and the rest on the event loop. Everything secret goes through a `Redactor` here, before a record exists at all.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A secret becomes `<redacted:` + the first 10 hex digits of HMAC-SHA256(key, secr
 gives the same token (so "legacy and new sent the same token" stays visible), and without the key no token leads
 back to its secret. The key lives next to the database (`<db>.key`, mode 0600) or in STRANGLER_REDACT_KEY (hex).
 
-The runner applies a Redactor to headers, query strings, bodies and difference values before they are stored.
+`shadow.records` applies a Redactor to headers, query strings, bodies and difference values before they are stored.
 Bodies must be given decoded (see `shadow.normalize.decode_body`): compressed bytes are returned unchanged.
 """
 
@@ -34,7 +34,6 @@ KEY_BYTES = 32
 MIN_KEY_BYTES = 16
 TOKEN_PREFIX = "<redacted:"
 
-_COOKIE_HEADERS = frozenset({"cookie", "set-cookie"})
 _AUTH_HEADERS = frozenset({"authorization", "proxy-authorization"})
 _FORM = "application/x-www-form-urlencoded"
 

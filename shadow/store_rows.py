@@ -138,7 +138,6 @@ _TRAFFIC = _Insert(
 )
 # Rows per statement, largest first: few distinct SQL texts, so sqlite3's statement cache keeps them prepared.
 _CHUNKS = (1024, 256, 64, 16, 4, 1)
-_MAX_VARIABLES = 999  # SQLite's historical minimum for SQLITE_MAX_VARIABLE_NUMBER; raised from the connection
 
 
 @lru_cache(maxsize=64)
@@ -168,10 +167,7 @@ def _insert_values(conn: sqlite3.Connection, insert: _Insert, values: list[objec
 
 
 def _variable_limit(conn: sqlite3.Connection) -> int:
-    try:
-        return conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-    except AttributeError:  # pragma: no cover - Python < 3.11
-        return _MAX_VARIABLES
+    return conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
 
 
 def insert_prepared(conn: sqlite3.Connection, batch: PreparedBatch, traffic: Sequence[TrafficCount] = ()) -> None:
