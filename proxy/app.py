@@ -135,7 +135,7 @@ async def start_proxy(
         unwind.push_async_callback(state.close)
         await state.open()
         if listeners_factory is not None:
-            state.listeners.extend(listeners_factory(state))
+            state.add_listeners(listeners_factory(state))
         for listener in state.listeners:
             unwind.push_async_callback(_close_listener, listener)
         await _listeners_ready(state.listeners)

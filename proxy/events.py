@@ -13,6 +13,7 @@ looked up by name: `ready()` is awaited (bounded) before the proxy accepts traff
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -77,7 +78,8 @@ class ExchangeListener(Protocol):
 
 class RequestCounter(Protocol):
     """Optional members of an `ExchangeListener`: a listener that has both is told about uninteresting requests
-    by one cheap call instead of the snapshots. The core looks them up by name, so listeners without them keep
+    by one cheap call instead of the snapshots. The core finds them once, at start-up (`ListenerHooks`), so
+    listeners without them keep
     hearing `request_received` for every request, as before. Both run on the event loop and must return at once.
     """
 
@@ -91,3 +93,30 @@ class RequestCounter(Protocol):
         """Every forwarded request, mirrored or not, once the primary is done (for traffic counts). `path` is the
         canonical path, `status` the upstream's (0 for none), `failed` a 5xx or an upstream or client failure,
         `served_by` the side chosen when the request started."""
+
+
+WantsExchange = Callable[[Route | None, Side, str], bool]
+RequestServed = Callable[[Route | None, Side, str, str, int, bool, float], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerHooks:
+    """The listeners and their optional `RequestCounter` hooks, resolved once when the listeners are attached, so
+    the request path never looks a hook up by name."""
+
+    listeners: tuple[ExchangeListener, ...] = ()
+    # (listener, its wants_exchange or None: a listener without it hears about every request)
+    gated: tuple[tuple[ExchangeListener, WantsExchange | None], ...] = ()
+    served: tuple[tuple[ExchangeListener, RequestServed], ...] = ()
+
+    @classmethod
+    def resolve(cls, listeners: Iterable[ExchangeListener]) -> ListenerHooks:
+        found = tuple(listeners)
+        gated = tuple((listener, getattr(listener, "wants_exchange", None)) for listener in found)
+        served = tuple(
+            (listener, hook) for listener in found if (hook := getattr(listener, "request_served", None)) is not None
+        )
+        return cls(found, gated, served)
+
+    def __bool__(self) -> bool:
+        return bool(self.listeners)

@@ -25,6 +25,7 @@ from proxy.events import (
     ExchangeObserver,
     ExchangeStart,
     Headers,
+    ListenerHooks,
     RequestSnapshot,
     ResponseSnapshot,
     Side,
@@ -140,7 +141,8 @@ class ProxyHandler:
         if is_websocket_upgrade(request):
             return await self._websocket(request, config, route, upstream_name, target_path, peer_ip, request_id)
 
-        mirror = mirror_for(route, side, method) if state.listeners else None
+        hooks = state.hooks
+        mirror = mirror_for(route, side, method) if hooks else None
         cap = mirror.max_body if mirror is not None else 0
         if fallback:
             cap = max(cap, FALLBACK_BODY)
@@ -164,11 +166,10 @@ class ProxyHandler:
 
         upstream = config.upstreams[upstream_name]
         fwd_headers = _upstream_headers(request, config, upstream, peer_ip, request_id)
-        listeners = state.listeners
         observers: list[ExchangeObserver] = []
         started_side = side  # traffic is counted by the side chosen at the start, whatever fallback did
-        if listeners:
-            wanting = _wanting(listeners, route, side, method)
+        if hooks:
+            wanting = _wanting(hooks, route, side, method)
             if wanting:  # the snapshots are built only for listeners that use them (a mirroring route)
                 snapshot = _request_snapshot(
                     request, canon.path, query_string, fwd_headers, body, mirror, request_id, peer_ip
@@ -200,8 +201,8 @@ class ProxyHandler:
             if observers:
                 gone = ResponseSnapshot(side, upstream_name, 0, (), None, False, 0.0, "client_gone")
                 _notify_done(observers, gone)
-            if listeners:
-                _notify_served(listeners, route, started_side, method, canon.path, 0, True, 0.0)
+            if hooks:
+                _notify_served(hooks, route, started_side, method, canon.path, 0, True, 0.0)
             raise
 
         if result.error == "body_timeout":
@@ -214,10 +215,10 @@ class ProxyHandler:
         metrics.latency.observe(label, now - started)
         if observers:
             _notify_done(observers, _response_snapshot(side, upstream_name, result))
-        if listeners:
+        if hooks:
             status = result.upstream_status
             failed = result.error is not None or status >= 500
-            _notify_served(listeners, route, started_side, method, canon.path, status, failed, result.latency)
+            _notify_served(hooks, route, started_side, method, canon.path, status, failed, result.latency)
         return resp
 
     async def _forward(
@@ -432,11 +433,10 @@ def _response_snapshot(side: Side, upstream_name: str, result: ForwardResult) ->
     )
 
 
-def _wanting(listeners: list[ExchangeListener], route: Route | None, side: Side, method: str) -> list[ExchangeListener]:
+def _wanting(hooks: ListenerHooks, route: Route | None, side: Side, method: str) -> list[ExchangeListener]:
     """The listeners to tell about this request: those without `wants_exchange`, and those whose says yes."""
     out: list[ExchangeListener] = []
-    for listener in listeners:
-        wants = getattr(listener, "wants_exchange", None)
+    for listener, wants in hooks.gated:
         try:
             if wants is None or wants(route, side, method):
                 out.append(listener)
@@ -446,7 +446,7 @@ def _wanting(listeners: list[ExchangeListener], route: Route | None, side: Side,
 
 
 def _notify_served(
-    listeners: list[ExchangeListener],
+    hooks: ListenerHooks,
     route: Route | None,
     side: Side,
     method: str,
@@ -455,10 +455,7 @@ def _notify_served(
     failed: bool,
     latency: float,
 ) -> None:
-    for listener in listeners:
-        served = getattr(listener, "request_served", None)
-        if served is None:
-            continue
+    for listener, served in hooks.served:
         try:
             served(route, side, method, path, status, failed, latency)
         except Exception:

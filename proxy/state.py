@@ -18,7 +18,7 @@ import aiohttp
 
 from proxy.breaker import Breaker
 from proxy.config import Config, Upstream
-from proxy.events import ExchangeListener
+from proxy.events import ExchangeListener, ListenerHooks
 from proxy.metrics import Metrics
 from proxy.routing import RouteTable
 from proxy.tasks import TaskOwner
@@ -78,7 +78,7 @@ class RuntimeState:
     ) -> None:
         self.snapshot = snapshot
         self.metrics = metrics if metrics is not None else Metrics()
-        self.listeners: list[ExchangeListener] = list(listeners)
+        self.hooks = ListenerHooks.resolve(listeners)  # the listeners, their optional hooks found once
         # Store path given on the command line (--db); listeners use it instead of config.store.path.
         self.db_path = db_path
         self.pools: dict[str, PoolSlot] = {}
@@ -90,6 +90,14 @@ class RuntimeState:
         self.tasks = TaskOwner("runtime-state")
         self._retired: set[PoolSlot] = set()
         self._sync_upstreams(snapshot.config)
+
+    @property
+    def listeners(self) -> tuple[ExchangeListener, ...]:
+        return self.hooks.listeners
+
+    def add_listeners(self, listeners: Iterable[ExchangeListener]) -> None:
+        """Attach more listeners (at start-up, before traffic); their hooks are resolved here, once."""
+        self.hooks = ListenerHooks.resolve((*self.hooks.listeners, *listeners))
 
     @property
     def config(self) -> Config:

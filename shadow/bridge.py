@@ -181,10 +181,10 @@ class ShadowBridge(CountingGate):
             # Its row (without the body) still goes to the worker, or to the next one; past twice the limit,
             # the drop is only counted.
             if backlog <= 2 * self._max_backlog and plan.candidate:
-                self._send_start(start, start_message(0, None, False, False, start, drop))
+                self._send_start(start, start_message(0, plan, start, drop))
             return None
         self._seq += 1
-        self._send_start(start, start_message(self._seq, plan.skip, plan.candidate, plan.noise, start))
+        self._send_start(start, start_message(self._seq, plan, start))
         if not (plan.candidate or plan.noise):
             return None
         return _Sent(self, self._seq, self._generation)

@@ -7,9 +7,13 @@ cross as pickles (they are nested frozen dataclasses), once per reload.
 
 proxy → worker:
   ("config", pickled Config)            before the first start that uses it
-  ("start", seq, plan, start..., drop)  a request on a mirroring route, and what to do with it (`MirrorPlan`);
-                                        with `drop` set, only the record of a copy the proxy had to drop
-  ("primary", seq, snapshot...)         the primary response of a started request that has copies under way
+  ("start", seq, plan, route id, served_by, primary upstream, request, started_at, drop)
+                                        a request on a mirroring route and the proxy's decision for it (`plan`:
+                                        the `MirrorPlan` fields; the worker never decides again); with `drop` set,
+                                        only the record of a copy the proxy had to drop
+  ("primary", seq, snapshot)            the primary response of a started request that has copies under way
+Nested tuples (`plan`, `request`, `snapshot`) hold their dataclass's fields in declaration order, so reading one is
+`Dataclass(*fields)`, never an index into a flat tuple; tests/shadow/test_wire.py checks the orders.
   ("traffic", counts)                   traffic counts, about once a second
   ("close",)                            finish what is under way, flush the store, report and exit
 worker → proxy:
@@ -25,13 +29,15 @@ import marshal
 import pickle
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, cast
+from typing import Any
 
 from proxy.config import Config
 from proxy.events import ExchangeStart, RequestSnapshot, ResponseSnapshot, Side
 from proxy.metrics import Counter, Gauge, Histogram, Metric, Metrics
 from shadow.model import TrafficCount
+from shadow.plan import CANDIDATE, MirrorPlan
 
 Message = tuple[Any, ...]
 
@@ -113,50 +119,51 @@ def read_config(message: Message) -> Config:
     return dataclasses.replace(config, upstreams=MappingProxyType(dict(config.upstreams)))
 
 
-def start_message(
-    seq: int, skip: str | None, candidate: bool, noise: bool, start: ExchangeStart, drop: str | None = None
-) -> Message:
+@dataclass(frozen=True, slots=True)
+class StartFrame:
+    """A "start" message as the worker reads it."""
+
+    seq: int
+    plan: MirrorPlan  # decided in the proxy (`shadow.plan.plan_mirror`); carried out as it is
+    route_id: str
+    served_by: Side
+    primary_upstream: str
+    request: RequestSnapshot
+    started_at: float
+    drop: str | None  # set: the proxy dropped the copy (counted there); only its row is to be written
+
+
+_NO_PLAN = MirrorPlan()
+
+
+def start_message(seq: int, plan: MirrorPlan, start: ExchangeStart, drop: str | None = None) -> Message:
     """A request and its plan; with `drop`, only the record of a copy the proxy dropped (no body crosses)."""
     route = start.route
     assert route is not None
     r = start.request
-    return (
-        "start",
-        seq,
-        skip,
-        candidate,
-        noise,
-        route.id,
-        start.served_by,
-        start.primary_upstream,
-        r.method,
-        r.path,
-        r.query_string,
-        r.headers,
-        None if drop else r.body,
-        drop or r.body_note,
-        r.request_id,
-        r.client_ip,
-        r.host,
-        start.started_at,
-        drop,
-    )
+    request = (
+        r.method, r.path, r.query_string, r.headers, None if drop else r.body, drop or r.body_note, r.request_id,
+        r.client_ip, r.host,
+    )  # fmt: skip
+    wire_plan = (plan.skip, plan.candidate, plan.noise) if drop is None else (None, False, False)
+    return ("start", seq, wire_plan, route.id, start.served_by, start.primary_upstream, request, start.started_at, drop)
 
 
-def read_start(
-    m: Message,
-) -> tuple[int, str | None, bool, bool, str, Side, str, RequestSnapshot, float, str | None]:
-    """(seq, skip, candidate, noise, route id, served_by, primary upstream, request, started_at, drop)."""
-    request = RequestSnapshot(m[8], m[9], m[10], m[11], m[12], m[13], m[14], m[15], m[16])
-    return m[1], m[2], m[3], m[4], m[5], m[6], m[7], request, m[17], m[18]
+def read_start(m: Message) -> StartFrame:
+    _, seq, (skip, candidate, noise), route_id, served_by, primary_upstream, request, started_at, drop = m
+    plan = CANDIDATE if candidate and not noise and skip is None else MirrorPlan(skip, candidate, noise)
+    if drop is not None:
+        plan = _NO_PLAN
+    return StartFrame(seq, plan, route_id, served_by, primary_upstream, RequestSnapshot(*request), started_at, drop)
 
 
 def primary_message(seq: int, p: ResponseSnapshot) -> Message:
-    return ("primary", seq, p.side, p.upstream, p.status, p.headers, p.body, p.body_complete, p.latency, p.error)
+    return ("primary", seq, (p.side, p.upstream, p.status, p.headers, p.body, p.body_complete, p.latency, p.error))
 
 
 def read_primary(m: Message) -> tuple[int, ResponseSnapshot]:
-    return m[1], ResponseSnapshot(cast(Side, m[2]), m[3], m[4], m[5], m[6], m[7], m[8], m[9])
+    _, seq, snapshot = m
+    return seq, ResponseSnapshot(*snapshot)
 
 
 def traffic_message(counts: Sequence[TrafficCount]) -> Message:

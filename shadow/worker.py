@@ -30,7 +30,6 @@ from proxy.events import ExchangeObserver, ExchangeStart
 from proxy.metrics import Metrics
 from proxy.modes import mirror_options
 from proxy.tasks import TaskOwner
-from shadow.plan import CANDIDATE, MirrorPlan
 from shadow.runner import ShadowListener
 from shadow.wire import (
     FrameReader,
@@ -123,23 +122,23 @@ class WorkerProtocol(asyncio.Protocol):
             raise WireError(f"unknown message {kind!r}")
 
     def _start(self, m: Message) -> None:
-        seq, skip, candidate, noise, route_id, served_by, primary_upstream, request, started_at, drop = read_start(m)
+        f = read_start(m)
         config, listener = self._config, self.listener
-        route = self._routes.get(route_id)
+        route = self._routes.get(f.route_id)
         if config is None or listener is None or route is None:
-            raise WireError(f"a request on route {route_id!r} before its config")
-        # The proxy decided whether to copy (candidate / skip in the frame); the options come with the route.
-        mirror = mirror_options(route, served_by) if candidate or noise else None
+            raise WireError(f"a request on route {f.route_id!r} before its config")
+        # The proxy decided whether to copy (the plan in the frame); the options for the copy come with the route.
+        plan = f.plan
+        mirror = mirror_options(route, f.served_by) if plan.candidate or plan.noise else None
         start = ExchangeStart(
-            config, route, served_by, primary_upstream, mirror, request, started_at, self._loop.time()
+            config, route, f.served_by, f.primary_upstream, mirror, f.request, f.started_at, self._loop.time()
         )
-        if drop is not None:  # dropped in the proxy (counted there): only its row is written here
-            listener.record_dropped(start, drop)
+        if f.drop is not None:  # dropped in the proxy (counted there): only its row is written here
+            listener.record_dropped(start, f.drop)
             return
-        plan = CANDIDATE if candidate and not noise and skip is None else MirrorPlan(skip, candidate, noise)
         observer = listener.begin(start, plan)
         if observer is not None:
-            self._observers[seq] = observer
+            self._observers[f.seq] = observer
 
     def report(self) -> None:
         """Send the metric changes since the last report; with none, an empty report (the proxy's sign of life)."""

@@ -29,6 +29,7 @@ from proxy.loader import load_config
 from proxy.metrics import Counter, Gauge, Histogram, Metrics
 from proxy.modes import mirror_for
 from shadow.bridge import shadow_worker_listeners
+from shadow.plan import CANDIDATE
 from shadow.store import StoreError
 from shadow.wire import (
     MAX_FRAME,
@@ -246,8 +247,8 @@ async def test_worker_finishes_its_work_when_the_proxy_goes_away(tmp_path: Path)
         stream = [
             config_message(config),
             ("bogus",),  # one bad message is logged and skipped; the ones read with it still count
-            start_message(6, None, True, False, elsewhere),
-            start_message(7, None, True, False, start),
+            start_message(6, CANDIDATE, elsewhere),
+            start_message(7, CANDIDATE, start),
             primary_message(7, primary),
         ]
         db = tmp_path / "solo.db"

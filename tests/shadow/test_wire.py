@@ -1,0 +1,65 @@
+"""The proxy ↔ shadow worker messages: typed on both ends, and nested tuples in their dataclasses' field order."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import pytest
+
+from proxy.config import Config, Match, Mirror, Route
+from proxy.events import ExchangeStart, RequestSnapshot, ResponseSnapshot
+from shadow.plan import CANDIDATE, MirrorPlan
+from shadow.wire import FrameReader, frame, primary_message, read_primary, read_start, start_message
+
+pytestmark = pytest.mark.unit
+
+ROUTE = Route("r1", 0, Match(path="/r"), "shadow", "legacy", "new", shadow=Mirror())
+REQUEST = RequestSnapshot("GET", "/r", "a=1", (("Accept", "*/*"),), b"body", None, "req-1", "10.0.0.1", "h.example")
+
+
+def _start() -> ExchangeStart:
+    return ExchangeStart(
+        Config(Path("routes.yaml"), routes=(ROUTE,)), ROUTE, "legacy", "legacy", ROUTE.shadow, REQUEST, time.time(), 0.0
+    )
+
+
+def _through_the_wire(message: tuple[object, ...]) -> tuple[object, ...]:
+    (out,) = FrameReader().feed(frame(message))
+    return out
+
+
+@pytest.mark.parametrize("plan", [CANDIDATE, MirrorPlan(skip="request_too_large", noise=True), MirrorPlan(noise=True)])
+def test_start_frame_carries_the_plan_and_the_request_unchanged(plan: MirrorPlan) -> None:
+    """A start message read on the worker side gives back the proxy's plan and request snapshot, field for field."""
+    start = _start()
+    f = read_start(_through_the_wire(start_message(9, plan, start)))
+    assert (f.seq, f.plan, f.route_id, f.served_by, f.primary_upstream) == (9, plan, "r1", "legacy", "legacy")
+    assert f.request == REQUEST
+    assert (f.started_at, f.drop) == (start.started_at, None)
+
+
+def test_a_dropped_copy_crosses_without_its_body_or_plan() -> None:
+    """With `drop`, the body stays in the proxy, the note says why, and the worker gets no plan to carry out."""
+    f = read_start(_through_the_wire(start_message(0, CANDIDATE, _start(), "worker_busy")))
+    assert f.drop == "worker_busy"
+    assert f.request.body is None
+    assert f.request.body_note == "worker_busy"
+    assert f.plan == MirrorPlan()
+
+
+def test_primary_frame_is_the_response_snapshot() -> None:
+    """A primary message gives back the same ResponseSnapshot."""
+    snap = ResponseSnapshot("legacy", "legacy", 200, (("Content-Type", "text/plain"),), b"ok", True, 0.012, None)
+    assert read_primary(_through_the_wire(primary_message(3, snap))) == (3, snap)
+
+
+def test_snapshot_field_orders_are_what_the_wire_writes() -> None:
+    """The wire writes snapshots positionally: a reordered dataclass must fail here, not corrupt frames."""
+    assert [f.name for f in dataclasses.fields(RequestSnapshot)] == [
+        "method", "path", "query_string", "headers", "body", "body_note", "request_id", "client_ip", "host",
+    ]  # fmt: skip
+    assert [f.name for f in dataclasses.fields(ResponseSnapshot)] == [
+        "side", "upstream", "status", "headers", "body", "body_complete", "latency", "error",
+    ]  # fmt: skip
