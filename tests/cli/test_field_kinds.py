@@ -143,3 +143,16 @@ async def test_kinds_show_in_table_markdown_html_and_junit(filled: tuple[Path, P
     code, out, _ = run(*base, "--format", "junit")
     assert code == 0
     assert "$.meta.generated_at (removed)" in out
+
+
+async def test_flip_gate_refuses_a_route_whose_only_difference_is_a_removed_volatile_field(
+    filled: tuple[Path, Path],
+) -> None:
+    """`routes flip` judges the removed timestamp real as the report does: diverging, refused, file unchanged."""
+    config, db = filled
+    before = config.read_text()
+    code, out, err = run("routes", "flip", "orders", "--to", "new", "--config", config, "--db", db)
+    assert code == 1
+    assert "verdict: diverging" in err.replace("\n", " ")
+    assert "orders: readiness (diverging)" in out
+    assert config.read_text() == before
