@@ -197,7 +197,8 @@ def diffs_show(
 
 
 def ignore_candidates(verdicts: list[FieldVerdict]) -> list[str]:
-    """JSON fields to ignore: volatile ones (shadow.noise's suggestion) and those classed noise."""
+    """JSON fields to ignore: volatile ones (shadow.noise's suggestion) and those classed noise (never a field
+    whose structure new changed: shadow.noise classes that real)."""
     noise = [v.group for v in verdicts if not v.real and v.group.startswith("$")]
     return sorted({*suggest_ignore_rules(verdicts), *noise})
 
@@ -205,13 +206,20 @@ def ignore_candidates(verdicts: list[FieldVerdict]) -> list[str]:
 def _verdict_document(v: FieldVerdict) -> dict[str, Any]:
     return {
         "path": v.group,
+        "kind": v.kind,
         "raw": v.raw,
         "noise": v.noise,
         "raw_rate": v.raw_rate,
         "noise_rate": v.noise_rate,
         "real": v.real,
         "volatile": v.volatile,
+        "structure": v.structure,
     }
+
+
+def _withheld(verdicts: list[FieldVerdict]) -> list[tuple[FieldVerdict, str]]:
+    """Volatile fields not suggested because new changed their structure, with why (shadow.noise decides)."""
+    return [(v, why) for v in verdicts if (why := v.withheld) is not None]
 
 
 @noise_app.command("suggest")
@@ -226,6 +234,8 @@ def noise_suggest(
     """Suggest compare.ignore_fields rules for fields classed as noise or whose values look volatile.
 
     Prints a YAML snippet for routes.yaml; --apply writes the rules into the file, keeping comments and layout.
+    A field new added, removed or changed the type of is never suggested, however volatile its values: a line
+    says so ("not suggested: $.x — removed by new").
 
     Example: [bold]strangler noise suggest orders-list --apply[/bold]
     """
@@ -241,11 +251,12 @@ def noise_suggest(
             known = loaded.route(rid)
             present = set(known.compare.ignore_fields) if known else set()
             rules = [f for f in ignore_candidates(verdicts) if f not in present]
-            if rules:
+            if rules or _withheld(verdicts):
                 found.append((rid, rules, verdicts))
+    suggested = [(rid, rules) for rid, rules, _ in found if rules]
     applied: dict[str, list[str]] = {}
     if apply:
-        for rid, rules, _ in found:
+        for rid, rules in suggested:
             try:
                 applied[rid] = list(add_ignore_fields(config, rid, rules))
             except FlipError as exc:
@@ -254,14 +265,24 @@ def noise_suggest(
         print_json(
             {
                 "routes": [
-                    {"id": rid, "ignore_fields": rules, "fields": [_verdict_document(v) for v in verdicts]}
+                    {
+                        "id": rid,
+                        "ignore_fields": rules,
+                        "not_suggested": [
+                            {"path": v.group, "kind": v.kind, "reason": why} for v, why in _withheld(verdicts)
+                        ],
+                        "fields": [_verdict_document(v) for v in verdicts],
+                    }
                     for rid, rules, verdicts in found
                 ],
-                "yaml": suggestion_yaml([(rid, rules) for rid, rules, _ in found]) if found else None,
+                "yaml": suggestion_yaml(suggested) if suggested else None,
                 "applied": applied if apply else None,
             }
         )
         return
-    print_renderable(render_suggestion([(rid, rules) for rid, rules, _ in found]))
+    print_renderable(render_suggestion(suggested))
+    for rid, _, verdicts in found:
+        for v, why in _withheld(verdicts):
+            print_line(f"{escape(rid)}: not suggested: {escape(v.group)} — {escape(why)}")
     for rid, added in applied.items():
         print_line(f"{escape(rid)}: added {len(added)} ignore field(s) to {escape(str(config))}")

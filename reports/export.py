@@ -81,6 +81,8 @@ def route_document(r: RouteSummary) -> dict[str, Any]:
 def field_document(f: FieldSummary) -> dict[str, Any]:
     return {
         "path": f.path,
+        "kind": f.kind,
+        "kinds": dict(f.kinds),
         "count": f.count,
         "rate": f.rate,
         "noise": f.noise,
@@ -155,7 +157,7 @@ def _ratio(value: float | None) -> str:
 
 def _field_rows(route: RouteSummary) -> list[list[object]]:
     return [
-        [f"`{f.path}`", f.count, _pct(f.rate), _pct(f.noise_share), "noise" if f.noise else "**real**",
+        [f"`{f.path}`", f.kind_text, f.count, _pct(f.rate), _pct(f.noise_share), "noise" if f.noise else "**real**",
          "ignore (volatile)" if f.suggested_ignore else ""]
         for f in route.fields
     ]  # fmt: skip
@@ -183,7 +185,7 @@ def to_markdown(report: Report) -> str:
     for r in report.routes:
         if r.fields:
             lines += [f"## Fields that differ on `{r.id}`", ""]
-            lines += _md_table(("field", "count", "rate", "noise share", "class", "suggestion"), _field_rows(r))
+            lines += _md_table(("field", "kind", "count", "rate", "noise share", "class", "suggestion"), _field_rows(r))
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -296,13 +298,13 @@ def to_html(report: Report) -> str:
     for r in report.routes:
         if r.fields:
             rows = [
-                [f"<code>{_e(f.path)}</code>", _e(f.count), _e(_pct(f.rate)), _e(_pct(f.noise_share)),
+                [f"<code>{_e(f.path)}</code>", _e(f.kind_text), _e(f.count), _e(_pct(f.rate)), _e(_pct(f.noise_share)),
                  '<span class="noise">noise</span>' if f.noise else '<span class="real">real</span>',
                  "ignore (volatile)" if f.suggested_ignore else ""]
                 for f in r.fields
             ]  # fmt: skip
             body += [f"<h2>Fields that differ on <code>{_e(r.id)}</code></h2>",
-                     _html_table(("field", "count", "rate", "noise share", "class", "suggestion"), rows,
+                     _html_table(("field", "kind", "count", "rate", "noise share", "class", "suggestion"), rows,
                                  f"fields-{r.id}")]  # fmt: skip
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -334,7 +336,7 @@ def to_junit(report: Report) -> str:
     for r in report.routes:
         case = ET.SubElement(suite, "testcase", classname=f"strangler.routes.{r.mode}", name=r.id)
         details = "\n".join(str(c) for c in r.checks)
-        real = [f.path for f in r.fields if f.real]
+        real = [f"{f.path} ({f.kind_text})" for f in r.fields if f.real]
         if real:
             details += "\nreal differences in: " + ", ".join(real)
         if r.verdict in FAILING_VERDICTS:

@@ -178,17 +178,18 @@ def _percentiles(p: Percentiles | None) -> str:
 
 
 def field_table(route: RouteSummary) -> Table:
-    """The route's differing fields, busiest first, each classed real or noise."""
+    """The route's differing fields, busiest first, each with its kind and classed real or noise."""
     more = route.field_groups - len(route.fields)
     title = f"Fields that differ on {route.id}" + (
         f" (top {len(route.fields)} of {route.field_groups})" if more else ""
     )
     table = Table(title=escape(title), title_justify="left", min_width=len(title))
-    for column in ("field", "count", "rate", "noise share", "class", "suggestion"):
+    for column in ("field", "kind", "count", "rate", "noise share", "class", "suggestion"):
         table.add_column(column, justify="right" if column in ("count", "rate", "noise share") else "left")
     for f in route.fields:
         table.add_row(
             escape(f.path),
+            f.kind_text,
             str(f.count),
             percent(f.rate),
             percent(f.noise_share, 0),

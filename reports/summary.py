@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from proxy.config import MODES, Config, Noise, Readiness
 from reports.readiness import Check, RouteFigures, Verdict, readiness_checks, verdict
+from shadow.model import FieldKind
 from shadow.noise import FieldVerdict, classify_fields
 from shadow.store import Store, count_noise_only
 from shadow.store_types import FieldStat, Percentiles, RouteStats, TrafficRow, UnroutedPath
@@ -33,12 +34,21 @@ class FieldSummary:
     rate: float  # count / compared
     noise_count: int  # legacy↔legacy pairs that differed in it
     noise_rate: float  # noise_count / noise pairs compared
-    real: bool  # raw clears noise by the route's margins (shadow.noise.is_real)
+    real: bool  # raw clears noise by the route's margins, or new changed the field's structure (shadow.noise)
     volatile: bool  # values look generated (timestamps, ids) or legacy itself varies here
+    kind: FieldKind | None = None  # added, removed, changed, type_changed, order, or mixed; None: unknown
+    kinds: tuple[tuple[FieldKind, int], ...] = ()  # candidate pairs per kind, busiest first
+    structure: str | None = None  # the structural change new made ("removed by new"), which is never noise
+    suggested_ignore: bool = False  # worth a `compare.ignore_fields` rule (shadow.noise.FieldVerdict.ignorable)
 
     @property
     def noise(self) -> bool:
         return not self.real
+
+    @property
+    def kind_text(self) -> str:
+        """The kind as the tables print it: "removed", "type changed", "mixed", "–" when unknown."""
+        return "–" if self.kind is None else self.kind.replace("_", " ")
 
     @property
     def noise_share(self) -> float:
@@ -46,11 +56,6 @@ class FieldSummary:
         if self.rate <= 0:
             return 1.0 if self.noise_rate > 0 else 0.0
         return min(1.0, self.noise_rate / self.rate)
-
-    @property
-    def suggested_ignore(self) -> bool:
-        """Worth a `compare.ignore_fields` rule: volatile, and a JSON path (the only kind ignore_fields takes)."""
-        return self.volatile and self.path.startswith("$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,8 +228,8 @@ def summarize_route(
     mode: str,
     template: str,
     stats: RouteStats,
-    raw: Mapping[str, int],
-    noise: Mapping[str, int],
+    raw: Mapping[str, FieldStat],
+    noise: Mapping[str, FieldStat],
     latency: LatencySummary,
     served: tuple[int, int],
     noise_opts: Noise,
@@ -237,7 +242,7 @@ def summarize_route(
     # Volatility needs sampled values: read them only for the fields that will be shown (raw is busiest first).
     shown = list(raw)[:field_limit] if field_limit is not None else list(raw)
     samples = {g: _flatten(store.field_samples(route_id, g, FIELD_SAMPLES)) for g in shown}
-    verdicts = classify_fields(raw, noise, stats.compared, stats.noise_compared, noise_opts, samples, now)
+    verdicts = _classify(raw, noise, stats, noise_opts, samples, now)
     noise_groups = sorted(g for g in raw if not verdicts[g].real)
     noise_only = 0
     if stats.mismatch and noise_groups:
@@ -252,7 +257,7 @@ def summarize_route(
         p99_legacy_ms=latency.legacy.p99 if latency.legacy else None,
         p99_new_ms=latency.new.p99 if latency.new else None,
     )
-    fields = tuple(_field(verdicts[g]) for g in shown)
+    fields = tuple(_field(verdicts[g], raw[g]) for g in shown)
     return RouteSummary(
         id=route_id,
         mode=mode,
@@ -282,11 +287,32 @@ def noise_verdicts(store: Store, config: Config, route_id: str, since: float | N
     samples = {g: _flatten(store.field_samples(route_id, g, FIELD_SAMPLES)) for g in {*raw, *noise}}
     route = config.route(route_id)
     opts = route.noise if route else config.defaults.noise
-    verdicts = classify_fields(raw, noise, stats.compared, stats.noise_compared, opts, samples)
-    return list(verdicts.values())
+    return list(_classify(raw, noise, stats, opts, samples, None).values())
 
 
-def _field(v: FieldVerdict) -> FieldSummary:
+def _classify(
+    raw: Mapping[str, FieldStat],
+    noise: Mapping[str, FieldStat],
+    stats: RouteStats,
+    opts: Noise,
+    samples: Mapping[str, Iterable[str]],
+    now: float | None,
+) -> dict[str, FieldVerdict]:
+    """`shadow.noise.classify_fields` on a route's field stats: counts, samples and kinds of both pairs."""
+    return classify_fields(
+        {g: s.count for g, s in raw.items()},
+        {g: s.count for g, s in noise.items()},
+        stats.compared,
+        stats.noise_compared,
+        opts,
+        samples,
+        now,
+        kinds={g: [k for k, _ in s.kinds] for g, s in raw.items()},
+        noise_kinds={g: [k for k, _ in s.kinds] for g, s in noise.items()},
+    )
+
+
+def _field(v: FieldVerdict, stat: FieldStat) -> FieldSummary:
     return FieldSummary(
         path=v.group,
         count=v.raw,
@@ -295,14 +321,18 @@ def _field(v: FieldVerdict) -> FieldSummary:
         noise_rate=v.noise_rate,
         real=v.real,
         volatile=v.volatile,
+        kind=v.kind,
+        kinds=stat.kinds,
+        structure=v.structure,
+        suggested_ignore=v.ignorable,
     )
 
 
-def _by_route(stats: Iterable[FieldStat]) -> dict[str, dict[str, int]]:
-    """route -> {group: count}, keeping the store's busiest-first order."""
-    out: dict[str, dict[str, int]] = {}
+def _by_route(stats: Iterable[FieldStat]) -> dict[str, dict[str, FieldStat]]:
+    """route -> {group: stat}, keeping the store's busiest-first order."""
+    out: dict[str, dict[str, FieldStat]] = {}
     for s in stats:
-        out.setdefault(s.route_id, {})[s.group] = s.count
+        out.setdefault(s.route_id, {})[s.group] = s
     return out
 
 

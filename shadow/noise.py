@@ -1,26 +1,41 @@
 """Tell real differences from non-determinism (legacy vs legacy), Diffy-style; pure.
 
 For every grouped field path, the rate at which legacy and new differ (raw) is set against the rate at which two
-calls to legacy differ (noise). A field is REAL only when raw exceeds noise by both a relative and an absolute
-margin (`proxy.config.Noise`); everything else is noise. Values that look like timestamps, UUIDs or nonces are
-flagged volatile, and their paths are offered as `compare.ignore_fields` rules.
+calls to legacy differ (noise). A field is REAL when raw exceeds noise by both a relative and an absolute margin
+(`proxy.config.Noise`), or when new changed its structure (added, removed or changed the type of the field): a
+structural change is never noise, however volatile legacy's values of the field are. Everything else is noise.
+Values that look like timestamps, UUIDs or nonces are flagged volatile, and their paths are offered as
+`compare.ignore_fields` rules, unless the field's structure changed.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 import orjson
 
 from proxy.config import Noise
+from shadow.model import FieldKind, merge_kinds
 
 # A field counts as volatile when at least this share of its sampled values look generated.
 VOLATILE_SHARE = 0.8
 # Epoch numbers are timestamps only when they are within this many seconds of now.
 EPOCH_WINDOW = 10 * 365 * 86400.0
+
+
+# Kinds that change a document's structure: a field that appears, disappears or changes its type. A group's
+# differences of several kinds in one pair ("mixed") count too: they almost always include one of these.
+STRUCTURAL_KINDS: frozenset[FieldKind] = frozenset({"added", "removed", "type_changed", "mixed"})
+_KIND_WORDS: dict[FieldKind, str] = {
+    "added": "added",
+    "removed": "removed",
+    "type_changed": "type changed",
+    "mixed": "changed in several ways",
+}
+NEVER_NOISE = "a structural change is never noise"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,14 +45,50 @@ class FieldVerdict:
     noise: int  # differing legacy↔legacy pairs
     raw_rate: float  # raw / compared
     noise_rate: float  # noise / noise_compared
-    real: bool  # raw clears noise by both margins: a difference the new service introduced
-    volatile: bool  # values look generated (timestamps, ids), or the field is noise that legacy itself shows
+    real: bool  # a difference the new service introduced: raw clears noise by both margins, or `structure`
+    volatile: bool  # values look generated (timestamps, ids), or legacy itself differs here about as often
+    kind: FieldKind | None = None  # the kind of the legacy↔new differences (shadow.model.merge_kinds); None: unknown
+    structure: str | None = None  # the structural change new made, e.g. "removed by new"; None when there is none
+
+    @property
+    def ignorable(self) -> bool:
+        """Worth a `compare.ignore_fields` rule: volatile, a JSON path (headers, status and text bodies are not
+        addressed by ignore_fields), and no structural change (ignoring one would hide a breaking change)."""
+        return self.volatile and self.structure is None and self.group.startswith("$")
+
+    @property
+    def withheld(self) -> str | None:
+        """Why a volatile JSON field is not offered as an ignore rule, e.g. "removed by new (a structural change
+        is never noise)"; None when nothing is withheld."""
+        if self.structure is None or not self.volatile or not self.group.startswith("$"):
+            return None
+        return f"{self.structure} ({NEVER_NOISE})"
 
 
 def is_real(raw_rate: float, noise_rate: float, opts: Noise) -> bool:
     """Raw beats noise by more than `relative` × noise AND by more than `absolute` (both strict)."""
     excess = raw_rate - noise_rate
     return excess > opts.relative * noise_rate and excess > opts.absolute
+
+
+def structural_change(kinds: Collection[FieldKind], noise_kinds: Collection[FieldKind] = ()) -> str | None:
+    """The structural change new made to a field, from the kinds of its legacy↔new pairs (one per pair), e.g.
+    "removed by new" or "removed by new in some pairs"; None when there is none.
+
+    A kind that legacy also shows against itself (`noise_kinds`: an optional field present in one legacy answer
+    and not the next, a list whose length varies) is legacy's own variation, not a change by new; for presence,
+    added and removed are one: legacy omitting a field sometimes explains new adding or removing it.
+    """
+
+    def family(kind: FieldKind) -> str:
+        return "presence" if kind in ("added", "removed") else kind
+
+    legacy_own = {family(k) for k in noise_kinds}
+    found = sorted({k for k in kinds if k in STRUCTURAL_KINDS and family(k) not in legacy_own})
+    if not found:
+        return None
+    text = " or ".join(_KIND_WORDS[k] for k in found) + " by new"
+    return text + " in some pairs" if set(kinds) - set(found) else text
 
 
 def classify_fields(
@@ -48,32 +99,46 @@ def classify_fields(
     opts: Noise,
     samples: Mapping[str, Iterable[str]] | None = None,
     now: float | None = None,
+    kinds: Mapping[str, Collection[FieldKind]] | None = None,
+    noise_kinds: Mapping[str, Collection[FieldKind]] | None = None,
 ) -> dict[str, FieldVerdict]:
     """A verdict for every group seen in either pair kind, keyed and ordered by group.
 
     `compared` and `noise_compared` are the numbers of candidate and noise pairs compared on the route; with no
     noise pairs, noise_rate is 0 and every field above the absolute margin is real. `samples` (optional) holds
-    difference values seen per group, for `looks_volatile`.
+    difference values seen per group, for `looks_volatile`. `kinds` and `noise_kinds` (optional) hold the kinds
+    the group's candidate and noise pairs had (one per pair, see `shadow.model.FieldDiff.kind`): a structural
+    change by new (`structural_change`) makes a field real whatever the rates; a group without kinds (stored
+    before kinds were) is judged by the rates alone.
     """
     verdicts = {}
     for group in sorted(raw.keys() | noise.keys()):
         n_raw, n_noise = raw.get(group, 0), noise.get(group, 0)
         raw_rate = n_raw / compared if compared > 0 else 0.0
         noise_rate = n_noise / noise_compared if noise_compared > 0 else 0.0
-        real = is_real(raw_rate, noise_rate, opts)
+        above_noise = is_real(raw_rate, noise_rate, opts)
+        seen = kinds.get(group, ()) if kinds is not None and n_raw > 0 else ()
+        structure = structural_change(seen, noise_kinds.get(group, ()) if noise_kinds is not None else ())
         sampled = samples.get(group) if samples is not None else None
-        volatile = (n_noise > 0 and not real) or (sampled is not None and looks_volatile(sampled, now))
-        verdicts[group] = FieldVerdict(group, n_raw, n_noise, raw_rate, noise_rate, real, volatile)
+        volatile = (n_noise > 0 and not above_noise) or (sampled is not None and looks_volatile(sampled, now))
+        verdicts[group] = FieldVerdict(
+            group,
+            n_raw,
+            n_noise,
+            raw_rate,
+            noise_rate,
+            real=above_noise or structure is not None,
+            volatile=volatile,
+            kind=merge_kinds(seen),
+            structure=structure,
+        )
     return verdicts
 
 
 def suggest_ignore_rules(verdicts: Mapping[str, FieldVerdict] | Iterable[FieldVerdict]) -> list[str]:
-    """JSON field groups worth adding to `compare.ignore_fields`: the volatile ones, sorted.
-
-    Headers, status and text bodies are left out: ignore_fields addresses JSON documents only.
-    """
+    """JSON field groups worth adding to `compare.ignore_fields` (`FieldVerdict.ignorable`), sorted."""
     items = verdicts.values() if isinstance(verdicts, Mapping) else verdicts
-    return sorted({v.group for v in items if v.volatile and v.group.startswith("$")})
+    return sorted({v.group for v in items if v.ignorable})
 
 
 _ISO_DATETIME = re.compile(

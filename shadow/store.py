@@ -104,8 +104,25 @@ def _migration_2(db: sqlite_utils.Database) -> None:
     db.table("exchanges").add_column("note", str)
 
 
+def _field_rollup_kind(db: sqlite_utils.Database) -> None:
+    """field_rollup.kind joins the key: (hour, route_id, pair, grp, kind), the kind a pair's differences in `grp`
+    had (`shadow.model.FieldKind`), so a report merges them into one kind per field. Rows written before this step
+    keep kind '' (unknown): counted, but with no kind."""
+    conn = db.conn
+    conn.execute(
+        "CREATE TABLE field_rollup_kind (hour INTEGER, route_id TEXT, pair TEXT, grp TEXT,"
+        " kind TEXT NOT NULL DEFAULT '', count INTEGER, PRIMARY KEY (hour, route_id, pair, grp, kind))"
+    )
+    conn.execute(
+        "INSERT INTO field_rollup_kind (hour, route_id, pair, grp, kind, count)"
+        " SELECT hour, route_id, pair, grp, '', count FROM field_rollup"
+    )
+    conn.execute("DROP TABLE field_rollup")
+    conn.execute("ALTER TABLE field_rollup_kind RENAME TO field_rollup")
+
+
 # Applied in order at open, all pending ones in one transaction; never edit a released step, append a new one.
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_migration_1, _migration_2)
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_migration_1, _migration_2, _field_rollup_kind)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

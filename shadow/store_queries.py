@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import orjson
 
-from shadow.model import Difference, DiffKind, ExchangeRecord, FlipRecord, Outcome, Pair, StoredBody
+from shadow.model import Difference, DiffKind, ExchangeRecord, FieldKind, FlipRecord, Outcome, Pair, StoredBody
 from shadow.store_types import (
     LATENCY_BUCKETS,
     ExchangeDetail,
@@ -171,28 +171,46 @@ def latency_percentiles(
 
 
 def field_stats(conns: Conns, since: float | None, route_id: str | None, pair: Pair) -> list[FieldStat]:
+    """Exchanges per (route, field group) with their kinds, busiest first within a route."""
     first_hour, partial = _window(since)
-    counts: Counter[tuple[str, str]] = Counter()
+    counts: Counter[tuple[str, str, str]] = Counter()  # (route, grp, kind) -> exchanges; kind '' is unknown
     for conn in conns:
         clauses, params = ["pair = ?"], list[Any]([pair])
         _where(clauses, params, "route_id", route_id)
         if first_hour is not None:
             clauses.append("hour >= ?")
             params.append(first_hour)
-        sql = f"SELECT route_id, grp, SUM(count) FROM field_rollup{_sql_where(clauses)} GROUP BY 1, 2"
-        for rid, grp, n in conn.execute(sql, params):
-            counts[(rid, grp)] += n
+        sql = f"SELECT route_id, grp, kind, SUM(count) FROM field_rollup{_sql_where(clauses)} GROUP BY 1, 2, 3"
+        for rid, grp, kind, n in conn.execute(sql, params):
+            counts[(rid, grp, kind or "")] += n
         if partial is not None:
             clauses, params = ["e.pair = ?", "e.time >= ?", "e.time < ?"], list[Any]([pair, *partial])
             _where(clauses, params, "e.route_id", route_id)
-            sql = (
-                "SELECT e.route_id, d.grp, COUNT(DISTINCT e.id) FROM exchanges e"
-                f" JOIN differences d ON d.exchange_id = e.id{_sql_where(clauses)} GROUP BY 1, 2"
+            # One kind per (exchange, group), merged as `shadow.model.field_diffs` merges them: "mixed" when several.
+            per_exchange = (
+                "SELECT e.route_id AS rid, d.grp AS grp,"
+                " CASE WHEN COUNT(DISTINCT d.kind) > 1 THEN 'mixed' ELSE MIN(d.kind) END AS kind FROM exchanges e"
+                f" JOIN differences d ON d.exchange_id = e.id{_sql_where(clauses)} GROUP BY e.id, d.grp"
             )
-            for rid, grp, n in conn.execute(sql, params):
-                counts[(rid, grp)] += n
-    ordered = sorted(counts.items(), key=lambda item: (item[0][0], -item[1], item[0][1]))
-    return [FieldStat(route_id=rid, group=grp, count=n) for (rid, grp), n in ordered]
+            sql = f"SELECT rid, grp, kind, COUNT(*) FROM ({per_exchange}) GROUP BY 1, 2, 3"
+            for rid, grp, kind, n in conn.execute(sql, params):
+                counts[(rid, grp, kind)] += n
+    totals: Counter[tuple[str, str]] = Counter()
+    kinds: dict[tuple[str, str], list[tuple[FieldKind, int]]] = {}
+    for (rid, grp, kind), n in counts.items():
+        totals[(rid, grp)] += n
+        if kind:
+            kinds.setdefault((rid, grp), []).append((cast(FieldKind, kind), n))
+    ordered = sorted(totals.items(), key=lambda item: (item[0][0], -item[1], item[0][1]))
+    return [
+        FieldStat(
+            route_id=rid,
+            group=grp,
+            count=n,
+            kinds=tuple(sorted(kinds.get((rid, grp), ()), key=lambda item: (-item[1], item[0]))),
+        )
+        for (rid, grp), n in ordered
+    ]
 
 
 def field_samples(conns: Conns, route_id: str, group: str, limit: int) -> list[tuple[str | None, str | None]]:

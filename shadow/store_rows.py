@@ -34,7 +34,7 @@ class PreparedBatch:
     count: int = 0  # exchange rows in exchange_values
     bodies: list[tuple[int, str, bytes, int, int]] = field(default_factory=list)
     differences: list[_DiffRow] = field(default_factory=list)
-    # Rollup increments, summed per key: (hour, route, pair, outcome, reason), (..., side, bucket), (..., grp).
+    # Rollup increments, summed per key: (hour, route, pair, outcome, reason), (..., side, bucket), (..., grp, kind).
     outcomes: dict[_Key, int] = field(default_factory=dict)
     latencies: dict[_Key, int] = field(default_factory=dict)
     fields: dict[_Key, int] = field(default_factory=dict)
@@ -96,7 +96,7 @@ def prepare_records(records: Sequence[ExchangeRecord]) -> PreparedBatch:
             differences.append((i, r.route_id, r.time, r.pair, d.path, d.group, d.kind, d.legacy, d.new))
         # Every differing group of the pair, once per exchange: from the exact list, never the capped rows.
         for f in r.fields or field_diffs(r.differences):
-            key = (hour, r.route_id, r.pair, f.group)
+            key = (hour, r.route_id, r.pair, f.group, f.kind)
             fields[key] = fields.get(key, 0) + 1
     return batch
 
@@ -129,7 +129,7 @@ _DIFFERENCES = _Insert(
 )
 _ROUTE_ROLLUP = _Insert("route_rollup", ("hour", "route_id", "pair", "outcome", "reason", "count"), _ADD_COUNT)
 _LATENCY_ROLLUP = _Insert("latency_rollup", ("hour", "route_id", "pair", "side", "bucket", "count"), _ADD_COUNT)
-_FIELD_ROLLUP = _Insert("field_rollup", ("hour", "route_id", "pair", "grp", "count"), _ADD_COUNT)
+_FIELD_ROLLUP = _Insert("field_rollup", ("hour", "route_id", "pair", "grp", "kind", "count"), _ADD_COUNT)
 _TRAFFIC = _Insert(
     "traffic",
     ("minute", "route_id", "mode", "served_by", "method", "path", "count", "errors", "latency_ms_sum"),

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from shadow.model import ExchangeRecord, Pair
+from shadow.model import ExchangeRecord, FieldKind, Pair, merge_kinds
 
 # Latency histogram: 60 log-spaced upper bounds from 0.1 ms to 60 s (each ~25% above the previous), plus one
 # overflow bucket. Percentiles read from it are within one bucket of the exact value.
@@ -82,11 +82,19 @@ class Percentiles(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class FieldStat:
-    """How many exchanges of a route differed in one field group."""
+    """How many exchanges of a route differed in one field group, and how (the kind per exchange)."""
 
     route_id: str
     group: str
     count: int
+    # (kind, exchanges) busiest first: the kind each exchange's differences in the group had. Exchanges counted
+    # before kinds were stored (schema step `_field_rollup_kind`) have none: `count` may exceed the kinds' sum.
+    kinds: tuple[tuple[FieldKind, int], ...] = ()
+
+    @property
+    def kind(self) -> FieldKind | None:
+        """The common kind of the field's exchanges, "mixed" when they differ, None when no kind is known."""
+        return merge_kinds(k for k, _ in self.kinds)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from proxy.config import Noise
-from shadow.noise import FieldVerdict, classify_fields, is_real, looks_volatile, suggest_ignore_rules
+from shadow.model import FieldKind
+from shadow.noise import (
+    FieldVerdict,
+    classify_fields,
+    is_real,
+    looks_volatile,
+    structural_change,
+    suggest_ignore_rules,
+)
 
 NOW = 1_717_000_000.0  # 2024-05-29, a fixed "now" for epoch checks
 OPTS = Noise()  # relative 20 %, absolute 0.03 %
@@ -125,3 +133,56 @@ def test_looks_volatile_recognises_generated_values(values: list[str]) -> None:
 def test_looks_volatile_rejects_ordinary_values(values: list[str]) -> None:
     """Statuses, small numbers, booleans, plain dates, far epochs and words do not look volatile."""
     assert not looks_volatile(values, now=NOW)
+
+
+def test_removed_volatile_field_is_real_and_not_suggested() -> None:
+    """A field new removed is real even when it differs legacy vs legacy as often, and is never an ignore rule."""
+    samples = {"$.generated_at": ['"2024-05-29T10:00:00Z"', '"2024-05-29T10:00:01Z"']}
+    verdicts = classify_fields(
+        {"$.generated_at": 100},
+        {"$.generated_at": 100},
+        100,
+        100,
+        OPTS,
+        samples,
+        now=NOW,
+        kinds={"$.generated_at": ["removed"]},
+        noise_kinds={"$.generated_at": ["changed"]},
+    )
+    verdict = verdicts["$.generated_at"]
+    assert verdict.real
+    assert verdict.volatile  # its values are volatile in legacy: it is still not noise
+    assert (verdict.kind, verdict.structure) == ("removed", "removed by new")
+    assert not verdict.ignorable
+    assert suggest_ignore_rules(verdicts) == []
+    assert verdict.withheld == "removed by new (a structural change is never noise)"
+
+
+@pytest.mark.parametrize(
+    ("kinds", "noise_kinds", "structure"),
+    [
+        (["added"], [], "added by new"),
+        (["type_changed"], ["changed"], "type changed by new"),
+        (["changed", "removed"], ["changed"], "removed by new in some pairs"),
+        (["mixed"], [], "changed in several ways by new"),
+        (["changed"], [], None),
+        (["order"], [], None),
+        (["changed", "order"], [], None),
+        (["added", "removed"], ["removed"], None),  # legacy itself omits the field now and then
+        (["type_changed"], ["type_changed"], None),
+        ([], [], None),  # stored before kinds were: the rates decide
+    ],
+)
+def test_structural_change_by_kind(kinds: list[FieldKind], noise_kinds: list[FieldKind], structure: str | None) -> None:
+    """Added, removed and type changed (or several kinds in one pair) are structural unless legacy shows them too."""
+    assert structural_change(kinds, noise_kinds) == structure
+
+
+def test_structural_field_is_real_below_the_margins() -> None:
+    """A structural change makes a field real even when its rate alone would not clear the absolute margin."""
+    verdict = classify_fields({"$.a": 1}, {}, 100_000, 0, OPTS, kinds={"$.a": ["type_changed"]})["$.a"]
+    assert verdict.raw_rate < OPTS.absolute
+    assert verdict.real
+    unknown = classify_fields({"$.a": 1}, {}, 100_000, 0, OPTS)["$.a"]
+    assert not unknown.real
+    assert unknown.kind is None

@@ -15,10 +15,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import sqlite_utils
 
 from proxy.config import Retention
-from shadow.model import Difference, ExchangeRecord, FlipRecord, StoredBody, TrafficCount
-from shadow.store import SCHEMA_VERSION, Store, StoreError
+from shadow.model import Difference, DiffKind, ExchangeRecord, FlipRecord, StoredBody, TrafficCount, field_diffs
+from shadow.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreError, _field_rollup_kind
 from shadow.store_types import LATENCY_BOUNDS_MS
 from shadow.store_writer import StoreWriter
 
@@ -135,6 +136,65 @@ def test_a_version_1_store_gains_the_note_column_and_keeps_its_rows(db_path: Pat
     assert notes == {"old": None, "new": "3 more differences not listed"}
     with sqlite3.connect(db_path) as conn:
         assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+
+
+def test_a_store_from_before_field_kinds_reads_old_field_counts_with_unknown_kind(db_path: Path) -> None:
+    """field_rollup rows written before kinds were stored survive the migration with kind '' (unknown): counted,
+    but with no kind; rows written after carry theirs, and the field's kind is merged from the known ones."""
+    step = MIGRATIONS.index(_field_rollup_kind)
+    db = sqlite_utils.Database(db_path)  # the schema just before the kind step, whatever steps come after it
+    for migration in MIGRATIONS[:step]:
+        migration(db)
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(step),))
+    hour = int(NOW // HOUR * HOUR)
+    db.execute(
+        "INSERT INTO field_rollup (hour, route_id, pair, grp, count) VALUES (?, 'orders', 'candidate', '$.a', 4)",
+        (hour,),
+    )
+    db.conn.commit()
+    db.close()
+    removed = Difference("$.a", "$.a", "removed", "1", None)
+    with Store.open(db_path) as store:
+        store.write_batch([make_record(outcome="mismatch", differences=(removed,)) for _ in range(3)])
+        [field] = store.field_stats()
+    assert (field.group, field.count, field.kinds, field.kind) == ("$.a", 7, (("removed", 3),), "removed")
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+        assert conn.execute("SELECT kind FROM field_rollup ORDER BY kind").fetchall() == [("",), ("removed",)]
+
+
+def test_field_kinds_per_exchange_from_rollups_and_the_partial_hour(db_path: Path) -> None:
+    """field_stats gives each group the kind of each exchange's differences in it (mixed when several in one
+    exchange), the same from the rollups and from the raw rows of a partial first hour."""
+
+    def diff(group: str, kind: DiffKind) -> Difference:
+        return Difference(group, group, kind, None if kind == "added" else "1", None if kind == "removed" else "2")
+
+    shapes: list[tuple[Difference, ...]] = [
+        (diff("$.gone", "removed"), diff("$.x", "changed")),
+        (diff("$.gone", "removed"), diff("$.x", "type_changed")),
+        (diff("$.gone", "changed"), diff("$.x", "changed")),
+        (diff("$.x", "changed"), replace(diff("$.x", "removed"), path="$.y")),  # two kinds in one exchange
+    ]
+    records = [
+        make_record(time=NOW - 2 * HOUR + i * 60, outcome="mismatch", differences=shapes[i % len(shapes)])
+        for i in range(80)
+    ]
+    since = NOW - HOUR - 600.5
+    with Store.open(db_path) as store:
+        store.write_batch(records)
+        for window in (None, since):
+            stats = {f.group: f for f in store.field_stats(since=window)}
+            chosen = [r for r in records if window is None or r.time >= window]
+            expected: dict[str, dict[str, int]] = {}
+            for r in chosen:
+                for f in field_diffs(r.differences):
+                    expected.setdefault(f.group, {})[f.kind] = expected.setdefault(f.group, {}).get(f.kind, 0) + 1
+            assert {g: dict(s.kinds) for g, s in stats.items()} == expected
+            assert {g: s.count for g, s in stats.items()} == {g: sum(k.values()) for g, k in expected.items()}
+            assert stats["$.gone"].kind == "mixed"
+            assert stats["$.x"].kinds[0][0] == "changed"
 
 
 def test_open_without_create_refuses_missing_file(tmp_path: Path) -> None:
