@@ -1,0 +1,1 @@
+"""The labelled verdict corpus."""

@@ -1,0 +1,398 @@
+"""The labelled verdict corpus: one row per scenario, a pair of loopback back ends and the report it must give.
+
+Each `Scenario` names what legacy and new answer, the route's config over the corpus defaults, the requests sent
+through the proxy, and the TRUE verdict and fields (per issue 8). What the current code gets wrong is listed once,
+in `KNOWN_WRONG`, and the tests mark it xfail (strict): when a fix lands the test XPASSes and fails, and the line
+here is deleted. See README.md in this folder.
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from aiohttp import web
+
+from tests.shadow.shadow_fixtures import Handler
+
+Kind = Literal["added", "removed", "changed", "type_changed", "order", "mixed"]
+Aspect = Literal["verdict", "fields", "kinds"]
+
+# Every call of a volatile value gets the next tick, so two calls never collide (no flaky matches).
+_TICKS = itertools.count(1)
+_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """`count` requests of one kind sent through the proxy, one after another."""
+
+    method: str = "GET"
+    path: str = "/corpus/item/1"
+    count: int = 12
+
+    @property
+    def mirrored(self) -> bool:
+        """Mirrored under the default shadow methods (GET, HEAD, OPTIONS)."""
+        return self.method in ("GET", "HEAD", "OPTIONS")
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """One labelled pair of back ends and the report the corpus expects for its route.
+
+    `route`: keys merged over the corpus route block (id, match /corpus/**, mode shadow, readiness.min_compared 10).
+    `real` / `noise`: every differing field group the report must list, with its kind; each is expected to differ
+    in every compared pair (count == compared). `replay`: run `strangler replay` before the report.
+    """
+
+    name: str
+    legacy: Handler
+    new: Handler
+    verdict: str
+    real: Mapping[str, Kind] = field(default_factory=dict)
+    noise: Mapping[str, Kind] = field(default_factory=dict)
+    route: Mapping[str, Any] = field(default_factory=dict)
+    sends: tuple[Send, ...] = (Send(),)
+    replay: bool = False
+
+    @property
+    def compared(self) -> int:
+        return sum(s.count for s in self.sends if s.mirrored)
+
+
+# --- response builders ------------------------------------------------------------------------------------------
+
+
+def _build(body: object, request: web.Request) -> object:
+    return body(request) if callable(body) else body
+
+
+def json_reply(body: object, *, content_type: str = "application/json; charset=utf-8", status: int = 200) -> Handler:
+    """JSON of `body` (or of `body(request)`), with this exact Content-Type header."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        data = json.dumps(_build(body, request)).encode()
+        return web.Response(body=data, status=status, headers={"Content-Type": content_type})
+
+    return handler
+
+
+def text_reply(body: object, *, content_type: str = "text/plain; charset=utf-8", status: int = 200) -> Handler:
+    """The text `body` (or `body(request)`), UTF-8."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        text = str(_build(body, request))
+        return web.Response(body=text.encode(), status=status, headers={"Content-Type": content_type})
+
+    return handler
+
+
+def bytes_reply(data: bytes, *, content_type: str = "application/octet-stream", gzipped: bool = False) -> Handler:
+    """Fixed bytes; `gzipped` sends them gzip-compressed with Content-Encoding: gzip."""
+    headers = {"Content-Type": content_type}
+    if gzipped:
+        headers["Content-Encoding"] = "gzip"
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=gzip.compress(data) if gzipped else data, headers=headers)
+
+    return handler
+
+
+def redirect_to_own_host(path: str) -> Handler:
+    """A 302 to an absolute URL built from the request's Host, as frameworks do (each side names itself)."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=302, headers={"Location": f"http://{request.host}{path}"}, text="")
+
+    return handler
+
+
+def request_id() -> str:
+    return str(uuid.uuid4())
+
+
+def timestamp() -> str:
+    return (_EPOCH + timedelta(milliseconds=next(_TICKS))).isoformat()
+
+
+def query_ms() -> str:
+    return f"{0.5 + next(_TICKS) / 100:.2f}"
+
+
+# --- bodies shared by several scenarios -------------------------------------------------------------------------
+
+CUSTOMER = {"id": 7, "name": "Ada Lovelace", "email": "ada@example.com", "phone": "+44 20 7946 0000"}
+ITEMS = [{"sku": "A-1", "qty": 1}, {"sku": "B-2", "qty": 2}, {"sku": "C-3", "qty": 3}]
+ROWS = ("Blue widget", "Green gadget", "Red sprocket")
+
+
+def without(doc: Mapping[str, object], *keys: str) -> dict[str, object]:
+    return {k: v for k, v in doc.items() if k not in keys}
+
+
+def renamed(doc: Mapping[str, object], old: str, new: str) -> dict[str, object]:
+    return {(new if k == old else k): v for k, v in doc.items()}
+
+
+def html_page(rows: tuple[str, ...]) -> Handler:
+    """An HTML page (one element per line, as templates render it): a table and a volatile timing footer."""
+
+    def render(_: web.Request) -> str:
+        cells = "".join(f"<tr><td>{name}</td><td>{n}</td></tr>\n" for n, name in enumerate(rows, 1))
+        footer = f"<footer>Queries took {query_ms()}ms</footer>\n"
+        return f"<!doctype html>\n<html>\n<body>\n<table>\n{cells}</table>\n{footer}</body>\n</html>\n"
+
+    return text_reply(render, content_type="text/html; charset=utf-8")
+
+
+def line_group(line: str) -> str:
+    """The grouped path of a text or HTML line, per issue 8: `text: "<line, numbers masked as #>"`.
+
+    A rewritten line is grouped by the NEW line's signature. One home for the spelling: if the text comparison
+    spells signatures otherwise, change it here only.
+    """
+    masked = re.sub(r"\d+(?:[.,:]\d+)*", "#", line)
+    return f'text: "{masked}"'
+
+
+def rows_doc(shift: int, *, table: bool) -> dict[str, object]:
+    """150 rows; another `shift` changes three fields of every row (450 concrete differences in all)."""
+    rows = [{"id": i, "value": i + shift, "price": i * 10 + shift, "label": f"row {i + shift}"} for i in range(150)]
+    doc: dict[str, object] = {"rows": rows}
+    if table:
+        doc["table"] = "orders"
+    return doc
+
+
+NOISE = {"noise": {"sample": 1.0}}  # every safe request also sent twice to legacy
+
+# --- the corpus -------------------------------------------------------------------------------------------------
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario("json-identical", json_reply(CUSTOMER), json_reply(CUSTOMER), "ready"),
+    Scenario(
+        "json-rename",
+        json_reply(CUSTOMER),
+        json_reply(renamed(CUSTOMER, "phone", "phone_number")),
+        "diverging",
+        real={"$.phone": "removed", "$.phone_number": "added"},
+    ),
+    Scenario(
+        "json-removal",
+        json_reply(CUSTOMER),
+        json_reply(without(CUSTOMER, "email")),
+        "diverging",
+        real={"$.email": "removed"},
+    ),
+    Scenario(
+        "json-type-change",
+        json_reply({"id": 7, "total": "12.50"}),
+        json_reply({"id": 7, "total": 12.5}),
+        "diverging",
+        real={"$.total": "type_changed"},
+    ),
+    Scenario(
+        "json-reorder",
+        json_reply({"items": ITEMS}),
+        json_reply({"items": ITEMS[::-1]}),
+        "diverging",
+        real={"$.items": "order"},
+    ),
+    Scenario(
+        "json-reorder-ignored",
+        json_reply({"items": ITEMS}),
+        json_reply({"items": ITEMS[::-1]}),
+        "ready",
+        route={"compare": {"ignore_order": ["$.items"]}},
+    ),
+    Scenario(
+        "float-jitter-within-tolerance",
+        json_reply({"price": 9.99, "rate": 0.1}),
+        json_reply({"price": 9.990000001, "rate": 0.10000000000000002}),
+        "ready",
+        route={"compare": {"float_tolerance": 0.000001}},
+    ),
+    Scenario(
+        "float-beyond-tolerance",
+        json_reply({"price": 9.99}),
+        json_reply({"price": 9.98}),
+        "diverging",
+        real={"$.price": "changed"},
+        route={"compare": {"float_tolerance": 0.000001}},
+    ),
+    Scenario(
+        "volatile-ids-and-timestamps",
+        json_reply(lambda r: {"id": 7, "request_id": request_id(), "generated_at": timestamp()}),
+        json_reply(lambda r: {"id": 7, "request_id": request_id(), "generated_at": timestamp()}),
+        "ready",
+        noise={"$.request_id": "changed", "$.generated_at": "changed"},
+        route=NOISE,
+    ),
+    Scenario(
+        "volatile-ids-without-noise-sampling",
+        json_reply(lambda r: {"id": 7, "request_id": request_id(), "generated_at": timestamp()}),
+        json_reply(lambda r: {"id": 7, "request_id": request_id(), "generated_at": timestamp()}),
+        "diverging",
+        real={"$.request_id": "changed", "$.generated_at": "changed"},
+    ),
+    Scenario(
+        "volatile-field-removed",
+        json_reply(lambda r: {"id": 7, "generated_at": timestamp()}),
+        json_reply({"id": 7}),
+        "diverging",
+        real={"$.generated_at": "removed"},
+        route=NOISE,
+    ),
+    Scenario(
+        "html-volatile-footer",
+        html_page(ROWS),
+        html_page(ROWS),
+        "ready",
+        noise={line_group("<footer>Queries took 0.53ms</footer>"): "changed"},
+        route=NOISE,
+    ),
+    Scenario(
+        "html-changed-row-and-volatile-footer",
+        html_page(ROWS),
+        html_page(("Blue widget", "Green gizmo", "Red sprocket")),
+        "diverging",
+        real={line_group("<tr><td>Green gizmo</td><td>2</td></tr>"): "changed"},
+        noise={line_group("<footer>Queries took 0.53ms</footer>"): "changed"},
+        route=NOISE,
+    ),
+    Scenario(
+        "text-changed-line",
+        text_reply("service: billing\nstatus: ok\nregion: eu-west\n"),
+        text_reply("service: billing\nstatus: degraded\nregion: eu-west\n"),
+        "diverging",
+        real={line_group("status: degraded"): "changed"},
+    ),
+    Scenario(
+        "text-line-endings-and-trailing-space",
+        text_reply("service: billing  \r\nstatus: ok\r\n"),
+        text_reply("service: billing\nstatus: ok\n"),
+        "ready",
+    ),
+    Scenario(
+        "binary-changed",
+        bytes_reply(bytes(range(256)) * 4, content_type="image/png"),
+        bytes_reply(bytes(range(255, -1, -1)) * 4, content_type="image/png"),
+        "diverging",
+        real={"body": "changed"},
+    ),
+    Scenario(
+        "gzip-vs-identity",
+        bytes_reply(json.dumps(CUSTOMER).encode(), content_type="application/json", gzipped=True),
+        bytes_reply(json.dumps(CUSTOMER).encode(), content_type="application/json"),
+        "ready",
+    ),
+    Scenario(
+        "404-different-wording",
+        text_reply("Page not found\n", status=404),
+        text_reply("No such page\n", status=404),
+        "diverging",
+        real={line_group("No such page"): "changed"},
+    ),
+    Scenario(
+        "302-location-own-host",
+        redirect_to_own_host("/login?next=/corpus/item/1"),
+        redirect_to_own_host("/login?next=/corpus/item/1"),
+        "ready",
+        route={"compare": {"headers": ["location"]}},
+    ),
+    Scenario(
+        "json-absolute-url-own-host",
+        json_reply(lambda r: {"id": 7, "next_url": f"http://{r.host}/corpus/item/2"}),
+        json_reply(lambda r: {"id": 7, "next_url": f"http://{r.host}/corpus/item/2"}),
+        "ready",
+    ),
+    Scenario(
+        "150-items-and-a-removed-key",
+        json_reply(rows_doc(0, table=True)),
+        json_reply(rows_doc(1, table=False)),
+        "diverging",
+        real={
+            "$.rows[*].value": "changed",
+            "$.rows[*].price": "changed",
+            "$.rows[*].label": "changed",
+            "$.table": "removed",
+        },
+    ),
+    Scenario(
+        "post-only-route",
+        json_reply({"ok": True}),
+        json_reply({"ok": True}),
+        "not mirrored",
+        route={"match": {"methods": ["POST"]}},
+        sends=(Send("POST", "/corpus/orders", 12),),
+    ),
+    Scenario(
+        "json-charset-parameter",
+        json_reply(CUSTOMER, content_type="application/json; charset=utf-8"),
+        json_reply(CUSTOMER, content_type="application/json"),
+        "ready",
+    ),
+    Scenario(
+        "replays-not-counted",
+        json_reply(CUSTOMER),
+        json_reply(CUSTOMER),
+        "needs samples",
+        route={"readiness": {"min_compared": 20}},
+        replay=True,
+    ),
+)
+
+BY_NAME = {s.name: s for s in SCENARIOS}
+
+# What the current code gets wrong: (scenario, aspect) → why. The tests mark these xfail(strict=True); delete a
+# line when its fix lands (the test then XPASSes, which fails the run until the line goes).
+_NO_KIND = "issue 8 item 6: the report JSON has no fields[].kind"
+_TEXT = "issue 8 item 1: a text/HTML body is one field 'body', not one group per line signature"
+KNOWN_WRONG: dict[tuple[str, Aspect], str] = {
+    ("json-rename", "kinds"): _NO_KIND,
+    ("json-removal", "kinds"): _NO_KIND,
+    ("json-type-change", "kinds"): _NO_KIND,
+    ("json-reorder", "kinds"): _NO_KIND,
+    ("float-beyond-tolerance", "kinds"): _NO_KIND,
+    ("volatile-ids-and-timestamps", "kinds"): _NO_KIND,
+    ("volatile-ids-without-noise-sampling", "kinds"): _NO_KIND,
+    ("volatile-field-removed", "verdict"): "issue 8 item 5: a removed volatile field is classed as noise: ready",
+    ("volatile-field-removed", "fields"): "issue 8 item 5: the removed volatile field is listed as noise",
+    ("volatile-field-removed", "kinds"): _NO_KIND,
+    ("html-volatile-footer", "fields"): _TEXT,
+    ("html-volatile-footer", "kinds"): f"{_TEXT}; {_NO_KIND}",
+    ("html-changed-row-and-volatile-footer", "verdict"): "issue 8 item 1: the changed row hides in the noisy "
+    "'body' field: ready",
+    ("html-changed-row-and-volatile-footer", "fields"): _TEXT,
+    ("html-changed-row-and-volatile-footer", "kinds"): f"{_TEXT}; {_NO_KIND}",
+    ("text-changed-line", "fields"): _TEXT,
+    ("text-changed-line", "kinds"): f"{_TEXT}; {_NO_KIND}",
+    ("text-line-endings-and-trailing-space", "verdict"): "issue 8 item 1: line endings and trailing space are "
+    "not normalised: diverging",
+    ("text-line-endings-and-trailing-space", "fields"): "issue 8 item 1: line endings differ in 'body'",
+    ("text-line-endings-and-trailing-space", "kinds"): "issue 8 item 1: line endings differ in 'body'",
+    ("binary-changed", "kinds"): _NO_KIND,
+    ("404-different-wording", "fields"): _TEXT,
+    ("404-different-wording", "kinds"): f"{_TEXT}; {_NO_KIND}",
+    ("302-location-own-host", "verdict"): "issue 8 item 9: Location on each side's own host differs: diverging",
+    ("302-location-own-host", "fields"): "issue 8 item 9: header.location differs",
+    ("302-location-own-host", "kinds"): "issue 8 item 9: header.location differs",
+    ("json-absolute-url-own-host", "verdict"): "issue 8 item 9: a URL on each side's own host differs: diverging",
+    ("json-absolute-url-own-host", "fields"): "issue 8 item 9: $.next_url differs",
+    ("json-absolute-url-own-host", "kinds"): "issue 8 item 9: $.next_url differs",
+    ("150-items-and-a-removed-key", "kinds"): _NO_KIND,
+    ("post-only-route", "verdict"): "issue 8 item 11: a route with nothing mirrorable says 'needs samples'",
+    ("json-charset-parameter", "verdict"): "issue 8 item 15: media types compared as strings: diverging",
+    ("json-charset-parameter", "fields"): "issue 8 item 15: header.content-type differs",
+    ("json-charset-parameter", "kinds"): "issue 8 item 15: header.content-type differs",
+    ("replays-not-counted", "verdict"): "issue 8 item 3: replayed pairs are counted: compared 24, ready",
+}
