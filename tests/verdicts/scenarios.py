@@ -358,16 +358,6 @@ BY_NAME = {s.name: s for s in SCENARIOS}
 _NO_KIND = "issue 8 item 6: the report JSON has no fields[].kind"
 _TEXT = "issue 8 item 1: a text/HTML body is one field 'body', not one group per line signature"
 KNOWN_WRONG: dict[tuple[str, Aspect], str] = {
-    ("json-rename", "kinds"): _NO_KIND,
-    ("json-removal", "kinds"): _NO_KIND,
-    ("json-type-change", "kinds"): _NO_KIND,
-    ("json-reorder", "kinds"): _NO_KIND,
-    ("float-beyond-tolerance", "kinds"): _NO_KIND,
-    ("volatile-ids-and-timestamps", "kinds"): _NO_KIND,
-    ("volatile-ids-without-noise-sampling", "kinds"): _NO_KIND,
-    ("volatile-field-removed", "verdict"): "issue 8 item 5: a removed volatile field is classed as noise: ready",
-    ("volatile-field-removed", "fields"): "issue 8 item 5: the removed volatile field is listed as noise",
-    ("volatile-field-removed", "kinds"): _NO_KIND,
     ("html-volatile-footer", "fields"): _TEXT,
     ("html-volatile-footer", "kinds"): f"{_TEXT}; {_NO_KIND}",
     ("html-changed-row-and-volatile-footer", "verdict"): "issue 8 item 1: the changed row hides in the noisy "
@@ -380,7 +370,6 @@ KNOWN_WRONG: dict[tuple[str, Aspect], str] = {
     "not normalised: diverging",
     ("text-line-endings-and-trailing-space", "fields"): "issue 8 item 1: line endings differ in 'body'",
     ("text-line-endings-and-trailing-space", "kinds"): "issue 8 item 1: line endings differ in 'body'",
-    ("binary-changed", "kinds"): _NO_KIND,
     ("404-different-wording", "fields"): _TEXT,
     ("404-different-wording", "kinds"): f"{_TEXT}; {_NO_KIND}",
     ("302-location-own-host", "verdict"): "issue 8 item 9: Location on each side's own host differs: diverging",
@@ -389,7 +378,6 @@ KNOWN_WRONG: dict[tuple[str, Aspect], str] = {
     ("json-absolute-url-own-host", "verdict"): "issue 8 item 9: a URL on each side's own host differs: diverging",
     ("json-absolute-url-own-host", "fields"): "issue 8 item 9: $.next_url differs",
     ("json-absolute-url-own-host", "kinds"): "issue 8 item 9: $.next_url differs",
-    ("150-items-and-a-removed-key", "kinds"): _NO_KIND,
     ("post-only-route", "verdict"): "issue 8 item 11: a route with nothing mirrorable says 'needs samples'",
     ("json-charset-parameter", "verdict"): "issue 8 item 15: media types compared as strings: diverging",
     ("json-charset-parameter", "fields"): "issue 8 item 15: header.content-type differs",
