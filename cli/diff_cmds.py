@@ -205,12 +205,16 @@ def diffs_show(
     exchange_id: Annotated[str, typer.Argument(metavar="ID", help="Exchange id from `diffs list` (N or FILE:N).")],
     config: ConfigOption = Path("routes.yaml"),
     db: DbOption = None,
-    full: Annotated[bool, typer.Option("--full", help="Show whole bodies, never folded.")] = False,
+    full: Annotated[
+        bool, typer.Option("--full", help="Show everything: whole bodies, every stored difference, whole paths.")
+    ] = False,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """One exchange: request line and (redacted) headers, both responses, and a coloured JSON diff of the bodies.
 
-    Large bodies are folded around the differing paths; --full shows them whole.
+    Large bodies are folded around the differing paths (a few differing items per array, the rest counted), long
+    paths shortened in the middle; --full shows everything. --format json has every stored difference and how many
+    more the comparison found.
 
     Example: [bold]strangler diffs show 42[/bold]
     """

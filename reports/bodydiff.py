@@ -1,9 +1,11 @@
 """A reviewer's view of two response bodies: a JSON diff with the differing paths highlighted, folded when large.
 
-JSON bodies are walked side by side along the stored differences' concrete paths: a differing value is shown as a
-red `-` line (legacy) and a green `+` line (new); the containers leading to it are opened; everything else is shown
-as context, or, when the body is large, folded (`{…}`, `[… 40 items]`, `… 12 more`). Text bodies get a unified line
-diff; other bodies a size line. Returns rich `Text`; printing is the CLI's job.
+JSON bodies are walked side by side along the stored differences' concrete paths, plus what the documents show by
+themselves (a key on one side only, a changed JSON type, the whole document included): a differing value is shown
+as a red `-` line (legacy) and a green `+` line (new); the containers leading to it are opened; everything else is
+shown as context, or, when the body is large, folded (`{…}`, `[… 40 items]`, `… 12 more`, `… 145 more (145
+differ)`), with long keys and lines shortened in the middle. Text bodies get a unified line diff; other bodies a
+size line. Returns rich `Text`; printing is the CLI's job.
 """
 
 from __future__ import annotations
