@@ -6,6 +6,7 @@ Registered on the root app by `cli.report_cmds.register`; shares its options and
 from __future__ import annotations
 
 import base64
+import heapq
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -25,6 +26,7 @@ from cli.report_cmds import (
     store_paths,
 )
 from proxy.loader import load_config
+from reports.bodydiff import unlisted_differences
 from reports.render import exchange_table, render_exchange, render_suggestion, suggestion_yaml
 from reports.summary import noise_verdicts
 from shadow.jsonpath import group_path
@@ -39,8 +41,9 @@ noise_app = typer.Typer(
 
 
 class Outcome(StrEnum):
-    """`diffs list --outcome` (shadow.model.OUTCOMES)."""
+    """`diffs list --outcome` (shadow.model.OUTCOMES, or all of them); by default the differing ones."""
 
+    all = "all"
     match = "match"
     mismatch = "mismatch"
     candidate_error = "candidate_error"
@@ -49,6 +52,9 @@ class Outcome(StrEnum):
 
 
 # --- diffs ------------------------------------------------------------------------------------------------------
+
+# What `diffs list` shows without --outcome: the exchanges a reviewer has to look at.
+DIFFERING: tuple[Outcome, ...] = (Outcome.mismatch, Outcome.candidate_error)
 
 
 def row_document(row: ExchangeRow) -> dict[str, Any]:
@@ -77,7 +83,14 @@ def diffs_list(
     config: ConfigOption = Path("routes.yaml"),
     db: DbOption = None,
     route: RouteOption = None,
-    outcome: Annotated[Outcome | None, typer.Option("--outcome", help="Only this outcome.")] = None,
+    outcome: Annotated[
+        Outcome | None,
+        typer.Option(
+            "--outcome",
+            help="Only this outcome; 'all' for every exchange (default: mismatch and candidate_error).",
+            show_default=False,
+        ),
+    ] = None,
     field: Annotated[
         str | None, typer.Option("--field", help="Only exchanges differing in this field ($.items[*].price).")
     ] = None,
@@ -85,23 +98,37 @@ def diffs_list(
     limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many, newest first.", min=1)] = 50,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
-    """List stored exchanges, newest first; the id feeds `strangler diffs show`.
+    """List the exchanges that differ (mismatches and candidate errors), newest first; the id feeds
+    `strangler diffs show`. --outcome all lists matching, skipped and dropped ones too.
 
     Example: [bold]strangler diffs list --route customers --outcome mismatch --field '$.phone' --limit 20[/bold]
     """
     loaded = load_config(config)
+    outcomes: tuple[Outcome | None, ...] = (None,) if outcome is Outcome.all else (outcome,) if outcome else DIFFERING
     with open_store(store_paths(loaded, db)) as store:
-        rows = store.list_exchanges(
-            route_id=route,
-            outcome=outcome.value if outcome is not None else None,
-            field_group=group_path(field) if field else None,
-            since=parse_since(since),
-            limit=limit,
-        )
+        found = [
+            store.list_exchanges(
+                route_id=route,
+                outcome=o.value if o is not None else None,
+                field_group=group_path(field) if field else None,
+                since=parse_since(since),
+                limit=limit,
+            )
+            for o in outcomes
+        ]
+    rows = list(heapq.merge(*found, key=lambda r: (r.time, r.id), reverse=True))[:limit]
     if fmt is OutputFormat.json:
         print_json([row_document(r) for r in rows])
-    elif rows:
+        return
+    differing_only = outcome is None
+    if rows:
         print_renderable(exchange_table(rows))
+        if differing_only:
+            print_line(
+                "[dim]Differing exchanges only (mismatch, candidate_error): --outcome all lists every one.[/dim]"
+            )
+    elif differing_only:
+        print_line("No differing exchanges match (no mismatch or candidate_error): --outcome all lists every one.")
     else:
         print_line("No exchanges match.")
 
@@ -127,7 +154,10 @@ def _body_document(body: StoredBody | None) -> dict[str, Any] | None:
 
 
 def exchange_document(detail: ExchangeDetail) -> dict[str, Any]:
+    """`diffs show --format json`: the whole exchange; `differences` are those stored (capped), and
+    `differences_unlisted` counts those the comparison found beyond them."""
     r = detail.record
+    unlisted = unlisted_differences(r.note)
     return {
         "id": detail.id if detail.source == 0 else f"{detail.source}:{detail.id}",
         "time": datetime.fromtimestamp(r.time, UTC).isoformat(),
@@ -164,6 +194,9 @@ def exchange_document(detail: ExchangeDetail) -> dict[str, Any]:
         "differences": [
             {"path": d.path, "group": d.group, "kind": d.kind, "legacy": d.legacy, "new": d.new} for d in r.differences
         ],
+        "differences_stored": len(r.differences),
+        "differences_unlisted": unlisted,
+        "differences_total": len(r.differences) + unlisted,
     }
 
 
@@ -172,12 +205,16 @@ def diffs_show(
     exchange_id: Annotated[str, typer.Argument(metavar="ID", help="Exchange id from `diffs list` (N or FILE:N).")],
     config: ConfigOption = Path("routes.yaml"),
     db: DbOption = None,
-    full: Annotated[bool, typer.Option("--full", help="Show whole bodies, never folded.")] = False,
+    full: Annotated[
+        bool, typer.Option("--full", help="Show everything: whole bodies, every stored difference, whole paths.")
+    ] = False,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """One exchange: request line and (redacted) headers, both responses, and a coloured JSON diff of the bodies.
 
-    Large bodies are folded around the differing paths; --full shows them whole.
+    Large bodies are folded around the differing paths (a few differing items per array, the rest counted), long
+    paths shortened in the middle; --full shows everything. --format json has every stored difference and how many
+    more the comparison found.
 
     Example: [bold]strangler diffs show 42[/bold]
     """
@@ -190,7 +227,7 @@ def diffs_show(
     if fmt is OutputFormat.json:
         print_json(exchange_document(detail))
     else:
-        print_renderable(render_exchange(detail, fold=False if full else None))
+        print_renderable(render_exchange(detail, full=full))
 
 
 # --- noise ------------------------------------------------------------------------------------------------------

@@ -1,15 +1,18 @@
 """A reviewer's view of two response bodies: a JSON diff with the differing paths highlighted, folded when large.
 
-JSON bodies are walked side by side along the stored differences' concrete paths: a differing value is shown as a
-red `-` line (legacy) and a green `+` line (new); the containers leading to it are opened; everything else is shown
-as context, or, when the body is large, folded (`{…}`, `[… 40 items]`, `… 12 more`). Text bodies get a unified line
-diff; other bodies a size line. Returns rich `Text`; printing is the CLI's job.
+JSON bodies are walked side by side along the stored differences' concrete paths, plus what the documents show by
+themselves (a key on one side only, a changed JSON type, the whole document included): a differing value is shown
+as a red `-` line (legacy) and a green `+` line (new); the containers leading to it are opened; everything else is
+shown as context, or, when the body is large, folded (`{…}`, `[… 40 items]`, `… 12 more`, `… 145 more (145
+differ)`), with long keys and lines shortened in the middle. Text bodies get a unified line diff; other bodies a
+size line. Returns rich `Text`; printing is the CLI's job.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -22,11 +25,18 @@ from shadow.normalize import UndecodableBody, body_kind, charset, decode_body, h
 FOLD_LINES = 40  # a body whose pretty JSON is longer than this is folded around the differing paths
 SHOWN_VALUE_LINES = 12  # lines of one differing value shown before "… N more lines"
 SMALL_OBJECT = 8  # objects with at most this many keys show their unchanged scalar keys when folded
+SHOWN_DIFFERING_ITEMS = 5  # differing items opened per array when folded; the rest are counted
+SHOWN_DIFFERING_KEYS = 20  # differing keys opened per object when folded; the rest are counted
+MAX_BODY_LINES = 300  # lines of a folded JSON view, whatever its nesting
+MAX_KEY_CHARS = 60  # longer keys (and paths in tables) are shortened in the middle, keeping the end
+MAX_LINE_CHARS = 200  # longer lines are shortened in the middle unless shown in full
 TEXT_DIFF_LINES = 200
+FULL_HINT = "(folded around the differences: --full shows whole bodies)"
 
 Steps = tuple[str | int, ...]
 Headers = tuple[tuple[str, str], ...]
 _ABSENT = object()  # a key or index one side does not have
+_UNLISTED = re.compile(r"(\d+) more differences not listed")  # shadow.compare's note when it capped the list
 
 _STYLE = {"-": "red", "+": "green", " ": "", "~": "dim"}
 
@@ -39,6 +49,32 @@ class _Line:
     key: str = ""  # "name": prefix, highlighted on differing lines
 
 
+@dataclass(frozen=True, slots=True)
+class _Walk:
+    """What one JSON walk knows: the paths to open and how much to show."""
+
+    differing: set[Steps]  # shown as - / +
+    ancestors: set[Steps]  # opened, to reach a differing path
+    structural: set[Steps]  # differing by key presence or type, and their ancestors: opened first when capped
+    fold: bool
+    full: bool  # nothing shortened or capped (`--full`)
+    out: list[_Line]
+
+
+def shorten(text: str, width: int = MAX_KEY_CHARS) -> str:
+    """`text` cut to `width` characters with an ellipsis in the middle, keeping more of the end (a path's leaf)."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 3
+    return f"{text[:head]}…{text[len(text) - (width - 1 - head) :]}"
+
+
+def unlisted_differences(note: str | None) -> int:
+    """How many differences the comparison found beyond those stored, from the exchange's note."""
+    found = _UNLISTED.search(note or "")
+    return int(found.group(1)) if found else 0
+
+
 def body_diff(
     legacy: StoredBody | None,
     new: StoredBody | None,
@@ -47,8 +83,10 @@ def body_diff(
     paths: Iterable[str],
     *,
     fold: bool | None = None,
+    complete: bool = True,
 ) -> Text:
-    """The diff view of two stored bodies; `fold` None folds only bodies longer than FOLD_LINES lines."""
+    """The diff view of two stored bodies; `fold` None folds only bodies longer than FOLD_LINES lines, False shows
+    everything whole; `complete` False says `paths` were capped, so the bodies are diffed here too."""
     if legacy is None and new is None:
         return Text("(no bodies stored for this exchange: matching exchanges keep them only for a sample)", "dim")
     notes = [
@@ -62,134 +100,201 @@ def body_diff(
     if kinds == {"json"} and not notes:
         docs = _parse(left), _parse(right)
         if docs[0] is not _ABSENT or docs[1] is not _ABSENT:
-            out.append_text(json_diff(docs[0], docs[1], paths, fold=fold))
+            out.append_text(json_diff(docs[0], docs[1], paths, fold=fold, complete=complete))
             return out
     if "binary" in kinds:
         out.append_text(_size_line(left, right))
     else:
         encoding = charset(header_value(legacy_headers, "content-type"))
-        out.append_text(text_diff(_text(left, encoding), _text(right, encoding)))
+        out.append_text(text_diff(_text(left, encoding), _text(right, encoding), full=fold is False))
     for note in notes:
         out.append(f"\n({note})", "yellow")
     return out
 
 
-def json_diff(legacy: object, new: object, paths: Iterable[str], *, fold: bool | None = None) -> Text:
+def json_diff(
+    legacy: object, new: object, paths: Iterable[str], *, fold: bool | None = None, complete: bool = True
+) -> Text:
     """Two JSON documents as one indented view; `paths` are concrete difference paths like `$.items[3].qty`.
 
-    Both are parsed documents (None is JSON null).
+    Both are parsed documents (None is JSON null). Keys present on one side only and values whose JSON type
+    changed are found from the documents themselves, so they are marked even when `paths` (capped for storage)
+    miss them; with `complete` False every differing value is.
     """
     differing: set[Steps] = set()
     for p in paths:
-        if p.startswith("$"):
-            try:
-                steps = compile_path(p)
-            except BadPath:
-                continue
-            if all(isinstance(s, str | int) for s in steps):
-                differing.add(tuple(s for s in steps if isinstance(s, str | int)))
+        steps = _steps(p)
+        if steps is not None:
+            differing.add(steps)
+    structural: set[Steps] = set()
     if legacy is _ABSENT or new is _ABSENT:
-        differing.add(())  # one side has no document at all: the whole body differs
+        structural.add(())  # one side has no document at all: the whole body differs
+    else:
+        _differing_paths(legacy, new, (), structural, differing, all_values=not complete)
+    differing |= structural
     ancestors = {d[:i] for d in differing for i in range(len(d))}
+    full = fold is False
     if fold is None:
         fold = max(_pretty_lines(legacy), _pretty_lines(new)) > FOLD_LINES
-    lines: list[_Line] = []
-    _walk(legacy, new, (), "", 0, differing, ancestors, fold, lines)
-    return _to_text(lines)
+    walk = _Walk(
+        differing=differing,
+        ancestors=ancestors,
+        structural=structural | {d[:i] for d in structural for i in range(len(d))},
+        fold=fold,
+        full=full,
+        out=[],
+    )
+    _walk(legacy, new, (), "", 0, walk)
+    lines = walk.out
+    if fold and len(lines) > MAX_BODY_LINES:
+        lines = [*lines[:MAX_BODY_LINES], _Line(0, "~", f"… {len(lines) - MAX_BODY_LINES} more lines")]
+    text = _to_text(lines)
+    if fold and any(line.mark == "~" for line in lines):
+        text.append("\n" + FULL_HINT, "dim")
+    return text
 
 
-def text_diff(legacy: str, new: str) -> Text:
-    """A unified line diff (at most TEXT_DIFF_LINES lines), coloured."""
+def text_diff(legacy: str, new: str, *, full: bool = False) -> Text:
+    """A unified line diff, coloured: at most TEXT_DIFF_LINES lines, long lines shortened, unless `full`."""
     diff = list(difflib.unified_diff(legacy.splitlines(), new.splitlines(), "legacy", "new", lineterm="", n=2))
     if not diff:
         return Text("(bodies are equal as text)", "dim")
+    shown = diff if full else diff[:TEXT_DIFF_LINES]
     out = Text()
-    for line in diff[:TEXT_DIFF_LINES]:
+    for line in shown:
         style = "bold" if line.startswith(("---", "+++")) else "cyan" if line.startswith("@@") else ""
         if not style:
             style = _STYLE.get(line[:1], "")
-        out.append(line + "\n", style)
-    if len(diff) > TEXT_DIFF_LINES:
-        out.append(f"… {len(diff) - TEXT_DIFF_LINES} more lines\n", "dim")
+        out.append((line if full else shorten(line, MAX_LINE_CHARS)) + "\n", style)
+    if len(diff) > len(shown):
+        out.append(f"… {len(diff) - len(shown)} more lines\n", "dim")
+    if len(diff) > len(shown) or (not full and any(len(line) > MAX_LINE_CHARS for line in diff)):
+        out.append(FULL_HINT + "\n", "dim")
     return out
+
+
+# --- what differs -----------------------------------------------------------------------------------------------
+
+
+def _steps(path: str) -> Steps | None:
+    """A concrete difference path as walk steps; `$` is the whole document; None for headers, status, text."""
+    if path == "$":
+        return ()
+    if not path.startswith("$"):
+        return None
+    try:
+        steps = compile_path(path)
+    except BadPath:
+        return None
+    if not all(isinstance(s, str | int) for s in steps):
+        return None
+    return tuple(s for s in steps if isinstance(s, str | int))
+
+
+def _json_type(value: object) -> str:
+    """The JSON type: int and float are one number type, bool is not a number."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return type(value).__name__
+
+
+def _differing_paths(a: object, b: object, path: Steps, structural: set[Steps], values: set[Steps], *,
+                     all_values: bool) -> None:  # fmt: skip
+    """Add to `structural` the paths present on one side only or whose JSON type changed; with `all_values`, add
+    every other differing scalar to `values` too."""
+    if _json_type(a) != _json_type(b):
+        structural.add(path)
+    elif isinstance(a, dict) and isinstance(b, dict):
+        for k in a.keys() | b.keys():
+            if k in a and k in b:
+                _differing_paths(a[k], b[k], (*path, k), structural, values, all_values=all_values)
+            else:
+                structural.add((*path, k))
+    elif isinstance(a, list) and isinstance(b, list):
+        for i in range(min(len(a), len(b))):
+            _differing_paths(a[i], b[i], (*path, i), structural, values, all_values=all_values)
+        structural.update((*path, i) for i in range(min(len(a), len(b)), max(len(a), len(b))))
+    elif all_values and a != b:
+        values.add(path)
 
 
 # --- the JSON walk ----------------------------------------------------------------------------------------------
 
 
-def _walk(
-    a: object,
-    b: object,
-    path: Steps,
-    key: str,
-    depth: int,
-    differing: set[Steps],
-    ancestors: set[Steps],
-    fold: bool,
-    out: list[_Line],
-) -> None:
-    if path in differing or (path in ancestors and type(a) is not type(b)):
+def _walk(a: object, b: object, path: Steps, key: str, depth: int, w: _Walk) -> None:
+    key = key if w.full else shorten(key, MAX_KEY_CHARS + 3)  # + the quotes, colon and space
+    if path in w.differing or (path in w.ancestors and _json_type(a) != _json_type(b)):
         for mark, value in (("-", a), ("+", b)):
             if value is not _ABSENT:
-                _value_lines(value, key, depth, mark, out)
+                _value_lines(value, key, depth, mark, w)
         return
-    if path in ancestors and isinstance(a, dict) and isinstance(b, dict):
-        out.append(_Line(depth, " ", "{", key))
+    if path in w.ancestors and isinstance(a, dict) and isinstance(b, dict):
+        w.out.append(_Line(depth, " ", "{", key))
         keys = [*a, *(k for k in b if k not in a)]
-        children = [(k, a.get(k, _ABSENT), b.get(k, _ABSENT), f"{json.dumps(k)}: ") for k in keys]
-        _children(children, path, depth, differing, ancestors, fold, out, small=len(keys) <= SMALL_OBJECT)
-        out.append(_Line(depth, " ", "}"))
+        children = [(k, a.get(k, _ABSENT), b.get(k, _ABSENT), f"{json.dumps(k, ensure_ascii=False)}: ") for k in keys]
+        _children(children, path, depth, w, small=len(keys) <= SMALL_OBJECT, cap=SHOWN_DIFFERING_KEYS)
+        w.out.append(_Line(depth, " ", "}"))
         return
-    if path in ancestors and isinstance(a, list) and isinstance(b, list):
-        out.append(_Line(depth, " ", "[", key))
+    if path in w.ancestors and isinstance(a, list) and isinstance(b, list):
+        w.out.append(_Line(depth, " ", "[", key))
         n = max(len(a), len(b))
         items = [(i, a[i] if i < len(a) else _ABSENT, b[i] if i < len(b) else _ABSENT, "") for i in range(n)]
-        _children(items, path, depth, differing, ancestors, fold, out, small=False)
-        out.append(_Line(depth, " ", "]"))
+        _children(items, path, depth, w, small=False, cap=SHOWN_DIFFERING_ITEMS)
+        w.out.append(_Line(depth, " ", "]"))
         return
     value = a if a is not _ABSENT else b
-    if fold and isinstance(value, dict | list):
-        out.append(_Line(depth, "~", _folded(value), key))
+    if w.fold and isinstance(value, dict | list):
+        w.out.append(_Line(depth, "~", _folded(value), key))
     else:
-        _value_lines(value, key, depth, " ", out)
+        _value_lines(value, key, depth, " ", w)
 
 
 def _children(
     children: Sequence[tuple[str | int, object, object, str]],
     path: Steps,
     depth: int,
-    differing: set[Steps],
-    ancestors: set[Steps],
-    fold: bool,
-    out: list[_Line],
+    w: _Walk,
     *,
     small: bool,
+    cap: int,
 ) -> None:
     """Open the children on a differing path. When folding, a small object shows its other keys (containers as one
-    `{… N keys}` line); arrays and larger objects collapse runs of unchanged children into `… N more`."""
-    hidden = 0
+    `{… N keys}` line); arrays and larger objects collapse runs of unchanged children into `… N more`. At most
+    `cap` differing children are opened (those differing by structure first); the others are counted, as
+    `… N more (M differ)`, never shown as unchanged."""
+    on_path = [(*path, c[0]) for c in children if (*path, c[0]) in w.differing or (*path, c[0]) in w.ancestors]
+    opened = set(on_path)
+    if w.fold and len(on_path) > cap:
+        first = [c for c in on_path if c in w.structural][:cap]
+        opened = {*first, *[c for c in on_path if c not in w.structural][: cap - len(first)]}
+    hidden = hidden_differing = 0
     for step, a, b, key in children:
         child = (*path, step)
-        on_path = child in differing or child in ancestors
-        if fold and not on_path and not small:
+        differs = child in w.differing or child in w.ancestors
+        if w.fold and (child not in opened if differs else not small):
             hidden += 1
+            hidden_differing += differs
             continue
-        if hidden:
-            out.append(_Line(depth + 1, "~", f"… {hidden} more"))
-            hidden = 0
-        _walk(a, b, child, key, depth + 1, differing, ancestors, fold, out)
+        _hidden_line(hidden, hidden_differing, depth, w)
+        hidden = hidden_differing = 0
+        _walk(a, b, child, key, depth + 1, w)
+    _hidden_line(hidden, hidden_differing, depth, w)
+
+
+def _hidden_line(hidden: int, differing: int, depth: int, w: _Walk) -> None:
     if hidden:
-        out.append(_Line(depth + 1, "~", f"… {hidden} more"))
+        w.out.append(_Line(depth + 1, "~", f"… {hidden} more" + (f" ({differing} differ)" if differing else "")))
 
 
-def _value_lines(value: object, key: str, depth: int, mark: str, out: list[_Line]) -> None:
+def _value_lines(value: object, key: str, depth: int, mark: str, w: _Walk) -> None:
     lines = json.dumps(value, indent=2, ensure_ascii=False).splitlines()
-    limit = SHOWN_VALUE_LINES if mark != " " else len(lines)
-    out.append(_Line(depth, mark, lines[0], key))
-    for line in lines[1:limit]:
-        out.append(_Line(depth, mark, line))
+    limit = SHOWN_VALUE_LINES if mark != " " and not w.full else len(lines)
+    for i, line in enumerate(lines[:limit]):
+        w.out.append(_Line(depth, mark, line if w.full else shorten(line, MAX_LINE_CHARS), key if i == 0 else ""))
     if len(lines) > limit:
-        out.append(_Line(depth, mark, f"… {len(lines) - limit} more lines"))
+        w.out.append(_Line(depth, mark, f"… {len(lines) - limit} more lines"))
 
 
 def _folded(value: dict[object, object] | list[object]) -> str:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 from xml.etree import ElementTree as ET
 
+from reports.bodydiff import shorten
 from reports.summary import FieldSummary, Report, RouteSummary
 from shadow.store_types import Percentiles
 
@@ -193,30 +194,43 @@ def to_markdown(report: Report) -> str:
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem;color:#1d232a;background:#fff}
-h1{font-size:1.5rem;margin:0 0 .25rem}h2{font-size:1.1rem;margin:1.8rem 0 .5rem}
-.meta{color:#5c6670;margin:0 0 1rem}
-table{border-collapse:collapse;margin:.25rem 0 1rem;min-width:30rem}
+h1{font-size:1.5rem;margin:0 0 .25rem}h2{font-size:1.1rem;margin:1.8rem 0 .5rem;overflow-wrap:anywhere}
+.meta{color:#5c6670;margin:0 0 1rem;overflow-wrap:anywhere}
+.scroll{max-width:100%;overflow-x:auto;margin:.25rem 0 1rem}
+table{border-collapse:collapse}
 th,td{border-bottom:1px solid #dde2e6;padding:.3rem .6rem;text-align:right;white-space:nowrap}
-th{background:#f3f5f7;font-weight:600}th:first-child,td:first-child{text-align:left}
-td.l{text-align:left}code{font:12px/1.3 ui-monospace,Menlo,Consolas,monospace}
+th{background:#f3f5f7;font-weight:600;white-space:normal;vertical-align:bottom}
+th:first-child,td:first-child{text-align:left}
+td.l{text-align:left;white-space:normal}code{font:12px/1.3 ui-monospace,Menlo,Consolas,monospace}
+td:first-child code{white-space:normal;overflow-wrap:break-word}
+table.text th{text-align:left}
 .v{font-weight:600;border-radius:3px;padding:.05rem .4rem}
 .ready{background:#dff5e1;color:#1a6b2a}.needs-samples{background:#fff4d6;color:#7a5b00}
 .diverging{background:#fde2e1;color:#a11a12}.candidate-errors{background:#f6e1f7;color:#7b1a80}
 .real{color:#a11a12;font-weight:600}.noise{color:#5c6670}
-svg text{font:11px system-ui,sans-serif;fill:#1d232a}
+svg{display:block;max-width:100%;height:auto}
+svg text{font:11px ui-monospace,Menlo,Consolas,"DejaVu Sans Mono",monospace;fill:#1d232a}
+@media (max-width:900px){body{margin:1rem;font-size:13px}th,td{padding:.25rem .3rem}td .v{white-space:normal}}
 """
+# The chart's text is monospace, so its width is known when laying the chart out: at most this many px per
+# character at 11px (0.6em for the common monospace fonts, with a margin).
+_CHART_CHAR_PX = 7.0
+_CHART_LABEL_CHARS = 40  # longer route ids are shortened in the chart (whole in its tooltip and the tables)
 
 
 def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]], table_id: str = "") -> str:
-    """`rows` hold already-escaped HTML cells."""
+def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]], table_id: str = "", *, text: bool = False) -> str:
+    """`rows` hold already-escaped HTML cells; `text` cells are left-aligned prose that may wrap. The table scrolls
+    inside its own box when it is wider than the page, so the page itself never scrolls sideways."""
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    td = '<td class="l">' if text else "<td>"
+    body = "".join("<tr>" + "".join(f"{td}{c}</td>" for c in row) + "</tr>" for row in rows)
     ident = f' id="{_e(table_id)}"' if table_id else ""
-    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    ident += ' class="text"' if text else ""
+    return f'<div class="scroll"><table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def _verdict_html(verdict: str) -> str:
@@ -224,30 +238,44 @@ def _verdict_html(verdict: str) -> str:
 
 
 def latency_svg(routes: Sequence[RouteSummary], width: int = 720) -> str:
-    """Horizontal bars per route: legacy and new p50 (light) and p99 (dark), on one linear ms scale."""
+    """Horizontal bars per route: legacy and new p50 (light) and p99 (dark), on one linear ms scale.
+
+    The label column fits the longest route id and the space right of the bars the longest value text, so no
+    label is clipped; the page's CSS scales the chart down to a narrow window, text and all."""
     measured = [r for r in routes if r.latency.legacy is not None or r.latency.new is not None]
     if not measured:
         return "<p class='meta'>No compared pairs, so no latency to chart.</p>"
     top = max(p.p99 for r in measured for p in (r.latency.legacy, r.latency.new) if p is not None) or 1.0
-    label_w, bar_h, gap, left_pad = 150, 12, 10, 4
-    scale = (width - label_w - 70) / top
+    labels = {r.id: shorten(r.id, _CHART_LABEL_CHARS) for r in measured}
+    values = {
+        (r.id, side): f"{side} {p.p50:.1f} / {p.p99:.1f} ms"
+        for r in measured
+        for side in ("legacy", "new")
+        if (p := getattr(r.latency, side)) is not None
+    }
+    bar_h, gap, pad = 12, 10, 6
+    label_w = max(len(label) for label in labels.values()) * _CHART_CHAR_PX + pad
+    value_w = max(len(v) for v in values.values()) * _CHART_CHAR_PX + pad
+    width = max(width, int(label_w + value_w + 160))  # at least 160 px of bars
+    scale = (width - label_w - value_w) / top
     colours = {("legacy", "p99"): "#8a96a3", ("legacy", "p50"): "#c9d0d7", ("new", "p99"): "#2f7d4a",
                ("new", "p50"): "#9fd3ad"}  # fmt: skip
     parts, y = [], 24
     for r in measured:
-        parts.append(f'<text x="0" y="{y + bar_h + 2}">{_e(r.id)}</text>')
+        parts.append(f'<text x="0" y="{y + bar_h + 2}">{_e(labels[r.id])}<title>{_e(r.id)}</title></text>')
         for side in ("legacy", "new"):
             p = getattr(r.latency, side)
             if p is not None:
                 for q in ("p99", "p50"):  # p50 drawn over p99: one bar shows both
                     w = max(1.0, getattr(p, q) * scale)
                     parts.append(
-                        f'<rect x="{label_w}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{colours[(side, q)]}">'
-                        f"<title>{_e(r.id)} {side} {q} {getattr(p, q):.1f} ms</title></rect>"
+                        f'<rect x="{label_w:.1f}" y="{y}" width="{w:.1f}" height="{bar_h}" '
+                        f'fill="{colours[(side, q)]}"><title>{_e(r.id)} {side} {q} {getattr(p, q):.1f} ms</title>'
+                        "</rect>"
                     )
                 parts.append(
-                    f'<text x="{label_w + p.p99 * scale + left_pad:.1f}" y="{y + bar_h - 2}">'
-                    f"{side} {p.p50:.1f} / {p.p99:.1f} ms</text>"
+                    f'<text x="{label_w + max(1.0, p.p99 * scale) + pad / 2:.1f}" y="{y + bar_h - 2}">'
+                    f"{_e(values[(r.id, side)])}</text>"
                 )
             y += bar_h + 2
         y += gap
@@ -257,6 +285,25 @@ def latency_svg(routes: Sequence[RouteSummary], width: int = 720) -> str:
         f'<svg id="latency-chart" role="img" width="{width}" height="{height}"'
         f' viewBox="0 0 {width} {height}" aria-label="latency per route">{legend}{"".join(parts)}</svg>'
     )
+
+
+def _reason_cell(items: Sequence[tuple[str, int]]) -> str:
+    return _e(", ".join(f"{reason or '-'} {n}" for reason, n in items)) if items else "–"
+
+
+def reasons_html(routes: Sequence[RouteSummary]) -> str:
+    """Why pairs were not compared, per route (the table report's notes): candidate errors by kind, skipped and
+    dropped requests by reason; empty when every route compared everything it mirrored."""
+    rows = [
+        [f"<code>{_e(r.id)}</code>", _reason_cell(r.errors_by_reason), _reason_cell(r.skipped_by_reason),
+         _reason_cell(r.dropped_by_reason)]
+        for r in routes
+        if r.errors_by_reason or r.skipped_by_reason or r.dropped_by_reason
+    ]  # fmt: skip
+    if not rows:
+        return ""
+    table = _html_table(("route", "candidate errors", "skipped", "dropped"), rows, "reasons", text=True)
+    return "<h2>Why pairs were not compared</h2>" + table
 
 
 def to_html(report: Report) -> str:
@@ -288,7 +335,7 @@ def to_html(report: Report) -> str:
                 "unrouted",
             ),
         ]
-    body += ["<h2>Routes</h2>", _html_table(_ROUTE_HEADER, route_rows, "routes")]
+    body += ["<h2>Routes</h2>", _html_table(_ROUTE_HEADER, route_rows, "routes"), reasons_html(report.routes)]
     body += ["<h2>Latency of compared pairs</h2>", latency_svg(report.routes)]
     latency = _latency_rows(report)
     if latency:

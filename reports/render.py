@@ -17,9 +17,10 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from reports.bodydiff import body_diff
+from reports.bodydiff import body_diff, shorten, unlisted_differences
 from reports.readiness import VERDICTS
 from reports.summary import FieldSummary, Report, RouteSummary
+from shadow.model import Difference
 from shadow.store_types import ExchangeDetail, ExchangeRow, Percentiles
 
 VERDICT_STYLE = {
@@ -28,6 +29,7 @@ VERDICT_STYLE = {
     "diverging": "bold red",
     "candidate errors": "bold magenta",
 }
+SHOWN_DIFFERENCES = 20  # rows of `diffs show`'s differences table unless --full
 MODE_STYLE = {"legacy": "dim", "shadow": "cyan", "canary": "yellow", "new": "green", "removed": "strike dim"}
 OUTCOME_STYLE = {
     "match": "green",
@@ -244,8 +246,10 @@ def _row_id(row: ExchangeRow) -> str:
     return str(row.id) if row.source == 0 else f"{row.source}:{row.id}"
 
 
-def render_exchange(detail: ExchangeDetail, *, fold: bool | None = None) -> Group:
-    """`diffs show`: the request, both responses side by side, the differences, then the body diff."""
+def render_exchange(detail: ExchangeDetail, *, full: bool = False) -> Group:
+    """`diffs show`: the request, both responses side by side, the differences, then the body diff.
+
+    Long paths are shortened, the list of differences and the body diff are capped; `full` shows everything."""
     r = detail.record
     request = Text(f"{r.method} {r.path}" + (f"?{r.query}" if r.query else ""), "bold")
     request.append(f"   route {r.route_id} ({r.mode}), {r.pair} pair, served by {r.served_by}", "dim")
@@ -268,20 +272,43 @@ def render_exchange(detail: ExchangeDetail, *, fold: bool | None = None) -> Grou
             escape(name), escape(_header_value(r.legacy_headers, name)), escape(_header_value(r.new_headers, name))
         )
     parts.append(sides)
+    unlisted = unlisted_differences(r.note)
     if r.differences:
-        diffs = Table(title=f"Differences ({len(r.differences)})", title_justify="left")
-        for column in ("path", "kind", "legacy", "new"):
-            diffs.add_column(column, overflow="fold")
-        for d in r.differences:
-            diffs.add_row(
-                Text(d.path, "bold"), d.kind, Text(d.legacy or "(absent)", "red"), Text(d.new or "(absent)", "green")
-            )
-        parts.append(diffs)
+        parts.append(_differences_table(r.differences, unlisted, full=full))
     body = body_diff(
-        r.legacy_body, r.new_body, r.legacy_headers, r.new_headers, [d.path for d in r.differences], fold=fold
+        r.legacy_body,
+        r.new_body,
+        r.legacy_headers,
+        r.new_headers,
+        [d.path for d in r.differences],
+        fold=False if full else None,
+        complete=not unlisted,
     )
     parts.append(Panel(body, title="body: - legacy  + new", title_align="left", border_style="dim"))
     return Group(*parts)
+
+
+def _differences_table(differences: Sequence[Difference], unlisted: int, *, full: bool) -> RenderableType:
+    """The stored differences (at most SHOWN_DIFFERENCES unless `full`), paths shortened in the middle, and a line
+    counting those not shown here and those the comparison found but did not store."""
+    title = f"Differences ({len(differences)})"
+    if unlisted:
+        title = f"Differences ({len(differences)} stored of {len(differences) + unlisted}; {unlisted} more not stored)"
+    shown = differences if full else differences[:SHOWN_DIFFERENCES]
+    table = Table(title=title, title_justify="left", min_width=len(title))
+    for column in ("path", "kind", "legacy", "new"):
+        table.add_column(column, overflow="fold")
+    for d in shown:
+        table.add_row(
+            Text(d.path if full else shorten(d.path), "bold"),
+            d.kind,
+            Text(d.legacy or "(absent)", "red"),
+            Text(d.new or "(absent)", "green"),
+        )
+    if len(shown) == len(differences):
+        return table
+    more = Text(f"… {len(differences) - len(shown)} more stored differences: --full or --format json lists them", "dim")
+    return Group(table, more)
 
 
 def _headers_table(title: str, headers: Sequence[tuple[str, str]]) -> Table:
