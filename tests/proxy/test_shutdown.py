@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestServer
 
 from proxy.app import start_proxy
 from proxy.events import ExchangeObserver, ExchangeStart
-from tests.proxy.app_fixtures import admin_url, backend_app, free_port, url, wait_until, write_config
+from tests.proxy.app_fixtures import admin_url, backend_app, free_port, hits, url, wait_until, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,9 +48,9 @@ async def test_drain_finishes_in_flight_and_refuses_new(legacy: TestServer, tmp_
     running = await start_proxy(path, port=0, admin_port=0, watch=False, listeners=[listener])
     async with aiohttp.ClientSession() as client:
         slow = asyncio.ensure_future(client.get(url(running, "/slow?sleep=0.6")))
-        await asyncio.sleep(0.2)
+        await wait_until(lambda: len(hits(legacy)) == 1)  # the slow request is in flight at the back end
         stopping = asyncio.ensure_future(running.stop(drain_timeout=5.0))
-        await asyncio.sleep(0.1)
+        await wait_until(lambda: running.state.draining)
         async with client.get(admin_url(running, "/readyz")) as resp:
             assert resp.status == 503
         with pytest.raises(aiohttp.ClientConnectionError):
@@ -71,7 +71,7 @@ async def test_drain_timeout_cuts_off_stragglers(legacy: TestServer, tmp_path: P
     running = await start_proxy(path, port=0, admin_port=0, watch=False)
     async with aiohttp.ClientSession() as client:
         slow = asyncio.ensure_future(client.get(url(running, "/stuck?sleep=10")))
-        await asyncio.sleep(0.2)
+        await wait_until(lambda: len(hits(legacy)) == 1)
         async with asyncio.timeout(5.0):
             await running.stop(drain_timeout=0.3)
         with pytest.raises(aiohttp.ClientError):
