@@ -34,7 +34,7 @@ from proxy.events import ExchangeListener, ExchangeObserver, ExchangeStart, Resp
 from proxy.metrics import Counter, Metrics
 from proxy.state import RuntimeState
 from proxy.tasks import TaskOwner
-from shadow.plan import CountingGate, plan_mirror
+from shadow.plan import TrafficCounting, plan_mirror
 from shadow.records import TrafficTally
 from shadow.redact import key_path_for, load_or_create_key
 from shadow.store import Store
@@ -106,7 +106,7 @@ class _WorkerStream(asyncio.Protocol):
             self.closed.set_result(None)
 
 
-class ShadowBridge(CountingGate):
+class ShadowBridge(TrafficCounting):
     """Hands the shadow side of a running proxy to a worker process. Create it on the proxy's event loop."""
 
     def __init__(

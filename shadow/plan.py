@@ -1,7 +1,7 @@
 """What to do with a request on a mirroring route: decided once, on the proxy's event loop, by pure functions.
 
 The in-process listener and the bridge to the shadow worker both decide with `plan_mirror`, and share the cheap
-half of the listener protocol (`CountingGate`); the worker only carries a plan out, so sampling and method rules
+half of the listener protocol (`TrafficCounting`); the worker only carries a plan out, so sampling and method rules
 are applied in one place.
 """
 
@@ -62,7 +62,7 @@ def plan_mirror(start: ExchangeStart, rand: Callable[[], float]) -> MirrorPlan |
     return MirrorPlan(skip, candidate, noise)
 
 
-class CountingGate:
+class TrafficCounting:
     """The cheap half of the listener protocol (`proxy.events.RequestCounter`), shared by both shadow listeners:
     routes that mirror nothing cost the core one `wants_exchange` and one `request_served` call, no snapshots."""
 

@@ -30,7 +30,7 @@ from proxy.state import RuntimeState
 from proxy.tasks import TaskOwner
 from shadow.fetch import CandidatePools, fetch_copy
 from shadow.model import Pair, TrafficCount
-from shadow.plan import CountingGate, MirrorPlan, plan_mirror
+from shadow.plan import MirrorPlan, TrafficCounting, plan_mirror
 from shadow.recorder import Recorder
 from shadow.records import TrafficTally
 from shadow.redact import key_path_for, load_or_create_key
@@ -103,7 +103,7 @@ class _Both:
             p.primary_done(primary)
 
 
-class ShadowListener(CountingGate):
+class ShadowListener(TrafficCounting):
     """The shadow side of strangler, attached to a running proxy. Create it on the event loop it will serve."""
 
     def __init__(
