@@ -179,9 +179,10 @@ def routes_flip(
     gate = flip_gate(figures, current.readiness, forward=forward, since=window)
     if not gate.passed and not force:
         print_renderable(checks_table(gate.checks, f"{route}: readiness ({gate.verdict})"))
+        fix = f"{gate.reason}; " if gate.reason else "fix the failed figures, "
         raise CliError(
             f"route '{route}' is not ready to move {describe_mode(current.mode, from_weight)} → "
-            f"{describe_mode(to, to_weight)} (verdict: {gate.verdict}); fix the failed figures, "
+            f"{describe_mode(to, to_weight)} (verdict: {gate.verdict}); {fix}"
             'or override with --force --reason "..."'
         )
     change = apply_change(config, route, to, weight)

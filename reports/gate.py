@@ -16,7 +16,15 @@ from typing import Any, Literal
 import orjson
 
 from proxy.config import Config, Guards, Readiness, Route
-from reports.readiness import Check, RouteFigures, Verdict, guard_checks, readiness_checks, verdict
+from reports.readiness import (
+    Check,
+    RouteFigures,
+    Verdict,
+    guard_checks,
+    readiness_checks,
+    verdict,
+    verdict_reason,
+)
 from reports.summary import build_report
 from shadow.model import FlipRecord
 from shadow.store import Store
@@ -67,6 +75,7 @@ class FlipGate:
     verdict: Verdict
     checks: tuple[Check, ...]
     since: float | None
+    reason: str = ""  # reports.readiness.verdict_reason: why, and the fix, when the figures alone do not say
 
     @property
     def passed(self) -> bool:
@@ -81,6 +90,7 @@ class FlipGate:
             "kind": "readiness",
             "forward": self.forward,
             "verdict": self.verdict,
+            "reason": self.reason or None,
             "since": self.since,
             "figures": figures_document(self.figures),
             "checks": [check_document(c) for c in self.checks],
@@ -88,7 +98,15 @@ class FlipGate:
 
 
 def flip_gate(fig: RouteFigures, readiness: Readiness, *, forward: bool, since: float | None = None) -> FlipGate:
-    return FlipGate(fig.route_id, forward, fig, verdict(fig, readiness), readiness_checks(fig, readiness), since)
+    return FlipGate(
+        fig.route_id,
+        forward,
+        fig,
+        verdict(fig, readiness),
+        readiness_checks(fig, readiness),
+        since,
+        verdict_reason(fig, readiness),
+    )
 
 
 # --- progressive rollout ------------------------------------------------------------------------------------------
