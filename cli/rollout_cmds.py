@@ -21,7 +21,16 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from cli.flip import FlipChange, FlipError, UnknownRouteError, flip_route, format_number, set_weight
+from cli.flip import (
+    FlipChange,
+    FlipError,
+    RouteEditedError,
+    UnknownRouteError,
+    flip_route,
+    format_number,
+    restore_route,
+    set_weight,
+)
 from cli.output import (
     CliError,
     ConfigOption,
@@ -37,11 +46,13 @@ from proxy.loader import load_config
 from proxy.units import BadValue, parse_duration
 from reports.gate import (
     StepDecision,
+    empty_figures,
     evaluate_rollout,
     flip_document,
     flip_gate,
     gate_json,
     is_forward,
+    revert_target,
     route_figures,
 )
 from reports.readiness import Check
@@ -199,7 +210,13 @@ def routes_flip(
 
 
 def _flip_record(
-    change: FlipChange, action: str, reason: str, forced: bool, gate: dict[str, Any], now: float
+    change: FlipChange,
+    action: str,
+    reason: str,
+    forced: bool,
+    gate: dict[str, Any],
+    now: float,
+    reverts: int | None = None,
 ) -> FlipRecord:
     return FlipRecord(
         time=now,
@@ -213,6 +230,9 @@ def _flip_record(
         forced=forced,
         gate=gate_json(gate),
         action=action,
+        before_text=change.before_text,
+        after_text=change.after_text,
+        reverts=reverts,
     )
 
 
@@ -229,6 +249,11 @@ def _gate_summary(doc: dict[str, Any]) -> str:
         return ""
     if gate.get("kind") == "readiness":
         return str(gate.get("verdict", ""))
+    if gate.get("kind") == "revert":
+        undone = gate.get("reverts")
+        readiness = gate.get("readiness")
+        text = f"reverts #{undone.get('id')}" if isinstance(undone, dict) and undone.get("id") else "revert"
+        return text + (f", {readiness.get('verdict')}" if isinstance(readiness, dict) else "")
     if gate.get("kind") == "guards":
         failed = [c["name"] for c in gate.get("checks", []) if not c.get("passed")]
         return ("breached: " + ", ".join(failed)) if failed else "guards ok"
@@ -273,32 +298,80 @@ def routes_history(
 
 def routes_revert(
     route: Annotated[str, typer.Argument(help="The route id.")],
-    reason: Annotated[str | None, typer.Option("--reason", help="Why (recorded).")] = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (recorded; required with --force).")] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Revert forward even when the route is not ready, or over later hand edits of the route."
+        ),
+    ] = False,
     config: ConfigOption = Path("routes.yaml"),
     db: DbOption = None,
 ) -> None:
-    """Restore the mode and canary weight a route had before its last recorded change (recorded as a revert).
+    """Undo the route's newest recorded change not yet undone, restoring its routes.yaml entry byte for byte.
+
+    Each run goes one step further back: a revert undoes a flip, promote step or rollback, never another revert.
+    The route's entry (comments, canary, sticky and shadow blocks included) is written back exactly as it was before
+    that change; if it was edited by hand since, nothing is changed unless [bold]--force --reason[/]. A revert that
+    moves the route forward (for example back from legacy to canary) is gated on readiness like `routes flip`.
 
     Example: [bold]strangler routes revert orders-read --reason "500s on checkout"[/bold]
     """
+    if force and not (reason and reason.strip()):
+        raise typer.BadParameter("--force needs --reason: say why", param_hint="--reason")
     loaded = load_for_edit(config)
-    find_route(loaded, route)
+    current = find_route(loaded, route)
     store_file = db_path(loaded, db)
+    now = time.time()
     reader = open_reader(store_file)
     try:
-        last = reader.last_flip(route) if reader is not None else None
+        flips = reader.flips(route) if reader is not None else []
+        target = revert_target(flips)
+        to_weight = target.from_weight if target is not None and target.from_mode == "canary" else None
+        forward = target is not None and is_forward(current.mode, weight_of(current), target.from_mode, to_weight)
+        figures = route_figures(reader, loaded, route, now=now) if forward else empty_figures(route)
     finally:
         if reader is not None:
             reader.close()
-    if last is None:
+    if target is None:
+        if flips:
+            raise CliError(f"every recorded change of route '{route}' is already reverted; nothing left to revert")
         raise CliError(f"no recorded change of route '{route}' to revert")
-    weight = last.from_weight if last.from_mode == "canary" else None
-    change = apply_change(config, route, last.from_mode, weight)
-    now = time.time()
-    gate = {"kind": "revert", "reverts": flip_document(last)}
-    why = reason or f"revert of the {last.action} at {_stamp(last.time)} UTC"
-    record(store_file, _flip_record(change, "revert", why, False, gate, now))
-    print_line(escape(change.describe()))
+    gate = flip_gate(figures, current.readiness, forward=forward)
+    target_mode = describe_mode(target.from_mode, to_weight)
+    if not gate.passed and not force:
+        print_renderable(checks_table(gate.checks, f"{route}: readiness ({gate.verdict})"))
+        fix = f"{gate.reason}; " if gate.reason else "fix the failed figures, "
+        raise CliError(
+            f"reverting route '{route}' would move it forward {describe_mode(current.mode, weight_of(current))} → "
+            f"{target_mode}, and it is not ready (verdict: {gate.verdict}); {fix}"
+            'or override with --force --reason "..."'
+        )
+    try:
+        if target.before_text and target.after_text:
+            change = restore_route(config, route, target.after_text, target.before_text, overwrite=force)
+        else:  # recorded before the store kept the route's text: restore mode and weight only
+            change = flip_route(config, route, target.from_mode, to_weight)
+    except RouteEditedError as exc:
+        hint = "; pass --force --reason to restore it anyway (the later edits of the route are lost)"
+        raise CliError(str(exc) + hint) from exc
+    except FlipError as exc:
+        raise CliError(str(exc), exc.details) from exc
+    document: dict[str, Any] = {"kind": "revert", "reverts": _without_texts(flip_document(target))}
+    if forward:
+        document["readiness"] = gate.document()
+    why = reason or f"revert of the {target.action} at {_stamp(target.time)} UTC"
+    forced = forward and not gate.passed
+    record(store_file, _flip_record(change, "revert", why, forced, document, now, reverts=target.id))
+    if forward:
+        print_renderable(checks_table(gate.checks, f"{route}: readiness ({gate.verdict})"))
+    print_line(f"{escape(change.describe())} (reverts the {target.action} at {_stamp(target.time)} UTC)")
+    if forced:
+        print_line(f"[yellow]forced past the readiness gate[/]: {escape(reason or '')}")
+
+
+def _without_texts(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k not in ("before_text", "after_text")}
 
 
 # --- routes promote --------------------------------------------------------------------------------------------

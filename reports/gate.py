@@ -271,6 +271,25 @@ def gate_json(document: dict[str, Any]) -> str:
     return orjson.dumps(document).decode()
 
 
+def revert_target(flips: Sequence[FlipRecord]) -> FlipRecord | None:
+    """The change `routes revert` undoes next: the newest recorded change of the route not yet undone.
+
+    The route's history is read as a stack: every flip, promote and rollback pushes a change, every revert pops the
+    change it undid (`reverts`; a revert recorded before ids were kept undid the newest one). So each revert goes one
+    step further back, and a revert is never itself reverted: after reverting everything there is nothing left.
+    """
+    stack: list[FlipRecord] = []
+    for flip in flips:
+        if flip.action != "revert":
+            stack.append(flip)
+        elif flip.reverts is None:
+            if stack:
+                stack.pop()
+        else:
+            stack = [f for f in stack if f.id != flip.reverts]
+    return stack[-1] if stack else None
+
+
 def flip_document(flip: FlipRecord) -> dict[str, Any]:
     """One recorded flip as `routes history --format json` prints it; `gate` parsed back into an object."""
     try:
@@ -278,6 +297,7 @@ def flip_document(flip: FlipRecord) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         gate = flip.gate
     return {
+        "id": flip.id,
         "time": flip.time,
         "user": flip.user,
         "route": flip.route_id,
@@ -289,4 +309,7 @@ def flip_document(flip: FlipRecord) -> dict[str, Any]:
         "reason": flip.reason,
         "forced": flip.forced,
         "gate": gate,
+        "reverts": flip.reverts,
+        "before_text": flip.before_text,
+        "after_text": flip.after_text,
     }

@@ -138,21 +138,21 @@ async def test_backward_flip_is_always_allowed(demo: Path) -> None:
 
 
 async def test_revert_restores_the_previous_mode_and_weight(demo: Path) -> None:
-    """revert undoes the last recorded change (mode and weight) and is recorded; reverting again redoes it."""
+    """revert undoes the last recorded change (mode and weight) and is recorded; reverting again goes further back."""
     forced = ("--force", "--reason", "try it")
     assert (
         invoke("routes", "flip", "orders-read", "--to", "canary", "-w", "10", *forced, "-c", str(demo)).exit_code == 0
     )
     assert invoke("routes", "flip", "orders-read", "--to", "canary", "-w", "5", "-c", str(demo)).exit_code == 0
     assert mode_and_weight(demo, "orders-read") == ("canary", 5.0)
-    result = invoke("routes", "revert", "orders-read", "-c", str(demo))
+    result = invoke("routes", "revert", "orders-read", *forced, "-c", str(demo))  # 5 → 10 is forward: gated
     assert result.exit_code == 0, result.stderr
     assert mode_and_weight(demo, "orders-read") == ("canary", 10.0)
     last = history(demo, "orders-read")[-1]
     assert (last["action"], last["from_weight"], last["to_weight"]) == ("revert", 5.0, 10.0)
     assert last["gate"]["reverts"]["to_weight"] == 5.0
     assert invoke("routes", "revert", "orders-read", "-c", str(demo)).exit_code == 0
-    assert mode_and_weight(demo, "orders-read") == ("canary", 5.0)
+    assert mode_and_weight(demo, "orders-read") == ("shadow", None)
 
 
 async def test_revert_without_history_fails(demo: Path) -> None:
