@@ -305,6 +305,9 @@ def routes_revert(
             "--force", help="Revert forward even when the route is not ready, or over later hand edits of the route."
         ),
     ] = False,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Judge readiness on exchanges since (1h, or an ISO time).")
+    ] = None,
     config: ConfigOption = Path("routes.yaml"),
     db: DbOption = None,
 ) -> None:
@@ -323,13 +326,14 @@ def routes_revert(
     current = find_route(loaded, route)
     store_file = db_path(loaded, db)
     now = time.time()
+    window = parse_since(since, now)
     reader = open_reader(store_file)
     try:
         flips = reader.flips(route) if reader is not None else []
         target = revert_target(flips)
         to_weight = target.from_weight if target is not None and target.from_mode == "canary" else None
         forward = target is not None and is_forward(current.mode, weight_of(current), target.from_mode, to_weight)
-        figures = route_figures(reader, loaded, route, now=now) if forward else empty_figures(route)
+        figures = route_figures(reader, loaded, route, since=window, now=now) if forward else empty_figures(route)
     finally:
         if reader is not None:
             reader.close()
@@ -337,7 +341,7 @@ def routes_revert(
         if flips:
             raise CliError(f"every recorded change of route '{route}' is already reverted; nothing left to revert")
         raise CliError(f"no recorded change of route '{route}' to revert")
-    gate = flip_gate(figures, current.readiness, forward=forward)
+    gate = flip_gate(figures, current.readiness, forward=forward, since=window)
     target_mode = describe_mode(target.from_mode, to_weight)
     if not gate.passed and not force:
         print_renderable(checks_table(gate.checks, f"{route}: readiness ({gate.verdict})"))

@@ -17,12 +17,12 @@ VERDICTS: tuple[Verdict, ...] = ("ready", "needs samples", "not mirrored", "dive
 # Skip reasons (shadow.plan.skip_reason) that mean the route's policy keeps requests from being mirrored at all:
 # more traffic of the same kind will never be compared. Other skips (too large, not sampled) are not policy.
 POLICY_SKIPS = {
-    "method_not_mirrored": "method not in the mirrored methods",
-    "side_effects_blocked": "unsafe method blocked by side_effects: block",
+    "method_not_mirrored": "with a method not listed in methods",
+    "side_effects_blocked": "with an unsafe method under side_effects: block",
 }
 NOT_MIRRORED_FIX = (
-    "set side_effects: dry_run and list the methods under methods: in the route's shadow: block (verify: in mode "
-    "new), so copies are sent with the shadow header, or judge the new side on a read route"
+    "set side_effects: dry_run and list the methods in methods of the route's shadow: block (verify: in mode new), "
+    "so copies go with the shadow header, or judge the new side on a read route"
 )
 
 
@@ -110,9 +110,9 @@ def not_mirrored(fig: RouteFigures) -> str | None:
     if any(reason not in POLICY_SKIPS for reason, _ in fig.skipped_by_reason):
         return None
     total = sum(count for _, count in fig.skipped_by_reason)
-    why = ", ".join(f"{count} {POLICY_SKIPS[reason]}" for reason, count in fig.skipped_by_reason)
-    noun = "request was" if total == 1 else "requests were"
-    return f"nothing can be compared: all {total} {noun} skipped by the mirror policy ({why}); fix: {NOT_MIRRORED_FIX}"
+    why = "; ".join(f"{count} {POLICY_SKIPS[reason]}" for reason, count in fig.skipped_by_reason)
+    every = "the 1 request" if total == 1 else f"all {total} requests"
+    return f"the mirror policy skipped {every} ({why}), so nothing can be compared; fix: {NOT_MIRRORED_FIX}"
 
 
 def verdict(fig: RouteFigures, readiness: Readiness) -> Verdict:

@@ -63,13 +63,12 @@ def _orders_app() -> web.Application:
     return application
 
 
-@pytest.fixture
-async def post_only(aiohttp_server: AiohttpServer, tmp_path: Path) -> Path:
+async def drive_posts(aiohttp_server: AiohttpServer, tmp_path: Path, config_text: str) -> Path:
     """routes.yaml and a store after POSTs (and one GET) through the real proxy to loopback legacy and new apps."""
     legacy = await aiohttp_server(_orders_app())
     new = await aiohttp_server(_orders_app())
     config = tmp_path / "routes.yaml"
-    text = CONFIG.replace("LEGACY", str(legacy.make_url("/"))[:-1]).replace("NEW", str(new.make_url("/"))[:-1])
+    text = config_text.replace("LEGACY", str(legacy.make_url("/"))[:-1]).replace("NEW", str(new.make_url("/"))[:-1])
     config.write_text(text, encoding="utf-8")
     db = load_config(config).store.path
 
@@ -89,6 +88,18 @@ async def post_only(aiohttp_server: AiohttpServer, tmp_path: Path) -> Path:
     return config
 
 
+@pytest.fixture
+async def post_only(aiohttp_server: AiohttpServer, tmp_path: Path) -> Path:
+    """A POST-only route in mode shadow with the default mirror policy, after traffic."""
+    return await drive_posts(aiohttp_server, tmp_path, CONFIG)
+
+
+def verdicts(config: Path) -> dict[str, str]:
+    result = invoke("report", "-c", str(config), "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    return {r["id"]: r["verdict"] for r in json.loads(result.stdout)["routes"]}
+
+
 async def test_post_only_route_is_not_mirrored_in_the_report(post_only: Path) -> None:
     """The report JSON gives the POST-only route the verdict `not mirrored` with the reason and the fix."""
     result = invoke("report", "-c", str(post_only), "--format", "json")
@@ -98,7 +109,7 @@ async def test_post_only_route_is_not_mirrored_in_the_report(post_only: Path) ->
     write = routes["orders-write"]
     assert write["verdict"] == "not mirrored"
     assert write["skipped"] == POSTS
-    assert f"all {POSTS} requests were skipped by the mirror policy" in write["verdict_reason"]
+    assert f"the mirror policy skipped all {POSTS} requests" in write["verdict_reason"]
     assert "side_effects: dry_run" in write["verdict_reason"]
     assert "read route" in write["verdict_reason"]
     assert doc["verdicts"]["not mirrored"] == 1
@@ -113,7 +124,7 @@ async def test_every_report_format_says_why(post_only: Path, fmt: str) -> None:
     assert result.exit_code == 0, result.stderr
     out = " ".join(result.stdout.split())  # the terminal wraps long lines
     assert "not mirrored" in out
-    assert "skipped by the mirror policy" in out
+    assert "the mirror policy skipped" in out
     assert "side_effects: dry_run" in out
 
 
@@ -124,6 +135,16 @@ async def test_flip_gate_refuses_with_the_reason(post_only: Path) -> None:
     assert result.exit_code == 1
     err = " ".join(result.stderr.split())
     assert "verdict: not mirrored" in err
-    assert "skipped by the mirror policy" in err
+    assert "the mirror policy skipped" in err
     assert "side_effects: dry_run" in err
     assert text_of(post_only) == before
+
+
+async def test_the_suggested_fix_mirrors_the_writes(aiohttp_server: AiohttpServer, tmp_path: Path) -> None:
+    """With the fix the reason names (side_effects: dry_run, POST in methods) the same POSTs are compared."""
+    fixed = CONFIG.replace(
+        "    mode: shadow                  # writes",
+        "    shadow: {methods: [POST], side_effects: dry_run}\n    mode: shadow                  # writes",
+    )
+    config = await drive_posts(aiohttp_server, tmp_path, fixed)
+    assert verdicts(config)["orders-write"] == "ready"

@@ -70,4 +70,4 @@ def test_not_mirrored_only_when_policy_skipped_everything(figures: RouteFigures,
     assert bool(reason) == (expected == "not mirrored")
     if reason:
         assert "side_effects: dry_run" in reason
-        assert "skipped by the mirror policy" in reason
+        assert "the mirror policy skipped" in reason
