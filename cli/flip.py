@@ -4,7 +4,8 @@ The file is the source of truth and people keep comments, order and their own fo
 surgical: ruamel.yaml composes the document to find the exact character span of each value to change, and only
 that span is rewritten (or one short line inserted). Every other byte stays as it was. The edited text is validated
 with `proxy.loader.parse_config` before anything is written, and written atomically (temp file in the same
-directory, then `os.replace`), keeping the file's permission bits.
+directory, then `os.replace`), keeping the file's permission bits. Each edit reports the route's entry (`route_text`)
+before and after, so `restore_route` can later write the earlier text back byte for byte.
 
 Errors: `FlipError` (base) -> `UnknownRouteError` (no route with that id) and `InvalidEditError` (the file is
 invalid before the edit, the edit itself is not allowed, or the result would not validate) -> `RouteEditedError`

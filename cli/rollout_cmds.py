@@ -1,9 +1,10 @@
 """Safe flips and progressive rollout: `routes flip` (gated), `routes history`, `routes revert`, `routes promote`.
 
-Moving a route forward (to canary, a higher canary weight, or new) needs the readiness verdict `ready` from the
-store (`reports.gate`), unless `--force --reason` overrides it; moving back is always allowed. Every change of
-mode or weight is recorded in the store's audit trail with who, why and the figures it was based on. `replay` and
-`watch` live in `cli.live_cmds`; `register` adds all of them to the app.
+Moving a route forward (to canary, a higher canary weight, or new), by a flip or by a revert, needs the readiness
+verdict `ready` from the store (`reports.gate`), unless `--force --reason` overrides it; moving back is always
+allowed. Every change of mode or weight is recorded in the store's audit trail with who, why, the figures it was
+based on and the route's routes.yaml entry before and after, which is what a revert writes back (`cli.flip`,
+`reports.gate.revert_target`). `replay` and `watch` live in `cli.live_cmds`; `register` adds all of them to the app.
 """
 
 from __future__ import annotations
