@@ -365,14 +365,18 @@ def routes_revert(
     document: dict[str, Any] = {"kind": "revert", "reverts": _without_texts(flip_document(target))}
     if forward:
         document["readiness"] = gate.document()
+    overwrote = bool(target.after_text) and change.before_text != target.after_text
+    document["overwrote_edits"] = overwrote
     why = reason or f"revert of the {target.action} at {_stamp(target.time)} UTC"
-    forced = forward and not gate.passed
-    record(store_file, _flip_record(change, "revert", why, forced, document, now, reverts=target.id))
+    past_gate = forward and not gate.passed
+    record(store_file, _flip_record(change, "revert", why, past_gate or overwrote, document, now, reverts=target.id))
     if forward:
         print_renderable(checks_table(gate.checks, f"{route}: readiness ({gate.verdict})"))
     print_line(f"{escape(change.describe())} (reverts the {target.action} at {_stamp(target.time)} UTC)")
-    if forced:
+    if past_gate:
         print_line(f"[yellow]forced past the readiness gate[/]: {escape(reason or '')}")
+    if overwrote:
+        print_line(f"[yellow]forced over later edits of the route[/]: {escape(reason or '')}")
 
 
 def _without_texts(doc: dict[str, Any]) -> dict[str, Any]:

@@ -136,7 +136,10 @@ def test_revert_refuses_over_a_later_hand_edit(demo: Path) -> None:
     assert text_of(demo) == edited
     forced = invoke("routes", "revert", "orders-list", *FORCE, "-c", str(demo))
     assert forced.exit_code == 0, forced.stderr
+    assert "forced over later edits" in forced.stdout
     assert text_of(demo) == original
+    last = history(demo, "orders-list")[-1]
+    assert (last["forced"], last["gate"]["overwrote_edits"], last["reason"]) == (True, True, "try it")
 
 
 async def test_running_proxy_reloads_the_reverted_route(aiohttp_server: AiohttpServer, tmp_path: Path) -> None:
