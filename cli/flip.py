@@ -4,10 +4,12 @@ The file is the source of truth and people keep comments, order and their own fo
 surgical: ruamel.yaml composes the document to find the exact character span of each value to change, and only
 that span is rewritten (or one short line inserted). Every other byte stays as it was. The edited text is validated
 with `proxy.loader.parse_config` before anything is written, and written atomically (temp file in the same
-directory, then `os.replace`), keeping the file's permission bits.
+directory, then `os.replace`), keeping the file's permission bits. Each edit reports the route's entry (`route_text`)
+before and after, so `restore_route` can later write the earlier text back byte for byte.
 
 Errors: `FlipError` (base) -> `UnknownRouteError` (no route with that id) and `InvalidEditError` (the file is
-invalid before the edit, the edit itself is not allowed, or the result would not validate).
+invalid before the edit, the edit itself is not allowed, or the result would not validate) -> `RouteEditedError`
+(a revert found the route's entry changed since the change it undoes).
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ class InvalidEditError(FlipError):
     pass
 
 
+class RouteEditedError(InvalidEditError):
+    """A revert found the route's entry changed since the change it undoes (edited by hand, or by another tool)."""
+
+
 @dataclass(frozen=True, slots=True)
 class FlipChange:
     """What an edit changed on one route (weights in percent; None when the route has no canary weight)."""
@@ -59,6 +65,8 @@ class FlipChange:
     from_weight: float | None
     to_weight: float | None
     commented_out: tuple[str, ...] = ()  # keys the new mode does not allow, turned into comments
+    before_text: str = ""  # the route's entry in the file before the edit (`route_text`), byte for byte
+    after_text: str = ""  # ... and after it
 
     def describe(self) -> str:
         """`orders-read: shadow → canary (weight 10)`."""
@@ -156,6 +164,31 @@ def add_ignore_fields(path: Path, route_id: str, fields: list[str]) -> tuple[str
     return tuple(added)
 
 
+def route_text(path: Path, route_id: str) -> str:
+    """The route's entry in the file, byte for byte (see `_route_span`): what a flip records and a revert restores."""
+    text = _read(path)
+    start, end = _route_span(text, _route_node(text, route_id))
+    return text[start:end]
+
+
+def restore_route(path: Path, route_id: str, expected: str, restored: str, *, overwrite: bool = False) -> FlipChange:
+    """Replace the route's entry, which must read `expected` (what the change being undone wrote), by `restored`.
+
+    A route edited since (its text is not `expected`) is refused unless `overwrite`, which loses those edits.
+    """
+
+    def edit(text: str, node: MappingNode, route: Route) -> list[_Splice]:
+        start, end = _route_span(text, node)
+        if text[start:end] != expected and not overwrite:
+            raise RouteEditedError(
+                f"route '{route.id}' was edited since the change being reverted (its entry in {path.name} is not "
+                "what that change wrote); nothing changed"
+            )
+        return [] if text[start:end] == restored else [_Splice(start, end, restored)]
+
+    return _edit(path, route_id, edit)
+
+
 # --- the edit cycle --------------------------------------------------------------------------------------------
 
 
@@ -166,25 +199,29 @@ def _edit(path: Path, route_id: str, plan: Callable[[str, MappingNode, Route], l
     if route is None:
         raise UnknownRouteError(route_id, tuple(r.id for r in before.routes))
     node = _route_node(text, route_id)
+    start, end = _route_span(text, node)
     splices = plan(text, node, route)
     if not splices:
-        return _change(route, route)
+        return _change(route, route, text[start:end], text[start:end])
     new_text = _apply(text, splices)
     after = _parse(new_text, path, "would be invalid after the edit")
     new_route = after.route(route_id)
     if new_route is None:  # an edit never renames a route; seeing this means a splice went astray
         raise InvalidEditError(f"route '{route_id}' disappeared from {path.name} during the edit")
+    new_start, new_end = _route_span(new_text, _route_node(new_text, route_id))
     _write_atomic(path, text, new_text)
-    return _change(route, new_route)
+    return _change(route, new_route, text[start:end], new_text[new_start:new_end])
 
 
-def _change(before: Route, after: Route) -> FlipChange:
+def _change(before: Route, after: Route, before_text: str, after_text: str) -> FlipChange:
     return FlipChange(
         route_id=before.id,
         from_mode=before.mode,
         to_mode=after.mode,
         from_weight=_weight_of(before),
         to_weight=_weight_of(after),
+        before_text=before_text,
+        after_text=after_text,
     )
 
 
@@ -243,6 +280,31 @@ def _route_node(text: str, route_id: str) -> MappingNode:
                 return item
     # The loader knows the route but it is not written as a plain mapping under routes: (anchors, merges).
     raise InvalidEditError(f"route '{route_id}' is not a plain mapping under routes:; edit it by hand")
+
+
+def _route_span(text: str, route: MappingNode) -> tuple[int, int]:
+    """Where the route's entry lies in `text`: from its first key (after `- `) to the end of its last line, then on
+    over the comment lines indented like its keys that follow (keys a flip commented out), but not over trailing
+    blank lines or a comment that belongs to the next entry (indented less)."""
+    start = int(route.start_mark.index)
+    end = _line_end(text, _content_end(route))
+    if route.flow_style:
+        return start, end
+    column = route.start_mark.column
+    at = end
+    while at < len(text):
+        line_start = text.find("\n", at) + 1
+        if line_start == 0:
+            break
+        line_end = _line_end(text, line_start)
+        line = text[line_start:line_end]
+        if not line.strip():
+            at = line_end
+            continue
+        if len(line) - len(line.lstrip(" ")) < column or not line.lstrip(" ").startswith("#"):
+            break
+        end = at = line_end
+    return start, end
 
 
 def _entry(node: MappingNode, key: str) -> tuple[ScalarNode, Node] | None:

@@ -1,9 +1,10 @@
 """Safe flips and progressive rollout: `routes flip` (gated), `routes history`, `routes revert`, `routes promote`.
 
-Moving a route forward (to canary, a higher canary weight, or new) needs the readiness verdict `ready` from the
-store (`reports.gate`), unless `--force --reason` overrides it; moving back is always allowed. Every change of
-mode or weight is recorded in the store's audit trail with who, why and the figures it was based on. `replay` and
-`watch` live in `cli.live_cmds`; `register` adds all of them to the app.
+Moving a route forward (to canary, a higher canary weight, or new), by a flip or by a revert, needs the readiness
+verdict `ready` from the store (`reports.gate`), unless `--force --reason` overrides it; moving back is always
+allowed. Every change of mode or weight is recorded in the store's audit trail with who, why, the figures it was
+based on and the route's routes.yaml entry before and after, which is what a revert writes back (`cli.flip`,
+`reports.gate.revert_target`). `replay` and `watch` live in `cli.live_cmds`; `register` adds all of them to the app.
 """
 
 from __future__ import annotations
@@ -21,7 +22,16 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from cli.flip import FlipChange, FlipError, UnknownRouteError, flip_route, format_number, set_weight
+from cli.flip import (
+    FlipChange,
+    FlipError,
+    RouteEditedError,
+    UnknownRouteError,
+    flip_route,
+    format_number,
+    restore_route,
+    set_weight,
+)
 from cli.output import (
     CliError,
     ConfigOption,
@@ -37,11 +47,13 @@ from proxy.loader import load_config
 from proxy.units import BadValue, parse_duration
 from reports.gate import (
     StepDecision,
+    empty_figures,
     evaluate_rollout,
     flip_document,
     flip_gate,
     gate_json,
     is_forward,
+    revert_target,
     route_figures,
 )
 from reports.readiness import Check
@@ -179,9 +191,10 @@ def routes_flip(
     gate = flip_gate(figures, current.readiness, forward=forward, since=window)
     if not gate.passed and not force:
         print_renderable(checks_table(gate.checks, f"{route}: readiness ({gate.verdict})"))
+        fix = f"{gate.reason}; " if gate.reason else "fix the failed figures, "
         raise CliError(
             f"route '{route}' is not ready to move {describe_mode(current.mode, from_weight)} → "
-            f"{describe_mode(to, to_weight)} (verdict: {gate.verdict}); fix the failed figures, "
+            f"{describe_mode(to, to_weight)} (verdict: {gate.verdict}); {fix}"
             'or override with --force --reason "..."'
         )
     change = apply_change(config, route, to, weight)
@@ -198,7 +211,13 @@ def routes_flip(
 
 
 def _flip_record(
-    change: FlipChange, action: str, reason: str, forced: bool, gate: dict[str, Any], now: float
+    change: FlipChange,
+    action: str,
+    reason: str,
+    forced: bool,
+    gate: dict[str, Any],
+    now: float,
+    reverts: int | None = None,
 ) -> FlipRecord:
     return FlipRecord(
         time=now,
@@ -212,6 +231,9 @@ def _flip_record(
         forced=forced,
         gate=gate_json(gate),
         action=action,
+        before_text=change.before_text,
+        after_text=change.after_text,
+        reverts=reverts,
     )
 
 
@@ -228,6 +250,11 @@ def _gate_summary(doc: dict[str, Any]) -> str:
         return ""
     if gate.get("kind") == "readiness":
         return str(gate.get("verdict", ""))
+    if gate.get("kind") == "revert":
+        undone = gate.get("reverts")
+        readiness = gate.get("readiness")
+        text = f"reverts #{undone.get('id')}" if isinstance(undone, dict) and undone.get("id") else "revert"
+        return text + (f", {readiness.get('verdict')}" if isinstance(readiness, dict) else "")
     if gate.get("kind") == "guards":
         failed = [c["name"] for c in gate.get("checks", []) if not c.get("passed")]
         return ("breached: " + ", ".join(failed)) if failed else "guards ok"
@@ -272,32 +299,88 @@ def routes_history(
 
 def routes_revert(
     route: Annotated[str, typer.Argument(help="The route id.")],
-    reason: Annotated[str | None, typer.Option("--reason", help="Why (recorded).")] = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (recorded; required with --force).")] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Revert forward even when the route is not ready, or over later hand edits of the route."
+        ),
+    ] = False,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Judge readiness on exchanges since (1h, or an ISO time).")
+    ] = None,
     config: ConfigOption = Path("routes.yaml"),
     db: DbOption = None,
 ) -> None:
-    """Restore the mode and canary weight a route had before its last recorded change (recorded as a revert).
+    """Undo the route's newest recorded change not yet undone, restoring its routes.yaml entry byte for byte.
+
+    Each run goes one step further back: a revert undoes a flip, promote step or rollback, never another revert.
+    The route's entry (comments, canary, sticky and shadow blocks included) is written back exactly as it was before
+    that change; if it was edited by hand since, nothing is changed unless [bold]--force --reason[/]. A revert that
+    moves the route forward (for example back from legacy to canary) is gated on readiness like `routes flip`.
 
     Example: [bold]strangler routes revert orders-read --reason "500s on checkout"[/bold]
     """
+    if force and not (reason and reason.strip()):
+        raise typer.BadParameter("--force needs --reason: say why", param_hint="--reason")
     loaded = load_for_edit(config)
-    find_route(loaded, route)
+    current = find_route(loaded, route)
     store_file = db_path(loaded, db)
+    now = time.time()
+    window = parse_since(since, now)
     reader = open_reader(store_file)
     try:
-        last = reader.last_flip(route) if reader is not None else None
+        flips = reader.flips(route) if reader is not None else []
+        target = revert_target(flips)
+        to_weight = target.from_weight if target is not None and target.from_mode == "canary" else None
+        forward = target is not None and is_forward(current.mode, weight_of(current), target.from_mode, to_weight)
+        figures = route_figures(reader, loaded, route, since=window, now=now) if forward else empty_figures(route)
     finally:
         if reader is not None:
             reader.close()
-    if last is None:
+    if target is None:
+        if flips:
+            raise CliError(f"every recorded change of route '{route}' is already reverted; nothing left to revert")
         raise CliError(f"no recorded change of route '{route}' to revert")
-    weight = last.from_weight if last.from_mode == "canary" else None
-    change = apply_change(config, route, last.from_mode, weight)
-    now = time.time()
-    gate = {"kind": "revert", "reverts": flip_document(last)}
-    why = reason or f"revert of the {last.action} at {_stamp(last.time)} UTC"
-    record(store_file, _flip_record(change, "revert", why, False, gate, now))
-    print_line(escape(change.describe()))
+    gate = flip_gate(figures, current.readiness, forward=forward, since=window)
+    target_mode = describe_mode(target.from_mode, to_weight)
+    if not gate.passed and not force:
+        print_renderable(checks_table(gate.checks, f"{route}: readiness ({gate.verdict})"))
+        fix = f"{gate.reason}; " if gate.reason else "fix the failed figures, "
+        raise CliError(
+            f"reverting route '{route}' would move it forward {describe_mode(current.mode, weight_of(current))} → "
+            f"{target_mode}, and it is not ready (verdict: {gate.verdict}); {fix}"
+            'or override with --force --reason "..."'
+        )
+    try:
+        if target.before_text and target.after_text:
+            change = restore_route(config, route, target.after_text, target.before_text, overwrite=force)
+        else:  # recorded before the store kept the route's text: restore mode and weight only
+            change = flip_route(config, route, target.from_mode, to_weight)
+    except RouteEditedError as exc:
+        hint = "; pass --force --reason to restore it anyway (the later edits of the route are lost)"
+        raise CliError(str(exc) + hint) from exc
+    except FlipError as exc:
+        raise CliError(str(exc), exc.details) from exc
+    document: dict[str, Any] = {"kind": "revert", "reverts": _without_texts(flip_document(target))}
+    if forward:
+        document["readiness"] = gate.document()
+    overwrote = bool(target.after_text) and change.before_text != target.after_text
+    document["overwrote_edits"] = overwrote
+    why = reason or f"revert of the {target.action} at {_stamp(target.time)} UTC"
+    past_gate = forward and not gate.passed
+    record(store_file, _flip_record(change, "revert", why, past_gate or overwrote, document, now, reverts=target.id))
+    if forward:
+        print_renderable(checks_table(gate.checks, f"{route}: readiness ({gate.verdict})"))
+    print_line(f"{escape(change.describe())} (reverts the {target.action} at {_stamp(target.time)} UTC)")
+    if past_gate:
+        print_line(f"[yellow]forced past the readiness gate[/]: {escape(reason or '')}")
+    if overwrote:
+        print_line(f"[yellow]forced over later edits of the route[/]: {escape(reason or '')}")
+
+
+def _without_texts(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k not in ("before_text", "after_text")}
 
 
 # --- routes promote --------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 from reports.bodydiff import shorten
+from reports.readiness import VERDICTS
 from reports.summary import FieldSummary, Report, RouteSummary
 from shadow.store_types import Percentiles
 
@@ -31,9 +32,7 @@ def report_document(report: Report) -> dict[str, Any]:
         "since": report.since.isoformat() if report.since else None,
         "config": report.config,
         "sources": list(report.sources),
-        "verdicts": {
-            v: len(report.with_verdict(v)) for v in ("ready", "needs samples", "diverging", "candidate errors")
-        },
+        "verdicts": {v: len(report.with_verdict(v)) for v in VERDICTS},
         "traffic": {
             "total": report.total_requests,
             "unrouted": report.unrouted_requests,
@@ -75,6 +74,7 @@ def route_document(r: RouteSummary) -> dict[str, Any]:
         "field_groups": r.field_groups,
         "suggested_ignore_fields": list(r.suggested_ignores),
         "verdict": r.verdict,
+        "verdict_reason": r.verdict_reason or None,
         "checks": [{"name": c.name, "value": c.value, "limit": c.limit, "passed": c.passed} for c in r.checks],
     }
 
@@ -179,6 +179,8 @@ def to_markdown(report: Report) -> str:
             ("method", "path", "requests"), [[u.method, f"`{u.path}`", u.count] for u in report.unrouted]
         )
     lines += ["## Routes", "", *_md_table(_ROUTE_HEADER, _route_rows(report))]
+    reasons = [f"- `{r.id}` **{r.verdict}**: {r.verdict_reason}" for r in report.routes if r.verdict_reason]
+    lines += [*reasons, ""] if reasons else []
     latency = _latency_rows(report)
     if latency:
         header = ("route", "legacy p50", "legacy p95", "legacy p99", "new p50", "new p95", "new p99", "p99 ratio")
@@ -206,6 +208,7 @@ td:first-child code{white-space:normal;overflow-wrap:break-word}
 table.text th{text-align:left}
 .v{font-weight:600;border-radius:3px;padding:.05rem .4rem}
 .ready{background:#dff5e1;color:#1a6b2a}.needs-samples{background:#fff4d6;color:#7a5b00}
+.not-mirrored{background:#fff4d6;color:#7a5b00}.reason{max-width:60rem}
 .diverging{background:#fde2e1;color:#a11a12}.candidate-errors{background:#f6e1f7;color:#7b1a80}
 .real{color:#a11a12;font-weight:600}.noise{color:#5c6670}
 svg{display:block;max-width:100%;height:auto}
@@ -335,7 +338,13 @@ def to_html(report: Report) -> str:
                 "unrouted",
             ),
         ]
-    body += ["<h2>Routes</h2>", _html_table(_ROUTE_HEADER, route_rows, "routes"), reasons_html(report.routes)]
+    body += ["<h2>Routes</h2>", _html_table(_ROUTE_HEADER, route_rows, "routes")]
+    body += [
+        f'<p class="reason"><code>{_e(r.id)}</code> {_verdict_html(r.verdict)}: {_e(r.verdict_reason)}</p>'
+        for r in report.routes
+        if r.verdict_reason
+    ]
+    body.append(reasons_html(report.routes))
     body += ["<h2>Latency of compared pairs</h2>", latency_svg(report.routes)]
     latency = _latency_rows(report)
     if latency:
@@ -366,9 +375,9 @@ def to_html(report: Report) -> str:
 
 def to_junit(report: Report) -> str:
     """One testcase per route: a failure when diverging or failing with candidate errors, skipped when it still
-    needs samples, passed when ready."""
+    needs samples or is not mirrored, passed when ready."""
     failures = sum(r.verdict in FAILING_VERDICTS for r in report.routes)
-    skipped = sum(r.verdict == "needs samples" for r in report.routes)
+    skipped = sum(r.verdict in ("needs samples", "not mirrored") for r in report.routes)
     suites = ET.Element("testsuites", name="strangler", tests=str(len(report.routes)), failures=str(failures))
     suite = ET.SubElement(
         suites,
@@ -391,6 +400,8 @@ def to_junit(report: Report) -> str:
             failure.text = details
         elif r.verdict == "needs samples":
             ET.SubElement(case, "skipped", message=f"{r.id}: needs samples ({r.compared} compared)")
+        elif r.verdict == "not mirrored":
+            ET.SubElement(case, "skipped", message=f"{r.id}: not mirrored: {r.verdict_reason}")
         if r.verdict not in FAILING_VERDICTS:
             ET.SubElement(case, "system-out").text = details
     ET.indent(suites)

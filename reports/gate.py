@@ -16,7 +16,15 @@ from typing import Any, Literal
 import orjson
 
 from proxy.config import Config, Guards, Readiness, Route
-from reports.readiness import Check, RouteFigures, Verdict, guard_checks, readiness_checks, verdict
+from reports.readiness import (
+    Check,
+    RouteFigures,
+    Verdict,
+    guard_checks,
+    readiness_checks,
+    verdict,
+    verdict_reason,
+)
 from reports.summary import build_report
 from shadow.model import FlipRecord
 from shadow.store import Store
@@ -67,6 +75,7 @@ class FlipGate:
     verdict: Verdict
     checks: tuple[Check, ...]
     since: float | None
+    reason: str = ""  # reports.readiness.verdict_reason: why, and the fix, when the figures alone do not say
 
     @property
     def passed(self) -> bool:
@@ -81,6 +90,7 @@ class FlipGate:
             "kind": "readiness",
             "forward": self.forward,
             "verdict": self.verdict,
+            "reason": self.reason or None,
             "since": self.since,
             "figures": figures_document(self.figures),
             "checks": [check_document(c) for c in self.checks],
@@ -88,7 +98,15 @@ class FlipGate:
 
 
 def flip_gate(fig: RouteFigures, readiness: Readiness, *, forward: bool, since: float | None = None) -> FlipGate:
-    return FlipGate(fig.route_id, forward, fig, verdict(fig, readiness), readiness_checks(fig, readiness), since)
+    return FlipGate(
+        fig.route_id,
+        forward,
+        fig,
+        verdict(fig, readiness),
+        readiness_checks(fig, readiness),
+        since,
+        verdict_reason(fig, readiness),
+    )
 
 
 # --- progressive rollout ------------------------------------------------------------------------------------------
@@ -253,6 +271,25 @@ def gate_json(document: dict[str, Any]) -> str:
     return orjson.dumps(document).decode()
 
 
+def revert_target(flips: Sequence[FlipRecord]) -> FlipRecord | None:
+    """The change `routes revert` undoes next: the newest recorded change of the route not yet undone.
+
+    The route's history is read as a stack: every flip, promote and rollback pushes a change, every revert pops the
+    change it undid (`reverts`; a revert recorded before ids were kept undid the newest one). So each revert goes one
+    step further back, and a revert is never itself reverted: after reverting everything there is nothing left.
+    """
+    stack: list[FlipRecord] = []
+    for flip in flips:
+        if flip.action != "revert":
+            stack.append(flip)
+        elif flip.reverts is None:
+            if stack:
+                stack.pop()
+        else:
+            stack = [f for f in stack if f.id != flip.reverts]
+    return stack[-1] if stack else None
+
+
 def flip_document(flip: FlipRecord) -> dict[str, Any]:
     """One recorded flip as `routes history --format json` prints it; `gate` parsed back into an object."""
     try:
@@ -260,6 +297,7 @@ def flip_document(flip: FlipRecord) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         gate = flip.gate
     return {
+        "id": flip.id,
         "time": flip.time,
         "user": flip.user,
         "route": flip.route_id,
@@ -271,4 +309,7 @@ def flip_document(flip: FlipRecord) -> dict[str, Any]:
         "reason": flip.reason,
         "forced": flip.forced,
         "gate": gate,
+        "reverts": flip.reverts,
+        "before_text": flip.before_text,
+        "after_text": flip.after_text,
     }

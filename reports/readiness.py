@@ -11,8 +11,19 @@ from typing import Literal
 
 from proxy.config import Guards, Readiness
 
-Verdict = Literal["ready", "needs samples", "diverging", "candidate errors"]
-VERDICTS: tuple[Verdict, ...] = ("ready", "needs samples", "diverging", "candidate errors")
+Verdict = Literal["ready", "needs samples", "not mirrored", "diverging", "candidate errors"]
+VERDICTS: tuple[Verdict, ...] = ("ready", "needs samples", "not mirrored", "diverging", "candidate errors")
+
+# Skip reasons (shadow.plan.skip_reason) that mean the route's policy keeps requests from being mirrored at all:
+# more traffic of the same kind will never be compared. Other skips (too large, not sampled) are not policy.
+POLICY_SKIPS = {
+    "method_not_mirrored": "with a method not listed in methods",
+    "side_effects_blocked": "with an unsafe method under side_effects: block",
+}
+NOT_MIRRORED_FIX = (
+    "set side_effects: dry_run and list the methods in methods of the route's shadow: block (verify: in mode new), "
+    "so copies go with the shadow header, or judge the new side on a read route"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +38,7 @@ class RouteFigures:
     candidate_errors: int
     p99_legacy_ms: float | None = None
     p99_new_ms: float | None = None
+    skipped_by_reason: tuple[tuple[str, int], ...] = ()  # requests not mirrored, (reason, count)
 
     @property
     def attempts(self) -> int:
@@ -87,16 +99,40 @@ def readiness_checks(fig: RouteFigures, readiness: Readiness) -> tuple[Check, ..
     )
 
 
+def not_mirrored(fig: RouteFigures) -> str | None:
+    """Why nothing on the route can be compared, when its policy mirrors none of its traffic; else None.
+
+    The rule: nothing compared, no candidate errors, and requests were skipped, every one for a policy reason
+    (`POLICY_SKIPS`). Waiting for samples would wait forever, so the verdict is `not mirrored`, with this reason.
+    """
+    if fig.compared or fig.candidate_errors or not fig.skipped_by_reason:
+        return None
+    if any(reason not in POLICY_SKIPS for reason, _ in fig.skipped_by_reason):
+        return None
+    total = sum(count for _, count in fig.skipped_by_reason)
+    why = "; ".join(f"{count} {POLICY_SKIPS[reason]}" for reason, count in fig.skipped_by_reason)
+    every = "the 1 request" if total == 1 else f"all {total} requests"
+    return f"the mirror policy skipped {every} ({why}), so nothing can be compared; fix: {NOT_MIRRORED_FIX}"
+
+
 def verdict(fig: RouteFigures, readiness: Readiness) -> Verdict:
-    """Errors first (a failing candidate hides its diffs), then divergence, then sample size."""
+    """Errors first (a failing candidate hides its diffs), then divergence, then a policy that mirrors nothing,
+    then sample size."""
     checks = {c.name: c for c in readiness_checks(fig, readiness)}
     if fig.attempts and not checks["error_rate"].passed:
         return "candidate errors"
     if fig.compared and not checks["mismatch_rate"].passed:
         return "diverging"
+    if not_mirrored(fig) is not None:
+        return "not mirrored"
     if not checks["compared"].passed:
         return "needs samples"
     return "ready"
+
+
+def verdict_reason(fig: RouteFigures, readiness: Readiness) -> str:
+    """The reason the report and the flip gate print beside a verdict that needs one ("" when none does)."""
+    return (not_mirrored(fig) or "") if verdict(fig, readiness) == "not mirrored" else ""
 
 
 def guard_checks(fig: RouteFigures, guards: Guards) -> tuple[Check, ...]:

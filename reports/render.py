@@ -26,6 +26,7 @@ from shadow.store_types import ExchangeDetail, ExchangeRow, Percentiles
 VERDICT_STYLE = {
     "ready": "bold green",
     "needs samples": "yellow",
+    "not mirrored": "bold yellow",
     "diverging": "bold red",
     "candidate errors": "bold magenta",
 }
@@ -78,10 +79,19 @@ def render_report(report: Report) -> Group:
     for route in report.routes:
         if route.fields:
             parts.append(field_table(route))
+    parts += [verdict_reason_text(r) for r in report.routes if r.verdict_reason]
     notes = _route_notes(report.routes)
     if notes is not None:
         parts.append(notes)
     return Group(*parts)
+
+
+def verdict_reason_text(route: RouteSummary) -> Text:
+    """`orders-write: not mirrored: nothing can be compared: ...; fix: ...` under the route table."""
+    text = Text(f"{route.id}: ", "bold")
+    text.append(route.verdict, VERDICT_STYLE.get(route.verdict, ""))
+    text.append(f": {route.verdict_reason}")
+    return text
 
 
 def _header(report: Report) -> Text:

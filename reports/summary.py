@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from proxy.config import MODES, Config, Noise, Readiness
-from reports.readiness import Check, RouteFigures, Verdict, readiness_checks, verdict
+from reports.readiness import Check, RouteFigures, Verdict, readiness_checks, verdict, verdict_reason
 from shadow.model import FieldKind
 from shadow.noise import FieldVerdict, classify_fields
 from shadow.store import Store, count_noise_only
@@ -93,6 +93,7 @@ class RouteSummary:
     fields: tuple[FieldSummary, ...]  # busiest first, at most the report's field limit
     field_groups: int  # how many field groups differed in all (fields may be cut short)
     verdict: Verdict
+    verdict_reason: str  # why, when the verdict needs saying why (`not mirrored`); "" otherwise
     checks: tuple[Check, ...]
 
     @property
@@ -256,6 +257,7 @@ def summarize_route(
         candidate_errors=stats.candidate_error,
         p99_legacy_ms=latency.legacy.p99 if latency.legacy else None,
         p99_new_ms=latency.new.p99 if latency.new else None,
+        skipped_by_reason=stats.skipped_by_reason,
     )
     fields = tuple(_field(verdicts[g], raw[g]) for g in shown)
     return RouteSummary(
@@ -275,6 +277,7 @@ def summarize_route(
         fields=fields,
         field_groups=len(raw),
         verdict=verdict(figures, readiness),
+        verdict_reason=verdict_reason(figures, readiness),
         checks=readiness_checks(figures, readiness),
     )
 

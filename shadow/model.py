@@ -7,7 +7,7 @@ that every module can share them without importing either library.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 Outcome = Literal["match", "mismatch", "candidate_error", "skipped", "dropped"]
@@ -153,3 +153,9 @@ class FlipRecord:
     forced: bool
     gate: str  # JSON: the readiness figures the decision was based on
     action: str = "flip"  # flip | promote | rollback | revert
+    # The route's entry in routes.yaml before and after, byte for byte (cli.flip.route_text); a revert writes
+    # `before_text` back. None on records written before the store kept them.
+    before_text: str | None = None
+    after_text: str | None = None
+    reverts: int | None = None  # on a revert: the id of the change it undid
+    id: int | None = field(default=None, compare=False)  # the store's id, set when read back

@@ -121,8 +121,23 @@ def _field_rollup_kind(db: sqlite_utils.Database) -> None:
     conn.execute("ALTER TABLE field_rollup_kind RENAME TO field_rollup")
 
 
+def _migration_flip_route_texts(db: sqlite_utils.Database) -> None:
+    """flips.before_text / after_text: the route's entry in routes.yaml before and after the change, so a revert
+    restores it byte for byte; flips.reverts: on a revert, the id of the change it undid. NULL on older rows."""
+    flips = db.table("flips")
+    present = set(flips.columns_dict)
+    for column, kind in (("before_text", str), ("after_text", str), ("reverts", int)):
+        if column not in present:  # only added columns: safe on a file whose version was set back by hand
+            flips.add_column(column, kind)
+
+
 # Applied in order at open, all pending ones in one transaction; never edit a released step, append a new one.
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_migration_1, _migration_2, _field_rollup_kind)
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
+    _migration_1,
+    _migration_2,
+    _field_rollup_kind,
+    _migration_flip_route_texts,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -191,7 +206,7 @@ def _connect(path: Path, *, create: bool) -> sqlite_utils.Database:
 
 _FLIP_FIELDS = (
     "time", "user", "route_id", "action", "from_mode", "to_mode", "from_weight", "to_weight", "reason", "forced",
-    "gate",
+    "gate", "before_text", "after_text", "reverts",
 )  # fmt: skip
 _INSERT_FLIP = f"INSERT INTO flips ({', '.join(_FLIP_FIELDS)}) VALUES ({', '.join('?' * len(_FLIP_FIELDS))})"
 

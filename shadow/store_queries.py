@@ -396,20 +396,26 @@ def exchanges_for_replay(
     return list(heapq.merge(*per_file, key=lambda r: (r.time, r.exchange_id), reverse=True))[:limit]
 
 
-_FLIP_COLUMNS = "time, user, route_id, from_mode, to_mode, from_weight, to_weight, reason, forced, gate, action"
+_FLIP_COLUMNS = (
+    "time, user, route_id, from_mode, to_mode, from_weight, to_weight, reason, forced, gate, action, before_text, "
+    "after_text, reverts"
+)
 
 
 def flips(conns: Conns, route_id: str | None) -> list[FlipRecord]:
-    """Every recorded flip (of one route, or all), oldest first."""
+    """Every recorded flip (of one route, or all), oldest first, each with its store id."""
     found: list[tuple[float, int, FlipRecord]] = []
     clauses: list[str] = []
     params: list[Any] = []
     _where(clauses, params, "route_id", route_id)
     for conn in conns:
         sql = f"SELECT id, {_FLIP_COLUMNS} FROM flips{_sql_where(clauses)}"
-        for fid, t, user, rid, from_mode, to_mode, from_w, to_w, reason, forced, gate, action in conn.execute(
-            sql, params
-        ):
-            record = FlipRecord(t, user, rid, from_mode, to_mode, from_w, to_w, reason, bool(forced), gate, action)
+        for row in conn.execute(sql, params):
+            fid, t, user, rid, from_mode, to_mode, from_w, to_w, reason, forced, gate, action, *texts = row
+            before_text, after_text, reverts = texts
+            record = FlipRecord(
+                t, user, rid, from_mode, to_mode, from_w, to_w, reason, bool(forced), gate, action,
+                before_text=before_text, after_text=after_text, reverts=reverts, id=fid,
+            )  # fmt: skip
             found.append((t, fid, record))
     return [record for _, _, record in sorted(found, key=lambda item: (item[0], item[1]))]

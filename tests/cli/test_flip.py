@@ -6,12 +6,23 @@ import difflib
 import os
 import shutil
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from cli.flip import FlipChange, InvalidEditError, UnknownRouteError, add_ignore_fields, flip_route, set_weight
+from cli.flip import (
+    FlipChange,
+    InvalidEditError,
+    RouteEditedError,
+    UnknownRouteError,
+    add_ignore_fields,
+    flip_route,
+    restore_route,
+    route_text,
+    set_weight,
+)
 from cli.main import app
 from proxy.config import MODES
 from proxy.loader import load_config
@@ -117,7 +128,7 @@ def test_flip_to_canary_without_weight_is_refused(routes_file: Path) -> None:
 def test_reweighting_a_canary_keeps_quotes_and_neighbours(routes_file: Path) -> None:
     """Re-flipping a canary route with a new weight changes only the weight value, keeping its comment."""
     change = flip_route(routes_file, "orders-list", "canary", 50)
-    assert change == FlipChange("orders-list", "canary", "canary", 25.0, 50.0)
+    assert replace(change, before_text="", after_text="") == FlipChange("orders-list", "canary", "canary", 25.0, 50.0)
     after = routes_file.read_text(encoding="utf-8")
     assert changed_lines(ROUTES, after) == (
         ["      weight: 25       # percent\n"],
@@ -262,3 +273,55 @@ def test_every_route_of_the_shipped_routes_yaml_flips_to_every_mode(tmp_path: Pa
             uncommented = line.replace("# ", "", 1)
             assert "mode:" in line or "weight: 10" in line or uncommented in removed, line
     assert os.listdir(tmp_path) == ["routes.yaml"]
+
+
+# --- the route's text, and restoring it (what `routes revert` relies on) ------------------------------------------
+
+
+def test_route_text_is_the_entry_with_its_trailing_comments(routes_file: Path) -> None:
+    """A route's text runs from its id to its last line, with comment lines indented like its keys, not the next."""
+    assert route_text(routes_file, "orders-read") == (
+        'id: orders-read\n    match: {path: "/api/orders/{id:int}", methods: [GET]}\n    mode: shadow    # flip me\n'
+        "    compare:\n      ignore_fields:\n        - $.meta.generated_at"
+    )
+    orders_list = route_text(routes_file, "orders-list")
+    assert orders_list.startswith("id: orders-list\n")
+    assert orders_list.endswith("      sticky: {header: X-User-Id}\n    # trailing comment of orders-list")
+    assert route_text(routes_file, "customers").endswith("compare: {ignore_fields: []}")
+    assert (
+        route_text(routes_file, "catalog") == '{id: catalog, match: {path: "/api/catalog/**"}, mode: new, verify: true}'
+    )
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+@pytest.mark.parametrize("route", ["orders-read", "orders-list", "customers", "catalog"])
+@pytest.mark.parametrize("mode", MODES)
+def test_restoring_the_text_before_any_flip_gives_the_file_back(
+    tmp_path: Path, newline: str, route: str, mode: str
+) -> None:
+    """Every flip of every route, undone with its recorded texts, leaves the file byte for byte as it was."""
+    original = ROUTES.replace("\n", newline)
+    path = tmp_path / "routes.yaml"
+    path.write_bytes(original.encode())
+    before = route_text(path, route)
+    try:
+        change = flip_route(path, route, mode, 40 if mode == "canary" else None)
+    except InvalidEditError:
+        pytest.skip(f"{route} cannot be flipped to {mode} by an edit")
+    assert change.before_text == before
+    assert change.after_text == route_text(path, route)
+    restored = restore_route(path, route, change.after_text, change.before_text)
+    assert restored.after_text == change.before_text
+    assert path.read_bytes() == original.encode()
+
+
+def test_restore_refuses_a_route_edited_since(routes_file: Path) -> None:
+    """The route's text must be what the undone change wrote; otherwise nothing is written (unless overwrite)."""
+    change = flip_route(routes_file, "orders-read", "legacy")
+    edited = routes_file.read_text(encoding="utf-8").replace("# flip me", "# flipped")
+    routes_file.write_text(edited, encoding="utf-8")
+    with pytest.raises(RouteEditedError, match="edited since"):
+        restore_route(routes_file, "orders-read", change.after_text, change.before_text)
+    assert routes_file.read_text(encoding="utf-8") == edited
+    restore_route(routes_file, "orders-read", change.after_text, change.before_text, overwrite=True)
+    assert routes_file.read_text(encoding="utf-8") == ROUTES

@@ -138,21 +138,21 @@ async def test_backward_flip_is_always_allowed(demo: Path) -> None:
 
 
 async def test_revert_restores_the_previous_mode_and_weight(demo: Path) -> None:
-    """revert undoes the last recorded change (mode and weight) and is recorded; reverting again redoes it."""
+    """revert undoes the last recorded change (mode and weight) and is recorded; reverting again goes further back."""
     forced = ("--force", "--reason", "try it")
     assert (
         invoke("routes", "flip", "orders-read", "--to", "canary", "-w", "10", *forced, "-c", str(demo)).exit_code == 0
     )
     assert invoke("routes", "flip", "orders-read", "--to", "canary", "-w", "5", "-c", str(demo)).exit_code == 0
     assert mode_and_weight(demo, "orders-read") == ("canary", 5.0)
-    result = invoke("routes", "revert", "orders-read", "-c", str(demo))
+    result = invoke("routes", "revert", "orders-read", *forced, "-c", str(demo))  # 5 → 10 is forward: gated
     assert result.exit_code == 0, result.stderr
     assert mode_and_weight(demo, "orders-read") == ("canary", 10.0)
     last = history(demo, "orders-read")[-1]
     assert (last["action"], last["from_weight"], last["to_weight"]) == ("revert", 5.0, 10.0)
     assert last["gate"]["reverts"]["to_weight"] == 5.0
     assert invoke("routes", "revert", "orders-read", "-c", str(demo)).exit_code == 0
-    assert mode_and_weight(demo, "orders-read") == ("canary", 5.0)
+    assert mode_and_weight(demo, "orders-read") == ("shadow", None)
 
 
 async def test_revert_without_history_fails(demo: Path) -> None:
@@ -237,6 +237,22 @@ def test_promote_steps_after_each_interval(tmp_path: Path) -> None:
     steps = [(f["action"], f["from_weight"], f["to_mode"], f["to_weight"]) for f in history(config)]
     assert steps == [("promote", 5.0, "canary", 25.0), ("promote", 25.0, "new", None)]
     assert history(config)[-1]["gate"]["figures"]["compared"] == 10  # only exchanges since the last promote
+
+
+def test_reverting_promote_steps_restores_the_file(tmp_path: Path) -> None:
+    """Promote steps record the route's text; reverting both gives the canary block back byte for byte."""
+    config = canary_config(tmp_path, steps="5")
+    original = text_of(config)
+    with Store.open(tmp_path / "strangler.db") as store:
+        store.write_batch(matches(time.time() - 60, 10))
+    assert invoke("routes", "promote", "items", "-c", str(config)).exit_code == 0  # 5 → new: the last step
+    assert mode_and_weight(config, "items") == ("new", None)
+    [promote] = history(config)
+    assert "weight: 5   # rollout" in promote["before_text"]
+    assert "# canary:" in promote["after_text"]
+    result = invoke("routes", "revert", "items", "-c", str(config))
+    assert result.exit_code == 0, result.stderr
+    assert text_of(config) == original
 
 
 def test_promote_refuses_without_evidence(tmp_path: Path) -> None:
@@ -326,6 +342,11 @@ async def test_promote_auto_rolls_back_on_a_breached_guard(tmp_path: Path, backe
     gate = rollback["gate"]
     assert gate["figures"]["mismatched"] > 0
     assert [c["name"] for c in gate["checks"] if not c["passed"]] == ["mismatch_rate"]
+    rolled_back = text_of(config)
+    undo = invoke("routes", "revert", "items", "-c", str(config))  # back to weight 10 is forward: gated
+    assert undo.exit_code == 1
+    assert "diverging" in undo.stderr
+    assert text_of(config) == rolled_back
 
 
 async def test_promote_auto_walks_the_steps_to_new(tmp_path: Path, backends: Backends) -> None:

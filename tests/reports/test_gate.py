@@ -23,6 +23,7 @@ from reports.gate import (
     guard_window,
     is_forward,
     next_step,
+    revert_target,
     route_figures,
 )
 from reports.readiness import RouteFigures
@@ -259,3 +260,27 @@ def test_flip_document_parses_the_gate() -> None:
     assert doc["reason"] == "hotfix"
     assert doc["from_weight"] == 1.0
     assert doc["action"] == "promote"
+
+
+def _change(fid: int, action: str = "flip", reverts: int | None = None) -> FlipRecord:
+    return FlipRecord(
+        float(fid), "ana", "r", "shadow", "canary", None, 10.0, "", False, "{}", action, reverts=reverts, id=fid
+    )
+
+
+@pytest.mark.parametrize(
+    ("history", "expected"),
+    [
+        ([], None),
+        ([_change(1)], 1),
+        ([_change(1), _change(2)], 2),
+        ([_change(1), _change(2), _change(3, "revert", reverts=2)], 1),
+        ([_change(1), _change(2), _change(3, "revert", reverts=2), _change(4, "revert", reverts=1)], None),
+        ([_change(1), _change(2, "revert", reverts=1), _change(3, "promote")], 3),
+        ([_change(1), _change(2, "rollback"), _change(3, "revert")], 1),  # a revert recorded before ids were kept
+    ],
+)
+def test_revert_target_walks_back_one_change_per_revert(history: list[FlipRecord], expected: int | None) -> None:
+    """Changes stack up and each revert pops the one it undid, so the next revert goes further back."""
+    target = revert_target(history)
+    assert (target.id if target is not None else None) == expected

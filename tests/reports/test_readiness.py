@@ -3,7 +3,7 @@
 import pytest
 
 from proxy.config import Guards, Readiness
-from reports.readiness import RouteFigures, guard_checks, readiness_checks, verdict
+from reports.readiness import RouteFigures, guard_checks, readiness_checks, verdict, verdict_reason
 
 R = Readiness(min_compared=100, max_mismatch_rate=0.01, max_error_rate=0.01)
 
@@ -46,3 +46,28 @@ def test_guards_check_only_configured_limits() -> None:
     checks = guard_checks(fig(mismatched=10, p99=(10.0, 20.0)), g)
     assert [c.name for c in checks] == ["mismatch_rate", "p99_ratio"]
     assert [c.passed for c in checks] == [True, False]
+
+
+def skipped(*reasons: tuple[str, int], compared: int = 0, errors: int = 0) -> RouteFigures:
+    return RouteFigures("r", compared, compared, 0, 0, errors, skipped_by_reason=reasons)
+
+
+@pytest.mark.parametrize(
+    ("figures", "expected"),
+    [
+        (skipped(("method_not_mirrored", 30)), "not mirrored"),
+        (skipped(("side_effects_blocked", 3), ("method_not_mirrored", 2)), "not mirrored"),
+        (skipped(("method_not_mirrored", 30), ("request_too_large", 1)), "needs samples"),
+        (skipped(("method_not_mirrored", 30), compared=5), "needs samples"),
+        (skipped(("method_not_mirrored", 30), errors=5), "candidate errors"),
+        (skipped(), "needs samples"),
+    ],
+)
+def test_not_mirrored_only_when_policy_skipped_everything(figures: RouteFigures, expected: str) -> None:
+    """`not mirrored` needs nothing compared, no errors, and every skip a policy skip (method or side effects)."""
+    assert verdict(figures, R) == expected
+    reason = verdict_reason(figures, R)
+    assert bool(reason) == (expected == "not mirrored")
+    if reason:
+        assert "side_effects: dry_run" in reason
+        assert "the mirror policy skipped" in reason

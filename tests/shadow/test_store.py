@@ -325,6 +325,37 @@ def test_flips_round_trip(db_path: Path) -> None:
         assert store.last_flip("nope") is None
 
 
+def test_flips_keep_route_texts_and_what_they_revert(db_path: Path) -> None:
+    """A flip's route texts and a revert's `reverts` id are stored and read back with the flip's id."""
+    flip = FlipRecord(
+        NOW, "ana", "orders", "canary", "new", 30.0, None, "", True, "{}", before_text="a\r\n", after_text="b"
+    )
+    with Store.open(db_path) as store:
+        fid = store.record_flip(flip)
+        store.record_flip(
+            replace(flip, time=NOW + 1, action="revert", before_text="b", after_text="a\r\n", reverts=fid)
+        )
+        first, revert = store.flips("orders")
+    assert (first.id, first.before_text, first.after_text, first.reverts) == (fid, "a\r\n", "b", None)
+    assert (revert.action, revert.reverts, revert.after_text) == ("revert", fid, "a\r\n")
+
+
+def test_a_store_without_flip_texts_gains_them_and_keeps_its_flips(db_path: Path) -> None:
+    """A store from before the route-text migration is migrated on open; its flips read back with no texts."""
+    step = next(i for i, m in enumerate(MIGRATIONS) if m.__name__ == "_migration_flip_route_texts")
+    with Store.open(db_path) as store:
+        store.record_flip(FlipRecord(NOW, "ana", "orders", "legacy", "shadow", None, None, "", False, "{}"))
+    with sqlite3.connect(db_path) as conn:  # back to the schema before that migration
+        for column in ("before_text", "after_text", "reverts"):
+            conn.execute(f"ALTER TABLE flips DROP COLUMN {column}")
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(step),))
+    with Store.open(db_path) as store:
+        [old] = store.flips("orders")
+        store.record_flip(replace(old, time=NOW + 1, before_text="x", after_text="y"))
+        texts = [(f.before_text, f.after_text) for f in store.flips("orders")]
+    assert texts == [(None, None), ("x", "y")]
+
+
 def test_filters_samples_and_replay(db_path: Path) -> None:
     """list_exchanges filters by route/outcome/group/pair; replay keeps only requests that can be resent exactly."""
     diff = (Difference("$.items[0].qty", "$.items[*].qty", "changed", "1", "2"),)

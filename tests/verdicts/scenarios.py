@@ -378,7 +378,6 @@ KNOWN_WRONG: dict[tuple[str, Aspect], str] = {
     ("json-absolute-url-own-host", "verdict"): "issue 8 item 9: a URL on each side's own host differs: diverging",
     ("json-absolute-url-own-host", "fields"): "issue 8 item 9: $.next_url differs",
     ("json-absolute-url-own-host", "kinds"): "issue 8 item 9: $.next_url differs",
-    ("post-only-route", "verdict"): "issue 8 item 11: a route with nothing mirrorable says 'needs samples'",
     ("json-charset-parameter", "verdict"): "issue 8 item 15: media types compared as strings: diverging",
     ("json-charset-parameter", "fields"): "issue 8 item 15: header.content-type differs",
     ("json-charset-parameter", "kinds"): "issue 8 item 15: header.content-type differs",
