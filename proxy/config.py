@@ -16,6 +16,8 @@ from typing import Literal
 
 from yarl import URL
 
+from proxy.jsonpath import compile_path
+
 Mode = Literal["legacy", "shadow", "canary", "new"]
 MODES: tuple[Mode, ...] = ("legacy", "shadow", "canary", "new")
 HostHeader = Literal["rewrite", "preserve"]
@@ -147,6 +149,15 @@ class Compare:
     headers: frozenset[str] = frozenset({"content-type"})  # allow-list of headers compared (lower-case)
     ignore_order: bool | tuple[str, ...] = False
     float_tolerance: float = 0.0
+
+    def __post_init__(self) -> None:
+        # Compiled here, once (compile_path caches), so no Compare ever holds a path the comparison cannot use;
+        # the loader has already reported bad ones with their file and line. Raises proxy.jsonpath.BadPath.
+        for path in self.ignore_fields:
+            compile_path(path)
+        if isinstance(self.ignore_order, tuple):
+            for path in self.ignore_order:
+                compile_path(path)
 
 
 @dataclass(frozen=True, slots=True)
