@@ -17,6 +17,7 @@ from typing import Literal
 from yarl import URL
 
 from proxy.jsonpath import compile_path
+from proxy.methods import SAFE_METHODS as SAFE_METHODS  # re-exported: its home is proxy.methods
 
 Mode = Literal["legacy", "shadow", "canary", "new"]
 MODES: tuple[Mode, ...] = ("legacy", "shadow", "canary", "new")
@@ -24,8 +25,8 @@ HostHeader = Literal["rewrite", "preserve"]
 SideEffects = Literal["block", "dry_run", "allow"]
 StickyKind = Literal["header", "cookie", "client_ip"]
 
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+# Mirrored by default (`shadow.methods`); TRACE, though safe, is left out.
+MIRRORED_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +136,7 @@ class Mirror:
     """Options for sending a copy of a request to the other side (`shadow:` and `verify:`)."""
 
     sample: float = 1.0
-    methods: frozenset[str] = SAFE_METHODS
+    methods: frozenset[str] = MIRRORED_METHODS
     side_effects: SideEffects = "block"
     max_body: int = 1024 * 1024
     timeout: float = 5.0

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from proxy.config import Config, Mirror, Route
+from proxy.methods import SAFE_METHODS
 
 Side = Literal["legacy", "new"]
 Headers = tuple[tuple[str, str], ...]
@@ -108,10 +109,6 @@ def mirror_for(route: Route | None, served_by: Side, method: str) -> Mirror | No
         opts = route.verify if route.mode == "new" else None
     if opts is None or method not in opts.methods:
         return None
-    if opts.side_effects == "block" and method not in _IDEMPOTENT_SAFE:
+    if opts.side_effects == "block" and method not in SAFE_METHODS:  # only methods without side effects
         return None
     return opts
-
-
-# Under side_effects: block, only methods without side effects are mirrored.
-_IDEMPOTENT_SAFE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
