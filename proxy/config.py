@@ -147,9 +147,12 @@ class Mirror:
 class Compare:
     ignore_fields: tuple[str, ...] = ()  # JSONPath-like: $.meta.generated_at, $.items[*].updated_at
     ignore_headers: frozenset[str] = frozenset()  # lower-case names, added to the built-in volatile set
-    headers: frozenset[str] = frozenset({"content-type"})  # allow-list of headers compared (lower-case)
+    # Allow-list of headers compared (lower-case). Location: where a redirect sends the client is its payload.
+    headers: frozenset[str] = frozenset({"content-type", "location"})
     ignore_order: bool | tuple[str, ...] = False
     float_tolerance: float = 0.0
+    # Absolute URLs on the legacy upstream's, the new upstream's or the client-facing authority compare as one.
+    same_origin: bool = True
 
     def __post_init__(self) -> None:
         # Compiled here, once (compile_path caches), so no Compare ever holds a path the comparison cannot use;
