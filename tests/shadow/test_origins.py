@@ -3,13 +3,17 @@ through the real proxy, shadow listener and store, and the rewriting itself (sha
 
 from __future__ import annotations
 
+import asyncio
 import gzip
+import json
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from typer.testing import CliRunner
 from yarl import URL
 
+from cli.main import app
 from proxy.config import Compare
 from proxy.events import ResponseSnapshot, Side
 from shadow.compare import judge_pair
@@ -185,3 +189,19 @@ def test_judge_pair_notes_same_origin_only_when_it_applied() -> None:
     assert outcome == "mismatch"
     assert comparison is not None
     assert comparison.note is None
+
+
+async def test_replay_unifies_origins_like_live_shadowing(tmp_path: Path) -> None:
+    """A pair stored as a mismatch with same_origin off matches when replayed after the key is removed: replay
+    judges with the same origins as live shadowing (the route's upstreams and the stored request's Host)."""
+    async with backends(_redirect_to_own_host, _redirect_to_own_host) as (legacy, new):
+        async with shadow_proxy(tmp_path, legacy.url, new.url, _route("false")) as sp:
+            await sp.request("GET", "/api/orders", allow_redirects=False)
+        assert [row["outcome"] for row in exchanges(sp.db)] == ["mismatch"]
+        config = tmp_path / "routes.yaml"
+        config.write_text(config.read_text().replace("\n    compare: {same_origin: false}", ""))
+        args = ["replay", "--route", "api", "--outcome", "mismatch", "-c", str(config), "--format", "json"]
+        result = await asyncio.to_thread(CliRunner().invoke, app, args)
+    assert result.exit_code == 0, result.output
+    [route] = json.loads(result.stdout)["routes"]
+    assert (route["mismatched_before"], route["fixed"], route["mismatched_after"]) == (1, 1, 0)
