@@ -25,7 +25,7 @@ HostHeader = Literal["rewrite", "preserve"]
 SideEffects = Literal["block", "dry_run", "allow"]
 StickyKind = Literal["header", "cookie", "client_ip"]
 
-# Mirrored by default (`shadow.methods`); TRACE, though safe, is left out.
+# Methods mirrored unless `shadow:` / `verify:` name others (`methods:`); TRACE, though safe, is left out.
 MIRRORED_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
