@@ -16,6 +16,7 @@ from typing import Literal
 
 from yarl import URL
 
+from proxy.jsonpath import compile_path
 from proxy.methods import READ_METHODS
 
 Mode = Literal["legacy", "shadow", "canary", "new"]
@@ -143,9 +144,21 @@ class Mirror:
 class Compare:
     ignore_fields: tuple[str, ...] = ()  # JSONPath-like: $.meta.generated_at, $.items[*].updated_at
     ignore_headers: frozenset[str] = frozenset()  # lower-case names, added to the built-in volatile set
-    headers: frozenset[str] = frozenset({"content-type"})  # allow-list of headers compared (lower-case)
+    # Allow-list of headers compared (lower-case). Location: where a redirect sends the client is its payload.
+    headers: frozenset[str] = frozenset({"content-type", "location"})
     ignore_order: bool | tuple[str, ...] = False
     float_tolerance: float = 0.0
+    # Absolute URLs on the legacy upstream's, the new upstream's or the client-facing authority compare as one.
+    same_origin: bool = True
+
+    def __post_init__(self) -> None:
+        # Compiled here, once (compile_path caches), so no Compare ever holds a path the comparison cannot use;
+        # the loader has already reported bad ones with their file and line. Raises proxy.jsonpath.BadPath.
+        for path in self.ignore_fields:
+            compile_path(path)
+        if isinstance(self.ignore_order, tuple):
+            for path in self.ignore_order:
+                compile_path(path)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from aiohttp.helpers import must_be_empty_body, should_remove_content_length
 from proxy.config import Timeouts, Upstream
 from proxy.events import Headers
 from proxy.headers import decode_pairs, end_to_end_response_headers, response_head, response_headers_with
+from proxy.methods import may_resend
 from proxy.transport import (
     UpstreamConnectError,
     UpstreamError,
@@ -62,8 +63,9 @@ class ForwardResult:
 
 class FallbackAvailable(Exception):
     """Raised instead of answering 502/504 when `allow_fallback` is set and the upstream failed before sending
-    any response byte (and the request can be re-sent: its body was given as bytes). Nothing was written to the
-    client; the caller forwards the same request elsewhere."""
+    any response byte, and the request may be re-sent: its body was given as bytes, and `proxy.methods.may_resend`
+    allows it (an idempotent method, or nothing of it was sent). Nothing was written to the client; the caller
+    forwards the same request elsewhere."""
 
     def __init__(self, error: UpstreamError) -> None:
         super().__init__(str(error))
@@ -145,7 +147,7 @@ async def forward(
             return _body_timeout(route_id, request_id, response_headers, started)
         if state.client_gone or not isinstance(err, UpstreamError):
             return _client_gone_before_head(started)
-        if allow_fallback and replayable and not err.responded:
+        if allow_fallback and replayable and not err.responded and may_resend(request.method, sent=err.sent):
             raise FallbackAvailable(err) from err
         return _upstream_failed(err, route_id, request_id, response_headers, started)
 

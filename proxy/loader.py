@@ -69,12 +69,14 @@ def _compare(base: Compare, table: Table) -> Compare:
     if isinstance(order, tuple) and isinstance(base.ignore_order, tuple):
         order = _extend(base.ignore_order, order)
     tolerance = table.get("float_tolerance", float)
+    same_origin = table.get("same_origin", bool)
     return Compare(
         ignore_fields=_extend(base.ignore_fields, table.get("ignore_fields", tuple)),
         ignore_headers=base.ignore_headers | (table.get("ignore_headers", frozenset) or frozenset()),
         headers=base.headers | (table.get("headers", frozenset) or frozenset()),
         ignore_order=order if isinstance(order, bool | tuple) else base.ignore_order,
         float_tolerance=base.float_tolerance if tolerance is None else tolerance,
+        same_origin=base.same_origin if same_origin is None else same_origin,
     )
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from yarl import URL
 
+from proxy.jsonpath import BadPath, compile_path
 from proxy.units import (
     DURATION_FORMS,
     RATE_FORMS,
@@ -200,7 +201,19 @@ def network(description: str) -> Scalar:
 
 
 def json_path(description: str) -> Scalar:
-    return text(description, r"^\$", "JSON path", "start at the document root, e.g. $.meta.generated_at")
+    """A field path, compiled here so a malformed one is reported with its place in the file."""
+    hint = "e.g. $.meta.generated_at, $.items[*].id, $['odd key']"
+    inner = text(description, r"^\$", "JSON path", "start at the document root, e.g. $.meta.generated_at")
+
+    def convert(value: object, raw: str) -> object:
+        path = str(inner.convert(value, raw))
+        try:
+            compile_path(path)
+        except BadPath as exc:
+            raise BadValue(str(exc), hint) from None
+        return path
+
+    return Scalar(description, inner.json, convert)
 
 
 def version(description: str) -> Scalar:

@@ -106,13 +106,17 @@ COMPARE = Section(
     {
         "ignore_fields": ListOf("JSON body fields left out of the comparison", json_path("e.g. $.meta.generated_at")),
         "ignore_headers": _names("Headers never compared, added to the built-in volatile set", header_name("Name")),
-        "headers": _names("Headers compared (default content-type)", header_name("Header name")),
+        "headers": _names("Headers compared (default content-type, location)", header_name("Header name")),
         "ignore_order": Either(
             "true to ignore list order everywhere, or the JSON paths of lists whose order does not matter",
             boolean("Ignore the order of every list"),
             sequence=ListOf("Paths of unordered lists", json_path("e.g. $.items")),
         ),
         "float_tolerance": number("Numbers closer than this compare equal"),
+        "same_origin": boolean(
+            "Absolute URLs (bodies, Location, Link, Content-Location) on the legacy upstream's, the new upstream's "
+            "or the client-facing host compare as one (default true)"
+        ),
     },
 )
 NOISE = Section(

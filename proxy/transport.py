@@ -29,6 +29,7 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from proxy._h1 import H1Connection, H1Failure, encode_head
+from proxy.methods import may_resend
 
 
 class UpstreamError(Exception):
@@ -195,8 +196,9 @@ class UpstreamPool:
         `content_length` is given or body is non-empty bytes, Transfer-Encoding: chunked for a stream of unknown
         length, none for a bodyless request except `Content-Length: 0` on POST, PUT and PATCH).
         `retry_stale`: when a pooled (reused) connection turns out to be closed before any response byte, retry
-        once on a fresh connection; only allowed when the body is bytes or None. Callers pass False for mirrored
-        (candidate) requests so a write is never sent twice.
+        once on a fresh connection if `proxy.methods.may_resend` allows it (an idempotent method, or nothing was
+        written); only allowed when the body is bytes or None. Callers pass False for mirrored (candidate)
+        requests so a write is never sent twice.
         An exception raised by a streamed `body` propagates unchanged (the connection is discarded).
         """
         if self._closed:
@@ -227,7 +229,8 @@ class UpstreamPool:
                     head, data, head_only=head_only, close=close, read_timeout=read_timeout
                 )
             except H1Failure as failure:
-                if not (retry_stale and conn.reused and failure.kind == "reset" and not failure.responded):
+                stale = conn.reused and failure.kind == "reset" and not failure.responded
+                if not (retry_stale and stale and may_resend(method, sent=failure.sent)):
                     raise _public(failure) from None
                 # The keep-alive race: the upstream closed this idle connection as the request went out. Other
                 # idle connections may be just as dead (an upstream restart), so open a new one.

@@ -21,6 +21,7 @@ from proxy.transport import UpstreamError, UpstreamPool
 from shadow.compare import judge_pair
 from shadow.fetch import DRY_RUN_HEADER, read_capped
 from shadow.model import Comparison, ExchangeRecord, Outcome, StoredBody
+from shadow.origins import route_origins
 from shadow.records import compared_record
 from shadow.redact import Redactor
 from shadow.store import Store
@@ -124,7 +125,8 @@ class Replayer:
         legacy, new = await asyncio.gather(
             self._fetch(target, legacy_up, "legacy", mirror), self._fetch(target, new_up, "new", mirror)
         )
-        outcome, reason, comparison = judge_pair(legacy, new, route.compare)
+        origins = route_origins(self._config, route, target.item.headers)
+        outcome, reason, comparison = judge_pair(legacy, new, route.compare, origins=origins)
         record = self._record(target, began, legacy, new, outcome, reason, comparison)
         groups = frozenset(d.group for d in record.differences)
         return ReplayResult(target, outcome, groups, reason, record)

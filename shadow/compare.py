@@ -39,6 +39,7 @@ from shadow.normalize import (
     header_view,
     parse_json,
 )
+from shadow.origins import Origins, noted, unify_pair
 from shadow.textdiff import (
     binary_differences,
     render_optional,
@@ -64,15 +65,24 @@ _KINDS: dict[str, DiffKind] = {
 
 
 def judge_pair(
-    primary: ResponseSnapshot, candidate: ResponseSnapshot, rules: Compare, *, candidate_is_new: bool = True
+    primary: ResponseSnapshot,
+    candidate: ResponseSnapshot,
+    rules: Compare,
+    *,
+    candidate_is_new: bool = True,
+    origins: Origins | None = None,
 ) -> tuple[Outcome, str | None, Comparison | None]:
     """The outcome of one mirrored pair; the one rule set shared by live shadowing and `strangler replay`.
 
     A candidate that failed, or answered 5xx where the primary did not, is a candidate error (its differences are
     still kept when there was an answer); a failed or truncated primary leaves nothing to compare.
     `candidate_is_new`: False when the candidate is the legacy side (verify mode), so values stay oriented
-    legacy → new in every record.
+    legacy → new in every record. `origins`: the authorities `compare.same_origin` unifies (shadow.origins).
     """
+    if origins is not None:
+        primary, candidate, unified = unify_pair(primary, candidate, origins)
+        if unified:
+            return noted(judge_pair(primary, candidate, rules, candidate_is_new=candidate_is_new), origins)
     quick = judge_pair_quick(primary, candidate, rules, candidate_is_new=candidate_is_new)
     if quick is not None:
         return quick
@@ -84,10 +94,20 @@ def judge_pair(
 
 
 def judge_pair_quick(
-    primary: ResponseSnapshot, candidate: ResponseSnapshot, rules: Compare, *, candidate_is_new: bool = True
+    primary: ResponseSnapshot,
+    candidate: ResponseSnapshot,
+    rules: Compare,
+    *,
+    candidate_is_new: bool = True,
+    origins: Origins | None = None,
 ) -> tuple[Outcome, str | None, Comparison | None] | None:
     """`judge_pair`'s answer when it needs no field-by-field comparison (a failed side, a cut body, a fast-path
     match), else None. Cheap enough for the shadow runner to call on the event loop for small bodies."""
+    if origins is not None:
+        primary, candidate, unified = unify_pair(primary, candidate, origins)
+        if unified:
+            quick = judge_pair_quick(primary, candidate, rules, candidate_is_new=candidate_is_new)
+            return None if quick is None else noted(quick, origins)
     if candidate.error is not None:
         return "candidate_error", candidate.error, None
     if primary.error is not None:

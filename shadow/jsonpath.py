@@ -1,113 +1,43 @@
-"""JSON field paths (`$.items[*].qty`) for compare rules: parsing, formatting, grouping, matching, and applying
-`ignore_fields` and `ignore_order` to a parsed document (pure, thread-safe).
+"""Applying `ignore_fields` and `ignore_order` to a parsed document (pure, thread-safe).
 
-Errors raised here: BadPath (a ValueError), when an ignore_fields / ignore_order path does not parse.
+The path grammar (compile_path, BadPath, format_path, group_path, path_matches) is `proxy.jsonpath`'s and is
+re-exported here for the comparison's convenience. Every path in a `Compare` compiled when the config loaded (a
+`Compare` cannot hold one that does not parse), so the cached `compile_path` calls below never raise.
 """
 
 from __future__ import annotations
 
 import copy
-import enum
 import functools
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
+from proxy.jsonpath import (
+    ANY,
+    BadPath,
+    PathStep,
+    Steps,
+    Wildcard,
+    compile_path,
+    format_path,
+    group_path,
+    path_matches,
+)
 from shadow.normalize import canonical_json
 
-
-class BadPath(ValueError):
-    """A JSONPath-like field path that does not parse."""
-
-
-class Wildcard(enum.Enum):
-    """`[*]` or `.*`: every element of an array, every value of an object."""
-
-    ANY = "*"
-
-
-PathStep = str | int | Wildcard
-ANY = Wildcard.ANY
-
-_STEP = re.compile(
-    r"""
-      \.(?P<name>[^.\[\]'"]+)                    # .name  or  .*
-    | \[\s*(?P<index>-?\d+)\s*\]                 # [3]
-    | \[\s*(?P<star>\*)\s*\]                     # [*]
-    | \[\s*'(?P<sq>(?:[^'\\]|\\.)*)'\s*\]        # ['weird key']
-    | \[\s*"(?P<dq>(?:[^"\\]|\\.)*)"\s*\]        # ["weird key"]
-    """,
-    re.VERBOSE,
-)
-_ESCAPE = re.compile(r"\\(.)")
-
-
-@functools.lru_cache(maxsize=1024)
-def compile_path(path: str) -> tuple[PathStep, ...]:
-    """Parse `$.a.b`, `$.items[*].x`, `$.items[0].x`, `$['weird key']` into steps (cached).
-
-    A missing leading `$` is tolerated (`a.b` means `$.a.b`). Raises BadPath.
-    """
-    text = path.strip()
-    if text.startswith("$"):
-        text = text[1:]
-    elif text and text[0] not in ".[":
-        text = "." + text
-    steps: list[PathStep] = []
-    pos = 0
-    while pos < len(text):
-        m = _STEP.match(text, pos)
-        if m is None:
-            raise BadPath(f"cannot parse field path {path!r} at character {pos + len(path) - len(text) + 1}")
-        if m["name"] is not None:
-            steps.append(ANY if m["name"] == "*" else m["name"])
-        elif m["index"] is not None:
-            steps.append(int(m["index"]))
-        elif m["star"] is not None:
-            steps.append(ANY)
-        else:
-            quoted = m["sq"] if m["sq"] is not None else m["dq"]
-            steps.append(_ESCAPE.sub(r"\1", quoted))
-        pos = m.end()
-    if not steps:
-        raise BadPath(f"field path {path!r} addresses the whole document")
-    return tuple(steps)
-
-
-_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
-
-
-def format_path(steps: Iterable[str | int]) -> str:
-    """Steps → `$.items[3]['weird key']` notation (the inverse of compile_path for concrete paths)."""
-    parts = ["$"]
-    for step in steps:
-        if isinstance(step, int):
-            parts.append(f"[{step}]")
-        elif _PLAIN_KEY.match(step):
-            parts.append(f".{step}")
-        else:
-            escaped = step.replace("\\", "\\\\").replace("'", "\\'")
-            parts.append(f"['{escaped}']")
-    return "".join(parts)
-
-
-_INDEX = re.compile(r"\[\d+\]")
-
-
-def group_path(path: str) -> str:
-    """Collapse array indexes so one field is counted once: `$.items[3].qty` → `$.items[*].qty`."""
-    return _INDEX.sub("[*]", path)
-
-
-def path_matches(pattern: Sequence[PathStep], concrete: Sequence[str | int]) -> bool:
-    """Whether a concrete path (keys and indexes) is addressed by a compiled pattern."""
-    if len(pattern) != len(concrete):
-        return False
-    for want, got in zip(pattern, concrete, strict=True):
-        if want is ANY:
-            continue
-        if isinstance(want, int) != isinstance(got, int) or want != got:
-            return False
-    return True
+__all__ = [
+    "ANY",
+    "BadPath",
+    "PathStep",
+    "Steps",
+    "Wildcard",
+    "apply_ignores",
+    "compile_path",
+    "format_path",
+    "group_path",
+    "is_order_insensitive",
+    "order_blind",
+    "path_matches",
+]
 
 
 def _select(doc: object, steps: Sequence[PathStep]) -> list[object]:
@@ -134,7 +64,7 @@ def _select(doc: object, steps: Sequence[PathStep]) -> list[object]:
     return nodes
 
 
-def _drop(doc: object, steps: tuple[PathStep, ...]) -> None:
+def _drop(doc: object, steps: Steps) -> None:
     """Remove the addressed fields from `doc` itself."""
     last = steps[-1]
     for node in _select(doc, steps[:-1]):
@@ -195,7 +125,7 @@ def _sort_all(node: object) -> None:
 
 
 @functools.lru_cache(maxsize=256)
-def _compiled_deepest_first(paths: tuple[str, ...]) -> tuple[tuple[PathStep, ...], ...]:
+def _compiled_deepest_first(paths: tuple[str, ...]) -> tuple[Steps, ...]:
     # Nested arrays are sorted before the arrays that hold them, so the outer sort sees canonical elements.
     return tuple(sorted((compile_path(p) for p in paths), key=len, reverse=True))
 

@@ -22,6 +22,7 @@ from proxy.events import ExchangeStart, ResponseSnapshot
 from proxy.metrics import Metrics
 from shadow.compare import judge_pair, judge_pair_quick
 from shadow.model import Comparison, ExchangeRecord, Outcome, Pair
+from shadow.origins import exchange_origins
 from shadow.records import exchange_record, unpaired_record
 from shadow.redact import Redactor
 from shadow.store_writer import StoreWriter
@@ -133,7 +134,11 @@ class Recorder:
                     judged = None
                 else:
                     judged = judge_pair_quick(
-                        primary, candidate, p.route.compare, candidate_is_new=self._candidate_is_new(p)
+                        primary,
+                        candidate,
+                        p.route.compare,
+                        candidate_is_new=self._candidate_is_new(p),
+                        origins=exchange_origins(p.start),
                     )
                 if judged is None:
                     slow.append(p)
@@ -176,7 +181,13 @@ class Recorder:
         if p.pair == "candidate" and primary.side == candidate.side:
             # The new side failed and the route fell back: legacy answered both, nothing to learn from the pair.
             return self._record(p, "skipped", "primary_fell_back", None, tallies)
-        judged = judge_pair(primary, candidate, p.route.compare, candidate_is_new=self._candidate_is_new(p))
+        judged = judge_pair(
+            primary,
+            candidate,
+            p.route.compare,
+            candidate_is_new=self._candidate_is_new(p),
+            origins=exchange_origins(p.start),
+        )
         return self._record(p, *judged, tallies)
 
     def _record(

@@ -110,6 +110,16 @@ def test_validate_prints_every_issue_and_exits_1(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
+def test_validate_refuses_a_malformed_ignore_fields_path(tmp_path: Path) -> None:
+    """validate names the file, line and route of an ignore_fields path that does not parse, and exits 1."""
+    path = tmp_path / "routes.yaml"
+    path.write_text(BROKEN.replace("mode: legcy", "mode: shadow\n    compare: {ignore_fields: ['$.items[']}"))
+    result = invoke("validate", "-c", str(path))
+    assert result.exit_code == 1
+    first = result.stderr.strip().splitlines()[0]
+    assert first.startswith(f"Error: {path}:7: routes[0] (a).compare.ignore_fields[0]: cannot parse field path")
+
+
 def test_validate_json_lists_issues(tmp_path: Path) -> None:
     """validate --format json prints {ok, issues[]} with line numbers, and still exits 1 on errors."""
     path = tmp_path / "routes.yaml"

@@ -9,6 +9,7 @@ import pytest
 from yarl import URL
 
 from proxy.config import Compare, Config, ConfigError, ConfigIssue, Mirror, Readiness, Redact, Timeouts
+from proxy.jsonpath import BadPath
 from proxy.loader import load_config, parse_config
 from proxy.routing import RouteTable
 from proxy.units import BadValue, parse_duration, parse_rate, parse_size
@@ -254,6 +255,37 @@ def test_fallback_on_legacy_served_route() -> None:
     ]
 
 
+def test_malformed_json_paths_are_config_errors_with_file_line_and_route() -> None:
+    """A compare path that does not parse (ignore_fields, ignore_order, in a route or defaults) is refused at load,
+    named by file, line, route and key, instead of turning every pair into a text comparison later."""
+    text = BASE + (
+        "defaults:\n"
+        "  compare: {ignore_order: ['$.a..b']}\n"
+        "routes:\n"
+        "  - id: orders\n"
+        "    match: {path: /a}\n"
+        "    mode: shadow\n"
+        "    compare:\n"
+        "      ignore_fields: [$.ok, '$.items[']\n"
+    )
+    assert messages(text) == [
+        "routes.yaml:6: defaults.compare.ignore_order[0]: cannot parse field path '$.a..b' at character 4 "
+        "(hint: e.g. $.meta.generated_at, $.items[*].id, $['odd key'])",
+        "routes.yaml:12: routes[0] (orders).compare.ignore_fields[1]: cannot parse field path '$.items[' at "
+        "character 8 (hint: e.g. $.meta.generated_at, $.items[*].id, $['odd key'])",
+    ]
+
+
+def test_compare_rules_hold_only_paths_that_compile() -> None:
+    """A Compare built in code with a malformed path fails at once with BadPath, which is no ValueError (so no
+    "not valid JSON" handler can swallow it)."""
+    with pytest.raises(BadPath):
+        Compare(ignore_fields=("$.items[",))
+    with pytest.raises(BadPath):
+        Compare(ignore_order=("$.a[x]",))
+    assert not issubclass(BadPath, ValueError)
+
+
 def test_path_template_error_comes_from_the_router() -> None:
     """A template the router cannot parse is reported at match.path with the router's hint."""
     found = issues(route("match: {path: api/a}\nmode: legacy"))
@@ -434,7 +466,7 @@ def test_route_settings_merge_over_defaults() -> None:
     assert custom.shadow == Mirror(sample=1.0, timeout=3.0)
     assert custom.compare == Compare(
         ignore_fields=("$.meta.id", "$.x"),
-        headers=frozenset({"content-type", "etag"}),
+        headers=Compare().headers | {"etag"},
         ignore_order=("$.a", "$.b"),
         float_tolerance=0.01,
     )

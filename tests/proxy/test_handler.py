@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -276,6 +277,78 @@ async def test_no_fallback_route_answers_502(
         assert (await resp.json())["route"] == "plain"
         assert resp.headers["X-Request-Id"]
     assert hits(backends.legacy) == []
+
+
+@dataclass
+class StallingNew:
+    """A new back end that executes each request (reads its body, counts it) and then never answers in time."""
+
+    server: TestServer
+    executed: list[str] = field(default_factory=list)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@pytest.fixture
+async def stalling_new(aiohttp_server: Any) -> AsyncIterator[StallingNew]:
+    app = web.Application()
+    holder: list[StallingNew] = []
+
+    async def stall(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        holder[0].executed.append(request.method)
+        await holder[0].release.wait()
+        return web.json_response({"side": "new"})
+
+    app.router.add_route("*", "/{tail:.*}", stall)
+    stalling = StallingNew(await aiohttp_server(app))
+    holder.append(stalling)
+    yield stalling
+    stalling.release.set()  # let the held handlers end before the server closes
+
+
+@pytest.fixture
+async def stalling_new_proxy(
+    backends: Backends, stalling_new: StallingNew, tmp_path: Path
+) -> AsyncIterator[RunningProxy]:
+    """A fallback route whose new upstream takes every request and then stalls past the read timeout."""
+    assert backends.legacy.port is not None
+    assert stalling_new.server.port is not None
+    routes = FALLBACK_ROUTES.replace("read: 5s", "read: 200ms")
+    path = write_config(
+        tmp_path / "routes.yaml", legacy=backends.legacy.port, new=stalling_new.server.port, routes=routes
+    )
+    async with running_proxy(path, watch=False) as running:
+        yield running
+
+
+async def test_fallback_never_resends_a_post_the_new_side_received(
+    stalling_new_proxy: RunningProxy, stalling_new: StallingNew, backends: Backends, client: aiohttp.ClientSession
+) -> None:
+    """A POST whose body reached the new side before it timed out is executed once: the client gets 504 and
+    legacy never sees the write."""
+    async with client.post(url(stalling_new_proxy, "/api/orders"), data=b'{"qty": 2}') as resp:
+        assert resp.status == 504
+        assert (await resp.json())["route"] == "orders"
+    assert stalling_new.executed == ["POST"]
+    assert hits(backends.legacy) == []
+    assert not stalling_new_proxy.state.metrics.fallbacks.get(("orders", "timeout"))
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+async def test_fallback_resends_an_idempotent_request_after_a_timeout(
+    stalling_new_proxy: RunningProxy,
+    stalling_new: StallingNew,
+    backends: Backends,
+    client: aiohttp.ClientSession,
+    method: str,
+) -> None:
+    """An idempotent request the new side received but did not answer in time is served by legacy."""
+    async with client.request(method, url(stalling_new_proxy, "/api/orders/1"), data=b"x") as resp:
+        assert resp.status == 200
+        assert (await resp.json())["side"] == "legacy"
+    assert stalling_new.executed == [method]
+    assert [h.method for h in hits(backends.legacy)] == [method]
+    assert stalling_new_proxy.state.metrics.fallbacks.get(("orders", "timeout")) == 1
 
 
 async def test_breaker_opens_and_sends_straight_to_legacy(

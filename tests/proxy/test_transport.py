@@ -701,12 +701,28 @@ def stale_server(log: list[bytes]) -> RawHandler:
 async def test_stale_connection_is_retried(
     raw_server: Callable[[RawHandler], Awaitable[URL]], pools: Callable[..., UpstreamPool]
 ) -> None:
-    """With retry_stale, a reused connection closed before any response byte is retried on a new one."""
+    """With retry_stale, an idempotent request on a reused connection closed before any response byte is retried
+    on a new one."""
+    log: list[bytes] = []
+    pool = pools(await raw_server(stale_server(log)))
+    assert await fetch(pool, method="PUT", body=b"one") == (200, b"ok")
+    assert await fetch(pool, method="PUT", body=b"two", retry_stale=True) == (200, b"ok")
+    assert log == [b"one", b"two", b"two"]
+
+
+async def test_stale_connection_post_is_not_resent(
+    raw_server: Callable[[RawHandler], Awaitable[URL]], pools: Callable[..., UpstreamPool]
+) -> None:
+    """Even with retry_stale, a POST that went out on a connection that then closed is not sent again (the
+    upstream may have executed it): UpstreamReset, and the server saw it once."""
     log: list[bytes] = []
     pool = pools(await raw_server(stale_server(log)))
     assert await fetch(pool, method="POST", body=b"one") == (200, b"ok")
-    assert await fetch(pool, method="POST", body=b"two", retry_stale=True) == (200, b"ok")
-    assert log == [b"one", b"two", b"two"]
+    with pytest.raises(UpstreamReset) as info:
+        await fetch(pool, method="POST", body=b"two", retry_stale=True)
+    assert (info.value.sent, info.value.responded) == (True, False)
+    await asyncio.sleep(0.05)
+    assert log == [b"one", b"two"]
 
 
 async def test_stale_connection_without_retry_fails(
@@ -736,7 +752,7 @@ async def test_retry_opens_a_fresh_connection(
     assert await read_all(first) == await read_all(second) == b"ok"
     # Two idle connections, both answered once: each closes on its next request. With one retry that lands on a
     # new connection, the request still succeeds.
-    assert await fetch(pool, method="POST", body=b"c") == (200, b"ok")
+    assert await fetch(pool, method="PUT", body=b"c") == (200, b"ok")
     assert sorted(log) == [b"a", b"b", b"c", b"c"]
 
 
