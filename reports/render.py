@@ -19,6 +19,7 @@ from rich.text import Text
 
 from reports.bodydiff import body_diff
 from reports.readiness import VERDICTS
+from reports.replay_changes import ReplaySummary
 from reports.summary import FieldSummary, Report, RouteSummary
 from shadow.store_types import ExchangeDetail, ExchangeRow, Percentiles
 
@@ -79,6 +80,8 @@ def render_report(report: Report) -> Group:
     notes = _route_notes(report.routes)
     if notes is not None:
         parts.append(notes)
+    if report.replay.routes:
+        parts.append(replay_tables(report.replay, title="Replays (not counted above): before → after"))
     return Group(*parts)
 
 
@@ -213,6 +216,35 @@ def _route_notes(routes: Sequence[RouteSummary]) -> Text | None:
     if not lines:
         return None
     return Text("\n".join(lines), "dim")
+
+
+def replay_tables(summary: ReplaySummary, *, title: str = "Replay: before → after") -> Group:
+    """Before → after per route (mismatches, fixed, regressed) and per field group, and one line per route with
+    how many former mismatches now match."""
+    routes = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("route", "replayed", "mismatches", "fixed", "regressed", "cand.err", "skipped"):
+        routes.add_column(column, justify="left" if column == "route" else "right", no_wrap=True)
+    for r in summary.routes:
+        routes.add_row(
+            escape(r.route_id), str(r.replayed), f"{r.mismatched_before} → {r.mismatched_after}",
+            Text(str(r.fixed), "green" if r.fixed else ""), Text(str(r.regressed), "red" if r.regressed else ""),
+            str(r.errors_after), str(r.skipped_after),
+        )  # fmt: skip
+    parts: list[RenderableType] = [routes]
+    if summary.fields:
+        fields = Table(title="Fields: exchanges differing", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        for column in ("route", "field", "before → after", "fixed"):
+            fields.add_column(column, justify="right" if column == "fixed" else "left", overflow="fold")
+        for f in summary.fields:
+            fields.add_row(escape(f.route_id), escape(f.group), f"{f.before} → {f.after}", str(f.fixed))
+        parts.append(fields)
+    lines = [
+        Text(f"{r.route_id}: {r.fixed} of {r.mismatched_before} former mismatches now match",
+             "green" if r.mismatched_after == 0 else "yellow")
+        for r in summary.routes
+        if r.mismatched_before
+    ]  # fmt: skip
+    return Group(*parts, *lines)
 
 
 # --- diff review ------------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from shadow.store_types import (
     FieldStat,
     Percentiles,
     ReplayItem,
+    ReplayPair,
     RouteStats,
     TrafficRow,
     UnroutedPath,
@@ -104,8 +105,31 @@ def _migration_2(db: sqlite_utils.Database) -> None:
     db.table("exchanges").add_column("note", str)
 
 
+def _migration_latency_us(db: sqlite_utils.Database) -> None:
+    """exchanges.legacy_latency_us / new_latency_us: exact durations in integer microseconds (the report's
+    percentiles are read from them); older rows are filled from the millisecond columns, which are still written."""
+    exchanges = db.table("exchanges")
+    exchanges.add_column("legacy_latency_us", int)
+    exchanges.add_column("new_latency_us", int)
+    db.execute(
+        "UPDATE exchanges SET legacy_latency_us = CAST(ROUND(legacy_latency_ms * 1000) AS INTEGER),"
+        " new_latency_us = CAST(ROUND(new_latency_ms * 1000) AS INTEGER)"
+        " WHERE legacy_latency_ms IS NOT NULL OR new_latency_ms IS NOT NULL"
+    )
+
+
+def _migration_replay_of(db: sqlite_utils.Database) -> None:
+    """exchanges.replay_of: for pair "replay" (made by `strangler replay`), the id of the exchange sent again."""
+    db.table("exchanges").add_column("replay_of", int)
+
+
 # Applied in order at open, all pending ones in one transaction; never edit a released step, append a new one.
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_migration_1, _migration_2)
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
+    _migration_1,
+    _migration_2,
+    _migration_latency_us,
+    _migration_replay_of,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -297,7 +321,8 @@ class Store:
     def latency_percentiles(
         self, since: float | None = None, route_id: str | None = None, pair: Pair = "candidate"
     ) -> dict[tuple[str, str], Percentiles]:
-        """(route_id, side) -> (p50, p95, p99) in ms from the histogram rollup; side is "legacy" or "new"."""
+        """(route_id, side) -> p50, p95, p99 in ms, nearest rank over the window's stored latencies (exact to the
+        µs); from the histogram rollup (marked inexact) where retention deleted rows. Side is "legacy" or "new"."""
         return queries.latency_percentiles(self._conns, since, route_id, pair)
 
     def field_stats(
@@ -330,6 +355,10 @@ class Store:
     def get_exchange(self, exchange_id: int, source: int = 0) -> ExchangeDetail | None:
         """One exchange in full; `source` is the file index from `ExchangeRow.source` when reading several files."""
         return queries.get_exchange(self._conns, exchange_id, source)
+
+    def replay_pairs(self, since: float | None = None, route_id: str | None = None) -> list[ReplayPair]:
+        """Replayed exchanges (pair "replay") with their originals' outcome and fields: the report's replay section."""
+        return queries.replay_pairs(self._conns, since, route_id)
 
     def exchanges_for_replay(
         self, route_id: str | None = None, outcome: str | None = None, since: float | None = None, limit: int = 100
