@@ -133,6 +133,11 @@ async def _fetch_frame(session: aiohttp.ClientSession, admin: str) -> tuple[str,
     return metrics, routes
 
 
+def _live_document(r: LiveRoute) -> dict[str, Any]:
+    """One route of `watch --once --format json`; latencies are since-start estimates from /metrics histograms."""
+    return {**dataclasses.asdict(r), "compared": r.compared, "match_rate": r.match_rate, "latency_estimated": True}
+
+
 async def _frames(admin: str, every: float, once: bool, fmt: OutputFormat) -> None:
     timeout = aiohttp.ClientTimeout(total=max(5.0, every))
     async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -147,7 +152,7 @@ async def _frames(admin: str, every: float, once: bool, fmt: OutputFormat) -> No
         if once:
             frame = await rows(None, None)
             if fmt is OutputFormat.json:
-                print_json([{**dataclasses.asdict(r), "match_rate": r.match_rate} for r in frame])
+                print_json([_live_document(r) for r in frame])
             else:
                 print_renderable(live_table(frame, title=f"strangler watch {admin}"))
             return
@@ -170,7 +175,9 @@ def watch(
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """A live view of a running proxy: per-route traffic, request rate, errors, match rate and latency, from its
-    admin API (/metrics and /routes), redrawn every --interval until Ctrl-C. Counters are since the proxy started.
+    admin API (/metrics and /routes), redrawn every --interval until Ctrl-C. Counters are since the proxy started;
+    compared / match count candidate pairs only (as the report does, noise pairs left out); latencies are client-facing
+    estimates from the /metrics histogram buckets (`strangler report` has exact ones per compared pair).
 
     Example: [bold]strangler watch --admin http://127.0.0.1:8081 --interval 1s[/bold]
     """
