@@ -157,11 +157,18 @@ def _latency_rows(report: Report) -> list[list[object]]:
         if lat.legacy is None and lat.new is None:
             continue
         rows.append(
-            [f"`{r.id}`", *(_ms(getattr(lat.legacy, q, None)) for q in ("p50", "p95", "p99")),
-             *(_ms(getattr(lat.new, q, None)) for q in ("p50", "p95", "p99")),
+            [f"`{r.id}`", *(_latency_ms(lat.legacy, q) for q in ("p50", "p95", "p99")),
+             *(_latency_ms(lat.new, q) for q in ("p50", "p95", "p99")),
              _ratio(lat.ratio("p99"))]
         )  # fmt: skip
     return rows
+
+
+def _latency_ms(p: Percentiles | None, q: str) -> str:
+    """One percentile in ms; "≈" marks a histogram estimate (retention deleted some of the window's rows)."""
+    if p is None:
+        return "–"
+    return ("" if p.exact else "≈") + _ms(getattr(p, q))
 
 
 def _ratio(value: float | None) -> str:

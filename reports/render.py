@@ -156,7 +156,7 @@ def route_table(routes: Sequence[RouteSummary]) -> Table:
 
 
 def latency_table(routes: Sequence[RouteSummary]) -> Table:
-    """p50 / p95 / p99 of both sides over compared pairs, and new ÷ legacy."""
+    """p50 / p95 / p99 (nearest rank, exact; "≈" when estimated past retention) of both sides, and new ÷ legacy."""
     table = Table(title="Latency of compared pairs (ms)", title_justify="left")
     table.add_column("route")
     for column in ("legacy p50 / p95 / p99", "new p50 / p95 / p99", "p50 ratio", "p99 ratio"):
@@ -177,7 +177,10 @@ def latency_table(routes: Sequence[RouteSummary]) -> Table:
 
 
 def _percentiles(p: Percentiles | None) -> str:
-    return "–" if p is None else f"{ms(p.p50)} / {ms(p.p95)} / {ms(p.p99)}"
+    if p is None:
+        return "–"
+    # "≈": retention deleted some of the window's rows, so these are the hourly histogram's estimates.
+    return ("" if p.exact else "≈") + f"{ms(p.p50)} / {ms(p.p95)} / {ms(p.p99)}"
 
 
 def field_table(route: RouteSummary) -> Table:

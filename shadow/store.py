@@ -34,6 +34,7 @@ from shadow.store_types import (
     RouteStats,
     TrafficRow,
     UnroutedPath,
+    latency_bucket,
 )
 
 BUSY_TIMEOUT_MS = 5000
@@ -123,12 +124,51 @@ def _migration_replay_of(db: sqlite_utils.Database) -> None:
     db.table("exchanges").add_column("replay_of", int)
 
 
+def _migration_replays_apart(db: sqlite_utils.Database) -> None:
+    """Replays written before pair "replay" existed (candidate pairs whose request id starts with "replay-") move
+    to pair "replay", their rollup counts with them, so they stop counting toward readiness. Their originals are
+    not linked (`replay_of` stays NULL: the report counts them as replayed, with no before)."""
+    conn = db.conn
+    moved = "pair = 'candidate' AND substr(request_id, 1, 7) = 'replay-'"
+    if conn.execute(f"SELECT 1 FROM exchanges WHERE {moved} LIMIT 1").fetchone() is None:
+        return
+    db.register_function(latency_bucket, name="latency_bucket", deterministic=True)
+    hour = "CAST(time / 3600 AS INTEGER) * 3600"
+    upsert = " ON CONFLICT DO UPDATE SET count = count + excluded.count"
+    selects = {
+        "route_rollup (hour, route_id, pair, outcome, reason, count)": (
+            f"SELECT {hour}, route_id, {{pair}}, outcome, COALESCE(reason, ''), {{sign}} COUNT(*) FROM exchanges"
+            f" WHERE {moved} GROUP BY 1, 2, 4, 5"
+        ),
+        "latency_rollup (hour, route_id, pair, side, bucket, count)": " UNION ALL ".join(
+            f"SELECT {hour}, route_id, {{pair}}, '{side}', latency_bucket({side}_latency_ms), {{sign}} COUNT(*)"
+            f" FROM exchanges WHERE {moved} AND {side}_latency_ms IS NOT NULL GROUP BY 1, 2, 5"
+            for side in ("legacy", "new")
+        ),
+        "field_rollup (hour, route_id, pair, grp, count)": (
+            f"SELECT {hour}, route_id, {{pair}}, grp, {{sign}} COUNT(DISTINCT exchange_id) FROM differences"
+            f" WHERE exchange_id IN (SELECT id FROM exchanges WHERE {moved}) GROUP BY 1, 2, 4"
+        ),
+    }
+    for into, select in selects.items():
+        for pair, sign in (("'replay'", ""), ("'candidate'", "-")):
+            # "WHERE true": SQLite's rule for an upsert fed by a SELECT (so ON is not read as a join's).
+            sql = f"INSERT INTO {into} SELECT * FROM ({select.format(pair=pair, sign=sign)}) WHERE true{upsert}"
+            conn.execute(sql)
+        conn.execute(f"DELETE FROM {into.split()[0]} WHERE count <= 0")
+    conn.execute(
+        f"UPDATE differences SET pair = 'replay' WHERE exchange_id IN (SELECT id FROM exchanges WHERE {moved})"
+    )
+    conn.execute(f"UPDATE exchanges SET pair = 'replay' WHERE {moved}")
+
+
 # Applied in order at open, all pending ones in one transaction; never edit a released step, append a new one.
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _migration_1,
     _migration_2,
     _migration_latency_us,
     _migration_replay_of,
+    _migration_replays_apart,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

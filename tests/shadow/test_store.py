@@ -463,3 +463,38 @@ def test_readers_merge_several_files(tmp_path: Path) -> None:
         assert detail.record.request_id == "1-3"
         with pytest.raises(StoreError):
             readers.write_batch([make_record()])
+
+
+def test_replays_stored_by_an_older_version_move_to_their_own_pair_with_their_counts(db_path: Path) -> None:
+    """Replays an older strangler stored as candidate pairs ("replay-" request ids) become pair "replay" when the
+    file is opened: the route's figures, latencies and fields count only live pairs again; the rows stay."""
+    diff = (Difference("$.b", "$.b", "removed", "1", None),)
+    live = [make_record(request_id=f"r{i}", legacy_latency_ms=10.0 + i) for i in range(3)]
+    old_replays = [
+        make_record(request_id="replay-r0", outcome="mismatch", differences=diff, legacy_latency_ms=500.0),
+        make_record(request_id="replay-r1", legacy_latency_ms=600.0),
+    ]
+    with Store.open(db_path) as store:
+        store.write_batch([*live, *old_replays])  # as the older version did: pair "candidate"
+        assert store.route_stats()[0].compared == 5
+    step = [m.__name__ for m in MIGRATIONS].index("_migration_replays_apart")
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("UPDATE differences SET pair = 'candidate'")
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(step),))
+    with Store.open(db_path) as store:
+        [stats] = store.route_stats()
+        assert (stats.total, stats.compared, stats.mismatch) == (3, 3, 0)
+        legacy = store.latency_percentiles()[("orders", "legacy")]
+        assert (legacy.count, legacy.p99) == (3, 12.0)
+        assert store.field_stats() == []
+        assert [(f.group, f.count) for f in store.field_stats(pair="replay")] == [("$.b", 1)]
+        assert [(p.before, p.after, p.after_groups) for p in store.replay_pairs()] == [
+            (None, "mismatch", frozenset({"$.b"})),
+            (None, "match", frozenset()),
+        ]
+        assert len(store.list_exchanges(pair="replay")) == 2
+    with sqlite3.connect(db_path) as conn:
+        assert (
+            conn.execute("SELECT SUM(count) FROM latency_rollup WHERE pair = 'replay'").fetchone()[0] == 4
+        )  # 2 x 2 sides
+        assert conn.execute("SELECT MIN(count) FROM route_rollup").fetchone()[0] > 0
