@@ -104,7 +104,7 @@ def replay(
             redactor = Redactor(load_or_create_key(key_path_for(store_file)), loaded.store.redact)
             results = asyncio.run(_replay(loaded, redactor, targets, concurrency))
             store.write_batch([r.record for r in results])
-    summary = summarize([r.pair for r in results])
+    summary = summarize([r.before_after for r in results])
     if fmt is OutputFormat.json:
         print_json(replay_document(summary, skipped))
         return

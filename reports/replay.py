@@ -56,7 +56,7 @@ class ReplayResult:
     record: ExchangeRecord
 
     @property
-    def pair(self) -> ReplayPair:
+    def before_after(self) -> ReplayPair:
         """Before → after, as the report reads it back from the store."""
         return ReplayPair(
             route_id=self.target.route.id,

@@ -29,7 +29,7 @@ class RouteChange:
 
 @dataclass(frozen=True, slots=True)
 class FieldChange:
-    """How many replayed exchanges differed in one field group, before and after."""
+    """How many replayed exchanges (of those compared now) differed in one field group, before and after."""
 
     route_id: str
     group: str
@@ -56,6 +56,7 @@ class ReplaySummary:
 
 
 _BAD = frozenset({"mismatch", "candidate_error"})
+_COMPARED = frozenset({"match", "mismatch"})
 
 
 def summarize(pairs: Iterable[ReplayPair]) -> ReplaySummary:
@@ -79,9 +80,11 @@ def summarize(pairs: Iterable[ReplayPair]) -> ReplaySummary:
                 skipped_after=sum(p.after == "skipped" for p in ps),
             )
         )
-        groups = sorted({g for p in ps for g in (*p.before_groups, *p.after_groups)})
+        # Per field only the pairs compared now: a candidate error or a skip says nothing about a field.
+        compared = [p for p in ps if p.after in _COMPARED]
+        groups = sorted({g for p in compared for g in (*p.before_groups, *p.after_groups)})
         changes = [
-            FieldChange(rid, g, sum(g in p.before_groups for p in ps), sum(g in p.after_groups for p in ps))
+            FieldChange(rid, g, sum(g in p.before_groups for p in compared), sum(g in p.after_groups for p in compared))
             for g in groups
         ]
         fields.extend(sorted(changes, key=lambda c: (-c.fixed, -c.before, c.group)))
