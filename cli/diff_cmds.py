@@ -51,6 +51,14 @@ class Outcome(StrEnum):
     dropped = "dropped"
 
 
+class PairKind(StrEnum):
+    """`diffs list --pair` (shadow.model.Pair): candidate (legacy vs new), noise (legacy vs legacy), replay."""
+
+    candidate = "candidate"
+    noise = "noise"
+    replay = "replay"
+
+
 # --- diffs ------------------------------------------------------------------------------------------------------
 
 # What `diffs list` shows without --outcome: the exchanges a reviewer has to look at.
@@ -96,10 +104,15 @@ def diffs_list(
     ] = None,
     since: SinceOption = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many, newest first.", min=1)] = 50,
+    pair: Annotated[
+        PairKind | None,
+        typer.Option("--pair", help="Only this pair: candidate, noise or replay (made by `strangler replay`)."),
+    ] = None,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """List the exchanges that differ (mismatches and candidate errors), newest first; the id feeds
-    `strangler diffs show`. --outcome all lists matching, skipped and dropped ones too.
+    `strangler diffs show`. --outcome all lists matching, skipped and dropped ones too. The pair column says what was
+    compared: candidate (legacy vs new), noise (legacy vs legacy) or replay (sent again by `strangler replay`).
 
     Example: [bold]strangler diffs list --route customers --outcome mismatch --field '$.phone' --limit 20[/bold]
     """
@@ -113,6 +126,7 @@ def diffs_list(
                 field_group=group_path(field) if field else None,
                 since=parse_since(since),
                 limit=limit,
+                pair=pair.value if pair is not None else None,
             )
             for o in outcomes
         ]

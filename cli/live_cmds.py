@@ -15,12 +15,8 @@ from typing import Annotated, Any
 
 import aiohttp
 import typer
-from rich import box
-from rich.console import Group
 from rich.live import Live
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from cli.output import (
     CliError,
@@ -36,8 +32,11 @@ from cli.report_cmds import parse_since
 from cli.rollout_cmds import DbOption, db_path, duration_option, find_route
 from proxy.config import Config
 from proxy.loader import load_config
+from reports.export import replay_section
 from reports.live import LiveRoute, MetricsFormatError, live_routes, live_table, parse_prometheus
-from reports.replay import Replayer, ReplayResult, ReplaySummary, ReplayTarget, select_targets, summarize
+from reports.render import replay_tables
+from reports.replay import Replayer, ReplayResult, ReplayTarget, select_targets
+from reports.replay_changes import ReplaySummary, summarize
 from shadow.redact import Redactor, key_path_for, load_or_create_key
 from shadow.store import Store
 
@@ -60,36 +59,8 @@ async def _replay(
 
 
 def replay_document(summary: ReplaySummary, skipped: list[Any]) -> dict[str, Any]:
-    """What `replay --format json` prints."""
-    return {
-        "fixed": summary.fixed,
-        "routes": [dataclasses.asdict(r) for r in summary.routes],
-        "fields": [{**dataclasses.asdict(f), "fixed": f.fixed} for f in summary.fields],
-        "skipped": [dataclasses.asdict(s) for s in skipped],
-    }
-
-
-def _print_summary(summary: ReplaySummary) -> None:
-    routes = Table(title="Replay: before → after", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in ("route", "replayed", "mismatches", "fixed", "regressed", "cand.err", "skipped"):
-        routes.add_column(column, justify="left" if column == "route" else "right", no_wrap=True)
-    for r in summary.routes:
-        routes.add_row(
-            escape(r.route_id), str(r.replayed), f"{r.mismatched_before} → {r.mismatched_after}",
-            f"[green]{r.fixed}[/]" if r.fixed else "0", f"[red]{r.regressed}[/]" if r.regressed else "0",
-            str(r.errors_after), str(r.skipped_after),
-        )  # fmt: skip
-    fields = Table(title="Fields: exchanges differing", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in ("route", "field", "before → after", "fixed"):
-        fields.add_column(column, justify="right" if column == "fixed" else "left", overflow="fold")
-    for f in summary.fields:
-        fields.add_row(escape(f.route_id), escape(f.group), f"{f.before} → {f.after}", str(f.fixed))
-    print_renderable(Group(routes, fields) if summary.fields else routes)
-    for r in summary.routes:
-        was_bad = r.mismatched_before
-        if was_bad:
-            style = "green" if r.mismatched_after == 0 else "yellow"
-            print_line(f"[{style}]{escape(r.route_id)}: {r.fixed} of {was_bad} former mismatches now match[/]")
+    """What `replay --format json` prints: the report's replay section, and what was skipped."""
+    return {**replay_section(summary), "skipped": [dataclasses.asdict(s) for s in skipped]}
 
 
 def replay(
@@ -112,7 +83,8 @@ def replay(
 
     Only requests that can be sent exactly again (whole stored body, or none needed) and safe methods (GET, HEAD,
     OPTIONS) unless --allow-unsafe. Secrets were redacted before storage, so replayed requests carry the redacted
-    values. Replays are stored as ordinary exchanges with request ids starting with "replay-".
+    values. Replays are stored apart (pair "replay"): they never count toward readiness, verdicts or the flip gate;
+    `strangler report` shows them in their own before → after section, `diffs list --pair replay` lists them.
 
     Example: [bold]strangler replay --route orders-read --outcome mismatch --limit 200[/bold]
     """
@@ -132,7 +104,7 @@ def replay(
             redactor = Redactor(load_or_create_key(key_path_for(store_file)), loaded.store.redact)
             results = asyncio.run(_replay(loaded, redactor, targets, concurrency))
             store.write_batch([r.record for r in results])
-    summary = summarize(results)
+    summary = summarize([r.before_after for r in results])
     if fmt is OutputFormat.json:
         print_json(replay_document(summary, skipped))
         return
@@ -142,7 +114,7 @@ def replay(
     if not results:
         print_line("nothing to replay")
         return
-    _print_summary(summary)
+    print_renderable(replay_tables(summary))
 
 
 # --- watch -----------------------------------------------------------------------------------------------------
@@ -161,6 +133,11 @@ async def _fetch_frame(session: aiohttp.ClientSession, admin: str) -> tuple[str,
     return metrics, routes
 
 
+def _live_document(r: LiveRoute) -> dict[str, Any]:
+    """One route of `watch --once --format json`; latencies are since-start estimates from /metrics histograms."""
+    return {**dataclasses.asdict(r), "compared": r.compared, "match_rate": r.match_rate, "latency_estimated": True}
+
+
 async def _frames(admin: str, every: float, once: bool, fmt: OutputFormat) -> None:
     timeout = aiohttp.ClientTimeout(total=max(5.0, every))
     async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -175,7 +152,7 @@ async def _frames(admin: str, every: float, once: bool, fmt: OutputFormat) -> No
         if once:
             frame = await rows(None, None)
             if fmt is OutputFormat.json:
-                print_json([{**dataclasses.asdict(r), "match_rate": r.match_rate} for r in frame])
+                print_json([_live_document(r) for r in frame])
             else:
                 print_renderable(live_table(frame, title=f"strangler watch {admin}"))
             return
@@ -198,7 +175,9 @@ def watch(
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """A live view of a running proxy: per-route traffic, request rate, errors, match rate and latency, from its
-    admin API (/metrics and /routes), redrawn every --interval until Ctrl-C. Counters are since the proxy started.
+    admin API (/metrics and /routes), redrawn every --interval until Ctrl-C. Counters are since the proxy started;
+    compared / match count candidate pairs only (as the report does, noise pairs left out); latencies are client-facing
+    estimates from the /metrics histogram buckets (`strangler report` has exact ones per compared pair).
 
     Example: [bold]strangler watch --admin http://127.0.0.1:8081 --interval 1s[/bold]
     """

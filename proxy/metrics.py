@@ -141,8 +141,9 @@ class Metrics:
         )
         self.shadow = Counter(
             "strangler_shadow_total",
-            "Mirrored exchanges by route and outcome (match, mismatch, candidate_error, dropped, skipped).",
-            ("route", "outcome", "reason"),
+            "Mirrored exchanges by route, pair (candidate: legacy vs new; noise: legacy vs legacy) and outcome"
+            " (match, mismatch, candidate_error, dropped, skipped).",
+            ("route", "pair", "outcome", "reason"),
         )
         self.shadow_queue = Gauge("strangler_shadow_queue_depth", "Queued work in the shadow pipeline.", ("stage",))
         self.compare_time = Histogram(

@@ -6,6 +6,7 @@ All functions are pure: a `Report` in, text out.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from xml.etree import ElementTree as ET
 
 from reports.bodydiff import shorten
 from reports.readiness import VERDICTS
+from reports.replay_changes import ReplaySummary
 from reports.summary import FieldSummary, Report, RouteSummary
 from shadow.store_types import Percentiles
 
@@ -42,6 +44,17 @@ def report_document(report: Report) -> dict[str, Any]:
         },
         "routes": [route_document(r) for r in report.routes],
         "unrouted": [{"method": u.method, "path": u.path, "count": u.count} for u in report.unrouted],
+        "replay": replay_section(report.replay),
+    }
+
+
+def replay_section(summary: ReplaySummary) -> dict[str, Any]:
+    """Replayed pairs before → after (the report's "replay", and `strangler replay --format json`)."""
+    return {
+        "replayed": summary.replayed,
+        "fixed": summary.fixed,
+        "routes": [dataclasses.asdict(r) for r in summary.routes],
+        "fields": [{**dataclasses.asdict(f), "fixed": f.fixed} for f in summary.fields],
     }
 
 
@@ -94,10 +107,12 @@ def field_document(f: FieldSummary) -> dict[str, Any]:
     }
 
 
-def _percentiles(p: Percentiles | None) -> dict[str, float | None]:
+def _percentiles(p: Percentiles | None) -> dict[str, Any]:
     if p is None:
-        return {"p50": None, "p95": None, "p99": None}
-    return {"p50": round(p.p50, 3), "p95": round(p.p95, 3), "p99": round(p.p99, 3)}
+        return {"p50": None, "p95": None, "p99": None, "count": 0, "exact": True}
+    # Rounded to the µs the store keeps (floats of exact µs / 1000 print as such).
+    figures = {"p50": round(p.p50, 3), "p95": round(p.p95, 3), "p99": round(p.p99, 3)}
+    return {**figures, "count": p.count, "exact": p.exact}
 
 
 def to_json(report: Report) -> str:
@@ -145,11 +160,18 @@ def _latency_rows(report: Report) -> list[list[object]]:
         if lat.legacy is None and lat.new is None:
             continue
         rows.append(
-            [f"`{r.id}`", *(_ms(getattr(lat.legacy, q, None)) for q in ("p50", "p95", "p99")),
-             *(_ms(getattr(lat.new, q, None)) for q in ("p50", "p95", "p99")),
+            [f"`{r.id}`", *(_latency_ms(lat.legacy, q) for q in ("p50", "p95", "p99")),
+             *(_latency_ms(lat.new, q) for q in ("p50", "p95", "p99")),
              _ratio(lat.ratio("p99"))]
         )  # fmt: skip
     return rows
+
+
+def _latency_ms(p: Percentiles | None, q: str) -> str:
+    """One percentile in ms; "≈" marks a histogram estimate (retention deleted some of the window's rows)."""
+    if p is None:
+        return "–"
+    return ("" if p.exact else "≈") + _ms(getattr(p, q))
 
 
 def _ratio(value: float | None) -> str:
@@ -189,7 +211,29 @@ def to_markdown(report: Report) -> str:
         if r.fields:
             lines += [f"## Fields that differ on `{r.id}`", ""]
             lines += _md_table(("field", "kind", "count", "rate", "noise share", "class", "suggestion"), _field_rows(r))
+    if report.replay.routes:
+        lines += ["## Replays (not counted above): before → after", ""]
+        lines += _md_table(_REPLAY_HEADER, [[f"`{c[0]}`", *c[1:]] for c in _replay_rows(report.replay)])
+        if report.replay.fields:
+            lines += _md_table(_REPLAY_FIELD_HEADER, [[f"`{c[0]}`", f"`{c[1]}`", *c[2:]] for c in
+                                                      _replay_field_rows(report.replay)])  # fmt: skip
     return "\n".join(lines).rstrip() + "\n"
+
+
+_REPLAY_HEADER = ("route", "replayed", "mismatches before → after", "fixed", "regressed", "cand. errors", "skipped")
+_REPLAY_FIELD_HEADER = ("route", "field", "before → after", "fixed")
+
+
+def _replay_rows(summary: ReplaySummary) -> list[list[object]]:
+    return [
+        [r.route_id, r.replayed, f"{r.mismatched_before} → {r.mismatched_after}", r.fixed, r.regressed,
+         r.errors_after, r.skipped_after]
+        for r in summary.routes
+    ]  # fmt: skip
+
+
+def _replay_field_rows(summary: ReplaySummary) -> list[list[object]]:
+    return [[f.route_id, f.group, f"{f.before} → {f.after}", f.fixed] for f in summary.fields]
 
 
 # --- HTML -------------------------------------------------------------------------------------------------------
@@ -362,6 +406,15 @@ def to_html(report: Report) -> str:
             body += [f"<h2>Fields that differ on <code>{_e(r.id)}</code></h2>",
                      _html_table(("field", "kind", "count", "rate", "noise share", "class", "suggestion"), rows,
                                  f"fields-{r.id}")]  # fmt: skip
+    if report.replay.routes:
+        rows = [[f"<code>{_e(c[0])}</code>", *(_e(x) for x in c[1:])] for c in _replay_rows(report.replay)]
+        body += ["<h2>Replays (not counted above): before → after</h2>", _html_table(_REPLAY_HEADER, rows, "replay")]
+        if report.replay.fields:
+            rows = [
+                [f"<code>{_e(c[0])}</code>", f"<code>{_e(c[1])}</code>", *(_e(x) for x in c[2:])]
+                for c in _replay_field_rows(report.replay)
+            ]
+            body.append(_html_table(_REPLAY_FIELD_HEADER, rows, "replay-fields"))
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

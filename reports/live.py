@@ -2,6 +2,11 @@
 
 A tiny Prometheus text-format parser (the admin API renders `proxy.metrics`), the per-route view built from the
 samples, and the rich table drawn from it (never printed here). Pure: the CLI fetches and refreshes.
+
+Outcome counts are of candidate pairs only (legacy vs new, `pair="candidate"`), as the report counts them; noise
+pairs (legacy vs legacy) are left out. Latencies are what /metrics has: client-facing request durations since the
+proxy started, in histogram buckets, so they are estimates (the bucket bound holding the nearest rank); the report's
+exact percentiles are of the stored pairs over a window.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from typing import Any
 from rich import box
 from rich.markup import escape
 from rich.table import Table
+
+from shadow.percentiles import bucket_of_rank
 
 UNMATCHED = "unmatched"  # the proxy's route label for requests no route matched
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
@@ -73,30 +80,37 @@ def parse_prometheus(text: str) -> list[Sample]:
     return samples
 
 
-def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float | None:
-    """Prometheus' histogram_quantile: linear interpolation inside the bucket holding rank q × count.
+LATENCY_NOTE = (
+    "* latency: client-facing, since the proxy started, estimated from /metrics histogram buckets (the bound of the"
+    " bucket holding the nearest rank); `strangler report` has exact percentiles of the compared pairs"
+)
 
-    `buckets` are (upper bound, cumulative count), any order, +Inf included; None when empty.
+
+def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float | None:
+    """The q-quantile by nearest rank (`shadow.percentiles`, as the report takes it) of a Prometheus histogram: the
+    upper bound of the bucket holding the rank, an estimate at most one bucket high.
+
+    `buckets` are (upper bound, cumulative count), any order, +Inf included; None when empty. Past the last finite
+    bound the estimate is that bound.
     """
     ordered = sorted(buckets)
-    if not ordered or ordered[-1][1] <= 0:
+    if not ordered:
         return None
-    total = ordered[-1][1]
-    rank = q * total
-    lower, below = 0.0, 0.0
-    for bound, cumulative in ordered:
-        if cumulative >= rank:
-            if math.isinf(bound):
-                return lower  # past the last finite bound: the best estimate is that bound
-            inside = cumulative - below
-            return lower + (bound - lower) * ((rank - below) / inside if inside > 0 else 1.0)
-        lower, below = bound, cumulative
-    return lower
+    counts = [cumulative - below for (_, cumulative), (_, below) in zip(ordered, [(0.0, 0.0), *ordered], strict=False)]
+    bucket = bucket_of_rank(counts, q)
+    if bucket is None:
+        return None
+    bound = ordered[bucket][0]
+    if math.isinf(bound):
+        finite = [b for b, _ in ordered if not math.isinf(b)]
+        return finite[-1] if finite else None
+    return bound
 
 
 @dataclass(frozen=True, slots=True)
 class LiveRoute:
-    """One route's counters since the proxy started (and its request rate since the previous frame)."""
+    """One route's counters since the proxy started (and its request rate since the previous frame); outcomes of
+    candidate pairs only, latencies (ms) estimated from histogram buckets."""
 
     id: str
     mode: str
@@ -145,7 +159,7 @@ def live_routes(
             requests[key] = requests.get(key, 0) + int(s.value)
             if s.label("class") in ("5xx", "0xx"):
                 errors[key[0]] = errors.get(key[0], 0) + int(s.value)
-        elif s.name == "strangler_shadow_total":
+        elif s.name == "strangler_shadow_total" and s.label("pair") in ("candidate", ""):  # "": an older proxy
             key = (s.label("route"), s.label("outcome"))
             shadow[key] = shadow.get(key, 0) + int(s.value)
         elif s.name == "strangler_request_duration_seconds_bucket":
@@ -203,10 +217,17 @@ def _ms(value: float | None) -> str:
 
 def live_table(rows: Sequence[LiveRoute], *, title: str = "") -> Table:
     """The watch frame: one row per route."""
-    table = Table(title=title or None, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(
+        title=title or None,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        caption=LATENCY_NOTE,
+        caption_justify="left",
+    )
     for name in ("route", "mode", "legacy", "new", "req/s", "errors", "compared", "match", "mismatch", "cand.err"):
         table.add_column(name, justify="left" if name in ("route", "mode") else "right", no_wrap=name != "route")
-    for name in ("p50 ms", "p99 legacy", "p99 new"):
+    for name in ("p50 ms*", "p99 legacy*", "p99 new*"):
         table.add_column(name, justify="right", no_wrap=True)
     for r in rows:
         mode = f"[{_MODE_STYLE.get(r.mode, 'default')}]{escape(r.mode)}[/]"

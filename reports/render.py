@@ -19,6 +19,7 @@ from rich.text import Text
 
 from reports.bodydiff import body_diff, shorten, unlisted_differences
 from reports.readiness import VERDICTS
+from reports.replay_changes import ReplaySummary
 from reports.summary import FieldSummary, Report, RouteSummary
 from shadow.model import Difference
 from shadow.store_types import ExchangeDetail, ExchangeRow, Percentiles
@@ -83,6 +84,8 @@ def render_report(report: Report) -> Group:
     notes = _route_notes(report.routes)
     if notes is not None:
         parts.append(notes)
+    if report.replay.routes:
+        parts.append(replay_tables(report.replay, title="Replays (not counted above): before → after"))
     return Group(*parts)
 
 
@@ -165,7 +168,7 @@ def route_table(routes: Sequence[RouteSummary]) -> Table:
 
 
 def latency_table(routes: Sequence[RouteSummary]) -> Table:
-    """p50 / p95 / p99 of both sides over compared pairs, and new ÷ legacy."""
+    """p50 / p95 / p99 (nearest rank, exact; "≈" when estimated past retention) of both sides, and new ÷ legacy."""
     table = Table(title="Latency of compared pairs (ms)", title_justify="left")
     table.add_column("route")
     for column in ("legacy p50 / p95 / p99", "new p50 / p95 / p99", "p50 ratio", "p99 ratio"):
@@ -186,7 +189,10 @@ def latency_table(routes: Sequence[RouteSummary]) -> Table:
 
 
 def _percentiles(p: Percentiles | None) -> str:
-    return "–" if p is None else f"{ms(p.p50)} / {ms(p.p95)} / {ms(p.p99)}"
+    if p is None:
+        return "–"
+    # "≈": retention deleted some of the window's rows, so these are the hourly histogram's estimates.
+    return ("" if p.exact else "≈") + f"{ms(p.p50)} / {ms(p.p95)} / {ms(p.p99)}"
 
 
 def field_table(route: RouteSummary) -> Table:
@@ -226,6 +232,35 @@ def _route_notes(routes: Sequence[RouteSummary]) -> Text | None:
     if not lines:
         return None
     return Text("\n".join(lines), "dim")
+
+
+def replay_tables(summary: ReplaySummary, *, title: str = "Replay: before → after") -> Group:
+    """Before → after per route (mismatches, fixed, regressed) and per field group, and one line per route with
+    how many former mismatches now match."""
+    routes = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("route", "replayed", "mismatches", "fixed", "regressed", "cand.err", "skipped"):
+        routes.add_column(column, justify="left" if column == "route" else "right", no_wrap=True)
+    for r in summary.routes:
+        routes.add_row(
+            escape(r.route_id), str(r.replayed), f"{r.mismatched_before} → {r.mismatched_after}",
+            Text(str(r.fixed), "green" if r.fixed else ""), Text(str(r.regressed), "red" if r.regressed else ""),
+            str(r.errors_after), str(r.skipped_after),
+        )  # fmt: skip
+    parts: list[RenderableType] = [routes]
+    if summary.fields:
+        fields = Table(title="Fields: exchanges differing", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        for column in ("route", "field", "before → after", "fixed"):
+            fields.add_column(column, justify="right" if column == "fixed" else "left", overflow="fold")
+        for f in summary.fields:
+            fields.add_row(escape(f.route_id), escape(f.group), f"{f.before} → {f.after}", str(f.fixed))
+        parts.append(fields)
+    lines = [
+        Text(f"{r.route_id}: {r.fixed} of {r.mismatched_before} former mismatches now match",
+             "green" if r.mismatched_after == 0 else "yellow")
+        for r in summary.routes
+        if r.mismatched_before
+    ]  # fmt: skip
+    return Group(*parts, *lines)
 
 
 # --- diff review ------------------------------------------------------------------------------------------------

@@ -2,16 +2,18 @@
 
 This is how a developer proves a fix without waiting for production traffic: replay the mismatches, and the summary
 tells per route and field how many former mismatches now match. Each pair goes through the shadow pipeline's own
-parts (`UpstreamPool`, `judge_pair` with the route's compare rules, the `Redactor`, `Store.write_batch`);
-stored replays are ordinary candidate exchanges whose request id starts with `replay-`.
+parts (`UpstreamPool`, `judge_pair` with the route's compare rules, the `Redactor`, `Store.write_batch`).
+Replays are stored apart, as pair "replay" with `replay_of` naming the exchange sent again (request id `replay-`
+and the original's): they are no new client traffic, so they never count toward readiness, verdicts or the gate;
+the report shows them in their own section (`reports.replay_changes`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 from proxy.config import Config, Mirror, Route, Upstream
 from proxy.events import Headers, ResponseSnapshot, Side
@@ -25,12 +27,12 @@ from shadow.origins import route_origins
 from shadow.records import compared_record
 from shadow.redact import Redactor
 from shadow.store import Store
-from shadow.store_types import ReplayItem
+from shadow.store_types import ReplayItem, ReplayPair
 
 REPLAY_PREFIX = "replay-"
 REPLAY_HEADER = "X-Strangler-Replay"
 RESPONSE_CAP = 4 * 1024 * 1024  # response bytes read per side, as live shadowing reads
-FETCH_FACTOR = 3  # stored rows read per wanted item: noise pairs and earlier replays are filtered out
+FETCH_FACTOR = 3  # stored rows read per wanted item: some are skipped (route gone, unsafe method)
 # Stored bodies are kept decoded (records.stored_body): a replayed body goes out without its original coding, so
 # that coding's header must not go with it.
 _NOT_SENT = frozenset({*HOP_BY_HOP, "host", "content-length", "content-encoding", "expect"})
@@ -42,7 +44,7 @@ class ReplayTarget:
 
     item: ReplayItem
     route: Route
-    before: str  # the original outcome
+    before: Outcome  # the original outcome
     before_groups: frozenset[str]  # field groups that differed originally
     request_id: str
 
@@ -54,6 +56,20 @@ class ReplayResult:
     after_groups: frozenset[str]
     reason: str | None
     record: ExchangeRecord
+
+    @property
+    def before_after(self) -> ReplayPair:
+        """Before → after, as the report reads it back from the store."""
+        return ReplayPair(
+            route_id=self.target.route.id,
+            exchange_id=0,  # not stored yet
+            origin_id=self.target.item.exchange_id,
+            time=self.record.time,
+            before=self.target.before,
+            before_groups=self.target.before_groups,
+            after=self.after,
+            after_groups=self.after_groups,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,14 +89,15 @@ def select_targets(
     limit: int = 100,
     allow_unsafe: bool = False,
 ) -> tuple[list[ReplayTarget], list[Skipped]]:
-    """The newest replayable candidate exchanges matching the filters (never noise pairs or earlier replays)."""
+    """The newest replayable candidate exchanges matching the filters (the store never offers noise pairs or
+    earlier replays)."""
     targets: list[ReplayTarget] = []
     skipped: list[Skipped] = []
     for item in store.exchanges_for_replay(route_id, outcome, since, limit * FETCH_FACTOR):
         if len(targets) >= limit:
             break
         detail = store.get_exchange(item.exchange_id, item.source)
-        if detail is None or detail.record.pair != "candidate" or detail.record.request_id.startswith(REPLAY_PREFIX):
+        if detail is None:
             continue
         route = config.route(item.route_id)
         if route is None:
@@ -128,7 +145,7 @@ class Replayer:
         origins = route_origins(self._config, route, target.item.headers)
         outcome, reason, comparison = judge_pair(legacy, new, route.compare, origins=origins)
         record = self._record(target, began, legacy, new, outcome, reason, comparison)
-        groups = frozenset(d.group for d in record.differences)
+        groups = frozenset(d.group for d in record.differences)  # as stored: what the report reads back
         return ReplayResult(target, outcome, groups, reason, record)
 
     def _pool(self, upstream: Upstream) -> UpstreamPool:
@@ -178,10 +195,10 @@ class Replayer:
     ) -> ExchangeRecord:
         item, cap = target.item, self._config.store.body_cap
         keep = outcome != "match"
-        return compared_record(
+        record = compared_record(
             time=began,
             route=target.route,
-            pair="candidate",
+            pair="replay",
             method=item.method,
             path=item.path,
             query=item.query,  # stored already redacted
@@ -200,6 +217,7 @@ class Replayer:
             cap=cap,
             keep_bodies=keep,
         )
+        return replace(record, replay_of=item.exchange_id)
 
     async def aclose(self) -> None:
         for pool in self._pools.values():
@@ -231,77 +249,3 @@ def _replay_host(stored: Headers, upstream: Upstream) -> str:
             if value:
                 return value.split(",")[0].strip()
     return upstream_host(upstream)
-
-
-# --- before → after --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RouteChange:
-    """Before → after for one route's replayed exchanges."""
-
-    route_id: str
-    replayed: int
-    mismatched_before: int
-    mismatched_after: int
-    fixed: int  # mismatch (or candidate error) before, match now
-    regressed: int  # match before, mismatch or candidate error now
-    errors_after: int  # candidate errors now
-    skipped_after: int  # not compared now (legacy failed, body too large)
-
-
-@dataclass(frozen=True, slots=True)
-class FieldChange:
-    """How many replayed exchanges differed in one field group, before and after."""
-
-    route_id: str
-    group: str
-    before: int
-    after: int
-
-    @property
-    def fixed(self) -> int:
-        return max(0, self.before - self.after)
-
-
-@dataclass(frozen=True, slots=True)
-class ReplaySummary:
-    routes: tuple[RouteChange, ...]
-    fields: tuple[FieldChange, ...]  # per route, most fixed first
-
-    @property
-    def fixed(self) -> int:
-        return sum(r.fixed for r in self.routes)
-
-
-_BAD = frozenset({"mismatch", "candidate_error"})
-
-
-def summarize(results: Iterable[ReplayResult]) -> ReplaySummary:
-    """Group results by route and field group; pure."""
-    by_route: dict[str, list[ReplayResult]] = {}
-    for result in results:
-        by_route.setdefault(result.target.route.id, []).append(result)
-    routes: list[RouteChange] = []
-    fields: list[FieldChange] = []
-    for rid in sorted(by_route):
-        rs = by_route[rid]
-        routes.append(
-            RouteChange(
-                route_id=rid,
-                replayed=len(rs),
-                mismatched_before=sum(r.target.before == "mismatch" for r in rs),
-                mismatched_after=sum(r.after == "mismatch" for r in rs),
-                fixed=sum(r.target.before in _BAD and r.after == "match" for r in rs),
-                regressed=sum(r.target.before == "match" and r.after in _BAD for r in rs),
-                errors_after=sum(r.after == "candidate_error" for r in rs),
-                skipped_after=sum(r.after == "skipped" for r in rs),
-            )
-        )
-        groups = sorted({g for r in rs for g in (*r.target.before_groups, *r.after_groups)})
-        changes = [
-            FieldChange(rid, g, sum(g in r.target.before_groups for r in rs), sum(g in r.after_groups for r in rs))
-            for g in groups
-        ]
-        fields.extend(sorted(changes, key=lambda c: (-c.fixed, -c.before, c.group)))
-    return ReplaySummary(tuple(routes), tuple(fields))

@@ -1,9 +1,11 @@
 """Read a store and a config into the migration report's values: per-route figures, top fields and the traffic header.
 
-Everything comes from the store's rollups (outcomes, latency histograms, field groups, per-minute traffic), so a
-report over a million exchanges is a handful of aggregate queries, plus one indexed count per route whose
-mismatches are part noise, part real. Verdicts come from `reports.readiness`, field classes from `shadow.noise`, so
-the report shows exactly what the flip gate enforces.
+Counts come from the store's rollups (outcomes, field groups, per-minute traffic), so a report over a million
+exchanges is a handful of aggregate queries, plus one indexed count per route whose mismatches are part noise, part
+real; latency percentiles are exact, by nearest rank over the window's stored latencies (`Store.latency_percentiles`).
+Only live pairs ("candidate", "noise") feed the figures and verdicts; replays get their own before → after section.
+Verdicts come from `reports.readiness`, field classes from `shadow.noise`, so the report shows exactly what the flip
+gate enforces.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from datetime import UTC, datetime
 
 from proxy.config import MODES, Config, Noise, Readiness
 from reports.readiness import Check, RouteFigures, Verdict, readiness_checks, verdict, verdict_reason
+from reports.replay_changes import ReplaySummary
+from reports.replay_changes import summarize as summarize_replays
 from shadow.model import FieldKind
 from shadow.noise import FieldVerdict, classify_fields
 from shadow.store import Store, count_noise_only
@@ -60,7 +64,7 @@ class FieldSummary:
 
 @dataclass(frozen=True, slots=True)
 class LatencySummary:
-    """Percentiles (ms) of both sides over the compared pairs; None for a side never measured."""
+    """Percentiles (ms, nearest rank) of both sides over the candidate pairs; None for a side never measured."""
 
     legacy: Percentiles | None
     new: Percentiles | None
@@ -147,6 +151,8 @@ class Report:
     total_requests: int
     unrouted_requests: int  # fell through to the default legacy upstream
     unrouted: tuple[UnroutedPath, ...]  # busiest first
+    # Pairs made by `strangler replay` in the window: shown apart, never counted in the routes' figures above.
+    replay: ReplaySummary
 
     def with_verdict(self, wanted: Verdict) -> tuple[RouteSummary, ...]:
         return tuple(r for r in self.routes if r.verdict == wanted)
@@ -219,6 +225,7 @@ def build_report(
         total_requests=total,
         unrouted_requests=unrouted_total,
         unrouted=tuple(store.unrouted(since, unrouted_limit)),
+        replay=summarize_replays(store.replay_pairs(since, route_id)),
     )
 
 

@@ -9,7 +9,7 @@ keep most of pass-through's throughput.
 
 Failure never reaches the client:
 - a worker that cannot keep up: past `max_backlog` bytes waiting for it (`limits.shadow_backlog`), new copies are
-  dropped and counted (`strangler_shadow_total{outcome="dropped",reason="worker_busy"}`);
+  dropped and counted (`strangler_shadow_total{pair="candidate",outcome="dropped",reason="worker_busy"}`);
 - a worker that dies, or stops reporting for `SILENT_AFTER` seconds (it is killed then): copies are dropped and
   counted (`worker_down`) and it is restarted with a growing delay; what it had in flight is lost and logged (its
   rows already written stay);
@@ -176,7 +176,7 @@ class ShadowBridge(TrafficCounting):
         backlog = self.backlog()
         drop = "worker_down" if not self._up else "worker_busy" if backlog > self._max_backlog else None
         if drop is not None:
-            self._metrics.shadow.inc((route.id, "dropped", drop))
+            self._metrics.shadow.inc((route.id, "candidate", "dropped", drop))
             self._warn_drops(drop, backlog)
             # Its row (without the body) still goes to the worker, or to the next one; past twice the limit,
             # the drop is only counted.

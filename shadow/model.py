@@ -118,6 +118,7 @@ class ExchangeRecord:
     differences: tuple[Difference, ...] = ()  # capped for storage; `fields` holds every differing group
     note: str | None = None  # how the pair was compared when that matters (e.g. "body compared as text: ...")
     fields: tuple[FieldDiff, ...] = ()  # every differing group of the pair, exact; empty: derive from differences
+    replay_of: int | None = None  # pair "replay": the stored exchange (same file) whose request was sent again
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,8 +34,8 @@ HANDOFF = 0.01  # seconds finished pairs (and records made on the loop) gather b
 # (matches, failures): the fast path costs microseconds, less than waking the compare thread for them.
 LOOP_JUDGE_MAX = 64 * 1024
 
-# (route id, outcome, reason, compare seconds): one metric update, made in a thread and applied on the loop.
-_Tally = tuple[str, Outcome, str | None, float | None]
+# (route id, pair, outcome, reason, compare seconds): one metric update, made in a thread and applied on the loop.
+_Tally = tuple[str, Pair, Outcome, str | None, float | None]
 
 
 class FinishedPair(Protocol):
@@ -167,7 +167,7 @@ class Recorder:
                     log.exception("comparing a shadow pair failed")
                     redactor = self._redactor(p.start.config.store.redact)
                     records.append(unpaired_record(p.start, p.pair, "skipped", "compare_failed", redactor))
-                    tallies.append((p.route.id, "skipped", "compare_failed", None))
+                    tallies.append((p.route.id, p.pair, "skipped", "compare_failed", None))
             self._writer.submit_many(records)
             self._compared += len(batch)
             with contextlib.suppress(RuntimeError):  # the loop is closed: the process is ending
@@ -208,7 +208,8 @@ class Recorder:
         record = exchange_record(
             p.start, p.pair, legacy, new, outcome, reason, comparison, redactor, keep_bodies=keep_bodies
         )
-        tallies.append((p.route.id, outcome, reason, comparison.seconds if comparison is not None else None))
+        seconds = comparison.seconds if comparison is not None else None
+        tallies.append((p.route.id, p.pair, outcome, reason, seconds))
         return record
 
     def _redactor(self, rules: Redact) -> Redactor:
@@ -224,24 +225,26 @@ class Recorder:
         route = start.route
         assert route is not None
         if counted:
-            self.count_outcome(route.id, outcome, reason, None)
+            self.count_outcome(route.id, pair, outcome, reason, None)
         redactor = self._redactor(start.config.store.redact)
         self._loop_records.append(unpaired_record(start, pair, outcome, reason, redactor))
         self._schedule_handoff()
 
     # --- metrics: only ever touched on the event loop (the registry is plain dicts) ----------------------------
 
-    def count_outcome(self, route_id: str, outcome: Outcome, reason: str | None, seconds: float | None) -> None:
+    def count_outcome(
+        self, route_id: str, pair: Pair, outcome: Outcome, reason: str | None, seconds: float | None
+    ) -> None:
         metrics = self._metrics
-        metrics.shadow.inc((route_id, outcome, reason or ""))
+        metrics.shadow.inc((route_id, pair, outcome, reason or ""))
         if seconds is not None:
             metrics.compare_time.observe((route_id,), seconds)
         self._set_depths()
 
     def _count_outcomes(self, tallies: list[_Tally]) -> None:
         shadow, compare_time = self._metrics.shadow, self._metrics.compare_time
-        for route_id, outcome, reason, seconds in tallies:
-            shadow.inc((route_id, outcome, reason or ""))
+        for route_id, pair, outcome, reason, seconds in tallies:
+            shadow.inc((route_id, pair, outcome, reason or ""))
             if seconds is not None:
                 compare_time.observe((route_id,), seconds)
         self._set_depths()

@@ -30,9 +30,11 @@ from shadow.store_types import (
     FieldStat,
     Percentiles,
     ReplayItem,
+    ReplayPair,
     RouteStats,
     TrafficRow,
     UnroutedPath,
+    latency_bucket,
 )
 
 BUSY_TIMEOUT_MS = 5000
@@ -124,11 +126,69 @@ def _field_rollup_kind(db: sqlite_utils.Database) -> None:
 def _migration_flip_route_texts(db: sqlite_utils.Database) -> None:
     """flips.before_text / after_text: the route's entry in routes.yaml before and after the change, so a revert
     restores it byte for byte; flips.reverts: on a revert, the id of the change it undid. NULL on older rows."""
-    flips = db.table("flips")
-    present = set(flips.columns_dict)
-    for column, kind in (("before_text", str), ("after_text", str), ("reverts", int)):
-        if column not in present:  # only added columns: safe on a file whose version was set back by hand
-            flips.add_column(column, kind)
+    _add_missing_columns(db, "flips", {"before_text": str, "after_text": str, "reverts": int})
+
+
+def _add_missing_columns(db: sqlite_utils.Database, table: str, columns: dict[str, type]) -> None:
+    """Add the columns a table lacks: safe on a file whose schema version was set back by hand."""
+    present = set(db.table(table).columns_dict)
+    for column, kind in columns.items():
+        if column not in present:
+            db.table(table).add_column(column, kind)
+
+
+def _migration_latency_us(db: sqlite_utils.Database) -> None:
+    """exchanges.legacy_latency_us / new_latency_us: exact durations in integer microseconds (the report's
+    percentiles are read from them); older rows are filled from the millisecond columns, which are still written."""
+    _add_missing_columns(db, "exchanges", {"legacy_latency_us": int, "new_latency_us": int})
+    db.execute(
+        "UPDATE exchanges SET legacy_latency_us = CAST(ROUND(legacy_latency_ms * 1000) AS INTEGER),"
+        " new_latency_us = CAST(ROUND(new_latency_ms * 1000) AS INTEGER)"
+        " WHERE legacy_latency_ms IS NOT NULL OR new_latency_ms IS NOT NULL"
+    )
+
+
+def _migration_replay_of(db: sqlite_utils.Database) -> None:
+    """exchanges.replay_of: for pair "replay" (made by `strangler replay`), the id of the exchange sent again."""
+    _add_missing_columns(db, "exchanges", {"replay_of": int})
+
+
+def _migration_replays_apart(db: sqlite_utils.Database) -> None:
+    """Replays written before pair "replay" existed (candidate pairs whose request id starts with "replay-") move
+    to pair "replay", their rollup counts with them, so they stop counting toward readiness. Their originals are
+    not linked (`replay_of` stays NULL: the report counts them as replayed, with no before)."""
+    conn = db.conn
+    moved = "pair = 'candidate' AND substr(request_id, 1, 7) = 'replay-'"
+    if conn.execute(f"SELECT 1 FROM exchanges WHERE {moved} LIMIT 1").fetchone() is None:
+        return
+    db.register_function(latency_bucket, name="latency_bucket", deterministic=True)
+    hour = "CAST(time / 3600 AS INTEGER) * 3600"
+    upsert = " ON CONFLICT DO UPDATE SET count = count + excluded.count"
+    selects = {
+        "route_rollup (hour, route_id, pair, outcome, reason, count)": (
+            f"SELECT {hour}, route_id, {{pair}}, outcome, COALESCE(reason, ''), {{sign}} COUNT(*) FROM exchanges"
+            f" WHERE {moved} GROUP BY 1, 2, 4, 5"
+        ),
+        "latency_rollup (hour, route_id, pair, side, bucket, count)": " UNION ALL ".join(
+            f"SELECT {hour}, route_id, {{pair}}, '{side}', latency_bucket({side}_latency_ms), {{sign}} COUNT(*)"
+            f" FROM exchanges WHERE {moved} AND {side}_latency_ms IS NOT NULL GROUP BY 1, 2, 5"
+            for side in ("legacy", "new")
+        ),
+        "field_rollup (hour, route_id, pair, grp, count)": (
+            f"SELECT {hour}, route_id, {{pair}}, grp, {{sign}} COUNT(DISTINCT exchange_id) FROM differences"
+            f" WHERE exchange_id IN (SELECT id FROM exchanges WHERE {moved}) GROUP BY 1, 2, 4"
+        ),
+    }
+    for into, select in selects.items():
+        for pair, sign in (("'replay'", ""), ("'candidate'", "-")):
+            # "WHERE true": SQLite's rule for an upsert fed by a SELECT (so ON is not read as a join's).
+            sql = f"INSERT INTO {into} SELECT * FROM ({select.format(pair=pair, sign=sign)}) WHERE true{upsert}"
+            conn.execute(sql)
+        conn.execute(f"DELETE FROM {into.split()[0]} WHERE count <= 0")
+    conn.execute(
+        f"UPDATE differences SET pair = 'replay' WHERE exchange_id IN (SELECT id FROM exchanges WHERE {moved})"
+    )
+    conn.execute(f"UPDATE exchanges SET pair = 'replay' WHERE {moved}")
 
 
 # Applied in order at open, all pending ones in one transaction; never edit a released step, append a new one.
@@ -137,6 +197,9 @@ MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _migration_2,
     _field_rollup_kind,
     _migration_flip_route_texts,
+    _migration_latency_us,
+    _migration_replay_of,
+    _migration_replays_apart,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -329,7 +392,8 @@ class Store:
     def latency_percentiles(
         self, since: float | None = None, route_id: str | None = None, pair: Pair = "candidate"
     ) -> dict[tuple[str, str], Percentiles]:
-        """(route_id, side) -> (p50, p95, p99) in ms from the histogram rollup; side is "legacy" or "new"."""
+        """(route_id, side) -> p50, p95, p99 in ms, nearest rank over the window's stored latencies (exact to the
+        µs); from the histogram rollup (marked inexact) where retention deleted rows. Side is "legacy" or "new"."""
         return queries.latency_percentiles(self._conns, since, route_id, pair)
 
     def field_stats(
@@ -362,6 +426,10 @@ class Store:
     def get_exchange(self, exchange_id: int, source: int = 0) -> ExchangeDetail | None:
         """One exchange in full; `source` is the file index from `ExchangeRow.source` when reading several files."""
         return queries.get_exchange(self._conns, exchange_id, source)
+
+    def replay_pairs(self, since: float | None = None, route_id: str | None = None) -> list[ReplayPair]:
+        """Replayed exchanges (pair "replay") with their originals' outcome and fields: the report's replay section."""
+        return queries.replay_pairs(self._conns, since, route_id)
 
     def exchanges_for_replay(
         self, route_id: str | None = None, outcome: str | None = None, since: float | None = None, limit: int = 100

@@ -17,6 +17,7 @@ from typing import Any, cast
 import orjson
 
 from shadow.model import Difference, DiffKind, ExchangeRecord, FieldKind, FlipRecord, Outcome, Pair, StoredBody
+from shadow.percentiles import percentile
 from shadow.store_types import (
     LATENCY_BUCKETS,
     ExchangeDetail,
@@ -24,6 +25,7 @@ from shadow.store_types import (
     FieldStat,
     Percentiles,
     ReplayItem,
+    ReplayPair,
     RouteStats,
     TrafficRow,
     UnroutedPath,
@@ -32,6 +34,8 @@ from shadow.store_types import (
 )
 
 Conns = Sequence[sqlite3.Connection]
+# The pairs made from live client traffic: the only evidence for readiness. Replays ("replay") are read apart.
+LIVE_PAIRS: tuple[Pair, ...] = ("candidate", "noise")
 # Methods whose requests carry no body, so they can be replayed without a stored request body.
 BODYLESS_METHODS = ("GET", "HEAD", "OPTIONS", "TRACE", "DELETE")
 
@@ -104,7 +108,7 @@ def route_stats(conns: Conns, since: float | None, route_id: str | None) -> list
         stats.append(
             RouteStats(
                 route_id=rid,
-                total=sum(v for k, v in per.items() if k[0] == rid),
+                total=sum(v for k, v in per.items() if k[0] == rid and k[1] in LIVE_PAIRS),
                 match=n("candidate", "match"),
                 mismatch=n("candidate", "mismatch"),
                 candidate_error=n("candidate", "candidate_error"),
@@ -153,20 +157,54 @@ def latency_histograms(
     return hists
 
 
+def latency_values(
+    conn: sqlite3.Connection, since: float | None, route_id: str | None, pair: Pair
+) -> dict[tuple[str, str], list[int]]:
+    """(route_id, side) -> every stored latency in µs of the window's exchanges of `pair` (unsorted)."""
+    values: dict[tuple[str, str], list[int]] = {}
+    clauses, params = ["pair = ?"], list[Any]([pair])
+    _where(clauses, params, "route_id", route_id)
+    if since is not None:
+        clauses.append("time >= ?")
+        params.append(since)
+    sql = f"SELECT route_id, legacy_latency_us, new_latency_us FROM exchanges{_sql_where(clauses)}"
+    for rid, legacy_us, new_us in conn.execute(sql, params):
+        if legacy_us is not None:
+            values.setdefault((rid, "legacy"), []).append(legacy_us)
+        if new_us is not None:
+            values.setdefault((rid, "new"), []).append(new_us)
+    return values
+
+
+QUANTILES = (0.50, 0.95, 0.99)
+
+
 def latency_percentiles(
     conns: Conns, since: float | None, route_id: str | None, pair: Pair
 ) -> dict[tuple[str, str], Percentiles]:
+    """Exact nearest-rank percentiles over the window's stored latencies (µs) when every exchange the rollup
+    counted is still stored; else (retention deleted some) the histogram rollup's estimates, marked inexact."""
     merged: dict[tuple[str, str], list[int]] = {}
+    exact: dict[tuple[str, str], list[int]] = {}
     for conn in conns:
         for key, counts in latency_histograms(conn, since, route_id, pair).items():
             into = merged.setdefault(key, [0] * LATENCY_BUCKETS)
             for i, c in enumerate(counts):
                 into[i] += c
+        for key, found in latency_values(conn, since, route_id, pair).items():
+            exact.setdefault(key, []).extend(found)
     result = {}
-    for key, counts in sorted(merged.items()):
-        p50, p95, p99 = (histogram_percentile(counts, q) for q in (0.50, 0.95, 0.99))
-        if p50 is not None and p95 is not None and p99 is not None:
-            result[key] = Percentiles(p50, p95, p99)
+    for key in sorted({*merged, *exact}):
+        values = sorted(exact.get(key, ()))
+        counted = sum(merged.get(key, ()))
+        if values and len(values) >= counted:
+            ranks = [percentile(values, q) for q in QUANTILES]
+            p50, p95, p99 = (v / 1000 for v in ranks if v is not None)
+            result[key] = Percentiles(p50, p95, p99, count=len(values))
+            continue
+        p50e, p95e, p99e = (histogram_percentile(merged[key], q) for q in QUANTILES)
+        if p50e is not None and p95e is not None and p99e is not None:
+            result[key] = Percentiles(p50e, p95e, p99e, count=counted, exact=False)
     return result
 
 
@@ -217,7 +255,10 @@ def field_samples(conns: Conns, route_id: str, group: str, limit: int) -> list[t
     """The newest (legacy, new) value pairs of one field group, for volatility detection."""
     samples: list[tuple[str | None, str | None]] = []
     for conn in conns:
-        sql = "SELECT legacy_value, new_value FROM differences WHERE route_id = ? AND grp = ? ORDER BY id DESC LIMIT ?"
+        sql = (
+            "SELECT legacy_value, new_value FROM differences WHERE route_id = ? AND grp = ? AND pair != 'replay'"
+            " ORDER BY id DESC LIMIT ?"
+        )
         samples.extend(conn.execute(sql, (route_id, group, limit - len(samples))))
         if len(samples) >= limit:
             break
@@ -260,7 +301,7 @@ def unrouted(conns: Conns, since: float | None, limit: int) -> list[UnroutedPath
 
 _ROW_COLUMNS = (
     "e.id, e.time, e.route_id, e.mode, e.pair, e.method, e.template, e.path, e.query, e.request_id, e.served_by,"
-    " e.outcome, e.reason, e.legacy_status, e.new_status, e.legacy_latency_ms, e.new_latency_ms,"
+    " e.outcome, e.reason, e.legacy_status, e.new_status, e.legacy_latency_us / 1000.0, e.new_latency_us / 1000.0,"
     " (SELECT COUNT(*) FROM differences d WHERE d.exchange_id = e.id)"
 )
 
@@ -313,8 +354,8 @@ def get_exchange(conns: Conns, exchange_id: int, source: int) -> ExchangeDetail 
     conn = conns[source]
     row = conn.execute(
         "SELECT time, route_id, mode, pair, method, template, path, query, request_id, served_by, outcome, reason,"
-        " legacy_status, legacy_latency_ms, legacy_size, new_status, new_latency_ms, new_size, compare_ms,"
-        " request_headers, legacy_headers, new_headers, note FROM exchanges WHERE id = ?",
+        " legacy_status, legacy_latency_us / 1000.0, legacy_size, new_status, new_latency_us / 1000.0, new_size,"
+        " compare_ms, request_headers, legacy_headers, new_headers, note, replay_of FROM exchanges WHERE id = ?",
         (exchange_id,),
     ).fetchone()
     if row is None:
@@ -355,6 +396,7 @@ def get_exchange(conns: Conns, exchange_id: int, source: int) -> ExchangeDetail 
         new_body=bodies.get("new"),
         differences=differences,
         note=row[22],
+        replay_of=row[23],
     )
     return ExchangeDetail(id=exchange_id, source=source, record=record)
 
@@ -362,9 +404,13 @@ def get_exchange(conns: Conns, exchange_id: int, source: int) -> ExchangeDetail 
 def exchanges_for_replay(
     conns: Conns, route_id: str | None, outcome: str | None, since: float | None, limit: int
 ) -> list[ReplayItem]:
-    """Newest first; only requests that can be sent again exactly: a whole stored body, or a bodyless method."""
+    """Newest first; candidate pairs only (never noise pairs nor earlier replays), and only requests that can be
+    sent again exactly: a whole stored body, or a bodyless method."""
     methods = ", ".join("?" * len(BODYLESS_METHODS))
-    clauses = [f"(b.data IS NOT NULL AND b.truncated = 0 OR b.data IS NULL AND e.method IN ({methods}))"]
+    clauses = [
+        "e.pair = 'candidate'",
+        f"(b.data IS NOT NULL AND b.truncated = 0 OR b.data IS NULL AND e.method IN ({methods}))",
+    ]
     params: list[Any] = list(BODYLESS_METHODS)
     _where(clauses, params, "e.route_id", route_id)
     _where(clauses, params, "e.outcome", outcome)
@@ -394,6 +440,55 @@ def exchanges_for_replay(
         for source, conn in enumerate(conns)
     ]
     return list(heapq.merge(*per_file, key=lambda r: (r.time, r.exchange_id), reverse=True))[:limit]
+
+
+def replay_pairs(conns: Conns, since: float | None, route_id: str | None) -> list[ReplayPair]:
+    """The window's replays with their originals' outcomes and differing groups, oldest first; of several replays
+    of one exchange only the newest counts (it says how the new side answers now)."""
+    clauses, params = ["r.pair = 'replay'"], list[Any]()
+    _where(clauses, params, "r.route_id", route_id)
+    if since is not None:
+        clauses.append("r.time >= ?")
+        params.append(since)
+    sql = (
+        "SELECT r.id, r.route_id, r.time, r.outcome, o.id, o.outcome FROM exchanges r"
+        f" LEFT JOIN exchanges o ON o.id = r.replay_of AND o.pair = 'candidate'{_sql_where(clauses)}"
+        " ORDER BY r.time DESC, r.id DESC"
+    )
+    found: list[ReplayPair] = []
+    for conn in conns:
+        rows, seen = [], set()
+        for rid, route, t, after, origin, before in conn.execute(sql, params):
+            if origin is not None and origin in seen:
+                continue
+            seen.add(origin)
+            rows.append((rid, route, t, after, origin, before))
+        groups = _groups(conn, [r[0] for r in rows] + [r[4] for r in rows if r[4] is not None])
+        found.extend(
+            ReplayPair(
+                route_id=route,
+                exchange_id=rid,
+                origin_id=origin,
+                time=t,
+                before=cast(Outcome | None, before),
+                before_groups=groups.get(origin, frozenset()) if origin is not None else frozenset(),
+                after=cast(Outcome, after),
+                after_groups=groups.get(rid, frozenset()),
+            )
+            for rid, route, t, after, origin, before in rows
+        )
+    return sorted(found, key=lambda p: (p.time, p.exchange_id))
+
+
+def _groups(conn: sqlite3.Connection, exchange_ids: Sequence[int]) -> dict[int, frozenset[str]]:
+    """exchange id -> the field groups of its stored differences."""
+    out: dict[int, set[str]] = {}
+    for start in range(0, len(exchange_ids), 500):
+        chunk = exchange_ids[start : start + 500]
+        sql = f"SELECT DISTINCT exchange_id, grp FROM differences WHERE exchange_id IN ({', '.join('?' * len(chunk))})"
+        for eid, grp in conn.execute(sql, chunk):
+            out.setdefault(eid, set()).add(grp)
+    return {eid: frozenset(groups) for eid, groups in out.items()}
 
 
 _FLIP_COLUMNS = (

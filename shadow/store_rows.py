@@ -77,6 +77,9 @@ def prepare_records(records: Sequence[ExchangeRecord]) -> PreparedBatch:
                 dumps(r.legacy_headers).decode() if r.legacy_headers else None,
                 dumps(r.new_headers).decode() if r.new_headers else None,
                 r.note,
+                latency_us(r.legacy_latency_ms),
+                latency_us(r.new_latency_ms),
+                r.replay_of,
             )
         )  # fmt: skip
         for which, body in (("request", r.request_body), ("legacy", r.legacy_body), ("new", r.new_body)):
@@ -101,13 +104,22 @@ def prepare_records(records: Sequence[ExchangeRecord]) -> PreparedBatch:
     return batch
 
 
-# Columns copied as they are from ExchangeRecord; the three header columns follow as JSON, then the note.
+def latency_us(ms: float | None) -> int | None:
+    """A duration in ms (a float from the monotonic clock) as the integer microseconds stored."""
+    return None if ms is None else round(ms * 1000)
+
+
+# Columns copied as they are from ExchangeRecord; the three header columns follow as JSON, then the note, the
+# latencies in µs and the replayed exchange's id.
 _EXCHANGE_FIELDS = (
     "time", "route_id", "mode", "pair", "method", "template", "path", "query", "request_id", "served_by", "outcome",
     "reason", "legacy_status", "legacy_latency_ms", "legacy_size", "new_status", "new_latency_ms", "new_size",
     "compare_ms",
 )  # fmt: skip
-_EXCHANGE_COLUMNS = ("id", *_EXCHANGE_FIELDS, "request_headers", "legacy_headers", "new_headers", "note")
+_EXCHANGE_COLUMNS = (
+    "id", *_EXCHANGE_FIELDS, "request_headers", "legacy_headers", "new_headers", "note", "legacy_latency_us",
+    "new_latency_us", "replay_of",
+)  # fmt: skip
 _ADD_COUNT = " ON CONFLICT DO UPDATE SET count = count + excluded.count"
 
 

@@ -10,9 +10,9 @@ import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
-from shadow.model import ExchangeRecord, FieldKind, Pair, merge_kinds
+from shadow.model import ExchangeRecord, FieldKind, Outcome, Pair, merge_kinds
+from shadow.percentiles import bucket_of_rank
 
 # Latency histogram: 60 log-spaced upper bounds from 0.1 ms to 60 s (each ~25% above the previous), plus one
 # overflow bucket. Percentiles read from it are within one bucket of the exact value.
@@ -36,16 +36,8 @@ def bucket_estimate(bucket: int) -> float:
 
 def histogram_percentile(counts: Sequence[int], q: float) -> float | None:
     """The q-quantile (0..1, nearest rank) of a bucket histogram, in ms; None when it is empty."""
-    total = sum(counts)
-    if total <= 0:
-        return None
-    rank = max(1, math.ceil(q * total))
-    seen = 0
-    for bucket, n in enumerate(counts):
-        seen += n
-        if seen >= rank:
-            return bucket_estimate(bucket)
-    return bucket_estimate(len(counts) - 1)
+    bucket = bucket_of_rank(counts, q)
+    return None if bucket is None else bucket_estimate(bucket)
 
 
 Reasons = tuple[tuple[str, int], ...]  # (reason, count), busiest first
@@ -72,12 +64,18 @@ class RouteStats:
     errors_by_reason: Reasons = ()
 
 
-class Percentiles(NamedTuple):
-    """Latency percentiles in ms from the histogram rollup; a tuple, so `p50, p95, p99 = ...` works."""
+@dataclass(frozen=True, slots=True)
+class Percentiles:
+    """Latency percentiles in ms over `count` exchanges, by nearest rank.
+
+    `exact`: read from the stored exchanges (µs resolution); False when retention has deleted some of the window's
+    rows, and the figures are estimates from the hourly histogram rollup (within one bucket, ~25%)."""
 
     p50: float
     p95: float
     p99: float
+    count: int
+    exact: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +134,7 @@ class ExchangeRow:
     reason: str | None
     legacy_status: int | None
     new_status: int | None
-    legacy_latency_ms: float | None
+    legacy_latency_ms: float | None  # exact to the µs
     new_latency_ms: float | None
     difference_count: int
 
@@ -163,3 +161,19 @@ class ReplayItem:
     query: str
     headers: tuple[tuple[str, str], ...]
     body: bytes | None  # None for a bodyless method without a stored body
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayPair:
+    """A replayed exchange (pair "replay") with what its original comparison found: before → after.
+
+    `before` is None when the original is no longer stored (deleted by retention)."""
+
+    route_id: str
+    exchange_id: int
+    origin_id: int | None
+    time: float
+    before: Outcome | None
+    before_groups: frozenset[str]
+    after: Outcome
+    after_groups: frozenset[str]

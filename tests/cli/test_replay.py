@@ -9,6 +9,7 @@ import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pytest_aiohttp import AiohttpServer
@@ -17,7 +18,8 @@ from typer.testing import CliRunner, Result
 from cli.demo.legacy_app import make_legacy_app
 from cli.demo.new_app import make_new_app
 from cli.main import app
-from proxy.loader import parse_config
+from proxy.loader import load_config, parse_config
+from reports.gate import route_figures
 from reports.replay import REPLAY_PREFIX, request_headers, select_targets
 from shadow.model import ExchangeRecord, StoredBody
 from shadow.store import Store
@@ -74,9 +76,94 @@ async def test_replay_turns_a_fixed_mismatch_into_a_match(
     currency = next(f for f in doc["fields"] if f["group"] == "$.currency")
     assert (currency["before"], currency["after"], currency["fixed"]) == (route["replayed"], 0, route["replayed"])
     with Store.open_readers([tmp_path / "strangler.db"]) as store:
-        replays = [e for e in store.list_exchanges("orders-read", limit=1000) if e.request_id.startswith(REPLAY_PREFIX)]
+        replays = store.list_exchanges("orders-read", limit=1000, pair="replay")
+        originals = {e.id: e for e in store.list_exchanges("orders-read", limit=1000, pair="candidate")}
+        for replayed in replays:
+            detail = store.get_exchange(replayed.id)
+            assert detail is not None
+            assert detail.record.replay_of in originals
+            assert replayed.request_id == REPLAY_PREFIX + originals[detail.record.replay_of].request_id
     assert len(replays) == route["replayed"]
     assert {e.outcome for e in replays} == {"match"}
+
+
+def report_json(config: Path) -> dict[str, Any]:
+    result = invoke("report", "-c", str(config), "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    doc: dict[str, Any] = json.loads(result.stdout)
+    return doc
+
+
+LIVE_FIGURES = ("compared", "matched", "mismatched", "noise_only", "candidate_errors", "dropped", "skipped",
+                "match_rate", "latency", "fields", "field_groups", "verdict", "checks")  # fmt: skip
+
+
+async def test_replays_never_count_toward_readiness_and_show_apart_in_the_report(
+    tmp_path: Path, demo_files: Path, aiohttp_server: AiohttpServer
+) -> None:
+    """A replay leaves every route's compared count, figures and verdict (and the flip gate's figures) as they were;
+    the report shows the replays in their own section, before → after per route and field."""
+    config = copy_demo(demo_files, tmp_path)
+    legacy = await aiohttp_server(make_legacy_app())
+    new = await aiohttp_server(make_legacy_app())  # fixed: answers as legacy does
+    write_config(tmp_path, f"http://127.0.0.1:{legacy.port}", f"http://127.0.0.1:{new.port}")
+    before = await asyncio.to_thread(report_json, config)
+    with Store.open(tmp_path / "strangler.db") as store:
+        gate_before = route_figures(store, load_config(config), "orders-read")
+
+    args = ("replay", "--route", "orders-read", "-c", str(config), "--format", "json", "--limit", "1000")
+    result = await asyncio.to_thread(invoke, *args)
+    assert result.exit_code == 0, result.stderr
+    replayed = json.loads(result.stdout)
+    after = await asyncio.to_thread(report_json, config)
+
+    def live(doc: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{k: r[k] for k in ("id", *LIVE_FIGURES)} for r in doc["routes"]]
+
+    assert live(after) == live(before)
+    assert after["verdicts"] == before["verdicts"]
+    with Store.open(tmp_path / "strangler.db") as store:
+        assert route_figures(store, load_config(config), "orders-read") == gate_before
+    assert before["replay"] == {"replayed": 0, "fixed": 0, "routes": [], "fields": []}
+    [change] = after["replay"]["routes"]
+    orders = next(r for r in before["routes"] if r["id"] == "orders-read")
+    assert change["route_id"] == "orders-read"
+    assert change["replayed"] == replayed["routes"][0]["replayed"] == orders["compared"] + orders["candidate_errors"]
+    assert change["mismatched_before"] == orders["mismatched"] + orders["noise_only"] > 0
+    assert (change["fixed"], change["mismatched_after"]) == (change["mismatched_before"], 0)
+    assert after["replay"]["fields"] == replayed["fields"]
+    currency = next(f for f in after["replay"]["fields"] if f["group"] == "$.currency")
+    assert (currency["before"], currency["after"]) == (change["mismatched_before"], 0)
+
+
+async def test_a_second_replay_counts_once_and_lists_apart(
+    tmp_path: Path, demo_files: Path, aiohttp_server: AiohttpServer
+) -> None:
+    """Replaying the same exchanges twice never selects the replays themselves; the report counts each original
+    once (its newest replay) and `diffs list --pair replay` lists only replays."""
+    first = await replay_against(tmp_path, demo_files, aiohttp_server, fixed=False, extra=("--format", "json"))
+    assert first.exit_code == 0, first.stderr
+    config = tmp_path / "routes.yaml"
+    second = await asyncio.to_thread(
+        invoke, "replay", "--route", "orders-read", "--outcome", "mismatch", "-c", str(config), "--format", "json"
+    )
+    assert second.exit_code == 0, second.stderr
+    n = json.loads(first.stdout)["routes"][0]["replayed"]
+    assert json.loads(second.stdout)["routes"][0]["replayed"] == n  # the originals again, not the first replays
+    doc = await asyncio.to_thread(report_json, config)
+    assert doc["replay"]["routes"][0]["replayed"] == n
+    listed = await asyncio.to_thread(
+        invoke, "diffs", "list", "-c", str(config), "--pair", "replay", "--limit", "1000", "--format", "json"
+    )
+    assert listed.exit_code == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert len(rows) == 2 * n
+    assert {r["pair"] for r in rows} == {"replay"}
+    for fmt in ("table", "markdown", "html"):
+        shown = await asyncio.to_thread(invoke, "report", "-c", str(config), "--format", fmt)
+        assert shown.exit_code == 0, shown.stderr
+        assert "Replays (not counted above): before → after" in shown.stdout, fmt
+        assert "$.currency" in shown.stdout.split("Replays (not counted above)")[1], fmt
 
 
 async def test_replay_table_says_how_many_mismatches_now_match(
@@ -126,7 +213,7 @@ def test_selection_skips_unsafe_methods_noise_pairs_and_earlier_replays(tmp_path
             [
                 stored(now - 5),
                 stored(now - 4, pair="noise"),
-                stored(now - 3, request_id=f"{REPLAY_PREFIX}req"),
+                stored(now - 3, pair="replay", request_id=f"{REPLAY_PREFIX}req"),
                 stored(now - 2, method="POST", request_body=body),
                 stored(now - 1, route_id="gone"),
             ]

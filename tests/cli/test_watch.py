@@ -49,11 +49,13 @@ def test_parser_reads_labels_escapes_and_special_values() -> None:
         parse_prometheus("x abc")
 
 
-def test_histogram_quantile_interpolates_inside_the_bucket() -> None:
-    """Quantiles interpolate linearly inside the bucket that holds the rank, as Prometheus does."""
+def test_histogram_quantile_is_the_bound_of_the_nearest_rank_bucket() -> None:
+    """A quantile from /metrics is the upper bound of the bucket holding the nearest rank (the report's rule, on
+    buckets), so it never reads below the exact value by more than the bucket holds."""
     buckets = [(0.1, 50.0), (0.2, 100.0), (math.inf, 100.0)]
-    assert histogram_quantile(0.5, buckets) == pytest.approx(0.1)
-    assert histogram_quantile(0.75, buckets) == pytest.approx(0.15)
+    assert histogram_quantile(0.5, buckets) == 0.1  # rank 50: the last sample of the first bucket
+    assert histogram_quantile(0.51, buckets) == 0.2
+    assert histogram_quantile(0.75, list(reversed(buckets))) == 0.2  # any order
     assert histogram_quantile(0.99, [(0.1, 0.0), (math.inf, 10.0)]) == 0.1  # past the last bound
     assert histogram_quantile(0.5, [(math.inf, 0.0)]) is None
 
@@ -65,8 +67,9 @@ def test_live_routes_split_sides_and_count_outcomes() -> None:
     m.requests.inc(("orders", "new", "2xx"), 2)
     m.requests.inc(("orders", "new", "5xx"), 1)
     m.requests.inc(("unmatched", "legacy", "2xx"), 4)
-    m.shadow.inc(("orders", "match", ""), 6)
-    m.shadow.inc(("orders", "mismatch", ""), 2)
+    m.shadow.inc(("orders", "candidate", "match", ""), 6)
+    m.shadow.inc(("orders", "candidate", "mismatch", ""), 2)
+    m.shadow.inc(("orders", "noise", "match", ""), 5)  # legacy vs legacy: not a comparison of the new side
     for _ in range(10):
         m.latency.observe(("orders", "legacy"), 0.004)
     routes = [{"id": "orders", "mode": "canary", "legacy": "legacy", "upstream": "new", "weight": 20}]
@@ -118,7 +121,7 @@ async def test_watch_once_shows_a_running_proxy(tmp_path: Path, aiohttp_server: 
                 async with session.get(f"http://127.0.0.1:{running.proxy_port}{path}") as resp:
                     await resp.read()
         shadow = running.state.metrics.shadow
-        await wait_until(lambda: shadow.get(("items", "match", "")) == 12)
+        await wait_until(lambda: shadow.get(("items", "candidate", "match", "")) == 12)
         admin = f"http://127.0.0.1:{running.admin_port}"
         table = await asyncio.to_thread(invoke, "watch", "--once", "--admin", admin)
         doc = await asyncio.to_thread(invoke, "watch", "--once", "--admin", admin, "--format", "json")

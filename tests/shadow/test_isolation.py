@@ -229,10 +229,14 @@ async def test_mirrored_write_sent_once_on_stale_connection(tmp_path: Path) -> N
     try:
         async with backends(ok) as (legacy,), shadow_proxy(tmp_path, legacy.url, candidate_url, route) as sp:
             await sp.request("GET", "/api/a")
-            await sp.until(lambda: sp.metric("strangler_shadow_total", "api", "match", "") == 1, "the GET pair")
+            await sp.until(
+                lambda: sp.metric("strangler_shadow_total", "api", "candidate", "match", "") == 1, "the GET pair"
+            )
             status, *_ = await sp.request("POST", "/api/w", data=b"pay=1")
             assert status == 200
-            await sp.until(lambda: sp.metric("strangler_shadow_total", "api", "candidate_error", "reset") == 1)
+            await sp.until(
+                lambda: sp.metric("strangler_shadow_total", "api", "candidate", "candidate_error", "reset") == 1
+            )
     finally:
         server.close()
         await server.wait_closed()
@@ -263,7 +267,7 @@ async def test_concurrency_cap_drops_and_counts(tmp_path: Path) -> None:
             for i in range(5):
                 status, *_ = await sp.request("GET", f"/api/{i}")
                 assert status == 200  # served while the candidate is stuck
-            assert sp.metric("strangler_shadow_total", "api", "dropped", "queue_full") == 3
+            assert sp.metric("strangler_shadow_total", "api", "candidate", "dropped", "queue_full") == 3
             assert sp.metric("strangler_shadow_queue_depth", "candidates") == 2
             assert sp.metric("strangler_shadow_requests_total", "api", "candidate") == 2
             assert len(new.seen) <= 1

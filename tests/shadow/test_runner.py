@@ -268,10 +268,10 @@ async def test_metrics_per_route_on_admin_endpoint(tmp_path: Path) -> None:
             text = await r.text()
     for line in (
         'strangler_shadow_requests_total{route="api",pair="candidate"} 3',
-        'strangler_shadow_total{route="api",outcome="match",reason=""} 1',
-        'strangler_shadow_total{route="api",outcome="mismatch",reason=""} 1',
-        'strangler_shadow_total{route="api",outcome="candidate_error",reason="status_500"} 1',
-        'strangler_shadow_total{route="api",outcome="skipped",reason="method_not_mirrored"} 1',
+        'strangler_shadow_total{route="api",pair="candidate",outcome="match",reason=""} 1',
+        'strangler_shadow_total{route="api",pair="candidate",outcome="mismatch",reason=""} 1',
+        'strangler_shadow_total{route="api",pair="candidate",outcome="candidate_error",reason="status_500"} 1',
+        'strangler_shadow_total{route="api",pair="candidate",outcome="skipped",reason="method_not_mirrored"} 1',
         'strangler_compare_duration_seconds_count{route="api"} 3',
         'strangler_shadow_queue_depth{stage="compare"} 0',
         'strangler_shadow_queue_depth{stage="candidates"} 0',

@@ -128,7 +128,7 @@ async def test_worker_stores_matches_and_mismatches(tmp_path: Path) -> None:
 
 async def test_worker_metrics_reach_the_proxy_registry(tmp_path: Path) -> None:
     """The worker's outcome and copy counters show up in the proxy's registry and on the admin /metrics page."""
-    match = 'strangler_shadow_total{route="api",outcome="match",reason=""}'
+    match = 'strangler_shadow_total{route="api",pair="candidate",outcome="match",reason=""}'
     sent = 'strangler_shadow_requests_total{route="api",pair="candidate"}'
     async with (
         backends(legacy_answer, candidate_answer) as (legacy, new),
@@ -280,7 +280,7 @@ async def test_worker_finishes_its_work_when_the_proxy_goes_away(tmp_path: Path)
     for message in reports:
         assert message[0] == "metrics"
         apply_metric_changes(metrics, message)
-    assert metrics.shadow.values == {("api", "match", ""): 1}
+    assert metrics.shadow.values == {("api", "candidate", "match", ""): 1}
 
 
 async def test_killed_worker_is_restarted_and_drops_are_counted(tmp_path: Path) -> None:
@@ -503,10 +503,10 @@ def test_metric_changes_add_up_on_the_receiving_side() -> None:
     depth = Gauge("strangler_test_depth", "a gauge", ("stage",))
     sizes = Histogram("strangler_test_sizes", "a histogram", ("route",), (1.0, 10.0))
     worker.extra += [sent, depth, sizes]
-    proxy.shadow.inc(("api", "dropped", "worker_down"), 4)  # the proxy's own counts stay
+    proxy.shadow.inc(("api", "candidate", "dropped", "worker_down"), 4)  # the proxy's own counts stay
     proxy.shadow_queue.set(("worker_stream",), 7)
 
-    worker.shadow.inc(("api", "match", ""), 2)
+    worker.shadow.inc(("api", "candidate", "match", ""), 2)
     worker.compare_time.observe(("api",), 0.003)
     worker.shadow_queue.set(("compare",), 5)
     sent.inc(("api", "candidate"), 2)
@@ -515,8 +515,9 @@ def test_metric_changes_add_up_on_the_receiving_side() -> None:
     apply_metric_changes(proxy, _through_the_wire(metric_changes(worker, last)))
     assert metric_changes(worker, last) is None
 
-    worker.shadow.inc(("api", "match", ""), 3)
-    worker.shadow.inc(("api", "mismatch", ""))
+    worker.shadow.inc(("api", "candidate", "match", ""), 3)
+    worker.shadow.inc(("api", "candidate", "mismatch", ""))
+    worker.shadow.inc(("api", "noise", "match", ""), 2)  # legacy vs legacy: arrives under its own label
     worker.compare_time.observe(("api",), 0.2)
     worker.shadow_queue.set(("compare",), 1)
     sent.inc(("api", "candidate"), 4)
@@ -527,9 +528,10 @@ def test_metric_changes_add_up_on_the_receiving_side() -> None:
     assert metric_changes(worker, last) is None
 
     assert proxy.shadow.values == {
-        ("api", "dropped", "worker_down"): 4,
-        ("api", "match", ""): 5,
-        ("api", "mismatch", ""): 1,
+        ("api", "candidate", "dropped", "worker_down"): 4,
+        ("api", "candidate", "match", ""): 5,
+        ("api", "candidate", "mismatch", ""): 1,
+        ("api", "noise", "match", ""): 2,
     }
     assert proxy.compare_time.series == worker.compare_time.series
     assert proxy.compare_time.count(("api",)) == 2

@@ -55,9 +55,9 @@ class WorkerProxy:
                 return m.values.get(tuple(labels), 0.0)
         return 0.0
 
-    def shadow(self, outcome: str, reason: str = "", route: str = "api") -> float:
-        """strangler_shadow_total for one route, outcome and reason."""
-        return self.running.state.metrics.shadow.get((route, outcome, reason))
+    def shadow(self, outcome: str, reason: str = "", route: str = "api", pair: str = "candidate") -> float:
+        """strangler_shadow_total for one route, pair, outcome and reason."""
+        return self.running.state.metrics.shadow.get((route, pair, outcome, reason))
 
     def restarts(self) -> float:
         return self.metric(RESTART_METRIC)

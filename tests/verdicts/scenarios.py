@@ -375,5 +375,4 @@ KNOWN_WRONG: dict[tuple[str, Aspect], str] = {
     ("json-charset-parameter", "verdict"): "issue 8 item 15: media types compared as strings: diverging",
     ("json-charset-parameter", "fields"): "issue 8 item 15: header.content-type differs",
     ("json-charset-parameter", "kinds"): "issue 8 item 15: header.content-type differs",
-    ("replays-not-counted", "verdict"): "issue 8 item 3: replayed pairs are counted: compared 24, ready",
 }
