@@ -34,7 +34,6 @@ from shadow.normalize import (
     UndecodableBody,
     body_kind,
     canonical_json,
-    charset,
     decode_content,
     header_view,
     parse_json,
@@ -244,7 +243,7 @@ def _body_differences(
             # Parsed again: the fast check sorted its copies, and reported indexes must be the documents' own.
             return _json_differences(_parsed(a, rules), _parsed(b, rules), rules), notes
     if kind == "text":
-        return text_differences(a, b, charset(content_type), notes), notes
+        return text_differences(a, b, content_type, notes), notes
     return binary_differences(a, b), notes
 
 
