@@ -43,6 +43,7 @@ routes:
   - {id: html-row, match: {path: "/html/row/{id:int}"}, mode: shadow}
   - {id: text-footer, match: {path: "/text/footer/{id:int}"}, mode: shadow}
   - {id: text-row, match: {path: "/text/row/{id:int}"}, mode: shadow}
+  - {id: html-long, match: {path: "/html/long/{id:int}"}, mode: shadow}
 """
 FOOTER_GROUP = 'text: "<footer>Queries took #ms</footer>"'
 HTML_ROW_GROUP = 'text: "<tr><td>pear</td><td>#</td></tr>"'
@@ -69,6 +70,13 @@ def html_page(order: int, pears: int) -> str:
     )
 
 
+def long_page(total: str) -> str:
+    """A job list of 150 rows, each with a volatile time, and a total line after it: more differing lines than
+    an exchange stores (compare.MAX_DIFFERENCES)."""
+    rows = "".join(f"<tr><td>job {k}</td><td>took {_footer_ms()}ms</td></tr>" for k in range(150))
+    return f"<html><body><table>{rows}</table><p>Total: {total}</p></body></html>"
+
+
 def text_page(order: int, total_line: str, newline: str = "\n") -> str:
     """A plain-text order with a generation timestamp and a volatile footer."""
     lines = [
@@ -87,6 +95,8 @@ def make_app(side: str) -> web.Application:
     (text-row), and sends plain text with CRLF line endings and trailing spaces (no difference by themselves)."""
 
     async def html(request: web.Request) -> web.Response:
+        if request.match_info["variant"] == "long":
+            return web.Response(text=long_page("three" if side == "new" else "3"), content_type="text/html")
         pears = 6 if side == "new" and request.match_info["variant"] == "row" else 5
         return web.Response(text=html_page(int(request.match_info["id"]), pears), content_type="text/html")
 
@@ -131,7 +141,7 @@ async def fill_text_store(tmp_path: Path) -> Path:
             base = f"http://127.0.0.1:{running.proxy_port}"
             async with aiohttp.ClientSession() as session:
                 for i in range(REQUESTS_PER_ROUTE):
-                    for prefix in ("/html/footer", "/html/row", "/text/footer", "/text/row"):
+                    for prefix in ("/html/footer", "/html/row", "/text/footer", "/text/row", "/html/long"):
                         async with session.get(f"{base}{prefix}/{i}") as response:
                             assert response.status == 200
                             await response.read()
@@ -192,6 +202,15 @@ def test_changed_line_beside_volatile_footer_diverges(config: Path) -> None:
         assert found[real]["noise"] == 0
         assert found[footer]["noise"] > 0
         assert not route["suggested_ignore_fields"]
+
+
+def test_real_line_past_the_storage_cap_diverges(config: Path) -> None:
+    """A real change after more volatile lines than an exchange stores still makes the route diverge: the stored
+    differences keep one of every group, so the pair is not taken for noise only."""
+    route = report_routes(config)["html-long"]
+    assert route["verdict"] == "diverging"
+    assert route["noise_only"] == 0
+    assert fields(route)['text: "<p>Total: three</p>"']["count"] == REQUESTS_PER_ROUTE
 
 
 def test_flip_gate_refuses_a_diverging_text_route(config: Path, tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from proxy.config import Compare
-from shadow.compare import compare_responses
+from shadow.compare import MAX_DIFFERENCES, compare_responses
 from shadow.model import Comparison, Difference
 from shadow.textdiff import MAX_TEXT_LINES, text_differences
 from shadow.textlines import MAX_SIGNATURE_CHARS, html_lines, line_signature, text_lines
@@ -162,6 +162,22 @@ def test_same_signature_on_noise_and_candidate_pairs() -> None:
     legacy_b = "<p>Hello</p>\n<footer>Queries took 0.71ms</footer>\n"
     new = "<p>Hello</p>\n<footer>Queries took 1.2ms</footer>\n"
     assert diffs(legacy_a, legacy_b, HTML) == diffs(legacy_a, new, HTML)
+
+
+def test_stored_differences_keep_every_group() -> None:
+    """Past the storage cap, the stored differences still hold one of every differing group (the rest in order),
+    so a real line after 150 volatile ones is stored and the pair is never taken for noise only."""
+    rows = [f"row {i} took 0.{i}ms" for i in range(150)]
+    legacy = "\n".join([*rows, "Total: 3"])
+    new = "\n".join([*(r.replace("took 0.", "took 1.") for r in rows), "Total: three"])
+    result = compare_text(legacy, new)
+    assert len(result.differences) == MAX_DIFFERENCES
+    assert result.total == 151
+    assert result.differences[-1] == Difference(
+        "body:line 151", 'text: "Total: three"', "changed", '"Total: 3"', '"Total: three"'
+    )
+    assert [d.path for d in result.differences[:-1]] == [f"body:line {i + 1}" for i in range(MAX_DIFFERENCES - 1)]
+    assert result.note == "51 more differences not listed"
 
 
 def test_huge_text_difference_compares_lines_as_a_set() -> None:
