@@ -77,7 +77,7 @@ def long_page(total: str) -> str:
     return f"<html><body><table>{rows}</table><p>Total: {total}</p></body></html>"
 
 
-def text_page(order: int, total_line: str, newline: str = "\n") -> str:
+def text_page(order: int, total_line: str, newline: str = "\n", *, extra: Sequence[str] = ()) -> str:
     """A plain-text order with a generation timestamp and a volatile footer."""
     lines = [
         f"Order {order}",
@@ -85,6 +85,7 @@ def text_page(order: int, total_line: str, newline: str = "\n") -> str:
         "apple 3",
         "pear 5",
         total_line,
+        *extra,
         f"Queries took {_footer_ms()}ms",
     ]
     return newline.join(lines) + newline
@@ -101,12 +102,12 @@ def make_app(side: str) -> web.Application:
         return web.Response(text=html_page(int(request.match_info["id"]), pears), content_type="text/html")
 
     async def text(request: web.Request) -> web.Response:
-        order = int(request.match_info["id"])
+        order, row = int(request.match_info["id"]), request.match_info["variant"] == "row"
+        hook = [f"Callback: /hooks?api_key=sk_live_{side}"] if row else []  # a secret that differs
         if side == "legacy":
-            body = text_page(order, "Total items: 3")
+            body = text_page(order, "Total items: 3", extra=hook)
         else:
-            total = "Items in total: 3" if request.match_info["variant"] == "row" else "Total items: 3  "
-            body = text_page(order, total, "\r\n")
+            body = text_page(order, "Items in total: 3" if row else "Total items: 3  ", "\r\n", extra=hook)
         return web.Response(text=body, content_type="text/plain")
 
     application = web.Application()
@@ -202,6 +203,9 @@ def test_changed_line_beside_volatile_footer_diverges(config: Path) -> None:
         assert found[real]["noise"] == 0
         assert found[footer]["noise"] > 0
         assert not route["suggested_ignore_fields"]
+    text_groups = [f["path"] for f in routes["text-row"]["fields"]]
+    assert any(g.startswith('text: "Callback: /hooks?api_key=<redacted:') for g in text_groups)
+    assert "sk_live" not in json.dumps(routes)  # line signatures are redacted before they are stored
 
 
 def test_real_line_past_the_storage_cap_diverges(config: Path) -> None:
