@@ -34,12 +34,7 @@ def text_differences(a: bytes, b: bytes, content_type: str | None, notes: list[s
         return []
     # The line diff is quadratic at worst: cut the common head and tail first, and past MAX_TEXT_LINES compare the
     # rest as sets of lines (linear), so a page that is too different still names every line that differs.
-    head = 0
-    while head < min(len(lines_a), len(lines_b)) and lines_a[head] == lines_b[head]:
-        head += 1
-    tail = 0
-    while tail < min(len(lines_a), len(lines_b)) - head and lines_a[-1 - tail] == lines_b[-1 - tail]:
-        tail += 1
+    head, tail = _common_ends(lines_a, lines_b)
     mid_a, mid_b = lines_a[head : len(lines_a) - tail], lines_b[head : len(lines_b) - tail]
     if max(len(mid_a), len(mid_b)) > MAX_TEXT_LINES:
         counts = f"{len(mid_a)} vs {len(mid_b)} differing lines"
@@ -61,7 +56,7 @@ def _hunk_differences(old: Sequence[str], new: Sequence[str], first: int) -> lis
     """
     sig_old, sig_new = [line_signature(x) for x in old], [line_signature(x) for x in new]
     out: list[Difference] = []
-    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, sig_old, sig_new, autojunk=False).get_opcodes():
+    for tag, i1, i2, j1, j2 in _opcodes(sig_old, sig_new):
         paired = min(i2 - i1, j2 - j1) if tag in ("equal", "replace") else 0
         for k in range(paired):
             i, j = i1 + k, j1 + k
@@ -70,6 +65,30 @@ def _hunk_differences(old: Sequence[str], new: Sequence[str], first: int) -> lis
         out.extend(_line_difference(first + i, sig_old[i], "removed", old[i], None) for i in range(i1 + paired, i2))
         out.extend(_line_difference(first + i2, sig_new[j], "added", None, new[j]) for j in range(j1 + paired, j2))
     return out
+
+
+def _common_ends(a: Sequence[str], b: Sequence[str]) -> tuple[int, int]:
+    """How many items the two sequences share at their start, and then at their end."""
+    shortest = min(len(a), len(b))
+    head = 0
+    while head < shortest and a[head] == b[head]:
+        head += 1
+    tail = 0
+    while tail < shortest - head and a[-1 - tail] == b[-1 - tail]:
+        tail += 1
+    return head, tail
+
+
+def _opcodes(a: Sequence[str], b: Sequence[str]) -> list[tuple[str, int, int, int, int]]:
+    """difflib opcodes of two sequences, their common ends taken first: linear when only volatile parts changed
+    (every signature equal), where the matcher alone is quadratic on so many equal items."""
+    head, tail = _common_ends(a, b)
+    ops = [("equal", 0, head, 0, head)] if head else []
+    middle = difflib.SequenceMatcher(None, a[head : len(a) - tail], b[head : len(b) - tail], autojunk=False)
+    ops.extend((tag, i1 + head, i2 + head, j1 + head, j2 + head) for tag, i1, i2, j1, j2 in middle.get_opcodes())
+    if tail:
+        ops.append(("equal", len(a) - tail, len(a), len(b) - tail, len(b)))
+    return ops
 
 
 def _unordered_differences(old: Sequence[str], new: Sequence[str], first: int) -> list[Difference]:
