@@ -32,7 +32,7 @@ BLOCK_TAGS = frozenset({
 # fmt: on
 _LINE_BREAK_TAGS = frozenset({"br"})  # void tags after which a line ends
 
-_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9:-]*)[^>]*>")
+_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9:-]*)[^<>]*>")  # [^<>]: linear on markup left unclosed
 _SPACE = re.compile(r"\s+")
 _VOLATILE = re.compile(
     r"(?P<tag></?[A-Za-z][A-Za-z0-9:-]*)"  # tag names keep their digits: <h1>, </h2>
