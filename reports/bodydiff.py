@@ -69,8 +69,8 @@ def body_diff(
         out.append_text(_size_line(left, right))
     else:
         content_type = header_value(legacy_headers, "content-type")
-        html = is_html(content_type)
-        out.append_text(text_diff(_text(left, charset(content_type)), _text(right, charset(content_type)), html=html))
+        encoding = charset(content_type)
+        out.append_text(text_diff(_text(left, encoding), _text(right, encoding), html=is_html(content_type)))
     for note in notes:
         out.append(f"\n({note})", "yellow")
     return out
