@@ -21,6 +21,7 @@ from rich.text import Text
 from shadow.jsonpath import BadPath, compile_path
 from shadow.model import StoredBody
 from shadow.normalize import UndecodableBody, body_kind, charset, decode_body, header_value, parse_json
+from shadow.textlines import is_html, text_lines
 
 FOLD_LINES = 40  # a body whose pretty JSON is longer than this is folded around the differing paths
 SHOWN_VALUE_LINES = 12  # lines of one differing value shown before "… N more lines"
@@ -105,8 +106,11 @@ def body_diff(
     if "binary" in kinds:
         out.append_text(_size_line(left, right))
     else:
-        encoding = charset(header_value(legacy_headers, "content-type"))
-        out.append_text(text_diff(_text(left, encoding), _text(right, encoding), full=fold is False))
+        content_type = header_value(legacy_headers, "content-type")
+        encoding = charset(content_type)
+        out.append_text(
+            text_diff(_text(left, encoding), _text(right, encoding), full=fold is False, html=is_html(content_type))
+        )
     for note in notes:
         out.append(f"\n({note})", "yellow")
     return out
@@ -154,9 +158,11 @@ def json_diff(
     return text
 
 
-def text_diff(legacy: str, new: str, *, full: bool = False) -> Text:
-    """A unified line diff, coloured: at most TEXT_DIFF_LINES lines, long lines shortened, unless `full`."""
-    diff = list(difflib.unified_diff(legacy.splitlines(), new.splitlines(), "legacy", "new", lineterm="", n=2))
+def text_diff(legacy: str, new: str, *, full: bool = False, html: bool = False) -> Text:
+    """A unified line diff, coloured, of the lines the comparison used (so HTML shows one line per block element,
+    and `body:line N` is line N here): at most TEXT_DIFF_LINES lines, long lines shortened, unless `full`."""
+    lines_a, lines_b = text_lines(legacy, html=html), text_lines(new, html=html)
+    diff = list(difflib.unified_diff(lines_a, lines_b, "legacy", "new", lineterm="", n=2))
     if not diff:
         return Text("(bodies are equal as text)", "dim")
     shown = diff if full else diff[:TEXT_DIFF_LINES]

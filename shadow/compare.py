@@ -34,7 +34,6 @@ from shadow.normalize import (
     UndecodableBody,
     body_kind,
     canonical_json,
-    charset,
     decode_content,
     header_view,
     parse_json,
@@ -136,7 +135,7 @@ def compare_responses(legacy: ResponseSnapshot, new: ResponseSnapshot, rules: Co
     fields, total = field_diffs(diffs), len(diffs)  # exact, before the storage cap
     if len(diffs) > MAX_DIFFERENCES:
         notes.append(f"{len(diffs) - MAX_DIFFERENCES} more differences not listed")
-        del diffs[MAX_DIFFERENCES:]
+        diffs = stored_differences(diffs, MAX_DIFFERENCES)
     return Comparison(
         outcome="mismatch" if diffs else "match",
         differences=tuple(diffs),
@@ -145,6 +144,23 @@ def compare_responses(legacy: ResponseSnapshot, new: ResponseSnapshot, rules: Co
         fields=fields,
         total=total,
     )
+
+
+def stored_differences(diffs: Sequence[Difference], limit: int) -> list[Difference]:
+    """At most `limit` of some ordered differences to store: the first of every group, then the rest in order.
+
+    The noise-only split of a route's mismatches reads the stored rows: a real group past the cap (a changed line
+    after 150 volatile ones) must be among them, or the pair would be taken for noise only.
+    """
+    firsts: dict[str, int] = {}
+    for i, d in enumerate(diffs):
+        firsts.setdefault(d.group, i)
+    keep = set(list(firsts.values())[:limit])
+    for i in range(len(diffs)):
+        if len(keep) >= limit:
+            break
+        keep.add(i)
+    return [d for i, d in enumerate(diffs) if i in keep]
 
 
 def is_fast_match(legacy: ResponseSnapshot, new: ResponseSnapshot, rules: Compare) -> bool:
@@ -264,7 +280,7 @@ def _body_differences(
             # Parsed again: the fast check sorted its copies, and reported indexes must be the documents' own.
             return _json_differences(_parsed(a, rules), _parsed(b, rules), rules), notes
     if kind == "text":
-        return text_differences(a, b, charset(content_type), notes), notes
+        return text_differences(a, b, content_type, notes), notes
     return binary_differences(a, b), notes
 
 

@@ -122,7 +122,7 @@ def compared_record(
         new_body=stored_body(new.headers, new.body, redactor, cap) if keep_bodies else None,
         differences=tuple(redactor.redact_difference(d) for d in comparison.differences) if comparison else (),
         note=comparison.note if comparison else None,
-        fields=comparison.fields if comparison else (),
+        fields=redactor.fields(comparison.fields) if comparison else (),
     )
 
 

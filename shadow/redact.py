@@ -4,7 +4,8 @@ A secret becomes `<redacted:` + the first 10 hex digits of HMAC-SHA256(key, secr
 gives the same token (so "legacy and new sent the same token" stays visible), and without the key no token leads
 back to its secret. The key lives next to the database (`<db>.key`, mode 0600) or in STRANGLER_REDACT_KEY (hex).
 
-`shadow.records` applies a Redactor to headers, query strings, bodies and difference values before they are stored.
+`shadow.records` applies a Redactor to headers, query strings, bodies, difference values and the line signatures
+that group text differences before they are stored.
 Bodies must be given decoded (see `shadow.normalize.decode_body`): compressed bytes are returned unchanged.
 """
 
@@ -26,8 +27,9 @@ import orjson
 
 from proxy.config import Redact
 from shadow.jsonpath import BadPath, compile_path
-from shadow.model import Difference
+from shadow.model import Difference, FieldDiff, merge_kinds
 from shadow.normalize import body_kind, media_type
+from shadow.textlines import SIGNATURE_PREFIX
 
 KEY_ENV = "STRANGLER_REDACT_KEY"
 KEY_BYTES = 32
@@ -249,9 +251,28 @@ class Redactor:
         fix = functools.partial(self._secret_value, diff.path) if secret else self.text
         legacy = None if diff.legacy is None else fix(diff.legacy)
         new = None if diff.new is None else fix(diff.new)
-        if legacy == diff.legacy and new == diff.new:
+        group = self.group(diff.group)
+        if legacy == diff.legacy and new == diff.new and group == diff.group:
             return diff
-        return replace(diff, legacy=legacy, new=new)
+        return replace(diff, group=group, legacy=legacy, new=new)
+
+    def group(self, group: str) -> str:
+        """A grouped path as it may be stored: a line signature (`text: "…"`) holds page text, so it is scrubbed
+        like free text; JSON paths, header names and `status` hold no values."""
+        return self._scrub(group) if group.startswith(SIGNATURE_PREFIX) else group
+
+    def fields(self, fields: Iterable[FieldDiff]) -> tuple[FieldDiff, ...]:
+        """A pair's differing groups as they may be stored (`group`), counts merged should two become one."""
+        merged: dict[str, FieldDiff] = {}
+        for f in fields:
+            group = self.group(f.group)
+            seen = merged.get(group)
+            if seen is None:
+                merged[group] = f if group == f.group else replace(f, group=group)
+            else:
+                kind = merge_kinds((seen.kind, f.kind)) or f.kind
+                merged[group] = FieldDiff(group, kind, seen.count + f.count)
+        return tuple(merged.values())
 
     def _secret_value(self, path: str, json_text: str) -> str:
         # Difference values are JSON text; a JSON string is tokenised by its content, so it matches the token the

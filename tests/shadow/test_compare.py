@@ -16,7 +16,7 @@ from proxy.events import Headers, ResponseSnapshot
 from shadow import compare
 from shadow.compare import MAX_DIFFERENCES, compare_responses, is_fast_match, judge_pair
 from shadow.model import Comparison, Difference
-from shadow.textdiff import MAX_TEXT_HUNKS, MAX_TEXT_LINES, MAX_VALUE_CHARS
+from shadow.textdiff import MAX_VALUE_CHARS
 
 JSON = "application/json"
 
@@ -340,32 +340,6 @@ def test_undecodable_body_compared_as_bytes() -> None:
     assert [d.path for d in result.differences] == ["body"]
 
 
-def test_text_bodies_line_diff() -> None:
-    """Text bodies differ by line hunks: changed, added and removed lines at their legacy line numbers."""
-    legacy = b"<html>\n<h1>Orders</h1>\n<p>3 items</p>\n<footer>v1</footer>\n</html>\n"
-    new = b"<html>\n<h1>Orders</h1>\n<p>4 items</p>\n<footer>v1</footer>\n<script></script>\n</html>\n"
-    result = run(snap(legacy, content_type="text/html"), snap(new, content_type="text/html", side="new"))
-    assert result.differences == (
-        Difference("body:line 3", "body", "changed", '"<p>3 items</p>"', '"<p>4 items</p>"'),
-        Difference("body:line 5", "body", "added", None, '"<script></script>"'),
-    )
-
-
-def test_text_hunks_capped_with_note() -> None:
-    """Past MAX_TEXT_HUNKS changed hunks, the rest are counted in the note."""
-    legacy = "\n".join(f"line {i}" for i in range(40)).encode()
-    new = "\n".join(f"line {i}" if i % 4 else f"LINE {i}" for i in range(40)).encode()
-    result = run(snap(legacy, content_type="text/plain"), snap(new, content_type="text/plain", side="new"))
-    assert len(result.differences) == MAX_TEXT_HUNKS
-    assert result.note == f"{10 - MAX_TEXT_HUNKS} more changed text hunks not listed"
-
-
-def test_text_line_endings_only() -> None:
-    """Texts that differ only in line endings give one 'body' difference."""
-    result = run(snap(b"a\nb\n", content_type="text/plain"), snap(b"a\r\nb\r\n", content_type="text/plain", side="new"))
-    assert [(d.path, d.kind) for d in result.differences] == [("body", "changed")]
-
-
 def test_binary_bodies_compared_by_digest() -> None:
     """Binary bodies differ as one 'body' difference naming sha256 prefix and size of each side."""
     result = run(
@@ -423,17 +397,6 @@ def test_is_fast_match_agrees_with_compare_on_equal_pairs(ignore_order: bool | t
     legacy, new = snap({"a": [1, 2], "b": 1}), snap({"b": 1, "a": [1, 2]}, side="new")
     assert is_fast_match(legacy, new, rules)
     assert not is_fast_match(legacy, snap({"a": [1, 2], "b": 2}, side="new"), rules)
-
-
-def test_huge_text_difference_skips_line_diff() -> None:
-    """Past MAX_TEXT_LINES differing lines, one difference at the first differing line replaces the line diff."""
-    count = MAX_TEXT_LINES + 10
-    legacy = "\n".join(["same"] + [f"a{i}" for i in range(count)] + ["end"]).encode()
-    new = "\n".join(["same"] + [f"b{i}" for i in range(count)] + ["end"]).encode()
-    result = run(snap(legacy, content_type="text/plain"), snap(new, content_type="text/plain", side="new"))
-    assert [(d.path, d.kind) for d in result.differences] == [("body:line 2", "changed")]
-    assert result.note is not None
-    assert result.note.startswith("text too different")
 
 
 def _pair_side(side: str, status: int, *, error: str | None = None, complete: bool = True) -> ResponseSnapshot:

@@ -358,20 +358,6 @@ BY_NAME = {s.name: s for s in SCENARIOS}
 _NO_KIND = "issue 8 item 6: the report JSON has no fields[].kind"
 _TEXT = "issue 8 item 1: a text/HTML body is one field 'body', not one group per line signature"
 KNOWN_WRONG: dict[tuple[str, Aspect], str] = {
-    ("html-volatile-footer", "fields"): _TEXT,
-    ("html-volatile-footer", "kinds"): f"{_TEXT}; {_NO_KIND}",
-    ("html-changed-row-and-volatile-footer", "verdict"): "issue 8 item 1: the changed row hides in the noisy "
-    "'body' field: ready",
-    ("html-changed-row-and-volatile-footer", "fields"): _TEXT,
-    ("html-changed-row-and-volatile-footer", "kinds"): f"{_TEXT}; {_NO_KIND}",
-    ("text-changed-line", "fields"): _TEXT,
-    ("text-changed-line", "kinds"): f"{_TEXT}; {_NO_KIND}",
-    ("text-line-endings-and-trailing-space", "verdict"): "issue 8 item 1: line endings and trailing space are "
-    "not normalised: diverging",
-    ("text-line-endings-and-trailing-space", "fields"): "issue 8 item 1: line endings differ in 'body'",
-    ("text-line-endings-and-trailing-space", "kinds"): "issue 8 item 1: line endings differ in 'body'",
-    ("404-different-wording", "fields"): _TEXT,
-    ("404-different-wording", "kinds"): f"{_TEXT}; {_NO_KIND}",
     ("json-charset-parameter", "verdict"): "issue 8 item 15: media types compared as strings: diverging",
     ("json-charset-parameter", "fields"): "issue 8 item 15: header.content-type differs",
     ("json-charset-parameter", "kinds"): "issue 8 item 15: header.content-type differs",
