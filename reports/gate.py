@@ -29,8 +29,6 @@ from reports.summary import build_report
 from shadow.model import FlipRecord
 from shadow.store import Store
 
-# Forward means more traffic (or trust) for the new side; only forward moves are gated.
-MODE_RANK = {"legacy": 0, "shadow": 1, "canary": 2, "new": 3}
 FULL_WEIGHT = 100.0
 # Rollout guards need evidence before they promote or roll back: this share of readiness.min_compared, at least
 # MIN_SAMPLES_FLOOR attempts (compared pairs plus candidate errors, so a candidate failing on every request trips
@@ -58,11 +56,17 @@ def route_figures(
     return report.routes[0].figures if report.routes else empty_figures(route_id)
 
 
+def new_share(mode: str, weight: float | None) -> float:
+    """The percent of a route's clients the new side answers in a mode (shadow: none, it only sees copies)."""
+    if mode == "new":
+        return FULL_WEIGHT
+    return (weight or 0.0) if mode == "canary" else 0.0
+
+
 def is_forward(from_mode: str, from_weight: float | None, to_mode: str, to_weight: float | None) -> bool:
-    """True when the change gives the new side more: a later mode, or a higher canary weight."""
-    if MODE_RANK[to_mode] != MODE_RANK[from_mode]:
-        return MODE_RANK[to_mode] > MODE_RANK[from_mode]
-    return to_mode == "canary" and to_weight is not None and to_weight > (from_weight or 0.0)
+    """True when the change has the new side answer more clients (only such moves are gated): a canary weight or
+    mode new. Starting to shadow is not forward: copies are how the evidence is gathered, and legacy still answers."""
+    return new_share(to_mode, to_weight) > new_share(from_mode, from_weight)
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,21 +105,22 @@ def test_each_revert_goes_one_step_further_back(demo: Path) -> None:
 
 
 def test_revert_that_moves_a_diverging_route_forward_is_gated(demo: Path) -> None:
-    """Undoing a step back (shadow → legacy) on a diverging route is refused like a forward flip; --force passes."""
+    """Undoing a step back (canary 25% → shadow) on a diverging route is refused like a forward flip; --force
+    passes."""
     original = text_of(demo)
-    assert invoke("routes", "flip", "orders-read", "--to", "legacy", "-c", str(demo)).exit_code == 0
-    at_legacy = text_of(demo)
-    refused = invoke("routes", "revert", "orders-read", "-c", str(demo))
+    assert invoke("routes", "flip", "customers", "--to", "shadow", "-c", str(demo)).exit_code == 0
+    at_shadow = text_of(demo)
+    refused = invoke("routes", "revert", "customers", "-c", str(demo))
     assert refused.exit_code == 1
     assert "not ready" in refused.stderr
     assert "diverging" in refused.stderr
     assert "FAILED" in refused.stdout
-    assert text_of(demo) == at_legacy
-    assert len(history(demo, "orders-read")) == 1
-    forced = invoke("routes", "revert", "orders-read", *FORCE, "-c", str(demo))
+    assert text_of(demo) == at_shadow
+    assert len(history(demo, "customers")) == 1
+    forced = invoke("routes", "revert", "customers", *FORCE, "-c", str(demo))
     assert forced.exit_code == 0, forced.stderr
     assert text_of(demo) == original
-    last = history(demo, "orders-read")[-1]
+    last = history(demo, "customers")[-1]
     assert (last["action"], last["forced"], last["gate"]["readiness"]["verdict"]) == ("revert", True, "diverging")
 
 

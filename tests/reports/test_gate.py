@@ -100,7 +100,9 @@ def fig(compared: int, mismatched: int = 0, errors: int = 0, p99: tuple[float, f
     [
         (("shadow", None), ("canary", 10.0), True),
         (("shadow", None), ("new", None), True),
-        (("legacy", None), ("shadow", None), True),
+        (("legacy", None), ("shadow", None), False),
+        (("legacy", None), ("canary", 0.0), False),
+        (("canary", 100.0), ("new", None), False),
         (("canary", 10.0), ("canary", 25.0), True),
         (("canary", 25.0), ("canary", 10.0), False),
         (("canary", 25.0), ("canary", None), False),
@@ -112,7 +114,8 @@ def fig(compared: int, mismatched: int = 0, errors: int = 0, p99: tuple[float, f
 def test_forward_means_more_for_the_new_side(
     before: tuple[str, float | None], after: tuple[str, float | None], forward: bool
 ) -> None:
-    """Later modes and higher canary weights are forward moves (gated); everything else moves back (always allowed)."""
+    """A move that has the new side answer more clients (a higher canary weight, mode new) is forward and gated;
+    starting to shadow, and every move back, is always allowed."""
     assert is_forward(*before, *after) is forward
 
 
