@@ -38,6 +38,8 @@ from shadow.normalize import (
     decode_content,
     header_view,
     parse_json,
+    same_header_value,
+    same_header_views,
 )
 from shadow.textdiff import (
     binary_differences,
@@ -138,7 +140,9 @@ def is_fast_match(legacy: ResponseSnapshot, new: ResponseSnapshot, rules: Compar
         and new.body_complete
     ):
         return True  # the same headers (so the same coding) and the same bytes: the commonest match, at once
-    if legacy.status != new.status or header_view(legacy.headers, rules) != header_view(new.headers, rules):
+    if legacy.status != new.status or not same_header_views(
+        header_view(legacy.headers, rules), header_view(new.headers, rules)
+    ):
         return False
     if _body_problems(legacy, new):
         return False
@@ -166,7 +170,7 @@ def _header_differences(legacy: ResponseSnapshot, new: ResponseSnapshot, rules: 
     out = []
     for name in sorted(view_a.keys() | view_b.keys()):
         a, b = view_a.get(name), view_b.get(name)
-        if a == b:
+        if same_header_value(name, a, b):
             continue
         kind: DiffKind = "added" if a is None else "removed" if b is None else "changed"
         path = f"header.{name}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
@@ -135,7 +136,7 @@ def test_headers_compared_only_on_allow_list() -> None:
     legacy = snap(ORDER, headers=(("X-Api-Version", "1"), ("Cache-Control", "no-store"), ("X-Free", "a")))
     new = snap(
         ORDER,
-        content_type="application/json; charset=utf-8",
+        content_type="application/json; charset=iso-8859-1",
         headers=(("x-api-version", "2"), ("X-Added", "yes"), ("X-Free", "b")),
         side="new",
     )
@@ -458,3 +459,63 @@ def test_judge_pair_applies_the_shared_outcome_rules(
     """Live shadowing and replay share one rule set: failed or 5xx-only candidates are errors, broken primaries skip."""
     outcome, reason, _ = judge_pair(primary, candidate, Compare())
     assert (outcome, reason) == expected
+
+
+# --- exact counting (issue 8 item 2), library warnings (item 16) ----------------------------------------------------
+
+
+def _rows_body(rows: int, *, value: str, table: bool) -> dict[str, object]:
+    doc: dict[str, object] = {
+        "rows": [{"id": i, "name": f"row {i}", "value": f"{value}{i}", "seen": i * 2} for i in range(rows)]
+    }
+    if table:
+        doc["table"] = "orders"
+    return doc
+
+
+def test_removed_key_counted_however_many_rows_differ() -> None:
+    """100 changed rows plus a removed top-level key: the key is in `fields` as removed, and `total` is exact."""
+    legacy = snap(_rows_body(100, value="old", table=True))
+    new = snap(_rows_body(100, value="new", table=False), side="new")
+    result = run(legacy, new)
+    fields = {f.group: f for f in result.fields}
+    assert fields["$.table"].kind == "removed"
+    assert fields["$.table"].count == 1
+    assert fields["$.rows[*].value"].count == 100
+    assert result.total == 101
+    assert len(result.differences) == MAX_DIFFERENCES
+    assert result.note == f"{101 - MAX_DIFFERENCES} more differences not listed"
+
+
+def test_field_counts_do_not_move_when_other_fields_are_ignored() -> None:
+    """Ignoring one field removes only that field's counts; every other field keeps its exact count and kind."""
+    legacy = _rows_body(150, value="old", table=True)
+    new = _rows_body(150, value="new", table=False)
+    for row in new["rows"]:  # type: ignore[attr-defined]
+        row["seen"] += 1
+    plain = {f.group: (f.kind, f.count) for f in run(snap(legacy), snap(new, side="new")).fields}
+    ignoring = {
+        f.group: (f.kind, f.count)
+        for f in run(snap(legacy), snap(new, side="new"), Compare(ignore_fields=("$.rows[*].seen",))).fields
+    }
+    assert plain == {
+        "$.rows[*].value": ("changed", 150),
+        "$.rows[*].seen": ("changed", 150),
+        "$.table": ("removed", 1),
+    }
+    assert ignoring == {"$.rows[*].value": ("changed", 150), "$.table": ("removed", 1)}
+
+
+def test_many_differences_log_no_library_warning(
+    caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A pair with hundreds of differences (deepdiff's old "max number of diffs" warning) logs nothing at WARNING
+    and writes nothing to stderr, whether the document is compared in order or order-blind with a tolerance."""
+    legacy = {"rows": [{"id": i, "v": i} for i in range(600)], "table": "t"}
+    new = {"rows": [{"id": i, "v": -i - 1} for i in range(600)]}
+    caplog.set_level(logging.DEBUG)
+    for rules in (Compare(), Compare(ignore_order=True, float_tolerance=0.01), Compare(ignore_order=("$.rows",))):
+        result = run(snap(legacy), snap(new, side="new"), rules)
+        assert {f.group for f in result.fields} >= {"$.table"}
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert capfd.readouterr().err == ""
