@@ -8,6 +8,7 @@ Pure and thread-safe: the shadow runner calls `compare_responses` from worker th
 from __future__ import annotations
 
 import functools
+import logging
 import re
 import threading
 import time
@@ -19,6 +20,7 @@ from deepdiff.helper import notpresent
 
 from proxy.config import Compare
 from proxy.events import Headers, ResponseSnapshot
+from shadow.jsondiff import json_differences
 from shadow.jsonpath import (
     PathStep,
     apply_ignores,
@@ -48,7 +50,33 @@ from shadow.textdiff import (
     text_differences,
 )
 
-MAX_DIFFERENCES = 100  # kept per comparison; the rest are counted in the note
+log = logging.getLogger("strangler.shadow.compare")
+
+
+class _LibraryRecords(logging.Filter):
+    """deepdiff's own log records (a limit it reached, a note on its options, logged again on every call that meets
+    them) are about the library, not about the user's traffic: kept only when strangler logs at DEBUG, and then as
+    DEBUG records, so they never reach a serve log or a terminal as warnings."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not log.isEnabledFor(logging.DEBUG):
+            return False
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+def _quiet_library_logs(package: str) -> None:
+    """Filter every logger of `package` (a logger's filters see only the records logged on it, not its children's)."""
+    quiet = _LibraryRecords()
+    names = [n for n in logging.root.manager.loggerDict if n == package or n.startswith(package + ".")]
+    for name in {package, f"{package}.diff", *names}:
+        logging.getLogger(name).addFilter(quiet)
+
+
+_quiet_library_logs("deepdiff")
+
+MAX_DIFFERENCES = 100  # concrete differences kept per comparison for storage; the rest are counted in the note
+DEEPDIFF_MAX_PASSES = 10_000_000  # deepdiff's pairing passes over unordered arrays (its default, set explicitly)
 
 # How many times deepdiff ran in this process: tests assert that matching pairs never reach it.
 DEEPDIFF_CALLS = 0
@@ -269,6 +297,25 @@ def _json_equal(a: bytes, b: bytes, rules: Compare) -> bool:
 
 
 def _json_differences(doc_a: object, doc_b: object, rules: Compare) -> list[Difference]:
+    """Every difference, from one structural walk; deepdiff only for order-blind arrays that really differ."""
+    return json_differences(
+        doc_a,
+        doc_b,
+        float_tolerance=rules.float_tolerance,
+        ignore_order=rules.ignore_order,
+        unordered=functools.partial(_unordered_differences, rules=rules),
+    )
+
+
+def _unordered_differences(
+    a: list[object], b: list[object], path: Sequence[str | int], *, rules: Compare
+) -> list[Difference]:
+    return _deepdiff(a, b, rules, tuple(path))
+
+
+def deepdiff_differences(doc_a: object, doc_b: object, rules: Compare) -> list[Difference]:
+    """The same differences as `_json_differences`, from deepdiff over the whole documents: the reference the
+    structural walk is checked against (tests/shadow/test_jsondiff.py) and measured against (benchmarks)."""
     order_diffs: list[Difference] = []
     if rules.ignore_order is not True:
         # Arrays that hold the same elements in another order become one "order" difference (and legacy's order,
@@ -305,12 +352,15 @@ def _take_order(
     return b
 
 
-def _level_is_order_blind(patterns: tuple[tuple[PathStep, ...], ...], level: Any) -> bool:
-    concrete = level.path(output_format="list")
+def _level_is_order_blind(
+    patterns: tuple[tuple[PathStep, ...], ...], prefix: tuple[str | int, ...], level: Any
+) -> bool:
+    concrete = [*prefix, *level.path(output_format="list")]
     return any(path_matches(p, concrete) for p in patterns)
 
 
-def _deepdiff(doc_a: object, doc_b: object, rules: Compare) -> list[Difference]:
+def _deepdiff(doc_a: object, doc_b: object, rules: Compare, prefix: tuple[str | int, ...] = ()) -> list[Difference]:
+    """deepdiff's differences between `doc_a` and `doc_b`, which sit at `prefix` in their documents."""
     global DEEPDIFF_CALLS  # a process-wide count, guarded by its lock
     with _calls_lock:
         DEEPDIFF_CALLS += 1
@@ -321,7 +371,10 @@ def _deepdiff(doc_a: object, doc_b: object, rules: Compare) -> list[Difference]:
         # JSON has one number type (1 == 1.0) but true is not 1: compare int/float as numbers, bool apart.
         "ignore_type_in_groups": [(int, float)],
         "ignore_type_subclasses": True,
-        "max_diffs": MAX_DIFFERENCES * 4,
+        # Limits set here rather than left to the library's defaults: no cap on differences (counting is exact; only
+        # storage is capped, by compare_responses), and deepdiff's own bound on pairing passes for unordered arrays.
+        "max_diffs": None,
+        "max_passes": DEEPDIFF_MAX_PASSES,
     }
     if rules.float_tolerance > 0:
         options["math_epsilon"] = rules.float_tolerance
@@ -329,13 +382,15 @@ def _deepdiff(doc_a: object, doc_b: object, rules: Compare) -> list[Difference]:
         options.update(ignore_order=True, report_repetition=True)
     elif rules.ignore_order:
         patterns = tuple(compile_path(p) for p in rules.ignore_order)
-        options.update(ignore_order_func=functools.partial(_level_is_order_blind, patterns), report_repetition=True)
+        options.update(
+            ignore_order_func=functools.partial(_level_is_order_blind, patterns, prefix), report_repetition=True
+        )
     tree = DeepDiff(doc_a, doc_b, **options)
     out = []
     for report, levels in tree.items():
         kind = _KINDS.get(report, "changed")
         for level in levels:
-            concrete = format_path(level.path(output_format="list"))
+            concrete = format_path([*prefix, *level.path(output_format="list")])
             if report == "repetition_change":
                 rep = level.additional["repetition"]
                 legacy: str | None = render_value([level.t1] * rep["old_repeat"])

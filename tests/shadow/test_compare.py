@@ -112,11 +112,27 @@ def test_bool_is_not_a_number() -> None:
     assert found["$.n"].kind == "type_changed"
 
 
-def test_mismatch_runs_deepdiff_once() -> None:
-    """A differing JSON pair goes through deepdiff exactly once."""
+def test_mismatch_never_runs_deepdiff() -> None:
+    """A differing JSON pair is judged by the structural walk alone: deepdiff does not run."""
     before = deepdiff_calls()
-    run(snap({"a": 1}), snap({"a": 2}, side="new"))
+    result = run(snap({**ORDER, "id": 43, "items": []}), snap(ORDER, side="new"))
+    assert {(d.group, d.kind) for d in result.differences} == {("$.id", "changed"), ("$.items[*]", "added")}
+    assert deepdiff_calls() == before
+
+
+def test_only_a_differing_order_blind_array_runs_deepdiff() -> None:
+    """deepdiff runs once for an order-blind array whose elements differ, at that array's path, and not for the
+    rest of the document."""
+    rules = Compare(ignore_order=("$.items",))
+    legacy = {"id": 1, "items": [{"sku": "A", "qty": 1}, {"sku": "B", "qty": 2}]}
+    new = {"id": 2, "items": [{"sku": "B", "qty": 2}, {"sku": "A", "qty": 5}]}
+    before = deepdiff_calls()
+    result = run(snap(legacy), snap(new, side="new"), rules)
     assert deepdiff_calls() == before + 1
+    assert [(d.path, d.kind, d.legacy, d.new) for d in result.differences] == [
+        ("$.id", "changed", "1", "2"),
+        ("$.items[0].qty", "changed", "1", "5"),
+    ]
 
 
 # --- status and headers -----------------------------------------------------------------------------------------
