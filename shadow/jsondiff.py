@@ -20,6 +20,7 @@ scalars with Python equality, under which true == 1, so it misses a boolean turn
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,13 +46,18 @@ def json_differences(
     a: object, b: object, *, float_tolerance: float, ignore_order: bool | tuple[str, ...], unordered: Unordered
 ) -> list[Difference]:
     """Every difference between documents `a` (legacy) and `b` (new), ignored fields already removed."""
-    out: list[Difference] = []
-    _walk(a, b, [], _Rules(float_tolerance, ignore_order, unordered), out)
-    return out
+    found: list[_Found] = []
+    _walk(a, b, [], _Rules(float_tolerance, ignore_order, unordered), found)
+    return [item if isinstance(item, Difference) else _difference(*item) for item in found]
 
 
-def _difference(path: Path, kind: DiffKind, a: object, b: object) -> Difference:
-    concrete = format_path(path)
+# A difference as the walk finds it, written out (paths formatted, values rendered) only once it is kept: the
+# alignment of scalar arrays and the order check discard some. Differences from `unordered` come written.
+_Found = tuple[tuple[str | int, ...], DiffKind, object, object] | Difference
+
+
+def _difference(path: tuple[str | int, ...], kind: DiffKind, a: object, b: object) -> Difference:
+    concrete = "$" + "".join(map(_step_text, path))
     return Difference(
         concrete,
         group_path(concrete),
@@ -59,6 +65,12 @@ def _difference(path: Path, kind: DiffKind, a: object, b: object) -> Difference:
         None if kind == "added" else render_value(a),
         None if kind == "removed" else render_value(b),
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _step_text(step: str | int) -> str:
+    """One step of a concrete path as `format_path` writes it (object keys repeat across rows: cached)."""
+    return f"[{step}]" if isinstance(step, int) else format_path([step])[1:]
 
 
 # JSON types by Python class; int and float are one type, bool its own (exact class checks: parsed JSON holds plain
@@ -75,19 +87,19 @@ _TYPES: dict[type, int] = {
 }
 
 
-def _walk(a: object, b: object, path: Path, rules: _Rules, out: list[Difference]) -> None:
+def _walk(a: object, b: object, path: Path, rules: _Rules, out: list[_Found]) -> None:
     kind_a, kind_b = _TYPES.get(type(a), -1), _TYPES.get(type(b), -1)
     if kind_a != kind_b:
-        out.append(_difference(path, "type_changed", a, b))
+        out.append((tuple(path), "type_changed", a, b))
     elif kind_a == _OBJECT:
         _walk_object(a, b, path, rules, out)  # type: ignore[arg-type]
     elif kind_a == _ARRAY:
         _walk_array(a, b, path, rules, out)  # type: ignore[arg-type]
     elif kind_a == _NUMBER:
         if not _same_number(a, b, rules.tolerance):  # type: ignore[arg-type]
-            out.append(_difference(path, "changed", a, b))
+            out.append((tuple(path), "changed", a, b))
     elif a != b:
-        out.append(_difference(path, "changed", a, b))
+        out.append((tuple(path), "changed", a, b))
 
 
 def _same(a: object, b: object) -> bool:
@@ -109,32 +121,32 @@ def _same_number(a: float, b: float, tolerance: float) -> bool:
     return a == b
 
 
-def _walk_object(a: dict[str, object], b: dict[str, object], path: Path, rules: _Rules, out: list[Difference]) -> None:
+def _walk_object(a: dict[str, object], b: dict[str, object], path: Path, rules: _Rules, out: list[_Found]) -> None:
     for key, value in a.items():
         if key in b:
             other = b[key]
             if not _same(value, other):
                 _walk(value, other, [*path, key], rules, out)
         else:
-            out.append(_difference([*path, key], "removed", value, None))
+            out.append(((*path, key), "removed", value, None))
     for key, value in b.items():
         if key not in a:
-            out.append(_difference([*path, key], "added", None, value))
+            out.append(((*path, key), "added", None, value))
 
 
-def _walk_array(a: list[object], b: list[object], path: Path, rules: _Rules, out: list[Difference]) -> None:
+def _walk_array(a: list[object], b: list[object], path: Path, rules: _Rules, out: list[_Found]) -> None:
     if is_order_insensitive(path, rules.ignore_order):
         if len(a) != len(b) or _canonical_elements(a) != _canonical_elements(b):
             out.extend(rules.unordered(a, b, tuple(path)))
         return
-    found: list[Difference] = []
+    found: list[_Found] = []
     if _all_scalars(a) and _all_scalars(b):
         _align_scalars(a, b, path, rules, found)
     else:
         _pair_by_index(a, b, 0, len(a), 0, len(b), path, rules, found)
     if found and len(a) == len(b) and _canonical_elements(a) == _canonical_elements(b):
         # The same elements in another order: one difference at the array, not one per shifted element.
-        out.append(_difference(path, "order", a, b))
+        out.append((tuple(path), "order", a, b))
     else:
         out.extend(found)
 
@@ -159,7 +171,7 @@ def _pair_by_index(
     b_to: int,
     path: Path,
     rules: _Rules,
-    out: list[Difference],
+    out: list[_Found],
 ) -> None:
     """Elements a[a_from:a_to] and b[b_from:b_to] paired in order; the longer side's extra ones are added or
     removed. Paths use legacy's index, as deepdiff's do."""
@@ -169,9 +181,9 @@ def _pair_by_index(
         if not _same(x, y):
             _walk(x, y, [*path, a_from + offset], rules, out)
     for offset in range(shared, a_to - a_from):
-        out.append(_difference([*path, a_from + offset], "removed", a[a_from + offset], None))
+        out.append(((*path, a_from + offset), "removed", a[a_from + offset], None))
     for offset in range(shared, b_to - b_from):
-        out.append(_difference([*path, a_from + offset], "added", None, b[b_from + offset]))
+        out.append(((*path, a_from + offset), "added", None, b[b_from + offset]))
 
 
 def _scalar_key(value: object) -> tuple[int, object]:
@@ -179,20 +191,20 @@ def _scalar_key(value: object) -> tuple[int, object]:
     return _TYPES[type(value)], value
 
 
-def _align_scalars(a: list[object], b: list[object], path: Path, rules: _Rules, out: list[Difference]) -> None:
+def _align_scalars(a: list[object], b: list[object], path: Path, rules: _Rules, out: list[_Found]) -> None:
     """Arrays of scalars aligned by a sequence diff (deletions and insertions at their own indexes, replaced runs
     paired in order), unless pairing the whole arrays by index gives no more differences."""
-    aligned: list[Difference] = []
+    aligned: list[_Found] = []
     matcher = difflib.SequenceMatcher(None, list(map(_scalar_key, a)), list(map(_scalar_key, b)), autojunk=False)
     for tag, a_from, a_to, b_from, b_to in matcher.get_opcodes():
         if tag == "replace":
             _pair_by_index(a, b, a_from, a_to, b_from, b_to, path, rules, aligned)
         elif tag == "delete":
-            aligned.extend(_difference([*path, i], "removed", a[i], None) for i in range(a_from, a_to))
+            aligned.extend(((*path, i), "removed", a[i], None) for i in range(a_from, a_to))
         elif tag == "insert":
-            aligned.extend(_difference([*path, j], "added", None, b[j]) for j in range(b_from, b_to))
+            aligned.extend(((*path, j), "added", None, b[j]) for j in range(b_from, b_to))
     if len(aligned) > 1:
-        by_index: list[Difference] = []
+        by_index: list[_Found] = []
         _pair_by_index(a, b, 0, len(a), 0, len(b), path, rules, by_index)
         if len(by_index) <= len(aligned):
             aligned = by_index
