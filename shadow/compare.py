@@ -184,7 +184,7 @@ def is_fast_match(legacy: ResponseSnapshot, new: ResponseSnapshot, rules: Compar
         return False
     try:
         return _json_equal(a, b, rules)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
 
 
@@ -267,14 +267,16 @@ def _body_differences(
     if kind == "json":
         try:
             equal = _json_equal(a, b, rules)
+            # Parsed again: the fast check sorted its copies, and reported indexes must be the documents' own.
+            diffs = [] if equal else _json_differences(_parsed(a, rules), _parsed(b, rules), rules)
         except ValueError:
             notes.append("body compared as text: not valid JSON")
             kind = "text"
+        except RecursionError:  # nested deeper than the stack allows (orjson itself parses 1,024 levels)
+            notes.append("body compared as text: JSON nested too deeply")
+            kind = "text"
         else:
-            if equal:
-                return [], notes
-            # Parsed again: the fast check sorted its copies, and reported indexes must be the documents' own.
-            return _json_differences(_parsed(a, rules), _parsed(b, rules), rules), notes
+            return diffs, notes
     if kind == "text":
         return text_differences(a, b, charset(content_type), notes), notes
     return binary_differences(a, b), notes

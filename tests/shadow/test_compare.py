@@ -535,3 +535,15 @@ def test_many_differences_log_no_library_warning(
         assert {f.group for f in result.fields} >= {"$.table"}
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
     assert capfd.readouterr().err == ""
+
+
+def test_deeply_nested_json_is_compared_as_text_with_a_note() -> None:
+    """JSON nested deeper than the walk can follow is compared as text (with a note) instead of failing."""
+    depth = 1000
+    legacy = ("[" * depth + "1" + "]" * depth).encode()
+    new = ("[" * depth + "2" + "]" * depth).encode()
+    result = run(snap(legacy), snap(new, side="new"))
+    assert result.outcome == "mismatch"
+    assert result.note == "body compared as text: JSON nested too deeply"
+    shallow = run(snap({"a": [[[[1]]]]}), snap({"a": [[[[2]]]]}, side="new"))
+    assert [d.path for d in shallow.differences] == ["$.a[0][0][0][0]"]
