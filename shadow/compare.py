@@ -12,6 +12,7 @@ import logging
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -76,6 +77,9 @@ def _quiet_library_logs(package: str) -> None:
 _quiet_library_logs("deepdiff")
 
 MAX_DIFFERENCES = 100  # concrete differences kept per comparison for storage; the rest are counted in the note
+# Removed × added elements of one order-blind array past which deepdiff does not pair them (each pairing compares
+# two elements in depth, ~0.1 ms for a small object: 2,500 is about a quarter of a second).
+PAIRING_BUDGET = 2_500
 DEEPDIFF_MAX_PASSES = 10_000_000  # deepdiff's pairing passes over unordered arrays (its default, set explicitly)
 
 # How many times deepdiff ran in this process: tests assert that matching pairs never reach it.
@@ -268,7 +272,7 @@ def _body_differences(
         try:
             equal = _json_equal(a, b, rules)
             # Parsed again: the fast check sorted its copies, and reported indexes must be the documents' own.
-            diffs = [] if equal else _json_differences(_parsed(a, rules), _parsed(b, rules), rules)
+            diffs = [] if equal else _json_differences(_parsed(a, rules), _parsed(b, rules), rules, notes)
         except ValueError:
             notes.append("body compared as text: not valid JSON")
             kind = "text"
@@ -298,21 +302,36 @@ def _json_equal(a: bytes, b: bytes, rules: Compare) -> bool:
     return canonical_json(doc_a) == canonical_json(doc_b)
 
 
-def _json_differences(doc_a: object, doc_b: object, rules: Compare) -> list[Difference]:
+def _json_differences(doc_a: object, doc_b: object, rules: Compare, notes: list[str] | None = None) -> list[Difference]:
     """Every difference, from one structural walk; deepdiff only for order-blind arrays that really differ."""
     return json_differences(
         doc_a,
         doc_b,
         float_tolerance=rules.float_tolerance,
         ignore_order=rules.ignore_order,
-        unordered=functools.partial(_unordered_differences, rules=rules),
+        unordered=functools.partial(_unordered_differences, rules=rules, notes=[] if notes is None else notes),
     )
 
 
 def _unordered_differences(
-    a: list[object], b: list[object], path: Sequence[str | int], *, rules: Compare
+    a: list[object], b: list[object], path: Sequence[str | int], *, rules: Compare, notes: list[str]
 ) -> list[Difference]:
-    return _deepdiff(a, b, rules, tuple(path))
+    """An order-blind array's differences from deepdiff, which pairs each removed element with its most similar
+    added one. Pairing compares every removed element with every added one; past PAIRING_BUDGET comparisons the
+    elements are reported as removed and added instead (still each counted), so one large array cannot hold a
+    worker thread for seconds."""
+    only_a, only_b = _unmatched(a, b)
+    pair = only_a * only_b <= PAIRING_BUDGET
+    if not pair:
+        notes.append(f"{format_path(path)}: {only_a} removed and {only_b} added elements, too many to pair")
+    return _deepdiff(a, b, rules, tuple(path), pair=pair)
+
+
+def _unmatched(a: list[object], b: list[object]) -> tuple[int, int]:
+    """How many elements of each array have no equal (canonical JSON) in the other, counting repeats."""
+    left = Counter(map(canonical_json, a))
+    right = Counter(map(canonical_json, b))
+    return (left - right).total(), (right - left).total()
 
 
 def deepdiff_differences(doc_a: object, doc_b: object, rules: Compare) -> list[Difference]:
@@ -361,8 +380,12 @@ def _level_is_order_blind(
     return any(path_matches(p, concrete) for p in patterns)
 
 
-def _deepdiff(doc_a: object, doc_b: object, rules: Compare, prefix: tuple[str | int, ...] = ()) -> list[Difference]:
-    """deepdiff's differences between `doc_a` and `doc_b`, which sit at `prefix` in their documents."""
+def _deepdiff(
+    doc_a: object, doc_b: object, rules: Compare, prefix: tuple[str | int, ...] = (), *, pair: bool = True
+) -> list[Difference]:
+    """deepdiff's differences between `doc_a` and `doc_b`, which sit at `prefix` in their documents.
+
+    `pair=False`: elements of unordered arrays are never paired up (reported removed and added)."""
     global DEEPDIFF_CALLS  # a process-wide count, guarded by its lock
     with _calls_lock:
         DEEPDIFF_CALLS += 1
@@ -378,6 +401,8 @@ def _deepdiff(doc_a: object, doc_b: object, rules: Compare, prefix: tuple[str | 
         "max_diffs": None,
         "max_passes": DEEPDIFF_MAX_PASSES,
     }
+    if not pair:
+        options["cutoff_intersection_for_pairs"] = 0.0  # pair only when nothing was added or removed: never
     if rules.float_tolerance > 0:
         options["math_epsilon"] = rules.float_tolerance
     if rules.ignore_order is True:

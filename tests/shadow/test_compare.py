@@ -547,3 +547,21 @@ def test_deeply_nested_json_is_compared_as_text_with_a_note() -> None:
     assert result.note == "body compared as text: JSON nested too deeply"
     shallow = run(snap({"a": [[[[1]]]]}), snap({"a": [[[[2]]]]}, side="new"))
     assert [d.path for d in shallow.differences] == ["$.a[0][0][0][0]"]
+
+
+def test_large_order_blind_array_is_not_paired_but_fully_counted() -> None:
+    """An order-blind array with more removed × added elements than PAIRING_BUDGET reports them removed and added
+    (each counted, with a note); a smaller one pairs them into changed fields."""
+    rules = Compare(ignore_order=("$.rows",))
+    legacy = {"rows": [{"id": i, "v": i} for i in range(200)]}
+
+    def changed(every: int) -> dict[str, object]:
+        return {"rows": [{"id": i, "v": i + 1000 if i % every == 0 else i} for i in reversed(range(200))]}
+
+    few = run(snap(legacy), snap(changed(20), side="new"), rules)  # 10 × 10: paired
+    assert [(f.group, f.kind, f.count) for f in few.fields] == [("$.rows[*].v", "changed", 10)]
+    assert few.note is None
+    many = run(snap(legacy), snap(changed(3), side="new"), rules)  # 67 × 67 > PAIRING_BUDGET
+    assert compare.PAIRING_BUDGET < 67 * 67
+    assert [(f.group, f.kind, f.count) for f in many.fields] == [("$.rows[*]", "mixed", 134)]
+    assert many.note == "$.rows: 67 removed and 67 added elements, too many to pair; 34 more differences not listed"
