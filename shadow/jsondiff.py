@@ -191,12 +191,29 @@ def _scalar_key(value: object) -> tuple[int, object]:
     return _TYPES[type(value)], value
 
 
+# Elements compared by the sequence diff of two arrays of scalars (it is quadratic at worst): past this product
+# only the part between their common head and tail is aligned, and past it there too, elements pair by index.
+ALIGN_BUDGET = 1_000_000
+
+
 def _align_scalars(a: list[object], b: list[object], path: Path, rules: _Rules, out: list[_Found]) -> None:
     """Arrays of scalars aligned by a sequence diff (deletions and insertions at their own indexes, replaced runs
     paired in order), unless pairing the whole arrays by index gives no more differences."""
+    keys_a, keys_b = list(map(_scalar_key, a)), list(map(_scalar_key, b))
+    head = tail = 0
+    if len(a) * len(b) > ALIGN_BUDGET:
+        shorter = min(len(a), len(b))
+        while head < shorter and keys_a[head] == keys_b[head]:
+            head += 1
+        while tail < shorter - head and keys_a[-1 - tail] == keys_b[-1 - tail]:
+            tail += 1
+        if (len(a) - head - tail) * (len(b) - head - tail) > ALIGN_BUDGET:
+            _pair_by_index(a, b, 0, len(a), 0, len(b), path, rules, out)
+            return
     aligned: list[_Found] = []
-    matcher = difflib.SequenceMatcher(None, list(map(_scalar_key, a)), list(map(_scalar_key, b)), autojunk=False)
+    matcher = difflib.SequenceMatcher(None, keys_a[head : len(a) - tail], keys_b[head : len(b) - tail], autojunk=False)
     for tag, a_from, a_to, b_from, b_to in matcher.get_opcodes():
+        a_from, a_to, b_from, b_to = a_from + head, a_to + head, b_from + head, b_to + head
         if tag == "replace":
             _pair_by_index(a, b, a_from, a_to, b_from, b_to, path, rules, aligned)
         elif tag == "delete":

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from proxy.config import Compare
 from shadow.compare import _json_differences, deepdiff_differences
+from shadow.jsondiff import ALIGN_BUDGET
 from shadow.jsondiff import json_differences as walk
 from shadow.model import Difference
 
@@ -177,3 +178,16 @@ def test_order_blind_array_equal_as_multiset_skips_deepdiff() -> None:
     assert calls == []
     walk({"t": [1, 2]}, {"t": [1, 3]}, float_tolerance=0, ignore_order=True, unordered=unordered)
     assert calls == [("t",)]
+
+
+def test_long_arrays_of_scalars_stay_cheap_to_align() -> None:
+    """Past ALIGN_BUDGET, only the part between the common head and tail is aligned (one insertion is still one
+    addition), and past it there too, elements pair by index: every difference is still counted."""
+    long = list(range(2, 3002))
+    assert len(long) ** 2 > ALIGN_BUDGET
+    assert diff(long, [*long[:1500], 9999, *long[1500:]]) == [("$[1500]", "added", None, "9999")]
+    shifted = [9999, *long[:-1]]
+    shifted[-1] = -1  # no common head or tail: every element pairs with the one at its index
+    found = _json_differences(long, shifted, Compare())
+    assert len(found) == 3000
+    assert {(d.group, d.kind) for d in found} == {("$[*]", "changed")}
