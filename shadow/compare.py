@@ -1,7 +1,8 @@
 """Compare a legacy and a new response field by field; the only deepdiff import.
 
-deepdiff costs milliseconds per call (../shared/PERF-NOTES.md), so it runs only once a pair is known to differ:
-equal raw bytes, equal decoded bytes, or strictly equal parsed JSON (after ignores) are a match without it.
+Equal raw bytes, equal decoded bytes, or strictly equal parsed JSON (after ignores) are a match at once. JSON that
+differs is walked once by `shadow.jsondiff`, which finds every difference; deepdiff (milliseconds per call,
+../shared/PERF-NOTES.md) runs only to pair the elements of an order-blind array that really differs.
 Pure and thread-safe: the shadow runner calls `compare_responses` from worker threads.
 """
 
@@ -82,7 +83,8 @@ MAX_DIFFERENCES = 100  # concrete differences kept per comparison for storage; t
 PAIRING_BUDGET = 2_500
 DEEPDIFF_MAX_PASSES = 10_000_000  # deepdiff's pairing passes over unordered arrays (its default, set explicitly)
 
-# How many times deepdiff ran in this process: tests assert that matching pairs never reach it.
+# How many times deepdiff ran in this process: tests assert that matching pairs, and mismatches without a differing
+# order-blind array, never reach it; benchmarks/compare_bench.py reads it to say which cases did.
 DEEPDIFF_CALLS = 0
 _calls_lock = threading.Lock()
 
