@@ -383,6 +383,8 @@ def main() -> int:
         print(f"  {name:<11} served {served:.0f}: {parts}")
     print()
     subprocess.run([sys.executable, "-m", "benchmarks.compare_micro"], check=False)
+    print()
+    subprocess.run([sys.executable, "-m", "benchmarks.compare_bench"], check=False)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(
         json.dumps(

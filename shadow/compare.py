@@ -1,16 +1,19 @@
 """Compare a legacy and a new response field by field; the only deepdiff import.
 
-deepdiff costs milliseconds per call (../shared/PERF-NOTES.md), so it runs only once a pair is known to differ:
-equal raw bytes, equal decoded bytes, or strictly equal parsed JSON (after ignores) are a match without it.
+Equal raw bytes, equal decoded bytes, or strictly equal parsed JSON (after ignores) are a match at once. JSON that
+differs is walked once by `shadow.jsondiff`, which finds every difference; deepdiff (milliseconds per call,
+../shared/PERF-NOTES.md) runs only to pair the elements of an order-blind array that really differs.
 Pure and thread-safe: the shadow runner calls `compare_responses` from worker threads.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +22,7 @@ from deepdiff.helper import notpresent
 
 from proxy.config import Compare
 from proxy.events import Headers, ResponseSnapshot
+from shadow.jsondiff import json_differences
 from shadow.jsonpath import (
     PathStep,
     apply_ignores,
@@ -37,6 +41,8 @@ from shadow.normalize import (
     decode_content,
     header_view,
     parse_json,
+    same_header_value,
+    same_header_views,
 )
 from shadow.origins import Origins, noted, unify_pair
 from shadow.textdiff import (
@@ -46,9 +52,39 @@ from shadow.textdiff import (
     text_differences,
 )
 
-MAX_DIFFERENCES = 100  # kept per comparison; the rest are counted in the note
+log = logging.getLogger("strangler.shadow.compare")
 
-# How many times deepdiff ran in this process: tests assert that matching pairs never reach it.
+
+class _LibraryRecords(logging.Filter):
+    """deepdiff's own log records (a limit it reached, a note on its options, logged again on every call that meets
+    them) are about the library, not about the user's traffic: kept only when strangler logs at DEBUG, and then as
+    DEBUG records, so they never reach a serve log or a terminal as warnings."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not log.isEnabledFor(logging.DEBUG):
+            return False
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+def _quiet_library_logs(package: str) -> None:
+    """Filter every logger of `package` (a logger's filters see only the records logged on it, not its children's)."""
+    quiet = _LibraryRecords()
+    names = [n for n in logging.root.manager.loggerDict if n == package or n.startswith(package + ".")]
+    for name in {package, f"{package}.diff", *names}:
+        logging.getLogger(name).addFilter(quiet)
+
+
+_quiet_library_logs("deepdiff")
+
+MAX_DIFFERENCES = 100  # concrete differences kept per comparison for storage; the rest are counted in the note
+# Removed × added elements of one order-blind array past which deepdiff does not pair them (each pairing compares
+# two elements in depth, ~0.1 ms for a small object: 2,500 is about a quarter of a second).
+PAIRING_BUDGET = 2_500
+DEEPDIFF_MAX_PASSES = 10_000_000  # deepdiff's pairing passes over unordered arrays (its default, set explicitly)
+
+# How many times deepdiff ran in this process: tests assert that matching pairs, and mismatches without a differing
+# order-blind array, never reach it; benchmarks/compare_bench.py reads it to say which cases did.
 DEEPDIFF_CALLS = 0
 _calls_lock = threading.Lock()
 
@@ -174,7 +210,9 @@ def is_fast_match(legacy: ResponseSnapshot, new: ResponseSnapshot, rules: Compar
         and new.body_complete
     ):
         return True  # the same headers (so the same coding) and the same bytes: the commonest match, at once
-    if legacy.status != new.status or header_view(legacy.headers, rules) != header_view(new.headers, rules):
+    if legacy.status != new.status or not same_header_views(
+        header_view(legacy.headers, rules), header_view(new.headers, rules)
+    ):
         return False
     if _body_problems(legacy, new):
         return False
@@ -188,7 +226,7 @@ def is_fast_match(legacy: ResponseSnapshot, new: ResponseSnapshot, rules: Compar
         return False
     try:
         return _json_equal(a, b, rules)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
 
 
@@ -202,7 +240,7 @@ def _header_differences(legacy: ResponseSnapshot, new: ResponseSnapshot, rules: 
     out = []
     for name in sorted(view_a.keys() | view_b.keys()):
         a, b = view_a.get(name), view_b.get(name)
-        if a == b:
+        if same_header_value(name, a, b):
             continue
         kind: DiffKind = "added" if a is None else "removed" if b is None else "changed"
         path = f"header.{name}"
@@ -271,14 +309,16 @@ def _body_differences(
     if kind == "json":
         try:
             equal = _json_equal(a, b, rules)
+            # Parsed again: the fast check sorted its copies, and reported indexes must be the documents' own.
+            diffs = [] if equal else _json_differences(_parsed(a, rules), _parsed(b, rules), rules, notes)
         except ValueError:
             notes.append("body compared as text: not valid JSON")
             kind = "text"
+        except RecursionError:  # nested deeper than the stack allows (orjson itself parses 1,024 levels)
+            notes.append("body compared as text: JSON nested too deeply")
+            kind = "text"
         else:
-            if equal:
-                return [], notes
-            # Parsed again: the fast check sorted its copies, and reported indexes must be the documents' own.
-            return _json_differences(_parsed(a, rules), _parsed(b, rules), rules), notes
+            return diffs, notes
     if kind == "text":
         return text_differences(a, b, content_type, notes), notes
     return binary_differences(a, b), notes
@@ -300,7 +340,41 @@ def _json_equal(a: bytes, b: bytes, rules: Compare) -> bool:
     return canonical_json(doc_a) == canonical_json(doc_b)
 
 
-def _json_differences(doc_a: object, doc_b: object, rules: Compare) -> list[Difference]:
+def _json_differences(doc_a: object, doc_b: object, rules: Compare, notes: list[str] | None = None) -> list[Difference]:
+    """Every difference, from one structural walk; deepdiff only for order-blind arrays that really differ."""
+    return json_differences(
+        doc_a,
+        doc_b,
+        float_tolerance=rules.float_tolerance,
+        ignore_order=rules.ignore_order,
+        unordered=functools.partial(_unordered_differences, rules=rules, notes=[] if notes is None else notes),
+    )
+
+
+def _unordered_differences(
+    a: list[object], b: list[object], path: Sequence[str | int], *, rules: Compare, notes: list[str]
+) -> list[Difference]:
+    """An order-blind array's differences from deepdiff, which pairs each removed element with its most similar
+    added one. Pairing compares every removed element with every added one; past PAIRING_BUDGET comparisons the
+    elements are reported as removed and added instead (still each counted), so one large array cannot hold a
+    worker thread for seconds."""
+    only_a, only_b = _unmatched(a, b)
+    pair = only_a * only_b <= PAIRING_BUDGET
+    if not pair:
+        notes.append(f"{format_path(path)}: {only_a} removed and {only_b} added elements, too many to pair")
+    return _deepdiff(a, b, rules, tuple(path), pair=pair)
+
+
+def _unmatched(a: list[object], b: list[object]) -> tuple[int, int]:
+    """How many elements of each array have no equal (canonical JSON) in the other, counting repeats."""
+    left = Counter(map(canonical_json, a))
+    right = Counter(map(canonical_json, b))
+    return (left - right).total(), (right - left).total()
+
+
+def deepdiff_differences(doc_a: object, doc_b: object, rules: Compare) -> list[Difference]:
+    """The same differences as `_json_differences`, from deepdiff over the whole documents: the reference the
+    structural walk is checked against (tests/shadow/test_jsondiff.py) and measured against (benchmarks)."""
     order_diffs: list[Difference] = []
     if rules.ignore_order is not True:
         # Arrays that hold the same elements in another order become one "order" difference (and legacy's order,
@@ -337,12 +411,19 @@ def _take_order(
     return b
 
 
-def _level_is_order_blind(patterns: tuple[tuple[PathStep, ...], ...], level: Any) -> bool:
-    concrete = level.path(output_format="list")
+def _level_is_order_blind(
+    patterns: tuple[tuple[PathStep, ...], ...], prefix: tuple[str | int, ...], level: Any
+) -> bool:
+    concrete = [*prefix, *level.path(output_format="list")]
     return any(path_matches(p, concrete) for p in patterns)
 
 
-def _deepdiff(doc_a: object, doc_b: object, rules: Compare) -> list[Difference]:
+def _deepdiff(
+    doc_a: object, doc_b: object, rules: Compare, prefix: tuple[str | int, ...] = (), *, pair: bool = True
+) -> list[Difference]:
+    """deepdiff's differences between `doc_a` and `doc_b`, which sit at `prefix` in their documents.
+
+    `pair=False`: elements of unordered arrays are never paired up (reported removed and added)."""
     global DEEPDIFF_CALLS  # a process-wide count, guarded by its lock
     with _calls_lock:
         DEEPDIFF_CALLS += 1
@@ -353,21 +434,28 @@ def _deepdiff(doc_a: object, doc_b: object, rules: Compare) -> list[Difference]:
         # JSON has one number type (1 == 1.0) but true is not 1: compare int/float as numbers, bool apart.
         "ignore_type_in_groups": [(int, float)],
         "ignore_type_subclasses": True,
-        "max_diffs": MAX_DIFFERENCES * 4,
+        # Limits set here rather than left to the library's defaults: no cap on differences (counting is exact; only
+        # storage is capped, by compare_responses), and deepdiff's own bound on pairing passes for unordered arrays.
+        "max_diffs": None,
+        "max_passes": DEEPDIFF_MAX_PASSES,
     }
+    if not pair:
+        options["cutoff_intersection_for_pairs"] = 0.0  # pair only when nothing was added or removed: never
     if rules.float_tolerance > 0:
         options["math_epsilon"] = rules.float_tolerance
     if rules.ignore_order is True:
         options.update(ignore_order=True, report_repetition=True)
     elif rules.ignore_order:
         patterns = tuple(compile_path(p) for p in rules.ignore_order)
-        options.update(ignore_order_func=functools.partial(_level_is_order_blind, patterns), report_repetition=True)
+        options.update(
+            ignore_order_func=functools.partial(_level_is_order_blind, patterns, prefix), report_repetition=True
+        )
     tree = DeepDiff(doc_a, doc_b, **options)
     out = []
     for report, levels in tree.items():
         kind = _KINDS.get(report, "changed")
         for level in levels:
-            concrete = format_path(level.path(output_format="list"))
+            concrete = format_path([*prefix, *level.path(output_format="list")])
             if report == "repetition_change":
                 rep = level.additional["repetition"]
                 legacy: str | None = render_value([level.t1] * rep["old_repeat"])

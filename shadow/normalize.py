@@ -151,6 +151,36 @@ def media_type(content_type: str | None) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
 
+def _is_json_type(mt: str) -> bool:
+    return mt == "application/json" or mt.endswith("+json")
+
+
+def media_type_key(content_type: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """A Content-Type as what it means: the lower-case type/subtype and its parameters in name order (names and the
+    charset value lower-case, quotes removed), without `charset=utf-8` on JSON types, whose encoding is UTF-8 by
+    their RFC (8259), so that parameter says nothing."""
+    head, *params = content_type.split(";")
+    mt = head.strip().lower()
+    found: list[tuple[str, str]] = []
+    for param in params:
+        name, _, value = param.partition("=")
+        name, value = name.strip().lower(), value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        if name == "charset":
+            value = value.lower()
+            if value == "utf-8" and _is_json_type(mt):
+                continue
+        if name:
+            found.append((name, value))
+    return mt, tuple(sorted(found))
+
+
+def same_media_type(a: str, b: str) -> bool:
+    """Whether two Content-Type values name the same media type (see `media_type_key`)."""
+    return a == b or media_type_key(a) == media_type_key(b)
+
+
 def body_kind(content_type: str | None) -> BodyKind:
     """How a body of this Content-Type is compared: as a JSON document, as text lines, or as opaque bytes."""
     mt = media_type(content_type)
@@ -220,6 +250,21 @@ def compared_header_names(rules: Compare) -> frozenset[str]:
 
 def _cookie_name(set_cookie: str) -> str:
     return set_cookie.split(";", 1)[0].split("=", 1)[0].strip()
+
+
+def same_header_value(name: str, a: str | None, b: str | None) -> bool:
+    """Whether a compared header (lower-case name, values from `header_view`) is the same on both sides: the one
+    rule for the fast path and the difference list. Content-Type is compared as a media type, others as text."""
+    if a is None or b is None:
+        return a is b
+    return a == b or (name == "content-type" and same_media_type(a, b))
+
+
+def same_header_views(a: dict[str, str], b: dict[str, str]) -> bool:
+    """Whether two `header_view`s are the same, header by header (`same_header_value`)."""
+    if a == b:
+        return True
+    return a.keys() == b.keys() and all(same_header_value(name, value, b[name]) for name, value in a.items())
 
 
 def header_view(headers: Headers, rules: Compare) -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
@@ -111,11 +112,27 @@ def test_bool_is_not_a_number() -> None:
     assert found["$.n"].kind == "type_changed"
 
 
-def test_mismatch_runs_deepdiff_once() -> None:
-    """A differing JSON pair goes through deepdiff exactly once."""
+def test_mismatch_never_runs_deepdiff() -> None:
+    """A differing JSON pair is judged by the structural walk alone: deepdiff does not run."""
     before = deepdiff_calls()
-    run(snap({"a": 1}), snap({"a": 2}, side="new"))
+    result = run(snap({**ORDER, "id": 43, "items": []}), snap(ORDER, side="new"))
+    assert {(d.group, d.kind) for d in result.differences} == {("$.id", "changed"), ("$.items[*]", "added")}
+    assert deepdiff_calls() == before
+
+
+def test_only_a_differing_order_blind_array_runs_deepdiff() -> None:
+    """deepdiff runs once for an order-blind array whose elements differ, at that array's path, and not for the
+    rest of the document."""
+    rules = Compare(ignore_order=("$.items",))
+    legacy = {"id": 1, "items": [{"sku": "A", "qty": 1}, {"sku": "B", "qty": 2}]}
+    new = {"id": 2, "items": [{"sku": "B", "qty": 2}, {"sku": "A", "qty": 5}]}
+    before = deepdiff_calls()
+    result = run(snap(legacy), snap(new, side="new"), rules)
     assert deepdiff_calls() == before + 1
+    assert [(d.path, d.kind, d.legacy, d.new) for d in result.differences] == [
+        ("$.id", "changed", "1", "2"),
+        ("$.items[0].qty", "changed", "1", "5"),
+    ]
 
 
 # --- status and headers -----------------------------------------------------------------------------------------
@@ -135,7 +152,7 @@ def test_headers_compared_only_on_allow_list() -> None:
     legacy = snap(ORDER, headers=(("X-Api-Version", "1"), ("Cache-Control", "no-store"), ("X-Free", "a")))
     new = snap(
         ORDER,
-        content_type="application/json; charset=utf-8",
+        content_type="application/json; charset=iso-8859-1",
         headers=(("x-api-version", "2"), ("X-Added", "yes"), ("X-Free", "b")),
         side="new",
     )
@@ -421,3 +438,93 @@ def test_judge_pair_applies_the_shared_outcome_rules(
     """Live shadowing and replay share one rule set: failed or 5xx-only candidates are errors, broken primaries skip."""
     outcome, reason, _ = judge_pair(primary, candidate, Compare())
     assert (outcome, reason) == expected
+
+
+# --- exact counting (issue 8 item 2), library warnings (item 16) ----------------------------------------------------
+
+
+def _rows_body(rows: int, *, value: str, table: bool) -> dict[str, object]:
+    doc: dict[str, object] = {
+        "rows": [{"id": i, "name": f"row {i}", "value": f"{value}{i}", "seen": i * 2} for i in range(rows)]
+    }
+    if table:
+        doc["table"] = "orders"
+    return doc
+
+
+def test_removed_key_counted_however_many_rows_differ() -> None:
+    """100 changed rows plus a removed top-level key: the key is in `fields` as removed, and `total` is exact."""
+    legacy = snap(_rows_body(100, value="old", table=True))
+    new = snap(_rows_body(100, value="new", table=False), side="new")
+    result = run(legacy, new)
+    fields = {f.group: f for f in result.fields}
+    assert fields["$.table"].kind == "removed"
+    assert fields["$.table"].count == 1
+    assert fields["$.rows[*].value"].count == 100
+    assert result.total == 101
+    assert len(result.differences) == MAX_DIFFERENCES
+    assert result.note == f"{101 - MAX_DIFFERENCES} more differences not listed"
+
+
+def test_field_counts_do_not_move_when_other_fields_are_ignored() -> None:
+    """Ignoring one field removes only that field's counts; every other field keeps its exact count and kind."""
+    legacy = _rows_body(150, value="old", table=True)
+    new = _rows_body(150, value="new", table=False)
+    for row in new["rows"]:  # type: ignore[attr-defined]
+        row["seen"] += 1
+    plain = {f.group: (f.kind, f.count) for f in run(snap(legacy), snap(new, side="new")).fields}
+    ignoring = {
+        f.group: (f.kind, f.count)
+        for f in run(snap(legacy), snap(new, side="new"), Compare(ignore_fields=("$.rows[*].seen",))).fields
+    }
+    assert plain == {
+        "$.rows[*].value": ("changed", 150),
+        "$.rows[*].seen": ("changed", 150),
+        "$.table": ("removed", 1),
+    }
+    assert ignoring == {"$.rows[*].value": ("changed", 150), "$.table": ("removed", 1)}
+
+
+def test_many_differences_log_no_library_warning(
+    caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A pair with hundreds of differences (deepdiff's old "max number of diffs" warning) logs nothing at WARNING
+    and writes nothing to stderr, whether the document is compared in order or order-blind with a tolerance."""
+    legacy = {"rows": [{"id": i, "v": i} for i in range(600)], "table": "t"}
+    new = {"rows": [{"id": i, "v": -i - 1} for i in range(600)]}
+    caplog.set_level(logging.DEBUG)
+    for rules in (Compare(), Compare(ignore_order=True, float_tolerance=0.01), Compare(ignore_order=("$.rows",))):
+        result = run(snap(legacy), snap(new, side="new"), rules)
+        assert {f.group for f in result.fields} >= {"$.table"}
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert capfd.readouterr().err == ""
+
+
+def test_deeply_nested_json_is_compared_as_text_with_a_note() -> None:
+    """JSON nested deeper than the walk can follow is compared as text (with a note) instead of failing."""
+    depth = 1000
+    legacy = ("[" * depth + "1" + "]" * depth).encode()
+    new = ("[" * depth + "2" + "]" * depth).encode()
+    result = run(snap(legacy), snap(new, side="new"))
+    assert result.outcome == "mismatch"
+    assert result.note == "body compared as text: JSON nested too deeply"
+    shallow = run(snap({"a": [[[[1]]]]}), snap({"a": [[[[2]]]]}, side="new"))
+    assert [d.path for d in shallow.differences] == ["$.a[0][0][0][0]"]
+
+
+def test_large_order_blind_array_is_not_paired_but_fully_counted() -> None:
+    """An order-blind array with more removed × added elements than PAIRING_BUDGET reports them removed and added
+    (each counted, with a note); a smaller one pairs them into changed fields."""
+    rules = Compare(ignore_order=("$.rows",))
+    legacy = {"rows": [{"id": i, "v": i} for i in range(200)]}
+
+    def changed(every: int) -> dict[str, object]:
+        return {"rows": [{"id": i, "v": i + 1000 if i % every == 0 else i} for i in reversed(range(200))]}
+
+    few = run(snap(legacy), snap(changed(20), side="new"), rules)  # 10 × 10: paired
+    assert [(f.group, f.kind, f.count) for f in few.fields] == [("$.rows[*].v", "changed", 10)]
+    assert few.note is None
+    many = run(snap(legacy), snap(changed(3), side="new"), rules)  # 67 × 67 > PAIRING_BUDGET
+    assert compare.PAIRING_BUDGET < 67 * 67
+    assert [(f.group, f.kind, f.count) for f in many.fields] == [("$.rows[*]", "mixed", 134)]
+    assert many.note == "$.rows: 67 removed and 67 added elements, too many to pair; 34 more differences not listed"

@@ -355,10 +355,5 @@ BY_NAME = {s.name: s for s in SCENARIOS}
 
 # What the current code gets wrong: (scenario, aspect) → why. The tests mark these xfail(strict=True); delete a
 # line when its fix lands (the test then XPASSes, which fails the run until the line goes).
-_NO_KIND = "issue 8 item 6: the report JSON has no fields[].kind"
-_TEXT = "issue 8 item 1: a text/HTML body is one field 'body', not one group per line signature"
-KNOWN_WRONG: dict[tuple[str, Aspect], str] = {
-    ("json-charset-parameter", "verdict"): "issue 8 item 15: media types compared as strings: diverging",
-    ("json-charset-parameter", "fields"): "issue 8 item 15: header.content-type differs",
-    ("json-charset-parameter", "kinds"): "issue 8 item 15: header.content-type differs",
-}
+# Empty: every scenario passes. Add (scenario, aspect): "issue N item M: what is wrong" for a known-wrong case.
+KNOWN_WRONG: dict[tuple[str, Aspect], str] = {}

@@ -1,0 +1,193 @@
+"""Tests for shadow.jsondiff: the structural walk agrees with deepdiff on grouped paths and kinds (generated pairs),
+and its own rules (numbers, booleans, order, tolerance) hold.
+
+Deliberate divergences from deepdiff, kept out of the generated pairs and checked on their own below:
+- deepdiff aligns arrays of scalars with Python equality, under which true == 1 and false == 0, so `[true]` against
+  `[1]` is no difference to it; the walk reports a type change (JSON has booleans apart from numbers).
+- With float_tolerance, an array whose elements are equal index by index within the tolerance but not exactly
+  (`[4, 4.0001]` against `[4.0001, 4]`) is no difference to the walk; the old path called it reordered, because its
+  order check ran before the tolerance was applied.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from proxy.config import Compare
+from shadow.compare import _json_differences, deepdiff_differences
+from shadow.jsondiff import ALIGN_BUDGET
+from shadow.jsondiff import json_differences as walk
+from shadow.model import Difference
+
+# Small value pools, so that generated documents share keys and values and differ in a few places, the way two
+# answers of the same API do. Integers start at 2 and floats avoid 0 and 1: see the divergence in the docstring.
+KEYS = ("a", "b", "c", "id")
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(2, 5),
+    st.sampled_from([2.0, 2.5, 3.0, 3.25, 4.0001]),
+    st.sampled_from(["x", "y", "z", ""]),
+)
+docs = st.recursive(
+    scalars,
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.sampled_from(KEYS), kids, max_size=4),
+    max_leaves=10,
+)
+Pair = tuple[object, object]
+
+
+def _dict_pair(entries: list[tuple[str, Pair, str]]) -> Pair:
+    a: dict[str, object] = {}
+    b: dict[str, object] = {}
+    for key, (x, y), where in entries:
+        if where in ("both", "legacy"):
+            a[key] = x
+        if where in ("both", "new"):
+            b[key] = y
+    return a, b
+
+
+def _list_pair(items: list[Pair], extra: object, at: int, edit: str) -> Pair:
+    a, b = [x for x, _ in items], [y for _, y in items]
+    at = min(at, len(b))
+    if edit == "insert":
+        b.insert(at, extra)
+    elif edit == "delete" and b:
+        del b[min(at, len(b) - 1)]
+    elif edit == "reverse":
+        b.reverse()
+    elif edit == "shuffled copy":
+        b = list(reversed(a))
+    return a, b
+
+
+def _extend(pairs: st.SearchStrategy[Pair]) -> st.SearchStrategy[Pair]:
+    dicts = st.lists(
+        st.tuples(st.sampled_from(KEYS), pairs, st.sampled_from(["both", "both", "legacy", "new"])),
+        max_size=4,
+        unique_by=lambda e: e[0],
+    ).map(_dict_pair)
+    lists = st.builds(
+        _list_pair,
+        st.lists(pairs, max_size=5),
+        docs,
+        st.integers(0, 5),
+        st.sampled_from(["none", "insert", "delete", "reverse", "shuffled copy"]),
+    )
+    return dicts | lists
+
+
+same = docs.map(lambda d: (d, copy.deepcopy(d)))
+pairs = st.recursive(same | st.tuples(scalars, scalars) | st.tuples(docs, docs), _extend, max_leaves=12)
+rules = st.sampled_from(
+    [
+        Compare(),
+        Compare(float_tolerance=0.01),
+        Compare(ignore_order=True),
+        Compare(ignore_order=("$.a", "$.b[*]", "$.c.a")),
+        Compare(ignore_order=True, float_tolerance=0.01),
+    ]
+)
+
+
+def kinds(diffs: list[Difference]) -> set[tuple[str, str]]:
+    return {(d.group, d.kind) for d in diffs}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pair=pairs, compare=rules)
+def test_walk_agrees_with_deepdiff_on_paths_and_kinds(pair: Pair, compare: Compare) -> None:
+    """On generated pairs of JSON documents, the walk and deepdiff find the same (grouped path, kind) set."""
+    a, b = pair
+    walked = _json_differences(copy.deepcopy(a), copy.deepcopy(b), compare)
+    reference = deepdiff_differences(copy.deepcopy(a), copy.deepcopy(b), compare)
+    expected = kinds(reference)
+    if compare.float_tolerance:  # the second divergence in the module docstring
+        groups = {group for group, _ in kinds(walked)}
+        expected = {(group, kind) for group, kind in expected if kind != "order" or group in groups}
+    assert kinds(walked) == expected, (a, b)
+
+
+def diff(a: object, b: object, compare: Compare | None = None) -> list[tuple[str, str, str | None, str | None]]:
+    return [(d.path, d.kind, d.legacy, d.new) for d in _json_differences(a, b, compare or Compare())]
+
+
+def test_boolean_is_not_one_inside_arrays() -> None:
+    """`[true, 0]` against `[1, false]` is two type changes (deepdiff, by Python equality, finds none)."""
+    assert diff({"l": [True, 0]}, {"l": [1, False]}) == [
+        ("$.l[0]", "type_changed", "true", "1"),
+        ("$.l[1]", "type_changed", "0", "false"),
+    ]
+    assert diff({"o": {"x": [True]}}, {"o": {"x": [1]}}) == [("$.o.x[0]", "type_changed", "true", "1")]
+    assert deepdiff_differences({"l": [True]}, {"l": [1]}, Compare()) == []  # the divergence, as it stands
+
+
+def test_value_inserted_at_the_front_is_one_addition() -> None:
+    """Arrays of scalars are aligned: a value inserted first is one addition, not a change at every index."""
+    assert diff([2, 3, 4, 5], [9, 2, 3, 4, 5]) == [("$[0]", "added", None, "9")]
+    assert diff(["a", "b", "c"], ["a", "c"]) == [("$[1]", "removed", '"b"', None)]
+
+
+def test_arrays_of_objects_pair_by_index() -> None:
+    """Objects in an array are compared at the same index; the longer side's extra elements are added/removed."""
+    assert diff([{"id": 1}, {"id": 2}], [{"id": 1}, {"id": 3}, {"id": 4}]) == [
+        ("$[1].id", "changed", "2", "3"),
+        ("$[2]", "added", None, '{"id":4}'),
+    ]
+
+
+def test_reordered_array_is_one_order_difference() -> None:
+    """The same elements in another order are one 'order' difference at the array, objects included."""
+    assert diff({"l": [{"a": 1}, {"b": 2}]}, {"l": [{"b": 2}, {"a": 1}]}) == [
+        ("$.l", "order", '[{"a":1},{"b":2}]', '[{"b":2},{"a":1}]')
+    ]
+
+
+def test_reordered_within_tolerance_is_no_difference() -> None:
+    """Elements equal index by index within float_tolerance are equal, whatever their exact order (divergence 2)."""
+    assert diff([4, 4.0001], [4.0001, 4], Compare(float_tolerance=0.01)) == []
+    assert [d.kind for d in deepdiff_differences([4, 4.0001], [4.0001, 4], Compare(float_tolerance=0.01))] == ["order"]
+
+
+def test_numbers_and_tolerance() -> None:
+    """1 and 1.0 are equal; numbers within float_tolerance are equal; null and "1" are other types."""
+    assert diff({"n": 1, "m": [2.0]}, {"n": 1.0, "m": [2]}) == []
+    assert diff({"n": 1.0}, {"n": 1.004}, Compare(float_tolerance=0.005)) == []
+    assert diff({"n": 1.0}, {"n": 1.006}, Compare(float_tolerance=0.005)) == [("$.n", "changed", "1.0", "1.006")]
+    assert diff({"n": None, "s": 1}, {"n": 0, "s": "1"}) == [
+        ("$.n", "type_changed", "null", "0"),
+        ("$.s", "type_changed", "1", '"1"'),
+    ]
+
+
+def test_order_blind_array_equal_as_multiset_skips_deepdiff() -> None:
+    """An order-blind array holding the same elements needs no pairing: no difference, no deepdiff call."""
+    calls: list[object] = []
+
+    def unordered(a: list[object], b: list[object], path: object) -> list[Difference]:
+        calls.append(path)
+        return []
+
+    docs_a, docs_b = {"t": [{"k": 1}, {"k": 2}], "n": 1}, {"t": [{"k": 2}, {"k": 1}], "n": 2}
+    found = walk(docs_a, docs_b, float_tolerance=0, ignore_order=("$.t",), unordered=unordered)
+    assert [(d.path, d.kind) for d in found] == [("$.n", "changed")]
+    assert calls == []
+    walk({"t": [1, 2]}, {"t": [1, 3]}, float_tolerance=0, ignore_order=True, unordered=unordered)
+    assert calls == [("t",)]
+
+
+def test_long_arrays_of_scalars_stay_cheap_to_align() -> None:
+    """Past ALIGN_BUDGET, only the part between the common head and tail is aligned (one insertion is still one
+    addition), and past it there too, elements pair by index: every difference is still counted."""
+    long = list(range(2, 3002))
+    assert len(long) ** 2 > ALIGN_BUDGET
+    assert diff(long, [*long[:1500], 9999, *long[1500:]]) == [("$[1500]", "added", None, "9999")]
+    shifted = [9999, *long[:-1]]
+    shifted[-1] = -1  # no common head or tail: every element pairs with the one at its index
+    found = _json_differences(long, shifted, Compare())
+    assert len(found) == 3000
+    assert {(d.group, d.kind) for d in found} == {("$[*]", "changed")}
