@@ -18,8 +18,13 @@ from proxy.methods import SAFE_METHODS
 
 # Why a request on a route that mirrors its side was not copied (stored as the skipped exchange's reason).
 SkipReason = Literal["method_not_mirrored", "side_effects_blocked"]
-# Reasons that say the route's policy mirrors nothing of this kind: more traffic of it will never be evidence.
-POLICY_SKIPS: frozenset[str] = frozenset({"method_not_mirrored", "side_effects_blocked"})
+# Those reasons, said of the requests they skipped. Both mean the route's policy keeps such requests from being
+# mirrored at all: more traffic of the same kind will never be evidence (other skips, too large or not sampled, are
+# not policy).
+POLICY_SKIPS: Mapping[str, str] = {
+    "method_not_mirrored": "with a method not listed in methods",
+    "side_effects_blocked": "with an unsafe method under side_effects: block",
+}
 
 # The route keys that apply only under some modes, and those modes. The loader reports a key written under another
 # mode; `routes flip` comments such keys out when it moves a route to a mode that does not allow them.
@@ -77,6 +82,23 @@ def mirror_options(route: Route | None, served_by: Side) -> Mirror | None:
     if served_by == "legacy":
         return route.shadow if route.mode in ("shadow", "canary") else None
     return route.verify if route.mode == "new" else None
+
+
+def unmirrored_reason(route: Route) -> str | None:
+    """Why a route's config mirrors none of its traffic, so nothing on it can ever be compared, with the fix; None
+    when it mirrors some side."""
+    if mirror_options(route, "legacy") is not None or mirror_options(route, "new") is not None:
+        return None
+    if route.mode == "canary":
+        return (
+            "mode canary without shadow: mirrors nothing, so nothing is compared; fix: add shadow: {} to copy the "
+            "legacy-served share to the new side"
+        )
+    if route.mode == "new":
+        return "mode new without verify: nothing is compared against legacy; fix: add verify: {} to check it"
+    return (
+        "mode legacy mirrors nothing, so nothing is compared; fix: flip it to shadow (not gated: legacy still answers)"
+    )
 
 
 def mirror_target(route: Route | None, served_by: Side) -> str | None:

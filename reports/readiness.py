@@ -10,16 +10,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from proxy.config import Guards, Readiness
+from proxy.modes import POLICY_SKIPS
 
 Verdict = Literal["ready", "needs samples", "not mirrored", "diverging", "candidate errors"]
 VERDICTS: tuple[Verdict, ...] = ("ready", "needs samples", "not mirrored", "diverging", "candidate errors")
 
-# Skip reasons (shadow.plan.skip_reason) that mean the route's policy keeps requests from being mirrored at all:
-# more traffic of the same kind will never be compared. Other skips (too large, not sampled) are not policy.
-POLICY_SKIPS = {
-    "method_not_mirrored": "with a method not listed in methods",
-    "side_effects_blocked": "with an unsafe method under side_effects: block",
-}
 NOT_MIRRORED_FIX = (
     "set side_effects: dry_run and list the methods in methods of the route's shadow: block (verify: in mode new), "
     "so copies go with the shadow header, or judge the new side on a read route"
@@ -39,6 +34,7 @@ class RouteFigures:
     p99_legacy_ms: float | None = None
     p99_new_ms: float | None = None
     skipped_by_reason: tuple[tuple[str, int], ...] = ()  # requests not mirrored, (reason, count)
+    unmirrored: str | None = None  # the route's config mirrors nothing: why and the fix (`proxy.modes`)
 
     @property
     def attempts(self) -> int:
@@ -102,10 +98,16 @@ def readiness_checks(fig: RouteFigures, readiness: Readiness) -> tuple[Check, ..
 def not_mirrored(fig: RouteFigures) -> str | None:
     """Why nothing on the route can be compared, when its policy mirrors none of its traffic; else None.
 
-    The rule: nothing compared, no candidate errors, and requests were skipped, every one for a policy reason
-    (`POLICY_SKIPS`). Waiting for samples would wait forever, so the verdict is `not mirrored`, with this reason.
+    The rule: nothing compared, no candidate errors, and either the route's config mirrors nothing (mode legacy,
+    canary without shadow, new without verify) or requests were skipped, every one for a policy reason
+    (`proxy.modes.POLICY_SKIPS`). Waiting for samples would wait forever, so the verdict is `not mirrored`, with
+    this reason.
     """
-    if fig.compared or fig.candidate_errors or not fig.skipped_by_reason:
+    if fig.compared or fig.candidate_errors:
+        return None
+    if fig.unmirrored is not None:
+        return fig.unmirrored
+    if not fig.skipped_by_reason:
         return None
     if any(reason not in POLICY_SKIPS for reason, _ in fig.skipped_by_reason):
         return None

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from proxy.config import MODES, Config, Noise, Readiness
+from proxy.modes import unmirrored_reason
 from reports.readiness import Check, RouteFigures, Verdict, readiness_checks, verdict, verdict_reason
 from reports.replay_changes import ReplaySummary
 from reports.replay_changes import summarize as summarize_replays
@@ -201,6 +202,7 @@ def build_report(
                 store,
                 rid,
                 mode=route.mode if route else NOT_IN_CONFIG,
+                unmirrored=unmirrored_reason(route) if route else None,
                 template=route.match.path if route else "",
                 stats=stats.get(rid) or _empty_stats(rid),
                 raw=raw.get(rid, {}),
@@ -236,6 +238,7 @@ def summarize_route(
     mode: str,
     template: str,
     stats: RouteStats,
+    unmirrored: str | None = None,
     raw: Mapping[str, FieldStat],
     noise: Mapping[str, FieldStat],
     latency: LatencySummary,
@@ -265,6 +268,7 @@ def summarize_route(
         p99_legacy_ms=latency.legacy.p99 if latency.legacy else None,
         p99_new_ms=latency.new.p99 if latency.new else None,
         skipped_by_reason=stats.skipped_by_reason,
+        unmirrored=unmirrored,
     )
     fields = tuple(_field(verdicts[g], raw[g]) for g in shown)
     return RouteSummary(

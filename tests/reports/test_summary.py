@@ -80,12 +80,15 @@ def test_candidate_errors_verdict(report: Report) -> None:
     assert search.verdict == "candidate errors"
 
 
-def test_routes_without_comparison_need_samples(report: Report) -> None:
-    """A legacy-only route and a new route without verify compare nothing: needs samples, no latency."""
-    for route_id in ("orders-write", "reports"):
+def test_routes_whose_config_mirrors_nothing_are_not_mirrored(report: Report) -> None:
+    """A legacy-only route and a new route without verify can never compare anything: `not mirrored`, with the
+    reason and the fix (not `needs samples`, which would wait forever), and no latency."""
+    fixes = {"orders-write": "flip it to shadow", "reports": "add verify: {}"}
+    for route_id, fix in fixes.items():
         route = _route(report, route_id)
         assert route.compared == 0
-        assert route.verdict == "needs samples"
+        assert route.verdict == "not mirrored"
+        assert fix in route.verdict_reason
         assert route.latency.legacy is None
         assert route.latency.new is None
     assert _route(report, "reports").served_new > 0
