@@ -46,6 +46,7 @@ from proxy.config import Config, ConfigError, Mode, Route
 from proxy.loader import load_config
 from proxy.units import BadValue, parse_duration
 from reports.gate import (
+    FlipGate,
     StepDecision,
     empty_figures,
     evaluate_rollout,
@@ -189,14 +190,13 @@ def routes_flip(
         if reader is not None:
             reader.close()
     gate = flip_gate(figures, current.readiness, forward=forward, since=window)
-    if not gate.passed and not force:
-        print_renderable(checks_table(gate.checks, f"{route}: readiness ({gate.verdict})"))
-        fix = f"{gate.reason}; " if gate.reason else "fix the failed figures, "
-        raise CliError(
-            f"route '{route}' is not ready to move {describe_mode(current.mode, from_weight)} → "
-            f"{describe_mode(to, to_weight)} (verdict: {gate.verdict}); {fix}"
-            'or override with --force --reason "..."'
-        )
+    _refuse_unless_passed(
+        gate,
+        route,
+        f"route '{route}' is not ready to move {describe_mode(current.mode, from_weight)} → "
+        f"{describe_mode(to, to_weight)}",
+        force=force,
+    )
     change = apply_change(config, route, to, weight)
     if (change.from_mode, change.from_weight) == (change.to_mode, change.to_weight):
         print_line(f"{escape(route)}: already {describe_mode(change.to_mode, change.to_weight)}; nothing changed")
@@ -344,14 +344,13 @@ def routes_revert(
         raise CliError(f"no recorded change of route '{route}' to revert")
     gate = flip_gate(figures, current.readiness, forward=forward, since=window)
     target_mode = describe_mode(target.from_mode, to_weight)
-    if not gate.passed and not force:
-        print_renderable(checks_table(gate.checks, f"{route}: readiness ({gate.verdict})"))
-        fix = f"{gate.reason}; " if gate.reason else "fix the failed figures, "
-        raise CliError(
-            f"reverting route '{route}' would move it forward {describe_mode(current.mode, weight_of(current))} → "
-            f"{target_mode}, and it is not ready (verdict: {gate.verdict}); {fix}"
-            'or override with --force --reason "..."'
-        )
+    _refuse_unless_passed(
+        gate,
+        route,
+        f"reverting route '{route}' would move it forward {describe_mode(current.mode, weight_of(current))} → "
+        f"{target_mode}, and it is not ready",
+        force=force,
+    )
     try:
         if target.before_text and target.after_text:
             change = restore_route(config, route, target.after_text, target.before_text, overwrite=force)
@@ -479,3 +478,12 @@ def register(routes_app: typer.Typer) -> None:
     routes_app.command("history")(routes_history)
     routes_app.command("revert")(routes_revert)
     routes_app.command("promote")(routes_promote)
+
+
+def _refuse_unless_passed(gate: FlipGate, route: str, what: str, *, force: bool) -> None:
+    """A gated move the figures do not allow: print the checks and refuse (exit 1), unless forced."""
+    if gate.passed or force:
+        return
+    print_renderable(checks_table(gate.checks, f"{route}: readiness ({gate.verdict})"))
+    fix = f"{gate.reason}; " if gate.reason else "fix the failed figures, "
+    raise CliError(f'{what} (verdict: {gate.verdict}); {fix}or override with --force --reason "..."')
