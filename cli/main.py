@@ -106,24 +106,15 @@ def validate(config: ConfigOption = Path("routes.yaml"), fmt: FormatOption = Out
 # --- explain ----------------------------------------------------------------------------------------------------
 
 
-def _parse_cookies(values: list[str]) -> dict[str, str]:
-    cookies: dict[str, str] = {}
+def _parse_pairs(values: list[str], separator: str, option: str) -> dict[str, str]:
+    """NAME<separator>VALUE options (--header K:V, --cookie K=V) as a dict; a usage error names the option."""
+    found: dict[str, str] = {}
     for value in values:
-        name, sep, content = value.partition("=")
+        name, sep, content = value.partition(separator)
         if not sep or not name.strip():
-            raise typer.BadParameter(f"{value!r} is not NAME=VALUE", param_hint="--cookie")
-        cookies[name.strip()] = content.strip()
-    return cookies
-
-
-def _parse_headers(values: list[str]) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    for value in values:
-        name, sep, content = value.partition(":")
-        if not sep or not name.strip():
-            raise typer.BadParameter(f"{value!r} is not NAME:VALUE", param_hint="--header")
-        headers[name.strip().lower()] = content.strip()
-    return headers
+            raise typer.BadParameter(f"{value!r} is not NAME{separator}VALUE", param_hint=option)
+        found[name.strip()] = content.strip()
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,8 +228,8 @@ def explain(
 
     Example: [bold]strangler explain GET '/api/orders/42?expand=items' -H 'X-User-Id: 7'[/bold]
     """
-    headers = _parse_headers(header or [])
-    cookies = _parse_cookies(cookie or [])
+    headers = {k.lower(): v for k, v in _parse_pairs(header or [], ":", "--header").items()}
+    cookies = _parse_pairs(cookie or [], "=", "--cookie")
     loaded = load_config(config)
     raw_path, _, query_string = path.partition("?")
     try:
