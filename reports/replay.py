@@ -2,7 +2,8 @@
 
 This is how a developer proves a fix without waiting for production traffic: replay the mismatches, and the summary
 tells per route and field how many former mismatches now match. Each pair goes through the shadow pipeline's own
-parts (`UpstreamPool`, `judge_pair` with the route's compare rules, the `Redactor`, `Store.write_batch`).
+parts (`shadow.fetch.fetch_copy`, the send path of live shadowing, then `judge_pair` with the route's compare rules,
+the `Redactor`, `Store.write_batch`).
 Replays are stored apart, as pair "replay" with `replay_of` naming the exchange sent again (request id `replay-`
 and the original's): they are no new client traffic, so they never count toward readiness, verdicts or the gate;
 the report shows them in their own section (`reports.replay_changes`).
@@ -16,12 +17,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from proxy.config import Config, Mirror, Route, Upstream
-from proxy.events import Headers, ResponseSnapshot, Side
-from proxy.headers import HOP_BY_HOP, end_to_end_response_headers, upstream_host
+from proxy.events import RequestSnapshot, ResponseSnapshot, Side
 from proxy.methods import SAFE_METHODS
-from proxy.transport import UpstreamError, UpstreamPool
 from shadow.compare import judge_pair
-from shadow.fetch import DRY_RUN_HEADER, read_capped
+from shadow.fetch import CandidatePools, fetch_copy
 from shadow.model import Comparison, ExchangeRecord, Outcome, StoredBody
 from shadow.origins import route_origins
 from shadow.records import compared_record
@@ -30,12 +29,7 @@ from shadow.store import Store
 from shadow.store_types import ReplayItem, ReplayPair
 
 REPLAY_PREFIX = "replay-"
-REPLAY_HEADER = "X-Strangler-Replay"
-RESPONSE_CAP = 4 * 1024 * 1024  # response bytes read per side, as live shadowing reads
 FETCH_FACTOR = 3  # stored rows read per wanted item: some are skipped (route gone, unsafe method)
-# Stored bodies are kept decoded (records.stored_body): a replayed body goes out without its original coding, so
-# that coding's header must not go with it.
-_NOT_SENT = frozenset({*HOP_BY_HOP, "host", "content-length", "content-encoding", "expect"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +113,7 @@ class Replayer:
         self._config = config
         self._redactor = redactor
         self._slots = asyncio.Semaphore(max(1, concurrency))
-        self._pools: dict[str, UpstreamPool] = {}
+        self._pools = CandidatePools(max_connections=16)
 
     async def run(
         self, targets: Sequence[ReplayTarget], on_result: Callable[[ReplayResult], None] | None = None
@@ -139,8 +133,9 @@ class Replayer:
         new_up = self._config.upstreams[route.upstream]
         mirror = route.shadow or route.verify or self._config.defaults.shadow
         began = time.time()
+        request = stored_request(target.item, REPLAY_PREFIX + target.request_id)
         legacy, new = await asyncio.gather(
-            self._fetch(target, legacy_up, "legacy", mirror), self._fetch(target, new_up, "new", mirror)
+            self._fetch(request, legacy_up, "legacy", mirror), self._fetch(request, new_up, "new", mirror)
         )
         origins = route_origins(self._config, route, target.item.headers)
         outcome, reason, comparison = judge_pair(legacy, new, route.compare, origins=origins)
@@ -148,40 +143,12 @@ class Replayer:
         groups = frozenset(d.group for d in record.differences)  # as stored: what the report reads back
         return ReplayResult(target, outcome, groups, reason, record)
 
-    def _pool(self, upstream: Upstream) -> UpstreamPool:
-        pool = self._pools.get(upstream.name)
-        if pool is None:
-            pool = self._pools[upstream.name] = UpstreamPool(upstream.url, max_connections=16)
-        return pool
-
-    async def _fetch(self, target: ReplayTarget, upstream: Upstream, side: Side, mirror: Mirror) -> ResponseSnapshot:
-        item = target.item
-        headers = request_headers(item.headers, upstream, mirror, item.method)
-        path = upstream.url.raw_path.rstrip("/") + item.path + (f"?{item.query}" if item.query else "")
-        loop = asyncio.get_running_loop()
-        began = loop.time()
-        try:
-            async with asyncio.timeout(mirror.timeout):
-                resp = await self._pool(upstream).request(
-                    item.method,
-                    path,
-                    headers,
-                    item.body,
-                    content_length=len(item.body) if item.body is not None else None,
-                    connect_timeout=min(mirror.timeout, self._config.defaults.timeouts.connect),
-                    read_timeout=mirror.timeout,
-                    retry_stale=False,  # a replayed request is sent at most once per side
-                )
-                try:
-                    body, complete = await read_capped(resp, RESPONSE_CAP)
-                finally:
-                    resp.close()
-        except UpstreamError as exc:
-            return ResponseSnapshot(side, upstream.name, 0, (), None, False, loop.time() - began, exc.kind)
-        except TimeoutError:
-            return ResponseSnapshot(side, upstream.name, 0, (), None, False, loop.time() - began, "timeout")
-        headers_in = tuple(end_to_end_response_headers(resp.raw_headers))  # as live shadowing records them
-        return ResponseSnapshot(side, upstream.name, resp.status, headers_in, body, complete, loop.time() - began)
+    async def _fetch(
+        self, request: RequestSnapshot, upstream: Upstream, side: Side, mirror: Mirror
+    ) -> ResponseSnapshot:
+        connect = self._config.defaults.timeouts.connect
+        target = self._pools.get(upstream)
+        return await fetch_copy(target, upstream, request, mirror, side, connect_timeout=connect, replay=True)
 
     def _record(
         self,
@@ -220,32 +187,25 @@ class Replayer:
         return replace(record, replay_of=item.exchange_id)
 
     async def aclose(self) -> None:
-        for pool in self._pools.values():
-            await pool.close()
-        self._pools.clear()
+        await self._pools.close()
 
 
-def request_headers(stored: Headers, upstream: Upstream, mirror: Mirror, method: str) -> Headers:
-    """The stored request headers for one side: framing recomputed, Host as live shadowing sends it (the upstream's,
-    or the client's under `host_header: preserve`), marked as mirrored and replayed, and as a dry run when the route
-    mirrors writes that way (as live shadowing does)."""
-    dropped = (REPLAY_HEADER.lower(), DRY_RUN_HEADER.lower())
-    out = [(k, v) for k, v in stored if (name := k.lower()) not in _NOT_SENT and name not in dropped]
-    out.append(("Host", _replay_host(stored, upstream)))
-    out.append((mirror.header, "1"))
-    out.append((REPLAY_HEADER, "1"))
-    if mirror.side_effects == "dry_run" and method not in SAFE_METHODS:
-        out.append((DRY_RUN_HEADER, "1"))
-    return tuple(out)
+def stored_request(item: ReplayItem, request_id: str) -> RequestSnapshot:
+    """A stored request as the request a copy repeats (`shadow.fetch.fetch_copy`), under the replay's request id.
 
-
-def _replay_host(stored: Headers, upstream: Upstream) -> str:
-    """Host as live shadowing sends it: the upstream's own, or under `host_header: preserve` the one the client
-    asked for. The stored headers are those forwarded to the primary, whose Host may be the primary upstream's; the
-    client's is in the X-Forwarded-Host strangler added (neither is ever redacted)."""
-    if upstream.host_header == "preserve":
-        for wanted in ("x-forwarded-host", "host"):
-            value = next((v for k, v in stored if k.lower() == wanted), None)
-            if value:
-                return value.split(",")[0].strip()
-    return upstream_host(upstream)
+    The stored headers are those forwarded to the primary (redacted), whose Host may be the primary upstream's; the
+    Host the client asked for is in the X-Forwarded-Host strangler added (neither is ever redacted)."""
+    host = next((v for k, v in item.headers if k.lower() == "x-forwarded-host" and v), None)
+    if host is None:
+        host = next((v for k, v in item.headers if k.lower() == "host"), "")
+    return RequestSnapshot(
+        method=item.method,
+        path=item.path,
+        query_string=item.query,
+        headers=item.headers,
+        body=item.body,
+        body_note=None,
+        request_id=request_id,
+        client_ip="",  # a copy never sends it
+        host=host.split(",")[0].strip(),
+    )

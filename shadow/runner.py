@@ -28,7 +28,7 @@ from proxy.metrics import Metrics
 from proxy.modes import mirror_target
 from proxy.state import RuntimeState
 from proxy.tasks import TaskOwner
-from shadow.fetch import CandidatePools, fetch_copy
+from shadow.fetch import RESPONSE_CAP, CandidatePools, fetch_copy
 from shadow.model import Pair, TrafficCount
 from shadow.plan import MirrorPlan, TrafficCounting, plan_mirror
 from shadow.recorder import Recorder
@@ -50,7 +50,7 @@ class ShadowLimits:
     max_concurrency: int = 64  # candidate requests in flight
     max_waiting: int = 256  # candidates waiting for a slot
     compare_queue: int = 10_000  # pairs waiting for the compare thread
-    response_cap: int = 4 * 1024 * 1024  # response bytes read from a candidate for comparison
+    response_cap: int = RESPONSE_CAP  # response bytes read from a candidate for comparison
     close_deadline: float = 10.0  # on shutdown, seconds in-flight candidates get before they are cancelled
 
 
@@ -128,7 +128,6 @@ class ShadowListener(TrafficCounting):
         self._rand = rand
         self._tasks = TaskOwner("shadow")  # candidate requests
         self._background = TaskOwner("shadow-background")  # the traffic flusher and the deadline sweeper
-        # id(upstream) -> it, its pool, its base path, the Host a copy to it carries (unless preserved)
         self._pools = CandidatePools(limits.max_concurrency)
         self._slots = asyncio.Semaphore(limits.max_concurrency)
         self._active = 0  # candidate tasks started and not finished: in flight plus waiting for a slot
@@ -240,7 +239,17 @@ class ShadowListener(TrafficCounting):
     async def _fetch(self, p: _Pending, upstream: Upstream) -> ResponseSnapshot:
         side: Side = "new" if p.start.served_by == "legacy" and p.pair == "candidate" else "legacy"
         target = self._pools.get(upstream)
-        return await fetch_copy(target, upstream, p.start, p.mirror, side, self._limits.response_cap, p)
+        connect = p.start.config.defaults.timeouts.connect
+        return await fetch_copy(
+            target,
+            upstream,
+            p.start.request,
+            p.mirror,
+            side,
+            connect_timeout=connect,
+            cap=self._limits.response_cap,
+            watched=p,
+        )
 
     async def _sweep_every(self, seconds: float) -> None:
         """Cancel candidates past their deadline: one timer for all of them instead of one per request."""

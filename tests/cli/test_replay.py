@@ -11,19 +11,30 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 from typer.testing import CliRunner, Result
 
 from cli.demo.legacy_app import make_legacy_app
 from cli.demo.new_app import make_new_app
 from cli.main import app
+from proxy.app import start_proxy
+from proxy.config import Mirror, Upstream
+from proxy.events import Headers
 from proxy.loader import load_config, parse_config
 from reports.gate import route_figures
-from reports.replay import REPLAY_PREFIX, request_headers, select_targets
+from reports.replay import REPLAY_PREFIX, Replayer, ReplayTarget, select_targets, stored_request
+from shadow.fetch import REPLAY_HEADER, copy_headers
 from shadow.model import ExchangeRecord, StoredBody
+from shadow.redact import Redactor
+from shadow.runner import shadow_listeners
 from shadow.store import Store
+from shadow.store_types import ReplayItem
 from tests.pipeline import REPO_CONFIG, fill_store, write_config
+from tests.proxy.app_fixtures import wait_until
+from tests.shadow.shadow_fixtures import Seen, backends, json_handler
 
 
 def invoke(*args: str) -> Result:
@@ -237,6 +248,12 @@ def test_replay_without_a_store_fails(tmp_path: Path) -> None:
     assert "no such store file" in result.stderr
 
 
+def replayed_headers(stored: Headers, upstream: Upstream, mirror: Mirror, method: str) -> list[tuple[str, str]]:
+    """The headers `strangler replay` sends for a stored request with these headers: the send path's own."""
+    item = ReplayItem(1, 0, 0.0, "orders-read", method, "/api/orders", "", stored, None)
+    return copy_headers(stored_request(item, REPLAY_PREFIX + "req"), upstream, mirror, replay=True)
+
+
 @pytest.mark.parametrize(
     ("side_effects", "method", "marked"),
     [("dry_run", "POST", True), ("dry_run", "GET", False), ("allow", "POST", False)],
@@ -247,12 +264,9 @@ def test_replayed_writes_carry_the_dry_run_mark_like_live_shadowing(
     """Replay marks unsafe methods X-Strangler-Dry-Run: 1 on dry_run routes, drops client copies, and sets Host."""
     from yarl import URL
 
-    from proxy.config import Mirror, Upstream
-    from reports.replay import request_headers
-
     mirror = Mirror(side_effects=side_effects)  # type: ignore[arg-type]
     stored = (("Host", "old"), ("X-Strangler-Dry-Run", "0"), ("Content-Type", "application/json"))
-    out = dict(request_headers(stored, Upstream("new", URL("http://127.0.0.1:9002")), mirror, method))
+    out = dict(replayed_headers(stored, Upstream("new", URL("http://127.0.0.1:9002")), mirror, method))
     assert out.get("X-Strangler-Dry-Run") == ("1" if marked else None)
     assert out["Host"] == "127.0.0.1:9002"
     assert out["X-Strangler-Shadow"] == "1"
@@ -263,7 +277,7 @@ def test_replayed_bodies_go_without_their_original_content_encoding() -> None:
     (the new service would fail to inflate plain bytes); other headers are kept."""
     from yarl import URL
 
-    from proxy.config import Mirror, Redact, Upstream
+    from proxy.config import Redact
     from shadow.records import stored_body
     from shadow.redact import Redactor
 
@@ -271,7 +285,7 @@ def test_replayed_bodies_go_without_their_original_content_encoding() -> None:
     body = stored_body(stored, gzip.compress(b'{"qty": 2}'), Redactor(b"k" * 32, Redact()), 1024)
     assert body is not None
     assert body.data == b'{"qty": 2}'  # what replay will send
-    out = request_headers(stored, Upstream("new", URL("http://127.0.0.1:9002")), Mirror(side_effects="allow"), "POST")
+    out = replayed_headers(stored, Upstream("new", URL("http://127.0.0.1:9002")), Mirror(side_effects="allow"), "POST")
     assert [k.lower() for k, _ in out].count("content-encoding") == 0
     assert ("Content-Type", "application/json") in out
 
@@ -282,10 +296,100 @@ def test_replayed_host_follows_the_upstreams_host_header_rule(host_header: str, 
     host_header: preserve (never both)."""
     from yarl import URL
 
-    from proxy.config import Mirror, Upstream
-
     # As stored: the headers forwarded to the primary, whose upstream rewrote Host; the client's is in XFH.
     stored = (("Host", "legacy.internal:8000"), ("Accept", "*/*"), ("X-Forwarded-Host", "shop.example"))
     upstream = Upstream("new", URL("http://127.0.0.1:9002"), host_header=host_header)  # type: ignore[arg-type]
-    out = request_headers(stored, upstream, Mirror(), "GET")
+    out = replayed_headers(stored, upstream, Mirror(), "GET")
     assert [v for k, v in out if k.lower() == "host"] == [expected]
+
+
+SEND_PATH_CONFIG = """\
+version: 1
+listen: {{host: 127.0.0.1, port: 8080}}
+admin: {{host: 127.0.0.1, port: 8081}}
+store: {{path: shadow.db}}
+upstreams:
+  legacy: {{url: "{legacy}"}}
+  new: {{url: "{new}", host_header: {host_header}}}
+routes:
+  - id: api
+    match: {{path: /api/**}}
+    mode: shadow
+    shadow: {{methods: [GET, POST], side_effects: dry_run}}
+"""
+
+
+def _as_received(seen: Seen) -> tuple[str, str, list[tuple[str, str]], bytes]:
+    """What a back end received, header order and case included; X-Request-Id left out (compared apart)."""
+    headers = [(k, v) for k, v in seen.headers.items() if k.lower() != "x-request-id"]
+    return seen.method, seen.path_qs, headers, seen.body
+
+
+@pytest.mark.parametrize("host_header", ["rewrite", "preserve"])
+async def test_live_and_replayed_copies_of_one_request_are_the_same_request(tmp_path: Path, host_header: str) -> None:
+    """A request mirrored live and the same stored request replayed reach the candidate identically (method, target,
+    headers in order, body), apart from the replay mark and the request id, which names the replay."""
+    async with backends(json_handler({"side": "legacy"}), json_handler({"side": "new"})) as (legacy, new):
+        text = SEND_PATH_CONFIG.format(legacy=legacy.url, new=new.url, host_header=host_header)
+        config = tmp_path / "routes.yaml"
+        config.write_text(text, encoding="utf-8")
+        running = await start_proxy(
+            config, host="127.0.0.1", port=0, admin_port=0, listeners_factory=shadow_listeners, watch=False
+        )
+        spoofed = {"X-Strangler-Shadow": "spoofed", "X-Strangler-Replay": "spoofed", "X-Strangler-Dry-Run": "0"}
+        try:
+            async with aiohttp.ClientSession() as session:
+                base = f"http://127.0.0.1:{running.proxy_port}"
+                get = {"Accept": "application/json", "X-Custom": "one", **spoofed}
+                async with session.get(base + "/api/orders/7?b=2&a=1", headers=get) as r:
+                    assert r.status == 200
+                post = {"Content-Type": "application/json", "X-Custom": "two", **spoofed}
+                async with session.post(base + "/api/orders", data=b'{"qty": 3}', headers=post) as r:
+                    assert r.status == 200
+                await wait_until(lambda: len(new.seen) == 2)
+        finally:
+            await running.stop()
+        live = sorted(new.seen, key=lambda s: s.method)
+        args = ("replay", "-c", str(config), "--allow-unsafe", "--format", "json")
+        result = await asyncio.to_thread(invoke, *args)
+        assert result.exit_code == 0, result.stderr
+        assert json.loads(result.stdout)["routes"][0]["replayed"] == 2
+        replayed = sorted(new.seen[2:], key=lambda s: s.method)
+    assert [s.method for s in live] == [s.method for s in replayed] == ["GET", "POST"]
+    for copy, again in zip(live, replayed, strict=True):
+        assert again.headers.getall(REPLAY_HEADER) == ["1"]
+        assert REPLAY_HEADER not in copy.headers  # a client's own replay mark never reaches a live copy
+        del again.headers[REPLAY_HEADER]
+        assert _as_received(again) == _as_received(copy)
+        assert again.headers["X-Request-Id"] == REPLAY_PREFIX + copy.headers["X-Request-Id"]
+        assert copy.headers.getall("X-Strangler-Shadow") == ["1"]
+    assert live[1].headers["X-Strangler-Dry-Run"] == "1"
+    assert "X-Strangler-Dry-Run" not in live[0].headers
+    client_host = f"127.0.0.1:{running.proxy_port}"
+    assert live[0].headers["Host"] == (client_host if host_header == "preserve" else new.url.removeprefix("http://"))
+
+
+async def test_a_replayed_copy_past_its_timeout_is_a_timeout(tmp_path: Path) -> None:
+    """A side that answers later than the mirror's timeout ends that replay as a "timeout" candidate error, as a
+    live copy does; the replay goes on to record it."""
+    release = asyncio.Event()
+
+    async def stalls(request: web.Request) -> web.StreamResponse:
+        await asyncio.wait_for(release.wait(), 10)
+        return web.json_response({"side": "new"})
+
+    async with backends(json_handler({"side": "legacy"}), stalls) as (legacy, new):
+        text = SEND_PATH_CONFIG.format(legacy=legacy.url, new=new.url, host_header="rewrite")
+        config = parse_config(text.replace("side_effects: dry_run", "timeout: 200ms"), tmp_path / "routes.yaml")
+        route = config.route("api")
+        assert route is not None
+        item = ReplayItem(1, 0, time.time(), "api", "GET", "/api/orders/1", "", (("Accept", "*/*"),), None)
+        replayer = Replayer(config, Redactor(b"k" * 32, config.store.redact))
+        try:
+            [result] = await replayer.run([ReplayTarget(item, route, "mismatch", frozenset(), "req-1")])
+        finally:
+            release.set()
+            await replayer.aclose()
+    assert [s.path_qs for s in new.seen] == ["/api/orders/1"]
+    record = result.record
+    assert (record.outcome, record.reason, record.legacy_status) == ("candidate_error", "timeout", 200)

@@ -46,6 +46,7 @@ from shadow.wire import (
     start_message,
 )
 from tests.pipeline import REPO_CONFIG
+from tests.proxy.app_fixtures import wait_until
 from tests.shadow.shadow_fixtures import SHADOW_ROUTE, backends, closed_port_url, differences, query, write_config
 from tests.shadow.worker_fixtures import WAIT, WorkerProxy, children, cmdline, pid_alive, until, worker_proxy
 
@@ -137,13 +138,16 @@ async def test_worker_metrics_reach_the_proxy_registry(tmp_path: Path) -> None:
         for i in range(N):
             await get_legacy(wp, f"/api/same/{i}")
         scraped: dict[str, float] = {}
-        for _ in range(100):  # the worker reports every 0.25 s: up to 10 s
+
+        async def reported() -> bool:
+            nonlocal scraped
             async with wp.session.get(wp.admin_url + "/metrics") as r:
                 lines = (await r.text()).splitlines()
             scraped = {k: float(v) for k, _, v in (line.rpartition(" ") for line in lines if line[:1] != "#")}
-            if scraped.get(match) == N and scraped.get(sent) == N:
-                break
-            await asyncio.sleep(0.1)
+            return scraped.get(match) == N and scraped.get(sent) == N
+
+        with contextlib.suppress(TimeoutError):  # the worker reports every 0.25 s: up to 10 s
+            await wait_until(reported, limit=10)
         assert (scraped.get(match), scraped.get(sent)) == (N, N)
         assert wp.shadow("match") == N
         assert wp.metric("strangler_shadow_requests_total", "api", "candidate") == N
@@ -332,7 +336,8 @@ async def test_worker_that_stops_reporting_is_replaced(tmp_path: Path) -> None:
         worker_proxy(tmp_path, legacy.url, new.url, bridge_options={"silent_after": 1.0}) as wp,
     ):
         stuck = await wp.worker_started()
-        await asyncio.sleep(1.5)  # reporting every 0.25 s: a live worker is never taken for a stuck one
+        # Stays: a live worker (reporting every 0.25 s) outlasting silent_after unharmed is the behaviour under test
+        await asyncio.sleep(1.5)
         assert wp.bridge.worker_pid == stuck
         os.kill(stuck, signal.SIGSTOP)
         try:
@@ -575,15 +580,19 @@ async def test_serve_subprocess_stores_every_request(tmp_path: Path, flag: str) 
         )
         try:
             async with aiohttp.ClientSession() as session:
-                for _ in range(100):  # up to ~10 s for the interpreter to start and bind
+
+                async def serving() -> bool:
                     try:
                         async with session.get(f"http://127.0.0.1:{port}/api/first") as r:
                             assert r.status == 200
-                            break
+                            return True
                     except aiohttp.ClientConnectionError:
-                        await asyncio.sleep(0.1)
-                else:
-                    raise AssertionError("strangler serve did not start")
+                        return False
+
+                try:
+                    await wait_until(serving, limit=10)  # for the interpreter to start and bind
+                except TimeoutError:
+                    raise AssertionError("strangler serve did not start") from None
                 for i in range(N):
                     async with session.get(f"http://127.0.0.1:{port}/api/{i}") as r:
                         assert (r.status, await r.json()) == (200, legacy_doc(f"/api/{i}"))
