@@ -16,6 +16,7 @@ import yaml
 from proxy.config import Config
 from proxy.keydocs import BEGIN, END, Key, is_leaf, json_schema, keys, markdown, render_json, splice
 from proxy.loader import load_config, parse_config
+from proxy.scalars import duration, rate, size
 from proxy.schema import ROUTE, TOP, Either, ListOf, MapOf, Section, Spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -161,8 +162,8 @@ def test_every_leaf_in_the_schema_carries_its_default() -> None:
     for key in LEAVES:
         node: object = schema
         for part in key.path.split("."):
-            name = part.removesuffix("[]")
-            node = _properties(node)[name] if name != "NAME" else node["additionalProperties"]  # type: ignore[index]
+            assert isinstance(node, dict)
+            node = node["additionalProperties"] if part == "NAME" else _properties(node)[part.removesuffix("[]")]
             if part.endswith("[]"):
                 assert isinstance(node, dict)
                 node = node["items"]
@@ -171,8 +172,7 @@ def test_every_leaf_in_the_schema_carries_its_default() -> None:
 
 
 def test_keys_without_a_default_are_required_or_optional_by_design() -> None:
-    """Every leaf has a default from its dataclass except required keys and those whose absence turns a feature
-    off; a key added to a table without a matching dataclass field shows up here."""
+    """Only required keys and keys whose absence turns a feature off lack a dataclass default."""
     without = {key.path for key in LEAVES if key.default is None}
     assert without == {
         "upstreams.NAME.url",
@@ -191,8 +191,7 @@ def test_keys_without_a_default_are_required_or_optional_by_design() -> None:
 
 @pytest.mark.parametrize("key", WITH_DEFAULT, ids=[key.path for key in WITH_DEFAULT])
 def test_writing_the_documented_default_changes_nothing(key: Key) -> None:
-    """Writing a key's published default (as the schema and README show it) loads the same config as leaving the
-    key out, so the published defaults are the loader's."""
+    """Writing a key's published default (schema and README) loads the same config as leaving the key out."""
     written = copy.deepcopy(BASE)
     _write(written, key.path, key.default)
     assert _load(written) == _load(BASE), f"{key.path}: {key.default!r} is not the default"
@@ -211,6 +210,17 @@ def test_published_defaults_read_as_written() -> None:
     assert published["defaults.shadow.methods"] == ["GET", "HEAD", "OPTIONS"]
     assert published["routes[].fallback"] == "none"
     assert published["routes[].upstream"] == "new"
+
+
+def test_units_are_spelled_only_when_exact() -> None:
+    """A value no unit writes exactly stays a plain number, so a published default never rounds."""
+    assert duration("d").spell(1.5) == "1500ms"
+    assert duration("d").spell(0.0001) == 0.0001
+    assert duration("d", positive=False).spell(0.0) == 0.0
+    assert size("s").spell(1536) == 1536
+    assert size("s").spell(3 * 1024**3) == "3GiB"
+    assert rate("r").spell(0.05) == "5%"
+    assert rate("r").spell(0.25) == 0.25
 
 
 def test_shared_sections_are_listed_once() -> None:
