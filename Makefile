@@ -41,9 +41,10 @@ check: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 
-## make schema: regenerate docs/routes.schema.json from the config code.
+## make schema: regenerate docs/routes.schema.json and README.md's key table from the key tables (proxy/schema.py).
 schema: $(STAMP)
-	$(BIN)/python -m proxy.schema > docs/routes.schema.json
+	$(BIN)/python -m proxy.keydocs --json > docs/routes.schema.json
+	$(BIN)/python -m proxy.keydocs --readme README.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

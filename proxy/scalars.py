@@ -2,6 +2,8 @@
 
 Converters get the value PyYAML constructed and the text as written, return the final typed value, and raise
 `BadValue` (a message plus a hint) for anything else; `proxy.schema` assembles them into the key tables.
+`spell` goes the other way, from a typed default (seconds, bytes, a fraction) to the form a person writes in
+routes.yaml ("2s", "64KiB", "0.1%"), for the JSON Schema's defaults and the README key table.
 """
 
 from __future__ import annotations
@@ -32,13 +34,26 @@ _NUMBER = r"\s*(\d+(\.\d+)?|\.\d+)\s*"
 JsonObject = dict[str, object]
 
 
+def as_written(value: object) -> object:
+    """A typed default as routes.yaml writes it: plain values as they are, anything else (a Path) as its text."""
+    return value if isinstance(value, str | bool | int | float) else str(value)
+
+
 @dataclass(frozen=True, slots=True)
 class Scalar:
-    """A leaf value: `convert(value, raw)` gets the YAML-constructed value and its source text."""
+    """A leaf value: `convert(value, raw)` gets the YAML-constructed value and its source text; `spell(typed)`
+    writes a converted value back as a person would (a default of 2.0 seconds as "2s")."""
 
-    description: str
+    description: str  # with the accepted forms at the end, when the value has units
     json: Mapping[str, object]
     convert: Callable[[object, str], object]
+    spell: Callable[[object], object] = as_written
+    forms: str = ""  # the accepted forms (units) that close `description`
+
+    @property
+    def meaning(self) -> str:
+        """The description without the accepted forms, for tables that explain the forms once."""
+        return self.description.removesuffix(f" ({self.forms})") if self.forms else self.description
 
 
 def _shown(value: object, raw: str) -> str:
@@ -113,16 +128,59 @@ def boolean(description: str) -> Scalar:
     return Scalar(description, {"type": "boolean"}, convert)
 
 
-def choice(description: str, options: tuple[str, ...]) -> Scalar:
+def choice(description: str, options: tuple[str, ...], spell: Callable[[object], object] = as_written) -> Scalar:
+    """One of `options`; `spell` names the option a typed default stands for, when the field is not a string."""
+
     def convert(value: object, raw: str) -> object:
         if raw not in options or value is None:
             raise BadValue(f"invalid value {_shown(value, raw)}", f"one of: {', '.join(options)}")
         return raw
 
-    return Scalar(description, {"enum": list(options)}, convert)
+    return Scalar(description, {"enum": list(options)}, convert, spell)
 
 
-def _unit(description: str, parse: Callable[[object], object], unit: str, forms: str, positive: bool) -> Scalar:
+def _readable(value: object, written: str, parse: Callable[[object], object]) -> object:
+    """`written` when it reads back as exactly `value` (no rounding slipped in), else the plain number."""
+    try:
+        return written if parse(written) == value else value
+    except BadValue:
+        return value
+
+
+def _spell_duration(value: object) -> object:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        return value
+    for unit, seconds in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1), ("ms", 0.001)):
+        count = value / seconds
+        if count >= 1 and count == round(count):
+            return _readable(value, f"{round(count)}{unit}", parse_duration)
+    return value
+
+
+def _spell_size(value: object) -> object:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        return value
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if value % factor == 0:
+            return _readable(value, f"{value // factor}{unit}", parse_size)
+    return value
+
+
+def _spell_rate(value: object) -> object:
+    """Small shares read better as percentages (0.001 as "0.1%"); 0, 0.2 and 1.0 stay numbers."""
+    if isinstance(value, bool) or not isinstance(value, float) or not 0 < value < 0.1:
+        return value
+    return _readable(value, f"{value * 100:g}%", parse_rate)
+
+
+def _unit(
+    description: str,
+    parse: Callable[[object], object],
+    unit: str,
+    forms: str,
+    positive: bool,
+    spell: Callable[[object], object],
+) -> Scalar:
     def convert(value: object, raw: str) -> object:
         parsed = parse(value)
         if positive and parsed == 0:
@@ -132,15 +190,16 @@ def _unit(description: str, parse: Callable[[object], object], unit: str, forms:
     pattern = f"^{_NUMBER}{unit}\\s*$"
     number_schema: JsonObject = {"type": "number", ("exclusiveMinimum" if positive else "minimum"): 0}
     described = f"{description} ({forms})"
-    return Scalar(described, {"anyOf": [number_schema, {"type": "string", "pattern": pattern}]}, convert)
+    json = {"anyOf": [number_schema, {"type": "string", "pattern": pattern}]}
+    return Scalar(described, json, convert, spell, forms)
 
 
 def duration(description: str, positive: bool = True) -> Scalar:
-    return _unit(description, parse_duration, "(ms|s|m|h|d)?", DURATION_FORMS, positive)
+    return _unit(description, parse_duration, "(ms|s|m|h|d)?", DURATION_FORMS, positive, _spell_duration)
 
 
 def size(description: str) -> Scalar:
-    return _unit(description, parse_size, "([KkMmGgTt][Ii]?[Bb]|[Bb])?", SIZE_FORMS, positive=False)
+    return _unit(description, parse_size, "([KkMmGgTt][Ii]?[Bb]|[Bb])?", SIZE_FORMS, False, _spell_size)
 
 
 def rate(description: str) -> Scalar:
@@ -150,7 +209,7 @@ def rate(description: str) -> Scalar:
     schema = {
         "anyOf": [{"type": "number", "minimum": 0, "maximum": 1}, {"type": "string", "pattern": f"^{_NUMBER}%?$"}]
     }
-    return Scalar(f"{description} ({RATE_FORMS})", schema, convert)
+    return Scalar(f"{description} ({RATE_FORMS})", schema, convert, _spell_rate, RATE_FORMS)
 
 
 def method(description: str) -> Scalar:

@@ -1,13 +1,14 @@
-"""The key tables of routes.yaml: one declarative source for both validation and the published JSON Schema.
+"""The key tables of routes.yaml: the one declaration of each key's type, constraints and description.
 
 `proxy.loader` walks the parsed YAML against `TOP`: each `Section` lists the keys allowed at its level and each
-leaf is a `proxy.scalars.Scalar` that converts its value. `json_schema()` renders the same tables, so
-docs/routes.schema.json cannot drift from what the loader accepts. Regenerate it with `python -m proxy.schema`.
+leaf is a `proxy.scalars.Scalar` that converts its value. A key's default is the default of the `proxy.config`
+dataclass field of the same name. `proxy.keydocs` renders these tables with those defaults as the JSON Schema
+(docs/routes.schema.json) and the README key table, so neither can drift from what the loader accepts. Adding a
+key: add it here and to its dataclass (and the loader, if it needs more than copying), then run `make schema`.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -15,7 +16,6 @@ from proxy.config import MODES
 from proxy.scalars import (
     ENV_PATTERN,
     NAME_PATTERN,
-    JsonObject,
     Scalar,
     boolean,
     choice,
@@ -79,6 +79,10 @@ def _names(description: str, item: Scalar) -> ListOf:
     return ListOf(description, item, as_set=True)
 
 
+def _fallback(on: object) -> str:
+    return "legacy" if on else "none"  # Route.fallback is a bool
+
+
 TIMEOUTS = Section(
     "Upstream timeouts; a route's values are merged over defaults.timeouts.",
     {
@@ -87,10 +91,11 @@ TIMEOUTS = Section(
     },
 )
 MIRROR = Section(
-    "Copying requests to the other side for comparison; merged over defaults.shadow.",
+    "Mirror options: copying requests to the other side for comparison. defaults.shadow is merged under every "
+    "route's shadow: and verify:.",
     {
         "sample": rate("Share of eligible requests mirrored"),
-        "methods": _names("Methods mirrored (default GET, HEAD, OPTIONS)", method("An HTTP method")),
+        "methods": _names("Methods mirrored", method("An HTTP method")),
         "side_effects": choice(
             "Unsafe methods: block (never mirror), dry_run (mirror with the mirror header set), allow",
             ("block", "dry_run", "allow"),
@@ -100,13 +105,24 @@ MIRROR = Section(
         "header": text("Header added to mirrored requests so the other side can tell them apart"),
     },
 )
-MIRROR_OR_TRUE = Either("true for the defaults, or a mapping of overrides", boolean("true: use defaults"), MIRROR)
+MIRROR_OR_TRUE = Either(
+    "Mirror legacy-served traffic to the new side (mode shadow, or the legacy-served share of a canary): true for "
+    "defaults.shadow, or a mapping merged over it.",
+    boolean("true: use defaults"),
+    MIRROR,
+)
 COMPARE = Section(
     "How responses are compared; lists extend the defaults, scalars replace them.",
     {
-        "ignore_fields": ListOf("JSON body fields left out of the comparison", json_path("e.g. $.meta.generated_at")),
-        "ignore_headers": _names("Headers never compared, added to the built-in volatile set", header_name("Name")),
-        "headers": _names("Headers compared (default content-type, location)", header_name("Header name")),
+        "ignore_fields": ListOf(
+            "JSON paths of body fields left out of the comparison, e.g. $.meta.generated_at, $.items[*].updated_at; "
+            "compiled when the file loads, so one that does not parse ($.items[) is an error with its line and route",
+            json_path("e.g. $.meta.generated_at"),
+        ),
+        "ignore_headers": _names(
+            "Headers never compared, added to the built-in volatile set (date, server, ...)", header_name("Name")
+        ),
+        "headers": _names("Headers that are compared (an allow-list)", header_name("Header name")),
         "ignore_order": Either(
             "true to ignore list order everywhere, or the JSON paths of lists whose order does not matter",
             boolean("Ignore the order of every list"),
@@ -115,7 +131,7 @@ COMPARE = Section(
         "float_tolerance": number("Numbers closer than this compare equal"),
         "same_origin": boolean(
             "Absolute URLs (bodies, Location, Link, Content-Location) on the legacy upstream's, the new upstream's "
-            "or the client-facing host compare as one (default true)"
+            "or the client-facing host compare as one (see Shadow traffic)"
         ),
     },
 )
@@ -138,19 +154,21 @@ READINESS = Section(
 CANARY = Section(
     "Send a share of traffic to the new side (mode: canary).",
     {
-        "weight": number("Percent of traffic served by the new side", maximum=100.0),
+        "weight": number("Percent of sticky buckets served by the new side", maximum=100.0),
         "sticky": Section(
-            "Keep each client on one side; give exactly one key (default: random per request).",
+            "Keep each client on one side; give exactly one key (left out: a side picked per request at random).",
             {
-                "header": header_name("Bucket by this request header"),
-                "cookie": text("Bucket by this cookie"),
-                "client_ip": boolean("Bucket by client address (true)"),
+                "header": header_name("Bucket by this request header, e.g. {header: X-User-Id}"),
+                "cookie": text("Bucket by this cookie, e.g. {cookie: session}"),
+                "client_ip": boolean("true: bucket by client address"),
             },
         ),
-        "steps": ListOf("Progressive rollout weights, increasing, 0-100", number("A weight", maximum=100.0)),
-        "interval": duration("Time between rollout steps"),
+        "steps": ListOf(
+            "Progressive rollout weights for `routes promote`, increasing, 0-100", number("A weight", maximum=100.0)
+        ),
+        "interval": duration("Time between rollout steps of `routes promote`"),
         "guards": Section(
-            "Roll back to weight 0 when a guard trips.",
+            "Roll back to weight 0 when a guard trips; a guard left out is not checked.",
             {
                 "max_mismatch_rate": rate("Highest mismatch rate tolerated"),
                 "max_error_rate": rate("Highest new-side error rate tolerated"),
@@ -160,29 +178,41 @@ CANARY = Section(
     },
 )
 MATCH = Section(
-    "Which requests the route takes.",
+    "Which requests the route takes. The path template has literal segments, {name}, {name:int}, {name:uuid}, "
+    "* (one segment) and ** (any depth).",
     {
         "path": text("Path template: /api/orders/{id:int}, /api/customers/** (literal segments win)"),
-        "methods": _names("Methods matched (default: any)", method("An HTTP method")),
+        "methods": _names("Methods matched (left out: any method)", method("An HTTP method")),
         "headers": MapOf("Request headers that must have exactly these values", text("Exact value")),
         "query": MapOf("Query parameters that must have exactly these values", text("Exact value")),
-        "allow_encoded_slash": boolean("Accept %2F and %5C in the path (otherwise 400)"),
+        "allow_encoded_slash": boolean("Accept %2F and %5C in the path (otherwise they answer 400)"),
     },
     required=("path",),
 )
 ROUTE = Section(
     "One endpoint group and how it is migrated.",
     {
-        "id": name("Unique route id ([A-Za-z0-9_.-]+), used in reports and the admin API"),
+        "id": name("Unique route id (letters, digits, _ . -), used in reports and the admin API"),
         "match": MATCH,
         "mode": choice("legacy: legacy only; shadow: legacy serves, new is compared; canary: split; new", MODES),
-        "upstream": name("Upstream of the new side (default defaults.new)"),
-        "legacy": name("Upstream of the legacy side (default defaults.legacy)"),
-        "fallback": choice("legacy: if the new side fails before any byte, serve from legacy", ("legacy", "none")),
+        "upstream": name("This route's new-side upstream (left out: defaults.new)"),
+        "legacy": name("This route's legacy-side upstream (left out: defaults.legacy)"),
+        "fallback": choice(
+            "legacy: when the new side refuses the connection or times out before any response byte, serve from "
+            "legacy (idempotent methods, or any method when nothing was sent); while the new upstream's circuit "
+            "breaker is open, such requests go straight to legacy",
+            ("legacy", "none"),
+            _fallback,
+        ),
         "timeouts": TIMEOUTS,
         "canary": CANARY,
         "shadow": MIRROR_OR_TRUE,
-        "verify": Either("mode new: mirror new-served traffic to legacy", boolean("true: use defaults"), MIRROR),
+        "verify": Either(
+            "mode new: mirror new-served traffic to legacy and compare: true for defaults.shadow, or a mapping merged "
+            "over it.",
+            boolean("true: use defaults"),
+            MIRROR,
+        ),
         "compare": COMPARE,
         "noise": NOISE,
         "readiness": READINESS,
@@ -192,15 +222,20 @@ ROUTE = Section(
 UPSTREAM = Section(
     "A back end.",
     {
-        "url": http_url("Base URL: http(s)://host:port with an optional base path"),
+        "url": http_url("Base URL: http(s)://host:port[/base-path], no query or fragment"),
         "host_header": choice(
-            "rewrite: send the upstream's host; preserve: pass the client's", ("rewrite", "preserve")
+            "rewrite: send the upstream's host; preserve: pass the client's Host", ("rewrite", "preserve")
         ),
-        "max_connections": integer("Connection pool size", minimum=1),
+        "max_connections": integer("Keep-alive connection pool size", minimum=1),
         "breaker_failures": integer(
-            "Consecutive failures after which fallback routes stop trying this upstream (circuit breaker)", minimum=1
+            "Circuit breaker for fallback routes: after this many consecutive failures their requests go straight "
+            "to legacy",
+            minimum=1,
         ),
-        "breaker_cooldown": duration("How long an open breaker waits before one probe request is let through"),
+        "breaker_cooldown": duration(
+            "How long an open breaker waits before one probe request is let through (a reload retunes a breaker "
+            "and keeps its state)"
+        ),
     },
     required=("url",),
 )
@@ -209,16 +244,16 @@ STORE = Section(
     {
         "path": text("Database file; relative paths resolve against this file's directory"),
         "body_cap": size("Bytes kept per stored body"),
-        "sample_matches": rate("Share of matching exchanges whose bodies are kept"),
+        "sample_matches": rate("Share of matching exchanges whose bodies are kept (mismatches always keep theirs)"),
         "retention": Section(
-            "Pruning of old exchanges.",
+            "Pruning of old exchanges, enforced every 10 minutes.",
             {
                 "max_age": duration("Exchanges older than this are deleted"),
                 "max_exchanges": integer("Keep at most this many exchanges", minimum=1),
             },
         ),
         "redact": Section(
-            "Masked before storage; these lists ADD to the built-in defaults.",
+            "Masked before storage (see Redaction); a list given here ADDS to the built-in default.",
             {
                 "headers": _names("Header names", header_name("Header name")),
                 "fields": _names("JSON field names, at any depth", text("Field name")),
@@ -232,21 +267,28 @@ TOP = Section(
     "strangler routes.yaml: routes endpoints to a legacy back end or a new service, shadows and compares them.",
     {
         "version": version("Config format version; must be 1"),
-        "listen": Section("The proxy listener.", ADDRESS),
+        "listen": Section("The client-facing listener.", ADDRESS),
         "admin": Section(
             "The admin API listener.",
             {
                 **ADDRESS,
-                "token_env": text("Environment variable holding the bearer token", ENV_PATTERN, "variable name"),
+                "token_env": text(
+                    "Environment variable holding the bearer token that write calls need (Authorization: Bearer); "
+                    "when it is unset, writes are disabled",
+                    ENV_PATTERN,
+                    "variable name",
+                ),
             },
         ),
         "store": STORE,
         "upstreams": MapOf("Back ends by name", UPSTREAM, key_pattern=NAME_PATTERN),
         "defaults": Section(
-            "Defaults applied to every route.",
+            "Applied to every route; a route's own blocks are merged over these.",
             {
-                "legacy": name("Default legacy upstream; also serves unrouted requests"),
-                "new": name("Default new upstream"),
+                "legacy": name(
+                    "Legacy-side upstream of routes that name none; also serves every request no route matches"
+                ),
+                "new": name("New-side upstream of routes that name none"),
                 "timeouts": TIMEOUTS,
                 "shadow": MIRROR,
                 "compare": COMPARE,
@@ -260,26 +302,35 @@ TOP = Section(
                 "max_line_size": size("Longest request line or header line"),
                 "max_header_size": size("All header lines together"),
                 "max_headers": integer("Most header lines", minimum=1),
-                "max_body": size("Largest request body (413 past it)"),
-                "header_timeout": duration("Deadline for a complete request head"),
-                "keepalive_timeout": duration("Idle keep-alive connections are closed after this"),
+                "max_body": size("Largest request body (413 past it, also on chunked bodies)"),
+                "header_timeout": duration("Deadline for a complete request head (slowloris guard)"),
+                "keepalive_timeout": duration("Idle client keep-alive connections are closed after this"),
                 "max_connections": integer("Concurrent client connections", minimum=1),
                 "drain_timeout": duration("Graceful shutdown: time allowed for in-flight requests", positive=False),
-                "body_timeout": duration("Idle time allowed between request body bytes (408 past it)"),
+                "body_timeout": duration(
+                    "Idle time allowed between request body bytes: past it 408 and the connection is closed, so "
+                    "stalled uploads cannot pin client or upstream connections"
+                ),
                 "shadow_in_flight": integer(
-                    "Copies in flight to the other upstream (and its shadow pool size); read when the shadow side "
-                    "starts",
+                    "Copies in flight to the other upstream at once, also the size of its shadow pools, so a new "
+                    "service never sees more; read when the shadow side starts",
                     minimum=1,
                 ),
                 "shadow_waiting": integer(
-                    "Copies waiting for an in-flight slot; past it copies are dropped (queue_full)", minimum=0
+                    "Copies waiting for an in-flight slot; past it copies are dropped (queue_full); read when the "
+                    "shadow side starts",
+                    minimum=0,
                 ),
                 "shadow_backlog": size(
-                    "Bytes the proxy holds for a shadow worker that is behind (worker_busy past it)"
+                    "Bytes the proxy holds for a shadow worker that is behind; past it copies are dropped "
+                    "(worker_busy); read when the shadow side starts"
                 ),
             },
         ),
-        "trusted_proxies": ListOf("Peers whose X-Forwarded-For is believed", network("CIDR or address")),
+        "trusted_proxies": ListOf(
+            "Peers (CIDRs or addresses) whose incoming X-Forwarded-For/-Proto/-Host are believed",
+            network("CIDR or address"),
+        ),
         "debug_headers": boolean("Add X-Strangler-Route / X-Strangler-Upstream to responses"),
         "via": text("Pseudonym used in the Via header"),
         "routes": ListOf("Routes; the most specific match wins", ROUTE, label_key="id"),
@@ -287,51 +338,3 @@ TOP = Section(
     required=("version",),
     extensions=True,
 )
-
-
-def _render(spec: Spec) -> JsonObject:
-    out: JsonObject
-    if isinstance(spec, Scalar):
-        out = dict(spec.json)
-    elif isinstance(spec, Section):
-        out = {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {key: _render(child) for key, child in spec.keys.items()},
-        }
-        if spec.required:
-            out["required"] = list(spec.required)
-        if spec.extensions:
-            out["patternProperties"] = {"^x-": {"description": "Ignored: a place for YAML anchors"}}
-    elif isinstance(spec, ListOf):
-        out = {"type": "array", "items": _render(spec.item)}
-        if spec.as_set:
-            out["uniqueItems"] = True
-    elif isinstance(spec, MapOf):
-        out = {"type": "object", "additionalProperties": _render(spec.value)}
-        if spec.key_pattern is not None:
-            out["propertyNames"] = {"pattern": spec.key_pattern}
-    else:
-        shapes = (spec.scalar, spec.mapping, spec.sequence)
-        out = {"anyOf": [_render(shape) for shape in shapes if shape is not None]}
-    out["description"] = spec.description
-    return out
-
-
-def json_schema() -> dict[str, object]:
-    """The JSON Schema (draft 2020-12) of routes.yaml, rendered from the loader's own key tables."""
-    schema = _render(TOP)
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "strangler routes.yaml"
-    return schema
-
-
-def render_json() -> str:
-    """The schema as written to docs/routes.schema.json: stable key order, trailing newline."""
-    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
-
-
-if __name__ == "__main__":
-    import sys
-
-    sys.stdout.write(render_json())
