@@ -56,7 +56,7 @@ def render_report(report: Report) -> Group:
 def verdict_reason_text(route: RouteSummary) -> Text:
     """`orders-write: not mirrored: nothing can be compared: ...; fix: ...` under the route table."""
     text = Text(f"{route.id}: ", "bold")
-    text.append(route.verdict, VERDICT_STYLE.get(route.verdict, ""))
+    text.append_text(verdict_text(route.verdict))
     text.append(f": {route.verdict_reason}")
     return text
 

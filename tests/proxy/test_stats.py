@@ -25,6 +25,16 @@ _LABEL = re.compile(r'(\w+)="([^"]*)"')
 Samples = dict[str, dict[frozenset[tuple[str, str]], float]]
 
 
+def readme_example() -> dict[str, Any]:
+    """The example /stats document in README's Admin API section."""
+    text = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("**`GET /stats`**") :]
+    found = re.search(r"```json\n(.*?)\n```", section, re.DOTALL)
+    assert found is not None
+    example: dict[str, Any] = json.loads(found.group(1))
+    return example
+
+
 def samples(text: str) -> Samples:
     """The samples of a /metrics text with plain label values (enough for these tests; the proxy reads none)."""
     out: Samples = {}
@@ -110,6 +120,16 @@ async def test_stats_agree_with_metrics_on_a_running_proxy(tmp_path: Path, aioht
     breaker_names = {0.0: "closed", 0.5: "half_open", 1.0: "open"}
     assert doc["breakers"] == {dict(k)["upstream"]: breaker_names[v] for k, v in s["strangler_breaker_open"].items()}
     assert doc["worker"] == {"restarts": 0}
+    # the schema names every field the proxy serves, and the README's example is such a document
+    assert set(schema["required"]) == set(doc)
+    assert set(schema["$defs"]["route"]["required"]) == set(items)
+    example = readme_example()
+    assert schema_errors(example, schema, schema) == []
+    assert (set(example), set(example["routes"][0]), set(example["unrouted"])) == (
+        set(doc),
+        set(items),
+        set(doc["unrouted"]),
+    )
 
 
 def test_estimate_is_the_bound_of_the_bucket_holding_the_nearest_rank() -> None:
