@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import signal
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from pytest_aiohttp import AiohttpServer
 
 from proxy.metrics import LATENCY_BUCKETS, Histogram
@@ -17,6 +20,8 @@ from proxy.stats import WORKER_RESTARTS
 from shadow.bridge import RESTART_METRIC
 from tests.proxy.stats_fixtures import ITEMS, proxy_with_traffic
 from tests.reports.test_export import schema_errors
+from tests.shadow.shadow_fixtures import backends, json_handler
+from tests.shadow.worker_fixtures import until, worker_proxy
 
 SCHEMA = Path(__file__).parents[2] / "docs" / "stats.schema.json"
 _SAMPLE = re.compile(r"^(\w+)(?:\{(.*)\})? (\S+)$")
@@ -132,6 +137,7 @@ async def test_stats_agree_with_metrics_on_a_running_proxy(tmp_path: Path, aioht
     )
 
 
+@pytest.mark.unit
 def test_estimate_is_the_bound_of_the_bucket_holding_the_nearest_rank() -> None:
     """A histogram estimate is the upper bound of the bucket holding the nearest rank, over the series asked for;
     past the last finite bound it is that bound; None with no observations."""
@@ -149,6 +155,29 @@ def test_estimate_is_the_bound_of_the_bucket_holding_the_nearest_rank() -> None:
     assert h.estimate(0.5, []) is None
 
 
-def test_worker_restarts_are_read_from_the_counter_the_bridge_keeps() -> None:
-    """/stats reads worker restarts by the metric name shadow.bridge counts them under."""
-    assert WORKER_RESTARTS == RESTART_METRIC
+async def test_stats_show_worker_restarts_and_drop_reasons_from_a_real_worker(tmp_path: Path) -> None:
+    """With the shadow side in a worker process that is killed: /stats counts the restart and the copies dropped
+    while it was down (by reason), as /metrics does, and the worker's own figures (match) reach /stats too."""
+    async with (
+        backends(json_handler({"v": 1}), json_handler({"v": 1})) as (legacy, new),
+        worker_proxy(tmp_path, legacy.url, new.url) as wp,
+    ):
+        first = await wp.worker_started()
+        for i in range(3):
+            await wp.get(f"/api/before/{i}")
+        await until(lambda: wp.shadow("match") == 3, "the first worker's report")
+        os.kill(first, signal.SIGKILL)
+        await until(lambda: wp.bridge.worker_pid is None, "the bridge to notice the dead worker")
+        while wp.bridge.worker_pid is None and wp.shadow("dropped", "worker_down") < 2:
+            await wp.get("/api/down")
+        await wp.worker_started(other_than=first)
+        doc, s = await read_both(wp.admin_url)
+    assert WORKER_RESTARTS == RESTART_METRIC  # the name shadow.bridge counts restarts under
+    assert doc["worker"] == {"restarts": 1} == {"restarts": where(s, RESTART_METRIC)}
+    [api] = doc["routes"]
+    candidate = api["shadow"]["candidate"]
+    assert candidate["outcomes"]["match"] == where(s, "strangler_shadow_total", route="api", outcome="match") == 3
+    dropped = where(s, "strangler_shadow_total", route="api", outcome="dropped", reason="worker_down")
+    assert candidate["reasons"] == {"dropped": {"worker_down": dropped}}
+    assert dropped >= 1
+    assert "worker_stream" in doc["queues"]

@@ -6,6 +6,8 @@ import pytest
 
 from reports.fmt import MISSING, MODE_STYLE, mode_text, ms, per_second, percent, ratio, weight
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     ("value", "shown"),
