@@ -176,6 +176,10 @@ class Metrics:
         self.extra.append(counter)
         return counter
 
+    def find_counter(self, name: str) -> Counter | None:
+        """A counter (or gauge) by its exported name, first-class or in `extra`; None when none has been created."""
+        return next((m for m in self.all() if m.name == name and isinstance(m, Counter)), None)
+
     def all(self) -> list[Metric]:
         return [
             self.requests,

@@ -126,8 +126,12 @@ def _routes(state: RuntimeState) -> list[dict[str, Any]]:
 def _unrouted(state: RuntimeState) -> dict[str, Any]:
     """Requests no route matched (served by the default upstream, or refused)."""
     traffic = _traffic(state.metrics, UNMATCHED, lambda _: "legacy")
-    return {"requests": traffic["requests"]["total"], "status": traffic["status"]["legacy"],
-            "errors": traffic["errors"], "latency_ms": traffic["latency_ms"]["all"]}  # fmt: skip
+    return {
+        "requests": traffic["requests"]["total"],
+        "status": traffic["status"]["legacy"],
+        "errors": traffic["errors"],
+        "latency_ms": traffic["latency_ms"]["all"],
+    }
 
 
 def _queues(state: RuntimeState) -> dict[str, int]:
@@ -135,8 +139,8 @@ def _queues(state: RuntimeState) -> dict[str, int]:
 
 
 def _worker(state: RuntimeState) -> dict[str, int]:
-    restarts = next((m for m in state.metrics.extra if m.name == WORKER_RESTARTS), None)
-    return {"restarts": int(restarts.get()) if restarts is not None and not isinstance(restarts, Histogram) else 0}
+    restarts = state.metrics.find_counter(WORKER_RESTARTS)  # created by the bridge; absent with an in-process shadow
+    return {"restarts": int(restarts.get()) if restarts is not None else 0}
 
 
 def _breakers(state: RuntimeState) -> dict[str, str]:
