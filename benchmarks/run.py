@@ -134,22 +134,24 @@ def strangler_cmd(config: Path, *extra: str) -> list[str]:
 
 
 def shadow_coverage(admin_port: int) -> dict[str, float]:
-    """From a running strangler's /metrics: requests served, and mirrored exchanges by outcome[/reason].
+    """From a running strangler's /stats: requests served, and mirrored exchanges by outcome[/reason] (all pairs).
 
     A shadow row's req/s means little without this: a shadow side that cannot keep up drops copies (counted)
     instead of slowing the client, so the row also says what share of the requests really was compared."""
     import urllib.request
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    out: dict[str, float] = {"served": 0.0}
-    for line in text.splitlines():
-        if line.startswith("strangler_requests_total{"):
-            out["served"] += float(line.rsplit(" ", 1)[1])
-        elif line.startswith("strangler_shadow_total{"):
-            labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
-            key = labels["outcome"] + (f"/{labels['reason']}" if labels.get("reason") else "")
-            out[key] = out.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/stats", timeout=10) as r:
+        stats = json.load(r)
+    out: dict[str, float] = {"served": float(stats["unrouted"]["requests"])}
+    for route in stats["routes"]:
+        out["served"] += route["requests"]["total"]
+        for pair in route["shadow"].values():
+            reasoned = {outcome: sum(by.values()) for outcome, by in pair["reasons"].items()}
+            keys = [(outcome, n - reasoned.get(outcome, 0)) for outcome, n in pair["outcomes"].items()]
+            keys += [(f"{outcome}/{reason}", n) for outcome, by in pair["reasons"].items() for reason, n in by.items()]
+            for key, n in keys:
+                if n:
+                    out[key] = out.get(key, 0.0) + n
     return out
 
 

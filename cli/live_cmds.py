@@ -1,5 +1,5 @@
 """Commands that talk to live services: `replay` (stored requests to both back ends again) and `watch` (a running
-proxy's admin API, redrawn every second).
+proxy's admin API /stats, redrawn every second).
 
 Example: strangler replay --route orders-read --outcome mismatch && strangler watch --admin http://127.0.0.1:8081
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,7 +32,7 @@ from cli.rollout_cmds import DbOption, db_path, duration_option, find_route
 from proxy.config import Config
 from proxy.loader import load_config
 from reports.export import replay_section
-from reports.live import LiveRoute, MetricsFormatError, live_routes, live_table, parse_prometheus
+from reports.live import LiveFrame, StatsFormatError, live_frame, live_view
 from reports.render import replay_tables
 from reports.replay import Replayer, ReplayResult, ReplayTarget, select_targets
 from reports.replay_changes import ReplaySummary, summarize
@@ -120,51 +119,46 @@ def replay(
 # --- watch -----------------------------------------------------------------------------------------------------
 
 
-async def _fetch_frame(session: aiohttp.ClientSession, admin: str) -> tuple[str, list[Mapping[str, Any]]]:
+async def _fetch_stats(session: aiohttp.ClientSession, admin: str) -> dict[str, Any]:
+    """The admin API's /stats document (docs/stats.schema.json)."""
     try:
-        async with session.get(f"{admin}/metrics") as resp:
+        async with session.get(f"{admin}/stats") as resp:
             resp.raise_for_status()
-            metrics = await resp.text()
-        async with session.get(f"{admin}/routes") as resp:
-            resp.raise_for_status()
-            routes = (await resp.json())["routes"]
-    except (aiohttp.ClientError, TimeoutError, KeyError, ValueError) as exc:
+            stats = await resp.json()
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         raise CliError(f"cannot read the admin API at {admin}: {str(exc) or type(exc).__name__}") from exc
-    return metrics, routes
+    if not isinstance(stats, dict):
+        raise CliError(f"{admin}/stats: not a strangler /stats document")
+    return stats
 
 
-def _live_document(r: LiveRoute) -> dict[str, Any]:
-    """One route of `watch --once --format json`; latencies are since-start estimates from /metrics histograms."""
-    return {**dataclasses.asdict(r), "compared": r.compared, "match_rate": r.match_rate, "latency_estimated": True}
+def _frame(admin: str, stats: dict[str, Any], previous: dict[str, int] | None, elapsed: float | None) -> LiveFrame:
+    try:
+        return live_frame(stats, previous, elapsed)
+    except StatsFormatError as exc:
+        raise CliError(f"{admin}/stats: {exc}") from exc
 
 
 async def _frames(admin: str, every: float, once: bool, fmt: OutputFormat) -> None:
     timeout = aiohttp.ClientTimeout(total=max(5.0, every))
     async with aiohttp.ClientSession(timeout=timeout) as session:
-
-        async def rows(previous: dict[str, int] | None, elapsed: float | None) -> list[LiveRoute]:
-            metrics, routes = await _fetch_frame(session, admin)
-            try:
-                return live_routes(parse_prometheus(metrics), routes, previous, elapsed)
-            except MetricsFormatError as exc:
-                raise CliError(f"{admin}/metrics: {exc}") from exc
-
         if once:
-            frame = await rows(None, None)
+            stats = await _fetch_stats(session, admin)
             if fmt is OutputFormat.json:
-                print_json([_live_document(r) for r in frame])
+                print_json(stats)  # the document as the proxy serves it
             else:
-                print_renderable(live_table(frame, title=f"strangler watch {admin}"))
+                print_renderable(live_view(_frame(admin, stats, None, None), title=f"strangler watch {admin}"))
             return
         previous: dict[str, int] | None = None
         last = time.monotonic()
         with Live(console=None, auto_refresh=False) as live:
             while True:
                 now = time.monotonic()
-                frame = await rows(previous, now - last if previous is not None else None)
-                previous, last = {r.id: r.requests for r in frame}, now
+                stats = await _fetch_stats(session, admin)
+                frame = _frame(admin, stats, previous, now - last if previous is not None else None)
+                previous, last = frame.requests(), now
                 title = f"strangler watch {admin} (every {every:g}s, Ctrl-C to stop)"
-                live.update(live_table(frame, title=title), refresh=True)
+                live.update(live_view(frame, title=title), refresh=True)
                 await asyncio.sleep(every)
 
 
@@ -174,10 +168,11 @@ def watch(
     once: Annotated[bool, typer.Option("--once", help="Print one frame and exit (scripts, tests).")] = False,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
-    """A live view of a running proxy: per-route traffic, request rate, errors, match rate and latency, from its
-    admin API (/metrics and /routes), redrawn every --interval until Ctrl-C. Counters are since the proxy started;
-    compared / match count candidate pairs only (as the report does, noise pairs left out); latencies are client-facing
-    estimates from the /metrics histogram buckets (`strangler report` has exact ones per compared pair).
+    """A live view of a running proxy: per-route traffic, request rate, errors, match rate and latency, then its
+    shadow queues, worker restarts, breakers and rejections, from its admin API's /stats, redrawn every --interval
+    until Ctrl-C. Counters are since the proxy started; compared / match count candidate pairs only (as the report
+    does; noise pairs have their own column); latencies are client-facing estimates from histogram buckets
+    (`strangler report` has exact ones per compared pair). --once --format json prints the /stats document.
 
     Example: [bold]strangler watch --admin http://127.0.0.1:8081 --interval 1s[/bold]
     """

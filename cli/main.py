@@ -40,6 +40,7 @@ from proxy.loader import load_config
 from proxy.modes import mirror_decision, serving_side, side_upstream, split_key
 from proxy.paths import PathError, canonical_path
 from proxy.routing import Explanation, RouteTable
+from reports.fmt import mode_text, weight
 
 app = typer.Typer(
     cls=ErrorReportingGroup,
@@ -180,8 +181,8 @@ def _print_explanation(doc: dict[str, Any]) -> None:
     mode = doc["mode"] if route else "legacy (default for unmatched requests)"
     summary.add_row("mode", mode)
     if doc["mode"] == "canary":
-        weight = doc["canary_weight"] if doc["canary_weight"] is not None else 0
-        split = f"{doc['new']} for {weight:g}% of buckets, {doc['legacy']} for the rest"
+        canary_weight = doc["canary_weight"] if doc["canary_weight"] is not None else 0
+        split = f"{doc['new']} for {weight(canary_weight)} of buckets, {doc['legacy']} for the rest"
         if doc["bucket"] is not None:
             split += f"; sticky key {doc['sticky_key']!r} is in bucket {doc['bucket']}"
         summary.add_row("canary", escape(split))
@@ -259,9 +260,6 @@ def route_document(route: Route) -> dict[str, Any]:
     return route_view(route)
 
 
-_MODE_STYLE = {"legacy": "dim", "shadow": "cyan", "canary": "yellow", "new": "green"}
-
-
 @routes_app.command("list")
 def routes_list(config: ConfigOption = Path("routes.yaml"), fmt: FormatOption = OutputFormat.table) -> None:
     """List the routes in a routes file, in file order.
@@ -279,12 +277,12 @@ def routes_list(config: ConfigOption = Path("routes.yaml"), fmt: FormatOption = 
     for d in docs:
         table.add_row(
             escape(d["id"]),
-            f"[{_MODE_STYLE[d['mode']]}]{d['mode']}[/]",
+            mode_text(d["mode"]),
             ", ".join(d["methods"]) if d["methods"] else "any",
             escape(d["path"]),
             escape(d["legacy"]),
             escape(d["upstream"]),
-            f"{d['weight']:g}%" if d["weight"] is not None else "",
+            weight(d["weight"]) if d["weight"] is not None else "",
             "yes" if d["fallback"] else "",
             escape(d["mirror_to"] or ""),
         )

@@ -1,4 +1,5 @@
-"""The admin API: health, readiness, metrics, active routes and config, and an authenticated reload.
+"""The admin API: health, readiness, metrics (Prometheus text), live figures (JSON, /stats), active routes and config,
+and an authenticated reload.
 
 A separate aiohttp application on its own listener (config.admin, 127.0.0.1:8081 by default), never on the proxy
 port: every path on the proxy port belongs to the back ends. Reads are open; writes need
@@ -20,6 +21,7 @@ from aiohttp import web
 from proxy.config import Config, Route
 from proxy.modes import mirror_target
 from proxy.state import ReloadResult, RuntimeState
+from proxy.stats import stats_document
 
 log = logging.getLogger("strangler.admin")
 
@@ -62,6 +64,7 @@ def create_admin_app(state: RuntimeState, reload: Reload) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/stats", stats)
     app.router.add_get("/routes", routes)
     app.router.add_get("/config", config_view)
     app.router.add_post("/reload", reload_view)
@@ -84,6 +87,11 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     body = request.app[STATE_KEY].metrics.render()
     return web.Response(body=body.encode(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
+async def stats(request: web.Request) -> web.Response:
+    """The live figures as JSON (`proxy.stats`; docs/stats.schema.json), from the registry /metrics renders."""
+    return web.json_response(stats_document(request.app[STATE_KEY]))
 
 
 def route_view(route: Route) -> dict[str, Any]:

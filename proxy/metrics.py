@@ -10,6 +10,8 @@ import bisect
 import math
 from collections.abc import Iterable
 
+from proxy.percentiles import bucket_of_rank
+
 LabelValues = tuple[str, ...]
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -90,6 +92,20 @@ class Histogram:
         row = self.series.get(labels)
         return int(sum(row[:-1])) if row else 0
 
+    def estimate(self, q: float, series: Iterable[LabelValues]) -> float | None:
+        """The q-quantile of the named series taken together, by nearest rank (`proxy.percentiles`) on the buckets:
+        the upper bound of the bucket holding the rank, at most one bucket above the exact value; past the last
+        finite bound, that bound. None when the series hold no observations."""
+        counts = [0.0] * (len(self.buckets) + 1)
+        for labels in series:
+            row = self.series.get(labels)
+            if row is not None:
+                counts = [a + b for a, b in zip(counts, row[:-1], strict=True)]
+        bucket = bucket_of_rank(counts, q)
+        if bucket is None:
+            return None
+        return self.buckets[min(bucket, len(self.buckets) - 1)]
+
     def render(self) -> Iterable[str]:
         yield f"# HELP {self.name} {self.help}"
         yield f"# TYPE {self.name} histogram"
@@ -159,6 +175,10 @@ class Metrics:
         counter = Counter(name, help, labels)
         self.extra.append(counter)
         return counter
+
+    def find_counter(self, name: str) -> Counter | None:
+        """A counter (or gauge) by its exported name, first-class or in `extra`; None when none has been created."""
+        return next((m for m in self.all() if m.name == name and isinstance(m, Counter)), None)
 
     def all(self) -> list[Metric]:
         return [

@@ -14,6 +14,7 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 from reports.bodydiff import shorten
+from reports.fmt import MISSING, ms, percent, ratio
 from reports.readiness import VERDICTS
 from reports.replay_changes import ReplaySummary
 from reports.summary import FieldSummary, Report, RouteSummary
@@ -122,14 +123,6 @@ def to_json(report: Report) -> str:
 # --- Markdown ---------------------------------------------------------------------------------------------------
 
 
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{value * 100:.1f}%"
-
-
-def _ms(value: float | None) -> str:
-    return "–" if value is None else f"{value:.1f}"
-
-
 def _md_cell(value: object) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
@@ -143,7 +136,7 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[s
 def _route_rows(report: Report) -> list[list[object]]:
     return [
         [f"`{r.id}`", r.mode, f"{r.served_legacy} / {r.served_new}", r.compared,
-         _pct(r.figures.match_rate if r.compared else None), r.mismatched, r.noise_only, r.candidate_errors,
+         percent(r.figures.match_rate if r.compared else None), r.mismatched, r.noise_only, r.candidate_errors,
          r.dropped, r.skipped, f"**{r.verdict}**"]
         for r in report.routes
     ]  # fmt: skip
@@ -162,7 +155,7 @@ def _latency_rows(report: Report) -> list[list[object]]:
         rows.append(
             [f"`{r.id}`", *(_latency_ms(lat.legacy, q) for q in ("p50", "p95", "p99")),
              *(_latency_ms(lat.new, q) for q in ("p50", "p95", "p99")),
-             _ratio(lat.ratio("p99"))]
+             ratio(lat.ratio("p99"))]
         )  # fmt: skip
     return rows
 
@@ -170,18 +163,14 @@ def _latency_rows(report: Report) -> list[list[object]]:
 def _latency_ms(p: Percentiles | None, q: str) -> str:
     """One percentile in ms; "≈" marks a histogram estimate (retention deleted some of the window's rows)."""
     if p is None:
-        return "–"
-    return ("" if p.exact else "≈") + _ms(getattr(p, q))
-
-
-def _ratio(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f}×"
+        return MISSING
+    return ("" if p.exact else "≈") + ms(getattr(p, q))
 
 
 def _field_rows(route: RouteSummary) -> list[list[object]]:
     return [
-        [f"`{f.path}`", f.kind_text, f.count, _pct(f.rate), _pct(f.noise_share), "noise" if f.noise else "**real**",
-         "ignore (volatile)" if f.suggested_ignore else ""]
+        [f"`{f.path}`", f.kind_text, f.count, percent(f.rate), percent(f.noise_share),
+         "noise" if f.noise else "**real**", "ignore (volatile)" if f.suggested_ignore else ""]
         for f in route.fields
     ]  # fmt: skip
 
@@ -191,9 +180,9 @@ def to_markdown(report: Report) -> str:
     lines = ["# Migration report", "", f"Generated {report.generated_at.isoformat()}, {since}.", ""]
     counts = ", ".join(f"{n} {v}" for v, n in report_document(report)["verdicts"].items())
     lines += [f"**Verdicts:** {counts}", "", "## Traffic by mode", ""]
-    mode_rows: list[list[object]] = [[m.mode, m.routes, m.requests, _pct(m.share)] for m in report.modes]
+    mode_rows: list[list[object]] = [[m.mode, m.routes, m.requests, percent(m.share)] for m in report.modes]
     unrouted_share = report.unrouted_requests / report.total_requests if report.total_requests else 0.0
-    mode_rows.append(["unrouted", "", report.unrouted_requests, _pct(unrouted_share)])
+    mode_rows.append(["unrouted", "", report.unrouted_requests, percent(unrouted_share)])
     lines += _md_table(("mode", "routes", "requests", "share"), mode_rows)
     if report.unrouted:
         lines += ["## Busiest unrouted paths", ""]
@@ -295,7 +284,7 @@ def latency_svg(routes: Sequence[RouteSummary], width: int = 720) -> str:
     top = max(p.p99 for r in measured for p in (r.latency.legacy, r.latency.new) if p is not None) or 1.0
     labels = {r.id: shorten(r.id, _CHART_LABEL_CHARS) for r in measured}
     values = {
-        (r.id, side): f"{side} {p.p50:.1f} / {p.p99:.1f} ms"
+        (r.id, side): f"{side} {ms(p.p50)} / {ms(p.p99)} ms"
         for r in measured
         for side in ("legacy", "new")
         if (p := getattr(r.latency, side)) is not None
@@ -317,7 +306,7 @@ def latency_svg(routes: Sequence[RouteSummary], width: int = 720) -> str:
                     w = max(1.0, getattr(p, q) * scale)
                     parts.append(
                         f'<rect x="{label_w:.1f}" y="{y}" width="{w:.1f}" height="{bar_h}" '
-                        f'fill="{colours[(side, q)]}"><title>{_e(r.id)} {side} {q} {getattr(p, q):.1f} ms</title>'
+                        f'fill="{colours[(side, q)]}"><title>{_e(r.id)} {side} {q} {ms(getattr(p, q))} ms</title>'
                         "</rect>"
                     )
                 parts.append(
@@ -335,7 +324,7 @@ def latency_svg(routes: Sequence[RouteSummary], width: int = 720) -> str:
 
 
 def _reason_cell(items: Sequence[tuple[str, int]]) -> str:
-    return _e(", ".join(f"{reason or '-'} {n}" for reason, n in items)) if items else "–"
+    return _e(", ".join(f"{reason or '-'} {n}" for reason, n in items)) if items else MISSING
 
 
 def reasons_html(routes: Sequence[RouteSummary]) -> str:
@@ -358,7 +347,7 @@ def to_html(report: Report) -> str:
     since = f"since {report.since.isoformat()}" if report.since else "everything kept"
     route_rows = [
         [f"<code>{_e(r.id)}</code>", _e(r.mode), _e(f"{r.served_legacy} / {r.served_new}"), _e(r.compared),
-         _e(_pct(r.figures.match_rate if r.compared else None)), _e(r.mismatched), _e(r.noise_only),
+         _e(percent(r.figures.match_rate if r.compared else None)), _e(r.mismatched), _e(r.noise_only),
          _e(r.candidate_errors), _e(r.dropped), _e(r.skipped), _verdict_html(r.verdict)]
         for r in report.routes
     ]  # fmt: skip
@@ -368,7 +357,7 @@ def to_html(report: Report) -> str:
         "<h2>Traffic by mode</h2>",
         _html_table(
             ("mode", "routes", "requests", "share"),
-            [[_e(m.mode), _e(m.routes), _e(m.requests), _e(_pct(m.share))] for m in report.modes]
+            [[_e(m.mode), _e(m.routes), _e(m.requests), _e(percent(m.share))] for m in report.modes]
             + [["<em>unrouted</em>", "", _e(report.unrouted_requests), ""]],
             "traffic",
         ),
@@ -398,7 +387,8 @@ def to_html(report: Report) -> str:
     for r in report.routes:
         if r.fields:
             rows = [
-                [f"<code>{_e(f.path)}</code>", _e(f.kind_text), _e(f.count), _e(_pct(f.rate)), _e(_pct(f.noise_share)),
+                [f"<code>{_e(f.path)}</code>", _e(f.kind_text), _e(f.count), _e(percent(f.rate)),
+                 _e(percent(f.noise_share)),
                  '<span class="noise">noise</span>' if f.noise else '<span class="real">real</span>',
                  "ignore (volatile)" if f.suggested_ignore else ""]
                 for f in r.fields

@@ -1,118 +1,47 @@
-"""What `strangler watch` shows: a running proxy's per-route figures from its admin API (/metrics and /routes).
+"""What `strangler watch` shows: a running proxy's live figures, read from its admin API's /stats JSON document.
 
-A tiny Prometheus text-format parser (the admin API renders `proxy.metrics`), the per-route view built from the
-samples, and the rich table drawn from it (never printed here). Pure: the CLI fetches and refreshes.
+The frame built from the document (`live_frame`) and the rich view drawn from it (`live_view`, never printed here).
+Pure: the CLI fetches and refreshes. The document's shape is docs/stats.schema.json; it is built in the proxy from
+the in-memory metrics registry (`proxy.stats`), so nothing here parses Prometheus text.
 
-Outcome counts are of candidate pairs only (legacy vs new, `pair="candidate"`), as the report counts them; noise
-pairs (legacy vs legacy) are left out. Latencies are what /metrics has: client-facing request durations since the
-proxy started, in histogram buckets, so they are estimates (the bucket bound holding the nearest rank); the report's
-exact percentiles are of the stored pairs over a window.
+Outcome counts are of candidate pairs (legacy vs new), as the report counts them; noise pairs (legacy vs legacy)
+have their own column. Latencies are what /stats has: client-facing request durations since the proxy started,
+estimated from histogram buckets (the bound of the bucket holding the nearest rank); the report's exact percentiles
+are of the stored pairs over a window.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from rich import box
+from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from shadow.percentiles import bucket_of_rank
+from reports.fmt import MISSING, mode_text, ms, per_second, percent
 
-UNMATCHED = "unmatched"  # the proxy's route label for requests no route matched
-_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
-_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(,?)')
-_UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
-
-
-class MetricsFormatError(ValueError):
-    """A /metrics line that is not Prometheus text format; the message quotes it."""
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    name: str
-    labels: tuple[tuple[str, str], ...]
-    value: float
-
-    def label(self, name: str) -> str:
-        return next((v for k, v in self.labels if k == name), "")
-
-
-def _value(text: str) -> float:
-    special = {"+Inf": math.inf, "-Inf": -math.inf, "NaN": math.nan}
-    return special[text] if text in special else float(text)
-
-
-def parse_prometheus(text: str) -> list[Sample]:
-    """Every sample in a Prometheus text exposition (comments and blank lines skipped; timestamps ignored)."""
-    samples = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        name = _NAME.match(line)
-        if name is None:
-            raise MetricsFormatError(f"line {number}: no metric name: {raw!r}")
-        rest = line[name.end() :]
-        labels: list[tuple[str, str]] = []
-        if rest.startswith("{"):
-            pos = 1
-            while not rest[pos:].lstrip().startswith("}"):
-                found = _LABEL.match(rest, pos)
-                if found is None:
-                    raise MetricsFormatError(f"line {number}: bad labels: {raw!r}")
-                value = re.sub(r"\\[\\\"n]", lambda m: _UNESCAPE[m.group(0)], found.group(2))
-                labels.append((found.group(1), value))
-                pos = found.end()
-                if not found.group(3) and not rest[pos:].lstrip().startswith("}"):
-                    raise MetricsFormatError(f"line {number}: bad labels: {raw!r}")
-            rest = rest[rest.index("}", pos) + 1 :]
-        parts = rest.split()
-        try:
-            samples.append(Sample(name.group(0), tuple(labels), _value(parts[0])))
-        except (IndexError, ValueError, KeyError):
-            raise MetricsFormatError(f"line {number}: bad value: {raw!r}") from None
-    return samples
-
+UNROUTED = "(unrouted)"  # the row of requests no route matched
 
 LATENCY_NOTE = (
-    "* latency: client-facing, since the proxy started, estimated from /metrics histogram buckets (the bound of the"
-    " bucket holding the nearest rank); `strangler report` has exact percentiles of the compared pairs"
+    "* latency: client-facing, since the proxy started, estimated from histogram buckets (the bound of the bucket"
+    " holding the nearest rank); `strangler report` has exact percentiles of the compared pairs"
 )
 
 
-def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float | None:
-    """The q-quantile by nearest rank (`shadow.percentiles`, as the report takes it) of a Prometheus histogram: the
-    upper bound of the bucket holding the rank, an estimate at most one bucket high.
-
-    `buckets` are (upper bound, cumulative count), any order, +Inf included; None when empty. Past the last finite
-    bound the estimate is that bound.
-    """
-    ordered = sorted(buckets)
-    if not ordered:
-        return None
-    counts = [cumulative - below for (_, cumulative), (_, below) in zip(ordered, [(0.0, 0.0), *ordered], strict=False)]
-    bucket = bucket_of_rank(counts, q)
-    if bucket is None:
-        return None
-    bound = ordered[bucket][0]
-    if math.isinf(bound):
-        finite = [b for b, _ in ordered if not math.isinf(b)]
-        return finite[-1] if finite else None
-    return bound
+class StatsFormatError(ValueError):
+    """A /stats document without the figures `watch` needs (not a strangler proxy, or an incompatible one)."""
 
 
 @dataclass(frozen=True, slots=True)
 class LiveRoute:
     """One route's counters since the proxy started (and its request rate since the previous frame); outcomes of
-    candidate pairs only, latencies (ms) estimated from histogram buckets."""
+    candidate pairs, noise mismatches apart, latencies (ms) estimated from histogram buckets."""
 
-    id: str
+    id: str  # UNROUTED for requests no route matched
     mode: str
     weight: float | None
     legacy_requests: int
@@ -121,10 +50,16 @@ class LiveRoute:
     matched: int
     mismatched: int
     candidate_errors: int
+    dropped: int
+    noise_mismatched: int
     p50_ms: float | None
     p99_legacy_ms: float | None
     p99_new_ms: float | None
     rate: float | None = None  # requests per second since the previous frame; None on the first
+
+    @property
+    def routed(self) -> bool:
+        return self.id != UNROUTED
 
     @property
     def requests(self) -> int:
@@ -139,84 +74,111 @@ class LiveRoute:
         return self.matched / self.compared if self.compared else None
 
 
-def live_routes(
-    samples: Iterable[Sample],
-    routes: Sequence[Mapping[str, Any]],
-    previous: Mapping[str, int] | None = None,
-    elapsed: float | None = None,
-) -> list[LiveRoute]:
-    """Per-route figures from /metrics samples and the /routes list (in config order; unrouted traffic last).
+@dataclass(frozen=True, slots=True)
+class LiveFrame:
+    """One frame of `watch`: the routes, then the proxy-wide figures."""
 
-    `previous` (route id → requests at the last frame) and `elapsed` seconds give the request rate.
+    routes: tuple[LiveRoute, ...]
+    queues: Mapping[str, int]
+    worker_restarts: int
+    breakers: Mapping[str, str]
+    rejected: Mapping[str, int]
+    upstream_errors: Mapping[str, Mapping[str, int]]
+
+    def requests(self) -> dict[str, int]:
+        """Requests per row id, for the next frame's rates."""
+        return {r.id: r.requests for r in self.routes}
+
+
+def _p(latency: Mapping[str, Any] | None, name: str) -> float | None:
+    return None if latency is None else float(latency[name])
+
+
+def _route(doc: Mapping[str, Any], rate: float | None) -> LiveRoute:
+    candidate = doc["shadow"]["candidate"]["outcomes"]
+    noise = doc["shadow"]["noise"]["outcomes"]
+    latency = doc["latency_ms"]
+    weight = doc["weight"]
+    return LiveRoute(
+        id=str(doc["id"]),
+        mode=str(doc["mode"]),
+        weight=float(weight) if weight is not None else None,
+        legacy_requests=int(doc["requests"]["legacy"]),
+        new_requests=int(doc["requests"]["new"]),
+        errors=int(doc["errors"]),
+        matched=int(candidate.get("match", 0)),
+        mismatched=int(candidate.get("mismatch", 0)),
+        candidate_errors=int(candidate.get("candidate_error", 0)),
+        dropped=int(candidate.get("dropped", 0)),
+        noise_mismatched=int(noise.get("mismatch", 0)),
+        p50_ms=_p(latency["all"], "p50"),
+        p99_legacy_ms=_p(latency["legacy"], "p99"),
+        p99_new_ms=_p(latency["new"], "p99"),
+        rate=rate,
+    )
+
+
+def _unrouted(doc: Mapping[str, Any], rate: float | None) -> LiveRoute:
+    latency = doc["latency_ms"]
+    return LiveRoute(UNROUTED, "legacy", None, int(doc["requests"]), 0, int(doc["errors"]), 0, 0, 0, 0, 0,
+                     _p(latency, "p50"), _p(latency, "p99"), None, rate)  # fmt: skip
+
+
+def live_frame(
+    stats: Mapping[str, Any], previous: Mapping[str, int] | None = None, elapsed: float | None = None
+) -> LiveFrame:
+    """The frame of a /stats document: routes in config order, then unrouted traffic when there was any.
+
+    `previous` (row id → requests at the last frame, `LiveFrame.requests`) and `elapsed` seconds give the rates.
     """
-    requests: dict[tuple[str, str], int] = {}
-    errors: dict[str, int] = {}
-    shadow: dict[tuple[str, str], int] = {}
-    latency: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    for s in samples:
-        if s.name == "strangler_requests_total":
-            key = (s.label("route"), s.label("upstream"))
-            requests[key] = requests.get(key, 0) + int(s.value)
-            if s.label("class") in ("5xx", "0xx"):
-                errors[key[0]] = errors.get(key[0], 0) + int(s.value)
-        elif s.name == "strangler_shadow_total" and s.label("pair") in ("candidate", ""):  # "": an older proxy
-            key = (s.label("route"), s.label("outcome"))
-            shadow[key] = shadow.get(key, 0) + int(s.value)
-        elif s.name == "strangler_request_duration_seconds_bucket":
-            bound = _value(s.label("le"))
-            latency.setdefault((s.label("route"), s.label("upstream")), []).append((bound, s.value))
 
-    def p(q: float, rid: str, upstreams: Iterable[str]) -> float | None:
-        merged: dict[float, float] = {}
-        for up in upstreams:
-            for bound, count in latency.get((rid, up), ()):
-                merged[bound] = merged.get(bound, 0.0) + count
-        found = histogram_quantile(q, list(merged.items()))
-        return found * 1000 if found is not None else None
+    def rate(rid: str, total: int) -> float | None:
+        if previous is None or not elapsed or rid not in previous:
+            return None
+        return max(0.0, (total - previous[rid]) / elapsed)
 
-    out = []
-    docs = list(routes)
-    if any(rid == UNMATCHED for rid, _ in requests):
-        docs.append({"id": UNMATCHED, "mode": "legacy", "legacy": "", "upstream": "", "weight": None})
-    for doc in docs:
-        rid = str(doc["id"])
-        mine = {up: n for (r, up), n in requests.items() if r == rid}
-        legacy_up, new_up = str(doc.get("legacy", "")), str(doc.get("upstream", ""))
-        new_n = mine.get(new_up, 0) if new_up != legacy_up else 0
-        total = sum(mine.values())
-        rate = None
-        if previous is not None and elapsed and rid in previous:
-            rate = max(0.0, (total - previous[rid]) / elapsed)
-        weight = doc.get("weight")
-        out.append(
-            LiveRoute(
-                id=rid,
-                mode=str(doc.get("mode", "")),
-                weight=float(weight) if weight is not None else None,
-                legacy_requests=total - new_n,
-                new_requests=new_n,
-                errors=errors.get(rid, 0),
-                matched=shadow.get((rid, "match"), 0),
-                mismatched=shadow.get((rid, "mismatch"), 0),
-                candidate_errors=shadow.get((rid, "candidate_error"), 0),
-                p50_ms=p(0.5, rid, mine),
-                p99_legacy_ms=p(0.99, rid, [legacy_up]) if rid != UNMATCHED else p(0.99, rid, mine),
-                p99_new_ms=p(0.99, rid, [new_up]) if new_up and new_up != legacy_up else None,
-                rate=rate,
-            )
+    try:
+        rows = [_route(doc, rate(str(doc["id"]), int(doc["requests"]["total"]))) for doc in stats["routes"]]
+        unrouted = stats["unrouted"]
+        if unrouted["requests"]:
+            rows.append(_unrouted(unrouted, rate(UNROUTED, int(unrouted["requests"]))))
+        return LiveFrame(
+            routes=tuple(rows),
+            queues={str(k): int(v) for k, v in stats["queues"].items()},
+            worker_restarts=int(stats["worker"]["restarts"]),
+            breakers={str(k): str(v) for k, v in stats["breakers"].items()},
+            rejected={str(k): int(v) for k, v in stats["rejected"].items()},
+            upstream_errors={
+                str(up): {str(k): int(n) for k, n in kinds.items()} for up, kinds in stats["upstream_errors"].items()
+            },
         )
-    return out
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise StatsFormatError(f"not a strangler /stats document ({type(exc).__name__}: {exc})") from None
 
 
-_MODE_STYLE = {"legacy": "dim", "shadow": "cyan", "canary": "yellow", "new": "green"}
+def _counts(items: Mapping[str, int]) -> str:
+    return ", ".join(f"{k} {n}" for k, n in items.items()) or "none"
 
 
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
+def _footer(frame: LiveFrame) -> Text:
+    """The proxy-wide figures under the table: queues, worker restarts, breakers, rejections, upstream errors."""
+    text = Text()
+    text.append("queues: ", "bold").append(_counts(frame.queues))
+    restarts = frame.worker_restarts
+    text.append("   worker restarts: ", "bold").append(str(restarts), "red" if restarts else "")
+    text.append("   breakers: ", "bold")
+    for i, (upstream, state) in enumerate(frame.breakers.items()):
+        text.append(", " if i else "").append(f"{upstream} {state}", "" if state == "closed" else "bold red")
+    if not frame.breakers:
+        text.append("none")
+    text.append("\nrejected: ", "bold").append(_counts(frame.rejected), "yellow" if frame.rejected else "")
+    failures = {f"{up} {kind}": n for up, kinds in frame.upstream_errors.items() for kind, n in kinds.items()}
+    text.append("   upstream errors: ", "bold").append(_counts(failures), "red" if failures else "")
+    return text
 
 
 def live_table(rows: Sequence[LiveRoute], *, title: str = "") -> Table:
-    """The watch frame: one row per route."""
+    """The per-route table of a frame: one row per route."""
     table = Table(
         title=title or None,
         title_justify="left",
@@ -225,30 +187,36 @@ def live_table(rows: Sequence[LiveRoute], *, title: str = "") -> Table:
         caption=LATENCY_NOTE,
         caption_justify="left",
     )
-    for name in ("route", "mode", "legacy", "new", "req/s", "errors", "compared", "match", "mismatch", "cand.err"):
+    columns = ("route", "mode", "legacy", "new", "req/s", "errors", "compared", "match", "mismatch", "cand.err",
+               "dropped", "noise diff")  # fmt: skip
+    for name in columns:
         table.add_column(name, justify="left" if name in ("route", "mode") else "right", no_wrap=name != "route")
     for name in ("p50 ms*", "p99 legacy*", "p99 new*"):
         table.add_column(name, justify="right", no_wrap=True)
     for r in rows:
-        mode = f"[{_MODE_STYLE.get(r.mode, 'default')}]{escape(r.mode)}[/]"
-        if r.mode == "canary" and r.weight is not None:
-            mode += f" {r.weight:g}%"
-        match = "-" if r.match_rate is None else f"{r.match_rate * 100:.1f}%"
+        match = percent(r.match_rate)
         if r.match_rate is not None and r.match_rate < 1.0:
             match = f"[yellow]{match}[/]"
         table.add_row(
-            escape(r.id if r.id != UNMATCHED else "(unrouted)"),
-            mode,
+            escape(r.id),
+            mode_text(r.mode, r.weight),
             str(r.legacy_requests),
             str(r.new_requests),
-            "-" if r.rate is None else f"{r.rate:.1f}",
+            per_second(r.rate),
             f"[red]{r.errors}[/]" if r.errors else "0",
             str(r.compared),
             match,
             str(r.mismatched),
             f"[red]{r.candidate_errors}[/]" if r.candidate_errors else "0",
-            _ms(r.p50_ms),
-            _ms(r.p99_legacy_ms),
-            _ms(r.p99_new_ms),
+            f"[yellow]{r.dropped}[/]" if r.dropped else "0",
+            str(r.noise_mismatched) if r.routed else MISSING,
+            ms(r.p50_ms),
+            ms(r.p99_legacy_ms),
+            ms(r.p99_new_ms),
         )
     return table
+
+
+def live_view(frame: LiveFrame, *, title: str = "") -> Group:
+    """The watch frame: the per-route table, then the proxy-wide figures."""
+    return Group(live_table(frame.routes, title=title), _footer(frame))

@@ -11,6 +11,7 @@ from typing import Literal
 
 from proxy.config import Guards, Readiness
 from proxy.modes import POLICY_SKIPS
+from reports.fmt import percent
 
 Verdict = Literal["ready", "needs samples", "not mirrored", "diverging", "candidate errors"]
 VERDICTS: tuple[Verdict, ...] = ("ready", "needs samples", "not mirrored", "diverging", "candidate errors")
@@ -78,7 +79,7 @@ def _fmt(name: str, value: float) -> str:
     if name == "compared":
         return str(int(value))
     if name.endswith("rate"):
-        return f"{value * 100:.3g}%"
+        return percent(value, significant=3)
     return f"{value:.3g}"
 
 

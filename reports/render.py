@@ -18,50 +18,14 @@ from rich.table import Table
 from rich.text import Text
 
 from reports.bodydiff import body_diff, shorten, unlisted_differences
+from reports.fmt import MISSING, OUTCOME_STYLE, VERDICT_STYLE, mode_text, ms, percent, ratio, verdict_text
 from reports.readiness import VERDICTS
 from reports.replay_changes import ReplaySummary
 from reports.summary import FieldSummary, Report, RouteSummary
 from shadow.model import Difference
 from shadow.store_types import ExchangeDetail, ExchangeRow, Percentiles
 
-VERDICT_STYLE = {
-    "ready": "bold green",
-    "needs samples": "yellow",
-    "not mirrored": "bold yellow",
-    "diverging": "bold red",
-    "candidate errors": "bold magenta",
-}
 SHOWN_DIFFERENCES = 20  # rows of `diffs show`'s differences table unless --full
-MODE_STYLE = {"legacy": "dim", "shadow": "cyan", "canary": "yellow", "new": "green", "removed": "strike dim"}
-OUTCOME_STYLE = {
-    "match": "green",
-    "mismatch": "red",
-    "candidate_error": "magenta",
-    "skipped": "dim",
-    "dropped": "yellow",
-}
-
-
-def percent(value: float, digits: int = 1) -> str:
-    return f"{value * 100:.{digits}f}%"
-
-
-def ms(value: float | None) -> str:
-    if value is None:
-        return "–"
-    return f"{value:.1f}" if value < 100 else f"{value:.0f}"
-
-
-def ratio(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f}×"
-
-
-def verdict_text(verdict: str) -> Text:
-    return Text(verdict, VERDICT_STYLE.get(verdict, ""))
-
-
-def _mode(mode: str) -> Text:
-    return Text(mode, MODE_STYLE.get(mode, ""))
 
 
 def _reasons(items: Sequence[tuple[str, int]]) -> str:
@@ -92,7 +56,7 @@ def render_report(report: Report) -> Group:
 def verdict_reason_text(route: RouteSummary) -> Text:
     """`orders-write: not mirrored: nothing can be compared: ...; fix: ...` under the route table."""
     text = Text(f"{route.id}: ", "bold")
-    text.append(route.verdict, VERDICT_STYLE.get(route.verdict, ""))
+    text.append_text(verdict_text(route.verdict))
     text.append(f": {route.verdict_reason}")
     return text
 
@@ -123,7 +87,7 @@ def traffic_table(report: Report) -> Table:
         table.add_column(column, justify="left" if column == "mode" else "right")
     total = report.total_requests or 1
     for m in report.modes:
-        table.add_row(_mode(m.mode), str(m.routes), str(m.requests), percent(m.share))
+        table.add_row(mode_text(m.mode), str(m.routes), str(m.requests), percent(m.share))
     table.add_row(
         Text("unrouted", "italic"), "", str(report.unrouted_requests), percent(report.unrouted_requests / total)
     )
@@ -154,10 +118,10 @@ def route_table(routes: Sequence[RouteSummary]) -> Table:
     for r in routes:
         table.add_row(
             Text(r.id, "bold"),
-            _mode(r.mode),
+            mode_text(r.mode),
             f"{r.served_legacy} / {r.served_new}",
             str(r.compared),
-            percent(r.figures.match_rate) if r.compared else "–",
+            percent(r.figures.match_rate if r.compared else None),
             Text(str(r.mismatched), "red" if r.mismatched else ""),
             str(r.noise_only),
             Text(str(r.candidate_errors), "magenta" if r.candidate_errors else ""),
@@ -190,7 +154,7 @@ def latency_table(routes: Sequence[RouteSummary]) -> Table:
 
 def _percentiles(p: Percentiles | None) -> str:
     if p is None:
-        return "–"
+        return MISSING
     # "≈": retention deleted some of the window's rows, so these are the hourly histogram's estimates.
     return ("" if p.exact else "≈") + f"{ms(p.p50)} / {ms(p.p95)} / {ms(p.p99)}"
 

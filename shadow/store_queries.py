@@ -16,8 +16,8 @@ from typing import Any, cast
 
 import orjson
 
+from proxy.percentiles import percentile
 from shadow.model import Difference, DiffKind, ExchangeRecord, FieldKind, FlipRecord, Outcome, Pair, StoredBody
-from shadow.percentiles import percentile
 from shadow.store_types import (
     LATENCY_BUCKETS,
     ExchangeDetail,

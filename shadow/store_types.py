@@ -11,8 +11,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from proxy.percentiles import bucket_of_rank
 from shadow.model import ExchangeRecord, FieldKind, Outcome, Pair, merge_kinds
-from shadow.percentiles import bucket_of_rank
 
 # Latency histogram: 60 log-spaced upper bounds from 0.1 ms to 60 s (each ~25% above the previous), plus one
 # overflow bucket. Percentiles read from it are within one bucket of the exact value.

@@ -18,8 +18,8 @@ from typer.testing import CliRunner, Result
 from cli.main import app
 from proxy.app import RunningProxy, start_proxy
 from proxy.events import ExchangeListener
+from proxy.percentiles import percentile
 from proxy.state import RuntimeState
-from shadow.percentiles import percentile
 from shadow.runner import ShadowListener
 from tests.proxy.app_fixtures import wait_until
 
@@ -142,9 +142,11 @@ async def test_metrics_label_noise_pairs_and_watch_counts_what_the_report_counts
     assert 'strangler_shadow_total{route="items",pair="candidate",outcome="mismatch",reason=""} 10' in metrics
     assert 'strangler_shadow_total{route="items",pair="noise",outcome="match",reason=""} 10' in metrics
     assert frame.exit_code == 0, frame.stderr
-    watched = next(r for r in json.loads(frame.stdout) if r["id"] == "items")
+    watched = next(r for r in json.loads(frame.stdout)["routes"] if r["id"] == "items")
     reported = await asyncio.to_thread(report_route, config)
-    assert (watched["compared"], watched["mismatched"]) == (reported["compared"], reported["mismatched"]) == (10, 10)
+    mismatched = watched["shadow"]["candidate"]["outcomes"]["mismatch"]
+    assert (watched["compared"], mismatched) == (reported["compared"], reported["mismatched"]) == (10, 10)
     assert watched["match_rate"] == reported["match_rate"] == 0.0
+    assert watched["shadow"]["noise"]["outcomes"] == {"match": 10}
     assert table.exit_code == 0, table.stderr
     assert "since the proxy started" in table.stdout

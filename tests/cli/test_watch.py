@@ -1,145 +1,122 @@
-"""`strangler watch`: the Prometheus text parser, the per-route view, and one frame read from a running proxy."""
+"""`strangler watch`: the frame built from /stats, and frames read from a running proxy."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import math
-from collections.abc import Sequence
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 from typer.testing import CliRunner, Result
 
 from cli.main import app
-from proxy.app import start_proxy
-from proxy.events import ExchangeListener
 from proxy.metrics import Metrics
-from proxy.state import RuntimeState
-from reports.live import MetricsFormatError, histogram_quantile, live_routes, parse_prometheus
-from shadow.runner import ShadowListener
-from tests.proxy.app_fixtures import free_port, wait_until
+from proxy.reload import build_snapshot_parts
+from proxy.state import RuntimeState, Snapshot
+from proxy.stats import stats_document
+from reports.fmt import ms, percent
+from reports.live import UNROUTED, StatsFormatError, live_frame
+from tests.proxy.app_fixtures import free_port
+from tests.proxy.stats_fixtures import proxy_with_traffic
 
 
 def invoke(*args: str) -> Result:
     return CliRunner(env={"COLUMNS": "200"}).invoke(app, list(args))
 
 
-def test_parser_reads_labels_escapes_and_special_values() -> None:
-    """Comments are skipped, escaped label values are unescaped, +Inf and timestamps are handled."""
-    text = (
-        "# HELP x_total Things.\n# TYPE x_total counter\n"
-        'x_total{route="a\\"b",path="c\\\\d\\n"} 3\n'
-        "plain 1.5 1700000000000\n"
-        'h_bucket{le="+Inf"} 7\n'
-        "\n"
-    )
-    samples = parse_prometheus(text)
-    assert [(s.name, s.labels, s.value) for s in samples] == [
-        ("x_total", (("route", 'a"b'), ("path", "c\\d\n")), 3.0),
-        ("plain", (), 1.5),
-        ("h_bucket", (("le", "+Inf"),), 7.0),
-    ]
-    with pytest.raises(MetricsFormatError, match="line 1"):
-        parse_prometheus('x{route="a" 1')
-    with pytest.raises(MetricsFormatError, match="bad value"):
-        parse_prometheus("x abc")
+def stats_of(metrics_setup: Callable[[Metrics], None], tmp_path: Path) -> dict[str, Any]:
+    """The /stats document of a proxy whose registry `metrics_setup` filled (routes: orders, canary 20%)."""
+    config = tmp_path / "routes.yaml"
+    config.write_text(CANARY_ROUTES, encoding="utf-8")
+    loaded, table = build_snapshot_parts(config)
+    state = RuntimeState(Snapshot(loaded, table, 1))
+    metrics_setup(state.metrics)
+    doc: dict[str, Any] = json.loads(json.dumps(stats_document(state)))  # as served: through JSON text
+    return doc
 
 
-def test_histogram_quantile_is_the_bound_of_the_nearest_rank_bucket() -> None:
-    """A quantile from /metrics is the upper bound of the bucket holding the nearest rank (the report's rule, on
-    buckets), so it never reads below the exact value by more than the bucket holds."""
-    buckets = [(0.1, 50.0), (0.2, 100.0), (math.inf, 100.0)]
-    assert histogram_quantile(0.5, buckets) == 0.1  # rank 50: the last sample of the first bucket
-    assert histogram_quantile(0.51, buckets) == 0.2
-    assert histogram_quantile(0.75, list(reversed(buckets))) == 0.2  # any order
-    assert histogram_quantile(0.99, [(0.1, 0.0), (math.inf, 10.0)]) == 0.1  # past the last bound
-    assert histogram_quantile(0.5, [(math.inf, 0.0)]) is None
-
-
-def test_live_routes_split_sides_and_count_outcomes() -> None:
-    """Requests are split by the route's legacy/new upstream; match rate and rate come from the counters."""
-    m = Metrics()
-    m.requests.inc(("orders", "legacy", "2xx"), 8)
-    m.requests.inc(("orders", "new", "2xx"), 2)
-    m.requests.inc(("orders", "new", "5xx"), 1)
-    m.requests.inc(("unmatched", "legacy", "2xx"), 4)
-    m.shadow.inc(("orders", "candidate", "match", ""), 6)
-    m.shadow.inc(("orders", "candidate", "mismatch", ""), 2)
-    m.shadow.inc(("orders", "noise", "match", ""), 5)  # legacy vs legacy: not a comparison of the new side
-    for _ in range(10):
-        m.latency.observe(("orders", "legacy"), 0.004)
-    routes = [{"id": "orders", "mode": "canary", "legacy": "legacy", "upstream": "new", "weight": 20}]
-    rows = live_routes(parse_prometheus(m.render()), routes, previous={"orders": 1}, elapsed=2.0)
-    orders, unrouted = rows
-    assert (orders.legacy_requests, orders.new_requests, orders.errors) == (8, 3, 1)
-    assert (orders.compared, orders.match_rate, orders.rate) == (8, 0.75, 5.0)
-    assert orders.p99_legacy_ms is not None
-    assert 2.5 < orders.p99_legacy_ms <= 5.0
-    assert orders.p99_new_ms is None
-    assert (unrouted.id, unrouted.legacy_requests) == ("unmatched", 4)
-
-
-def backend(name: str) -> web.Application:
-    async def handle(request: web.Request) -> web.Response:
-        return web.json_response({"id": request.match_info.get("id", ""), "v": 1})
-
-    application = web.Application()
-    application.router.add_get("/items/{id}", handle)
-    application.router.add_get("/search", handle)
-    application.router.add_get("/other", handle)
-    return application
-
-
-ROUTES = """\
+CANARY_ROUTES = """\
 version: 1
 upstreams:
-  legacy: {{url: "http://127.0.0.1:{legacy}"}}
-  new: {{url: "http://127.0.0.1:{new}"}}
+  legacy: {url: "http://127.0.0.1:9"}
+  new: {url: "http://127.0.0.1:9"}
 routes:
-  - {{id: items, match: {{path: "/items/{{id}}"}}, mode: shadow}}
-  - {{id: search, match: {{path: /search}}, mode: new}}
+  - {id: orders, match: {path: /orders}, mode: canary, canary: {weight: 20}}
 """
 
 
-async def test_watch_once_shows_a_running_proxy(tmp_path: Path, aiohttp_server: AiohttpServer) -> None:
-    """One frame from a real proxy lists every route with its mode, traffic per side and match rate."""
-    legacy, new = await aiohttp_server(backend("legacy")), await aiohttp_server(backend("new"))
-    config = tmp_path / "routes.yaml"
-    config.write_text(ROUTES.format(legacy=legacy.port, new=new.port), encoding="utf-8")
+def test_live_frame_splits_sides_counts_candidate_outcomes_and_rates(tmp_path: Path) -> None:
+    """A frame from /stats: requests per side, candidate outcomes apart from noise, request rate since the previous
+    frame, and an unrouted row when requests matched no route."""
 
-    def listeners(state: RuntimeState) -> Sequence[ExchangeListener]:
-        return [ShadowListener.create(state.config, state.metrics, tmp_path / "strangler.db")]
+    def fill(m: Metrics) -> None:
+        m.requests.inc(("orders", "legacy", "2xx"), 8)
+        m.requests.inc(("orders", "new", "2xx"), 2)
+        m.requests.inc(("orders", "new", "5xx"), 1)
+        m.requests.inc(("unmatched", "legacy", "2xx"), 4)
+        m.shadow.inc(("orders", "candidate", "match", ""), 6)
+        m.shadow.inc(("orders", "candidate", "mismatch", ""), 2)
+        m.shadow.inc(("orders", "candidate", "dropped", "queue_full"), 3)
+        m.shadow.inc(("orders", "noise", "mismatch", ""), 5)  # legacy vs legacy: not a comparison of the new side
+        for _ in range(10):
+            m.latency.observe(("orders", "legacy"), 0.004)
 
-    running = await start_proxy(config, port=0, admin_port=0, listeners_factory=listeners, watch=False)
-    try:
-        async with aiohttp.ClientSession() as session:
-            for path in [*(f"/items/{i}" for i in range(12)), "/search", "/search", "/search", "/other"]:
-                async with session.get(f"http://127.0.0.1:{running.proxy_port}{path}") as resp:
-                    await resp.read()
-        shadow = running.state.metrics.shadow
-        await wait_until(lambda: shadow.get(("items", "candidate", "match", "")) == 12)
+    frame = live_frame(stats_of(fill, tmp_path), previous={"orders": 1}, elapsed=2.0)
+    orders, unrouted = frame.routes
+    assert (orders.mode, orders.weight) == ("canary", 20.0)
+    assert (orders.legacy_requests, orders.new_requests, orders.errors) == (8, 3, 1)
+    assert (orders.compared, orders.match_rate, orders.rate) == (8, 0.75, 5.0)
+    assert (orders.dropped, orders.noise_mismatched) == (3, 5)
+    assert orders.p99_legacy_ms == 5.0  # the bound of the bucket holding 4 ms
+    assert orders.p99_new_ms is None
+    assert (unrouted.id, unrouted.routed, unrouted.legacy_requests, unrouted.rate) == (UNROUTED, False, 4, None)
+
+
+def test_live_frame_refuses_a_document_that_is_not_stats() -> None:
+    """A JSON document without the /stats figures is one clear error, not a KeyError."""
+    with pytest.raises(StatsFormatError, match="not a strangler /stats document"):
+        live_frame({"routes": [{"id": "x"}]})
+
+
+async def test_watch_once_shows_the_figures_of_stats(tmp_path: Path, aiohttp_server: AiohttpServer) -> None:
+    """Against a real proxy with shadow (candidate and noise pairs), new, failing and unrouted traffic: `watch --once`
+    shows, row by row, the figures /stats serves, and `--format json` prints the /stats document itself."""
+    async with proxy_with_traffic(tmp_path, aiohttp_server) as running:
         admin = f"http://127.0.0.1:{running.admin_port}"
+        async with aiohttp.ClientSession() as session, session.get(f"{admin}/stats") as resp:
+            stats = await resp.json()
         table = await asyncio.to_thread(invoke, "watch", "--once", "--admin", admin)
         doc = await asyncio.to_thread(invoke, "watch", "--once", "--admin", admin, "--format", "json")
-    finally:
-        await running.stop(drain_timeout=2.0)
+    assert doc.exit_code == 0, doc.stderr
+    assert json.loads(doc.stdout) == stats
     assert table.exit_code == 0, table.stderr
     lines = table.stdout.splitlines()
-    items = next(line for line in lines if line.lstrip().startswith("items"))
-    assert items.split()[:4] == ["items", "shadow", "12", "0"]
-    assert "100.0%" in items
-    search = next(line for line in lines if line.lstrip().startswith("search"))
-    assert search.split()[:4] == ["search", "new", "0", "3"]
-    assert any(line.lstrip().startswith("(unrouted)") for line in lines)
-    assert doc.exit_code == 0, doc.stderr
-    rows = {r["id"]: r for r in json.loads(doc.stdout)}
-    assert (rows["items"]["matched"], rows["items"]["match_rate"]) == (12, 1.0)
-    assert rows["search"]["new_requests"] == 3
-    assert rows["unmatched"]["legacy_requests"] == 1
+    for route in stats["routes"]:
+        row = next(line for line in lines if line.lstrip().startswith(route["id"] + " ")).split()
+        candidate = route["shadow"]["candidate"]["outcomes"]
+        latency = route["latency_ms"]
+        expected = [
+            route["id"], route["mode"], str(route["requests"]["legacy"]), str(route["requests"]["new"]), "–",
+            str(route["errors"]), str(route["compared"]), percent(route["match_rate"]),
+            str(candidate.get("mismatch", 0)), str(candidate.get("candidate_error", 0)),
+            str(candidate.get("dropped", 0)), str(route["shadow"]["noise"]["outcomes"].get("mismatch", 0)),
+            ms(latency["all"] and latency["all"]["p50"]), ms(latency["legacy"] and latency["legacy"]["p99"]),
+            ms(latency["new"] and latency["new"]["p99"]),
+        ]  # fmt: skip
+        assert row == expected, route["id"]
+    items = next(line for line in lines if line.lstrip().startswith("items "))
+    assert items.split()[:8] == ["items", "shadow", "12", "0", "–", "0", "12", "50.0%"]
+    unrouted = next(line for line in lines if line.lstrip().startswith("(unrouted)"))
+    assert unrouted.split()[:4] == ["(unrouted)", "legacy", str(stats["unrouted"]["requests"]), "0"]
+    footer = " ".join(lines)
+    assert "queues: candidates 0, compare 0, store 0" in footer
+    assert "worker restarts: 0" in footer
+    assert "breakers: legacy closed, new closed" in footer
+    assert "since the proxy started" in footer
 
 
 def test_watch_reports_an_unreachable_admin_api() -> None:

@@ -200,7 +200,8 @@ def test_nested_array_in_an_order_blind_array_is_paired_not_replaced() -> None:
     with its counterpart (deepdiff on that array alone pairs them) and diffed element by element, where deepdiff
     over the whole document reported the inner array removed and added. Both say the element differs."""
     rules = Compare(ignore_order=("$.a",))
-    a, b = {"a": [[{}, False]]}, {"a": [[None, {}, False]]}
+    a: dict[str, object] = {"a": [[{}, False]]}
+    b: dict[str, object] = {"a": [[None, {}, False]]}
     assert kinds(_json_differences(copy.deepcopy(a), copy.deepcopy(b), rules)) == {
         ("$.a[*][*]", "added"),
         ("$.a[*][*]", "type_changed"),

@@ -1,4 +1,4 @@
-"""Percentiles by nearest rank: the one definition every figure in strangler uses (report, store, watch).
+"""Percentiles by nearest rank: the one definition every figure in strangler uses (report, store, /stats, watch).
 
 The q-percentile of n values is the value at rank ceil(q × n) (1-based) in ascending order: always one of the
 values, never an interpolation, so a percentile read from stored rows can be checked against those rows.
