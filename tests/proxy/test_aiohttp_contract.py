@@ -1,4 +1,4 @@
-"""The private aiohttp names strangler relies on (proxy/limits.py) exist in the installed aiohttp.
+"""The private aiohttp names strangler relies on (proxy/limits.py, proxy/forwarding.py) exist in the installed aiohttp.
 
 aiohttp is pinned to a minor range (pyproject.toml); when a new minor is allowed, this test names exactly what
 moved, instead of the proxy failing at its first connection.
@@ -69,6 +69,12 @@ async def test_request_parser_stops_after_each_message_when_asked() -> None:
     assert [m.path for m, _ in second] == ["/b"]
     assert web_protocol.ERROR.version == aiohttp.HttpVersion10
     await server.shutdown(0)
+
+
+def test_stream_response_prepares_headers_in_an_overridable_method() -> None:
+    """proxy/forwarding.py overrides StreamResponse._prepare_headers to take back aiohttp's default Server header."""
+    assert callable(getattr(web.StreamResponse, "_prepare_headers", None))
+    assert callable(getattr(web.Response, "_prepare_headers", None))
 
 
 @pytest.mark.parametrize("version", [aiohttp.__version__])

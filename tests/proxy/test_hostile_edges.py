@@ -214,12 +214,15 @@ async def test_request_pipelined_after_an_ignored_upgrade_does_not_hang(
     assert all(b.untouched for b in (backends.admin, backends.legacy))
 
 
-async def test_chunked_upload_over_max_body_closes_at_once(proxy: RunningProxy, backends: Backends) -> None:
-    """A chunked upload past limits.max_body (on a route that reads bodies whole) gets 413 and the connection is
-    closed right after, while the client keeps the rest of its body unsent (no 10 s lingering drain)."""
+@pytest.mark.parametrize("path", [b"/public/x", b"/buffered/x"], ids=["streamed", "buffered-for-fallback"])
+async def test_chunked_upload_over_max_body_closes_at_once(
+    proxy: RunningProxy, backends: Backends, path: bytes
+) -> None:
+    """A chunked upload past limits.max_body (streamed on, or read whole for a fallback route) gets 413 and the
+    connection is closed right after, while the client keeps the rest of its body unsent (no 10 s lingering)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy.proxy_port)
     try:
-        writer.write(b"POST /buffered/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(b"POST " + path + b" HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
         chunk = b"%x\r\n" % (1 << 20) + b"x" * (1 << 20) + b"\r\n"
         with contextlib.suppress(ConnectionError):
             for _ in range(12):  # 12 MiB: past the default max_body of 10 MiB
