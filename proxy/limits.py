@@ -128,21 +128,21 @@ class GuardedRequestHandler(RequestHandler):
             self._arm_head()
 
     def _feed(self, data: bytes) -> None:
-        """Parse `data`, then the rest of the read one request per call (the parser stops after each), until the
-        read is used up, a request is malformed (nothing after it is parsed) or aiohttp's queue is full (it parses
+        """Parse `data`, then the rest of the read one request per call: the parser stops after each complete
+        request, also one whose body `data` completed, keeping the rest as its tail. Stops when a call parses no
+        new request, after a malformed one (nothing after it is parsed), or when aiohttp's queue is full (it parses
         the rest through `data_received(b"")` once the queue drains)."""
-        count = self._request_count
         super().data_received(data)
         while (
-            self._request_count != count
-            and not self._upgraded
+            not self._upgraded
             and not self._buffer_paused
             and not self._force_close
-            and self._messages
-            and not isinstance(self._messages[-1][0], _ErrInfo)
+            and not (self._messages and isinstance(self._messages[-1][0], _ErrInfo))
         ):
             count = self._request_count
             super().data_received(b"")
+            if self._request_count == count:
+                return
 
     def handle_error(
         self,

@@ -102,6 +102,36 @@ async def test_two_valid_requests_before_a_malformed_one_are_both_served(
     assert backends.public.untouched
 
 
+@pytest.mark.parametrize("path", [b"/public/x", b"/buffered/x"], ids=["streamed", "buffered-for-fallback"])
+@pytest.mark.parametrize(
+    ("first", "rest"),
+    [
+        (b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", b"0\r\n\r\n"),
+        (b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n", b"\r\n"),
+        (b"Content-Length: 10\r\n\r\nhello", b"world"),
+    ],
+    ids=["chunked-last-chunk", "chunked-final-crlf", "content-length"],
+)
+async def test_request_pipelined_behind_a_body_finished_in_a_later_read_is_served(
+    proxy: RunningProxy, backends: Backends, path: bytes, first: bytes, rest: bytes
+) -> None:
+    """A body completed by a later read that also carries the next request: both requests are answered (the
+    parser stops after each request, so the rest of that read must still be parsed)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.proxy_port)
+    try:
+        writer.write(b"POST " + path + b" HTTP/1.1\r\nHost: a\r\n" + first)
+        await writer.drain()
+        await asyncio.sleep(0.1)  # a separate read for the proxy (nothing to observe from outside)
+        writer.write(rest + get(b"/public/two"))
+        await writer.drain()
+        async with asyncio.timeout(5.0):
+            answers = parse_answers(await reader.read())
+    finally:
+        writer.close()
+    assert [a.status for a in answers] == [200, 200]
+    assert answers[1].body == b"public /public/two"
+
+
 # --- 2. underscore header names, X-Real-IP ----------------------------------------------------------------------
 
 
