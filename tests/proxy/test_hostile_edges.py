@@ -11,12 +11,13 @@ import json
 import select
 import socket
 import time
+from pathlib import Path
 
 import aiohttp
 import pytest
 
 from proxy.app import RunningProxy
-from tests.proxy.app_fixtures import admin_url, wait_until
+from tests.proxy.app_fixtures import admin_url, free_port, running_proxy, url, wait_until, write_config
 from tests.proxy.test_hostile import (
     CHUNKED,
     POST,
@@ -305,3 +306,23 @@ async def test_breaker_gauge_only_for_upstreams_a_breaker_gates(proxy: RunningPr
         text = await resp.text()
     lines = [line for line in text.splitlines() if line.startswith("strangler_breaker_open{")]
     assert lines == ['strangler_breaker_open{upstream="public"} 0']
+
+
+async def test_breaker_gauge_never_shows_legacy_and_follows_reloads(tmp_path: Path) -> None:
+    """Failures of an upstream no breaker gates (legacy, unmatched traffic) make no breaker and no gauge series;
+    a reload that removes the last fallback route removes the new side's breaker and its series too."""
+    dead = free_port()
+    routes = '  - id: fb\n    match: {path: "/fb/**"}\n    mode: new\n    fallback: legacy\n'
+    path = write_config(tmp_path / "routes.yaml", legacy=dead, new=dead, routes=routes)
+    async with running_proxy(path, watch=False) as running, aiohttp.ClientSession() as client:
+        for _ in range(6):
+            async with client.get(url(running, "/elsewhere")) as resp:
+                assert resp.status == 502
+        state = running.state
+        assert set(state.breakers) == {"new"}
+        assert ("legacy",) not in state.metrics.breaker_state.values
+        assert state.metrics.breaker_state.get(("new",)) == 0.0
+        path.write_text(path.read_text().replace("    fallback: legacy\n", ""))
+        assert (await running.reload("test")).ok
+        assert state.breakers == {}
+        assert ("new",) not in state.metrics.breaker_state.values
