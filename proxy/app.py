@@ -84,6 +84,7 @@ class RunningProxy:
 
 
 LISTENER_READY_TIMEOUT = 15.0  # seconds a listener's `ready()` may take before traffic is accepted anyway
+LISTEN_BACKLOG = 1024  # the proxy listener's accept queue at least; raised to limits.max_connections when larger
 
 
 async def _listeners_ready(listeners: Iterable[ExchangeListener]) -> None:
@@ -144,7 +145,11 @@ async def start_proxy(
         runner = web.ServerRunner(server, handle_signals=False)
         await runner.setup()
         unwind.push_async_callback(runner.cleanup)
-        await web.TCPSite(runner, host or config.listen.host, config.listen.port if port is None else port).start()
+        # aiohttp's default backlog of 128 makes a burst of connects wait on SYN retransmits (1 s, then 3 s);
+        # the kernel caps it at net.core.somaxconn.
+        backlog = max(LISTEN_BACKLOG, config.limits.max_connections)
+        listen_port = config.listen.port if port is None else port
+        await web.TCPSite(runner, host or config.listen.host, listen_port, backlog=backlog).start()
 
         reloader = Reloader(state, path)
         admin_host = config.admin.host

@@ -31,7 +31,13 @@ from proxy.events import (
     Side,
 )
 from proxy.forwarding import FallbackAvailable, ForwardResult, ForwardTarget, error_response, forward
-from proxy.headers import new_request_id, upstream_request_headers, valid_request_id
+from proxy.headers import (
+    new_request_id,
+    unsupported_transfer_coding,
+    upstream_request_headers,
+    valid_host,
+    valid_request_id,
+)
 from proxy.limits import GuardedRequestHandler, UnsupportedVersionRequest
 from proxy.modes import mirror_for, serving_side, side_upstream, split_key
 from proxy.paths import PathError, canonical_path
@@ -110,6 +116,12 @@ class ProxyHandler:
             return self._reject(505, "http_version_not_supported", request_id, close=True)
         if head_size(request.raw_headers) > config.limits.max_header_size:
             return self._reject(431, "headers_too_large", request_id)
+        host = request.headers.get("Host")
+        if host is not None and not valid_host(host):
+            return self._reject(400, "bad_host", request_id)
+        coding = request.headers.get("Transfer-Encoding")
+        if coding is not None and unsupported_transfer_coding(coding):
+            return self._reject(501, "unsupported_transfer_coding", request_id, close=True)
         raw_path, _, query_string = request.raw_path.partition("?")
         try:
             canon = canonical_path(raw_path)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Iterable
 from functools import lru_cache
 from http import HTTPStatus
 
 from aiohttp.helpers import rfc822_formatted_time
-from aiohttp.http import SERVER_SOFTWARE
 from multidict import CIMultiDict
 
 from proxy.config import Upstream
@@ -44,9 +44,9 @@ _CONNECTION = b"connection"
 
 # How each pass treats a header name; names not listed are copied as they are. Plain ints, not an enum: an enum
 # member lookup per comparison shows in the per-request profile. The response pass's last three are bits, so one
-# int records which of Date, Server and Content-Type the upstream sent.
-_DROP, _CONNECTION_KIND, _REPLACED, _VIA, _XFF, _XFP, _XFH, _FORWARDED = range(1, 9)
-_DATE, _SERVER, _CONTENT_TYPE = 16, 32, 64
+# int records which of Date and Content-Type the upstream sent.
+_DROP, _CONNECTION_KIND, _REPLACED, _VIA, _XFF, _XFP, _XFH, _FORWARDED, _XRI = range(1, 10)
+_DATE, _CONTENT_TYPE = 16, 64
 
 # One dict lookup per header decides everything; the incoming values of the headers this hop rewrites are read
 # in the same pass.
@@ -59,6 +59,7 @@ _REQUEST_KINDS: dict[bytes, int] = {
     b"x-forwarded-proto": _XFP,
     b"x-forwarded-host": _XFH,
     b"forwarded": _FORWARDED,
+    b"x-real-ip": _XRI,
     b"via": _VIA,
 }
 
@@ -69,7 +70,6 @@ _RESPONSE_KINDS: dict[bytes, int] = {
     b"x-request-id": _REPLACED,
     b"via": _VIA,
     b"date": _DATE,
-    b"server": _SERVER,
     b"content-type": _CONTENT_TYPE,
 }
 # Connection tokens that name no other header: nothing more to drop.
@@ -77,9 +77,20 @@ _PLAIN_TOKENS = _NOT_COPIED | {b"close"}
 # What aiohttp's header writer refuses in a field (RFC 9110 5.5): every control character but HTAB.
 _CTLS = bytes(c for c in range(0x20) if c != 0x09) + b"\x7f"
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
-_SERVER_LINE = b"Server: " + SERVER_SOFTWARE.encode()
 
 MAX_REQUEST_ID = 128
+
+# Underscores: request header names holding '_' are dropped, as nginx does by default (`underscores_in_headers
+# off`): CGI, WSGI and PHP back ends turn both '-' and '_' into '_' (HTTP_X_FORWARDED_FOR), so `X_Forwarded_For`
+# would pass the X-Forwarded-For rule here and be read as that header there.
+
+# RFC 9112 3.2 / RFC 3986 3.2.2: Host is uri-host [":" port]; a reg-name, an IPv4 address or a bracketed IPv6
+# literal. Anything else (userinfo '@', '/', '?', '#', spaces, a second ':') is refused with 400.
+_VALID_HOST = re.compile(
+    r"(?:\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?"
+).fullmatch
+# The transfer codings this hop understands: chunked (the parser de-chunks it) and the no-op identity.
+_KNOWN_CODINGS = frozenset({"chunked", "identity"})
 
 
 def _decode(value: bytes) -> str:
@@ -145,22 +156,26 @@ def upstream_request_headers(
 ) -> list[tuple[str, str]]:
     """The end-to-end headers to send upstream for a client request, in the client's order and case.
 
-    Hop-by-hop headers, headers named by Connection, Content-Length and Expect are dropped. Host follows
-    `upstream.host_header`. X-Forwarded-For/Proto/Host and Forwarded are only believed from a peer inside
-    `trusted_proxies`; otherwise they are replaced with what this hop saw, so a client cannot spoof its address.
+    Hop-by-hop headers, headers named by Connection, Content-Length and Expect are dropped, and so is every header
+    whose name holds an underscore (see "Underscores" above). Host follows `upstream.host_header`.
+    X-Forwarded-For/Proto/Host, Forwarded and X-Real-IP are only believed from a peer inside `trusted_proxies`;
+    otherwise they are replaced with what this hop saw, so a client cannot spoof its address (X-Real-IP is only
+    sent on when the client sent one: then it is the peer's address).
     Via gets "<version> <via>" appended; X-Request-Id is set to `request_id`.
     """
     kept: list[tuple[bytes, bytes]] = []
     named: set[bytes] | None = None
     xff: list[str] = []
     via_in: list[str] = []
-    xfp = xfh = ""
+    xfp = xfh = xri = ""
+    real_ip = False
     forwarded: list[tuple[bytes, bytes]] = []
     kind_of = _REQUEST_KINDS.get
     for pair in raw_headers:
         kind = kind_of(pair[0].lower())
         if kind is None:
-            kept.append(pair)
+            if b"_" not in pair[0]:  # see "Underscores" above
+                kept.append(pair)
         elif kind == _DROP:
             continue
         elif kind == _CONNECTION_KIND:
@@ -174,6 +189,9 @@ def upstream_request_headers(
             xfp = xfp or _decode(pair[1]).strip()
         elif kind == _XFH:
             xfh = xfh or _decode(pair[1]).strip()
+        elif kind == _XRI:
+            real_ip = True
+            xri = xri or _decode(pair[1]).strip()
         else:
             forwarded.append(pair)
 
@@ -193,6 +211,8 @@ def upstream_request_headers(
     forwarded_host = xfh if trusted and xfh else client_host
     if forwarded_host:
         out.append(("X-Forwarded-Host", forwarded_host))
+    if real_ip and (xri if trusted and xri else peer_ip):
+        out.append(("X-Real-IP", xri if trusted and xri else peer_ip))
     this_hop = f"{http_version[0]}.{http_version[1]} {via}"
     out.append(("Via", ", ".join([*(v for v in via_in if v), this_hop]) if via_in else this_hop))
     out.append(("X-Request-Id", request_id))
@@ -216,7 +236,8 @@ def response_head(
 
     The head says what aiohttp's StreamResponse would for the same response (the slow path, `response_headers_with`
     plus aiohttp's defaults): hop-by-hop and framing headers dropped, `extra` applied as there, X-Request-Id set,
-    Content-Length when given, Date, Server and (`has_content`) Content-Type added when the upstream sent none, and
+    Content-Length when given, Date and (`has_content`) Content-Type added when the upstream sent none (never a
+    Server header of this hop's own), and
     the Connection header aiohttp writes for `keep_alive` and `version`. None when this pass cannot say it: a
     Connection header naming other headers, or a control character in a field; the caller takes the slow path.
     """
@@ -225,7 +246,7 @@ def response_head(
     lines = [f"HTTP/{version[0]}.{version[1]} {status} {reason}".encode("utf-8", "surrogateescape")]
     kept: list[tuple[bytes, bytes]] = []
     via: list[bytes] = []
-    seen = 0  # bit per kind: which of Date, Server and Content-Type the upstream sent
+    seen = 0  # bit per kind: which of Date and Content-Type the upstream sent
     kind_of = _RESPONSE_KINDS.get
     for pair in upstream_raw_headers:
         name = pair[0]
@@ -254,8 +275,6 @@ def response_head(
         lines.append(b"Content-Type: application/octet-stream")
     if not seen & _DATE:
         lines.append(b"Date: " + rfc822_formatted_time().encode())
-    if not seen & _SERVER:
-        lines.append(_SERVER_LINE)
     if own_via:
         via += own_via
     if via:
@@ -359,3 +378,16 @@ def valid_request_id(value: str | None) -> bool:
     if not value or len(value) > MAX_REQUEST_ID:
         return False
     return value.isascii() and value.isprintable() and " " not in value
+
+
+def valid_host(value: str) -> bool:
+    """Whether a Host header value is `host[:port]` (an empty value is allowed: RFC 9112 3.2)."""
+    return _VALID_HOST(value) is not None
+
+
+def unsupported_transfer_coding(value: str) -> bool:
+    """Whether a Transfer-Encoding names a coding other than chunked or identity (gzip, deflate, ...): the proxy
+    does not decode those, so such a request is answered 501 (RFC 9112 6.1) rather than forwarded as plain chunked."""
+    if value == "chunked":
+        return False
+    return any(t.strip().lower() not in _KNOWN_CODINGS for t in value.split(","))

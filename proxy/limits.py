@@ -17,9 +17,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http import HttpVersion10, HttpVersion11
-from aiohttp.http_parser import RawRequestMessage
+from aiohttp.http_parser import HttpRequestParser, RawRequestMessage
 from aiohttp.streams import StreamReader
-from aiohttp.web_protocol import RequestHandler, _ErrInfo
+from aiohttp.web_protocol import ERROR, RequestHandler, _ErrInfo
 
 from proxy.forwarding import error_response
 from proxy.headers import new_request_id
@@ -77,6 +77,19 @@ class GuardedRequestHandler(RequestHandler):
         self._head_count = 0
         self._counted = False
         self._close_after_response = False
+        # The parser aiohttp made, but stopping after each complete request (max_msg_queue_size=1) and keeping the
+        # rest of the read: aiohttp replaces every request parsed from one read with the 400 when a later one in
+        # that read is malformed, so `_feed` parses one request per call and a bad request replaces only itself.
+        self._parser = HttpRequestParser(
+            self,
+            self._loop,
+            self._read_bufsize,
+            max_line_size=self.max_line_size,
+            max_field_size=self.max_field_size,
+            max_headers=self.max_headers,
+            payload_exception=web.RequestPayloadError,
+            max_msg_queue_size=1,
+        )
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -105,7 +118,7 @@ class GuardedRequestHandler(RequestHandler):
         starts_head = self._head_handle is None and not self._request_in_progress and not self._messages
         count = self._request_count
         queued = len(self._messages)
-        super().data_received(data)
+        self._feed(data)
         if self._request_in_progress and len(self._messages) > queued:
             self._fail_unfinished_body()
         if self._head_handle is not None:
@@ -113,6 +126,23 @@ class GuardedRequestHandler(RequestHandler):
                 self._disarm_head()
         elif starts_head and self._request_count == count and self.transport is not None:
             self._arm_head()
+
+    def _feed(self, data: bytes) -> None:
+        """Parse `data`, then the rest of the read one request per call: the parser stops after each complete
+        request, also one whose body `data` completed, keeping the rest as its tail. Stops when a call parses no
+        new request, after a malformed one (nothing after it is parsed), or when aiohttp's queue is full (it parses
+        the rest through `data_received(b"")` once the queue drains)."""
+        super().data_received(data)
+        while (
+            not self._upgraded
+            and not self._buffer_paused
+            and not self._force_close
+            and not (self._messages and isinstance(self._messages[-1][0], _ErrInfo))
+        ):
+            count = self._request_count
+            super().data_received(b"")
+            if self._request_count == count:
+                return
 
     def handle_error(
         self,
@@ -149,8 +179,10 @@ class GuardedRequestHandler(RequestHandler):
         self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
     ) -> tuple[web.StreamResponse, bool]:
         result = await super().finish_response(request, resp, start_time)
-        if self._close_after_response:
-            # The response is written (transport.close() flushes it first); no drain, no keep-alive.
+        if self._close_after_response or (not resp.keep_alive and not request.content.is_eof()):
+            # The response is written (transport.close() flushes it first); no drain, no keep-alive. A response
+            # that closes the connection while the body is unread (413, 408, 501, a broken chunk) would otherwise
+            # keep it open up to 10 s reading bytes nobody will use.
             self._close_after_response = False
             self.force_close()
         return result
@@ -203,6 +235,13 @@ class UnsupportedVersionRequest(web.BaseRequest):
 
 
 _SPOKEN = (HttpVersion10, HttpVersion11)
+_ERROR = ERROR._replace(version=HttpVersion11)
+
+
+def _is_websocket(message: RawRequestMessage) -> bool:
+    """Whether an upgrade request asks for the websocket protocol (the only one aiohttp switches to)."""
+    upgrade = message.headers.get("Upgrade", "")
+    return upgrade.isascii() and upgrade.strip().lower() == "websocket"
 
 
 class ProxyServer(web.Server):
@@ -223,6 +262,12 @@ class ProxyServer(web.Server):
         writer: AbstractStreamWriter,
         task: asyncio.Task[None],
     ) -> web.BaseRequest:
+        if message is ERROR:  # aiohttp's stand-in for a request its parser refused: answer it on HTTP/1.1
+            message = _ERROR
+        elif message.upgrade and not _is_websocket(message):
+            # An Upgrade this proxy never switches (h2c, say): llhttp stops at the end of its head and aiohttp drops
+            # the rest of that read, so a pipelined request behind it would never be answered. Close after it.
+            message = message._replace(should_close=True)
         if message.version in _SPOKEN:
             return web.BaseRequest(message, payload, protocol, writer, task, self._loop)
         message = message._replace(version=HttpVersion11, should_close=True)

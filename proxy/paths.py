@@ -11,6 +11,13 @@ percent-encoded (UTF-8); NUL, control characters and raw backslashes are refused
 (repeated slashes merged); dot segments are removed (RFC 3986 5.2.4) once escapes of '.' are decoded, never
 climbing above the root. `%2F` and `%5C` stay encoded and are flagged, so a segment like `..%2Fadmin` is one opaque
 segment, never a dot segment.
+
+Matching uses a key per segment, so that no spelling of a route's path that some back end reads as that path can
+reach another upstream: the decoded segment is cut at its first ';' (raw or `%3B`: matrix parameters, which Tomcat
+and Spring strip), and trailing dots and spaces are dropped (which IIS and Windows strip); routing compares literal
+segments case-insensitively (`proxy.routing`). A segment whose key would be empty or a dot segment (`..;x`, `;x`,
+`...`, `.%20`) is refused (`ambiguous_segment`): back ends read such segments as `..`, `.` or nothing. The forwarded
+path is the canonical path, parameters, dots and case included: it reaches the route's own upstream unchanged.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ class PathError(ValueError):
     """The raw request path cannot be made canonical; the handler answers 400.
 
     `reason` is a short slug for logs and metrics: not_origin_form, fragment, bad_percent, nul, control,
-    backslash, bad_encoding.
+    backslash, bad_encoding, ambiguous_segment.
     """
 
     def __init__(self, reason: str, message: str) -> None:
@@ -45,8 +52,9 @@ class PathError(ValueError):
 class CanonicalPath:
     """A request path in canonical form.
 
-    `path` is what gets forwarded (still percent-encoded). `segments` are the percent-decoded segments used for
-    matching; a trailing slash adds no empty segment, so `/` has no segments and `/a/` has ("a",).
+    `path` is what gets forwarded (still percent-encoded). `segments` are the match keys: the percent-decoded
+    segments, each cut at ';' and without trailing dots or spaces (see the module docstring); a trailing slash adds
+    no empty segment, so `/` has no segments and `/a/` has ("a",).
     """
 
     path: str
@@ -61,8 +69,17 @@ def canonical_path(raw: str) -> CanonicalPath:
     """Return the canonical form of `raw`, the still-encoded path from the request line (without the query)."""
     if not raw.startswith("/"):
         raise PathError("not_origin_form", f"path must start with '/': {raw[:64]!r}")
-    # Fast path, the common case: nothing to decode, no dot segment, no empty segment, only plain characters.
-    if "%" not in raw and "/." not in raw and "//" not in raw and _ALL_PLAIN(raw):
+    # Fast path, the common case: nothing to decode, no dot segment, no empty segment, no ';', no segment ending in
+    # '.', only plain characters.
+    if (
+        "%" not in raw
+        and "/." not in raw
+        and "//" not in raw
+        and ";" not in raw
+        and "./" not in raw
+        and raw[-1] != "."
+        and _ALL_PLAIN(raw)
+    ):
         if raw == "/":
             return _ROOT
         segments = raw[1:].split("/")
@@ -99,16 +116,30 @@ def _canonical_slow(raw: str) -> CanonicalPath:
         return _ROOT
     path = "/" + "/".join(kept) + ("/" if trailing else "")
     has_encoded_slash = False
-    decoded: list[str] = []
+    keys: list[str] = []
     for seg in kept:
+        decoded = seg
         if "%" in seg:
             # Escapes are upper-case by now, so a plain substring test is exact.
             if "%2F" in seg or "%5C" in seg:
                 has_encoded_slash = True
-            decoded.append(unquote(seg, errors="replace"))
-        else:
-            decoded.append(seg)
-    return CanonicalPath(path, tuple(decoded), has_encoded_slash)
+            decoded = unquote(seg, errors="replace")
+        keys.append(match_key(decoded))
+    return CanonicalPath(path, tuple(keys), has_encoded_slash)
+
+
+def match_key(segment: str) -> str:
+    """The part of a decoded segment that routing matches: cut at ';', trailing dots and spaces dropped.
+
+    Raises PathError when nothing but a dot segment or nothing at all would be left: a back end that strips the
+    same parts would read `..;x` as `..`, or `/;x/admin` as `//admin`, another path than the one routed here.
+    """
+    key = segment.partition(";")[0] if ";" in segment else segment
+    if key[-1:] in (".", " "):
+        key = key.rstrip(". ")
+    if not key:  # `;x`, `..;x`, `...`, `.%20`: empty, or a dot segment, once stripped
+        raise PathError("ambiguous_segment", f"segment {segment[:64]!r} is empty or a dot segment without ';...'")
+    return key
 
 
 def _canonical_segment(seg: str) -> str:

@@ -7,7 +7,10 @@ Precedence, most specific first: compare templates segment by segment from the l
 `{name}` > `*` > end of template > `**` (so a longer template beats a shorter one, except that `/a` beats `/a/**`);
 at equal path rank a method-restricted route beats an any-method one, then more header/query matchers beat fewer.
 Lookup walks a segment trie depth-first in exactly that order, so the first route accepted is the winner.
-Trailing slashes are not significant for matching (the canonical path keeps them for the upstream).
+Trailing slashes are not significant for matching (the canonical path keeps them for the upstream). Literal
+segments match case-insensitively, and requests are matched by their segments' keys (`proxy.paths`: cut at ';',
+trailing dots and spaces dropped), so `/ADMIN`, `/admin;x` and `/admin.` all reach the route of `/admin`: a back end
+that ignores case or strips those parts would otherwise serve its `/admin` to a request routed elsewhere.
 """
 
 from __future__ import annotations
@@ -97,7 +100,7 @@ class Template:
                 return self.bind(segments)
             if i >= len(segments):
                 return None
-            if ts.kind == "literal" and segments[i] != ts.value:
+            if ts.kind == "literal" and segments[i].lower() != ts.value.lower():
                 return None
             if ts.kind == "typed" and not typed_matchers[ts.type](segments[i]):
                 return None
@@ -159,7 +162,14 @@ def _parse_segment(template: str, part: str) -> TemplateSegment:
             f"segment {part!r} in {template!r} mixes text with a parameter or wildcard",
             "a parameter or wildcard must be a whole segment, e.g. '/files/{name}'",
         )
-    return TemplateSegment("literal", unquote(part))
+    literal = unquote(part)
+    if ";" in literal or literal[-1] in ". ":
+        # Requests are matched with ';...' cut and trailing dots and spaces dropped (proxy.paths.match_key).
+        raise TemplateError(
+            f"segment {part!r} in {template!r} holds ';' or ends in a dot or space: no request can match it",
+            "requests are matched without ';' parameters and trailing dots; write the segment without them",
+        )
+    return TemplateSegment("literal", literal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,7 +249,7 @@ class _Node:
                 node.doublestar.append(entry)
                 return
             if ts.kind == "literal":
-                node = node.literal.setdefault(ts.value, _Node())
+                node = node.literal.setdefault(ts.value.lower(), _Node())
             elif ts.kind == "typed":
                 node = node.typed.setdefault(ts.type, _Node())
             elif ts.kind == "param":
@@ -280,7 +290,7 @@ def _walk(
                 return entry
     else:
         seg = segs[i]
-        child = node.literal.get(seg)
+        child = node.literal.get(seg.lower())
         if child is not None and (found := _walk(child, segs, i + 1, method, headers, query)) is not None:
             return found
         for check, typed_child in node.typed:
@@ -368,7 +378,7 @@ def _path_miss(template: Template, segments: tuple[str, ...]) -> tuple[str | Non
         if i >= len(segments):
             return f"path too short: template needs segment {i + 1} ({ts})", i
         seg = segments[i]
-        if ts.kind == "literal" and seg != ts.value:
+        if ts.kind == "literal" and seg.lower() != ts.value.lower():
             return f"path differs at segment {i + 1}: expected {ts.value!r}, got {seg!r}", i
         if ts.kind == "typed" and not typed_matchers[ts.type](seg):
             return f"path differs at segment {i + 1}: {seg!r} is not {'an' if ts.type == 'int' else 'a'} {ts.type}", i
@@ -411,7 +421,7 @@ def _find_conflicts(entries: list[_Entry]) -> list[tuple[Route, Route, str]]:
 def _overlap(a: _Entry, b: _Entry) -> str | None:
     """A description of a request both routes (of equal precedence) accept, or None if none exists."""
     for sa, sb in zip(a.template.segments, b.template.segments, strict=True):
-        if sa.kind == "literal" and sa.value != sb.value:
+        if sa.kind == "literal" and sa.value.lower() != sb.value.lower():
             return None
         if sa.kind == "typed" and sa.type != sb.type:
             return None  # int and uuid values never overlap

@@ -65,6 +65,12 @@ class PoolSlot:
         return self.url == upstream.url and self.max_connections == upstream.max_connections
 
 
+def breaker_upstreams(config: Config) -> frozenset[str]:
+    """The upstreams a circuit breaker gates: the new side of every route with `fallback`. Only these have a
+    breaker (and a strangler_breaker_open series); others are never skipped, so a breaker would only mislead."""
+    return frozenset(route.upstream for route in config.routes if route.fallback)
+
+
 class RuntimeState:
     """Everything shared by the request handler, the admin app and the reloader. One per running proxy."""
 
@@ -121,9 +127,12 @@ class RuntimeState:
     def _sync_upstreams(self, config: Config) -> None:
         old = self.pools
         pools: dict[str, PoolSlot] = {}
+        gated = breaker_upstreams(config)
         for name, upstream in config.upstreams.items():
             slot = old.get(name)
             pools[name] = slot if slot is not None and slot.fits(upstream) else PoolSlot(upstream)
+            if name not in gated:
+                continue
             breaker = self.breakers.get(name)
             if breaker is None:
                 self.breakers[name] = Breaker(upstream.breaker_failures, upstream.breaker_cooldown)
@@ -137,7 +146,7 @@ class RuntimeState:
             if id(slot) not in kept:
                 log.info("upstream %s changed: its old connection pool closes once idle", name)
                 self._retire(slot, config.limits.drain_timeout)
-        for name in [n for n in self.breakers if n not in config.upstreams]:
+        for name in [n for n in self.breakers if n not in gated]:
             del self.breakers[name]
             self.metrics.breaker_state.values.pop((name,), None)
 

@@ -37,6 +37,9 @@ MIN_KEY_BYTES = 16
 TOKEN_PREFIX = "<redacted:"
 
 _AUTH_HEADERS = frozenset({"authorization", "proxy-authorization"})
+# Query-parameter names whose values are redacted wherever they appear in a stored body or difference (an echoed
+# URL, a redirect link), whatever redact.query says: redact.query adds names to these, never removes them.
+BUILTIN_SECRET_PARAMETERS = Redact().query
 _FORM = "application/x-www-form-urlencoded"
 
 
@@ -90,6 +93,7 @@ class Redactor:
     _fields: frozenset[str] = field(init=False, repr=False)
     _query: frozenset[str] = field(init=False, repr=False)
     _text_patterns: tuple[re.Pattern[str], ...] = field(init=False, repr=False)
+    _in_text: re.Pattern[str] | None = field(init=False, repr=False)  # `name=value` of secret parameters
 
     def __post_init__(self) -> None:
         if len(self.key) < MIN_KEY_BYTES:
@@ -99,7 +103,9 @@ class Redactor:
         object.__setattr__(self, "_headers", frozenset(h.lower() for h in self.rules.headers))
         object.__setattr__(self, "_fields", fields)
         object.__setattr__(self, "_query", query)
-        object.__setattr__(self, "_text_patterns", _text_patterns(fields, query))
+        in_text = query | BUILTIN_SECRET_PARAMETERS
+        object.__setattr__(self, "_text_patterns", _text_patterns(fields, in_text))
+        object.__setattr__(self, "_in_text", _parameter_pattern(in_text))
 
     def token(self, secret: str) -> str:
         """The stand-in for one secret value."""
@@ -152,9 +158,10 @@ class Redactor:
     # --- bodies -------------------------------------------------------------------------------------------------
 
     def json_body(self, data: bytes) -> bytes:
-        """A JSON body with the values of secret keys (any depth, case-insensitive) replaced; anything that is not
-        JSON, or holds no secret key, is returned unchanged."""
-        if not self._fields:
+        """A JSON body with the values of secret keys (any depth, case-insensitive) and of secret query parameters
+        inside its strings (`...?token=abc`) replaced; anything that is not JSON, or holds no secret, is returned
+        unchanged."""
+        if not self._fields and self._in_text is None:
             return data
         try:
             doc = orjson.loads(data)
@@ -168,12 +175,25 @@ class Redactor:
         text = data.decode("utf-8", "surrogateescape")
         return self.query(text).encode("utf-8", "surrogateescape")
 
+    def text_body(self, data: bytes) -> bytes:
+        """A text body (HTML, plain, XML) with the values of secret query parameters replaced where they appear as
+        `name=value` (echoed URLs, links); everything else byte for byte."""
+        if self._in_text is None:
+            return data
+        text = data.decode("utf-8", "surrogateescape")
+        clean = self._in_text.sub(self._replace_match, text)
+        return data if clean == text else clean.encode("utf-8", "surrogateescape")
+
     def body(self, content_type: str | None, data: bytes) -> bytes:
-        """A (decoded) body redacted by its kind: JSON fields, form fields; other bodies unchanged."""
+        """A (decoded) body redacted by its kind: JSON fields and parameters in its strings, form fields, secret
+        parameters in text; binary bodies unchanged."""
         if media_type(content_type) == _FORM:
             return self.form_body(data)
-        if body_kind(content_type) == "json":
+        kind = body_kind(content_type)
+        if kind == "json":
             return self.json_body(data)
+        if kind == "text":
+            return self.text_body(data)
         return data
 
     def _redact_doc(self, node: object) -> object:
@@ -193,6 +213,9 @@ class Redactor:
         if isinstance(node, list):
             items = [self._redact_doc(v) for v in node]
             return node if all(a is b for a, b in zip(items, node, strict=True)) else items
+        if isinstance(node, str) and "=" in node and self._in_text is not None:
+            clean = self._in_text.sub(self._replace_match, node)
+            return node if clean == node else clean
         return node
 
     # --- free text and differences ------------------------------------------------------------------------------
@@ -293,6 +316,14 @@ def _secret_text(value: object) -> str:
     return value if isinstance(value, str) else orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
+def _parameter_pattern(names: frozenset[str]) -> re.Pattern[str] | None:
+    """`name=value` of the given query-parameter names, as in a query string or a URL inside text."""
+    if not names:
+        return None
+    alternatives = "|".join(re.escape(q) for q in sorted(names))
+    return re.compile(rf"(?P<prefix>(?<![\w.-])(?i:{alternatives})=)(?P<value>[^&\s;\"'<>#]+)")
+
+
 def _text_patterns(fields: frozenset[str], query: frozenset[str]) -> tuple[re.Pattern[str], ...]:
     patterns = []
     if fields:
@@ -303,7 +334,7 @@ def _text_patterns(fields: frozenset[str], query: frozenset[str]) -> tuple[re.Pa
                 rf'(?P<prefix>"(?i:{names})"\s*:\s*)(?P<value>"(?:[^"\\]|\\.)*"?|[^\s,}}\]"]+)',
             )
         )
-    if query:
-        names = "|".join(re.escape(q) for q in sorted(query))
-        patterns.append(re.compile(rf"(?P<prefix>(?<![\w.-])(?i:{names})=)(?P<value>[^&\s;\"']+)"))
+    parameters = _parameter_pattern(query)
+    if parameters is not None:
+        patterns.append(parameters)
     return tuple(patterns)

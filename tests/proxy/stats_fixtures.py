@@ -32,7 +32,7 @@ upstreams:
   new: {{url: "http://127.0.0.1:{new}"}}
 routes:
   - {{id: items, match: {{path: "/items/{{id}}"}}, mode: shadow, noise: {{sample: 1.0}}}}
-  - {{id: search, match: {{path: /search}}, mode: new}}
+  - {{id: search, match: {{path: /search}}, mode: new, fallback: legacy}}
   - {{id: boom, match: {{path: /boom}}, mode: legacy}}
 """
 

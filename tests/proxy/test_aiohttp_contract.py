@@ -1,4 +1,4 @@
-"""The private aiohttp names strangler relies on (proxy/limits.py) exist in the installed aiohttp.
+"""The private aiohttp names strangler relies on (proxy/limits.py, proxy/forwarding.py) exist in the installed aiohttp.
 
 aiohttp is pinned to a minor range (pyproject.toml); when a new minor is allowed, this test names exactly what
 moved, instead of the proxy failing at its first connection.
@@ -10,11 +10,22 @@ import asyncio
 
 import aiohttp
 import pytest
-from aiohttp import web, web_protocol
+from aiohttp import http_parser, web, web_protocol
 
 # (where, name): what proxy/limits.py reads or overrides that aiohttp does not document.
-MODULE_NAMES = (("aiohttp.web_protocol", "_ErrInfo"),)
-HANDLER_ATTRIBUTES = ("_loop", "_messages", "_request_count", "_request_in_progress", "_current_request")
+MODULE_NAMES = (("aiohttp.web_protocol", "_ErrInfo"), ("aiohttp.web_protocol", "ERROR"))
+HANDLER_ATTRIBUTES = (
+    "_loop",
+    "_messages",
+    "_request_count",
+    "_request_in_progress",
+    "_current_request",
+    "_parser",
+    "_read_bufsize",
+    "_buffer_paused",
+    "_upgraded",
+    "_force_close",
+)
 SERVER_ATTRIBUTES = ("_loop",)
 HANDLER_METHODS = ("connection_made", "connection_lost", "data_received", "finish_response", "handle_error")
 
@@ -38,6 +49,32 @@ async def test_request_handler_and_server_have_the_private_attributes() -> None:
     missing += [f"RequestHandler.{m}()" for m in HANDLER_METHODS if not callable(getattr(handler, m, None))]
     assert not missing, f"aiohttp {aiohttp.__version__} lacks {missing}: see proxy/limits.py"
     await server.shutdown(0)
+
+
+async def test_request_parser_stops_after_each_message_when_asked() -> None:
+    """aiohttp's request parser takes max_msg_queue_size and, at 1, returns one request per feed and the rest on
+    the next feed of b"" (what GuardedRequestHandler._feed relies on); aiohttp's stand-in for a refused request
+    still says HTTP/1.0 (what ProxyServer replaces)."""
+    two = b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n"
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        return web.Response()
+
+    server = web.Server(handle)
+    handler = web_protocol.RequestHandler(server, loop=asyncio.get_running_loop())
+    parser = http_parser.HttpRequestParser(handler, asyncio.get_running_loop(), 2**16, max_msg_queue_size=1)
+    first, _, _ = parser.feed_data(two)
+    second, _, _ = parser.feed_data(b"")
+    assert [m.path for m, _ in first] == ["/a"]
+    assert [m.path for m, _ in second] == ["/b"]
+    assert web_protocol.ERROR.version == aiohttp.HttpVersion10
+    await server.shutdown(0)
+
+
+def test_stream_response_prepares_headers_in_an_overridable_method() -> None:
+    """proxy/forwarding.py overrides StreamResponse._prepare_headers to take back aiohttp's default Server header."""
+    assert callable(getattr(web.StreamResponse, "_prepare_headers", None))
+    assert callable(getattr(web.Response, "_prepare_headers", None))
 
 
 @pytest.mark.parametrize("version", [aiohttp.__version__])

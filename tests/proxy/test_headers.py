@@ -12,7 +12,9 @@ from proxy.headers import (
     end_to_end_response_headers,
     new_request_id,
     response_headers_with,
+    unsupported_transfer_coding,
     upstream_request_headers,
+    valid_host,
     valid_request_id,
 )
 
@@ -244,3 +246,69 @@ def test_new_request_ids_are_unique_hex() -> None:
 def test_valid_request_id(value: str | None, ok: bool) -> None:
     """Incoming ids are kept only when short, printable ASCII and without spaces."""
     assert valid_request_id(value) is ok
+
+
+def test_header_names_with_underscores_are_dropped() -> None:
+    """Names holding '_' never reach the upstream, whatever they spell; names with '-' are kept."""
+    out = build(("X_Forwarded_For", "6.6.6.6"), ("My_Header", "v"), ("X-Kept", "k"), ("x_real_ip", "6.6.6.6"))
+    assert [n for n, _ in out if "_" in n] == []
+    assert ("X-Kept", "k") in out
+    assert dict(out)["X-Forwarded-For"] == "10.1.2.3"
+
+
+def test_x_real_ip_from_untrusted_peer_is_the_peer_address() -> None:
+    """A client's X-Real-IP is replaced with the peer's address; none is added when the client sent none."""
+    assert [v for n, v in build(("X-Real-IP", "6.6.6.6")) if n.lower() == "x-real-ip"] == ["10.1.2.3"]
+    assert "x-real-ip" not in names(build(("Accept", "*/*")))
+
+
+def test_x_real_ip_from_trusted_peer_is_kept() -> None:
+    """From a peer inside trusted_proxies the incoming X-Real-IP is passed on (its first value)."""
+    out = build(("X-Real-IP", "203.0.113.9"), ("X-Real-IP", "6.6.6.6"), peer="127.0.0.1", trusted=LOOPBACK)
+    assert [v for n, v in out if n.lower() == "x-real-ip"] == ["203.0.113.9"]
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("", True),
+        ("a", True),
+        ("shop.example:8080", True),
+        ("shop.example:", True),
+        ("127.0.0.1:80", True),
+        ("[::1]", True),
+        ("[2001:db8::1]:443", True),
+        ("a%41b", True),
+        ("a@b", False),
+        ("a b", False),
+        ("evil.example/admin?x", False),
+        ("a#b", False),
+        ("a:b:c", False),
+        ("a:8x", False),
+        ("[::1", False),
+        ("::1", False),
+        ("a%zz", False),
+        ("a\\b", False),
+        ("a\tb", False),
+    ],
+)
+def test_valid_host(value: str, ok: bool) -> None:
+    """Host is uri-host[:port]: reg-name, IPv4 or a bracketed IPv6 literal, an optional numeric port."""
+    assert valid_host(value) is ok
+
+
+@pytest.mark.parametrize(
+    ("value", "unsupported"),
+    [
+        ("chunked", False),
+        ("Chunked", False),
+        ("identity, chunked", False),
+        ("gzip, chunked", True),
+        ("deflate,chunked", True),
+        ("x-custom, chunked", True),
+        ("chunked, gzip", True),
+    ],
+)
+def test_unsupported_transfer_coding(value: str, unsupported: bool) -> None:
+    """Only chunked (and the no-op identity) are understood; any other coding in the list is unsupported."""
+    assert unsupported_transfer_coding(value) is unsupported

@@ -3,7 +3,8 @@
 Three raw-socket back ends sit behind the proxy: `public` (route /public/**), `admin` (route /admin/**) and
 `legacy` (the default upstream for unmatched paths). They keep every byte they receive, so "never reached a back
 end" means not even a connection was opened, and a forwarded request can be checked down to its framing headers on
-the wire. Routing is case-sensitive: /ADMIN is not /admin and goes to the default upstream.
+the wire. Literal segments match case-insensitively and without ';' parameters or trailing dots, so /ADMIN,
+/admin;x and /admin. all go to the admin back end (proxy.paths).
 """
 
 from __future__ import annotations
@@ -497,12 +498,19 @@ PATHS: dict[str, tuple[bytes, int | tuple[str, str]]] = {
     "above-root": (b"/public/%2e%2e/%2e%2e/%2e%2e/admin/x", ("admin", "/admin/x")),
     "double-slash": (b"//admin/x", ("admin", "/admin/x")),
     "encoded-unreserved": (b"/%61dmin/x", ("admin", "/admin/x")),
-    "semicolon-dot-dot": (b"/public/..;/admin/x", ("public", "/public/..;/admin/x")),
+    "semicolon-dot-dot": (b"/public/..;/admin/x", 400),
+    "semicolon-empty-segment": (b"/;x/admin/x", 400),
+    "semicolon-params": (b"/admin;x/secret", ("admin", "/admin;x/secret")),
+    "encoded-semicolon": (b"/admin%3Bx", ("admin", "/admin%3Bx")),
+    "trailing-dot": (b"/admin.", ("admin", "/admin.")),
+    "trailing-dot-segment": (b"/admin./x", ("admin", "/admin./x")),
+    "trailing-space": (b"/admin%20/x", ("admin", "/admin%20/x")),
     "overlong-utf8-dots": (b"/public/%c0%ae%c0%ae/admin/x", ("public", "/public/%C0%AE%C0%AE/admin/x")),
     "double-encoded-dots": (b"/public/%252e%252e/admin/x", ("public", "/public/%252e%252e/admin/x")),
     "dots-in-query": (b"/public/x?/../../admin/x", ("public", "/public/x?/../../admin/x")),
-    "upper-case": (b"/ADMIN/x", ("legacy", "/ADMIN/x")),
-    "mixed-case": (b"/Admin/x", ("legacy", "/Admin/x")),
+    "upper-case": (b"/ADMIN", ("admin", "/ADMIN")),
+    "mixed-case": (b"/Admin/x", ("admin", "/Admin/x")),
+    "case-and-params": (b"/ADMIN;x.", ("admin", "/ADMIN;x.")),
     "fragment": (b"/public/x#/../../admin/x", 400),
     "encoded-nul": (b"/admin%00", 400),
     "encoded-nul-in-segment": (b"/public/x%00/../../admin/x", 400),

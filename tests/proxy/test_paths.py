@@ -27,18 +27,39 @@ from proxy.paths import CanonicalPath, PathError, canonical_path
         ("/a%3ab%3Fc", "/a%3Ab%3Fc", ("a:b?c",)),
         ("/file.json", "/file.json", ("file.json",)),
         ("/.well-known/x", "/.well-known/x", (".well-known", "x")),
-        ("/...", "/...", ("...",)),
         ("/caf\u00e9", "/caf%C3%A9", ("caf\u00e9",)),
         ("/caf%c3%a9", "/caf%C3%A9", ("caf\u00e9",)),
         ("/a b", "/a%20b", ("a b",)),
         ("/x/\udcff", "/x/%FF", ("x", "\ufffd")),
         ("/a{b}|c", "/a%7Bb%7D%7Cc", ("a{b}|c",)),
-        ("/sub-delims!$&'()*+,;=:@", "/sub-delims!$&'()*+,;=:@", ("sub-delims!$&'()*+,;=:@",)),
+        ("/sub-delims!$&'()*+,=:@;x", "/sub-delims!$&'()*+,=:@;x", ("sub-delims!$&'()*+,=:@",)),
         ("/100%25", "/100%25", ("100%",)),
     ],
 )
 def test_canonical_form(raw: str, path: str, segments: tuple[str, ...]) -> None:
     """Each raw path has one canonical encoded form and decoded segments, with no encoded-slash flag."""
+    assert canonical_path(raw) == CanonicalPath(path, segments, False)
+
+
+@pytest.mark.parametrize(
+    ("raw", "path", "segments"),
+    [
+        ("/admin;x/secret", "/admin;x/secret", ("admin", "secret")),
+        ("/admin;jsessionid=1", "/admin;jsessionid=1", ("admin",)),
+        ("/admin%3Bx", "/admin%3Bx", ("admin",)),
+        ("/admin%3bx/y", "/admin%3Bx/y", ("admin", "y")),
+        ("/admin.", "/admin.", ("admin",)),
+        ("/admin../x", "/admin../x", ("admin", "x")),
+        ("/admin%2E", "/admin.", ("admin",)),
+        ("/admin%20", "/admin%20", ("admin",)),
+        ("/admin.%20./x", "/admin.%20./x", ("admin", "x")),
+        ("/orders/5;v=2", "/orders/5;v=2", ("orders", "5")),
+        ("/ADMIN/X", "/ADMIN/X", ("ADMIN", "X")),
+    ],
+)
+def test_match_keys_drop_parameters_and_trailing_dots(raw: str, path: str, segments: tuple[str, ...]) -> None:
+    """Segments are matched cut at ';' (raw or %3B) and without trailing dots or spaces, case kept (routing folds
+    case); the forwarded path keeps all of it."""
     assert canonical_path(raw) == CanonicalPath(path, segments, False)
 
 
@@ -84,6 +105,14 @@ def test_encoded_slash_flag_ignores_removed_segments() -> None:
         ("/a%7f", "control"),
         ("/a\x7f", "control"),
         ("/a/\ud800", "bad_encoding"),
+        ("/public/..;/admin/x", "ambiguous_segment"),
+        ("/public/..;x/admin/x", "ambiguous_segment"),
+        ("/public/.;/x", "ambiguous_segment"),
+        ("/;x/admin", "ambiguous_segment"),
+        ("/%3Bx/admin", "ambiguous_segment"),
+        ("/public/%2e%2e%3B/admin", "ambiguous_segment"),
+        ("/...", "ambiguous_segment"),
+        ("/a/.%20/b", "ambiguous_segment"),
     ],
 )
 def test_refused_paths(raw: str, reason: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import stat
@@ -12,6 +13,7 @@ import pytest
 
 from proxy.config import Redact
 from shadow.model import Difference
+from shadow.records import stored_body
 from shadow.redact import KEY_ENV, Redactor, key_path_for, load_or_create_key
 
 KEY = bytes(range(32))
@@ -108,13 +110,13 @@ def test_json_body_without_secrets_or_not_json_is_unchanged(redactor: Redactor) 
 
 
 def test_body_dispatches_on_content_type(redactor: Redactor) -> None:
-    """JSON types redact fields, form bodies redact like a query, other types are left alone."""
+    """JSON types redact fields, form bodies redact like a query, binary types are left alone."""
     form = f"user=ann&password={SECRET}".encode()
     assert redactor.body("application/x-www-form-urlencoded; charset=utf-8", form) == (
         f"user=ann&password={redactor.token(SECRET)}".encode()
     )
     assert SECRET.encode() not in redactor.body("application/vnd.api+json", orjson.dumps({"secret": SECRET}))
-    assert redactor.body("text/plain", form) == form
+    assert redactor.body("image/png", form) == form
 
 
 def test_text_redacts_json_and_truncated_json(redactor: Redactor) -> None:
@@ -207,3 +209,42 @@ def test_redact_difference_on_secret_header_matches_stored_header(redactor: Reda
     assert out.legacy == orjson.dumps(redactor.header_value("Authorization", "Bearer one-pw")).decode()
     assert (out.new or "").startswith('"Bearer <redacted:')
     assert "-pw" not in repr(out)
+
+
+@pytest.mark.parametrize("content_type", ["text/html; charset=utf-8", "text/plain", "application/xml"])
+def test_secret_query_parameters_echoed_in_a_text_body_are_redacted(redactor: Redactor, content_type: str) -> None:
+    """A text body echoing a URL (`...?token=abc`) keeps the URL but not the secret parameter's value."""
+    body = f'<a href="https://app.example/cb?state=1&token={SECRET}&x=2">next</a>\nlogin?api_key={SECRET}'.encode()
+    clean = redactor.body(content_type, body)
+    assert SECRET.encode() not in clean
+    token = redactor.token(SECRET).encode()
+    assert b"?state=1&token=" + token + b"&x=2" in clean
+    assert b"login?api_key=" + token in clean
+
+
+def test_secret_query_parameters_inside_json_strings_are_redacted(redactor: Redactor) -> None:
+    """A JSON string value holding a URL with a secret parameter gets that value replaced; other values stay."""
+    doc = {"next": f"https://app.example/page?access_token={SECRET}&page=2", "n": 1, "note": "a=b"}
+    clean = orjson.loads(redactor.body("application/json", orjson.dumps(doc)))
+    assert clean == {"next": f"https://app.example/page?access_token={redactor.token(SECRET)}&page=2", "n": 1,
+                     "note": "a=b"}  # fmt: skip
+
+
+def test_builtin_secret_names_apply_to_bodies_even_with_a_custom_query_list() -> None:
+    """redact.query adds names for bodies; the built-in secret names (token, password, ...) still apply there."""
+    redactor = Redactor(KEY, Redact(query=frozenset({"sig"})))
+    clean = redactor.body("text/plain", f"/a?sig={SECRET}-1 /b?token={SECRET}-2".encode())
+    assert SECRET.encode() not in clean
+    assert redactor.body("text/plain", b"/a?page=2") == b"/a?page=2"
+
+
+def test_compressed_text_body_is_stored_without_the_echoed_secret() -> None:
+    """A gzip text body echoing `?token=...` is stored decoded and redacted: the secret is not readable after
+    decompression."""
+    redactor = Redactor(KEY, Redact())
+    plain = f"GET /cb?token={SECRET} echoed".encode()
+    headers = (("Content-Type", "text/plain"), ("Content-Encoding", "gzip"))
+    stored = stored_body(headers, gzip.compress(plain), redactor, 64 * 1024)
+    assert stored is not None
+    assert SECRET.encode() not in stored.data
+    assert redactor.token(SECRET).encode() in stored.data
