@@ -1,6 +1,7 @@
 """A lean keep-alive HTTP/1.1 client pool per upstream, on asyncio protocols and aiohttp's llhttp parser.
 
-`proxy.forwarding` and `shadow.runner` depend on exactly this surface. The wire protocol lives in `proxy._h1`.
+`proxy.forwarding` and `shadow.runner` depend on exactly this surface. The wire protocol lives in `proxy.h1_protocol`
+(sans-IO) and its socket side in `proxy._h1`.
 
 Why not `aiohttp.ClientSession` on the hot path: its per-request generality (request objects, timers, cookie
 jars, tracing) is most of a pass-through proxy's CPU (../shared/PERF-NOTES.md). ClientSession is kept for
@@ -28,7 +29,8 @@ from aiohttp.streams import StreamReader
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from proxy._h1 import H1Connection, H1Failure, encode_head
+from proxy._h1 import H1Connection
+from proxy.h1_protocol import H1Failure, encode_head
 from proxy.methods import may_resend
 
 
