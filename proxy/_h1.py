@@ -20,7 +20,7 @@ from typing import cast
 from aiohttp.http_parser import RawResponseMessage
 from aiohttp.streams import StreamReader
 
-from proxy.h1_protocol import Event, H1Failure, H1State, OutOfStep, ResponseHead
+from proxy.h1_protocol import OUT_OF_STEP, RESPONSE_HEAD, Event, H1Failure, H1State
 
 # Up to this size the body is copied behind the head so one write (one syscall, one segment) carries both.
 _COALESCE_LIMIT = 2**16
@@ -153,17 +153,17 @@ class H1Connection(asyncio.Protocol):
 
     def _act(self, events: Sequence[Event]) -> None:
         for event in events:
-            if isinstance(event, ResponseHead):
+            if event is RESPONSE_HEAD:
                 head = self._head
                 self._head = None
                 if head is not None and not head.done():
                     head.set_result(None)
-            elif isinstance(event, H1Failure):
-                self._fail(event)
-                return
-            elif isinstance(event, OutOfStep):
+            elif event is OUT_OF_STEP:
                 if self.transport is not None:
                     self.transport.close()
+                return
+            elif isinstance(event, H1Failure):
+                self._fail(event)
                 return
             # InformationalResponse and EndOfMessage need nothing here: the state has recorded them.
 
@@ -220,8 +220,8 @@ class H1Connection(asyncio.Protocol):
 
     # The exchange, driven by proxy.transport
 
-    def _start(self, *, head_only: bool, close: bool) -> asyncio.Future[None]:
-        self._state.start(head_only=head_only, close=close)
+    def _start(self, head_only: bool, close: bool) -> asyncio.Future[None]:  # positional: a hot path
+        self._state.start(head_only, close)
         self._timing = False
         fut = self._loop.create_future()
         self._head = fut
@@ -231,7 +231,7 @@ class H1Connection(asyncio.Protocol):
         self, head: bytes, body: bytes, *, head_only: bool, close: bool, read_timeout: float
     ) -> tuple[RawResponseMessage, StreamReader]:
         """Write head and body in one go, then wait for the final response head."""
-        fut = self._start(head_only=head_only, close=close)
+        fut = self._start(head_only, close)
         transport = self.transport
         if transport is None or transport.is_closing():
             self._head = None
@@ -247,7 +247,17 @@ class H1Connection(asyncio.Protocol):
             transport.write(head)
             transport.write(body)
         self._arm(read_timeout)
-        return await self._wait_head(fut)
+        try:  # _wait_head inlined: one coroutine fewer per request on the hot path
+            await fut
+        except BaseException:
+            self._drop_head(fut)
+            raise
+        state = self._state
+        msg = state.msg
+        payload = state.payload
+        assert msg is not None  # set together with the future's result
+        assert payload is not None
+        return msg, payload
 
     async def exchange_stream(
         self,
@@ -260,7 +270,7 @@ class H1Connection(asyncio.Protocol):
         read_timeout: float,
     ) -> tuple[RawResponseMessage, StreamReader]:
         """Write the head, stream the body (chunked when `length` is None), then wait for the final head."""
-        fut = self._start(head_only=head_only, close=close)
+        fut = self._start(head_only, close)
         try:
             await self._send_stream(head, body, length, read_timeout)
         except BaseException:

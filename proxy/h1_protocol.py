@@ -38,11 +38,11 @@ class H1Failure(Exception):
         self.responded = responded
 
 
-class ResponseHead(NamedTuple):
-    """The final response head arrived; its body (possibly empty, possibly complete already) reads from payload."""
+class ResponseHead:
+    """The final response head arrived: `H1State.msg`, and `H1State.payload` to read its body from (possibly empty,
+    possibly complete already). The event itself carries nothing, so the hot path allocates no event objects."""
 
-    msg: RawResponseMessage
-    payload: StreamReader
+    __slots__ = ()
 
 
 class InformationalResponse(NamedTuple):
@@ -64,12 +64,17 @@ class OutOfStep:
     __slots__ = ()
 
 
+RESPONSE_HEAD = ResponseHead()
 END_OF_MESSAGE = EndOfMessage()
 OUT_OF_STEP = OutOfStep()
 # H1Failure is the error event: the exchange ends with it (see H1State.fail).
 Event = ResponseHead | InformationalResponse | EndOfMessage | OutOfStep | H1Failure
 _NONE: tuple[Event, ...] = ()
 _OUT_OF_STEP_ONLY: tuple[Event, ...] = (OUT_OF_STEP,)
+_HEAD: tuple[Event, ...] = (RESPONSE_HEAD,)
+_END: tuple[Event, ...] = (END_OF_MESSAGE,)
+_HEAD_AND_END: tuple[Event, ...] = (RESPONSE_HEAD, END_OF_MESSAGE)
+_INTERIM: dict[int, InformationalResponse] = {}
 
 
 def encode_head(
@@ -155,7 +160,7 @@ class H1State:
         self.msg: RawResponseMessage | None = None
         self.payload: StreamReader | None = None
 
-    def start(self, *, head_only: bool, close: bool) -> None:
+    def start(self, head_only: bool, close: bool) -> None:
         """A new exchange: `head_only` for a HEAD request, `close` when the request asks to close."""
         if head_only:
             if self._head_parser is None:
@@ -179,22 +184,34 @@ class H1State:
             self.should_close = True
             return _OUT_OF_STEP_ONLY
         self.rx = True
-        return self._parse(data)
-
-    def receive_buffered(self) -> Sequence[Event]:
-        """Parse what the parser kept in its tail when reading paused (the reader drained below its low mark)."""
-        if not self.busy or self.done:
-            return _NONE
-        return self._parse(b"")
-
-    def _parse(self, data: bytes) -> Sequence[Event]:
         try:
             messages, upgraded, _ = self.active.feed_data(data)
         except _PARSE_ERRORS as err:
-            if self.done:
-                self.should_close = True
-                return _OUT_OF_STEP_ONLY
             return (H1Failure("reset", f"malformed response from upstream: {err}", sent=True, responded=True),)
+        head = False
+        if messages:
+            if len(messages) != 1 or not self.awaiting_head or messages[0][0].code < 200:
+                return self._receive_heads(messages, upgraded)
+            # The common case, without building a list: one final head.
+            msg, reader = messages[0]
+            self.awaiting_head = False
+            self.msg = msg
+            self.payload = reader
+            if msg.should_close:
+                self.should_close = True
+            head = True
+        if upgraded:
+            self.should_close = True
+        payload = self.payload
+        if payload is not None and payload.is_eof():
+            self.done = True
+            return _HEAD_AND_END if head else _END
+        return _HEAD if head else _NONE
+
+    def _receive_heads(
+        self, messages: Sequence[tuple[RawResponseMessage, StreamReader]], upgraded: bool
+    ) -> list[Event]:
+        """receive_data for interim heads, more than one head, or a head not awaited."""
         events: list[Event] = []
         for msg, reader in messages:
             code = msg.code
@@ -204,7 +221,10 @@ class H1State:
                         H1Failure("reset", "upstream switched protocols unasked (101)", sent=True, responded=True)
                     )
                     return events
-                events.append(InformationalResponse(code))
+                interim = _INTERIM.get(code)
+                if interim is None:  # at most 100 codes, so the cache stays small
+                    interim = _INTERIM[code] = InformationalResponse(code)
+                events.append(interim)
                 continue
             if not self.awaiting_head:
                 # A second final response to one request: the stream is out of step.
@@ -216,7 +236,7 @@ class H1State:
             self.payload = reader
             if msg.should_close:
                 self.should_close = True
-            events.append(ResponseHead(msg, reader))
+            events.append(RESPONSE_HEAD)
         if upgraded:
             self.should_close = True
         payload = self.payload
@@ -224,6 +244,12 @@ class H1State:
             self.done = True
             events.append(END_OF_MESSAGE)
         return events
+
+    def receive_buffered(self) -> Sequence[Event]:
+        """Parse what the parser kept in its tail when reading paused (the reader drained below its low mark)."""
+        if not self.busy or self.done:
+            return _NONE
+        return self.receive_data(b"")  # bytes did arrive, so marking `rx` again changes nothing
 
     def receive_eof(self, exc: BaseException | None) -> Sequence[Event]:
         """The socket ended (`exc` when it broke): a read-until-close body completes, anything else fails."""
