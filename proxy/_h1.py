@@ -235,8 +235,7 @@ class H1Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             self._head = None
-            self._state.awaiting_head = False
-            self._state.busy = False
+            self._state.abandon()
             raise H1Failure("reset", "upstream connection closed before the request", sent=False, responded=False)
         self._state.sent = True
         if not body:
@@ -276,9 +275,7 @@ class H1Connection(asyncio.Protocol):
         except BaseException:
             self._drop_head(fut)
             raise
-        if not self._state.awaiting_head:
-            # The upstream answered before the request was complete; the stream position is unknowable.
-            self._state.should_close = True
+        self._state.request_written()
         self._arm(read_timeout)
         return await self._wait_head(fut)
 

@@ -127,6 +127,7 @@ class H1State:
 
     Drive it with start() per request, receive_data() per packet, receive_eof() when the socket ends, and
     finish() when the caller is done with the response; each returns what happened, nothing here does I/O.
+    An H1Failure event ends the exchange: pass it to fail(), which says whether the head waiter raises it.
     """
 
     __slots__ = (
@@ -177,6 +178,12 @@ class H1State:
         self.msg = None
         self.payload = None
 
+    def request_written(self) -> None:
+        """A streamed request body is fully written. If the final head came before that, the upstream answered an
+        incomplete request and the stream position is unknowable: the connection is not reused."""
+        if not self.awaiting_head:
+            self.should_close = True
+
     def receive_data(self, data: bytes) -> Sequence[Event]:
         """Bytes from the socket: the events they complete (body bytes themselves go into the payload reader)."""
         if not self.busy or self.done:
@@ -222,7 +229,7 @@ class H1State:
                     )
                     return events
                 interim = _INTERIM.get(code)
-                if interim is None:  # at most 100 codes, so the cache stays small
+                if interim is None:  # three-digit codes below 200: the cache stays small
                     interim = _INTERIM[code] = InformationalResponse(code)
                 events.append(interim)
                 continue

@@ -431,3 +431,69 @@ def test_request_head_restores_surrogate_escaped_bytes() -> None:
     encoded = encode_head("GET", "/", [("X-A", value)], "")
     assert encoded is not None
     assert b"X-A: caf\xe9\r\n" in encoded[0]
+
+
+def test_head_before_the_whole_request_is_not_reused() -> None:
+    """A response that arrives while a streamed request body is still going leaves the connection unusable."""
+    state, _ = start()
+    state.receive_data(FIXED)
+    state.request_written()
+    assert state.payload is not None
+    assert state.payload.read_nowait() == b"hello"
+    assert state.finish() is False
+
+
+def test_request_written_before_the_head_keeps_the_connection() -> None:
+    """A streamed request written in full before the response leaves the connection reusable."""
+    state, _ = start()
+    state.request_written()
+    state.receive_data(FIXED)
+    assert state.payload is not None
+    assert state.payload.read_nowait() == b"hello"
+    assert state.finish() is True
+
+
+class PausingFlow:
+    """Flow control as proxy._h1 does it: a pause stops the parser, a resume parses what it kept back."""
+
+    connected = True
+
+    def __init__(self) -> None:
+        self.state = H1State(self, NO_LOOP)
+        self.paused = False
+        self.pauses = 0
+        self.events: list[Event] = []
+
+    def pause_reading(self) -> None:
+        if not self.paused:
+            self.paused = True
+            self.pauses += 1
+            self.state.active.pause_reading()
+
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        if self.paused:
+            self.paused = False
+            if resume_parser:
+                self.events.extend(self.state.receive_buffered())
+
+
+def test_paused_parser_resumes_from_what_it_kept() -> None:
+    """Past the high-water mark the parser stops mid-packet; each drain of the reader resumes it, to the end."""
+    flow = PausingFlow()
+    state = flow.state
+    state.start(head_only=False, close=False)
+    size = 2 * READ_LIMIT + 1
+    chunk = b"%x\r\n%s\r\n" % (size, b"x" * size)
+    first = state.receive_data(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk * 3 + b"0\r\n\r\n")
+    assert _kinds(first, state) == ["head 200"]  # paused after the first chunk: no end yet
+    assert flow.pauses == 1
+    assert state.payload is not None
+    body = b""
+    while not state.done:
+        piece = state.payload.read_nowait()
+        assert piece, "the reader drained but the parser did not resume"
+        body += piece
+    assert flow.pauses == 3
+    assert _kinds(flow.events, state) == ["EndOfMessage"]
+    assert body == b"x" * (3 * size)
+    assert state.finish() is True
