@@ -1,7 +1,6 @@
 """A lean keep-alive HTTP/1.1 client pool per upstream, on asyncio protocols and aiohttp's llhttp parser.
 
-`proxy.forwarding` and `shadow.runner` depend on exactly this surface. The wire protocol lives in `proxy.h1_protocol`
-(sans-IO) and its socket side in `proxy._h1`.
+`proxy.forwarding` and `shadow.runner` depend on exactly this surface. The wire protocol lives in `proxy._h1`.
 
 Why not `aiohttp.ClientSession` on the hot path: its per-request generality (request objects, timers, cookie
 jars, tracing) is most of a pass-through proxy's CPU (../shared/PERF-NOTES.md). ClientSession is kept for

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -9,6 +11,7 @@ import pytest
 from aiohttp.http_parser import RawResponseMessage
 from aiohttp.streams import StreamReader
 
+from proxy import h1_protocol
 from proxy.h1_protocol import (
     END_OF_MESSAGE,
     MAX_FIELD_SIZE,
@@ -497,3 +500,15 @@ def test_paused_parser_resumes_from_what_it_kept() -> None:
     assert _kinds(flow.events, state) == ["EndOfMessage"]
     assert body == b"x" * (3 * size)
     assert state.finish() is True
+
+
+def test_state_machine_module_does_no_io() -> None:
+    """proxy/h1_protocol.py imports nothing that touches sockets, event loops or clocks: it stays sans-IO."""
+    tree = ast.parse(inspect.getsource(h1_protocol))
+    imported = {
+        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
+    imported |= {
+        node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+    }
+    assert not imported & {"asyncio", "socket", "selectors", "ssl", "time", "threading", "uvloop"}
