@@ -28,7 +28,8 @@ from aiohttp.streams import StreamReader
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from proxy._h1 import H1Connection, H1Failure, encode_head
+from proxy._h1 import H1Connection
+from proxy.h1_protocol import H1Failure, encode_head
 from proxy.methods import may_resend
 
 

@@ -1,0 +1,318 @@
+"""The HTTP/1.1 client exchange without I/O: bytes in, events out (sans-IO, as h11 and mitmproxy's HTTP/1 layer).
+
+`proxy._h1` owns the socket, the timer and the futures and acts on these events; everything decided about a
+response is decided here: which head is the final one, when the body is complete, what a broken or malformed
+response is called, whether the connection may carry another request. tests/proxy/test_h1_protocol.py drives it
+by feeding bytes, with no socket and no event loop running.
+
+Framing (Content-Length, chunked, read until close, no body for HEAD, 1xx, 204 and 304) and the size limits are
+those of aiohttp's llhttp parser, configured here. Body bytes go into the aiohttp `StreamReader` the parser makes
+for each response; past its high-water mark the reader calls `pause_reading()` on the `flow` object it was given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple, cast
+
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_parser import HttpResponseParser, RawResponseMessage
+from aiohttp.streams import StreamReader
+
+# StreamReader low-water mark; the socket is paused when twice this much body is buffered unread.
+READ_LIMIT = 2**16
+# Upstream heads are trusted more than client heads, but a cookie-heavy back end still needs room.
+MAX_FIELD_SIZE = 2**16
+MAX_HEADERS = 256
+# What llhttp (and aiohttp's pure-Python fallback parser) raise for a malformed or truncated message.
+_PARSE_ERRORS = (HttpProcessingError, ValueError)
+
+
+class H1Failure(Exception):
+    """A failed exchange. kind: "reset" (closed or malformed), "timeout", or "error" (a request-side fault)."""
+
+    def __init__(self, kind: str, message: str, *, sent: bool, responded: bool) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.sent = sent
+        self.responded = responded
+
+
+class ResponseHead:
+    """The final response head arrived: `H1State.msg`, and `H1State.payload` to read its body from (possibly empty,
+    possibly complete already). The event itself carries nothing, so the hot path allocates no event objects."""
+
+    __slots__ = ()
+
+
+class InformationalResponse(NamedTuple):
+    """An interim 1xx head (100 Continue, 103 Early Hints): skipped, the final head follows."""
+
+    code: int
+
+
+class EndOfMessage:
+    """The final response's body is complete."""
+
+    __slots__ = ()
+
+
+class OutOfStep:
+    """Bytes that belong to no exchange (a second final response, data after the end, data between exchanges):
+    the response in hand stands, but the connection must close."""
+
+    __slots__ = ()
+
+
+RESPONSE_HEAD = ResponseHead()
+END_OF_MESSAGE = EndOfMessage()
+OUT_OF_STEP = OutOfStep()
+# H1Failure is the error event: the exchange ends with it (see H1State.fail).
+Event = ResponseHead | InformationalResponse | EndOfMessage | OutOfStep | H1Failure
+_NONE: tuple[Event, ...] = ()
+_OUT_OF_STEP_ONLY: tuple[Event, ...] = (OUT_OF_STEP,)
+_HEAD: tuple[Event, ...] = (RESPONSE_HEAD,)
+_END: tuple[Event, ...] = (END_OF_MESSAGE,)
+_HEAD_AND_END: tuple[Event, ...] = (RESPONSE_HEAD, END_OF_MESSAGE)
+_INTERIM: dict[int, InformationalResponse] = {}
+
+
+def encode_head(
+    method: str, target: str, headers: Iterable[tuple[str, str]], framing: str
+) -> tuple[bytes, bool] | None:
+    """The request head as bytes and whether it asks to close the connection; None if a field holds CR or LF.
+
+    `framing` is "" or one complete framing line ("Content-Length: 12\\r\\n").
+    """
+    if not isinstance(headers, list | tuple):
+        headers = list(headers)  # walked twice below
+    parts = [f"{name}: {value}\r\n" for name, value in headers]
+    lines = len(parts) + 2  # the request line, the fields and the empty line
+    if framing:
+        parts.append(framing)
+        lines += 1
+    parts.append("\r\n")
+    text = f"{method} {target} HTTP/1.1\r\n" + "".join(parts)
+    # A CR or LF inside a name, value or target would split the head: header injection. Counting is one C scan.
+    if text.count("\n") != lines or text.count("\r") != lines:
+        return None
+    # One C scan finds whether any Connection field exists (forwarded requests never carry one) before a look at each.
+    close = "\nconnection:" in text.lower() and any(
+        len(name) == 10 and name.lower() == "connection" and "close" in value.lower() for name, value in headers
+    )
+    # aiohttp decodes incoming fields as UTF-8 with surrogateescape; this restores the exact original bytes.
+    return text.encode("utf-8", "surrogateescape"), close
+
+
+def new_parser(flow: object, loop: object, *, with_body: bool) -> HttpResponseParser:
+    """An llhttp response parser with this module's limits.
+
+    `flow` gets pause_reading()/resume_reading(resume_parser=...) and is asked `connected` by the body readers;
+    `loop` is only used by a body reader that has to wait for data.
+    """
+    return HttpResponseParser(
+        cast(Any, flow),
+        cast(Any, loop),
+        READ_LIMIT,
+        max_field_size=MAX_FIELD_SIZE,
+        max_headers=MAX_HEADERS,
+        response_with_body=with_body,
+        read_until_eof=True,
+        auto_decompress=False,
+    )
+
+
+class H1State:
+    """One connection's exchange state: one request at a time, no pipelining.
+
+    Drive it with start() per request, receive_data() per packet, receive_eof() when the socket ends, and
+    finish() when the caller is done with the response; each returns what happened, nothing here does I/O.
+    An H1Failure event ends the exchange: pass it to fail(), which says whether the head waiter raises it.
+    """
+
+    __slots__ = (
+        "_flow",
+        "_head_parser",
+        "_loop",
+        "_parser",
+        "active",
+        "awaiting_head",
+        "busy",
+        "done",
+        "msg",
+        "payload",
+        "rx",
+        "sent",
+        "should_close",
+    )
+
+    def __init__(self, flow: object, loop: object) -> None:
+        self._flow = flow
+        self._loop = loop
+        self._parser = new_parser(flow, loop, with_body=True)
+        self._head_parser: HttpResponseParser | None = None
+        self.active = self._parser  # the parser of the current exchange (HEAD needs one that expects no body)
+        self.busy = False  # an exchange is under way
+        self.done = False  # its final response is complete
+        self.awaiting_head = False  # its final head has not arrived (and the exchange has not failed)
+        self.should_close = False  # the connection must not carry another request
+        self.sent = False  # a request byte was written (set by the I/O side)
+        self.rx = False  # a response byte arrived
+        self.msg: RawResponseMessage | None = None
+        self.payload: StreamReader | None = None
+
+    def start(self, head_only: bool, close: bool) -> None:
+        """A new exchange: `head_only` for a HEAD request, `close` when the request asks to close."""
+        if head_only:
+            if self._head_parser is None:
+                self._head_parser = new_parser(self._flow, self._loop, with_body=False)
+            self.active = self._head_parser
+        else:
+            self.active = self._parser
+        self.busy = True
+        self.done = False
+        self.awaiting_head = True
+        self.should_close = close
+        self.sent = False
+        self.rx = False
+        self.msg = None
+        self.payload = None
+
+    def request_written(self) -> None:
+        """A streamed request body is fully written. If the final head came before that, the upstream answered an
+        incomplete request and the stream position is unknowable: the connection is not reused."""
+        if not self.awaiting_head:
+            self.should_close = True
+
+    def receive_data(self, data: bytes) -> Sequence[Event]:
+        """Bytes from the socket: the events they complete (body bytes themselves go into the payload reader)."""
+        if not self.busy or self.done:
+            # Bytes outside an exchange (a 408 on an idle connection, trailing garbage): never reuse this one.
+            self.should_close = True
+            return _OUT_OF_STEP_ONLY
+        self.rx = True
+        try:
+            messages, upgraded, _ = self.active.feed_data(data)
+        except _PARSE_ERRORS as err:
+            return (H1Failure("reset", f"malformed response from upstream: {err}", sent=True, responded=True),)
+        head = False
+        if messages:
+            if len(messages) != 1 or not self.awaiting_head or messages[0][0].code < 200:
+                return self._receive_heads(messages, upgraded)
+            # The common case, without building a list: one final head.
+            msg, reader = messages[0]
+            self.awaiting_head = False
+            self.msg = msg
+            self.payload = reader
+            if msg.should_close:
+                self.should_close = True
+            head = True
+        if upgraded:
+            self.should_close = True
+        payload = self.payload
+        if payload is not None and payload.is_eof():
+            self.done = True
+            return _HEAD_AND_END if head else _END
+        return _HEAD if head else _NONE
+
+    def _receive_heads(
+        self, messages: Sequence[tuple[RawResponseMessage, StreamReader]], upgraded: bool
+    ) -> list[Event]:
+        """receive_data for interim heads, more than one head, or a head not awaited."""
+        events: list[Event] = []
+        for msg, reader in messages:
+            code = msg.code
+            if code < 200:
+                if code == 101:
+                    events.append(
+                        H1Failure("reset", "upstream switched protocols unasked (101)", sent=True, responded=True)
+                    )
+                    return events
+                interim = _INTERIM.get(code)
+                if interim is None:  # three-digit codes below 200: the cache stays small
+                    interim = _INTERIM[code] = InformationalResponse(code)
+                events.append(interim)
+                continue
+            if not self.awaiting_head:
+                # A second final response to one request: the stream is out of step.
+                self.should_close = True
+                events.append(OUT_OF_STEP)
+                return events
+            self.awaiting_head = False
+            self.msg = msg
+            self.payload = reader
+            if msg.should_close:
+                self.should_close = True
+            events.append(RESPONSE_HEAD)
+        if upgraded:
+            self.should_close = True
+        payload = self.payload
+        if payload is not None and not self.done and payload.is_eof():
+            self.done = True
+            events.append(END_OF_MESSAGE)
+        return events
+
+    def receive_buffered(self) -> Sequence[Event]:
+        """Parse what the parser kept in its tail when reading paused (the reader drained below its low mark)."""
+        if not self.busy or self.done:
+            return _NONE
+        return self.receive_data(b"")  # bytes did arrive, so marking `rx` again changes nothing
+
+    def receive_eof(self, exc: BaseException | None) -> Sequence[Event]:
+        """The socket ended (`exc` when it broke): a read-until-close body completes, anything else fails."""
+        self.should_close = True
+        if self.awaiting_head:
+            detail = f": {exc}" if exc is not None else ""
+            message = f"upstream closed the connection before the response head{detail}"
+            return (H1Failure("reset", message, sent=self.sent, responded=self.rx),)
+        payload = self.payload
+        if payload is None or self.done or payload.exception() is not None:
+            return _NONE
+        if exc is None:
+            try:
+                self.active.feed_eof()
+            except _PARSE_ERRORS as err:
+                message = f"upstream closed the connection mid-body ({err})"
+            else:
+                if payload.is_eof():
+                    self.done = True
+                    return (END_OF_MESSAGE,)
+                message = "upstream closed the connection mid-body"
+        else:
+            message = f"upstream connection broke mid-body: {exc}"
+        return (H1Failure("reset", message, sent=True, responded=True),)
+
+    def timeout_failure(self, timeout: float) -> H1Failure:
+        """The failure for `timeout` seconds without a byte, named for what was awaited."""
+        if self.awaiting_head:
+            message = f"no response head from upstream within {timeout:g}s"
+        else:
+            message = f"upstream sent no body bytes for {timeout:g}s"
+        return H1Failure("timeout", message, sent=True, responded=self.rx)
+
+    def fail(self, failure: H1Failure) -> bool:
+        """End the exchange with `failure`. True when the head waiter must raise it; otherwise the body reader
+        raises it (set here), or the response already ended and it is dropped."""
+        self.should_close = True
+        if self.awaiting_head:
+            self.awaiting_head = False
+            return True
+        payload = self.payload
+        if payload is not None and not self.done and payload.exception() is None:
+            payload.set_exception(failure)
+        return False
+
+    def abandon(self) -> None:
+        """The caller gave up on the exchange (failure or cancellation): this connection is not reused."""
+        self.awaiting_head = False
+        self.busy = False
+        self.should_close = True
+
+    def finish(self) -> bool:
+        """The caller is done with the response. True when the protocol allows another request on the connection:
+        the response was complete, read to its end, and neither side asked to close."""
+        payload = self.payload
+        self.payload = None
+        self.msg = None
+        self.busy = False
+        return not self.should_close and self.done and payload is not None and payload.at_eof()
