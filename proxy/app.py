@@ -22,8 +22,8 @@ from proxy.admin import create_admin_app, warn_if_exposed
 from proxy.config import ConfigError
 from proxy.events import ExchangeListener
 from proxy.handler import ProxyHandler
-from proxy.limits import ProxyServer
 from proxy.reload import POLL_INTERVAL, Reloader, build_snapshot_parts
+from proxy.server import ProxyServer
 from proxy.state import ReloadResult, RuntimeState, Snapshot
 from proxy.tasks import TaskOwner
 

@@ -168,7 +168,7 @@ class _BodyState:
     sent: int = 0
     too_large: bool = False
     client_gone: bool = False
-    malformed: bool = False  # the client's chunked framing broke (see proxy.limits): answered 400 bad_body
+    malformed: bool = False  # the client's chunked framing broke (see proxy.server): answered 400 bad_body
     timed_out: bool = False
 
 

@@ -38,9 +38,9 @@ from proxy.headers import (
     valid_host,
     valid_request_id,
 )
-from proxy.limits import GuardedRequestHandler, UnsupportedVersionRequest
 from proxy.modes import mirror_for, serving_side, side_upstream, split_key
 from proxy.paths import PathError, canonical_path
+from proxy.server import GuardedRequestHandler, UnsupportedVersionRequest
 from proxy.state import RuntimeState
 from proxy.websocket import forward_websocket, is_websocket_upgrade
 
@@ -173,7 +173,7 @@ class ProxyHandler:
                 # The client went away mid-body; nobody will read this answer, but the connection must not be reused.
                 return self._reject(400, "client_gone", request_id, route=route, close=True)
             except (web.RequestPayloadError, HttpProcessingError):
-                # The body's chunked framing broke mid-way (see proxy.limits): the stream position is lost.
+                # The body's chunked framing broke mid-way (see proxy.server): the stream position is lost.
                 return self._reject(400, "bad_body", request_id, route=route, close=True)
 
         upstream = config.upstreams[upstream_name]

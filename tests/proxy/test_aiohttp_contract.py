@@ -1,4 +1,4 @@
-"""The private aiohttp names strangler relies on (proxy/limits.py, proxy/forwarding.py) exist in the installed aiohttp.
+"""The private aiohttp names strangler relies on (proxy/server.py, proxy/forwarding.py) exist in the installed aiohttp.
 
 aiohttp is pinned to a minor range (pyproject.toml); when a new minor is allowed, this test names exactly what
 moved, instead of the proxy failing at its first connection.
@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import http_parser, web, web_protocol
 
-# (where, name): what proxy/limits.py reads or overrides that aiohttp does not document.
+# (where, name): what proxy/server.py reads or overrides that aiohttp does not document.
 MODULE_NAMES = (("aiohttp.web_protocol", "_ErrInfo"), ("aiohttp.web_protocol", "ERROR"))
 HANDLER_ATTRIBUTES = (
     "_loop",
@@ -33,11 +33,11 @@ HANDLER_METHODS = ("connection_made", "connection_lost", "data_received", "finis
 def test_private_module_names_exist() -> None:
     """Every private module-level name the proxy imports from aiohttp is there."""
     missing = [f"{mod}.{name}" for mod, name in MODULE_NAMES if not hasattr(web_protocol, name)]
-    assert not missing, f"aiohttp {aiohttp.__version__} lacks {missing}: see proxy/limits.py"
+    assert not missing, f"aiohttp {aiohttp.__version__} lacks {missing}: see proxy/server.py"
 
 
 async def test_request_handler_and_server_have_the_private_attributes() -> None:
-    """A real RequestHandler made by a real low-level Server has every private attribute proxy/limits.py uses."""
+    """A real RequestHandler made by a real low-level Server has every private attribute proxy/server.py uses."""
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         return web.Response()
@@ -47,7 +47,7 @@ async def test_request_handler_and_server_have_the_private_attributes() -> None:
     handler = web_protocol.RequestHandler(server, loop=asyncio.get_running_loop())
     missing += [f"RequestHandler.{a}" for a in HANDLER_ATTRIBUTES if not hasattr(handler, a)]
     missing += [f"RequestHandler.{m}()" for m in HANDLER_METHODS if not callable(getattr(handler, m, None))]
-    assert not missing, f"aiohttp {aiohttp.__version__} lacks {missing}: see proxy/limits.py"
+    assert not missing, f"aiohttp {aiohttp.__version__} lacks {missing}: see proxy/server.py"
     await server.shutdown(0)
 
 
@@ -80,4 +80,4 @@ def test_stream_response_prepares_headers_in_an_overridable_method() -> None:
 @pytest.mark.parametrize("version", [aiohttp.__version__])
 def test_aiohttp_is_within_the_pinned_minor(version: str) -> None:
     """The installed aiohttp is the minor the private names were checked against (3.14)."""
-    assert version.startswith("3.14."), f"aiohttp {version}: re-check proxy/limits.py, then widen the pin"
+    assert version.startswith("3.14."), f"aiohttp {version}: re-check proxy/server.py, then widen the pin"

@@ -1,4 +1,5 @@
-"""Client-side protections of the proxy listener: head deadline (slowloris), connection cap, parser limits.
+"""The proxy listener's aiohttp server layer: the low-level server, its per-connection protocol and the protections
+aiohttp lacks (head deadline against slowloris, connection cap, parser limits).
 
 aiohttp's `RequestHandler` already enforces line length, header field size and header count (answering 400) and
 closes idle keep-alive connections. What it lacks is a deadline for a request head that trickles in byte by byte,
@@ -31,7 +32,7 @@ log = logging.getLogger("strangler.proxy")
 _REFUSED = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
-class ConnectionGate:
+class ConnectionCounter:
     """Counts open client connections against limits.max_connections."""
 
     __slots__ = ("active", "metrics")
@@ -52,8 +53,8 @@ class GuardedRequestHandler(RequestHandler):
 
     __slots__ = (
         "_close_after_response",
+        "_connections",
         "_counted",
-        "_gate",
         "_head_count",
         "_head_handle",
         "_head_timeout",
@@ -64,13 +65,13 @@ class GuardedRequestHandler(RequestHandler):
         self,
         manager: web.Server,
         *,
-        gate: ConnectionGate,
+        connections: ConnectionCounter,
         header_timeout: float,
         max_connections: int,
         **kwargs: Any,
     ) -> None:
         super().__init__(manager, **kwargs)
-        self._gate = gate
+        self._connections = connections
         self._head_timeout = header_timeout
         self._max_connections = max_connections
         self._head_handle: asyncio.TimerHandle | None = None
@@ -93,21 +94,21 @@ class GuardedRequestHandler(RequestHandler):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        gate = self._gate
-        if gate.active >= self._max_connections:
-            gate.metrics.rejected.inc(("max_connections",))
+        counter = self._connections
+        if counter.active >= self._max_connections:
+            counter.metrics.rejected.inc(("max_connections",))
             if self.transport is not None:
                 self.transport.write(_REFUSED)
             self.force_close()
             return
-        gate.active += 1
+        counter.active += 1
         self._counted = True
         self._arm_head()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._counted:
             self._counted = False
-            self._gate.active -= 1
+            self._connections.active -= 1
         self._disarm_head()
         super().connection_lost(exc)
 
@@ -161,7 +162,7 @@ class GuardedRequestHandler(RequestHandler):
         else:
             log.debug("request from %s refused (%d): %s", request.remote, status, message or exc)
         error = _PARSER_ERRORS.get(status, "bad_request")
-        self._gate.metrics.rejected.inc((error,))
+        self._connections.metrics.rejected.inc((error,))
         resp = error_response(status, error, None, new_request_id())
         resp.force_close()
         return resp
@@ -214,7 +215,7 @@ class GuardedRequestHandler(RequestHandler):
         self._head_handle = None
         if self._request_count != self._head_count or self._request_in_progress or self._messages:
             return  # a head did arrive
-        self._gate.metrics.rejected.inc(("header_timeout",))
+        self._connections.metrics.rejected.inc(("header_timeout",))
         self.force_close()
 
 
@@ -252,7 +253,7 @@ class ProxyServer(web.Server):
     ) -> None:
         super().__init__(handler, handler_cancellation=False, request_factory=self._make_proxy_request)
         self._state = state
-        self.gate = ConnectionGate(state.metrics)
+        self.connection_count = ConnectionCounter(state.metrics)
 
     def _make_proxy_request(
         self,
@@ -278,7 +279,7 @@ class ProxyServer(web.Server):
         return GuardedRequestHandler(
             self,
             loop=self._loop,
-            gate=self.gate,
+            connections=self.connection_count,
             header_timeout=limits.header_timeout,
             max_connections=limits.max_connections,
             keepalive_timeout=limits.keepalive_timeout,
