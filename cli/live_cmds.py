@@ -26,6 +26,7 @@ from cli.output import (
     print_line,
     print_renderable,
     stderr_console,
+    stdout_console,
 )
 from cli.report_cmds import parse_since
 from cli.rollout_cmds import DbOption, db_path, duration_option, find_route
@@ -147,7 +148,10 @@ async def _frames(admin: str, every: float, once: bool, fmt: OutputFormat) -> No
             if fmt is OutputFormat.json:
                 print_json(stats)  # the document as the proxy serves it
             else:
-                print_renderable(live_view(_frame(admin, stats, None, None), title=f"strangler watch {admin}"))
+                width = stdout_console().width
+                print_renderable(
+                    live_view(_frame(admin, stats, None, None), title=f"strangler watch {admin}", width=width)
+                )
             return
         previous: dict[str, int] | None = None
         last = time.monotonic()
@@ -158,7 +162,7 @@ async def _frames(admin: str, every: float, once: bool, fmt: OutputFormat) -> No
                 frame = _frame(admin, stats, previous, now - last if previous is not None else None)
                 previous, last = frame.requests(), now
                 title = f"strangler watch {admin} (every {every:g}s, Ctrl-C to stop)"
-                live.update(live_view(frame, title=title), refresh=True)
+                live.update(live_view(frame, title=title, width=live.console.width), refresh=True)
                 await asyncio.sleep(every)
 
 

@@ -177,8 +177,63 @@ def _footer(frame: LiveFrame) -> Text:
     return text
 
 
-def live_table(rows: Sequence[LiveRoute], *, title: str = "") -> Table:
-    """The per-route table of a frame: one row per route."""
+ROUTE_WIDTH = 28  # route ids are shown up to this many characters
+
+
+# The figures, in order, with the priority they keep on a narrow terminal (lower goes first).
+_FIGURES: tuple[tuple[str, int], ...] = (
+    ("legacy", 9), ("new", 9), ("req/s", 8), ("errors", 8), ("compared", 10), ("match", 10), ("mis-\nmatch", 9),
+    ("cand.\nerrors", 7), ("drop-\nped", 6), ("noise\ndiff", 3), ("p50\nms*", 5), ("p99\nlegacy*", 4),
+    ("p99\nnew*", 4),
+)  # fmt: skip
+
+
+def _cells(r: LiveRoute) -> list[str]:
+    match = percent(r.match_rate)
+    if r.match_rate is not None and r.match_rate < 1.0:
+        match = f"[yellow]{match}[/]"
+    return [
+        str(r.legacy_requests),
+        str(r.new_requests),
+        per_second(r.rate),
+        f"[red]{r.errors}[/]" if r.errors else "0",
+        str(r.compared),
+        match,
+        str(r.mismatched),
+        f"[red]{r.candidate_errors}[/]" if r.candidate_errors else "0",
+        f"[yellow]{r.dropped}[/]" if r.dropped else "0",
+        str(r.noise_mismatched) if r.routed else MISSING,
+        ms(r.p50_ms),
+        ms(r.p99_legacy_ms),
+        ms(r.p99_new_ms),
+    ]
+
+
+def _shown(rows: Sequence[tuple[str, Text, list[str]]], width: int | None) -> list[int]:
+    """The figure columns that fit in `width` (all when None), dropping the lowest priorities first: a figure is
+    never cut or wrapped, since a cut number reads as another number."""
+    keep = list(range(len(_FIGURES)))
+    if width is None:
+        return keep
+
+    def needed(columns: list[int]) -> int:
+        widths = [
+            max(len(r[0]) for r in rows) if rows else 5,
+            max((len(r[1]) for r in rows), default=4),
+        ]
+        for i in columns:
+            header = max(len(line) for line in _FIGURES[i][0].splitlines())
+            widths.append(max([header, *(len(Text.from_markup(r[2][i])) for r in rows)]))
+        return sum(widths) + 3 * len(widths)  # padding on both sides and a separator
+
+    while len(keep) > 1 and needed(keep) > width:
+        keep.remove(min(keep, key=lambda i: (_FIGURES[i][1], -i)))
+    return keep
+
+
+def live_table(rows: Sequence[LiveRoute], *, title: str = "", width: int | None = None) -> Table:
+    """The per-route table of a frame: one row per route; on a terminal narrower than `width` needs, the least
+    important figures are left out (the route id and mode always stay)."""
     table = Table(
         title=title or None,
         title_justify="left",
@@ -187,36 +242,17 @@ def live_table(rows: Sequence[LiveRoute], *, title: str = "") -> Table:
         caption=LATENCY_NOTE,
         caption_justify="left",
     )
-    columns = ("route", "mode", "legacy", "new", "req/s", "errors", "compared", "match", "mismatch", "cand.err",
-               "dropped", "noise diff")  # fmt: skip
-    for name in columns:
-        table.add_column(name, justify="left" if name in ("route", "mode") else "right", no_wrap=name != "route")
-    for name in ("p50 ms*", "p99 legacy*", "p99 new*"):
-        table.add_column(name, justify="right", no_wrap=True)
-    for r in rows:
-        match = percent(r.match_rate)
-        if r.match_rate is not None and r.match_rate < 1.0:
-            match = f"[yellow]{match}[/]"
-        table.add_row(
-            escape(r.id),
-            mode_text(r.mode, r.weight),
-            str(r.legacy_requests),
-            str(r.new_requests),
-            per_second(r.rate),
-            f"[red]{r.errors}[/]" if r.errors else "0",
-            str(r.compared),
-            match,
-            str(r.mismatched),
-            f"[red]{r.candidate_errors}[/]" if r.candidate_errors else "0",
-            f"[yellow]{r.dropped}[/]" if r.dropped else "0",
-            str(r.noise_mismatched) if r.routed else MISSING,
-            ms(r.p50_ms),
-            ms(r.p99_legacy_ms),
-            ms(r.p99_new_ms),
-        )
+    cells = [(escape(r.id[:ROUTE_WIDTH]), mode_text(r.mode, r.weight), _cells(r)) for r in rows]
+    shown = _shown(cells, width)
+    table.add_column("route", no_wrap=True)
+    table.add_column("mode", no_wrap=True)
+    for i in shown:
+        table.add_column(_FIGURES[i][0], justify="right", no_wrap=True)
+    for route, mode, figures in cells:
+        table.add_row(route, mode, *(figures[i] for i in shown))
     return table
 
 
-def live_view(frame: LiveFrame, *, title: str = "") -> Group:
+def live_view(frame: LiveFrame, *, title: str = "", width: int | None = None) -> Group:
     """The watch frame: the per-route table, then the proxy-wide figures."""
-    return Group(live_table(frame.routes, title=title), _footer(frame))
+    return Group(live_table(frame.routes, title=title, width=width), _footer(frame))

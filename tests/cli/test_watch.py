@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 from pytest_aiohttp import AiohttpServer
+from rich.console import Console
 from typer.testing import CliRunner, Result
 
 from cli.main import app
@@ -19,7 +20,7 @@ from proxy.reload import build_snapshot_parts
 from proxy.state import RuntimeState, Snapshot
 from proxy.stats import stats_document
 from reports.fmt import ms, percent
-from reports.live import UNROUTED, StatsFormatError, live_frame
+from reports.live import UNROUTED, LiveRoute, StatsFormatError, live_frame, live_table
 from tests.proxy.app_fixtures import free_port
 from tests.proxy.stats_fixtures import proxy_with_traffic
 
@@ -124,3 +125,38 @@ def test_watch_reports_an_unreachable_admin_api() -> None:
     result = invoke("watch", "--once", "--admin", f"http://127.0.0.1:{free_port()}")
     assert result.exit_code == 1
     assert "cannot read the admin API" in result.stderr
+
+
+@pytest.mark.parametrize("width", [80, 110, 150])
+def test_watch_table_never_cuts_a_figure_or_a_route_id(width: int) -> None:
+    """On a narrow terminal the least important figure columns are left out, never cut: no ellipsis anywhere in
+    the table, every route id whole, and at 150 columns every figure is shown."""
+    rows = [
+        LiveRoute(
+            id=rid,
+            mode=mode,
+            weight=25.0 if mode == "canary" else None,
+            legacy_requests=41220,
+            new_requests=2161,
+            errors=127,
+            matched=3000,
+            mismatched=3370,
+            candidate_errors=0,
+            dropped=0,
+            noise_mismatched=1082,
+            p50_ms=10.0,
+            p99_legacy_ms=50.0,
+            p99_new_ms=25.0,
+            rate=1179.3,
+        )
+        for rid, mode in (("orders-read", "shadow"), ("customers", "canary"), ("(unrouted)", "legacy"))
+    ]
+    console = Console(width=width, record=True)
+    console.print(live_table(rows, width=width))
+    table = console.export_text().split("* latency")[0]
+    assert "…" not in table
+    assert all(rid in table for rid in ("orders-read", "customers", "(unrouted)"))
+    assert "1179.3" in table
+    assert "41220" in table
+    if width >= 150:
+        assert "new*" in table
