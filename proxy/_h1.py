@@ -19,6 +19,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.http_parser import HttpResponseParser, RawResponseMessage
 from aiohttp.streams import StreamReader
 
+from proxy.errors import ErrorKind
+
 # StreamReader low-water mark; the socket is paused when twice this much body is buffered unread.
 _READ_LIMIT = 2**16
 # Up to this size the body is copied behind the head so one write (one syscall, one segment) carries both.
@@ -35,7 +37,7 @@ _CHUNKED_END = b"0\r\n\r\n"
 class H1Failure(Exception):
     """A failed exchange. kind: "reset" (closed or malformed), "timeout", or "error" (a request-side fault)."""
 
-    def __init__(self, kind: str, message: str, *, sent: bool, responded: bool) -> None:
+    def __init__(self, kind: ErrorKind, message: str, *, sent: bool, responded: bool) -> None:
         super().__init__(message)
         self.kind = kind
         self.sent = sent

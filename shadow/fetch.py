@@ -12,10 +12,11 @@ import logging
 from typing import Protocol
 
 from proxy.config import Mirror, Upstream
+from proxy.errors import ErrorKind, UpstreamError
 from proxy.events import ExchangeStart, Headers, ResponseSnapshot, Side
 from proxy.headers import end_to_end_response_headers, upstream_host
 from proxy.methods import SAFE_METHODS
-from proxy.transport import UpstreamError, UpstreamPool, UpstreamResponse
+from proxy.transport import UpstreamPool, UpstreamResponse
 
 log = logging.getLogger("strangler.shadow")
 
@@ -87,6 +88,7 @@ async def fetch_copy(
             req.body,
             content_length=len(req.body) if req.body is not None else None,
             connect_timeout=min(timeout, start.config.defaults.timeouts.connect),
+            pool_timeout=min(timeout, start.config.defaults.timeouts.pool),
             read_timeout=timeout,
             retry_stale=False,  # a mirrored request is sent at most once, even on a stale connection
         )
@@ -126,7 +128,7 @@ async def read_capped(resp: UpstreamResponse, cap: int) -> tuple[bytes, bool]:
     return b"".join(chunks), True
 
 
-def failed_snapshot(side: Side, upstream: str, error: str, latency: float) -> ResponseSnapshot:
+def failed_snapshot(side: Side, upstream: str, error: ErrorKind, latency: float) -> ResponseSnapshot:
     return ResponseSnapshot(side, upstream, 0, (), None, False, latency, error)
 
 
