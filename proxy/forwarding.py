@@ -35,6 +35,24 @@ PREREAD_LIMIT = 64 * 1024
 WHOLE_LIMIT = 64 * 1024
 
 
+_BASE_PATHS: dict[int, tuple[Upstream, str]] = {}
+
+
+def base_path(upstream: Upstream) -> str:
+    """The upstream URL's base path without a trailing slash ("" for none): prefixed to every forwarded path.
+
+    Cached by identity: hashing the frozen dataclass (and its URL) for an lru_cache costs more than the lookup
+    saves. The entry holds the upstream, so its id cannot be reused while cached."""
+    hit = _BASE_PATHS.get(id(upstream))
+    if hit is not None and hit[0] is upstream:
+        return hit[1]
+    if len(_BASE_PATHS) >= 256:
+        _BASE_PATHS.clear()  # configs reloaded many times: start over rather than grow
+    path = upstream.url.raw_path.rstrip("/")
+    _BASE_PATHS[id(upstream)] = (upstream, path)
+    return path
+
+
 @dataclass(frozen=True, slots=True)
 class ForwardTarget:
     upstream: Upstream

@@ -1,15 +1,14 @@
-"""The per-request coroutine: canonical path → route → side (legacy/new) → forward, with fallback and events.
+"""The per-request coroutine, in named steps: prepare (refusals that reach no back end, canonical path, route) →
+choose (side by mode, canary bucket, breaker) → hold the body when a route needs it again → notify listeners →
+forward, with fallback to legacy → finish (breaker, metrics, listeners told the primary is done).
 
-One pass, in order: request id; canonical path (a bad path is a 400 that never reaches a back end); route match
-(unmatched requests go to the default legacy upstream); side by mode (canary: sticky bucket); breaker and fallback
-for routes that allow it; listeners told before the primary is sent and again when it is done. The hot path does
-no logging, no regex and builds each header list once.
+Unmatched requests go to the default legacy upstream. The hot path does no logging, no regex and builds each
+header list once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Mapping
 from functools import lru_cache
@@ -20,26 +19,16 @@ from aiohttp import web
 
 from proxy.config import Config, Limits, Mirror, Route, Timeouts, Upstream
 from proxy.errors import KINDS, UPSTREAM_FAULTS, ErrorKind, RequestBodyError
-from proxy.events import (
-    ExchangeListener,
-    ExchangeObserver,
-    ExchangeStart,
-    Headers,
-    ListenerHooks,
-    RequestSnapshot,
-    ResponseSnapshot,
-    Side,
-)
-from proxy.forwarding import FallbackAvailable, ForwardResult, ForwardTarget, error_response, forward
+from proxy.events import ExchangeObserver, ExchangeStart, Headers, ResponseSnapshot, Side
+from proxy.forwarding import FallbackAvailable, ForwardResult, ForwardTarget, base_path, error_response, forward
 from proxy.headers import new_request_id, upstream_request_headers, valid_request_id
 from proxy.limits import GuardedRequestHandler, UnsupportedVersionRequest
 from proxy.modes import mirror_for, serving_side, side_upstream, split_key
+from proxy.notify import notify_done, notify_served, notify_start, request_snapshot, response_snapshot, wanting
 from proxy.paths import CanonicalPath, PathError, canonical_path
 from proxy.request_body import expect_continue, read_held
 from proxy.state import RuntimeState, Snapshot
 from proxy.websocket import forward_websocket, is_websocket_upgrade
-
-log = logging.getLogger("strangler.proxy")
 
 UNMATCHED: Final = "unmatched"  # route label for requests no route matched (metrics, debug header)
 # Bodies up to this size are read before sending to a new service with fallback, so legacy can get them again.
@@ -50,23 +39,6 @@ CAPTURE_FACTOR: Final = 4
 _CLASSES = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 _NO_OBSERVERS: tuple[()] = ()
-
-_BASE_PATHS: dict[int, tuple[Upstream, str]] = {}
-
-
-def _base_path(upstream: Upstream) -> str:
-    """The upstream URL's base path without a trailing slash ("" for none): prefixed to every forwarded path.
-
-    Cached by identity: hashing the frozen dataclass (and its URL) for an lru_cache costs more than the lookup
-    saves. The entry holds the upstream, so its id cannot be reused while cached."""
-    hit = _BASE_PATHS.get(id(upstream))
-    if hit is not None and hit[0] is upstream:
-        return hit[1]
-    if len(_BASE_PATHS) >= 256:
-        _BASE_PATHS.clear()  # configs reloaded many times: start over rather than grow
-    path = upstream.url.raw_path.rstrip("/")
-    _BASE_PATHS[id(upstream)] = (upstream, path)
-    return path
 
 
 @lru_cache(maxsize=64)
@@ -92,6 +64,7 @@ class _Exchange:
     __slots__ = (
         "body",
         "canon",
+        "chosen_side",
         "fallback",
         "peer_ip",
         "query_string",
@@ -107,7 +80,8 @@ class _Exchange:
     query_string: str
     route: Route | None
     route_id: str | None
-    side: Side
+    chosen_side: Side  # traffic is counted by the side chosen at the start, whatever fallback did
+    side: Side  # the side serving now: legacy after a fallback
     upstream_name: str
     fallback: bool  # the new side may fail over to legacy (route allows it, breaker closed)
     body: bytes | None  # the body when held (mirroring, fallback), else None: forward() streams it
@@ -120,12 +94,7 @@ class _Exchange:
 
 
 class ProxyHandler:
-    """The `web.Server` request handler. Reads `state.snapshot` once per request and keeps it to the end.
-
-    Steps, in order: `_prepare` (refusals that reach no back end, canonical path, route) → `_choose` (side,
-    breaker) → `_hold_body` (when a route needs the body again) → `_notify_start` → `_forward_with_fallback` →
-    `_finish` (breaker, metrics, listeners).
-    """
+    """The `web.Server` request handler. Reads `state.snapshot` once per request and keeps it to the end."""
 
     __slots__ = ("_state",)
 
@@ -158,18 +127,12 @@ class ProxyHandler:
         fwd_headers = _upstream_headers(request, config, upstream, ex.peer_ip, request_id)
         observers = self._notify_start(request, config, mirror, fwd_headers, ex) if hooks else _NO_OBSERVERS
         capture = mirror.max_body * CAPTURE_FACTOR if mirror is not None and observers else 0
-        started_side = ex.side  # traffic is counted by the side chosen at the start, whatever fallback did
         try:
             resp, result = await self._forward_with_fallback(request, config, upstream, fwd_headers, capture, ex)
         except BaseException:
-            # The client went away (or the task was cancelled): observers still hear that the primary ended.
-            if observers:
-                gone = ResponseSnapshot(ex.side, ex.upstream_name, 0, (), None, False, 0.0, "client_gone")
-                _notify_done(observers, gone)
-            if hooks:
-                _notify_served(hooks, ex.route, started_side, request.method, ex.canon.path, 0, True, 0.0)
+            self._notify_gone(request, observers, ex)
             raise
-        self._finish(request, result, observers, started_side, ex)
+        self._finish(request, result, observers, ex)
         return resp
 
     def _prepare(self, request: web.BaseRequest, snap: Snapshot, ex: _Exchange) -> web.Response | None:
@@ -218,7 +181,7 @@ class ProxyHandler:
             if not allowed:
                 state.metrics.fallbacks.inc((route.id, "breaker_open"))
                 side, upstream_name, fallback = "legacy", route.legacy, False
-        ex.side = side
+        ex.chosen_side = ex.side = side
         ex.upstream_name = upstream_name
         ex.fallback = fallback
 
@@ -251,12 +214,14 @@ class ProxyHandler:
         ex: _Exchange,
     ) -> list[ExchangeObserver] | tuple[()]:
         """Tell the listeners that want this request (a mirroring route) before the primary is sent."""
-        wanting = _wanting(self._state.hooks, ex.route, ex.side, request.method)
-        if not wanting:  # the snapshots are built only for listeners that use them
+        listeners = wanting(self._state.hooks, ex.route, ex.side, request.method)
+        if not listeners:  # the snapshots are built only for listeners that use them
             return _NO_OBSERVERS
-        snapshot = _request_snapshot(request, fwd_headers, mirror, ex)
+        query_string, body = ex.query_string, ex.body
+        path, request_id, peer_ip = ex.canon.path, ex.request_id, ex.peer_ip
+        snapshot = request_snapshot(request, path, query_string, fwd_headers, body, mirror, request_id, peer_ip)
         start = ExchangeStart(config, ex.route, ex.side, ex.upstream_name, mirror, snapshot, time.time(), ex.started)
-        return _notify_start(wanting, start)
+        return notify_start(listeners, start)
 
     async def _forward_with_fallback(
         self,
@@ -288,7 +253,6 @@ class ProxyHandler:
         request: web.BaseRequest,
         result: ForwardResult,
         observers: list[ExchangeObserver] | tuple[()],
-        started_side: Side,
         ex: _Exchange,
     ) -> None:
         """Feed the breaker and the metrics, and tell the listeners the primary is done."""
@@ -303,12 +267,24 @@ class ProxyHandler:
         metrics.requests.inc((*label, _status_class(result.status)))
         metrics.latency.observe(label, now - ex.started)
         if observers:
-            _notify_done(observers, _response_snapshot(ex.side, upstream_name, result))
+            notify_done(observers, response_snapshot(ex.side, upstream_name, result))
         hooks = state.hooks
         if hooks:
             status = result.upstream_status
             failed = result.error is not None or status >= 500
-            _notify_served(hooks, ex.route, started_side, request.method, ex.canon.path, status, failed, result.latency)
+            notify_served(
+                hooks, ex.route, ex.chosen_side, request.method, ex.canon.path, status, failed, result.latency
+            )
+
+    def _notify_gone(
+        self, request: web.BaseRequest, observers: list[ExchangeObserver] | tuple[()], ex: _Exchange
+    ) -> None:
+        """The client went away (or the task was cancelled): listeners still hear that the primary ended."""
+        if observers:
+            notify_done(observers, ResponseSnapshot(ex.side, ex.upstream_name, 0, (), None, False, 0.0, "client_gone"))
+        hooks = self._state.hooks
+        if hooks:
+            notify_served(hooks, ex.route, ex.chosen_side, request.method, ex.canon.path, 0, True, 0.0)
 
     async def _forward(
         self,
@@ -328,7 +304,7 @@ class ProxyHandler:
             extra = (*extra, ("X-Strangler-Route", route_id or UNMATCHED), ("X-Strangler-Upstream", upstream.name))
         query_string = ex.query_string
         target_path = ex.canon.path + "?" + query_string if query_string else ex.canon.path
-        target = ForwardTarget(upstream, slot.pool, _base_path(upstream) + target_path, timeouts)
+        target = ForwardTarget(upstream, slot.pool, base_path(upstream) + target_path, timeouts)
         body = ex.body
         slot.users += 1
         try:
@@ -390,7 +366,7 @@ class ProxyHandler:
             request,
             upstream=upstream,
             session=session,
-            target=_base_path(upstream) + target_path,
+            target=base_path(upstream) + target_path,
             headers=_upstream_headers(request, config, upstream, ex.peer_ip, ex.request_id),
             timeouts=route.timeouts if route is not None else config.defaults.timeouts,
             route_id=route_id,
@@ -420,91 +396,3 @@ def _skip_lingering(request: web.BaseRequest) -> None:
     protocol = request.protocol
     if isinstance(protocol, GuardedRequestHandler):
         protocol.skip_lingering()
-
-
-def _request_snapshot(
-    request: web.BaseRequest, fwd_headers: list[tuple[str, str]], mirror: Mirror | None, ex: _Exchange
-) -> RequestSnapshot:
-    body = ex.body
-    kept: bytes | None
-    note: str | None
-    if mirror is None:
-        kept, note = None, "not_mirrored"
-    elif body is None or len(body) > mirror.max_body:
-        kept, note = None, "too_large"
-    else:
-        kept, note = body, None
-    return RequestSnapshot(
-        method=request.method,
-        path=ex.canon.path,
-        query_string=ex.query_string,
-        headers=tuple(fwd_headers),
-        body=kept,
-        body_note=note,
-        request_id=ex.request_id,
-        client_ip=ex.peer_ip,
-        host=request.headers.get("Host", ""),
-    )
-
-
-def _response_snapshot(side: Side, upstream_name: str, result: ForwardResult) -> ResponseSnapshot:
-    return ResponseSnapshot(
-        side=side,
-        upstream=upstream_name,
-        status=result.upstream_status,
-        headers=result.response_headers,
-        body=result.body,
-        body_complete=result.body_complete,
-        latency=result.latency,
-        error=result.error,
-    )
-
-
-def _wanting(hooks: ListenerHooks, route: Route | None, side: Side, method: str) -> list[ExchangeListener]:
-    """The listeners to tell about this request: those without `wants_exchange`, and those whose says yes."""
-    out: list[ExchangeListener] = []
-    for listener, wants in hooks.gated:
-        try:
-            if wants is None or wants(route, side, method):
-                out.append(listener)
-        except Exception:
-            log.exception("exchange listener %r failed in wants_exchange", listener)
-    return out
-
-
-def _notify_served(
-    hooks: ListenerHooks,
-    route: Route | None,
-    side: Side,
-    method: str,
-    path: str,
-    status: int,
-    failed: bool,
-    latency: float,
-) -> None:
-    for listener, served in hooks.served:
-        try:
-            served(route, side, method, path, status, failed, latency)
-        except Exception:
-            log.exception("exchange listener %r failed in request_served", listener)
-
-
-def _notify_start(listeners: list[ExchangeListener], start: ExchangeStart) -> list[ExchangeObserver]:
-    observers: list[ExchangeObserver] = []
-    for listener in listeners:
-        try:
-            observer = listener.request_received(start)
-        except Exception:
-            log.exception("exchange listener %r failed in request_received", listener)
-            continue
-        if observer is not None:
-            observers.append(observer)
-    return observers
-
-
-def _notify_done(observers: list[ExchangeObserver], primary: ResponseSnapshot) -> None:
-    for observer in observers:
-        try:
-            observer.primary_done(primary)
-        except Exception:
-            log.exception("exchange observer %r failed in primary_done", observer)
