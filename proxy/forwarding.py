@@ -355,15 +355,23 @@ def error_response(
     )
 
 
+def kind_response(
+    kind: ErrorKind, route_id: str | None, request_id: str, *, headers: Iterable[tuple[str, str]] = ()
+) -> web.Response:
+    """strangler's own answer for a failure of `kind`, by `proxy.errors.KINDS` (status, JSON name, closing)."""
+    meaning = KINDS[kind]
+    resp = error_response(meaning.status, meaning.name, route_id, request_id, headers=headers)
+    if meaning.close:
+        resp.force_close()  # the rest of the body is unread or broken: the connection cannot be reused
+    return resp
+
+
 def _refused(
     kind: ErrorKind, route_id: str | None, request_id: str, extra: Headers, started: float
 ) -> tuple[web.StreamResponse, ForwardResult]:
-    """strangler's own answer for a forward that failed before any response byte reached the client."""
-    meaning = KINDS[kind]
-    resp = error_response(meaning.status, meaning.name, route_id, request_id, headers=extra)
-    if meaning.close:
-        resp.force_close()  # the rest of the body is unread or broken: the connection cannot be reused
-    return resp, _failure(meaning.status, kind, started)
+    """A forward that failed before any response byte reached the client: the answer and what happened."""
+    resp = kind_response(kind, route_id, request_id, headers=extra)
+    return resp, _failure(resp.status, kind, started)
 
 
 def _failure(status: int, error: ErrorKind, started: float) -> ForwardResult:
