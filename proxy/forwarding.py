@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from typing import TypeGuard
 
 import orjson
 from aiohttp import web
@@ -154,7 +155,6 @@ async def forward(
         # The body's own failure wins: the transport may have raised its own error on top of it.
         failure: UpstreamError | RequestBodyError = stream.failure or err
         if allow_fallback and replayable and _may_fall_back(failure, request.method):
-            assert isinstance(failure, UpstreamError)
             raise FallbackAvailable(failure) from err
         return _refused(failure.kind, route_id, request_id, response_headers, started)
 
@@ -164,7 +164,7 @@ async def forward(
         upstream.close()
 
 
-def _may_fall_back(failure: UpstreamError | RequestBodyError, method: str) -> bool:
+def _may_fall_back(failure: UpstreamError | RequestBodyError, method: str) -> TypeGuard[UpstreamError]:
     """An upstream fault before any response byte, for a request that `proxy.methods.may_resend` lets go again."""
     return (
         isinstance(failure, UpstreamError)

@@ -1,6 +1,7 @@
 """The per-request coroutine, in named steps: prepare (refusals that reach no back end, canonical path, route) →
 choose (side by mode, canary bucket, breaker) → hold the body when a route needs it again → notify listeners →
-forward, with fallback to legacy → finish (breaker, metrics, listeners told the primary is done).
+forward (and fall back to legacy when a fallback route's new side failed before answering) → finish (breaker,
+metrics, listeners told the primary is done).
 
 Unmatched requests go to the default legacy upstream. The hot path does no logging, no regex and builds each
 header list once.
@@ -17,7 +18,7 @@ from typing import Final
 
 from aiohttp import web
 
-from proxy.config import Config, Limits, Mirror, Route, Timeouts, Upstream
+from proxy.config import Config, Limits, Mirror, Route, Upstream
 from proxy.errors import KINDS, UPSTREAM_FAULTS, ErrorKind, RequestBodyError
 from proxy.events import ExchangeObserver, ExchangeStart, Headers, ResponseSnapshot, Side
 from proxy.forwarding import FallbackAvailable, ForwardResult, ForwardTarget, base_path, error_response, forward
@@ -59,7 +60,7 @@ def head_size(raw_headers: tuple[tuple[bytes, bytes], ...]) -> int:
 
 class _Exchange:
     """One request as the steps learn about it (mitmproxy's flow, in small): `_prepare` fills the path and route,
-    `_choose` the side, `_forward_with_fallback` may move it to legacy. One object per request."""
+    `_choose` the side, `_fall_back` may move it to legacy. One object per request."""
 
     __slots__ = (
         "body",
@@ -127,8 +128,12 @@ class ProxyHandler:
         fwd_headers = _upstream_headers(request, config, upstream, ex.peer_ip, request_id)
         observers = self._notify_start(request, config, mirror, fwd_headers, ex) if hooks else _NO_OBSERVERS
         capture = mirror.max_body * CAPTURE_FACTOR if mirror is not None and observers else 0
-        try:
-            resp, result = await self._forward_with_fallback(request, config, upstream, fwd_headers, capture, ex)
+        try:  # forward, with fallback
+            try:
+                resp, result = await self._forward(request, config, upstream, fwd_headers, capture, ex.fallback, ex)
+            except FallbackAvailable as exc:
+                upstream, fwd_headers = self._fall_back(request, config, exc, ex)
+                resp, result = await self._forward(request, config, upstream, fwd_headers, capture, False, ex)
         except BaseException:
             self._notify_gone(request, observers, ex)
             raise
@@ -223,30 +228,19 @@ class ProxyHandler:
         start = ExchangeStart(config, ex.route, ex.side, ex.upstream_name, mirror, snapshot, time.time(), ex.started)
         return notify_start(listeners, start)
 
-    async def _forward_with_fallback(
-        self,
-        request: web.BaseRequest,
-        config: Config,
-        upstream: Upstream,
-        fwd_headers: list[tuple[str, str]],
-        capture: int,
-        ex: _Exchange,
-    ) -> tuple[web.StreamResponse, ForwardResult]:
-        """Forward to the chosen upstream; on a fallback route whose new side failed before answering, record the
-        failure and forward the same request to legacy (`ex` then names legacy)."""
+    def _fall_back(
+        self, request: web.BaseRequest, config: Config, exc: FallbackAvailable, ex: _Exchange
+    ) -> tuple[Upstream, list[tuple[str, str]]]:
+        """The new side failed before answering a fallback route: record the failure and move the request to
+        legacy (`ex` then names it); its upstream and headers."""
         route = ex.route
-        timeouts = route.timeouts if route is not None else config.defaults.timeouts
-        try:
-            return await self._forward(request, config, upstream, timeouts, fwd_headers, capture, ex.fallback, ex)
-        except FallbackAvailable as exc:
-            assert route is not None  # fallback is only allowed on a matched route
-            kind = exc.error.kind
-            self._record(ex.upstream_name, kind, 0, asyncio.get_running_loop().time())
-            self._state.metrics.fallbacks.inc((route.id, kind))
-            ex.side, ex.upstream_name = "legacy", route.legacy
-            upstream = config.upstreams[route.legacy]
-            fwd_headers = _upstream_headers(request, config, upstream, ex.peer_ip, ex.request_id)
-            return await self._forward(request, config, upstream, timeouts, fwd_headers, capture, False, ex)
+        assert route is not None  # fallback is only allowed on a matched route
+        kind = exc.error.kind
+        self._record(ex.upstream_name, kind, 0, asyncio.get_running_loop().time())
+        self._state.metrics.fallbacks.inc((route.id, kind))
+        ex.side, ex.upstream_name = "legacy", route.legacy
+        upstream = config.upstreams[route.legacy]
+        return upstream, _upstream_headers(request, config, upstream, ex.peer_ip, ex.request_id)
 
     def _finish(
         self,
@@ -291,13 +285,14 @@ class ProxyHandler:
         request: web.BaseRequest,
         config: Config,
         upstream: Upstream,
-        timeouts: Timeouts,
         fwd_headers: list[tuple[str, str]],
         capture: int,
         allow_fallback: bool,
         ex: _Exchange,
     ) -> tuple[web.StreamResponse, ForwardResult]:
         slot = self._state.pools[upstream.name]
+        route = ex.route
+        timeouts = route.timeouts if route is not None else config.defaults.timeouts
         extra = _via_header(config.via)
         route_id = ex.route_id
         if config.debug_headers:
