@@ -1,6 +1,7 @@
 """A per-upstream circuit breaker: a pure state machine the handler consults before sending to a new service.
 
-After `failure_threshold` consecutive transport failures (connect, timeout, reset) the breaker opens: routes with
+After `failure_threshold` consecutive upstream faults (`proxy.errors.UPSTREAM_FAULTS`: connect, timeout, reset;
+never a full pool or a client's fault) the breaker opens: routes with
 `fallback: true` go straight to legacy for `cooldown` seconds instead of paying a connect timeout per request.
 Then one probe is let through (half-open); its success closes the breaker, its failure re-opens it. Time comes from
 the caller (`loop.time()`), so the machine is deterministic and tests need no sleeps.
@@ -9,6 +10,8 @@ the caller (`loop.time()`), so the machine is deterministic and tests need no sl
 from __future__ import annotations
 
 from typing import Literal
+
+from proxy.errors import UPSTREAM_FAULTS, ErrorKind
 
 BreakerState = Literal["closed", "open", "half_open"]
 
@@ -56,6 +59,16 @@ class Breaker:
             return True
         return False
 
+    def record(self, error: ErrorKind | None, *, answered: bool, now: float) -> bool:
+        """Feed one forward's outcome: an upstream fault is a failure, an answer (a response head) a success, and
+        anything else (a full pool, the client's own fault) leaves the breaker as it is. True when the state
+        changed."""
+        if error in UPSTREAM_FAULTS:
+            return self.record_failure(now)
+        if answered:
+            return self.record_success(now)
+        return False
+
     def record_success(self, now: float) -> bool:
         """The upstream answered. Returns True when the state changed."""
         self._failures = 0
@@ -65,7 +78,7 @@ class Breaker:
         return True
 
     def record_failure(self, now: float) -> bool:
-        """A transport failure (connect, timeout, reset). Returns True when the state changed."""
+        """An upstream fault (connect, timeout, reset). Returns True when the state changed."""
         state = self.state
         if state == "half_open":
             self._open(now)

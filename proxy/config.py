@@ -68,6 +68,7 @@ class Admin:
 class Timeouts:
     connect: float = 2.0
     read: float = 30.0  # idle time allowed between bytes from the upstream, and before the response head
+    pool: float = 5.0  # wait for a free pooled connection when all max_connections are busy (503, no fallback)
 
 
 @dataclass(frozen=True, slots=True)

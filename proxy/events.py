@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from proxy.config import Config, Mirror, Route
+from proxy.errors import ErrorKind
 
 Side = Literal["legacy", "new"]
 Headers = tuple[tuple[str, str], ...]
@@ -49,7 +50,7 @@ class ResponseSnapshot:
     body: bytes | None  # captured body (capped); None when not captured
     body_complete: bool  # False when the capture was cut at the cap or the upstream broke mid-body
     latency: float  # seconds from sending the request to the last body byte
-    error: str | None = None  # "connect", "timeout", "reset", "dropped", ... ; None on a response
+    error: ErrorKind | None = None  # why there is no (whole) response (`proxy.errors`); None on a response
 
 
 @dataclass(frozen=True, slots=True)

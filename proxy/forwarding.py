@@ -1,8 +1,8 @@
 """Forward one client request to one upstream and stream the answer back.
 
 `proxy.handler` calls exactly this surface. Bodies stream in both directions (constant memory, whatever their
-size); failures the client can still be told about become 502/504/413 JSON answers, and a failure after the
-response head was sent aborts the client connection so a broken body never looks complete.
+size); failures the client can still be told about become JSON answers by `proxy.errors.KINDS`, and a failure
+after the response head was sent aborts the client connection so a broken body never looks complete.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from typing import TypeGuard
 
 import orjson
 from aiohttp import web
@@ -17,17 +18,12 @@ from aiohttp.abc import AbstractStreamWriter
 from aiohttp.helpers import must_be_empty_body, should_remove_content_length
 
 from proxy.config import Timeouts, Upstream
+from proxy.errors import KINDS, UPSTREAM_FAULTS, ErrorKind, RequestBodyError, UpstreamError
 from proxy.events import Headers
 from proxy.headers import decode_pairs, end_to_end_response_headers, response_head, response_headers_with
 from proxy.methods import may_resend
-from proxy.transport import (
-    UpstreamConnectError,
-    UpstreamError,
-    UpstreamPool,
-    UpstreamReset,
-    UpstreamResponse,
-    UpstreamTimeout,
-)
+from proxy.request_body import BodyStream, read_exactly, stream_body
+from proxy.transport import UpstreamPool, UpstreamResponse
 
 _dumps = orjson.dumps
 
@@ -38,6 +34,24 @@ PREREAD_LIMIT = 64 * 1024
 # Fixed-length response bodies up to this size are gathered and sent with their head in one write, skipping
 # aiohttp's StreamResponse; larger ones and bodies of unknown length stream.
 WHOLE_LIMIT = 64 * 1024
+
+
+_BASE_PATHS: dict[int, tuple[Upstream, str]] = {}
+
+
+def base_path(upstream: Upstream) -> str:
+    """The upstream URL's base path without a trailing slash ("" for none): prefixed to every forwarded path.
+
+    Cached by identity: hashing the frozen dataclass (and its URL) for an lru_cache costs more than the lookup
+    saves. The entry holds the upstream, so its id cannot be reused while cached."""
+    hit = _BASE_PATHS.get(id(upstream))
+    if hit is not None and hit[0] is upstream:
+        return hit[1]
+    if len(_BASE_PATHS) >= 256:
+        _BASE_PATHS.clear()  # configs reloaded many times: start over rather than grow
+    path = upstream.url.raw_path.rstrip("/")
+    _BASE_PATHS[id(upstream)] = (upstream, path)
+    return path
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +68,7 @@ class ForwardResult:
 
     status: int  # the status the client received (502/504/413 when strangler generated it)
     upstream_status: int  # 0 when the upstream gave no response head
-    error: str | None  # None, or "connect" | "timeout" | "reset" | "too_large" | "client_gone"
+    error: ErrorKind | None  # None when the upstream's answer reached the client whole
     response_headers: Headers  # end-to-end upstream response headers (empty on error)
     body: bytes | None  # captured response body when capture > 0, else None
     body_complete: bool  # False when capture was cut at the cap or the body broke
@@ -95,40 +109,36 @@ async def forward(
     capture: keep up to this many response body bytes in ForwardResult.body (0: keep none) while streaming.
     response_headers: extra headers added to the client response (X-Request-Id, Via, debug headers); a Via entry
     is appended to the upstream's Via, any other name replaces the upstream's header of that name.
-    Upstream failures become 502 (connect/reset before the head) or 504 (timeout) with a JSON body
-    {"error", "route", "request_id"}; a reset mid-body aborts the client connection, never a short response
-    that looks complete.
+    Failures answer by `proxy.errors.KINDS`: 502 (connect/reset before the head), 504 (timeout), 503 (no free
+    pooled connection), 413/408/400 (the client's body) with a JSON body {"error", "route", "request_id"}; a reset
+    mid-body aborts the client connection, never a short response that looks complete.
     """
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    state = _NO_STREAM  # replaced by a fresh one when the body streams: the common bodiless request skips it
-    send_body: bytes | AsyncIterator[bytes] | None
+    started = asyncio.get_running_loop().time()
+    stream = _NO_STREAM  # replaced by a fresh one when the body streams: the common bodiless request skips it
+    send_body: bytes | AsyncIterator[bytes] | None = body
     content_length: int | None = None
     if body is not None:
         if len(body) > max_body:
-            return _too_large(route_id, request_id, response_headers, started)
-        send_body, replayable = body, True
-    else:
+            return _refused("too_large", route_id, request_id, response_headers, started)
+    elif request.body_exists:
         declared = request.content_length
         if declared is not None and declared > max_body:
             # Refused before any upstream sees it; closing stops aiohttp from draining a huge unread body.
-            return _too_large(route_id, request_id, response_headers, started)
-        if not request.body_exists:
-            send_body, replayable = (b"" if declared == 0 else None), True
-        elif declared is not None and declared <= PREREAD_LIMIT:
+            return _refused("too_large", route_id, request_id, response_headers, started)
+        if declared is not None and declared <= PREREAD_LIMIT:
             try:
-                async with asyncio.timeout(body_timeout):
-                    send_body = await request.content.readexactly(declared)
-            except TimeoutError:
-                return _body_timeout(route_id, request_id, response_headers, started)
-            except (asyncio.IncompleteReadError, ConnectionError, OSError):
-                return _client_gone_before_head(started)
-            replayable = True
+                send_body = await read_exactly(request, declared, body_timeout)
+            except RequestBodyError as err:
+                return _refused(err.kind, route_id, request_id, response_headers, started)
         else:
             content_length = declared  # None for a chunked body: the transport re-chunks it
-            state = _BodyState()
-            send_body, replayable = _stream_body(request, max_body, body_timeout, state), False
+            stream = BodyStream()
+            send_body = stream_body(request, max_body, body_timeout, stream)
+    elif request.content_length == 0:
+        send_body = b""
+    replayable = stream is _NO_STREAM  # bytes or nothing: may go again on a fresh connection, or to legacy
 
+    timeouts = target.timeouts
     try:
         upstream = await target.pool.request(
             request.method,
@@ -136,24 +146,17 @@ async def forward(
             headers,
             send_body,
             content_length=content_length,
-            connect_timeout=target.timeouts.connect,
-            read_timeout=target.timeouts.read,
+            connect_timeout=timeouts.connect,
+            read_timeout=timeouts.read,
             retry_stale=replayable,
+            pool_timeout=timeouts.pool,
         )
-    except (UpstreamError, _RequestBodyError) as err:
-        if state.too_large:
-            return _too_large(route_id, request_id, response_headers, started)
-        if state.timed_out:
-            return _body_timeout(route_id, request_id, response_headers, started)
-        if state.malformed:
-            resp = error_response(400, "bad_body", route_id, request_id, headers=response_headers)
-            resp.force_close()
-            return resp, _failure(400, "client_gone", started)
-        if state.client_gone or not isinstance(err, UpstreamError):
-            return _client_gone_before_head(started)
-        if allow_fallback and replayable and not err.responded and may_resend(request.method, sent=err.sent):
-            raise FallbackAvailable(err) from err
-        return _upstream_failed(err, route_id, request_id, response_headers, started)
+    except (UpstreamError, RequestBodyError) as err:
+        # The body's own failure wins: the transport may have raised its own error on top of it.
+        failure: UpstreamError | RequestBodyError = stream.failure or err
+        if allow_fallback and replayable and _may_fall_back(failure, request.method):
+            raise FallbackAvailable(failure) from err
+        return _refused(failure.kind, route_id, request_id, response_headers, started)
 
     try:
         return await _stream_response(request, upstream, capture, response_headers, request_id, started)
@@ -161,44 +164,17 @@ async def forward(
         upstream.close()
 
 
-@dataclass(slots=True)
-class _BodyState:
-    """What the request body stream saw, read after the transport gave up (it may wrap our exception)."""
-
-    sent: int = 0
-    too_large: bool = False
-    client_gone: bool = False
-    malformed: bool = False  # the client's chunked framing broke (see proxy.server): answered 400 bad_body
-    timed_out: bool = False
-
-
-_NO_STREAM = _BodyState()  # never written to: only _stream_body sets its fields
+def _may_fall_back(failure: UpstreamError | RequestBodyError, method: str) -> TypeGuard[UpstreamError]:
+    """An upstream fault before any response byte, for a request that `proxy.methods.may_resend` lets go again."""
+    return (
+        isinstance(failure, UpstreamError)
+        and failure.kind in UPSTREAM_FAULTS
+        and not failure.responded
+        and may_resend(method, sent=failure.sent)
+    )
 
 
-class _RequestBodyError(Exception):
-    """The client's body could not be forwarded: over the size limit, or the client went away."""
-
-
-async def _stream_body(request: web.BaseRequest, limit: int, idle: float, state: _BodyState) -> AsyncIterator[bytes]:
-    content = request.content
-    while True:
-        try:
-            async with asyncio.timeout(idle):
-                chunk = await content.readany()
-        except TimeoutError as exc:
-            state.timed_out = True
-            raise _RequestBodyError(f"no request body byte for {idle}s") from exc
-        except Exception as exc:  # any failure reading the client means the client is gone
-            state.client_gone = True
-            state.malformed = isinstance(exc, web.RequestPayloadError)
-            raise _RequestBodyError("client body broke") from exc
-        if not chunk:
-            return
-        state.sent += len(chunk)
-        if state.sent > limit:
-            state.too_large = True
-            raise _RequestBodyError(f"request body over {limit} bytes")
-        yield chunk
+_NO_STREAM = BodyStream()  # never written to: only stream_body sets its fields
 
 
 async def _stream_response(
@@ -229,7 +205,7 @@ async def _stream_response(
         resp.content_length = length  # aiohttp drops it itself for 204/304; HEAD keeps it, as the upstream sent
     captured = bytearray() if capture > 0 else None
     truncated = False
-    error: str | None = None
+    error: ErrorKind | None = None
     try:
         await resp.prepare(request)
         while True:
@@ -288,7 +264,7 @@ async def _send_whole(
     if built is None:
         return None
     head, kept = built
-    error: str | None = None
+    error: ErrorKind | None = None
     body = upstream.read_complete()
     if body is None:
         chunks: list[bytes] = []
@@ -400,43 +376,26 @@ def error_response(
     )
 
 
-_ERRORS: dict[type[UpstreamError], tuple[int, str]] = {
-    UpstreamConnectError: (502, "upstream_unreachable"),
-    UpstreamReset: (502, "upstream_reset"),
-    UpstreamTimeout: (504, "upstream_timeout"),
-}
+def kind_response(
+    kind: ErrorKind, route_id: str | None, request_id: str, *, headers: Iterable[tuple[str, str]] = ()
+) -> web.Response:
+    """strangler's own answer for a failure of `kind`, by `proxy.errors.KINDS` (status, JSON name, closing)."""
+    meaning = KINDS[kind]
+    resp = error_response(meaning.status, meaning.name, route_id, request_id, headers=headers)
+    if meaning.close:
+        resp.force_close()  # the rest of the body is unread or broken: the connection cannot be reused
+    return resp
 
 
-def _upstream_failed(
-    err: UpstreamError, route_id: str | None, request_id: str, extra: Headers, started: float
+def _refused(
+    kind: ErrorKind, route_id: str | None, request_id: str, extra: Headers, started: float
 ) -> tuple[web.StreamResponse, ForwardResult]:
-    status, name = next((m for cls, m in _ERRORS.items() if isinstance(err, cls)), (502, "upstream_error"))
-    return error_response(status, name, route_id, request_id, headers=extra), _failure(status, err.kind, started)
+    """A forward that failed before any response byte reached the client: the answer and what happened."""
+    resp = kind_response(kind, route_id, request_id, headers=extra)
+    return resp, _failure(resp.status, kind, started)
 
 
-def _too_large(
-    route_id: str | None, request_id: str, extra: Headers, started: float
-) -> tuple[web.StreamResponse, ForwardResult]:
-    resp = error_response(413, "request_too_large", route_id, request_id, headers=extra)
-    resp.force_close()  # the rest of the body is never read: the connection cannot be reused
-    return resp, _failure(413, "too_large", started)
-
-
-def _body_timeout(
-    route_id: str | None, request_id: str, extra: Headers, started: float
-) -> tuple[web.StreamResponse, ForwardResult]:
-    resp = error_response(408, "request_body_timeout", route_id, request_id, headers=extra)
-    resp.force_close()  # the stalled body is abandoned: the connection cannot be reused
-    return resp, _failure(408, "body_timeout", started)
-
-
-def _client_gone_before_head(started: float) -> tuple[web.StreamResponse, ForwardResult]:
-    resp = web.Response(status=400)
-    resp.force_close()
-    return resp, _failure(400, "client_gone", started)
-
-
-def _failure(status: int, error: str, started: float) -> ForwardResult:
+def _failure(status: int, error: ErrorKind, started: float) -> ForwardResult:
     return ForwardResult(
         status=status,
         upstream_status=0,

@@ -19,6 +19,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.http_parser import HttpResponseParser, RawResponseMessage
 from aiohttp.streams import StreamReader
 
+from proxy.errors import ErrorKind
+
 # StreamReader low-water mark; the socket is paused when twice this much body is buffered unread.
 READ_LIMIT = 2**16
 # Upstream heads are trusted more than client heads, but a cookie-heavy back end still needs room.
@@ -31,7 +33,7 @@ _PARSE_ERRORS = (HttpProcessingError, ValueError)
 class H1Failure(Exception):
     """A failed exchange. kind: "reset" (closed or malformed), "timeout", or "error" (a request-side fault)."""
 
-    def __init__(self, kind: str, message: str, *, sent: bool, responded: bool) -> None:
+    def __init__(self, kind: ErrorKind, message: str, *, sent: bool, responded: bool) -> None:
         super().__init__(message)
         self.kind = kind
         self.sent = sent

@@ -88,6 +88,10 @@ TIMEOUTS = Section(
     {
         "connect": duration("Time allowed to open a connection to the upstream"),
         "read": duration("Idle time allowed between bytes from the upstream, and before the response head"),
+        "pool": duration(
+            "Time a request waits for a free pooled connection when all max_connections are busy; past it 503"
+            " pool_timeout, which never counts against the upstream (no breaker failure, no fallback)"
+        ),
     },
 )
 MIRROR = Section(

@@ -6,13 +6,8 @@ Why not `aiohttp.ClientSession` on the hot path: its per-request generality (req
 jars, tracing) is most of a pass-through proxy's CPU (../shared/PERF-NOTES.md). ClientSession is kept for
 websockets and rare paths.
 
-Errors (every one carries `sent`: a request byte left, and `responded`: a response byte arrived):
-
-    UpstreamError            the upstream gave no complete response (also: a streamed body of the wrong length,
-     │                       a header holding CR/LF)
-     ├── UpstreamConnectError  refused, unreachable, DNS, TLS or connect timeout, no free slot, pool closed
-     ├── UpstreamTimeout       no byte for read_timeout (before the head, or between body chunks)
-     └── UpstreamReset         closed, reset or malformed before the response was complete
+Errors: the `UpstreamError` tree of `proxy.errors` (connect, pool_timeout, timeout, reset; "error" for a
+request-side fault). `_FAILURES` maps the wire layer's `H1Failure` onto it.
 """
 
 from __future__ import annotations
@@ -29,47 +24,39 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from proxy._h1 import H1Connection
+from proxy.config import Timeouts
+from proxy.errors import (
+    ErrorKind,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamPoolTimeout,
+    UpstreamReset,
+    UpstreamTimeout,
+)
 from proxy.h1_protocol import H1Failure, encode_head
 from proxy.methods import may_resend
 
-
-class UpstreamError(Exception):
-    """The upstream could not give a complete response. `sent` tells whether any request byte left."""
-
-    kind = "error"
-
-    def __init__(self, message: str, *, sent: bool, responded: bool = False) -> None:
-        super().__init__(message)
-        self.sent = sent  # at least one request byte was written to the socket
-        self.responded = responded  # at least one response byte was received
-
-
-class UpstreamConnectError(UpstreamError):
-    """Connection refused, unreachable, DNS failure or connect timeout: nothing was sent."""
-
-    kind = "connect"
+__all__ = [
+    "UpstreamConnectError",
+    "UpstreamError",
+    "UpstreamPool",
+    "UpstreamPoolTimeout",
+    "UpstreamReset",
+    "UpstreamResponse",
+    "UpstreamTimeout",
+]
 
 
-class UpstreamTimeout(UpstreamError):
-    """No byte for `read_timeout` (before the head, or between body chunks)."""
-
-    kind = "timeout"
-
-
-class UpstreamReset(UpstreamError):
-    """The connection closed or broke before the response was complete."""
-
-    kind = "reset"
-
-
-_ERRORS: dict[str, type[UpstreamError]] = {"reset": UpstreamReset, "timeout": UpstreamTimeout}
+# H1Failure.kind → the public exception (httpx's map_httpcore_exceptions, as a table).
+_FAILURES: dict[ErrorKind, type[UpstreamError]] = {"reset": UpstreamReset, "timeout": UpstreamTimeout}
+POOL_TIMEOUT = Timeouts().pool  # seconds a request waits for a free connection when the caller names none
 # Methods whose servers expect a length even for an empty body (RFC 9110 §8.6: "SHOULD send Content-Length: 0").
 _LENGTH_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _CLOSE_GRACE = 2.0  # seconds pool.close() waits for sockets to finish closing before aborting them
 
 
 def _public(failure: H1Failure) -> UpstreamError:
-    cls = _ERRORS.get(failure.kind, UpstreamError)
+    cls = _FAILURES.get(failure.kind, UpstreamError)
     return cls(str(failure), sent=failure.sent, responded=failure.responded)
 
 
@@ -188,6 +175,7 @@ class UpstreamPool:
         connect_timeout: float,
         read_timeout: float,
         retry_stale: bool,
+        pool_timeout: float = POOL_TIMEOUT,
     ) -> UpstreamResponse:
         """Send one request and return when the response head has arrived.
 
@@ -196,6 +184,8 @@ class UpstreamPool:
         hop-by-hop headers: the pool writes exactly one framing header itself (Content-Length when
         `content_length` is given or body is non-empty bytes, Transfer-Encoding: chunked for a stream of unknown
         length, none for a bodyless request except `Content-Length: 0` on POST, PUT and PATCH).
+        `pool_timeout`: with every connection busy, how long to wait for one (then UpstreamPoolTimeout); the
+        connect that may follow has its own `connect_timeout`.
         `retry_stale`: when a pooled (reused) connection turns out to be closed before any response byte, retry
         once on a fresh connection if `proxy.methods.may_resend` allows it (an idempotent method, or nothing was
         written); only allowed when the body is bytes or None. Callers pass False for mirrored (candidate)
@@ -224,7 +214,7 @@ class UpstreamPool:
             raise UpstreamError("request target or header holds CR or LF", sent=False)
         head, close = encoded
         if stream is None:
-            conn = self._pop_idle() or await self._acquire(loop, connect_timeout)
+            conn = self._pop_idle() or await self._acquire(loop, connect_timeout, pool_timeout)
             try:
                 msg, payload = await conn.exchange(
                     head, data, head_only=head_only, close=close, read_timeout=read_timeout
@@ -235,7 +225,7 @@ class UpstreamPool:
                     raise _public(failure) from None
                 # The keep-alive race: the upstream closed this idle connection as the request went out. Other
                 # idle connections may be just as dead (an upstream restart), so open a new one.
-                conn = await self._acquire(loop, connect_timeout, fresh=True)
+                conn = await self._acquire(loop, connect_timeout, pool_timeout, fresh=True)
                 try:
                     msg, payload = await conn.exchange(
                         head, data, head_only=head_only, close=close, read_timeout=read_timeout
@@ -244,7 +234,7 @@ class UpstreamPool:
                     raise _public(again) from None
             return UpstreamResponse(self, conn, msg, payload)
 
-        conn = self._pop_idle() or await self._acquire(loop, connect_timeout)
+        conn = self._pop_idle() or await self._acquire(loop, connect_timeout, pool_timeout)
         try:
             msg, payload = await conn.exchange_stream(
                 head, stream, length=content_length, head_only=head_only, close=close, read_timeout=read_timeout
@@ -288,13 +278,17 @@ class UpstreamPool:
                 return conn
         return None
 
-    async def _acquire(self, loop: asyncio.AbstractEventLoop, budget: float, *, fresh: bool = False) -> H1Connection:
+    async def _acquire(
+        self, loop: asyncio.AbstractEventLoop, connect_timeout: float, pool_timeout: float, *, fresh: bool = False
+    ) -> H1Connection:
         """An idle connection, a new one while under max_connections, or the next one freed (FIFO).
 
+        Waiting for a busy pool is bounded by `pool_timeout` (UpstreamPoolTimeout: the upstream is not at fault);
+        opening a connection by `connect_timeout` (UpstreamConnectError).
         fresh: never an idle one; at the limit, the oldest idle connection is closed to make room. A connection
         handed over by a finishing request is still accepted: it has just carried a full response.
         """
-        deadline = loop.time() + budget
+        wait_until: float | None = None
         requeued = False
         while True:
             if self._closed:
@@ -309,7 +303,9 @@ class UpstreamPool:
                 self._conns.discard(oldest)  # its slot is free now; its connection_lost finds nothing to do
                 oldest.close()
             if len(self._conns) + self._connecting < self._max:
-                return await self._connect(loop, deadline, budget)
+                return await self._connect(loop, connect_timeout)
+            if wait_until is None:
+                wait_until = loop.time() + pool_timeout
             waiter: asyncio.Future[H1Connection | None] = loop.create_future()
             if requeued:
                 self._waiters.appendleft(waiter)  # woken for a slot someone else took: keep our place
@@ -317,12 +313,12 @@ class UpstreamPool:
                 self._waiters.append(waiter)
             requeued = True
             try:
-                async with asyncio.timeout_at(deadline):
+                async with asyncio.timeout_at(wait_until):
                     got = await waiter
             except TimeoutError:
                 self._abandon(waiter)
-                raise UpstreamConnectError(
-                    f"no free connection to {self._origin} within {budget:g}s (max_connections={self._max})",
+                raise UpstreamPoolTimeout(
+                    f"no free connection to {self._origin} within {pool_timeout:g}s (max_connections={self._max})",
                     sent=False,
                 ) from None
             except BaseException:
@@ -344,11 +340,11 @@ class UpstreamPool:
             else:
                 self._release(got)
 
-    async def _connect(self, loop: asyncio.AbstractEventLoop, deadline: float, budget: float) -> H1Connection:
+    async def _connect(self, loop: asyncio.AbstractEventLoop, budget: float) -> H1Connection:
         self._connecting += 1
         conn = H1Connection(loop, self._discard)
         try:
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout(budget):
                 await loop.create_connection(
                     lambda: conn, self._host, self._port, ssl=self._ssl, server_hostname=self._server_hostname
                 )

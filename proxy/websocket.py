@@ -15,7 +15,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from yarl import URL
 
 from proxy.config import Timeouts, Upstream
-from proxy.forwarding import error_response
+from proxy.forwarding import error_response, kind_response
 from proxy.tasks import TaskOwner
 
 MAX_MESSAGE = 4 * 1024 * 1024  # aiohttp's default per message, on both sides
@@ -95,9 +95,9 @@ async def forward_websocket(
         status = exc.status if 400 <= exc.status < 600 else 502
         return error_response(status, "upstream_websocket_refused", route_id, request_id)
     except TimeoutError:
-        return error_response(504, "upstream_timeout", route_id, request_id)
+        return kind_response("timeout", route_id, request_id)
     except (aiohttp.ClientError, OSError):
-        return error_response(502, "upstream_unreachable", route_id, request_id)
+        return kind_response("connect", route_id, request_id)
 
     client = web.WebSocketResponse(
         protocols=(up.protocol,) if up.protocol else (),

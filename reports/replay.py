@@ -146,9 +146,18 @@ class Replayer:
     async def _fetch(
         self, request: RequestSnapshot, upstream: Upstream, side: Side, mirror: Mirror
     ) -> ResponseSnapshot:
-        connect = self._config.defaults.timeouts.connect
+        timeouts = self._config.defaults.timeouts
         target = self._pools.get(upstream)
-        return await fetch_copy(target, upstream, request, mirror, side, connect_timeout=connect, replay=True)
+        return await fetch_copy(
+            target,
+            upstream,
+            request,
+            mirror,
+            side,
+            connect_timeout=timeouts.connect,
+            pool_timeout=timeouts.pool,
+            replay=True,
+        )
 
     def _record(
         self,

@@ -15,10 +15,11 @@ import logging
 from typing import Protocol
 
 from proxy.config import Mirror, Upstream
+from proxy.errors import ErrorKind, UpstreamError
 from proxy.events import RequestSnapshot, ResponseSnapshot, Side
 from proxy.headers import HOP_BY_HOP, end_to_end_response_headers, upstream_host
 from proxy.methods import SAFE_METHODS
-from proxy.transport import UpstreamError, UpstreamPool, UpstreamResponse
+from proxy.transport import UpstreamPool, UpstreamResponse
 
 log = logging.getLogger("strangler.shadow")
 
@@ -69,6 +70,7 @@ async def fetch_copy(
     side: Side,
     *,
     connect_timeout: float,
+    pool_timeout: float,
     cap: int = RESPONSE_CAP,
     watched: Watched | None = None,
     replay: bool = False,
@@ -90,6 +92,7 @@ async def fetch_copy(
                 mirror,
                 side,
                 connect_timeout=connect_timeout,
+                pool_timeout=pool_timeout,
                 cap=cap,
                 watched=own,
                 replay=replay,
@@ -110,6 +113,7 @@ async def fetch_copy(
             req.body,
             content_length=len(req.body) if req.body is not None else None,
             connect_timeout=min(timeout, connect_timeout),
+            pool_timeout=min(timeout, pool_timeout),
             read_timeout=timeout,
             retry_stale=False,  # a mirrored request is sent at most once, even on a stale connection
         )
@@ -149,7 +153,7 @@ async def read_capped(resp: UpstreamResponse, cap: int) -> tuple[bytes, bool]:
     return b"".join(chunks), True
 
 
-def failed_snapshot(side: Side, upstream: str, error: str, latency: float) -> ResponseSnapshot:
+def failed_snapshot(side: Side, upstream: str, error: ErrorKind, latency: float) -> ResponseSnapshot:
     return ResponseSnapshot(side, upstream, 0, (), None, False, latency, error)
 
 

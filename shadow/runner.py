@@ -239,14 +239,15 @@ class ShadowListener(TrafficCounting):
     async def _fetch(self, p: _Pending, upstream: Upstream) -> ResponseSnapshot:
         side: Side = "new" if p.start.served_by == "legacy" and p.pair == "candidate" else "legacy"
         target = self._pools.get(upstream)
-        connect = p.start.config.defaults.timeouts.connect
+        timeouts = p.start.config.defaults.timeouts
         return await fetch_copy(
             target,
             upstream,
             p.start.request,
             p.mirror,
             side,
-            connect_timeout=connect,
+            connect_timeout=timeouts.connect,
+            pool_timeout=timeouts.pool,
             cap=self._limits.response_cap,
             watched=p,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from proxy.breaker import Breaker, BreakerState
+from proxy.errors import ErrorKind
 
 
 def _state(breaker: Breaker) -> BreakerState:
@@ -99,3 +100,30 @@ def test_threshold_must_be_positive() -> None:
     """A zero threshold is a programming error."""
     with pytest.raises(ValueError, match="at least 1"):
         Breaker(failure_threshold=0)
+
+
+@pytest.mark.parametrize("kind", ["pool_timeout", "error", "too_large", "body_timeout", "client_gone", "bad_body"])
+def test_record_leaves_the_breaker_alone_for_faults_not_the_upstreams(kind: ErrorKind) -> None:
+    """A full pool, a request-side fault or the client's own failure is neither a failure nor a success."""
+    breaker = Breaker(failure_threshold=1)
+    assert not breaker.record(kind, answered=False, now=0.0)
+    assert _state(breaker) == "closed"
+    tripped = _tripped()
+    assert not tripped.record(kind, answered=False, now=1.0)
+    assert _state(tripped) == "open"
+
+
+@pytest.mark.parametrize("kind", ["connect", "timeout", "reset"])
+def test_record_counts_upstream_faults_even_after_a_head(kind: ErrorKind) -> None:
+    """connect, timeout and reset are failures, also a reset mid-body after the head arrived."""
+    breaker = Breaker(failure_threshold=1)
+    assert breaker.record(kind, answered=True, now=0.0)
+    assert _state(breaker) == "open"
+
+
+def test_record_answer_is_a_success() -> None:
+    """An upstream that answered (any status, no fault) closes a half-open breaker."""
+    breaker = _tripped()
+    assert breaker.allow(10.0)
+    assert breaker.record(None, answered=True, now=10.5)
+    assert _state(breaker) == "closed"

@@ -17,6 +17,7 @@ from proxy.transport import (
     UpstreamConnectError,
     UpstreamError,
     UpstreamPool,
+    UpstreamPoolTimeout,
     UpstreamReset,
     UpstreamResponse,
     UpstreamTimeout,
@@ -827,10 +828,11 @@ async def test_max_connections_under_concurrency(
     assert peers.connections == 3
 
 
-async def test_waiting_for_a_slot_is_bounded_by_connect_timeout(
+async def test_waiting_for_a_slot_is_bounded_by_pool_timeout(
     aiohttp_server: ServerFactory, pools: Callable[..., UpstreamPool]
 ) -> None:
-    """With every connection busy, a request gives up after connect_timeout with UpstreamConnectError."""
+    """With every connection busy, a request gives up after pool_timeout (not connect_timeout) with
+    UpstreamPoolTimeout, kind pool_timeout: nothing was sent."""
 
     async def handler(request: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -839,9 +841,11 @@ async def test_waiting_for_a_slot_is_bounded_by_connect_timeout(
     app.router.add_get("/", handler)
     pool = pools(url_of(await aiohttp_server(app)), max_connections=1)
     held = await pool.request("GET", "/", [("Host", "a")], None, **_timeouts())
-    with pytest.raises(UpstreamConnectError, match="no free connection") as info:
-        await fetch(pool, connect_timeout=0.1)
+    with pytest.raises(UpstreamPoolTimeout, match="no free connection") as info:
+        await fetch(pool, connect_timeout=30.0, pool_timeout=0.1)
     assert not info.value.sent
+    assert info.value.kind == "pool_timeout"
+    assert not isinstance(info.value, UpstreamConnectError)
     assert await read_all(held) == b"ok"
     assert await fetch(pool) == (200, b"ok")
 
