@@ -134,6 +134,11 @@ class Metrics:
             ("upstream",),
         )
         self.reloads = Counter("strangler_reloads_total", "Config reloads by result (ok, failed).", ("result",))
+        self.config_ok = Gauge(
+            "strangler_config_last_reload_ok",
+            "1 when the config file last loaded is what serves; 0 when the last load failed, was refused "
+            "(it would remove every route) or the file is missing: the last good config keeps serving.",
+        )
         self.rejected = Counter(
             "strangler_rejected_requests_total",
             "Requests refused before reaching a back end, by reason.",
@@ -167,6 +172,7 @@ class Metrics:
             self.fallbacks,
             self.breaker_state,
             self.reloads,
+            self.config_ok,
             self.rejected,
             self.shadow,
             self.shadow_queue,
