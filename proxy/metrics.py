@@ -164,6 +164,15 @@ class Metrics:
         self.extra.append(counter)
         return counter
 
+    def extra_gauge(self, name: str, help: str, labels: tuple[str, ...] = ()) -> Gauge:
+        """A gauge in `extra`, created on first use."""
+        for metric in self.extra:
+            if metric.name == name and isinstance(metric, Gauge):
+                return metric
+        gauge = Gauge(name, help, labels)
+        self.extra.append(gauge)
+        return gauge
+
     def all(self) -> list[Metric]:
         return [
             self.requests,

@@ -293,6 +293,11 @@ class Store:
             deleted += len(ids)
         return deleted
 
+    def request_ids_since(self, since: float) -> set[tuple[str, float]]:
+        """(request id, time) of every exchange row from `since` on (indexed by time): which rows already exist."""
+        rows = self._conns[0].execute("SELECT request_id, time FROM exchanges WHERE time >= ?", (since,))
+        return {(str(request_id), float(t)) for request_id, t in rows}
+
     def record_flip(self, flip: FlipRecord) -> int:
         """Append a flip to the audit trail; returns its id."""
         with self._write() as conn:
