@@ -36,7 +36,7 @@ from cli.report_cmds import parse_since
 from cli.rollout_cmds import DbOption, db_path, duration_option, find_route
 from proxy.config import Config
 from proxy.loader import load_config
-from reports.live import LiveRoute, MetricsFormatError, live_routes, live_table, parse_prometheus
+from reports.live import LiveRoute, MetricsFormatError, live_routes, live_table, parse_prometheus, store_faults
 from reports.replay import Replayer, ReplayResult, ReplaySummary, ReplayTarget, select_targets, summarize
 from shadow.redact import Redactor, key_path_for, load_or_create_key
 from shadow.store import Store
@@ -165,29 +165,30 @@ async def _frames(admin: str, every: float, once: bool, fmt: OutputFormat) -> No
     timeout = aiohttp.ClientTimeout(total=max(5.0, every))
     async with aiohttp.ClientSession(timeout=timeout) as session:
 
-        async def rows(previous: dict[str, int] | None, elapsed: float | None) -> list[LiveRoute]:
+        async def rows(previous: dict[str, int] | None, elapsed: float | None) -> tuple[list[LiveRoute], str]:
             metrics, routes = await _fetch_frame(session, admin)
             try:
-                return live_routes(parse_prometheus(metrics), routes, previous, elapsed)
+                samples = parse_prometheus(metrics)
+                return live_routes(samples, routes, previous, elapsed), store_faults(samples)
             except MetricsFormatError as exc:
                 raise CliError(f"{admin}/metrics: {exc}") from exc
 
         if once:
-            frame = await rows(None, None)
+            frame, faults = await rows(None, None)
             if fmt is OutputFormat.json:
                 print_json([{**dataclasses.asdict(r), "match_rate": r.match_rate} for r in frame])
             else:
-                print_renderable(live_table(frame, title=f"strangler watch {admin}"))
+                print_renderable(live_table(frame, title=f"strangler watch {admin}", caption=faults))
             return
         previous: dict[str, int] | None = None
         last = time.monotonic()
         with Live(console=None, auto_refresh=False) as live:
             while True:
                 now = time.monotonic()
-                frame = await rows(previous, now - last if previous is not None else None)
+                frame, faults = await rows(previous, now - last if previous is not None else None)
                 previous, last = {r.id: r.requests for r in frame}, now
                 title = f"strangler watch {admin} (every {every:g}s, Ctrl-C to stop)"
-                live.update(live_table(frame, title=title), refresh=True)
+                live.update(live_table(frame, title=title, caption=faults), refresh=True)
                 await asyncio.sleep(every)
 
 

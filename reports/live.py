@@ -201,9 +201,28 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def live_table(rows: Sequence[LiveRoute], *, title: str = "") -> Table:
-    """The watch frame: one row per route."""
-    table = Table(title=title or None, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+def store_faults(samples: Iterable[Sample]) -> str:
+    """A line for the watch frame when the shadow store fails writes or has lost rows; "" while it is healthy."""
+    failing, errors, lost = False, 0, 0
+    for s in samples:
+        if s.name == "strangler_store_failing":
+            failing = failing or s.value > 0
+        elif s.name == "strangler_store_write_errors_total":
+            errors += int(s.value)
+        elif s.name == "strangler_store_rows_lost_total":
+            lost += int(s.value)
+    if not (failing or errors or lost):
+        return ""
+    state = "[red]store refusing writes[/] (rows wait and are retried)" if failing else "store writes ok now"
+    return f"{state}; {errors} write errors, {lost} rows lost since start"
+
+
+def live_table(rows: Sequence[LiveRoute], *, title: str = "", caption: str = "") -> Table:
+    """The watch frame: one row per route; `caption` under it (store faults)."""
+    table = Table(
+        title=title or None, caption=caption or None, title_justify="left", caption_justify="left",
+        box=box.SIMPLE_HEAD, pad_edge=False,
+    )  # fmt: skip
     for name in ("route", "mode", "legacy", "new", "req/s", "errors", "compared", "match", "mismatch", "cand.err"):
         table.add_column(name, justify="left" if name in ("route", "mode") else "right", no_wrap=name != "route")
     for name in ("p50 ms", "p99 legacy", "p99 new"):

@@ -293,10 +293,16 @@ class Store:
             deleted += len(ids)
         return deleted
 
-    def request_ids_since(self, since: float) -> set[tuple[str, float]]:
-        """(request id, time) of every exchange row from `since` on (indexed by time): which rows already exist."""
-        rows = self._conns[0].execute("SELECT request_id, time FROM exchanges WHERE time >= ?", (since,))
-        return {(str(request_id), float(t)) for request_id, t in rows}
+    def outcomes_since(self, since: float) -> dict[tuple[str, float], list[tuple[str, str, str]]]:
+        """Per (request id, time), the (route id, outcome, reason) of each exchange row from `since` on (indexed by
+        time): which rows already exist, and what they count as."""
+        found: dict[tuple[str, float], list[tuple[str, str, str]]] = {}
+        rows = self._conns[0].execute(
+            "SELECT request_id, time, route_id, outcome, reason FROM exchanges WHERE time >= ?", (since,)
+        )
+        for request_id, t, route_id, outcome, reason in rows:
+            found.setdefault((str(request_id), float(t)), []).append((route_id, outcome, reason or ""))
+        return found
 
     def record_flip(self, flip: FlipRecord) -> int:
         """Append a flip to the audit trail; returns its id."""

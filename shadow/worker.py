@@ -178,7 +178,12 @@ class WorkerProtocol(asyncio.Protocol):
             return
         stored = self._stored_since(min(start.started_at for _, start, _ in drops))
         for seq, start, reason in drops:
-            if (start.request.request_id, start.started_at) in stored:
+            rows = stored.get((start.request.request_id, start.started_at))
+            if rows:
+                # Written by the dead worker, which died before its report: that report would have carried both
+                # the acknowledgement and the outcome (one write), so the outcome is counted here instead.
+                for key in rows:
+                    self._count_row(*key)
                 self._expect(seq, start.request.request_id, 0)
                 continue
             self._expect(seq, start.request.request_id, 1)
@@ -187,16 +192,21 @@ class WorkerProtocol(asyncio.Protocol):
             else:
                 listener.record_dropped(start, reason)
 
-    def _stored_since(self, since: float) -> set[tuple[str, float]]:
+    def _stored_since(self, since: float) -> dict[tuple[str, float], list[tuple[str, str, str]]]:
         try:
             if self._reader_store is None:
                 config = self._config
                 assert config is not None
                 self._reader_store = Store.open(self._db if self._db is not None else config.store.path)
-            return self._reader_store.request_ids_since(since)
+            return self._reader_store.outcomes_since(since)
         except Exception:  # a store we cannot read: write the drop rows (a duplicate beats a loss)
             log.exception("shadow worker: cannot check the store for rows of lost copies")
-            return set()
+            return {}
+
+    def _count_row(self, route_id: str, outcome: str, reason: str) -> None:
+        """Count a written row's outcome for the proxy, unless the proxy counted it (a drop it made itself)."""
+        if not (outcome == "dropped" and reason in COUNTED_IN_PROXY):
+            self._outcomes.inc((route_id, outcome, reason))
 
     def _collect_settled(self) -> None:
         listener = self.listener
@@ -205,8 +215,7 @@ class WorkerProtocol(asyncio.Protocol):
         unsettled, outcomes = self._unsettled, self._outcomes
         for row in listener.writer.drain_settled():
             if row.fate == STORED:
-                if not (row.outcome == "dropped" and row.reason in COUNTED_IN_PROXY):
-                    outcomes.inc((row.route_id, row.outcome, row.reason))
+                self._count_row(row.route_id, row.outcome, row.reason)
             elif row.reason not in COUNTED_IN_PROXY:
                 outcomes.inc((row.route_id, "dropped", row.fate))  # never to be a row: counted as a drop
             waiting = unsettled.get(row.request_id)

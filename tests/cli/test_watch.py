@@ -144,3 +144,34 @@ def test_watch_reports_an_unreachable_admin_api() -> None:
     result = invoke("watch", "--once", "--admin", f"http://127.0.0.1:{free_port()}")
     assert result.exit_code == 1
     assert "cannot read the admin API" in result.stderr
+
+
+async def test_watch_shows_a_store_refusing_writes(tmp_path: Path, aiohttp_server: AiohttpServer) -> None:
+    """While the shadow store refuses writes, the watch frame says so, with its write errors and rows lost."""
+    from tests.faults.store import allow_writes, refuse_writes
+
+    legacy, new = await aiohttp_server(backend("legacy")), await aiohttp_server(backend("new"))
+    config = tmp_path / "routes.yaml"
+    config.write_text(ROUTES.format(legacy=legacy.port, new=new.port), encoding="utf-8")
+    db = tmp_path / "strangler.db"
+
+    def listeners(state: RuntimeState) -> Sequence[ExchangeListener]:
+        return [ShadowListener.create(state.config, state.metrics, db)]
+
+    running = await start_proxy(config, port=0, admin_port=0, listeners_factory=listeners, watch=False)
+    refuse_writes(db)
+    try:
+        async with aiohttp.ClientSession() as session:
+            for i in range(5):
+                async with session.get(f"http://127.0.0.1:{running.proxy_port}/items/{i}") as resp:
+                    await resp.read()
+        failing = running.state.metrics.extra_gauge("strangler_store_failing", "")
+        await wait_until(lambda: failing.get() == 1)
+        admin = f"http://127.0.0.1:{running.admin_port}"
+        table = await asyncio.to_thread(invoke, "watch", "--once", "--admin", admin)
+    finally:
+        allow_writes(db)
+        await running.stop(drain_timeout=2.0)
+    assert table.exit_code == 0, table.stderr
+    assert "store refusing writes" in table.stdout
+    assert "write errors" in table.stdout
