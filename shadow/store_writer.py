@@ -63,7 +63,7 @@ class StoreWriter:
     The thread wakes every `flush_interval` seconds and writes what is queued, `batch_size` records per
     transaction at most (few, large transactions: see `_run` and `shadow.store_rows`), applies retention every
     `retention_interval` seconds, and on `close` writes everything still queued. A batch the store refuses is
-    retried with backoff until it is written (after `close`, for CLOSE_RETRY seconds more at most); one that fails
+    retried with backoff until it is written (after `close`, for `close_retry` seconds more at most); one that fails
     for its own sake is retried once; a batch given up is counted in `lost`. With `track_ids`, the request ids of
     rows written or lost are kept for `drain_settled` (the shadow worker acknowledges them to the proxy). Not a
     daemon thread, so queued records are written even when the program ends without calling `close`.
@@ -76,6 +76,7 @@ class StoreWriter:
         max_queue: int = 100_000,
         max_queue_bytes: int = MAX_QUEUE_BYTES,
         track_ids: bool = False,
+        close_retry: float = CLOSE_RETRY,
         flush_interval: float = 0.25,
         batch_size: int = 2000,
         retention: Retention | None = None,
@@ -109,6 +110,7 @@ class StoreWriter:
         self.write_errors = 0  # failed write attempts
         self.failing = False  # the last write attempt failed
         self._give_up_at: float | None = None  # closing with a failing store: retries end then
+        self._close_retry = close_retry
         if start:
             self.start()
 
@@ -249,7 +251,7 @@ class StoreWriter:
                         "retrying" if fault else "retrying once",
                     )
                 if fault and self._stopping.is_set() and self._give_up_at is None:
-                    self._give_up_at = now + CLOSE_RETRY
+                    self._give_up_at = now + self._close_retry
                 if batch_failures >= 2 or (self._give_up_at is not None and now >= self._give_up_at):
                     self.lost += len(batch)
                     self._settle(batch, "store_error")

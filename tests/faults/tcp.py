@@ -105,7 +105,7 @@ class FaultProxy:
                 _reset(writer)
                 return
             await self._relay(reader, writer, up_reader, up_writer, fault)
-        except (OSError, asyncio.IncompleteReadError):
+        except (OSError, RuntimeError, asyncio.IncompleteReadError):  # RuntimeError: uvloop's closed transports
             pass
         finally:
             self._open.discard(writer)
@@ -138,7 +138,7 @@ class FaultProxy:
         while True:
             data = await reader.read(65536 if fault.mode != "drip" else max(1, fault.n))
             if not data:
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(OSError, RuntimeError):  # RuntimeError: uvloop, the other side is gone
                     writer.write_eof()
                 return
             if first and fault.mode == "delay":

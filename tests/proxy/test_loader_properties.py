@@ -55,14 +55,14 @@ def _outcome(text: str) -> None:
     assert isinstance(result, Config)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(DOCUMENTS)
 def test_any_yaml_document_is_a_config_or_a_config_error(document: Any) -> None:
     """A YAML document of any shape (dumped by PyYAML) loads as a Config or raises ConfigError, nothing else."""
     _outcome(yaml.safe_dump(document) if not isinstance(document, bytes) else yaml.dump(document))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.text(alphabet=st.sampled_from(list(":-[]{}!&*|>'\"#%@ \n\tabc01/.?,")), max_size=80))
 def test_any_text_is_a_config_or_a_config_error(text: str) -> None:
     """Arbitrary YAML-ish text (tags, anchors, flow and block syntax) loads as a Config or raises ConfigError."""
@@ -99,7 +99,7 @@ def _places(node: Any, at: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 _PLACES = _places(_base())[1:]
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.sampled_from(_PLACES), DOCUMENTS)
 def test_a_real_config_with_any_value_anywhere_is_a_config_or_a_config_error(at: tuple[Any, ...], value: Any) -> None:
     """A working config with one value replaced by anything loads as a Config or raises ConfigError."""

@@ -4,7 +4,12 @@ the store (issue 10, item 7)."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,7 +19,7 @@ from shadow.model import StoredBody
 from shadow.store import Store
 from shadow.store_writer import StoreWriter
 from tests.faults.store import allow_writes, count_rows, refuse_writes
-from tests.shadow.test_store import make_record
+from tests.shadow.test_store import ROOT, make_record
 
 
 @pytest.fixture
@@ -69,7 +74,7 @@ def test_the_backlog_is_bounded_and_every_record_is_counted(db_path: Path) -> No
 
 def test_a_store_fault_at_close_is_counted_lost(db_path: Path) -> None:
     """A store that still refuses writes when the writer closes: the queued records are counted lost, not hung on."""
-    writer = StoreWriter(db_path, flush_interval=0.05)
+    writer = StoreWriter(db_path, flush_interval=0.05, close_retry=0.5)
     refuse_writes(db_path)
     try:
         for i in range(10):
@@ -78,3 +83,55 @@ def test_a_store_fault_at_close_is_counted_lost(db_path: Path) -> None:
     finally:
         allow_writes(db_path)
     assert (writer.written, writer.rows_lost) == (0, 10)
+
+
+READ_ONLY_PROGRAM = """
+import os, sys, time
+from shadow.store_writer import StoreWriter
+from tests.shadow.test_store import make_record
+
+path = sys.argv[1]
+writer = StoreWriter(path, flush_interval=0.05)  # the file is read-only now: opened all the same, read-only
+for i in range(5):
+    writer.submit(make_record(request_id=f"r{i}"))
+deadline = time.monotonic() + 20
+while writer.write_errors < 2 and time.monotonic() < deadline:
+    time.sleep(0.02)
+errors_before = writer.write_errors
+os.chmod(path, 0o644)  # permissions return
+while writer.written < 5 and time.monotonic() < deadline:
+    time.sleep(0.02)
+writer.close(timeout=10)
+print(errors_before, writer.written, writer.rows_lost)
+"""
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A directory anyone may write (pytest's tmp_path is private to its user)."""
+    work = Path(tempfile.mkdtemp(prefix="strangler-ro-"))
+    work.chmod(0o777)
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_a_writer_started_on_a_read_only_store_writes_once_permissions_return(open_dir: Path) -> None:
+    """A writer that opened the store while the file was read-only reopens it read-write when it can: its rows are
+    written once permissions return (run as an unprivileged user, since root ignores file modes)."""
+    path = open_dir / "shadow.db"
+    Store.open(path).close()
+    path.chmod(0o444)
+    command = [sys.executable, "-c", READ_ONLY_PROGRAM, str(path)]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: cannot drop privileges to make a file read-only")
+        os.chown(path, 65534, 65534)  # nobody: may chmod its own file back
+        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    errors_before, written, lost = map(int, done.stdout.split())
+    assert errors_before >= 2
+    assert (written, lost) == (5, 0)
+    assert count_rows(path) == 5
