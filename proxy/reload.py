@@ -28,16 +28,17 @@ log = logging.getLogger("strangler.reload")
 POLL_INTERVAL = 0.5
 STABLE_FOR = 0.5  # seconds a changed file's size and mtime must stay the same before it is reloaded
 
-FileSignature = tuple[int, int, int] | None
+FileSignature = tuple[int, int, int, int] | None
 
 
 def file_signature(path: Path) -> FileSignature:
-    """(mtime_ns, size, inode): changes on edits and on atomic replace-by-rename; None while the file is missing."""
+    """(mtime_ns, size, inode, ctime_ns): changes on edits, on atomic replace-by-rename and on a chmod (a file made
+    unreadable is reported at once); None while the file is missing."""
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
+    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
 
 
 def build_snapshot_parts(path: Path) -> tuple[Config, RouteTable]:

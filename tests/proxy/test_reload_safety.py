@@ -127,3 +127,20 @@ async def test_deleted_file_is_reported_at_once(
         path.write_text(full, encoding="utf-8")  # restored: reloaded and reported good again
         await wait_until(lambda: running.state.last_reload.ok)
         assert running.state.snapshot.generation == 2
+
+
+async def test_unreadable_file_is_reported_and_the_last_good_config_serves(
+    ports: tuple[int, int], tmp_path: Path, client: aiohttp.ClientSession
+) -> None:
+    """routes.yaml replaced by something that cannot be read as a file (a directory): reported on /config, the last
+    good config serves, and putting the file back recovers."""
+    path = write_config(tmp_path / "routes.yaml", legacy=ports[0], new=ports[1], routes=ADMIN_ROUTE)
+    full = path.read_text(encoding="utf-8")
+    async with running_proxy(path, watch_interval=0.1) as running:
+        path.unlink()
+        path.mkdir()
+        await wait_until(lambda: any("cannot read" in e for e in running.state.last_reload.errors))
+        assert await _side(client, url(running, "/admin/x")) == "new"
+        path.rmdir()
+        path.write_text(full, encoding="utf-8")
+        await wait_until(lambda: running.state.last_reload.ok)
