@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast check fmt lint types imports pytest bench schema clean
+.PHONY: demo test test-fast check fmt lint types imports pytest bench soak schema clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "strangler needs Python 3.11 or newer")'
@@ -40,6 +40,11 @@ check: $(STAMP)
 ## make bench: back end direct vs strangler vs nginx (when installed), side by side in one run.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
+
+## make soak: strangler under load while back ends die and flap, routes.yaml changes and the store fills once;
+## prints the checks table (exit 1 when one fails). 10 minutes by default: SOAK_SECONDS=60 make soak.
+soak: $(STAMP)
+	$(BIN)/python -m benchmarks.soak
 
 ## make schema: regenerate docs/routes.schema.json and README.md's key table from the key tables (proxy/schema.py).
 schema: $(STAMP)

@@ -340,12 +340,16 @@ def _build(top: Table, source: Path, issues: Issues) -> Config:
 def load_config(path: str | Path) -> Config:
     """Read and validate a config file; raises `ConfigError` listing every issue found."""
     source = Path(path)
+    return parse_config(read_config_text(source), source)
+
+
+def read_config_text(source: Path) -> str:
+    """The text of a config file; raises `ConfigError` when it cannot be read (missing, a directory, not UTF-8)."""
     try:
-        text = source.read_text(encoding="utf-8")
+        return source.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise ConfigError([ConfigIssue(str(source), "", f"cannot read the file: {reason}")]) from exc
-    return parse_config(text, source)
 
 
 def parse_config(text: str, source: Path) -> Config:

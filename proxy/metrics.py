@@ -34,6 +34,14 @@ def _num(value: float) -> str:
     return repr(float(value)) if not float(value).is_integer() else str(int(value))
 
 
+# Metrics the shadow side creates in `Metrics.extra` (the proxy never imports it): named here, once, so /stats can
+# read them and the shadow side counts under the same names.
+WORKER_RESTARTS = "strangler_shadow_worker_restarts_total"
+STORE_WRITE_ERRORS = "strangler_store_write_errors_total"
+STORE_ROWS_LOST = "strangler_store_rows_lost_total"
+STORE_FAILING = "strangler_store_failing"
+
+
 class Counter:
     __slots__ = ("help", "labelnames", "name", "values")
 
@@ -150,6 +158,11 @@ class Metrics:
             ("upstream",),
         )
         self.reloads = Counter("strangler_reloads_total", "Config reloads by result (ok, failed).", ("result",))
+        self.config_ok = Gauge(
+            "strangler_config_last_reload_ok",
+            "1 when the config file last loaded is what serves; 0 when the last load failed, was refused "
+            "(it would remove every route) or the file is missing: the last good config keeps serving.",
+        )
         self.rejected = Counter(
             "strangler_rejected_requests_total",
             "Requests refused before reaching a back end, by reason.",
@@ -180,6 +193,15 @@ class Metrics:
         """A counter (or gauge) by its exported name, first-class or in `extra`; None when none has been created."""
         return next((m for m in self.all() if m.name == name and isinstance(m, Counter)), None)
 
+    def extra_gauge(self, name: str, help: str, labels: tuple[str, ...] = ()) -> Gauge:
+        """A gauge in `extra`, created on first use."""
+        for metric in self.extra:
+            if metric.name == name and isinstance(metric, Gauge):
+                return metric
+        gauge = Gauge(name, help, labels)
+        self.extra.append(gauge)
+        return gauge
+
     def all(self) -> list[Metric]:
         return [
             self.requests,
@@ -188,6 +210,7 @@ class Metrics:
             self.fallbacks,
             self.breaker_state,
             self.reloads,
+            self.config_ok,
             self.rejected,
             self.shadow,
             self.shadow_queue,

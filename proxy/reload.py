@@ -1,7 +1,11 @@
 """Hot reload: watch routes.yaml (and take SIGHUP / admin requests), load it off the loop, swap it in atomically.
 
 A file that fails to load never replaces the running config: the proxy keeps serving the last good snapshot and
-the errors are kept for the admin /config endpoint. Listen addresses are bound once; changing them needs a restart.
+the errors are kept for the admin /config endpoint (and `strangler_config_last_reload_ok` is 0 on /metrics).
+Editors and deploy tools write in steps, so the watcher reloads a changed file only once its size and mtime have
+stayed the same for STABLE_FOR seconds, and a file that would remove every route is refused unless it says so
+(`routes: []`): a file cut short before `routes:` is valid YAML with no routes. A file that disappears is reported
+at once, not at the next SIGHUP. Listen addresses are bound once; changing them needs a restart.
 """
 
 from __future__ import annotations
@@ -12,41 +16,73 @@ import os
 import time
 from pathlib import Path
 
+import yaml
+
 from proxy.config import Config, ConfigError
-from proxy.loader import load_config
+from proxy.loader import parse_config, read_config_text
 from proxy.routing import RouteTable
 from proxy.state import ReloadResult, RuntimeState
 
 log = logging.getLogger("strangler.reload")
 
 POLL_INTERVAL = 0.5
+STABLE_FOR = 0.5  # seconds a changed file's size and mtime must stay the same before it is reloaded
 
-FileSignature = tuple[int, int, int] | None
+FileSignature = tuple[int, int, int, int] | None
 
 
 def file_signature(path: Path) -> FileSignature:
-    """(mtime_ns, size, inode): changes on edits and on atomic replace-by-rename; None while the file is missing."""
+    """(mtime_ns, size, inode, ctime_ns): changes on edits, on atomic replace-by-rename and on a chmod (a file made
+    unreadable is reported at once); None while the file is missing."""
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
+    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
 
 
 def build_snapshot_parts(path: Path) -> tuple[Config, RouteTable]:
     """Load and index a config file (runs in a worker thread). Raises ConfigError."""
-    config = load_config(path)
-    return config, RouteTable.build(config.routes)
+    config, table, _ = read_snapshot_parts(path)
+    return config, table
+
+
+def read_snapshot_parts(path: Path) -> tuple[Config, RouteTable, bool]:
+    """Like `build_snapshot_parts`, also saying whether the file spells out `routes: []` (read once)."""
+    text = read_config_text(path)
+    config = parse_config(text, path)
+    return config, RouteTable.build(config.routes), not config.routes and says_no_routes(text)
+
+
+def says_no_routes(text: str) -> bool:
+    """Whether config text sets `routes:` to an empty list on purpose (not left out, not an empty value)."""
+    try:
+        top = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return False
+    return isinstance(top, dict) and top.get("routes") == []
+
+
+def removes_every_route(old: Config, new: Config, explicit: bool) -> str | None:
+    """Why a reload from `old` to `new` is refused, or None: dropping every route needs `routes: []` written."""
+    if old.routes and not new.routes and not explicit:
+        return (
+            f"{new.source}: the file has no routes (cut short?); refusing to remove all {len(old.routes)} routes. "
+            "Write 'routes: []' to remove every route on purpose"
+        )
+    return None
 
 
 class Reloader:
     """Reloads one config file into one RuntimeState; reloads never overlap."""
 
-    def __init__(self, state: RuntimeState, path: Path) -> None:
+    def __init__(self, state: RuntimeState, path: Path, *, stable_for: float = STABLE_FOR) -> None:
         self._state = state
         self._path = path
+        self._stable_for = stable_for
         self._lock = asyncio.Lock()
         self._seen: FileSignature = file_signature(path)
+        state.metrics.config_ok.set((), 1)
 
     async def reload(self, trigger: str = "sighup") -> ReloadResult:
         """Load the file now; on success swap the snapshot, on failure keep the old one. Never raises."""
@@ -54,7 +90,7 @@ class Reloader:
         async with self._lock:
             self._seen = file_signature(self._path)
             try:
-                config, table = await asyncio.to_thread(build_snapshot_parts, self._path)
+                config, table, explicit = await asyncio.to_thread(read_snapshot_parts, self._path)
             except ConfigError as exc:
                 errors = tuple(str(issue) for issue in exc.issues) or (str(exc),)
                 return self._failed(trigger, errors)
@@ -62,11 +98,15 @@ class Reloader:
                 log.exception("config reload from %s failed unexpectedly", self._path)
                 return self._failed(trigger, (f"{type(exc).__name__}: {exc}",))
             old = state.snapshot.config
+            refusal = removes_every_route(old, config, explicit)
+            if refusal is not None:
+                return self._failed(trigger, (refusal,))
             snapshot = state.apply(config, table)
             _warn_restart_needed(old, config)
             result = ReloadResult(ok=True, time=time.time(), generation=snapshot.generation, trigger=trigger)
             state.last_reload = result
             state.metrics.reloads.inc(("ok",))
+            state.metrics.config_ok.set((), 1)
             log.info("config reloaded from %s (%s): generation %d", self._path, trigger, snapshot.generation)
             return result
 
@@ -77,6 +117,7 @@ class Reloader:
         )
         state.last_reload = result
         state.metrics.reloads.inc(("failed",))
+        state.metrics.config_ok.set((), 0)
         log.error(
             "config reload from %s failed; still serving generation %d:\n  %s",
             self._path,
@@ -86,16 +127,28 @@ class Reloader:
         return result
 
     async def watch(self, interval: float = POLL_INTERVAL) -> None:
-        """Poll the file; reload once a change has been stable for one interval (editors write in steps)."""
+        """Poll the file; reload a change once its signature has held for `stable_for` seconds (editors and deploy
+        tools write in steps); report a missing file at once."""
+        loop = asyncio.get_running_loop()
         pending: FileSignature = None
+        since = 0.0
         while True:
             await asyncio.sleep(interval)
             current = await asyncio.to_thread(file_signature, self._path)
-            if current is None or current == self._seen:
+            if current is None:
+                pending = None
+                if self._seen is not None:
+                    self._seen = None
+                    self._failed("file", (f"{self._path}: the file is missing (deleted or moved)",))
+                continue
+            if current == self._seen:
                 pending = None
                 continue
+            now = loop.time()
             if current != pending:
-                pending = current  # changed since the last look: wait one more interval for the writer to finish
+                pending, since = current, now  # changed since the last look: wait for the writer to finish
+                continue
+            if now - since < self._stable_for:
                 continue
             pending = None
             await self.reload("file")

@@ -17,14 +17,13 @@ from typing import Any, Final
 
 from proxy.config import Route
 from proxy.handler import UNMATCHED
-from proxy.metrics import Histogram, Metrics
+from proxy.metrics import STORE_FAILING, STORE_ROWS_LOST, STORE_WRITE_ERRORS, WORKER_RESTARTS, Histogram, Metrics
 from proxy.state import RuntimeState
 
 STATS_VERSION: Final = 1
 QUANTILES: Final = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
 PAIRS: Final = ("candidate", "noise")  # always present in a route's shadow section, zero when nothing was mirrored
 ERROR_CLASSES: Final = ("5xx", "0xx")  # 5xx answers and upstream failures (0xx: no response at all)
-WORKER_RESTARTS: Final = "strangler_shadow_worker_restarts_total"  # counted by shadow.bridge (RESTART_METRIC)
 LATENCY_NOTE: Final = (
     "client-facing, since the proxy started; estimates from histogram buckets (the upper bound of the bucket holding"
     " the nearest rank)"
@@ -143,6 +142,17 @@ def _worker(state: RuntimeState) -> dict[str, int]:
     return {"restarts": int(restarts.get()) if restarts is not None else 0}
 
 
+def _store(state: RuntimeState) -> dict[str, Any]:
+    """The shadow store's write health (counted by the shadow side's writer; zero before its first report)."""
+    metrics = state.metrics
+    failing, errors, lost = (metrics.find_counter(n) for n in (STORE_FAILING, STORE_WRITE_ERRORS, STORE_ROWS_LOST))
+    return {
+        "failing": bool(failing is not None and sum(failing.values.values()) > 0),
+        "write_errors": int(sum(errors.values.values())) if errors is not None else 0,
+        "rows_lost": _labelled(lost.values) if lost is not None else {},
+    }
+
+
 def _breakers(state: RuntimeState) -> dict[str, str]:
     return {up: _BREAKER.get(v, "open") for (up,), v in sorted(state.metrics.breaker_state.values.items())}
 
@@ -159,6 +169,7 @@ SECTIONS: dict[str, Section] = {
     "unrouted": _unrouted,
     "queues": _queues,
     "worker": _worker,
+    "store": _store,
     "breakers": _breakers,
     "rejected": lambda state: _labelled(state.metrics.rejected.values),
     "upstream_errors": _upstream_errors,

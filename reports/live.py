@@ -84,6 +84,9 @@ class LiveFrame:
     breakers: Mapping[str, str]
     rejected: Mapping[str, int]
     upstream_errors: Mapping[str, Mapping[str, int]]
+    store_failing: bool = False  # the shadow store refuses writes (rows wait and are retried)
+    store_write_errors: int = 0
+    store_rows_lost: int = 0
 
     def requests(self) -> dict[str, int]:
         """Requests per row id, for the next frame's rates."""
@@ -151,6 +154,9 @@ def live_frame(
             upstream_errors={
                 str(up): {str(k): int(n) for k, n in kinds.items()} for up, kinds in stats["upstream_errors"].items()
             },
+            store_failing=bool(stats["store"]["failing"]),
+            store_write_errors=int(stats["store"]["write_errors"]),
+            store_rows_lost=sum(int(n) for n in stats["store"]["rows_lost"].values()),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise StatsFormatError(f"not a strangler /stats document ({type(exc).__name__}: {exc})") from None
@@ -174,6 +180,16 @@ def _footer(frame: LiveFrame) -> Text:
     text.append("\nrejected: ", "bold").append(_counts(frame.rejected), "yellow" if frame.rejected else "")
     failures = {f"{up} {kind}": n for up, kinds in frame.upstream_errors.items() for kind, n in kinds.items()}
     text.append("   upstream errors: ", "bold").append(_counts(failures), "red" if failures else "")
+    if frame.store_failing or frame.store_write_errors or frame.store_rows_lost:
+        if frame.store_failing:
+            text.append("\nstore refusing writes", "bold red")
+        else:
+            text.append("\nstore writes ok now")
+        text.append(
+            f" (rows wait and are retried): {frame.store_write_errors} write errors, "
+            f"{frame.store_rows_lost} rows lost since start",
+            "red" if frame.store_rows_lost else "",
+        )
     return text
 
 

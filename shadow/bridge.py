@@ -11,8 +11,11 @@ Failure never reaches the client:
 - a worker that cannot keep up: past `max_backlog` bytes waiting for it (`limits.shadow_backlog`), new copies are
   dropped and counted (`strangler_shadow_total{pair="candidate",outcome="dropped",reason="worker_busy"}`);
 - a worker that dies, or stops reporting for `SILENT_AFTER` seconds (it is killed then): copies are dropped and
-  counted (`worker_down`) and it is restarted with a growing delay; what it had in flight is lost and logged (its
-  rows already written stay);
+  counted (`worker_down`) and it is restarted with a growing delay. What it had taken and not yet stored is not
+  lost uncounted: the worker acknowledges each start once its rows are written ("settled"), the bridge keeps the
+  row-only record of every start not yet acknowledged, and sends those to the next worker as drops
+  (`worker_lost`), which writes and counts the ones the dead worker had not stored. So every mirrored request ends
+  as a row, or as a counted drop (`strangler_shadow_mirrored_total` = stored + dropped by reason);
 - on shutdown (after the proxy drained) the worker is told to close: it lets in-flight copies finish, compares
   what is queued and flushes every row before it exits.
 """
@@ -31,7 +34,7 @@ from pathlib import Path
 
 from proxy.config import Config
 from proxy.events import ExchangeListener, ExchangeObserver, ExchangeStart, ResponseSnapshot
-from proxy.metrics import Counter, Metrics
+from proxy.metrics import WORKER_RESTARTS, Counter, Metrics
 from proxy.state import RuntimeState
 from proxy.tasks import TaskOwner
 from shadow.plan import TrafficCounting, plan_mirror
@@ -46,6 +49,7 @@ from shadow.wire import (
     config_message,
     frame,
     primary_message,
+    read_settled,
     start_message,
     traffic_message,
 )
@@ -58,7 +62,9 @@ RESTART_FIRST = 0.5  # seconds before the first restart of a worker that died; d
 RESTART_MAX = 30.0
 HEALTHY = 60.0  # a worker that ran this long before dying restarts after RESTART_FIRST again
 SOCKET_BUFFER = 4 * 1024 * 1024  # kernel buffer of the stream, so bursts rarely wait in user space
-RESTART_METRIC = "strangler_shadow_worker_restarts_total"
+RESTART_METRIC = WORKER_RESTARTS
+MIRRORED_METRIC = "strangler_shadow_mirrored_total"
+WORKER_LOST = "worker_lost"
 DROP_WARN_EVERY = 10.0  # seconds between log lines about dropped copies
 SILENT_AFTER = 30.0  # seconds without a report (the worker sends one every 0.25 s) before a worker counts as stuck
 STARTUP_SILENCE = 60.0  # the same before its first word: starting (imports, opening the store) may be slow
@@ -80,9 +86,12 @@ class _Sent:
 class _WorkerStream(asyncio.Protocol):
     """The proxy's end of the stream: reads the worker's metric reports."""
 
-    def __init__(self, metrics: Metrics, ready: asyncio.Future[None]) -> None:
+    def __init__(
+        self, metrics: Metrics, ready: asyncio.Future[None], on_settled: Callable[[tuple[int, ...]], None]
+    ) -> None:
         self._metrics = metrics
         self._ready = ready
+        self._on_settled = on_settled
         self._reader = FrameReader()
         self._loop = asyncio.get_running_loop()
         self.heard = self._loop.time()  # when the worker last sent anything (it reports every 0.25 s)
@@ -96,6 +105,8 @@ class _WorkerStream(asyncio.Protocol):
             for message in self._reader.feed(data):
                 if message[0] == "metrics":
                     apply_metric_changes(self._metrics, message)
+                elif message[0] == "settled":
+                    self._on_settled(read_settled(message))
                 elif message[0] == "ready" and not self._ready.done():
                     self._ready.set_result(None)
         except (WireError, ValueError, TypeError, IndexError):  # never let a bad report disturb the proxy
@@ -129,7 +140,16 @@ class ShadowBridge(TrafficCounting):
         self._restarts: Counter = state.metrics.extra_counter(
             RESTART_METRIC, "Shadow worker processes restarted after they died (or were killed as stuck)."
         )
+        self._mirrored: Counter = state.metrics.extra_counter(
+            MIRRORED_METRIC,
+            "Requests handed to the shadow side, by route: each ends as stored rows or a drop counted with its reason.",
+            ("route",),
+        )
         self._traffic = TrafficTally()
+        # Starts sent and not yet acknowledged as stored, with their row-only record for the next worker should this
+        # one die, and whether that drop is counted already (dropped in this process) or not (worker_lost).
+        self._unsettled: dict[int, tuple[Message, bool]] = {}
+        self._lost_with_worker: list[int] = []  # seqs sent to the worker that died, to resend to the next one
         self._out: list[bytes] = []  # frames not yet written to the stream
         self._out_bytes = 0
         self._flush_handle: asyncio.Handle | None = None  # a write at the end of this loop iteration
@@ -173,6 +193,7 @@ class ShadowBridge(TrafficCounting):
             return None
         route = start.route
         assert route is not None
+        self._mirrored.inc((route.id,))
         backlog = self.backlog()
         drop = "worker_down" if not self._up else "worker_busy" if backlog > self._max_backlog else None
         if drop is not None:
@@ -181,13 +202,23 @@ class ShadowBridge(TrafficCounting):
             # Its row (without the body) still goes to the worker, or to the next one; past twice the limit,
             # the drop is only counted.
             if backlog <= 2 * self._max_backlog and plan.candidate:
-                self._send_start(start, start_message(0, plan, start, drop))
+                self._seq += 1
+                message = start_message(self._seq, plan, start, drop)
+                self._unsettled[self._seq] = (message, True)
+                self._send_start(start, message)
             return None
         self._seq += 1
+        self._unsettled[self._seq] = (start_message(self._seq, plan, start, WORKER_LOST), False)
         self._send_start(start, start_message(self._seq, plan, start))
         if not (plan.candidate or plan.noise):
             return None
         return _Sent(self, self._seq, self._generation)
+
+    def _settled(self, seqs: tuple[int, ...]) -> None:
+        """The worker wrote these starts' rows: nothing more to account for."""
+        unsettled = self._unsettled
+        for seq in seqs:
+            unsettled.pop(seq, None)
 
     def _warn_drops(self, reason: str, backlog: int) -> None:
         """At most one log line per DROP_WARN_EVERY seconds while copies are being dropped, with their count."""
@@ -333,7 +364,7 @@ class ShadowBridge(TrafficCounting):
         finally:
             theirs.close()
         try:
-            stream = _WorkerStream(self._metrics, self._first_ready)
+            stream = _WorkerStream(self._metrics, self._first_ready, self._settled)
             # (uvloop's socket transports are not asyncio.Transport subclasses, but they have its methods.)
             transport, _ = await self._loop.connect_accepted_socket(lambda: stream, ours)
             transport.set_write_buffer_limits(high=self._max_backlog * 2)  # our backlog check comes first
@@ -356,8 +387,12 @@ class ShadowBridge(TrafficCounting):
     def _worker_lost(self) -> None:
         """Forget what was meant for the dead worker: its copies cannot be paired by another one."""
         self._up = False
-        if self._out:
-            log.warning("shadow worker lost with %d bytes of work not handed over", self._out_bytes)
+        self._lost_with_worker = list(self._unsettled)
+        if self._lost_with_worker:
+            log.warning(
+                "shadow worker lost with %d requests not stored; their rows go to the next worker (worker_lost)",
+                len(self._lost_with_worker),
+            )
         self._out.clear()
         self._out_bytes = 0
         self._config_sent = None
@@ -372,6 +407,11 @@ class ShadowBridge(TrafficCounting):
         kept, kept_config, self._out = self._out, self._config_sent, []
         self._out_bytes = 0
         self._send_config(self._state.config)
+        for seq in self._lost_with_worker:  # before what was kept: it holds config frames of its own
+            held = self._unsettled.get(seq)
+            if held is not None:
+                self._send(held[0])
+        self._lost_with_worker = []
         for data in kept:
             self._out.append(data)
             self._out_bytes += len(data)
@@ -399,6 +439,10 @@ class ShadowBridge(TrafficCounting):
                 handle.cancel()
         await self._tasks.close()  # a worker still running is killed by _run_worker's cancellation
         self._metrics.shadow_queue.set(("worker_stream",), 0)
+        for message, counted in self._unsettled.values():  # no worker left to write their rows: counted only
+            if not counted:
+                self._metrics.shadow.inc((message[3], "candidate", "dropped", WORKER_LOST))
+        self._unsettled.clear()
 
 
 def shadow_worker_listeners(state: RuntimeState) -> Sequence[ExchangeListener]:

@@ -34,7 +34,7 @@ from shadow.plan import MirrorPlan, TrafficCounting, plan_mirror
 from shadow.recorder import Recorder
 from shadow.records import TrafficTally
 from shadow.redact import key_path_for, load_or_create_key
-from shadow.store_writer import StoreWriter
+from shadow.store_writer import StoreWriter, publish_store_metrics
 
 log = logging.getLogger("strangler.shadow")
 
@@ -147,7 +147,13 @@ class ShadowListener(TrafficCounting):
 
     @classmethod
     def create(
-        cls, config: Config, metrics: Metrics, db: str | Path | None = None, *, limits: ShadowLimits | None = None
+        cls,
+        config: Config,
+        metrics: Metrics,
+        db: str | Path | None = None,
+        *,
+        limits: ShadowLimits | None = None,
+        track_ids: bool = False,
     ) -> ShadowListener:
         """The listener for a config: its store (`db`, else `store.path`), the redaction key beside the store, and
         its limits (else the config's `limits.shadow_in_flight` and `shadow_waiting`)."""
@@ -156,7 +162,7 @@ class ShadowListener(TrafficCounting):
                 max_concurrency=config.limits.shadow_in_flight, max_waiting=config.limits.shadow_waiting
             )
         path = Path(db) if db else config.store.path
-        writer = StoreWriter(path, retention=config.store.retention)
+        writer = StoreWriter(path, retention=config.store.retention, track_ids=track_ids)
         try:
             key = load_or_create_key(key_path_for(path))
         except (OSError, ValueError):
@@ -269,6 +275,12 @@ class ShadowListener(TrafficCounting):
         if counts:
             self._writer.count(counts)
         self._metrics.shadow_queue.set(("store",), self._writer.depth())
+        publish_store_metrics(self._writer, self._metrics)
+
+    @property
+    def writer(self) -> StoreWriter:
+        """The store writer (the shadow worker reads which rows it has settled)."""
+        return self._writer
 
     # --- shutdown ------------------------------------------------------------------------------------------------
 

@@ -371,6 +371,17 @@ class Store:
             deleted += len(ids)
         return deleted
 
+    def outcomes_since(self, since: float) -> dict[tuple[str, float], list[tuple[str, str, str, str]]]:
+        """Per (request id, time), the (route id, pair, outcome, reason) of each exchange row from `since` on
+        (indexed by time): which rows already exist, and what they count as."""
+        found: dict[tuple[str, float], list[tuple[str, str, str, str]]] = {}
+        rows = self._conns[0].execute(
+            "SELECT request_id, time, route_id, pair, outcome, reason FROM exchanges WHERE time >= ?", (since,)
+        )
+        for request_id, t, route_id, pair, outcome, reason in rows:
+            found.setdefault((str(request_id), float(t)), []).append((route_id, pair, outcome, reason or ""))
+        return found
+
     def record_flip(self, flip: FlipRecord) -> int:
         """Append a flip to the audit trail; returns its id."""
         with self._write() as conn:

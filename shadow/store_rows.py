@@ -120,6 +120,32 @@ _EXCHANGE_COLUMNS = (
     "id", *_EXCHANGE_FIELDS, "request_headers", "legacy_headers", "new_headers", "note", "legacy_latency_us",
     "new_latency_us", "replay_of",
 )  # fmt: skip
+_ROW_WIDTH = len(_EXCHANGE_COLUMNS) - 1  # a flattened row in PreparedBatch.exchange_values (no id)
+_REQUEST_ID_AT = _EXCHANGE_FIELDS.index("request_id")
+_OUTCOME_AT = _EXCHANGE_FIELDS.index("outcome")  # the reason follows it
+_PAIR_AT = _EXCHANGE_FIELDS.index("pair")
+
+
+def batch_row_keys(batch: PreparedBatch) -> list[tuple[str, str, str, str, str]]:
+    """(request id, route id, pair, outcome, reason or "") of each exchange row in a batch, in order."""
+    values, width = batch.exchange_values, _ROW_WIDTH
+    return [
+        (
+            values[at + _REQUEST_ID_AT],  # type: ignore[misc]
+            values[at + 1],
+            values[at + _PAIR_AT],
+            values[at + _OUTCOME_AT],
+            values[at + _OUTCOME_AT + 1] or "",
+        )
+        for at in range(0, batch.count * width, width)
+    ]
+
+
+def batch_bytes(batch: PreparedBatch) -> int:
+    """About how much memory a batch holds: its compressed bodies and ~1 KiB per row (headers, values)."""
+    return sum(len(body[2]) for body in batch.bodies) + 1024 * batch.count
+
+
 _ADD_COUNT = " ON CONFLICT DO UPDATE SET count = count + excluded.count"
 
 

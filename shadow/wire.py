@@ -20,6 +20,9 @@ worker → proxy:
   ("ready",)                            the store is open: copies can be taken
   ("metrics", changes)                  metric changes since the last report (`metric_changes`), every 0.25 s
                                         even when empty: the proxy restarts a worker that stops reporting
+  ("settled", seqs)                     the starts whose every row is now written to the store (or counted lost):
+                                        the proxy forgets them; those it still holds when a worker dies were lost
+                                        with it, and go to the next worker as drop records (`worker_lost`)
 """
 
 from __future__ import annotations
@@ -161,6 +164,14 @@ def primary_message(seq: int, p: ResponseSnapshot) -> Message:
     return ("primary", seq, (p.side, p.upstream, p.status, p.headers, p.body, p.body_complete, p.latency, p.error))
 
 
+def settled_message(seqs: Sequence[int]) -> Message:
+    return ("settled", tuple(seqs))
+
+
+def read_settled(m: Message) -> tuple[int, ...]:
+    return tuple(m[1])
+
+
 def read_primary(m: Message) -> tuple[int, ResponseSnapshot]:
     _, seq, snapshot = m
     return seq, ResponseSnapshot(*snapshot)
@@ -181,10 +192,11 @@ def read_traffic(m: Message) -> list[TrafficCount]:
 MetricState = dict[str, dict[tuple[str, ...], Any]]
 
 
-def metric_changes(metrics: Metrics, last: MetricState) -> Message | None:
-    """The changes since `last` (updated in place) as a message; None when nothing changed."""
+def metric_changes(metrics: Metrics, last: MetricState, *, shadow: Counter | None = None) -> Message | None:
+    """The changes since `last` (updated in place) as a message; None when nothing changed. `shadow`: reported
+    instead of `metrics.shadow` (the worker reports outcomes once their rows are written, see `shadow.worker`)."""
     changes: list[tuple[Any, ...]] = []
-    for metric in (metrics.shadow, metrics.shadow_queue, metrics.compare_time, *metrics.extra):
+    for metric in (shadow or metrics.shadow, metrics.shadow_queue, metrics.compare_time, *metrics.extra):
         seen = last.setdefault(metric.name, {})
         if isinstance(metric, Histogram):
             rows = []

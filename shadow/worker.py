@@ -21,16 +21,19 @@ import os
 import signal
 import socket
 import sys
+from collections import deque
 from pathlib import Path
 from typing import cast
 
 from proxy.app import settle_gc
 from proxy.config import Config, Route
 from proxy.events import ExchangeObserver, ExchangeStart
-from proxy.metrics import Metrics
+from proxy.metrics import Counter, Metrics
 from proxy.modes import mirror_options
 from proxy.tasks import TaskOwner
 from shadow.runner import ShadowListener
+from shadow.store import Store
+from shadow.store_writer import STORED, publish_store_metrics
 from shadow.wire import (
     FrameReader,
     Message,
@@ -42,6 +45,7 @@ from shadow.wire import (
     read_primary,
     read_start,
     read_traffic,
+    settled_message,
 )
 
 log = logging.getLogger("strangler.shadow.worker")
@@ -49,6 +53,8 @@ log = logging.getLogger("strangler.shadow.worker")
 METRICS_EVERY = 0.25  # seconds between metric reports to the proxy process
 WORKER_NICE = 5  # scheduling priority below the proxy's (see main)
 _ALIVE = ("metrics", ())
+WORKER_LOST = "worker_lost"  # the drop reason of a copy a dead worker had taken but not stored
+COUNTED_IN_PROXY = frozenset({"worker_down", "worker_busy"})  # drop reasons the proxy process counts itself
 
 
 class WorkerProtocol(asyncio.Protocol):
@@ -62,7 +68,16 @@ class WorkerProtocol(asyncio.Protocol):
         self._config: Config | None = None
         self._routes: dict[str, Route] = {}
         self._observers: dict[int, ExchangeObserver] = {}
+        # Per request id, the starts whose rows are not all written yet: [seq, rows still to come], oldest first.
+        self._unsettled: dict[str, deque[list[int]]] = {}
+        self._settled: list[int] = []  # seqs to acknowledge in the next report
+        self._resent: list[tuple[int, ExchangeStart, str]] = []  # drop records to check against the store first
+        self._reader_store: Store | None = None
         self.metrics = Metrics()
+        # What the proxy is told about outcomes: counted when a row is written (or lost in the writer), not when the
+        # pair is judged, so that a worker killed in between does not count a request both as its outcome and, in
+        # the next worker, as worker_lost. (`metrics.shadow` still counts at judging, and is not reported.)
+        self._outcomes = Counter(self.metrics.shadow.name, self.metrics.shadow.help, self.metrics.shadow.labelnames)
         self._reported: MetricState = {}
         self.listener: ShadowListener | None = None
         self.done: asyncio.Future[None] = self._loop.create_future()
@@ -111,7 +126,7 @@ class WorkerProtocol(asyncio.Protocol):
             self._config = config
             self._routes = {r.id: r for r in config.routes}
             if self.listener is None:
-                self.listener = ShadowListener.create(config, self.metrics, self._db)
+                self.listener = ShadowListener.create(config, self.metrics, self._db, track_ids=True)
                 settle_gc()  # as the proxy does: every exchange allocates many short-lived objects here too
                 if self._transport is not None:
                     self._transport.write(frame(("ready",)))
@@ -133,18 +148,99 @@ class WorkerProtocol(asyncio.Protocol):
         start = ExchangeStart(
             config, route, f.served_by, f.primary_upstream, mirror, f.request, f.started_at, self._loop.time()
         )
-        if f.drop is not None:  # dropped in the proxy (counted there): only its row is written here
-            listener.record_dropped(start, f.drop)
+        if f.drop is not None:
+            # A copy the proxy dropped, or one a dead worker had taken and not stored (`worker_lost`): only its row.
+            if not self._resent:
+                self._loop.call_soon(self._record_drops)
+            self._resent.append((f.seq, start, f.drop))
             return
+        skip = plan.skip is not None
+        self._expect(f.seq, f.request.request_id, skip + ((plan.candidate + plan.noise) if mirror is not None else 0))
         observer = listener.begin(start, plan)
         if observer is not None:
             self._observers[f.seq] = observer
 
+    def _expect(self, seq: int, request_id: str, rows: int) -> None:
+        """Acknowledge `seq` to the proxy once `rows` rows with this request id are written (or counted lost)."""
+        if seq == 0:
+            return
+        if rows == 0:
+            self._settled.append(seq)
+        else:
+            self._unsettled.setdefault(request_id, deque()).append([seq, rows])
+
+    def _record_drops(self) -> None:
+        """Write the rows of dropped copies, except those a dead worker had already stored (it died before it could
+        acknowledge them): one indexed look at the store's recent rows per batch."""
+        drops, self._resent = self._resent, []
+        listener = self.listener
+        if listener is None:
+            return
+        stored = self._stored_since(min(start.started_at for _, start, _ in drops))
+        for seq, start, reason in drops:
+            rows = stored.get((start.request.request_id, start.started_at))
+            if rows:
+                # Written by the dead worker, which died before its report: that report would have carried both
+                # the acknowledgement and the outcome (one write), so the outcome is counted here instead.
+                for key in rows:
+                    self._count_row(*key)
+                self._expect(seq, start.request.request_id, 0)
+                continue
+            self._expect(seq, start.request.request_id, 1)
+            if reason == WORKER_LOST:  # counted here, where its row is written; the proxy counted the others
+                listener.recorder.record_skip(start, "dropped", reason)
+            else:
+                listener.record_dropped(start, reason)
+
+    def _stored_since(self, since: float) -> dict[tuple[str, float], list[tuple[str, str, str, str]]]:
+        try:
+            if self._reader_store is None:
+                config = self._config
+                assert config is not None
+                self._reader_store = Store.open(self._db if self._db is not None else config.store.path)
+            return self._reader_store.outcomes_since(since)
+        except Exception:  # a store we cannot read: write the drop rows (a duplicate beats a loss)
+            log.exception("shadow worker: cannot check the store for rows of lost copies")
+            return {}
+
+    def _count_row(self, route_id: str, pair: str, outcome: str, reason: str) -> None:
+        """Count a written row's outcome for the proxy, unless the proxy counted it (a drop it made itself)."""
+        if not (outcome == "dropped" and reason in COUNTED_IN_PROXY):
+            self._outcomes.inc((route_id, pair, outcome, reason))
+
+    def _collect_settled(self) -> None:
+        listener = self.listener
+        if listener is None:
+            return
+        unsettled, outcomes = self._unsettled, self._outcomes
+        for row in listener.writer.drain_settled():
+            if row.fate == STORED:
+                self._count_row(row.route_id, row.pair, row.outcome, row.reason)
+            elif row.reason not in COUNTED_IN_PROXY:
+                outcomes.inc((row.route_id, row.pair, "dropped", row.fate))  # never to be a row: counted as a drop
+            waiting = unsettled.get(row.request_id)
+            if not waiting:
+                continue
+            head = waiting[0]
+            head[1] -= 1
+            if head[1] == 0:
+                self._settled.append(head[0])
+                waiting.popleft()
+                if not waiting:
+                    del unsettled[row.request_id]
+
     def report(self) -> None:
-        """Send the metric changes since the last report; with none, an empty report (the proxy's sign of life)."""
-        message = metric_changes(self.metrics, self._reported) or _ALIVE
+        """Send the metric changes since the last report (with none, an empty report: the proxy's sign of life) and
+        the starts whose rows are now written, in one write."""
+        if self.listener is not None:
+            publish_store_metrics(self.listener.writer, self.metrics)
+        self._collect_settled()
+        data = frame(metric_changes(self.metrics, self._reported, shadow=self._outcomes) or _ALIVE)
+        if self._settled:
+            data += frame(settled_message(self._settled))
+            self._settled = []
         if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(frame(message))
+            self._transport.write(data)
 
     async def report_every(self, seconds: float) -> None:
         while True:
@@ -158,9 +254,13 @@ class WorkerProtocol(asyncio.Protocol):
             # judged. (A proxy that closes properly sends every primary before "close".)
             log.warning("shadow worker: %d exchanges lost waiting for their primary", len(self._observers))
             self._observers.clear()
+        if self._resent:
+            self._record_drops()
         if self.listener is not None:
             await self.listener.aclose()
         self.report()
+        if self._reader_store is not None:
+            self._reader_store.close()
         if self._transport is not None:
             self._transport.close()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +15,18 @@ from rich.console import Console
 from typer.testing import CliRunner, Result
 
 from cli.main import app
-from proxy.metrics import Metrics
+from proxy.app import start_proxy
+from proxy.events import ExchangeListener
+from proxy.metrics import STORE_FAILING, Metrics
 from proxy.reload import build_snapshot_parts
 from proxy.state import RuntimeState, Snapshot
 from proxy.stats import stats_document
 from reports.fmt import ms, percent
 from reports.live import UNROUTED, LiveRoute, StatsFormatError, live_frame, live_table
-from tests.proxy.app_fixtures import free_port
-from tests.proxy.stats_fixtures import proxy_with_traffic
+from shadow.runner import ShadowListener
+from tests.faults.store import allow_writes, refuse_writes
+from tests.proxy.app_fixtures import free_port, wait_until
+from tests.proxy.stats_fixtures import ROUTES, backend, proxy_with_traffic
 
 
 def invoke(*args: str) -> Result:
@@ -160,3 +164,34 @@ def test_watch_table_never_cuts_a_figure_or_a_route_id(width: int) -> None:
     assert "41220" in table
     if width >= 150:
         assert "new*" in table
+
+
+async def test_watch_shows_a_store_refusing_writes(tmp_path: Path, aiohttp_server: AiohttpServer) -> None:
+    """While the shadow store refuses writes, the watch frame says so, with its write errors and rows lost."""
+    legacy, new = await aiohttp_server(backend(1)), await aiohttp_server(backend(2))
+    config = tmp_path / "routes.yaml"
+    config.write_text(ROUTES.format(legacy=legacy.port, new=new.port), encoding="utf-8")
+    db = tmp_path / "strangler.db"
+
+    def listeners(state: RuntimeState) -> Sequence[ExchangeListener]:
+        return [ShadowListener.create(state.config, state.metrics, db)]
+
+    running = await start_proxy(config, port=0, admin_port=0, listeners_factory=listeners, watch=False)
+    refuse_writes(db)
+    try:
+        async with aiohttp.ClientSession() as session:
+            for i in range(5):
+                async with session.get(f"http://127.0.0.1:{running.proxy_port}/items/{i}") as resp:
+                    await resp.read()
+        failing = running.state.metrics.extra_gauge(STORE_FAILING, "")
+        await wait_until(lambda: failing.get() == 1)
+        admin = f"http://127.0.0.1:{running.admin_port}"
+        table = await asyncio.to_thread(invoke, "watch", "--once", "--admin", admin)
+        as_json = await asyncio.to_thread(invoke, "watch", "--once", "--format", "json", "--admin", admin)
+    finally:
+        allow_writes(db)
+        await running.stop(drain_timeout=2.0)
+    assert table.exit_code == 0, table.stderr
+    assert "store refusing writes" in table.stdout
+    assert "write errors" in table.stdout
+    assert json.loads(as_json.stdout)["store"]["failing"] is True

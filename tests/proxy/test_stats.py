@@ -14,9 +14,8 @@ import aiohttp
 import pytest
 from pytest_aiohttp import AiohttpServer
 
-from proxy.metrics import LATENCY_BUCKETS, Histogram
+from proxy.metrics import LATENCY_BUCKETS, WORKER_RESTARTS, Histogram
 from proxy.percentiles import nearest_rank
-from proxy.stats import WORKER_RESTARTS
 from shadow.bridge import RESTART_METRIC
 from tests.proxy.stats_fixtures import ITEMS, proxy_with_traffic
 from tests.reports.test_export import schema_errors

@@ -281,10 +281,15 @@ async def test_worker_finishes_its_work_when_the_proxy_goes_away(tmp_path: Path)
     metrics = Metrics()
     first, *reports = FrameReader().feed(received)
     assert first == ("ready",)  # sent once its store is open, before any report
+    settled: list[int] = []
     for message in reports:
+        if message[0] == "settled":  # the starts whose rows are written
+            settled.extend(message[1])
+            continue
         assert message[0] == "metrics"
         apply_metric_changes(metrics, message)
     assert metrics.shadow.values == {("api", "candidate", "match", ""): 1}
+    assert settled == [7]
 
 
 async def test_killed_worker_is_restarted_and_drops_are_counted(tmp_path: Path) -> None:
