@@ -15,6 +15,7 @@ from proxy.events import ExchangeStart, Headers, ResponseSnapshot, Side
 from shadow.model import Comparison, ExchangeRecord, Outcome, Pair, StoredBody, TrafficCount
 from shadow.normalize import UndecodableBody, decode_body, header_value
 from shadow.redact import Redactor
+from shadow.store_types import latency_bucket
 
 
 def stored_body(headers: Headers, data: bytes | None, redactor: Redactor, cap: int) -> StoredBody | None:
@@ -155,20 +156,32 @@ def unpaired_record(
 
 
 _TrafficKey = tuple[str, str, str, str, str]
+_DetailKey = tuple[_TrafficKey, int, int]  # (traffic key, status, latency bucket)
 
 
 @dataclass(slots=True)
 class TrafficTally:
     """Per-minute request counts by route and side, summed in memory and drained to the store in batches.
 
-    Called for every request the proxy serves, so `add` is one clock read and one dict update; the counts of
-    the minute in progress sit in `counts`, earlier minutes in `done` until the next drain."""
+    Called for every request the proxy serves, so `add` is one clock read, a bisect and two dict updates; the
+    counts of the minute in progress sit in `counts` (and by status and latency bucket in `details`), earlier
+    minutes in `done` until the next drain."""
 
     counts: dict[_TrafficKey, list[float]] = field(default_factory=dict)
+    details: dict[_DetailKey, int] = field(default_factory=dict)
     minute: int = 0
     done: list[TrafficCount] = field(default_factory=list)
 
-    def add(self, route: Route | None, served_by: Side, method: str, path: str, failed: bool, latency: float) -> None:
+    def add(
+        self,
+        route: Route | None,
+        served_by: Side,
+        method: str,
+        path: str,
+        failed: bool,
+        latency: float,
+        status: int = 0,
+    ) -> None:
         """One served request: unrouted ones by concrete path, routed ones by the route's path template."""
         now = time.time()
         if now - self.minute >= 60:
@@ -177,27 +190,37 @@ class TrafficTally:
             key = ("", "legacy", served_by, method, path)
         else:
             key = (route.id, route.mode, served_by, method, route.match.path)
+        ms = latency * 1000
         row = self.counts.get(key)
         if row is None:
-            self.counts[key] = [1.0, float(failed), latency * 1000]
+            self.counts[key] = [1.0, float(failed), ms]
         else:
             row[0] += 1
             row[1] += failed
-            row[2] += latency * 1000
+            row[2] += ms
+        detail = (key, status, latency_bucket(ms))
+        self.details[detail] = self.details.get(detail, 0) + 1
 
     def _roll(self, minute: int) -> None:
         self.done.extend(self._counts())
         self.counts = {}
+        self.details = {}
         self.minute = minute
 
     def _counts(self) -> list[TrafficCount]:
         minute = self.minute
+        histograms: dict[_TrafficKey, list[tuple[int, int, int]]] = {}
+        for (key, status, bucket), n in self.details.items():
+            histograms.setdefault(key, []).append((status, bucket, n))
         return [
-            TrafficCount(minute, route_id, mode, cast(Side, side), method, path, int(c), int(e), lat)
+            TrafficCount(
+                minute, route_id, mode, cast(Side, side), method, path, int(c), int(e), lat,
+                tuple(histograms.get((route_id, mode, side, method, path), ())),
+            )
             for (route_id, mode, side, method, path), (c, e, lat) in self.counts.items()
-        ]
+        ]  # fmt: skip
 
     def drain(self) -> list[TrafficCount]:
         out = self.done + self._counts()
-        self.done, self.counts = [], {}
+        self.done, self.counts, self.details = [], {}, {}
         return out
