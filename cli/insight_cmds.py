@@ -1,6 +1,7 @@
 """Migration insight from the traffic counts: `strangler inventory` (the endpoints the proxy served, clustered into
 path templates, with the routes covering them; `--propose` / `--apply` add `routes.yaml` entries for the uncovered
-ones) and `strangler progress` (the share served by new per day or hour, with the flips).
+ones), `strangler progress` (the share served by new per day or hour, with the flips) and `strangler contract`
+(each side's JSON shape learned from the stored bodies, and where they drift apart).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from cli.output import (
 from cli.report_cmds import DbOption, SinceOption, open_store, parse_since, store_paths
 from cli.route_append import append_routes
 from proxy.loader import load_config
+from reports.contract import Shape, compare_shapes, contract_document, json_schema, learn_shape, render_contract
 from reports.inventory import build_inventory, propose_routes
 from reports.inventory_view import inventory_document, render_inventory
 from reports.progress import PERIOD_SECONDS, By, Progress, build_progress, progress_document, render_progress
@@ -40,9 +42,10 @@ class InventoryFormat(StrEnum):
 
 
 def register(app: typer.Typer) -> None:
-    """Add `inventory` and `progress` to the root app (called once by cli.main)."""
+    """Add `inventory`, `progress` and `contract` to the root app (called once by cli.main)."""
     app.command("inventory")(inventory)
     app.command("progress")(progress)
+    app.command("contract")(contract)
 
 
 def inventory(
@@ -128,3 +131,55 @@ def progress(
         print_json(progress_document(built))
     else:
         print_renderable(render_progress(built))
+
+
+class ContractFormat(StrEnum):
+    table = "table"
+    json = "json"
+    jsonschema = "jsonschema"
+
+
+def contract(
+    route: Annotated[str, typer.Argument(help="The route id.")],
+    config: ConfigOption = Path("routes.yaml"),
+    db: DbOption = None,
+    since: SinceOption = None,
+    fmt: Annotated[ContractFormat, typer.Option("--format", "-f", help="table, json or jsonschema.")] = (
+        ContractFormat.table
+    ),
+    show_all: Annotated[bool, typer.Option("--all", help="Every field, not only those that drifted.")] = False,
+    limit: Annotated[int, typer.Option("--limit", help="Newest compared pairs read at most.", min=1)] = 5000,
+) -> None:
+    """Each side's JSON shape on a route (field paths, types, presence, enum-like values) learned from the stored
+    bodies, and the shape differences apart from value differences: added, removed, type_changed,
+    optionality_changed, values_changed. --format jsonschema prints a JSON Schema per side.
+
+    Shapes come from the bodies the store keeps (all mismatches, store.sample_matches of matches, weighted back).
+
+    Example: [bold]strangler contract orders-read --format jsonschema > orders-read.schema.json[/bold]
+    """
+    loaded = load_config(config)
+    if route not in {r.id for r in loaded.routes}:
+        raise CliError(f"unknown route '{route}' (known: {', '.join(r.id for r in loaded.routes)})")
+    with open_store(store_paths(loaded, db)) as store:
+        bodies = store.pair_bodies(route, parse_since(since), limit)
+    sample = loaded.store.sample_matches
+    match_weight = 1 / sample if sample > 0 else 1.0
+
+    def side(name: str) -> Shape:
+        return learn_shape(
+            (b.data, match_weight if b.outcome == "match" else 1.0, b.truncated) for b in bodies if b.side == name
+        )
+
+    built = compare_shapes(route, side("legacy"), side("new"))
+    if fmt is ContractFormat.jsonschema:
+        print_json(
+            {
+                "legacy": json_schema(built.legacy, f"{route}: legacy responses"),
+                "new": json_schema(built.new, f"{route}: new responses"),
+            }
+        )
+    elif fmt is ContractFormat.json:
+        print_json(contract_document(built))
+    else:
+        print_renderable(render_contract(built, show_all=show_all))

@@ -156,19 +156,18 @@ def unpaired_record(
 
 
 _TrafficKey = tuple[str, str, str, str, str]
-_DetailKey = tuple[_TrafficKey, int, int]  # (traffic key, status, latency bucket)
+_CountKey = tuple[str, str, str, str, str, int, int]  # the traffic key, then status and latency bucket
 
 
 @dataclass(slots=True)
 class TrafficTally:
-    """Per-minute request counts by route and side, summed in memory and drained to the store in batches.
+    """Per-minute request counts by route and side (and by status and latency bucket, for `path_rollup`), summed
+    in memory and drained to the store in batches.
 
-    Called for every request the proxy serves, so `add` is one clock read, a bisect and two dict updates; the
-    counts of the minute in progress sit in `counts` (and by status and latency bucket in `details`), earlier
-    minutes in `done` until the next drain."""
+    Called for every request the proxy serves, so `add` is one clock read, a bisect and one dict update; the
+    counts of the minute in progress sit in `counts`, earlier minutes in `done` until the next drain."""
 
-    counts: dict[_TrafficKey, list[float]] = field(default_factory=dict)
-    details: dict[_DetailKey, int] = field(default_factory=dict)
+    counts: dict[_CountKey, list[float]] = field(default_factory=dict)
     minute: int = 0
     done: list[TrafficCount] = field(default_factory=list)
 
@@ -186,11 +185,11 @@ class TrafficTally:
         now = time.time()
         if now - self.minute >= 60:
             self._roll(int(now) // 60 * 60)
-        if route is None:
-            key = ("", "legacy", served_by, method, path)
-        else:
-            key = (route.id, route.mode, served_by, method, route.match.path)
         ms = latency * 1000
+        if route is None:
+            key = ("", "legacy", served_by, method, path, status, latency_bucket(ms))
+        else:
+            key = (route.id, route.mode, served_by, method, route.match.path, status, latency_bucket(ms))
         row = self.counts.get(key)
         if row is None:
             self.counts[key] = [1.0, float(failed), ms]
@@ -198,29 +197,37 @@ class TrafficTally:
             row[0] += 1
             row[1] += failed
             row[2] += ms
-        detail = (key, status, latency_bucket(ms))
-        self.details[detail] = self.details.get(detail, 0) + 1
 
     def _roll(self, minute: int) -> None:
         self.done.extend(self._counts())
         self.counts = {}
-        self.details = {}
         self.minute = minute
 
     def _counts(self) -> list[TrafficCount]:
-        minute = self.minute
+        """The minute's counts summed per traffic key, each with its (status, bucket, requests) histogram."""
+        summed: dict[_TrafficKey, list[float]] = {}
         histograms: dict[_TrafficKey, list[tuple[int, int, int]]] = {}
-        for (key, status, bucket), n in self.details.items():
-            histograms.setdefault(key, []).append((status, bucket, n))
+        for (route_id, mode, side, method, path, status, bucket), (c, e, lat) in self.counts.items():
+            key = (route_id, mode, side, method, path)
+            into = summed.get(key)
+            if into is None:
+                summed[key] = [c, e, lat]
+                histograms[key] = [(status, bucket, int(c))]
+            else:
+                into[0] += c
+                into[1] += e
+                into[2] += lat
+                histograms[key].append((status, bucket, int(c)))
+        minute = self.minute
         return [
             TrafficCount(
                 minute, route_id, mode, cast(Side, side), method, path, int(c), int(e), lat,
-                tuple(histograms.get((route_id, mode, side, method, path), ())),
+                tuple(histograms[(route_id, mode, side, method, path)]),
             )
-            for (route_id, mode, side, method, path), (c, e, lat) in self.counts.items()
+            for (route_id, mode, side, method, path), (c, e, lat) in summed.items()
         ]  # fmt: skip
 
     def drain(self) -> list[TrafficCount]:
         out = self.done + self._counts()
-        self.done, self.counts, self.details = [], {}, {}
+        self.done, self.counts = [], {}
         return out

@@ -35,6 +35,7 @@ from shadow.store_types import (
     ReplayPair,
     RouteStats,
     ServedCount,
+    StoredPairBody,
     TrafficRow,
     UnroutedPath,
     latency_bucket,
@@ -440,6 +441,10 @@ class Store:
     def served_by_period(self, since: float | None = None, period: int = 86400) -> list[ServedCount]:
         """Requests per (period, route, side): `strangler progress`'s input; periods are UTC days or hours."""
         return queries.served_by_period(self._conns, since, period)
+
+    def pair_bodies(self, route_id: str, since: float | None = None, limit: int = 5000) -> list[StoredPairBody]:
+        """Stored legacy/new bodies of a route's compared pairs, newest first: `strangler contract`'s input."""
+        return queries.pair_bodies(self._conns, route_id, since, limit)
 
     def list_exchanges(
         self,

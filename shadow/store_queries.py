@@ -29,6 +29,7 @@ from shadow.store_types import (
     ReplayPair,
     RouteStats,
     ServedCount,
+    StoredPairBody,
     TrafficRow,
     UnroutedPath,
     histogram_percentile,
@@ -360,6 +361,30 @@ def served_by_period(conns: Conns, since: float | None, period: int) -> list[Ser
         for start, rid, side, n in conn.execute(sql, params):
             totals[(start, rid, side)] += n
     return [ServedCount(start, rid, side, n) for (start, rid, side), n in sorted(totals.items())]
+
+
+def pair_bodies(conns: Conns, route_id: str, since: float | None, limit: int) -> list[StoredPairBody]:
+    """The stored legacy and new bodies of a route's compared candidate pairs (match or mismatch) where both sides
+    answered 2xx (an error body has its own contract), newest pairs first, at most `limit` pairs per file."""
+    clauses = [
+        "e.route_id = ?", "e.pair = 'candidate'", "e.outcome IN ('match', 'mismatch')",
+        "e.legacy_status BETWEEN 200 AND 299", "e.new_status BETWEEN 200 AND 299",
+    ]  # fmt: skip
+    params: list[Any] = [route_id]
+    if since is not None:
+        clauses.append("e.time >= ?")
+        params.append(since)
+    found: list[StoredPairBody] = []
+    for conn in conns:
+        sql = (
+            "SELECT e.id, e.outcome, b.which, b.data, b.truncated FROM exchanges e"
+            " JOIN bodies b ON b.exchange_id = e.id AND b.which IN ('legacy', 'new')"
+            f" WHERE e.id IN (SELECT e.id FROM exchanges e{_sql_where(clauses)}"
+            " AND EXISTS (SELECT 1 FROM bodies b WHERE b.exchange_id = e.id) ORDER BY e.id DESC LIMIT ?)"
+        )
+        for eid, outcome, which, data, truncated in conn.execute(sql, [*params, limit]):
+            found.append(StoredPairBody(eid, outcome, which, zlib.decompress(data), bool(truncated)))
+    return found
 
 
 _ROW_COLUMNS = (

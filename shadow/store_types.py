@@ -141,6 +141,18 @@ class ServedCount:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredPairBody:
+    """One stored response body of a compared candidate pair whose sides both answered 2xx: which side, the pair's
+    outcome (match or mismatch)."""
+
+    exchange_id: int
+    outcome: str
+    side: str  # "legacy" or "new"
+    data: bytes  # decompressed, redacted
+    truncated: bool
+
+
+@dataclass(frozen=True, slots=True)
 class ExchangeRow:
     """One stored exchange, without headers and bodies. `source` is the index of the file it came from."""
 
