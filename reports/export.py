@@ -429,7 +429,8 @@ def to_html(report: Report, progress: Progress | None = None) -> str:
 
 # --- HTML: the progress chart -----------------------------------------------------------------------------------------
 
-_PROGRESS_COLORS = ("#1f6feb", "#d1242f", "#8250df", "#bf8700", "#0a7ea4", "#cf222e", "#57606a")
+# Route lines; no red, which marks the flips.
+_PROGRESS_COLORS = ("#1f6feb", "#8250df", "#bf8700", "#0a7ea4", "#1a7f37", "#57606a", "#9a6700")
 
 
 def progress_svg(progress: Progress, width: int = 720, height: int = 260) -> str:
@@ -456,8 +457,9 @@ def progress_svg(progress: Progress, width: int = 720, height: int = 260) -> str
             f'<line x1="{left}" y1="{y(tick):.1f}" x2="{left + plot_w}" y2="{y(tick):.1f}" stroke="#d0d7de"/>'
             f'<text x="{left - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">{tick:.0%}</text>'
         )
-    for t, anchor in ((t0, "start"), (t1, "end")):
-        day = iso_time(t)[: 10 if progress.by == "day" else 13]
+    # The axis runs to the end of the last period; both labels name a period's start (the first and the last).
+    for t, start, anchor in ((t0, t0, "start"), (t1, periods[-1].start, "end")):
+        day = iso_time(start)[: 10 if progress.by == "day" else 13]
         parts.append(f'<text x="{x(t):.1f}" y="{height - 18}" text-anchor="{anchor}">{day}</text>')
 
     def line(series: Sequence[Period], color: str, stroke: float, name: str, row: int) -> None:
