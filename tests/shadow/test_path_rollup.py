@@ -10,6 +10,7 @@ from shadow.model import TrafficCount
 from shadow.records import TrafficTally
 from shadow.store import Store
 from shadow.store_types import latency_bucket
+from shadow.wire import FrameReader, frame, read_traffic, traffic_message
 
 HOUR = int(time.time()) // 3600 * 3600
 
@@ -50,3 +51,14 @@ def test_traffic_counted_before_the_table_existed_is_read_from_traffic(tmp_path:
         store.write_batch([], [TrafficCount(HOUR + 60, "", "legacy", "legacy", "GET", "/old", 2, 0, 2.0, hist)])
         assert [(r.path, r.requests) for r in store.path_traffic()] == [("/old", 7)]
         assert [(r.path, r.requests) for r in store.path_traffic(since=HOUR - 3600)] == [("/old", 2)]
+
+
+def test_histograms_cross_the_worker_wire_unchanged() -> None:
+    """Traffic counts with their histograms survive the frame a proxy process sends its shadow worker."""
+    tally = TrafficTally()
+    tally.add(None, "legacy", "GET", "/a", False, 0.01, 200)
+    tally.add(None, "legacy", "GET", "/a", True, 0.02, 502)
+    counts = tally.drain()
+    (message,) = FrameReader().feed(frame(traffic_message(counts)))
+    assert read_traffic(message) == counts
+    assert sorted(s for s, _, _ in counts[0].histogram) == [200, 502]
