@@ -56,17 +56,19 @@ def _cluster(
     items: list[tuple[str, tuple[str, ...]]], depth: int, prefix: tuple[str, ...], out: dict[str, str]
 ) -> None:
     if depth == len(items[0][1]):
-        template = "/" + "/".join(prefix)
-        for path, _ in items:
-            out[path] = template
+        out.update(dict.fromkeys((path for path, _ in items), "/" + "/".join(prefix)))
         return
-    groups: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
-    for item in items:
-        groups.setdefault(item[1][depth], []).append(item)
-    plan = _collapse(list(groups), prefix)
+    # Decide on the distinct values first, then split the items once by the segment each value becomes.
+    plan = _collapse(list({segments[depth] for _, segments in items}), prefix)
     merged: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
-    for value, group in groups.items():
-        merged.setdefault(plan.get(value, value), []).extend(group)
+    for item in items:
+        value = item[1][depth]
+        segment = plan.get(value, value)
+        group = merged.get(segment)
+        if group is None:
+            merged[segment] = [item]
+        else:
+            group.append(item)
     for segment, group in merged.items():
         _cluster(group, depth + 1, (*prefix, segment), out)
 

@@ -7,11 +7,13 @@ plain `sqlite3` connections from `shadow.store`, which owns opening them (and th
 
 from __future__ import annotations
 
+import gc
 import heapq
 import sqlite3
 import zlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, cast
 
 import orjson
@@ -309,6 +311,25 @@ def path_traffic(conns: Conns, since: float | None) -> list[PathTraffic]:
 
     Summed here rather than by GROUP BY: on a million rows of mostly distinct paths SQLite's temporary B-tree
     takes seconds, a plain scan summed into dicts a fraction of that."""
+    with _no_cycle_collection():
+        return _path_traffic(conns, since)
+
+
+@contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Pause Python's cycle collector while hundreds of thousands of small containers are built that can hold no
+    cycle: otherwise it runs every few hundred allocations, walking all of them (measured: half the inventory's
+    store read on a million rows)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _path_traffic(conns: Conns, since: float | None) -> list[PathTraffic]:
     # (route, method, path) -> [requests, {status: requests}, {legacy latency bucket: requests}]
     found: dict[tuple[str, str, str], list[Any]] = {}
     for conn in conns:
