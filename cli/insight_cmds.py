@@ -87,7 +87,8 @@ def inventory(
         if not added:
             print_line("every template seen is covered by a route; nothing added")
             return
-        print_line(f"added {len(proposals)} routes to {escape(str(config))} (mode shadow):")
+        noun = "route" if len(proposals) == 1 else "routes"
+        print_line(f"added {len(proposals)} {noun} to {escape(str(config))} (mode shadow):")
         typer.echo(added, nl=False)
         return
     if fmt is InventoryFormat.json:
