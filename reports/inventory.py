@@ -23,6 +23,7 @@ from shadow.store_types import PathTraffic, histogram_percentile
 SLUG_MIN = 10  # distinct non-id values at one position before it becomes a parameter
 _HEX_MIN = 8
 _HEX = frozenset("0123456789abcdefABCDEF")
+_SPECIAL = re.compile(r"[{}*]")  # template syntax in a literal value: written percent-encoded
 _is_int = typed_matchers["int"]
 _is_uuid = typed_matchers["uuid"]
 
@@ -59,7 +60,11 @@ def _cluster(
         out.update(dict.fromkeys((path for path, _ in items), "/" + "/".join(prefix)))
         return
     # Decide on the distinct values first, then split the items once by the segment each value becomes.
-    plan = _collapse(list({segments[depth] for _, segments in items}), prefix)
+    values = {segments[depth] for _, segments in items}
+    plan = _collapse(list(values), prefix)
+    for value in values:
+        if value not in plan and _SPECIAL.search(value):
+            plan[value] = _SPECIAL.sub(lambda m: f"%{ord(m.group()):02X}", value)
     merged: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
     for item in items:
         value = item[1][depth]

@@ -120,3 +120,9 @@ def test_route_ids_come_from_the_path() -> None:
     """Ids are the template's words joined by '-', parameter types dropped."""
     assert route_id_for("/users/{id:int}/orders") == "users-id-orders"
     assert route_id_for("/") == "root"
+
+
+def test_template_syntax_in_a_literal_segment_is_percent_encoded() -> None:
+    """A path segment '*' or '{x}' stays a literal in its template, written so no route reads it as a wildcard."""
+    templates = cluster_paths(["/files/*", "/files/{x}"])
+    assert templates == {"/files/*": "/files/%2A", "/files/{x}": "/files/%7Bx%7D"}
