@@ -62,3 +62,16 @@ def test_histograms_cross_the_worker_wire_unchanged() -> None:
     (message,) = FrameReader().feed(frame(traffic_message(counts)))
     assert read_traffic(message) == counts
     assert sorted(s for s, _, _ in counts[0].histogram) == [200, 502]
+
+
+def test_retention_deletes_old_path_rollup_hours(tmp_path: Path) -> None:
+    """Hours older than max_age leave path_rollup with the other rollups; newer ones stay."""
+    now = time.time()
+    hist = ((200, 3, 1),)
+    old, new = int(now - 10 * 86400) // 60 * 60, int(now) // 60 * 60
+    with Store.open(tmp_path / "s.db") as store:
+        store.write_batch([], [TrafficCount(m, "", "legacy", "legacy", "GET", p, 1, 0, 1.0, hist)
+                               for m, p in ((old, "/old"), (new, "/new"))])  # fmt: skip
+        store.enforce_retention(7 * 86400, 1000, now)
+    with sqlite3.connect(tmp_path / "s.db") as conn:
+        assert [r[0] for r in conn.execute("SELECT path FROM path_rollup")] == ["/new"]
