@@ -19,6 +19,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
+from cli.insight_cmds import register as register_insight_commands
 from cli.live_cmds import register as register_live_commands
 from cli.output import (
     CliError,
@@ -57,6 +58,7 @@ app.add_typer(routes_app, name="routes")
 register_report_commands(app)  # report, diffs, noise
 register_rollout_commands(routes_app)  # routes flip (gated), history, revert, promote
 register_live_commands(app)  # replay, watch
+register_insight_commands(app)  # inventory
 
 
 @app.callback()

@@ -24,6 +24,7 @@ from proxy.config import Config
 from proxy.loader import load_config
 from proxy.units import BadValue, parse_duration
 from reports.export import to_html, to_json, to_junit, to_markdown
+from reports.progress import Progress
 from reports.render import render_report
 from reports.summary import UnknownRouteError, build_report
 from shadow.store import Store, StoreError
@@ -112,6 +113,17 @@ def open_store(paths: list[Path]) -> Iterator[Store]:
         store.close()
 
 
+def _report_progress(paths: list[Path], since: datetime | None) -> Progress:
+    """The HTML report's progress chart: per day over the report's window, else the last 30 days; per hour when
+    the window is shorter than three days."""
+    from cli.insight_cmds import load_progress  # here: cli.insight_cmds imports this module's shared options
+
+    now = time.time()
+    start = since.timestamp() if since is not None else now - 30 * 86400
+    with open_store(paths) as store:
+        return load_progress(store, start, "hour" if now - start < 3 * 86400 else "day", now)
+
+
 def _write_or_print(text: str, output: Path | None) -> None:
     if output is None:
         typer.echo(text, nl=False)
@@ -169,10 +181,12 @@ def report(
         writers = {
             ReportFormat.json: to_json,
             ReportFormat.markdown: to_markdown,
-            ReportFormat.html: to_html,
             ReportFormat.junit: to_junit,
         }
-        _write_or_print(writers[fmt](built), output)
+        if fmt is ReportFormat.html:
+            _write_or_print(to_html(built, _report_progress(paths, built.since)), output)
+        else:
+            _write_or_print(writers[fmt](built), output)
     failing = {
         FailOn.diverging: lambda v: v == "diverging",
         FailOn.errors: lambda v: v == "candidate errors",

@@ -1,5 +1,5 @@
 """The report as files: JSON (stable, documented in docs/report.schema.json), Markdown, one self-contained HTML page
-(inline CSS and an inline SVG latency chart, nothing fetched from anywhere) and JUnit XML for CI.
+(inline CSS and inline SVG latency and progress charts, nothing fetched from anywhere) and JUnit XML for CI.
 
 All functions are pure: a `Report` in, text out.
 """
@@ -15,6 +15,7 @@ from xml.etree import ElementTree as ET
 
 from reports.bodydiff import shorten
 from reports.fmt import MISSING, ms, percent, ratio
+from reports.progress import PERIOD_SECONDS, Period, Progress, iso_time
 from reports.readiness import VERDICTS
 from reports.replay_changes import ReplaySummary
 from reports.summary import FieldSummary, Report, RouteSummary
@@ -342,8 +343,9 @@ def reasons_html(routes: Sequence[RouteSummary]) -> str:
     return "<h2>Why pairs were not compared</h2>" + table
 
 
-def to_html(report: Report) -> str:
-    """One self-contained page: no scripts, no external stylesheets, fonts or images."""
+def to_html(report: Report, progress: Progress | None = None) -> str:
+    """One self-contained page: no scripts, no external stylesheets, fonts or images; with `progress`, a chart of
+    the share served by new over time (`progress_svg`)."""
     since = f"since {report.since.isoformat()}" if report.since else "everything kept"
     route_rows = [
         [f"<code>{_e(r.id)}</code>", _e(r.mode), _e(f"{r.served_legacy} / {r.served_new}"), _e(r.compared),
@@ -371,6 +373,8 @@ def to_html(report: Report) -> str:
                 "unrouted",
             ),
         ]
+    if progress is not None:
+        body += [f"<h2>Progress: share of requests served by new, per {progress.by}</h2>", progress_svg(progress)]
     body += ["<h2>Routes</h2>", _html_table(_ROUTE_HEADER, route_rows, "routes")]
     body += [
         f'<p class="reason"><code>{_e(r.id)}</code> {_verdict_html(r.verdict)}: {_e(r.verdict_reason)}</p>'
@@ -410,6 +414,77 @@ def to_html(report: Report) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>strangler migration report</title><style>{_CSS}</style></head>"
         f"<body>{''.join(body)}</body></html>\n"
+    )
+
+
+# --- HTML: the progress chart -----------------------------------------------------------------------------------------
+
+# Route lines; no red, which marks the flips.
+_PROGRESS_COLORS = ("#1f6feb", "#8250df", "#bf8700", "#0a7ea4", "#1a7f37", "#57606a", "#9a6700")
+
+
+def progress_svg(progress: Progress, width: int = 720, height: int = 260) -> str:
+    """An inline SVG line chart: the share served by new per period, overall (thick) and per route, with a dashed
+    vertical mark and label at each flip. No script, no external assets."""
+    periods = progress.periods
+    left, right, top, bottom = 44, 150, 12, 34
+    plot_w, plot_h = width - left - right, height - top - bottom
+    if not periods:
+        return '<p class="muted">No traffic counted in this window.</p>'
+    t0 = periods[0].start
+    t1 = periods[-1].start + PERIOD_SECONDS[progress.by]
+
+    def x(t: float) -> float:
+        return left + (t - t0) / (t1 - t0) * plot_w
+
+    def y(share: float) -> float:
+        return top + (1 - share) * plot_h
+
+    half = PERIOD_SECONDS[progress.by] / 2
+    parts = [f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#f6f8fa" stroke="#d0d7de"/>']
+    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
+        parts.append(
+            f'<line x1="{left}" y1="{y(tick):.1f}" x2="{left + plot_w}" y2="{y(tick):.1f}" stroke="#d0d7de"/>'
+            f'<text x="{left - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">{tick:.0%}</text>'
+        )
+    # The axis runs to the end of the last period; both labels name a period's start (the first and the last).
+    for t, start, anchor in ((t0, t0, "start"), (t1, periods[-1].start, "end")):
+        day = iso_time(start)[: 10 if progress.by == "day" else 13]
+        parts.append(f'<text x="{x(t):.1f}" y="{height - 18}" text-anchor="{anchor}">{day}</text>')
+
+    def line(series: Sequence[Period], color: str, stroke: float, name: str, row: int) -> None:
+        points = [f"{x(p.start + half):.1f},{y(p.new_share):.1f}" for p in series if p.new_share is not None]
+        if points:
+            parts.append(
+                f'<polyline class="series" data-route="{html.escape(name)}" fill="none" stroke="{color}"'
+                f' stroke-width="{stroke}" points="{" ".join(points)}"/>'
+            )
+            if len(points) == 1:
+                px, py = points[0].split(",")
+                parts.append(f'<circle cx="{px}" cy="{py}" r="{stroke + 1}" fill="{color}"/>')
+        ly = top + 12 + row * 16
+        parts.append(
+            f'<line x1="{left + plot_w + 12}" y1="{ly - 4}" x2="{left + plot_w + 30}" y2="{ly - 4}" stroke="{color}"'
+            f' stroke-width="{stroke}"/><text x="{left + plot_w + 34}" y="{ly}">{html.escape(name)}</text>'
+        )
+
+    line(periods, "#1d232a", 3, "all traffic", 0)
+    for i, (rid, series) in enumerate(progress.routes.items()):
+        line(series, _PROGRESS_COLORS[i % len(_PROGRESS_COLORS)], 1.5, rid, i + 1)
+    for i, f in enumerate(progress.flips):
+        fx = x(min(max(f.time, t0), t1))
+        label = html.escape(f"{f.route_id} → {f.to_mode}")
+        # Labels stay inside the plot: right of the mark, or left of it in the right third; stacked when several.
+        tx, anchor = (fx - 3, "end") if fx > left + plot_w * 2 / 3 else (fx + 3, "start")
+        ty = top + plot_h - 4 - 14 * (i % 6)
+        parts.append(
+            f'<g class="flip"><line x1="{fx:.1f}" y1="{top}" x2="{fx:.1f}" y2="{top + plot_h}" stroke="#cf222e"'
+            f' stroke-dasharray="4 3"/><text x="{tx:.1f}" y="{ty}" text-anchor="{anchor}" fill="#cf222e">{label}</text>'
+            f"<title>{html.escape(iso_time(f.time)[:16])} {label}</title></g>"
+        )
+    return (
+        f'<svg id="progress-chart" role="img" width="{width}" height="{height}" viewBox="0 0 {width} {height}"'
+        f' aria-label="share of requests served by new per {progress.by}">{"".join(parts)}</svg>'
     )
 
 

@@ -137,6 +137,9 @@ class TrafficCount:
     count: int
     errors: int  # 5xx or upstream failure
     latency_ms_sum: float
+    # (status, latency bucket, requests): the same requests by status (0: no response) and legacy-or-new latency
+    # histogram bucket (`shadow.store_types.latency_bucket`); summed per hour into `path_rollup` for the inventory.
+    histogram: tuple[tuple[int, int, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

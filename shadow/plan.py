@@ -76,7 +76,7 @@ class TrafficCounting:
     def request_served(
         self, route: Route | None, served_by: Side, method: str, path: str, status: int, failed: bool, latency: float
     ) -> None:
-        self._traffic.add(route, served_by, method, path, failed, latency)
+        self._traffic.add(route, served_by, method, path, failed, latency, status)
 
     async def _flush_traffic_every(self, seconds: float) -> None:
         """The traffic counts go to the store in batches: one flush every `seconds`."""

@@ -15,6 +15,7 @@ from proxy.events import ExchangeStart, Headers, ResponseSnapshot, Side
 from shadow.model import Comparison, ExchangeRecord, Outcome, Pair, StoredBody, TrafficCount
 from shadow.normalize import UndecodableBody, decode_body, header_value
 from shadow.redact import Redactor
+from shadow.store_types import latency_bucket
 
 
 def stored_body(headers: Headers, data: bytes | None, redactor: Redactor, cap: int) -> StoredBody | None:
@@ -155,35 +156,47 @@ def unpaired_record(
 
 
 _TrafficKey = tuple[str, str, str, str, str]
+_CountKey = tuple[str, str, str, str, str, int, int]  # the traffic key, then status and latency bucket
 
 
 @dataclass(slots=True)
 class TrafficTally:
-    """Per-minute request counts by route and side, summed in memory and drained to the store in batches.
+    """Per-minute request counts by route and side (and by status and latency bucket, for `path_rollup`), summed
+    in memory and drained to the store in batches.
 
-    Called for every request the proxy serves, so `add` is one clock read and one dict update; the counts of
-    the minute in progress sit in `counts`, earlier minutes in `done` until the next drain."""
+    Called for every request the proxy serves, so `add` is one clock read, a bisect and one dict update; the
+    counts of the minute in progress sit in `counts`, earlier minutes in `done` until the next drain."""
 
-    counts: dict[_TrafficKey, list[float]] = field(default_factory=dict)
+    counts: dict[_CountKey, list[float]] = field(default_factory=dict)
     minute: int = 0
     done: list[TrafficCount] = field(default_factory=list)
 
-    def add(self, route: Route | None, served_by: Side, method: str, path: str, failed: bool, latency: float) -> None:
+    def add(
+        self,
+        route: Route | None,
+        served_by: Side,
+        method: str,
+        path: str,
+        failed: bool,
+        latency: float,
+        status: int = 0,
+    ) -> None:
         """One served request: unrouted ones by concrete path, routed ones by the route's path template."""
         now = time.time()
         if now - self.minute >= 60:
             self._roll(int(now) // 60 * 60)
+        ms = latency * 1000
         if route is None:
-            key = ("", "legacy", served_by, method, path)
+            key = ("", "legacy", served_by, method, path, status, latency_bucket(ms))
         else:
-            key = (route.id, route.mode, served_by, method, route.match.path)
+            key = (route.id, route.mode, served_by, method, route.match.path, status, latency_bucket(ms))
         row = self.counts.get(key)
         if row is None:
-            self.counts[key] = [1.0, float(failed), latency * 1000]
+            self.counts[key] = [1.0, float(failed), ms]
         else:
             row[0] += 1
             row[1] += failed
-            row[2] += latency * 1000
+            row[2] += ms
 
     def _roll(self, minute: int) -> None:
         self.done.extend(self._counts())
@@ -191,11 +204,28 @@ class TrafficTally:
         self.minute = minute
 
     def _counts(self) -> list[TrafficCount]:
+        """The minute's counts summed per traffic key, each with its (status, bucket, requests) histogram."""
+        summed: dict[_TrafficKey, list[float]] = {}
+        histograms: dict[_TrafficKey, list[tuple[int, int, int]]] = {}
+        for (route_id, mode, side, method, path, status, bucket), (c, e, lat) in self.counts.items():
+            key = (route_id, mode, side, method, path)
+            into = summed.get(key)
+            if into is None:
+                summed[key] = [c, e, lat]
+                histograms[key] = [(status, bucket, int(c))]
+            else:
+                into[0] += c
+                into[1] += e
+                into[2] += lat
+                histograms[key].append((status, bucket, int(c)))
         minute = self.minute
         return [
-            TrafficCount(minute, route_id, mode, cast(Side, side), method, path, int(c), int(e), lat)
-            for (route_id, mode, side, method, path), (c, e, lat) in self.counts.items()
-        ]
+            TrafficCount(
+                minute, route_id, mode, cast(Side, side), method, path, int(c), int(e), lat,
+                tuple(histograms[(route_id, mode, side, method, path)]),
+            )
+            for (route_id, mode, side, method, path), (c, e, lat) in summed.items()
+        ]  # fmt: skip
 
     def drain(self) -> list[TrafficCount]:
         out = self.done + self._counts()

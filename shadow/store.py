@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,10 +29,13 @@ from shadow.store_types import (
     ExchangeDetail,
     ExchangeRow,
     FieldStat,
+    PathTraffic,
     Percentiles,
     ReplayItem,
     ReplayPair,
     RouteStats,
+    ServedCount,
+    StoredPairBody,
     TrafficRow,
     UnroutedPath,
     latency_bucket,
@@ -191,6 +195,23 @@ def _migration_replays_apart(db: sqlite_utils.Database) -> None:
     conn.execute(f"UPDATE exchanges SET pair = 'replay' WHERE {moved}")
 
 
+def _migration_path_rollup(db: sqlite_utils.Database) -> None:
+    """path_rollup: requests per (hour, route_id, served_by, method, path, status, latency bucket), written with
+    the traffic counts (path as in `traffic`: the template when routed, the canonical path when not; status 0 when
+    no response came; status and bucket -1 for counts written without a histogram), so `strangler inventory` has
+    each path's status mix and latency percentiles. Traffic counted before this step (meta `path_rollup_since`) has
+    no rows here: the inventory reads its requests from `traffic`."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS path_rollup (hour INTEGER, route_id TEXT, served_by TEXT, method TEXT,"
+        " path TEXT, status INTEGER, bucket INTEGER, count INTEGER,"
+        " PRIMARY KEY (hour, route_id, served_by, method, path, status, bucket))"
+    )
+    # From this minute on, every traffic count is in path_rollup too: the inventory reads `traffic` only before it.
+    db.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('path_rollup_since', ?)", (str(int(time.time()) // 60 * 60),)
+    )
+
+
 # Applied in order at open, all pending ones in one transaction; never edit a released step, append a new one.
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _migration_1,
@@ -200,6 +221,7 @@ MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _migration_latency_us,
     _migration_replay_of,
     _migration_replays_apart,
+    _migration_path_rollup,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -351,7 +373,7 @@ class Store:
             # Ids grow in commit order (assigned under the write lock), so the lowest ids are the oldest writes.
             deleted += self._delete_chunks("SELECT id FROM exchanges ORDER BY id LIMIT ?", (), excess)
         with self._write() as conn:
-            for table in ("route_rollup", "latency_rollup", "field_rollup"):
+            for table in ("route_rollup", "latency_rollup", "field_rollup", "path_rollup"):
                 conn.execute(f"DELETE FROM {table} WHERE hour + 3600 <= ?", (cutoff,))
             conn.execute("DELETE FROM traffic WHERE minute + 60 <= ?", (cutoff,))
         return deleted
@@ -422,6 +444,18 @@ class Store:
     def unrouted(self, since: float | None = None, limit: int = 20) -> list[UnroutedPath]:
         """Paths no route matched, busiest first."""
         return queries.unrouted(self._conns, since, limit)
+
+    def path_traffic(self, since: float | None = None) -> list[PathTraffic]:
+        """Requests per (route, method, path), with status mix and legacy latency histogram: the inventory's input."""
+        return queries.path_traffic(self._conns, since)
+
+    def served_by_period(self, since: float | None = None, period: int = 86400) -> list[ServedCount]:
+        """Requests per (period, route, side): `strangler progress`'s input; periods are UTC days or hours."""
+        return queries.served_by_period(self._conns, since, period)
+
+    def pair_bodies(self, route_id: str, since: float | None = None, limit: int = 5000) -> list[StoredPairBody]:
+        """Stored legacy/new bodies of a route's compared pairs, newest first: `strangler contract`'s input."""
+        return queries.pair_bodies(self._conns, route_id, since, limit)
 
     def list_exchanges(
         self,

@@ -174,6 +174,11 @@ _TRAFFIC = _Insert(
     " ON CONFLICT DO UPDATE SET count = count + excluded.count, errors = errors + excluded.errors,"
     " latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum",
 )
+_PATH_ROLLUP = _Insert(
+    "path_rollup",
+    ("hour", "route_id", "served_by", "method", "path", "status", "bucket", "count"),
+    _ADD_COUNT,
+)
 # Rows per statement, largest first: few distinct SQL texts, so sqlite3's statement cache keeps them prepared.
 _CHUNKS = (1024, 256, 64, 16, 4, 1)
 
@@ -220,6 +225,7 @@ def insert_prepared(conn: sqlite3.Connection, batch: PreparedBatch, traffic: Seq
     _insert_rows(conn, _LATENCY_ROLLUP, [(*k, n) for k, n in batch.latencies.items()])
     _insert_rows(conn, _FIELD_ROLLUP, [(*k, n) for k, n in batch.fields.items()])
     _insert_rows(conn, _TRAFFIC, _merge_traffic(traffic))
+    _insert_rows(conn, _PATH_ROLLUP, _merge_path_rollup(traffic))
 
 
 def _merge_traffic(traffic: Sequence[TrafficCount]) -> list[tuple[object, ...]]:
@@ -231,3 +237,20 @@ def _merge_traffic(traffic: Sequence[TrafficCount]) -> list[tuple[object, ...]]:
         into[1] += t.errors
         into[2] += t.latency_ms_sum
     return [(*k, int(v[0]), int(v[1]), v[2]) for k, v in merged.items()]
+
+
+def _merge_path_rollup(traffic: Sequence[TrafficCount]) -> list[tuple[object, ...]]:
+    """The hourly (route, side, method, path, status, latency bucket) counts of the traffic's histograms; requests
+    a count has beyond its histogram go under status and bucket -1 (unknown), so the rollup sums to the traffic."""
+    merged: dict[tuple[int, str, str, str, str, int, int], int] = {}
+    for t in traffic:
+        hour = t.minute // 3600 * 3600
+        rest = t.count
+        for status, bucket, n in t.histogram:
+            key = (hour, t.route_id, t.served_by, t.method, t.path, status, bucket)
+            merged[key] = merged.get(key, 0) + n
+            rest -= n
+        if rest > 0:
+            key = (hour, t.route_id, t.served_by, t.method, t.path, -1, -1)
+            merged[key] = merged.get(key, 0) + rest
+    return [(*k, n) for k, n in merged.items()]

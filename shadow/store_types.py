@@ -115,6 +115,44 @@ class UnroutedPath:
 
 
 @dataclass(frozen=True, slots=True)
+class PathTraffic:
+    """Requests per (route, method, path) over a window, every side: `path` is the route's template when routed,
+    the concrete canonical path when not (route_id ""). `statuses` (status, requests) and `legacy_buckets`
+    (latency bucket, requests served by legacy), in no order, come from `path_rollup` (whole hours; empty for
+    traffic counted before that table)."""
+
+    route_id: str
+    method: str
+    path: str
+    requests: int
+    statuses: tuple[tuple[int, int], ...] = ()
+    legacy_buckets: tuple[tuple[int, int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ServedCount:
+    """Requests of one route (route_id "" for unrouted ones) served by one side in one period starting at `start`
+    (epoch seconds, a multiple of the period)."""
+
+    start: int
+    route_id: str
+    served_by: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPairBody:
+    """One stored response body of a compared candidate pair whose sides both answered 2xx: which side, the pair's
+    outcome (match or mismatch)."""
+
+    exchange_id: int
+    outcome: str
+    side: str  # "legacy" or "new"
+    data: bytes  # decompressed, redacted
+    truncated: bool
+
+
+@dataclass(frozen=True, slots=True)
 class ExchangeRow:
     """One stored exchange, without headers and bodies. `source` is the index of the file it came from."""
 
