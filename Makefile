@@ -46,10 +46,10 @@ bench: $(STAMP)
 soak: $(STAMP)
 	$(BIN)/python -m benchmarks.soak
 
-## make schema: regenerate docs/routes.schema.json and README.md's key table from the key tables (proxy/schema.py).
+## make schema: regenerate docs/routes.schema.json and README.md's key table from the key tables (proxy/config/schema.py).
 schema: $(STAMP)
-	$(BIN)/python -m proxy.keydocs --json > docs/routes.schema.json
-	$(BIN)/python -m proxy.keydocs --readme README.md
+	$(BIN)/python -m proxy.config.keydocs --json > docs/routes.schema.json
+	$(BIN)/python -m proxy.config.keydocs --readme README.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -1,5 +1,5 @@
 """Mismatching ~1.4 KB JSON pairs judged per CPU-second on one core: deepdiff (the previous path) against the
-structural walk (shadow/jsondiff.py), side by side in one run.
+structural walk (shadow/judge/jsondiff.py), side by side in one run.
 
 Run: `.venv/bin/python -m benchmarks.compare_bench [--seconds 1] [--json]`. Each case parses both bodies and lists
 their differences, once with `compare.deepdiff_differences` and once with the walk compare uses; the last column is
@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass
 import orjson
 
 from benchmarks.compare_micro import order_document, rates, snapshot
-from proxy.config import Compare
-from shadow import compare
-from shadow.compare import _json_differences, _parsed, compare_responses, deepdiff_differences
-from shadow.model import Difference
+from proxy.config.model import Compare
+from shadow.judge import compare
+from shadow.judge.compare import _json_differences, _parsed, compare_responses, deepdiff_differences
+from shadow.values import Difference
 
 TARGET = 5_000
 

@@ -1,4 +1,4 @@
-"""Micro-benchmark of shadow.compare on a realistic ~1.4 KB JSON pair: comparisons per CPU-second on one core.
+"""Micro-benchmark of shadow.judge.compare on a realistic ~1.4 KB JSON pair: comparisons per CPU-second on one core.
 
 Run: `.venv/bin/python -m benchmarks.compare_micro [--seconds 2] [--json]`. A reference row (orjson-parse both
 sides and `==`, the floor any JSON comparison pays) calibrates the machine; then four cases: byte-identical
@@ -18,10 +18,10 @@ from dataclasses import asdict, dataclass
 
 import orjson
 
-from proxy.config import Compare
+from proxy.config.model import Compare
 from proxy.events import ResponseSnapshot
-from shadow import compare
-from shadow.compare import compare_responses
+from shadow.judge import compare
+from shadow.judge.compare import compare_responses
 
 TARGET = 20_000
 

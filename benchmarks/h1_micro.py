@@ -1,11 +1,11 @@
 """Micro-benchmark of one upstream HTTP/1.1 exchange on a connection, before and after a change, in one run.
 
-Both versions of `H1Connection` (the current `proxy._h1`, and `proxy/_h1.py` as it was at `--before`, by default
-the commit before proxy/h1_protocol.py was added) run the same exchanges on a fake transport: encode the request
-head, `exchange()` driven by hand (the coroutine is stepped, no event loop runs, no socket), the response fed
-to `data_received`, the body taken with `read_nowait`, then `finish()` keeps the connection for the next one.
-Short rounds alternate between the versions (the best of many short rounds shrugs off a busy machine); the best
-round of each is printed side by side, in CPU µs per exchange (process time: other processes do not count).
+Both versions of `H1Connection` (the current `proxy.upstream._h1`, and `proxy/_h1.py` as it was at `--before`, by
+default the commit before proxy/h1_protocol.py was added) run the same exchanges on a fake transport: encode the request
+head, `exchange()` driven by hand (the coroutine is stepped, no event loop runs, no socket), the response fed to
+`data_received`, the body taken with `read_nowait`, then `finish()` keeps the connection for the next one. Short rounds
+alternate between the versions (the best of many short rounds shrugs off a busy machine); the best round of each is
+printed side by side, in CPU µs per exchange (process time: other processes do not count).
 
     .venv/bin/python -m benchmarks.h1_micro                   # N=2000, 40 rounds
     .venv/bin/python -m benchmarks.h1_micro -n 5000 --rounds 100 --before main
@@ -23,8 +23,8 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from proxy._h1 import H1Connection
-from proxy.h1_protocol import encode_head
+from proxy.upstream._h1 import H1Connection
+from proxy.upstream.h1_protocol import encode_head
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = b'{"id":42,"name":"widget","price":9.99,"tags":["a","b"],"ok":1}'

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import orjson
 
-from proxy.loader import parse_config
+from proxy.config.loader import parse_config
 from reports.inventory import build_inventory, propose_routes
 from reports.inventory_view import inventory_document
-from shadow.model import TrafficCount
-from shadow.store import Store
-from shadow.store_types import latency_bucket
+from shadow.store.database import Store
+from shadow.store.types import latency_bucket
+from shadow.values import TrafficCount
 
 WEEK = 7 * 86400
 CONFIG = """

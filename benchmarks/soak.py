@@ -99,14 +99,14 @@ def open_fds(pid: int) -> int:
 
 
 def worker_pid(proxy_pid: int) -> int | None:
-    """The shadow worker: the proxy's child running shadow.worker."""
+    """The shadow worker: the proxy's child running shadow.worker.process."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         with contextlib.suppress(OSError):
             stat = Path(f"/proc/{entry}/stat").read_text()
             ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == proxy_pid and b"shadow.worker" in Path(f"/proc/{entry}/cmdline").read_bytes():
+            if ppid == proxy_pid and b"shadow.worker.process" in Path(f"/proc/{entry}/cmdline").read_bytes():
                 return int(entry)
     return None
 

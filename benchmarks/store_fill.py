@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from shadow.model import Difference, ExchangeRecord, Outcome, StoredBody
-from shadow.store import Store
+from shadow.store.database import Store
+from shadow.values import Difference, ExchangeRecord, Outcome, StoredBody
 
 WEEK = 7 * 86400.0
 ROUTES = [f"route-{i:02d}" for i in range(20)]

@@ -1,4 +1,4 @@
-"""Micro-benchmark: aiohttp.ClientSession against proxy.transport.UpstreamPool on the same local back end.
+"""Micro-benchmark: aiohttp.ClientSession against proxy.upstream.transport.UpstreamPool on the same local back end.
 
 Runs N GETs from 32 concurrent workers through each client in turn (alternating rounds, best round kept) and
 prints requests per second, the client's own CPU time per request (the back end's share excluded), and the
@@ -22,7 +22,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from proxy.transport import UpstreamPool
+from proxy.upstream.transport import UpstreamPool
 
 BODY = b'{"id":42,"name":"widget","price":9.99,"tags":["a","b"],"ok":1}'
 WORKERS = 32

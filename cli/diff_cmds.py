@@ -25,14 +25,14 @@ from cli.report_cmds import (
     parse_since,
     store_paths,
 )
-from proxy.loader import load_config
+from proxy.config.loader import load_config
 from reports.bodydiff import unlisted_differences
 from reports.render import exchange_table, render_exchange, render_suggestion, suggestion_yaml
 from reports.summary import noise_verdicts
-from shadow.jsonpath import group_path
-from shadow.model import StoredBody
-from shadow.noise import FieldVerdict, suggest_ignore_rules
-from shadow.store_types import ExchangeDetail, ExchangeRow
+from shadow.judge.jsonpath import group_path
+from shadow.judge.noise import FieldVerdict, suggest_ignore_rules
+from shadow.store.types import ExchangeDetail, ExchangeRow
+from shadow.values import StoredBody
 
 diffs_app = typer.Typer(help="Review stored exchanges and their differences.", no_args_is_help=True)
 noise_app = typer.Typer(
@@ -41,7 +41,7 @@ noise_app = typer.Typer(
 
 
 class Outcome(StrEnum):
-    """`diffs list --outcome` (shadow.model.OUTCOMES, or all of them); by default the differing ones."""
+    """`diffs list --outcome` (shadow.values.OUTCOMES, or all of them); by default the differing ones."""
 
     all = "all"
     match = "match"
@@ -52,7 +52,7 @@ class Outcome(StrEnum):
 
 
 class PairKind(StrEnum):
-    """`diffs list --pair` (shadow.model.Pair): candidate (legacy vs new), noise (legacy vs legacy), replay."""
+    """`diffs list --pair` (shadow.values.Pair): candidate (legacy vs new), noise (legacy vs legacy), replay."""
 
     candidate = "candidate"
     noise = "noise"
@@ -248,8 +248,8 @@ def diffs_show(
 
 
 def ignore_candidates(verdicts: list[FieldVerdict]) -> list[str]:
-    """JSON fields to ignore: volatile ones (shadow.noise's suggestion) and those classed noise (never a field
-    whose structure new changed: shadow.noise classes that real)."""
+    """JSON fields to ignore: volatile ones (shadow.judge.noise's suggestion) and those classed noise (never a field
+    whose structure new changed: shadow.judge.noise classes that real)."""
     noise = [v.group for v in verdicts if not v.real and v.group.startswith("$")]
     return sorted({*suggest_ignore_rules(verdicts), *noise})
 
@@ -269,7 +269,7 @@ def _verdict_document(v: FieldVerdict) -> dict[str, Any]:
 
 
 def _withheld(verdicts: list[FieldVerdict]) -> list[tuple[FieldVerdict, str]]:
-    """Volatile fields not suggested because new changed their structure, with why (shadow.noise decides)."""
+    """Volatile fields not suggested because new changed their structure, with why (shadow.judge.noise decides)."""
     return [(v, why) for v in verdicts if (why := v.withheld) is not None]
 
 

@@ -3,7 +3,7 @@
 The file is the source of truth and people keep comments, order and their own formatting in it, so edits are
 surgical: ruamel.yaml composes the document to find the exact character span of each value to change, and only
 that span is rewritten (or one short line inserted). Every other byte stays as it was. The edited text is validated
-with `proxy.loader.parse_config` before anything is written, and written atomically (temp file in the same
+with `proxy.config.loader.parse_config` before anything is written, and written atomically (temp file in the same
 directory, then `os.replace`), keeping the file's permission bits. Each edit reports the route's entry (`route_text`)
 before and after, so `restore_route` can later write the earlier text back byte for byte.
 
@@ -27,8 +27,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from proxy.config import MODES, Config, ConfigError, Mode, Route
-from proxy.loader import parse_config
+from proxy.config.loader import parse_config
+from proxy.config.model import MODES, Config, ConfigError, Mode, Route
 from proxy.modes import KEY_MODES, key_allowed
 
 

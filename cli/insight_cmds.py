@@ -27,12 +27,12 @@ from cli.output import (
 )
 from cli.report_cmds import DbOption, SinceOption, open_store, parse_since, store_paths
 from cli.route_append import append_routes
-from proxy.loader import load_config
+from proxy.config.loader import load_config
 from reports.contract import Shape, compare_shapes, contract_document, json_schema, learn_shape, render_contract
 from reports.inventory import build_inventory, propose_routes
 from reports.inventory_view import inventory_document, render_inventory
 from reports.progress import PERIOD_SECONDS, By, Progress, build_progress, progress_document, render_progress
-from shadow.store import Store
+from shadow.store.database import Store
 
 
 class InventoryFormat(StrEnum):

@@ -30,15 +30,15 @@ from cli.output import (
 )
 from cli.report_cmds import parse_since
 from cli.rollout_cmds import DbOption, db_path, duration_option, find_route
-from proxy.config import Config
-from proxy.loader import load_config
+from proxy.config.loader import load_config
+from proxy.config.model import Config
 from reports.export import replay_section
 from reports.live import LiveFrame, StatsFormatError, live_frame, live_view
 from reports.render import replay_tables
 from reports.replay import Replayer, ReplayResult, ReplayTarget, select_targets
 from reports.replay_changes import ReplaySummary, summarize
 from shadow.redact import Redactor, key_path_for, load_or_create_key
-from shadow.store import Store
+from shadow.store.database import Store
 
 # --- replay ----------------------------------------------------------------------------------------------------
 

@@ -36,8 +36,8 @@ from cli.report_cmds import register as register_report_commands
 from cli.rollout_cmds import register as register_rollout_commands
 from proxy.admin import route_view
 from proxy.canary import Side, bucket
-from proxy.config import Config, ConfigError, ConfigIssue, Route
-from proxy.loader import load_config
+from proxy.config.loader import load_config
+from proxy.config.model import Config, ConfigError, ConfigIssue, Route
 from proxy.modes import mirror_decision, serving_side, side_upstream, split_key
 from proxy.paths import PathError, canonical_path
 from proxy.routing import Explanation, RouteTable
@@ -317,7 +317,7 @@ def serve(
 
     # Deferred, and only the one in use: with the worker, the proxy process never imports deepdiff.
     if shadow_worker:
-        from shadow.bridge import shadow_worker_listeners as factory
+        from shadow.worker.bridge import shadow_worker_listeners as factory
     else:
         from shadow.runner import shadow_listeners as factory
 

@@ -19,8 +19,8 @@ from rich.console import Console, RenderableType
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from proxy.config import ConfigError
-from shadow.store import StoreError
+from proxy.config.model import ConfigError
+from shadow.store.database import StoreError
 
 PIPE_WIDTH = 120  # rich assumes 80 columns off a terminal, which truncates the report's wide tables
 

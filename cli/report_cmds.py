@@ -20,14 +20,14 @@ from rich.console import Console
 from rich.markup import escape
 
 from cli.output import CliError, ConfigOption, print_line, print_renderable
-from proxy.config import Config
-from proxy.loader import load_config
-from proxy.units import BadValue, parse_duration
+from proxy.config.loader import load_config
+from proxy.config.model import Config
+from proxy.config.units import BadValue, parse_duration
 from reports.export import to_html, to_json, to_junit, to_markdown
 from reports.progress import Progress
 from reports.render import render_report
 from reports.summary import UnknownRouteError, build_report
-from shadow.store import Store, StoreError
+from shadow.store.database import Store, StoreError
 
 EXIT_FAILING_VERDICT = 3
 FILE_WIDTH = 120  # columns of a table report written to --output

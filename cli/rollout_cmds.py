@@ -42,9 +42,9 @@ from cli.output import (
     print_renderable,
 )
 from cli.report_cmds import parse_since
-from proxy.config import Config, ConfigError, Mode, Route
-from proxy.loader import load_config
-from proxy.units import BadValue, parse_duration
+from proxy.config.loader import load_config
+from proxy.config.model import Config, ConfigError, Mode, Route
+from proxy.config.units import BadValue, parse_duration
 from reports.gate import (
     FlipGate,
     StepDecision,
@@ -58,8 +58,8 @@ from reports.gate import (
     route_figures,
 )
 from reports.readiness import Check
-from shadow.model import FlipRecord
-from shadow.store import Store, StoreError
+from shadow.store.database import Store, StoreError
+from shadow.values import FlipRecord
 
 USER_ENV = "STRANGLER_USER"
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.config import Config, Route
+from proxy.config.model import Config, Route
 from proxy.modes import mirror_target
 from proxy.state import ReloadResult, RuntimeState
 from proxy.stats import stats_document

@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from proxy.admin import create_admin_app, warn_if_exposed
-from proxy.config import ConfigError
+from proxy.config.model import ConfigError
 from proxy.events import ExchangeListener
 from proxy.handler import ProxyHandler
 from proxy.reload import POLL_INTERVAL, Reloader, build_snapshot_parts

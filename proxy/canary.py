@@ -13,7 +13,7 @@ import random
 from collections.abc import Callable, Mapping
 from typing import Literal
 
-from proxy.config import Canary, Sticky
+from proxy.config.model import Canary, Sticky
 
 BUCKETS = 10_000
 Side = Literal["legacy", "new"]

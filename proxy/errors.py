@@ -20,8 +20,8 @@ and `responded`: a response byte arrived):
 
 `KINDS` is the one table from a kind to its meaning; `UPSTREAM_FAULTS` (connect, timeout, reset) are the kinds that
 count against an upstream: a breaker failure, `strangler_upstream_errors_total`, and a fallback to legacy.
-`proxy._h1.H1Failure` (the wire layer's own failure) is mapped onto this tree by `proxy.transport`, and the
-exceptions a client body read raises are mapped by `proxy.request_body`, as httpx maps httpcore's.
+`proxy.upstream._h1.H1Failure` (the wire layer's own failure) is mapped onto this tree by `proxy.upstream.transport`,
+and the exceptions a client body read raises are mapped by `proxy.request_body`, as httpx maps httpcore's.
 
 ErrorKind is a Literal, not an Enum: the kinds travel as plain strings to the shadow worker (marshal refuses Enum
 members), into metric labels and into the store, and mypy still checks every use.

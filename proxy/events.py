@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from proxy.config import Config, Mirror, Route
+from proxy.config.model import Config, Mirror, Route
 from proxy.errors import ErrorKind
 
 Side = Literal["legacy", "new"]

@@ -17,13 +17,13 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.helpers import must_be_empty_body, should_remove_content_length
 
-from proxy.config import Timeouts, Upstream
+from proxy.config.model import Timeouts, Upstream
 from proxy.errors import KINDS, UPSTREAM_FAULTS, ErrorKind, RequestBodyError, UpstreamError
 from proxy.events import Headers
 from proxy.headers import decode_pairs, end_to_end_response_headers, response_head, response_headers_with
 from proxy.methods import may_resend
 from proxy.request_body import BodyStream, read_exactly, stream_body
-from proxy.transport import UpstreamPool, UpstreamResponse
+from proxy.upstream.transport import UpstreamPool, UpstreamResponse
 
 _dumps = orjson.dumps
 

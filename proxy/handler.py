@@ -18,7 +18,7 @@ from typing import Final
 
 from aiohttp import web
 
-from proxy.config import Config, Limits, Mirror, Route, Upstream
+from proxy.config.model import Config, Limits, Mirror, Route, Upstream
 from proxy.errors import KINDS, UPSTREAM_FAULTS, ErrorKind, RequestBodyError
 from proxy.events import ExchangeObserver, ExchangeStart, Headers, ResponseSnapshot, Side
 from proxy.forwarding import FallbackAvailable, ForwardResult, ForwardTarget, base_path, error_response, forward

@@ -17,7 +17,7 @@ from http import HTTPStatus
 from aiohttp.helpers import rfc822_formatted_time
 from multidict import CIMultiDict
 
-from proxy.config import Upstream
+from proxy.config.model import Upstream
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 RawHeaders = Iterable[tuple[bytes, bytes]]

@@ -2,7 +2,7 @@
 
 It lives below the config so that routes.yaml paths are compiled when the config loads (a path that does not parse
 is a config error with its file, line and route) and the comparison only ever sees paths that compiled. Applying
-paths to documents is `shadow.jsonpath`'s job. Pure and thread-safe.
+paths to documents is `shadow.judge.jsonpath`'s job. Pure and thread-safe.
 
 Errors raised here: BadPath, when a path does not parse. It is deliberately not a ValueError: code that treats a
 ValueError as "this body is not JSON" must never mistake a rule error for a property of the response.

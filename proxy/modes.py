@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from proxy.canary import Side, choose_side, sticky_key
-from proxy.config import Mirror, Mode, Route
+from proxy.config.model import Mirror, Mode, Route
 from proxy.methods import SAFE_METHODS
 
 # Why a request on a route that mirrors its side was not copied (stored as the skipped exchange's reason).

@@ -7,7 +7,7 @@ import logging
 
 from aiohttp import web
 
-from proxy.config import Mirror, Route
+from proxy.config.model import Mirror, Route
 from proxy.events import (
     ExchangeListener,
     ExchangeObserver,

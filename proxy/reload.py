@@ -18,8 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from proxy.config import Config, ConfigError
-from proxy.loader import parse_config, read_config_text
+from proxy.config.loader import parse_config, read_config_text
+from proxy.config.model import Config, ConfigError
 from proxy.routing import RouteTable
 from proxy.state import ReloadResult, RuntimeState
 

@@ -22,7 +22,7 @@ from types import MappingProxyType
 from typing import Literal
 from urllib.parse import unquote
 
-from proxy.config import Route
+from proxy.config.model import Route
 
 SegmentKind = Literal["literal", "typed", "param", "star", "doublestar"]
 

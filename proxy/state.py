@@ -16,13 +16,13 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from proxy.breaker import Breaker
-from proxy.config import Config, Upstream
+from proxy.config.model import Config, Upstream
 from proxy.events import ExchangeListener, ListenerHooks
 from proxy.metrics import Metrics
 from proxy.routing import RouteTable
 from proxy.tasks import TaskOwner
-from proxy.transport import UpstreamPool
+from proxy.upstream.breaker import Breaker
+from proxy.upstream.transport import UpstreamPool
 
 log = logging.getLogger("strangler.proxy")
 

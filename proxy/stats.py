@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
-from proxy.config import Route
+from proxy.config.model import Route
 from proxy.handler import UNMATCHED
 from proxy.metrics import STORE_FAILING, STORE_ROWS_LOST, STORE_WRITE_ERRORS, WORKER_RESTARTS, Histogram, Metrics
 from proxy.state import RuntimeState

@@ -14,7 +14,7 @@ import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
 from yarl import URL
 
-from proxy.config import Timeouts, Upstream
+from proxy.config.model import Timeouts, Upstream
 from proxy.forwarding import error_response, kind_response
 from proxy.tasks import TaskOwner
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 from rich.text import Text
 
-from shadow.jsonpath import BadPath, compile_path
-from shadow.model import StoredBody
-from shadow.normalize import UndecodableBody, body_kind, charset, decode_body, header_value, parse_json
-from shadow.textlines import is_html, text_lines
+from shadow.judge.jsonpath import BadPath, compile_path
+from shadow.judge.normalize import UndecodableBody, body_kind, charset, decode_body, header_value, parse_json
+from shadow.judge.textlines import is_html, text_lines
+from shadow.values import StoredBody
 
 FOLD_LINES = 40  # a body whose pretty JSON is longer than this is folded around the differing paths
 SHOWN_VALUE_LINES = 12  # lines of one differing value shown before "… N more lines"
@@ -37,7 +37,7 @@ FULL_HINT = "(folded around the differences: --full shows whole bodies)"
 Steps = tuple[str | int, ...]
 Headers = tuple[tuple[str, str], ...]
 _ABSENT = object()  # a key or index one side does not have
-_UNLISTED = re.compile(r"(\d+) more differences not listed")  # shadow.compare's note when it capped the list
+_UNLISTED = re.compile(r"(\d+) more differences not listed")  # shadow.judge.compare's note when it capped the list
 
 _STYLE = {"-": "red", "+": "green", " ": "", "~": "dim"}
 

@@ -19,7 +19,7 @@ from reports.progress import PERIOD_SECONDS, Period, Progress, iso_time
 from reports.readiness import VERDICTS
 from reports.replay_changes import ReplaySummary
 from reports.summary import FieldSummary, Report, RouteSummary
-from shadow.store_types import Percentiles
+from shadow.store.types import Percentiles
 
 SCHEMA_ID = "strangler-report/1"  # bump the number on any incompatible change to report_document
 FAILING_VERDICTS = ("diverging", "candidate errors")

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import orjson
 
-from proxy.config import Config, Guards, Readiness, Route
+from proxy.config.model import Config, Guards, Readiness, Route
 from reports.readiness import (
     Check,
     RouteFigures,
@@ -26,8 +26,8 @@ from reports.readiness import (
     verdict_reason,
 )
 from reports.summary import build_report
-from shadow.model import FlipRecord
-from shadow.store import Store
+from shadow.store.database import Store
+from shadow.values import FlipRecord
 
 FULL_WEIGHT = 100.0
 # Rollout guards need evidence before they promote or roll back: this share of readiness.min_compared, at least

@@ -15,10 +15,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from proxy.config import Route
+from proxy.config.model import Route
 from proxy.paths import PathError, canonical_path
 from proxy.routing import RouteTable, Template, TemplateError, parse_template, typed_matchers
-from shadow.store_types import PathTraffic, histogram_percentile
+from shadow.store.types import PathTraffic, histogram_percentile
 
 SLUG_MIN = 10  # distinct non-id values at one position before it becomes a parameter
 _HEX_MIN = 8

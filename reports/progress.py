@@ -19,8 +19,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from shadow.model import FlipRecord
-from shadow.store_types import ServedCount
+from shadow.store.types import ServedCount
+from shadow.values import FlipRecord
 
 By = Literal["day", "hour"]
 PERIOD_SECONDS: dict[By, int] = {"day": 86400, "hour": 3600}

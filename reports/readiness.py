@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from proxy.config import Guards, Readiness
+from proxy.config.model import Guards, Readiness
 from proxy.modes import POLICY_SKIPS
 from reports.fmt import percent
 

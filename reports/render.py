@@ -22,8 +22,8 @@ from reports.fmt import MISSING, OUTCOME_STYLE, VERDICT_STYLE, mode_text, ms, pe
 from reports.readiness import VERDICTS
 from reports.replay_changes import ReplaySummary
 from reports.summary import FieldSummary, Report, RouteSummary
-from shadow.model import Difference
-from shadow.store_types import ExchangeDetail, ExchangeRow, Percentiles
+from shadow.store.types import ExchangeDetail, ExchangeRow, Percentiles
+from shadow.values import Difference
 
 SHOWN_DIFFERENCES = 20  # rows of `diffs show`'s differences table unless --full
 

@@ -16,17 +16,17 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from proxy.config import Config, Mirror, Route, Upstream
+from proxy.config.model import Config, Mirror, Route, Upstream
 from proxy.events import RequestSnapshot, ResponseSnapshot, Side
 from proxy.methods import SAFE_METHODS
-from shadow.compare import judge_pair
 from shadow.fetch import CandidatePools, fetch_copy
-from shadow.model import Comparison, ExchangeRecord, Outcome, StoredBody
-from shadow.origins import route_origins
+from shadow.judge.compare import judge_pair
+from shadow.judge.origins import route_origins
 from shadow.records import compared_record
 from shadow.redact import Redactor
-from shadow.store import Store
-from shadow.store_types import ReplayItem, ReplayPair
+from shadow.store.database import Store
+from shadow.store.types import ReplayItem, ReplayPair
+from shadow.values import Comparison, ExchangeRecord, Outcome, StoredBody
 
 REPLAY_PREFIX = "replay-"
 FETCH_FACTOR = 3  # stored rows read per wanted item: some are skipped (route gone, unsafe method)

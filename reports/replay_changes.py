@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from shadow.store_types import ReplayPair
+from shadow.store.types import ReplayPair
 
 
 @dataclass(frozen=True, slots=True)

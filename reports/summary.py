@@ -1,11 +1,10 @@
 """Read a store and a config into the migration report's values: per-route figures, top fields and the traffic header.
 
-Counts come from the store's rollups (outcomes, field groups, per-minute traffic), so a report over a million
-exchanges is a handful of aggregate queries, plus one indexed count per route whose mismatches are part noise, part
-real; latency percentiles are exact, by nearest rank over the window's stored latencies (`Store.latency_percentiles`).
-Only live pairs ("candidate", "noise") feed the figures and verdicts; replays get their own before → after section.
-Verdicts come from `reports.readiness`, field classes from `shadow.noise`, so the report shows exactly what the flip
-gate enforces.
+Counts come from the store's rollups (outcomes, field groups, per-minute traffic), so a report over a million exchanges
+is a handful of aggregate queries, plus one indexed count per route whose mismatches are part noise, part real; latency
+percentiles are exact, by nearest rank over the window's stored latencies (`Store.latency_percentiles`). Only live pairs
+("candidate", "noise") feed the figures and verdicts; replays get their own before → after section. Verdicts come from
+`reports.readiness`, field classes from `shadow.judge.noise`, so the report shows exactly what the flip gate enforces.
 """
 
 from __future__ import annotations
@@ -14,15 +13,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from proxy.config import MODES, Config, Noise, Readiness
+from proxy.config.model import MODES, Config, Noise, Readiness
 from proxy.modes import unmirrored_reason
 from reports.readiness import Check, RouteFigures, Verdict, readiness_checks, verdict, verdict_reason
 from reports.replay_changes import ReplaySummary
 from reports.replay_changes import summarize as summarize_replays
-from shadow.model import FieldKind
-from shadow.noise import FieldVerdict, classify_fields
-from shadow.store import Store, count_noise_only
-from shadow.store_types import FieldStat, Percentiles, RouteStats, TrafficRow, UnroutedPath
+from shadow.judge.noise import FieldVerdict, classify_fields
+from shadow.store.database import Store, count_noise_only
+from shadow.store.types import FieldStat, Percentiles, RouteStats, TrafficRow, UnroutedPath
+from shadow.values import FieldKind
 
 FIELD_SAMPLES = 20  # difference values read per field group to judge whether it looks volatile
 NOT_IN_CONFIG = "removed"  # the mode shown for a route the store knows but routes.yaml no longer has
@@ -39,12 +38,12 @@ class FieldSummary:
     rate: float  # count / compared
     noise_count: int  # legacy↔legacy pairs that differed in it
     noise_rate: float  # noise_count / noise pairs compared
-    real: bool  # raw clears noise by the route's margins, or new changed the field's structure (shadow.noise)
+    real: bool  # raw clears noise by the route's margins, or new changed the field's structure (shadow.judge.noise)
     volatile: bool  # values look generated (timestamps, ids) or legacy itself varies here
     kind: FieldKind | None = None  # added, removed, changed, type_changed, order, or mixed; None: unknown
     kinds: tuple[tuple[FieldKind, int], ...] = ()  # candidate pairs per kind, busiest first
     structure: str | None = None  # the structural change new made ("removed by new"), which is never noise
-    suggested_ignore: bool = False  # worth a `compare.ignore_fields` rule (shadow.noise.FieldVerdict.ignorable)
+    suggested_ignore: bool = False  # worth a `compare.ignore_fields` rule (shadow.judge.noise.FieldVerdict.ignorable)
 
     @property
     def noise(self) -> bool:
@@ -312,7 +311,7 @@ def _classify(
     samples: Mapping[str, Iterable[str]],
     now: float | None,
 ) -> dict[str, FieldVerdict]:
-    """`shadow.noise.classify_fields` on a route's field stats: counts, samples and kinds of both pairs."""
+    """`shadow.judge.noise.classify_fields` on a route's field stats: counts, samples and kinds of both pairs."""
     return classify_fields(
         {g: s.count for g, s in raw.items()},
         {g: s.count for g, s in noise.items()},

@@ -14,12 +14,12 @@ import asyncio
 import logging
 from typing import Protocol
 
-from proxy.config import Mirror, Upstream
+from proxy.config.model import Mirror, Upstream
 from proxy.errors import ErrorKind, UpstreamError
 from proxy.events import RequestSnapshot, ResponseSnapshot, Side
 from proxy.headers import HOP_BY_HOP, end_to_end_response_headers, upstream_host
 from proxy.methods import SAFE_METHODS
-from proxy.transport import UpstreamPool, UpstreamResponse
+from proxy.upstream.transport import UpstreamPool, UpstreamResponse
 
 log = logging.getLogger("strangler.shadow")
 

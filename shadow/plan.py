@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from proxy.config import Route
+from proxy.config.model import Route
 from proxy.events import ExchangeStart, Side
 from proxy.methods import READ_METHODS
 from proxy.modes import mirror_decision, mirror_options

@@ -1,6 +1,6 @@
 """Turn what the shadow listener saw into rows for the store: redacted `ExchangeRecord`s and per-minute traffic.
 
-Pure apart from `TrafficTally`'s own counts; `shadow.recorder` calls `exchange_record` from its compare thread
+Pure apart from `TrafficTally`'s own counts; `shadow.judging` calls `exchange_record` from its compare thread
 and the rest on the event loop. Everything secret goes through a `Redactor` here, before a record exists at all.
 """
 
@@ -10,12 +10,12 @@ import time
 from dataclasses import dataclass, field
 from typing import cast
 
-from proxy.config import Route
+from proxy.config.model import Route
 from proxy.events import ExchangeStart, Headers, ResponseSnapshot, Side
-from shadow.model import Comparison, ExchangeRecord, Outcome, Pair, StoredBody, TrafficCount
-from shadow.normalize import UndecodableBody, decode_body, header_value
+from shadow.judge.normalize import UndecodableBody, decode_body, header_value
 from shadow.redact import Redactor
-from shadow.store_types import latency_bucket
+from shadow.store.types import latency_bucket
+from shadow.values import Comparison, ExchangeRecord, Outcome, Pair, StoredBody, TrafficCount
 
 
 def stored_body(headers: Headers, data: bytes | None, redactor: Redactor, cap: int) -> StoredBody | None:

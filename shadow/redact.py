@@ -6,7 +6,7 @@ back to its secret. The key lives next to the database (`<db>.key`, mode 0600) o
 
 `shadow.records` applies a Redactor to headers, query strings, bodies, difference values and the line signatures
 that group text differences before they are stored.
-Bodies must be given decoded (see `shadow.normalize.decode_body`): compressed bytes are returned unchanged.
+Bodies must be given decoded (see `shadow.judge.normalize.decode_body`): compressed bytes are returned unchanged.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from urllib.parse import unquote_plus
 
 import orjson
 
-from proxy.config import Redact
-from shadow.jsonpath import BadPath, compile_path
-from shadow.model import Difference, FieldDiff, merge_kinds
-from shadow.normalize import body_kind, media_type
-from shadow.textlines import SIGNATURE_PREFIX
+from proxy.config.model import Redact
+from shadow.judge.jsonpath import BadPath, compile_path
+from shadow.judge.normalize import body_kind, media_type
+from shadow.judge.textlines import SIGNATURE_PREFIX
+from shadow.values import Difference, FieldDiff, merge_kinds
 
 KEY_ENV = "STRANGLER_REDACT_KEY"
 KEY_BYTES = 32

@@ -1,7 +1,7 @@
 """Mirror requests to the other side and pair each copy with its primary; `Recorder` judges and stores the pairs.
 
 `ShadowListener` is an `proxy.events.ExchangeListener`: the proxy core calls it for every request and never waits
-for it (in the proxy process with `--no-shadow-worker`, else fed by `shadow.worker`). The client never pays for
+for it (in the proxy process with `--no-shadow-worker`, else fed by `shadow.worker.process`). The client never pays for
 the shadow side:
 - the candidate request starts when the primary starts (fair latency), on its own connection pools, and nothing the
   candidate does (down, slow, 500, Set-Cookie) reaches the client;
@@ -22,19 +22,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from proxy.config import Config, Mirror, Route, Upstream
+from proxy.config.model import Config, Mirror, Route, Upstream
 from proxy.events import ExchangeListener, ExchangeObserver, ExchangeStart, ResponseSnapshot, Side
 from proxy.metrics import Metrics
 from proxy.modes import mirror_target
 from proxy.state import RuntimeState
 from proxy.tasks import TaskOwner
 from shadow.fetch import RESPONSE_CAP, CandidatePools, fetch_copy
-from shadow.model import Pair, TrafficCount
+from shadow.judging import Recorder
 from shadow.plan import MirrorPlan, TrafficCounting, plan_mirror
-from shadow.recorder import Recorder
 from shadow.records import TrafficTally
 from shadow.redact import key_path_for, load_or_create_key
-from shadow.store_writer import StoreWriter, publish_store_metrics
+from shadow.store.writer import StoreWriter, publish_store_metrics
+from shadow.values import Pair, TrafficCount
 
 log = logging.getLogger("strangler.shadow")
 

@@ -15,8 +15,8 @@ from cli.demo.driver import drive, plan_requests
 from cli.demo.legacy_app import make_legacy_app
 from cli.demo.new_app import make_new_app
 from proxy.app import start_proxy
+from proxy.config.loader import load_config
 from proxy.events import ExchangeListener
-from proxy.loader import load_config
 from proxy.state import RuntimeState
 from shadow.runner import ShadowListener
 

@@ -25,8 +25,8 @@ from cli.demo import data
 from cli.demo.legacy_app import make_legacy_app
 from cli.demo.new_app import make_new_app
 from cli.output import CliError, stdout_console
-from proxy.config import Config
-from proxy.loader import load_config
+from proxy.config.loader import load_config
+from proxy.config.model import Config
 
 DEFAULT_SEED = 7
 CONCURRENCY = 8
@@ -222,7 +222,7 @@ async def _admin_modes(admin_url: str) -> dict[str, str]:
 async def run_demo(config_path: Path, *, requests: int = 400, console: Console | None = None) -> int:
     """The whole demo; returns the process exit code."""
     from proxy.app import start_proxy  # deferred: keeps `import cli.demo.driver` light for tests of the plan
-    from shadow.bridge import shadow_worker_listeners
+    from shadow.worker.bridge import shadow_worker_listeners
 
     console = console or stdout_console()
     config = load_config(config_path)
@@ -263,7 +263,7 @@ def _report(config: Config, since: float) -> RenderableType:
     """The migration report over the exchanges this demo run stored (earlier runs share the file)."""
     from reports.render import render_report
     from reports.summary import build_report
-    from shadow.store import Store
+    from shadow.store.database import Store
 
     with Store.open(config.store.path, create=False) as store:
         return render_report(build_report(store, config, since=since))

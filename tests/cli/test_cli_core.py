@@ -18,7 +18,7 @@ from cli.demo.legacy_app import make_legacy_app
 from cli.main import app
 from cli.output import CliError
 from proxy.canary import bucket
-from proxy.loader import load_config
+from proxy.config.loader import load_config
 
 REPO_ROUTES = Path(__file__).resolve().parents[2] / "routes.yaml"
 

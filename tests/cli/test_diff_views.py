@@ -17,7 +17,7 @@ from aiohttp import web
 from typer.testing import CliRunner
 
 from cli.main import app
-from shadow.store import Store
+from shadow.store.database import Store
 from tests.shadow.shadow_fixtures import Handler, backends, shadow_proxy
 
 ENV = {"COLUMNS": "120", "NO_COLOR": "1", "TERM": "dumb"}

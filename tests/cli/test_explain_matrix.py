@@ -13,8 +13,8 @@ from aiohttp.test_utils import TestServer
 from typer.testing import CliRunner
 
 from cli.main import app
+from proxy.config.loader import load_config
 from proxy.events import ExchangeListener
-from proxy.loader import load_config
 from proxy.state import RuntimeState
 from shadow.runner import ShadowListener
 from tests.proxy.app_fixtures import backend_app, hits, running_proxy, url, wait_until, write_config

@@ -24,8 +24,8 @@ from cli.flip import (
     set_weight,
 )
 from cli.main import app
-from proxy.config import MODES
-from proxy.loader import load_config
+from proxy.config.loader import load_config
+from proxy.config.model import MODES
 
 REPO_ROUTES = Path(__file__).resolve().parents[2] / "routes.yaml"
 

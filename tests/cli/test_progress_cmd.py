@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from shadow.store import Store
+from shadow.store.database import Store
 from tests.cli.test_html_chromium import chromium_binary, png_size, run_chromium
 from tests.reports.report_fixtures import Filled, fill
 

@@ -21,17 +21,17 @@ from cli.demo.legacy_app import make_legacy_app
 from cli.demo.new_app import make_new_app
 from cli.main import app
 from proxy.app import start_proxy
-from proxy.config import Mirror, Upstream
+from proxy.config.loader import load_config, parse_config
+from proxy.config.model import Mirror, Upstream
 from proxy.events import Headers
-from proxy.loader import load_config, parse_config
 from reports.gate import route_figures
 from reports.replay import REPLAY_PREFIX, Replayer, ReplayTarget, select_targets, stored_request
 from shadow.fetch import REPLAY_HEADER, copy_headers
-from shadow.model import ExchangeRecord, StoredBody
 from shadow.redact import Redactor
 from shadow.runner import shadow_listeners
-from shadow.store import Store
-from shadow.store_types import ReplayItem
+from shadow.store.database import Store
+from shadow.store.types import ReplayItem
+from shadow.values import ExchangeRecord, StoredBody
 from tests.pipeline import REPO_CONFIG, fill_store, write_config
 from tests.proxy.app_fixtures import wait_until
 from tests.shadow.shadow_fixtures import Seen, backends, json_handler
@@ -277,7 +277,7 @@ def test_replayed_bodies_go_without_their_original_content_encoding() -> None:
     (the new service would fail to inflate plain bytes); other headers are kept."""
     from yarl import URL
 
-    from proxy.config import Redact
+    from proxy.config.model import Redact
     from shadow.records import stored_body
     from shadow.redact import Redactor
 

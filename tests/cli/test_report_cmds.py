@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from proxy.loader import load_config
-from shadow.store import Store
+from proxy.config.loader import load_config
+from shadow.store.database import Store
 from tests.reports.report_fixtures import REPORT_CONFIG, Filled, fill
 from tests.reports.test_export import validate
 

@@ -16,7 +16,7 @@ from typer.testing import CliRunner, Result
 
 from cli.flip import route_text
 from cli.main import app
-from proxy.loader import load_config
+from proxy.config.loader import load_config
 from tests.pipeline import REPO_CONFIG, fill_store
 from tests.proxy.app_fixtures import backend_app, running_proxy, url, wait_until, write_config
 

@@ -20,12 +20,12 @@ from typer.testing import CliRunner, Result
 
 from cli.main import app
 from proxy.app import start_proxy
+from proxy.config.loader import load_config
 from proxy.events import ExchangeListener
-from proxy.loader import load_config
 from proxy.state import RuntimeState
-from shadow.model import ExchangeRecord
 from shadow.runner import ShadowListener
-from shadow.store import Store
+from shadow.store.database import Store
+from shadow.values import ExchangeRecord
 from tests.pipeline import REPO_CONFIG, fill_store
 
 

@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from proxy.app import start_proxy
+from proxy.config.loader import load_config
 from proxy.events import ExchangeListener
-from proxy.loader import load_config
 from proxy.state import RuntimeState
 from shadow.runner import ShadowListener
 from tests.pipeline import write_config

@@ -19,10 +19,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
-from proxy import transport
-from proxy.config import Timeouts, Upstream
+from proxy.config.model import Timeouts, Upstream
 from proxy.forwarding import FallbackAvailable, ForwardResult, ForwardTarget, forward
 from proxy.headers import new_request_id, upstream_request_headers, valid_request_id
+from proxy.upstream import transport
 from proxy.websocket import forward_websocket, is_websocket_upgrade
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestServer
 
 from proxy.admin import warn_if_exposed
 from proxy.app import RunningProxy
-from proxy.loader import load_config
+from proxy.config.loader import load_config
 from tests.proxy.app_fixtures import (
     TOKEN_ENV,
     admin_url,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.breaker import Breaker, BreakerState
 from proxy.errors import ErrorKind
+from proxy.upstream.breaker import Breaker, BreakerState
 
 
 def _state(breaker: Breaker) -> BreakerState:

@@ -11,7 +11,7 @@ import pytest
 from multidict import CIMultiDict
 
 from proxy.canary import bucket, choose_side, sticky_key
-from proxy.config import Canary, Sticky
+from proxy.config.model import Canary, Sticky
 
 KEYS = [f"user-{i}" for i in range(2000)]
 

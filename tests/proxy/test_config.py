@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from yarl import URL
 
-from proxy.config import Compare, Config, ConfigError, ConfigIssue, Mirror, Readiness, Redact, Timeouts
+from proxy.config.loader import load_config, parse_config
+from proxy.config.model import Compare, Config, ConfigError, ConfigIssue, Mirror, Readiness, Redact, Timeouts
+from proxy.config.units import BadValue, parse_duration, parse_rate, parse_size
 from proxy.jsonpath import BadPath
-from proxy.loader import load_config, parse_config
 from proxy.routing import RouteTable
-from proxy.units import BadValue, parse_duration, parse_rate, parse_size
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = Path("routes.yaml")

@@ -14,9 +14,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
-from proxy.config import Timeouts
+from proxy.config.model import Timeouts
 from proxy.forwarding import error_response
-from proxy.transport import UpstreamConnectError
+from proxy.upstream.transport import UpstreamConnectError
 from tests.proxy.fwd_fixtures import (
     LOG,
     LOOPBACK,

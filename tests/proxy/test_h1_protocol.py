@@ -11,8 +11,8 @@ import pytest
 from aiohttp.http_parser import RawResponseMessage
 from aiohttp.streams import StreamReader
 
-from proxy import h1_protocol
-from proxy.h1_protocol import (
+from proxy.upstream import h1_protocol
+from proxy.upstream.h1_protocol import (
     END_OF_MESSAGE,
     MAX_FIELD_SIZE,
     MAX_HEADERS,
@@ -457,7 +457,7 @@ def test_request_written_before_the_head_keeps_the_connection() -> None:
 
 
 class PausingFlow:
-    """Flow control as proxy._h1 does it: a pause stops the parser, a resume parses what it kept back."""
+    """Flow control as proxy.upstream._h1 does it: a pause stops the parser, a resume parses what it kept back."""
 
     connected = True
 
@@ -503,7 +503,7 @@ def test_paused_parser_resumes_from_what_it_kept() -> None:
 
 
 def test_state_machine_module_does_no_io() -> None:
-    """proxy/h1_protocol.py imports nothing that touches sockets, event loops or clocks: it stays sans-IO."""
+    """proxy/upstream/h1_protocol.py imports nothing that touches sockets, event loops or clocks: it stays sans-IO."""
     tree = ast.parse(inspect.getsource(h1_protocol))
     imported = {
         alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names

@@ -7,7 +7,7 @@ import ipaddress
 import pytest
 from yarl import URL
 
-from proxy.config import Upstream
+from proxy.config.model import Upstream
 from proxy.headers import (
     end_to_end_response_headers,
     new_request_id,

@@ -11,8 +11,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy.config import Config, ConfigError
-from proxy.loader import parse_config
+from proxy.config.loader import parse_config
+from proxy.config.model import Config, ConfigError
 
 pytestmark = pytest.mark.unit
 

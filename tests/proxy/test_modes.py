@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.config import Canary, Match, Mirror, Mode, Route, Sticky
+from proxy.config.model import Canary, Match, Mirror, Mode, Route, Sticky
 from proxy.modes import KEY_MODES, key_allowed, mirror_decision, serving_side, side_upstream, split_key
 
 pytestmark = pytest.mark.unit

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from proxy.config import Match, Route
+from proxy.config.model import Match, Route
 from proxy.paths import PathError, canonical_path
 from proxy.routing import AmbiguousRoutesError, RouteTable, TemplateError, parse_template
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from multidict import CIMultiDict
 
-from proxy.config import Match, Route
+from proxy.config.model import Match, Route
 from proxy.paths import canonical_path
 from proxy.routing import (
     AmbiguousRoutesError,

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from proxy.config import Config
-from proxy.keydocs import BEGIN, END, Key, is_leaf, json_schema, keys, markdown, render_json, splice
-from proxy.loader import load_config, parse_config
-from proxy.scalars import duration, rate, size
-from proxy.schema import ROUTE, TOP, Either, ListOf, MapOf, Section, Spec
+from proxy.config.keydocs import BEGIN, END, Key, is_leaf, json_schema, keys, markdown, render_json, splice
+from proxy.config.loader import load_config, parse_config
+from proxy.config.model import Config
+from proxy.config.scalars import duration, rate, size
+from proxy.config.schema import ROUTE, TOP, Either, ListOf, MapOf, Section, Spec
 
 ROOT = Path(__file__).resolve().parents[2]
 LEAVES = [key for key in keys() if is_leaf(key.spec)]
@@ -113,10 +113,10 @@ def test_readme_key_table_matches_the_code() -> None:
 
 
 def test_module_prints_the_schema_and_the_table() -> None:
-    """`python -m proxy.keydocs --json` and `--markdown` print what json_schema and markdown return."""
+    """`python -m proxy.config.keydocs --json` and `--markdown` print what json_schema and markdown return."""
 
     def run(*args: str) -> str:
-        command = [sys.executable, "-m", "proxy.keydocs", *args]
+        command = [sys.executable, "-m", "proxy.config.keydocs", *args]
         return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True, timeout=30).stdout
 
     printed = run("--json")
@@ -129,7 +129,9 @@ def test_readme_option_rewrites_only_the_block(tmp_path: Path) -> None:
     """`--readme FILE` replaces a stale table between the markers and leaves the text around it alone."""
     readme = tmp_path / "README.md"
     readme.write_text(f"# Title\n\nBefore.\n\n{BEGIN}\n| stale |\n{END}\n\nAfter.\n", encoding="utf-8")
-    subprocess.run([sys.executable, "-m", "proxy.keydocs", "--readme", str(readme)], cwd=ROOT, check=True, timeout=30)
+    subprocess.run(
+        [sys.executable, "-m", "proxy.config.keydocs", "--readme", str(readme)], cwd=ROOT, check=True, timeout=30
+    )
     assert readme.read_text(encoding="utf-8") == f"# Title\n\nBefore.\n\n{BEGIN}\n\n{markdown()}\n{END}\n\nAfter.\n"
 
 

@@ -16,7 +16,7 @@ from pytest_aiohttp import AiohttpServer
 
 from proxy.metrics import LATENCY_BUCKETS, WORKER_RESTARTS, Histogram
 from proxy.percentiles import nearest_rank
-from shadow.bridge import RESTART_METRIC
+from shadow.worker.bridge import RESTART_METRIC
 from tests.proxy.stats_fixtures import ITEMS, proxy_with_traffic
 from tests.reports.test_export import schema_errors
 from tests.shadow.shadow_fixtures import backends, json_handler
@@ -171,7 +171,7 @@ async def test_stats_show_worker_restarts_and_drop_reasons_from_a_real_worker(tm
             await wp.get("/api/down")
         await wp.worker_started(other_than=first)
         doc, s = await read_both(wp.admin_url)
-    assert WORKER_RESTARTS == RESTART_METRIC  # the name shadow.bridge counts restarts under
+    assert WORKER_RESTARTS == RESTART_METRIC  # the name shadow.worker.bridge counts restarts under
     assert doc["worker"] == {"restarts": 1} == {"restarts": where(s, RESTART_METRIC)}
     [api] = doc["routes"]
     candidate = api["shadow"]["candidate"]

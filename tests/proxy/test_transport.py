@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
-from proxy.transport import (
+from proxy.upstream.transport import (
     UpstreamConnectError,
     UpstreamError,
     UpstreamPool,

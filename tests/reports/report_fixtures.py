@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.loader import load_config
+from proxy.config.loader import load_config
 from tests.pipeline import fill_store
 
 REPORT_CONFIG = """\

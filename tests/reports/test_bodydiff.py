@@ -6,7 +6,7 @@ import gzip
 import json
 
 from reports.bodydiff import FULL_HINT, SHOWN_DIFFERING_ITEMS, body_diff, json_diff, shorten, text_diff
-from shadow.model import StoredBody
+from shadow.values import StoredBody
 
 JSON = (("content-type", "application/json"),)
 

@@ -11,10 +11,10 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
-from proxy.loader import load_config
+from proxy.config.loader import load_config
 from reports.export import latency_svg, report_document, to_html, to_json, to_junit, to_markdown
 from reports.summary import Report, build_report
-from shadow.store import Store
+from shadow.store.database import Store
 from tests.reports.report_fixtures import Filled, fill
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "docs" / "report.schema.json"

@@ -10,8 +10,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from proxy.config import Config, Guards, Readiness
-from proxy.loader import parse_config
+from proxy.config.loader import parse_config
+from proxy.config.model import Config, Guards, Readiness
 from reports.gate import (
     FULL_WEIGHT,
     decide_step,
@@ -27,8 +27,8 @@ from reports.gate import (
     route_figures,
 )
 from reports.readiness import RouteFigures
-from shadow.model import Difference, ExchangeRecord, FlipRecord
-from shadow.store import Store
+from shadow.store.database import Store
+from shadow.values import Difference, ExchangeRecord, FlipRecord
 
 CONFIG = """\
 version: 1

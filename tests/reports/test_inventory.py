@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from proxy.loader import parse_config
+from proxy.config.loader import parse_config
 from reports.inventory import SLUG_MIN, build_inventory, cluster_paths, propose_routes, route_id_for
-from shadow.store_types import PathTraffic, latency_bucket
+from shadow.store.types import PathTraffic, latency_bucket
 
 CONFIG = """
 version: 1

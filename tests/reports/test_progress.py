@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from reports.export import progress_svg
 from reports.progress import build_progress, progress_document, sparkline
-from shadow.model import FlipRecord
-from shadow.store_types import ServedCount
+from shadow.store.types import ServedCount
+from shadow.values import FlipRecord
 
 DAY = 86400
 T0 = 20_000 * DAY  # a UTC midnight

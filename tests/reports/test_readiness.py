@@ -2,7 +2,7 @@
 
 import pytest
 
-from proxy.config import Guards, Readiness
+from proxy.config.model import Guards, Readiness
 from reports.readiness import RouteFigures, guard_checks, readiness_checks, verdict, verdict_reason
 
 R = Readiness(min_compared=100, max_mismatch_rate=0.01, max_error_rate=0.01)

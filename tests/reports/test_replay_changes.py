@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from reports.replay_changes import FieldChange, RouteChange, summarize
-from shadow.model import Outcome
-from shadow.store_types import ReplayPair
+from shadow.store.types import ReplayPair
+from shadow.values import Outcome
 
 
 def pair(before: Outcome | None, after: Outcome, before_groups: set[str], after_groups: set[str]) -> ReplayPair:

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from proxy.loader import load_config, parse_config
+from proxy.config.loader import load_config, parse_config
 from reports.render import render_exchange, render_report
 from reports.summary import Report, RouteSummary, UnknownRouteError, build_report
-from shadow.model import Difference, ExchangeRecord, StoredBody
-from shadow.store import Store
+from shadow.store.database import Store
+from shadow.values import Difference, ExchangeRecord, StoredBody
 from tests.reports.report_fixtures import Filled, fill
 
 

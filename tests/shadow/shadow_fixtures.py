@@ -28,7 +28,7 @@ from proxy.events import ExchangeListener
 from proxy.state import RuntimeState
 from shadow.redact import key_path_for, load_or_create_key
 from shadow.runner import ShadowLimits, ShadowListener
-from shadow.store_writer import StoreWriter
+from shadow.store.writer import StoreWriter
 
 DEFAULT_LIMITS = ShadowLimits()
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -1,4 +1,4 @@
-"""Tests for shadow.compare: what a legacy/new pair's differences are, and when deepdiff runs."""
+"""Tests for shadow.judge.compare: what a legacy/new pair's differences are, and when deepdiff runs."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import brotli
 import orjson
 import pytest
 
-from proxy.config import Compare
+from proxy.config.model import Compare
 from proxy.events import Headers, ResponseSnapshot
-from shadow import compare
-from shadow.compare import MAX_DIFFERENCES, compare_responses, is_fast_match, judge_pair
-from shadow.model import Comparison, Difference
-from shadow.textdiff import MAX_VALUE_CHARS
+from shadow.judge import compare
+from shadow.judge.compare import MAX_DIFFERENCES, compare_responses, is_fast_match, judge_pair
+from shadow.judge.textdiff import MAX_VALUE_CHARS
+from shadow.values import Comparison, Difference
 
 JSON = "application/json"
 

@@ -1,5 +1,5 @@
-"""Tests for shadow.jsondiff: the structural walk agrees with deepdiff on grouped paths and kinds (generated pairs),
-and its own rules (numbers, booleans, order, tolerance) hold.
+"""Tests for shadow.judge.jsondiff: the structural walk agrees with deepdiff on grouped paths and kinds (generated
+pairs), and its own rules (numbers, booleans, order, tolerance) hold.
 
 Deliberate divergences from deepdiff, kept out of the generated pairs and checked on their own below:
 - deepdiff aligns arrays of scalars with Python equality, under which true == 1 and false == 0, so `[true]` against
@@ -16,11 +16,11 @@ import copy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy.config import Compare
-from shadow.compare import _json_differences, deepdiff_differences
-from shadow.jsondiff import ALIGN_BUDGET
-from shadow.jsondiff import json_differences as walk
-from shadow.model import Difference
+from proxy.config.model import Compare
+from shadow.judge.compare import _json_differences, deepdiff_differences
+from shadow.judge.jsondiff import ALIGN_BUDGET
+from shadow.judge.jsondiff import json_differences as walk
+from shadow.values import Difference
 
 # Small value pools, so that generated documents share keys and values and differ in a few places, the way two
 # answers of the same API do. Integers start at 2 and floats avoid 0 and 1: see the divergence in the docstring.

@@ -1,4 +1,5 @@
-"""Content-Type compared as a media type (issue 8 item 15): in `shadow.normalize`, in compare, and through the proxy."""
+"""Content-Type compared as a media type (issue 8 item 15): in `shadow.judge.normalize`, in compare, and through the
+proxy."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from proxy.config import Compare
+from proxy.config.model import Compare
 from proxy.events import ResponseSnapshot
-from shadow.compare import compare_responses, is_fast_match
-from shadow.normalize import same_media_type
+from shadow.judge.compare import compare_responses, is_fast_match
+from shadow.judge.normalize import same_media_type
 from tests.shadow.shadow_fixtures import backends, exchanges, shadow_proxy
 
 

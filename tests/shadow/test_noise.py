@@ -1,12 +1,11 @@
-"""Tests for shadow.noise: real differences versus legacy's own non-determinism."""
+"""Tests for shadow.judge.noise: real differences versus legacy's own non-determinism."""
 
 from __future__ import annotations
 
 import pytest
 
-from proxy.config import Noise
-from shadow.model import FieldKind
-from shadow.noise import (
+from proxy.config.model import Noise
+from shadow.judge.noise import (
     FieldVerdict,
     classify_fields,
     is_real,
@@ -14,6 +13,7 @@ from shadow.noise import (
     structural_change,
     suggest_ignore_rules,
 )
+from shadow.values import FieldKind
 
 NOW = 1_717_000_000.0  # 2024-05-29, a fixed "now" for epoch checks
 OPTS = Noise()  # relative 20 %, absolute 0.03 %

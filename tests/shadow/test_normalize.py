@@ -1,4 +1,4 @@
-"""Tests for shadow.normalize: body decoding, body kinds, header views, field paths."""
+"""Tests for shadow.judge.normalize: body decoding, body kinds, header views, field paths."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import zlib
 import brotli
 import pytest
 
-from proxy.config import Compare
-from shadow import normalize
-from shadow.jsonpath import apply_ignores, order_blind
-from shadow.normalize import UndecodableBody, body_kind, decode_body, header_view, parse_json
+from proxy.config.model import Compare
+from shadow.judge import normalize
+from shadow.judge.jsonpath import apply_ignores, order_blind
+from shadow.judge.normalize import UndecodableBody, body_kind, decode_body, header_view, parse_json
 
 PAYLOAD = b'{"hello": "world", "n": [1, 2, 3]}' * 20
 

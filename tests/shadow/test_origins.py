@@ -1,5 +1,5 @@
 """compare.same_origin: absolute URLs on the legacy, new or client-facing authority compare as one. End to end
-through the real proxy, shadow listener and store, and the rewriting itself (shadow.origins) case by case."""
+through the real proxy, shadow listener and store, and the rewriting itself (shadow.judge.origins) case by case."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from typer.testing import CliRunner
 from yarl import URL
 
 from cli.main import app
-from proxy.config import Compare
+from proxy.config.model import Compare
 from proxy.events import ResponseSnapshot, Side
-from shadow.compare import judge_pair
-from shadow.origins import Origins, origins_for, unify_pair, unify_response
-from shadow.store import Store
+from shadow.judge.compare import judge_pair
+from shadow.judge.origins import Origins, origins_for, unify_pair, unify_response
+from shadow.store.database import Store
 from tests.shadow.shadow_fixtures import backends, differences, exchanges, shadow_proxy
 
 

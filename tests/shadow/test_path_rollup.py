@@ -6,11 +6,11 @@ import sqlite3
 import time
 from pathlib import Path
 
-from shadow.model import TrafficCount
 from shadow.records import TrafficTally
-from shadow.store import Store
-from shadow.store_types import latency_bucket
-from shadow.wire import FrameReader, frame, read_traffic, traffic_message
+from shadow.store.database import Store
+from shadow.store.types import latency_bucket
+from shadow.values import TrafficCount
+from shadow.worker.wire import FrameReader, frame, read_traffic, traffic_message
 
 HOUR = int(time.time()) // 3600 * 3600
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from proxy.config import Redact
-from shadow.model import Difference
+from proxy.config.model import Redact
 from shadow.records import stored_body
 from shadow.redact import KEY_ENV, Redactor, key_path_for, load_or_create_key
+from shadow.values import Difference
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))

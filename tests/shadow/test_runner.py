@@ -19,8 +19,8 @@ from aiohttp import web
 from rich.console import Console
 
 from reports.render import render_exchange
-from shadow.model import ExchangeRecord
-from shadow.store import Store
+from shadow.store.database import Store
+from shadow.values import ExchangeRecord
 from tests.shadow.shadow_fixtures import (
     backends,
     closed_port_url,

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import sqlite_utils
 
-from proxy.config import Retention
-from shadow.model import Difference, DiffKind, ExchangeRecord, FlipRecord, StoredBody, TrafficCount, field_diffs
-from shadow.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreError, _field_rollup_kind
-from shadow.store_types import LATENCY_BOUNDS_MS, Percentiles
-from shadow.store_writer import StoreWriter
+from proxy.config.model import Retention
+from shadow.store.database import MIGRATIONS, SCHEMA_VERSION, Store, StoreError, _field_rollup_kind
+from shadow.store.types import LATENCY_BOUNDS_MS, Percentiles
+from shadow.store.writer import StoreWriter
+from shadow.values import Difference, DiffKind, ExchangeRecord, FlipRecord, StoredBody, TrafficCount, field_diffs
 
 NOW = 1_700_000_000.0  # 800 s into an hour, so "since" windows exercise the partial-hour path
 HOUR = 3600.0
@@ -480,7 +480,7 @@ def test_writer_applies_retention(db_path: Path) -> None:
 def test_writer_flushes_when_the_program_ends_without_close(db_path: Path) -> None:
     """A process that exits without calling close() still writes what it queued, and does exit."""
     program = (
-        "import sys; from tests.shadow.test_store import make_record; from shadow.store_writer import StoreWriter\n"
+        "import sys; from tests.shadow.test_store import make_record; from shadow.store.writer import StoreWriter\n"
         "writer = StoreWriter(sys.argv[1])\n"
         "for i in range(5): writer.submit(make_record(request_id=str(i)))\n"
     )

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from shadow.model import StoredBody
-from shadow.store import Store
-from shadow.store_writer import StoreWriter
+from shadow.store.database import Store
+from shadow.store.writer import StoreWriter
+from shadow.values import StoredBody
 from tests.faults.store import allow_writes, count_rows, refuse_writes
 from tests.shadow.test_store import ROOT, make_record
 
@@ -87,7 +87,7 @@ def test_a_store_fault_at_close_is_counted_lost(db_path: Path) -> None:
 
 READ_ONLY_PROGRAM = """
 import os, sys, time
-from shadow.store_writer import StoreWriter
+from shadow.store.writer import StoreWriter
 from tests.shadow.test_store import make_record
 
 path = sys.argv[1]

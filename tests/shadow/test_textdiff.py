@@ -1,15 +1,15 @@
-"""Tests for text bodies compared by line: line signatures (shadow.textlines) and line differences (shadow.textdiff),
-alone and through shadow.compare."""
+"""Tests for text bodies compared by line: line signatures (shadow.judge.textlines) and line differences
+(shadow.judge.textdiff), alone and through shadow.judge.compare."""
 
 from __future__ import annotations
 
 import pytest
 
-from proxy.config import Compare
-from shadow.compare import MAX_DIFFERENCES, compare_responses
-from shadow.model import Comparison, Difference
-from shadow.textdiff import MAX_TEXT_LINES, text_differences
-from shadow.textlines import MAX_SIGNATURE_CHARS, html_lines, line_signature, text_lines
+from proxy.config.model import Compare
+from shadow.judge.compare import MAX_DIFFERENCES, compare_responses
+from shadow.judge.textdiff import MAX_TEXT_LINES, text_differences
+from shadow.judge.textlines import MAX_SIGNATURE_CHARS, html_lines, line_signature, text_lines
+from shadow.values import Comparison, Difference
 from tests.shadow.test_compare import snap
 
 PLAIN = "text/plain; charset=utf-8"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from proxy.config import Redact
-from shadow.model import FieldDiff
+from proxy.config.model import Redact
 from shadow.redact import Redactor
+from shadow.values import FieldDiff
 from tests.shadow.test_textdiff import compare_text
 
 KEY = b"k" * 32

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config import Config, Match, Mirror, Route
+from proxy.config.model import Config, Match, Mirror, Route
 from proxy.events import ExchangeStart, RequestSnapshot, ResponseSnapshot
 from shadow.plan import CANDIDATE, MirrorPlan
-from shadow.wire import FrameReader, frame, primary_message, read_primary, read_start, start_message
+from shadow.worker.wire import FrameReader, frame, primary_message, read_primary, read_start, start_message
 
 pytestmark = pytest.mark.unit
 

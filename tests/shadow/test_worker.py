@@ -1,5 +1,6 @@
-"""The shadow side in a worker process: the real proxy with the real `ShadowBridge`, the real `shadow.worker` child,
-real loopback back ends and a real SQLite file; `strangler serve` as a subprocess; and the wire format on its own.
+"""The shadow side in a worker process: the real proxy with the real `ShadowBridge`, the real `shadow.worker.process`
+child, real loopback back ends and a real SQLite file; `strangler serve` as a subprocess; and the wire format on
+its own.
 """
 
 from __future__ import annotations
@@ -24,14 +25,14 @@ import pytest
 from aiohttp import web
 
 from proxy.app import start_proxy
+from proxy.config.loader import load_config
 from proxy.events import ExchangeStart, RequestSnapshot, ResponseSnapshot
-from proxy.loader import load_config
 from proxy.metrics import Counter, Gauge, Histogram, Metrics
 from proxy.modes import mirror_for
-from shadow.bridge import shadow_worker_listeners
 from shadow.plan import CANDIDATE
-from shadow.store import StoreError
-from shadow.wire import (
+from shadow.store.database import StoreError
+from shadow.worker.bridge import shadow_worker_listeners
+from shadow.worker.wire import (
     MAX_FRAME,
     FrameReader,
     Message,
@@ -81,7 +82,7 @@ def outcomes(db: Path, prefix: str) -> list[str]:
 
 
 def is_worker(pid: int) -> bool:
-    return "shadow.worker" in cmdline(pid)
+    return "shadow.worker.process" in cmdline(pid)
 
 
 # --- the pipeline through the worker ----------------------------------------------------------------------------
@@ -234,7 +235,8 @@ async def test_sigterm_to_the_worker_too_still_stores_every_row(tmp_path: Path) 
 
 
 async def test_worker_finishes_its_work_when_the_proxy_goes_away(tmp_path: Path) -> None:
-    """`python -m shadow.worker` fed a config, bad messages, a start and its primary, then end of stream (no close
+    """`python -m shadow.worker.process` fed a config, bad messages, a start and its primary, then end of stream (no
+    close
     message): it says it is ready, skips the bad ones, completes the copy, stores the pair, sends its last metrics
     and exits 0."""
     async with backends(legacy_answer, candidate_answer) as (legacy, new):
@@ -260,7 +262,7 @@ async def test_worker_finishes_its_work_when_the_proxy_goes_away(tmp_path: Path)
         env = {**os.environ, "PYTHONPATH": str(SOURCE_ROOT)}  # as the bridge starts it
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "shadow.worker", "--fd", str(theirs.fileno()), "--db", str(db),
+                sys.executable, "-m", "shadow.worker.process", "--fd", str(theirs.fileno()), "--db", str(db),
                 pass_fds=(theirs.fileno(),), env=env, stderr=asyncio.subprocess.PIPE,
             )  # fmt: skip
             theirs.close()

@@ -23,7 +23,7 @@ from proxy.app import RunningProxy, start_proxy
 from proxy.events import ExchangeListener
 from proxy.metrics import Histogram
 from proxy.state import RuntimeState
-from shadow.bridge import RESTART_METRIC, ShadowBridge
+from shadow.worker.bridge import RESTART_METRIC, ShadowBridge
 from tests.shadow.shadow_fixtures import SHADOW_ROUTE, write_config
 
 WAIT = 10.0  # seconds any background step (a worker start, a metric report, a restart) may take at most

@@ -1,9 +1,9 @@
 """One HTTP/1.1 client connection on an asyncio Protocol: the socket, timer, flow control and futures.
 
-What the bytes mean is decided by `proxy.h1_protocol.H1State` (sans-IO); this module writes requests, feeds it
-what arrives and turns its events into the head future, closes and aborts. A connection carries one exchange at a
-time (no pipelining). It knows nothing of pools or of the public error types: `proxy.transport` owns connections
-and turns an `H1Failure` into UpstreamReset / UpstreamTimeout.
+What the bytes mean is decided by `proxy.upstream.h1_protocol.H1State` (sans-IO); this module writes requests, feeds it
+what arrives and turns its events into the head future, closes and aborts. A connection carries one exchange at a time
+(no pipelining). It knows nothing of pools or of the public error types: `proxy.upstream.transport` owns connections and
+turns an `H1Failure` into UpstreamReset / UpstreamTimeout.
 
 Body bytes go into the aiohttp `StreamReader` the parser creates; the reader pauses this protocol past its
 high-water mark, which pauses both the parser (the rest of the packet waits in its tail) and the socket.
@@ -20,7 +20,7 @@ from typing import cast
 from aiohttp.http_parser import RawResponseMessage
 from aiohttp.streams import StreamReader
 
-from proxy.h1_protocol import OUT_OF_STEP, RESPONSE_HEAD, Event, H1Failure, H1State
+from proxy.upstream.h1_protocol import OUT_OF_STEP, RESPONSE_HEAD, Event, H1Failure, H1State
 
 # Up to this size the body is copied behind the head so one write (one syscall, one segment) carries both.
 _COALESCE_LIMIT = 2**16
@@ -218,7 +218,7 @@ class H1Connection(asyncio.Protocol):
             return
         self._fail(self._state.timeout_failure(self._timeout))
 
-    # The exchange, driven by proxy.transport
+    # The exchange, driven by proxy.upstream.transport
 
     def _start(self, head_only: bool, close: bool) -> asyncio.Future[None]:  # positional: a hot path
         self._state.start(head_only, close)

@@ -2,7 +2,7 @@
 
 For every grouped field path, the rate at which legacy and new differ (raw) is set against the rate at which two
 calls to legacy differ (noise). A field is REAL when raw exceeds noise by both a relative and an absolute margin
-(`proxy.config.Noise`), or when new changed its structure (added, removed or changed the type of the field): a
+(`proxy.config.model.Noise`), or when new changed its structure (added, removed or changed the type of the field): a
 structural change is never noise, however volatile legacy's values of the field are. Everything else is noise.
 Values that look like timestamps, UUIDs or nonces are flagged volatile, and their paths are offered as
 `compare.ignore_fields` rules, unless the field's structure changed.
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import orjson
 
-from proxy.config import Noise
-from shadow.model import FieldKind, merge_kinds
+from proxy.config.model import Noise
+from shadow.values import FieldKind, merge_kinds
 
 # A field counts as volatile when at least this share of its sampled values look generated.
 VOLATILE_SHARE = 0.8
@@ -47,7 +47,7 @@ class FieldVerdict:
     noise_rate: float  # noise / noise_compared
     real: bool  # a difference the new service introduced: raw clears noise by both margins, or `structure`
     volatile: bool  # values look generated (timestamps, ids), or legacy itself differs here about as often
-    kind: FieldKind | None = None  # the kind of the legacy↔new differences (shadow.model.merge_kinds); None: unknown
+    kind: FieldKind | None = None  # the kind of the legacy↔new differences (shadow.values.merge_kinds); None: unknown
     structure: str | None = None  # the structural change new made, e.g. "removed by new"; None when there is none
 
     @property
@@ -107,7 +107,7 @@ def classify_fields(
     `compared` and `noise_compared` are the numbers of candidate and noise pairs compared on the route; with no
     noise pairs, noise_rate is 0 and every field above the absolute margin is real. `samples` (optional) holds
     difference values seen per group, for `looks_volatile`. `kinds` and `noise_kinds` (optional) hold the kinds
-    the group's candidate and noise pairs had (one per pair, see `shadow.model.FieldDiff.kind`): a structural
+    the group's candidate and noise pairs had (one per pair, see `shadow.values.FieldDiff.kind`): a structural
     change by new (`structural_change`) makes a field real whatever the rates; a group without kinds (stored
     before kinds were) is judged by the rates alone.
     """

@@ -2,7 +2,7 @@
 
 Counts come from the hourly rollups; when `since` falls inside an hour, that first partial hour is counted from the
 raw exchanges instead (one indexed hour of rows), so windows like "since the last flip" are exact. Functions take
-plain `sqlite3` connections from `shadow.store`, which owns opening them (and the only sqlite-utils import).
+plain `sqlite3` connections from `shadow.store.database`, which owns opening them (and the only sqlite-utils import).
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from typing import Any, cast
 import orjson
 
 from proxy.percentiles import percentile
-from shadow.model import Difference, DiffKind, ExchangeRecord, FieldKind, FlipRecord, Outcome, Pair, StoredBody
-from shadow.store_types import (
+from shadow.store.types import (
     LATENCY_BUCKETS,
     ExchangeDetail,
     ExchangeRow,
@@ -37,6 +36,7 @@ from shadow.store_types import (
     histogram_percentile,
     latency_bucket,
 )
+from shadow.values import Difference, DiffKind, ExchangeRecord, FieldKind, FlipRecord, Outcome, Pair, StoredBody
 
 Conns = Sequence[sqlite3.Connection]
 # The pairs made from live client traffic: the only evidence for readiness. Replays ("replay") are read apart.
@@ -135,7 +135,7 @@ def route_stats(conns: Conns, since: float | None, route_id: str | None) -> list
 def latency_histograms(
     conn: sqlite3.Connection, since: float | None, route_id: str | None, pair: Pair
 ) -> dict[tuple[str, str], list[int]]:
-    """(route_id, side) -> bucket counts (see `shadow.store_types.LATENCY_BOUNDS_MS`)."""
+    """(route_id, side) -> bucket counts (see `shadow.store.types.LATENCY_BOUNDS_MS`)."""
     first_hour, partial = _window(since)
     hists: dict[tuple[str, str], list[int]] = {}
 
@@ -229,7 +229,7 @@ def field_stats(conns: Conns, since: float | None, route_id: str | None, pair: P
         if partial is not None:
             clauses, params = ["e.pair = ?", "e.time >= ?", "e.time < ?"], list[Any]([pair, *partial])
             _where(clauses, params, "e.route_id", route_id)
-            # One kind per (exchange, group), merged as `shadow.model.field_diffs` merges them: "mixed" when several.
+            # One kind per (exchange, group), merged as `shadow.values.field_diffs` merges them: "mixed" when several.
             per_exchange = (
                 "SELECT e.route_id AS rid, d.grp AS grp,"
                 " CASE WHEN COUNT(DISTINCT d.kind) > 1 THEN 'mixed' ELSE MIN(d.kind) END AS kind FROM exchanges e"

@@ -22,7 +22,7 @@ from proxy.jsonpath import (
     group_path,
     path_matches,
 )
-from shadow.normalize import canonical_json
+from shadow.judge.normalize import canonical_json
 
 __all__ = [
     "ANY",

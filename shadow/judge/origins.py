@@ -19,10 +19,10 @@ from typing import AnyStr
 
 from yarl import URL
 
-from proxy.config import Compare, Config, Route
+from proxy.config.model import Compare, Config, Route
 from proxy.events import ExchangeStart, Headers, ResponseSnapshot
-from shadow.model import Comparison, Outcome
-from shadow.normalize import UndecodableBody, body_kind, decode_content
+from shadow.judge.normalize import UndecodableBody, body_kind, decode_content
+from shadow.values import Comparison, Outcome
 
 PLACEHOLDER = "{origin}"
 # Headers whose values are URLs (or hold them, as Link does).

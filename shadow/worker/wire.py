@@ -36,11 +36,11 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from proxy.config import Config
+from proxy.config.model import Config
 from proxy.events import ExchangeStart, RequestSnapshot, ResponseSnapshot, Side
 from proxy.metrics import Counter, Gauge, Histogram, Metric, Metrics
-from shadow.model import TrafficCount
 from shadow.plan import CANDIDATE, MirrorPlan
+from shadow.values import TrafficCount
 
 Message = tuple[Any, ...]
 
@@ -194,7 +194,8 @@ MetricState = dict[str, dict[tuple[str, ...], Any]]
 
 def metric_changes(metrics: Metrics, last: MetricState, *, shadow: Counter | None = None) -> Message | None:
     """The changes since `last` (updated in place) as a message; None when nothing changed. `shadow`: reported
-    instead of `metrics.shadow` (the worker reports outcomes once their rows are written, see `shadow.worker`)."""
+    instead of `metrics.shadow` (the worker reports outcomes once their rows are written, see
+    `shadow.worker.process`)."""
     changes: list[tuple[Any, ...]] = []
     for metric in (shadow or metrics.shadow, metrics.shadow_queue, metrics.compare_time, *metrics.extra):
         seen = last.setdefault(metric.name, {})

@@ -1,7 +1,7 @@
 """Exchange records turned into store rows, and the multi-row INSERTs that write them (plain `sqlite3`).
 
-Kept apart from `shadow.store` (which owns the file, the schema and the transactions) so records can be prepared in
-any thread without touching a connection, and so the insert path stays one small, pure-SQL module.
+Kept apart from `shadow.store.database` (which owns the file, the schema and the transactions) so records can be
+prepared in any thread without touching a connection, and so the insert path stays one small, pure-SQL module.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from functools import lru_cache
 
 import orjson
 
-from shadow.model import ExchangeRecord, TrafficCount, field_diffs
-from shadow.store_types import latency_bucket
+from shadow.store.types import latency_bucket
+from shadow.values import ExchangeRecord, TrafficCount, field_diffs
 
 _Key = tuple[object, ...]
 # (position of the exchange, route_id, time, pair, path, grp, kind, legacy_value, new_value)

@@ -1,7 +1,7 @@
 """The validated, frozen form of routes.yaml, and the error raised when a file is wrong.
 
 Every other module reads configuration only through these types: they are built once per (re)load by
-`proxy.loader.load_config` and never mutated, so a request in flight keeps the snapshot it started with.
+`proxy.config.loader.load_config` and never mutated, so a request in flight keeps the snapshot it started with.
 All durations are seconds (float), all sizes bytes (int), all rates fractions in 0..1, weights percent 0..100.
 """
 

@@ -3,8 +3,8 @@ transaction and reads rollups, exchanges and flips; the only sqlite-utils import
 
 One file in WAL mode is shared by every proxy worker on a machine (one writer thread per process, `BEGIN IMMEDIATE`
 with a busy timeout); replicas on other machines write their own file, and `Store.open_readers` reads several files
-as one. Rows are built and inserted by `shadow.store_rows`, queued and written by `shadow.store_writer.StoreWriter`,
-and read by `shadow.store_queries`. Table documentation: docs/store.md.
+as one. Rows are built and inserted by `shadow.store.rows`, queued and written by `shadow.store.writer.StoreWriter`,
+and read by `shadow.store.queries`. Table documentation: docs/store.md.
 
 Errors: `StoreError` (a file that cannot be created, opened or migrated) is the only exception raised on purpose;
 `sqlite3.Error` from a write is the caller's to handle (`StoreWriter` logs, retries once, then counts the batch lost).
@@ -22,10 +22,9 @@ from types import TracebackType
 
 import sqlite_utils
 
-from shadow import store_queries as queries
-from shadow.model import ExchangeRecord, FlipRecord, Pair, TrafficCount
-from shadow.store_rows import PreparedBatch, insert_prepared, prepare_records
-from shadow.store_types import (
+from shadow.store import queries
+from shadow.store.rows import PreparedBatch, insert_prepared, prepare_records
+from shadow.store.types import (
     ExchangeDetail,
     ExchangeRow,
     FieldStat,
@@ -40,6 +39,7 @@ from shadow.store_types import (
     UnroutedPath,
     latency_bucket,
 )
+from shadow.values import ExchangeRecord, FlipRecord, Pair, TrafficCount
 
 BUSY_TIMEOUT_MS = 5000
 DELETE_CHUNK = 2000  # exchanges deleted per retention transaction, so live writers never wait long
@@ -112,7 +112,7 @@ def _migration_2(db: sqlite_utils.Database) -> None:
 
 def _field_rollup_kind(db: sqlite_utils.Database) -> None:
     """field_rollup.kind joins the key: (hour, route_id, pair, grp, kind), the kind a pair's differences in `grp`
-    had (`shadow.model.FieldKind`), so a report merges them into one kind per field. Rows written before this step
+    had (`shadow.values.FieldKind`), so a report merges them into one kind per field. Rows written before this step
     keep kind '' (unknown): counted, but with no kind."""
     conn = db.conn
     conn.execute(

@@ -1,9 +1,9 @@
 """Normalise response bodies and headers for comparison (pure).
 
 Errors raised here: UndecodableBody (a ValueError), when a Content-Encoding could not be undone (corrupt, unknown,
-or past the size cap). JSON field paths (`ignore_fields`, `ignore_order`) are in `shadow.jsonpath`.
+or past the size cap). JSON field paths (`ignore_fields`, `ignore_order`) are in `shadow.judge.jsonpath`.
 
-Everything here is pure and thread-safe: `shadow.compare` runs it in worker threads.
+Everything here is pure and thread-safe: `shadow.judge.compare` runs it in worker threads.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Literal
 import brotli
 import orjson
 
-from proxy.config import Compare
+from proxy.config.model import Compare
 
 BodyKind = Literal["json", "text", "binary"]
 Headers = Sequence[tuple[str, str]]

@@ -1,7 +1,7 @@
 """The plain values that flow through the shadow pipeline into the store, and out of it into reports.
 
-Kept apart from `shadow.compare` (the only deepdiff import) and `shadow.store` (the only sqlite-utils import) so
-that every module can share them without importing either library.
+Kept apart from `shadow.judge.compare` (the only deepdiff import) and `shadow.store.database` (the only sqlite-utils
+import) so that every module can share them without importing either library.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ class TrafficCount:
     errors: int  # 5xx or upstream failure
     latency_ms_sum: float
     # (status, latency bucket, requests): the same requests by status (0: no response) and legacy-or-new latency
-    # histogram bucket (`shadow.store_types.latency_bucket`); summed per hour into `path_rollup` for the inventory.
+    # histogram bucket (`shadow.store.types.latency_bucket`); summed per hour into `path_rollup` for the inventory.
     histogram: tuple[tuple[int, int, int], ...] = ()
 
 

@@ -2,7 +2,7 @@
 value is written: JSON text, cut at MAX_VALUE_CHARS (pure, thread-safe).
 
 Every differing line is one difference, at its legacy line number (`body:line 12`), grouped by its line signature
-(`shadow.textlines.line_signature`), so two legacy calls and a legacy/new pair that differ only in a volatile part
+(`shadow.judge.textlines.line_signature`), so two legacy calls and a legacy/new pair that differ only in a volatile part
 of a line land in the same group; lines are first aligned as they are, then, inside each changed hunk, by signature.
 """
 
@@ -16,9 +16,9 @@ from collections.abc import Sequence
 
 import orjson
 
-from shadow.model import Difference, DiffKind
-from shadow.normalize import charset
-from shadow.textlines import SIGNATURE_PREFIX, is_html, line_signature, text_lines
+from shadow.judge.normalize import charset
+from shadow.judge.textlines import SIGNATURE_PREFIX, is_html, line_signature, text_lines
+from shadow.values import Difference, DiffKind
 
 MAX_VALUE_CHARS = 200  # a Difference value is JSON text of at most this many characters
 MAX_TEXT_LINES = 2_000  # differing lines per side past which lines are compared as sets (the line diff is quadratic)

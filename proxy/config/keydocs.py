@@ -1,13 +1,13 @@
 """routes.yaml's keys for editors and readers: the JSON Schema and the README key table, with every default.
 
-Each key is declared once. `proxy.schema` gives its type, constraints and description; its default is the typed
-default of the field of the same name in the `proxy.config` dataclass the loader builds from that section.
+Each key is declared once. `proxy.config.schema` gives its type, constraints and description; its default is the typed
+default of the field of the same name in the `proxy.config.model` dataclass the loader builds from that section.
 `keys()` walks the key tables alongside the dataclasses' type hints to pair them, so a key added to a table and to
 its dataclass shows up here, in docs/routes.schema.json and in README.md after `make schema`:
 
-    python -m proxy.keydocs --json               # the JSON Schema, as docs/routes.schema.json holds it
-    python -m proxy.keydocs --markdown           # the key table, as README.md holds it between its markers
-    python -m proxy.keydocs --readme README.md   # rewrite that table in place
+    python -m proxy.config.keydocs --json               # the JSON Schema, as docs/routes.schema.json holds it
+    python -m proxy.config.keydocs --markdown           # the key table, as README.md holds it between its markers
+    python -m proxy.config.keydocs --readme README.md   # rewrite that table in place
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from proxy.config import Config, Route
-from proxy.scalars import JsonObject, Scalar
-from proxy.schema import TOP, Either, ListOf, MapOf, Section, Spec
+from proxy.config.model import Config, Route
+from proxy.config.scalars import JsonObject, Scalar
+from proxy.config.schema import TOP, Either, ListOf, MapOf, Section, Spec
 
 BEGIN, END = "<!-- keys:begin -->", "<!-- keys:end -->"
 
@@ -235,7 +235,7 @@ def splice(readme: str, table: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m proxy.keydocs", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m proxy.config.keydocs", description=__doc__.splitlines()[0])
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--json", action="store_true", help="print the JSON Schema")
     group.add_argument("--markdown", action="store_true", help="print the README key table")

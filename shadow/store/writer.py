@@ -20,11 +20,11 @@ import time
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from proxy.config import Retention
+from proxy.config.model import Retention
 from proxy.metrics import STORE_FAILING, STORE_ROWS_LOST, STORE_WRITE_ERRORS, Metrics
-from shadow.model import ExchangeRecord, TrafficCount
-from shadow.store import Store
-from shadow.store_rows import PreparedBatch, batch_bytes, batch_row_keys, prepare_records
+from shadow.store.database import Store
+from shadow.store.rows import PreparedBatch, batch_bytes, batch_row_keys, prepare_records
+from shadow.values import ExchangeRecord, TrafficCount
 
 log = logging.getLogger("strangler.store")
 
@@ -62,7 +62,7 @@ class StoreWriter:
 
     `submit`, `submit_many` and `count` never block: past `max_queue` records they drop and count (`dropped`).
     The thread wakes every `flush_interval` seconds and writes what is queued, `batch_size` records per
-    transaction at most (few, large transactions: see `_run` and `shadow.store_rows`), applies retention every
+    transaction at most (few, large transactions: see `_run` and `shadow.store.rows`), applies retention every
     `retention_interval` seconds, and on `close` writes everything still queued. A batch the store refuses is
     retried with backoff until it is written (after `close`, for `close_retry` seconds more at most); one that fails
     for its own sake is retried once; a batch given up is counted in `lost`. With `track_ids`, the request ids of

@@ -1,6 +1,6 @@
 """The HTTP/1.1 client exchange without I/O: bytes in, events out (sans-IO, as h11 and mitmproxy's HTTP/1 layer).
 
-`proxy._h1` owns the socket, the timer and the futures and acts on these events; everything decided about a
+`proxy.upstream._h1` owns the socket, the timer and the futures and acts on these events; everything decided about a
 response is decided here: which head is the final one, when the body is complete, what a broken or malformed
 response is called, whether the connection may carry another request. tests/proxy/test_h1_protocol.py drives it
 by feeding bytes, with no socket and no event loop running.

@@ -27,10 +27,10 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from shadow.jsonpath import format_path, group_path, is_order_insensitive
-from shadow.model import Difference, DiffKind
-from shadow.normalize import canonical_json
-from shadow.textdiff import render_value
+from shadow.judge.jsonpath import format_path, group_path, is_order_insensitive
+from shadow.judge.normalize import canonical_json
+from shadow.judge.textdiff import render_value
+from shadow.values import Difference, DiffKind
 
 Path = list[str | int]
 # Differences of two arrays compared without regard to order, at `path` (the walk found them not equal).

@@ -3,7 +3,7 @@
 `ShadowBridge` is the `ExchangeListener` `strangler serve` installs. On the event loop it only decides what to do
 with a request (`plan_mirror`: route options and sampling) and appends a frame to a buffer that is written to the
 worker at the end of the loop iteration (starts) or within LAZY_FLUSH (primaries, traffic counts); the copies, the
-comparisons and the store run in the worker process (`shadow.worker`). The client's request pays for a snapshot
+comparisons and the store run in the worker process (`shadow.worker.process`). The client's request pays for a snapshot
 and a few microseconds of encoding, not for a second HTTP exchange: measured, this is what lets shadowing at 100%
 keep most of pass-through's throughput.
 
@@ -32,7 +32,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from proxy.config import Config
+from proxy.config.model import Config
 from proxy.events import ExchangeListener, ExchangeObserver, ExchangeStart, ResponseSnapshot
 from proxy.metrics import WORKER_RESTARTS, Counter, Metrics
 from proxy.state import RuntimeState
@@ -40,8 +40,8 @@ from proxy.tasks import TaskOwner
 from shadow.plan import TrafficCounting, plan_mirror
 from shadow.records import TrafficTally
 from shadow.redact import key_path_for, load_or_create_key
-from shadow.store import Store
-from shadow.wire import (
+from shadow.store.database import Store
+from shadow.worker.wire import (
     FrameReader,
     Message,
     WireError,
@@ -68,7 +68,7 @@ WORKER_LOST = "worker_lost"
 DROP_WARN_EVERY = 10.0  # seconds between log lines about dropped copies
 SILENT_AFTER = 30.0  # seconds without a report (the worker sends one every 0.25 s) before a worker counts as stuck
 STARTUP_SILENCE = 60.0  # the same before its first word: starting (imports, opening the store) may be slow
-_SOURCE_ROOT = str(Path(__file__).resolve().parent.parent)  # the worker runs the same code as this process
+_SOURCE_ROOT = str(Path(__file__).resolve().parents[2])  # the worker runs the same code as this process
 
 
 class _Sent:
@@ -348,7 +348,7 @@ class ShadowBridge(TrafficCounting):
             self._proc = proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "shadow.worker",
+                "shadow.worker.process",
                 "--fd",
                 str(theirs.fileno()),
                 "--db",

@@ -1,6 +1,6 @@
 """A lean keep-alive HTTP/1.1 client pool per upstream, on asyncio protocols and aiohttp's llhttp parser.
 
-`proxy.forwarding` and `shadow.runner` depend on exactly this surface. The wire protocol lives in `proxy._h1`.
+`proxy.forwarding` and `shadow.runner` depend on exactly this surface. The wire protocol lives in `proxy.upstream._h1`.
 
 Why not `aiohttp.ClientSession` on the hot path: its per-request generality (request objects, timers, cookie
 jars, tracing) is most of a pass-through proxy's CPU (../shared/PERF-NOTES.md). ClientSession is kept for
@@ -23,8 +23,7 @@ from aiohttp.streams import StreamReader
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from proxy._h1 import H1Connection
-from proxy.config import Timeouts
+from proxy.config.model import Timeouts
 from proxy.errors import (
     ErrorKind,
     UpstreamConnectError,
@@ -33,8 +32,9 @@ from proxy.errors import (
     UpstreamReset,
     UpstreamTimeout,
 )
-from proxy.h1_protocol import H1Failure, encode_head
 from proxy.methods import may_resend
+from proxy.upstream._h1 import H1Connection
+from proxy.upstream.h1_protocol import H1Failure, encode_head
 
 __all__ = [
     "UpstreamConnectError",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import re
 
-from shadow.normalize import media_type
+from shadow.judge.normalize import media_type
 
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 MAX_SIGNATURE_CHARS = 120  # characters of masked line text kept in a signature

@@ -1,4 +1,4 @@
-"""Check a YAML node tree against the key tables of `proxy.schema`, recording every issue and carrying on.
+"""Check a YAML node tree against the key tables of `proxy.config.schema`, recording every issue and carrying on.
 
 The result is a tree of `Table`s holding converted values and the line each key was written on, so the loader
 can build config objects and point later (cross-key) issues at the right line.
@@ -13,10 +13,10 @@ from typing import TypeVar
 
 import yaml
 
-from proxy.config import ConfigIssue
-from proxy.scalars import Scalar
-from proxy.schema import Either, ListOf, MapOf, Section, Spec
-from proxy.units import BadValue
+from proxy.config.model import ConfigIssue
+from proxy.config.scalars import Scalar
+from proxy.config.schema import Either, ListOf, MapOf, Section, Spec
+from proxy.config.units import BadValue
 
 T = TypeVar("T")
 INVALID = object()  # a value that failed its check; its key is left out so the default applies

@@ -1,10 +1,11 @@
 """The key tables of routes.yaml: the one declaration of each key's type, constraints and description.
 
-`proxy.loader` walks the parsed YAML against `TOP`: each `Section` lists the keys allowed at its level and each
-leaf is a `proxy.scalars.Scalar` that converts its value. A key's default is the default of the `proxy.config`
-dataclass field of the same name. `proxy.keydocs` renders these tables with those defaults as the JSON Schema
-(docs/routes.schema.json) and the README key table, so neither can drift from what the loader accepts. Adding a
-key: add it here and to its dataclass (and the loader, if it needs more than copying), then run `make schema`.
+`proxy.config.loader` walks the parsed YAML against `TOP`: each `Section` lists the keys allowed at its level and each
+leaf is a `proxy.config.scalars.Scalar` that converts its value. A key's default is the default of the
+`proxy.config.model` dataclass field of the same name. `proxy.config.keydocs` renders these tables with those defaults
+as the JSON Schema (docs/routes.schema.json) and the README key table, so neither can drift from what the loader
+accepts. Adding a key: add it here and to its dataclass (and the loader, if it needs more than copying), then run `make
+schema`.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from proxy.config import MODES
-from proxy.scalars import (
+from proxy.config.model import MODES
+from proxy.config.scalars import (
     ENV_PATTERN,
     NAME_PATTERN,
     Scalar,

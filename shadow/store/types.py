@@ -1,7 +1,7 @@
 """The plain values the store's read queries return, and the latency histogram's bucket layout.
 
-Kept apart from `shadow.store` so reports can name these types without importing sqlite-utils, and so the bucket
-layout (shared by the writer's rollups and the readers' percentiles) has one definition.
+Kept apart from `shadow.store.database` so reports can name these types without importing sqlite-utils, and so the
+bucket layout (shared by the writer's rollups and the readers' percentiles) has one definition.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from proxy.percentiles import bucket_of_rank
-from shadow.model import ExchangeRecord, FieldKind, Outcome, Pair, merge_kinds
+from shadow.values import ExchangeRecord, FieldKind, Outcome, Pair, merge_kinds
 
 # Latency histogram: 60 log-spaced upper bounds from 0.1 ms to 60 s (each ~25% above the previous), plus one
 # overflow bucket. Percentiles read from it are within one bucket of the exact value.

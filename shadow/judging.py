@@ -17,15 +17,15 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
-from proxy.config import Redact, Route
+from proxy.config.model import Redact, Route
 from proxy.events import ExchangeStart, ResponseSnapshot
 from proxy.metrics import Metrics
-from shadow.compare import judge_pair, judge_pair_quick
-from shadow.model import Comparison, ExchangeRecord, Outcome, Pair
-from shadow.origins import exchange_origins
+from shadow.judge.compare import judge_pair, judge_pair_quick
+from shadow.judge.origins import exchange_origins
 from shadow.records import exchange_record, unpaired_record
 from shadow.redact import Redactor
-from shadow.store_writer import StoreWriter
+from shadow.store.writer import StoreWriter
+from shadow.values import Comparison, ExchangeRecord, Outcome, Pair
 
 log = logging.getLogger("strangler.shadow")
 

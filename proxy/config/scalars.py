@@ -1,7 +1,7 @@
 """Leaf values of routes.yaml: each `Scalar` checks and converts one YAML value and knows its JSON Schema.
 
 Converters get the value PyYAML constructed and the text as written, return the final typed value, and raise
-`BadValue` (a message plus a hint) for anything else; `proxy.schema` assembles them into the key tables.
+`BadValue` (a message plus a hint) for anything else; `proxy.config.schema` assembles them into the key tables.
 `spell` goes the other way, from a typed default (seconds, bytes, a fraction) to the form a person writes in
 routes.yaml ("2s", "64KiB", "0.1%"), for the JSON Schema's defaults and the README key table.
 """
@@ -15,8 +15,7 @@ from dataclasses import dataclass
 
 from yarl import URL
 
-from proxy.jsonpath import BadPath, compile_path
-from proxy.units import (
+from proxy.config.units import (
     DURATION_FORMS,
     RATE_FORMS,
     SIZE_FORMS,
@@ -25,6 +24,7 @@ from proxy.units import (
     parse_rate,
     parse_size,
 )
+from proxy.jsonpath import BadPath, compile_path
 
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT")
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"

@@ -1,7 +1,7 @@
 """Compare a legacy and a new response field by field; the only deepdiff import.
 
 Equal raw bytes, equal decoded bytes, or strictly equal parsed JSON (after ignores) are a match at once. JSON that
-differs is walked once by `shadow.jsondiff`, which finds every difference; deepdiff (milliseconds per call,
+differs is walked once by `shadow.judge.jsondiff`, which finds every difference; deepdiff (milliseconds per call,
 ../shared/PERF-NOTES.md) runs only to pair the elements of an order-blind array that really differs.
 Pure and thread-safe: the shadow runner calls `compare_responses` from worker threads.
 """
@@ -20,10 +20,10 @@ from typing import Any
 from deepdiff import DeepDiff
 from deepdiff.helper import notpresent
 
-from proxy.config import Compare
+from proxy.config.model import Compare
 from proxy.events import Headers, ResponseSnapshot
-from shadow.jsondiff import json_differences
-from shadow.jsonpath import (
+from shadow.judge.jsondiff import json_differences
+from shadow.judge.jsonpath import (
     PathStep,
     apply_ignores,
     compile_path,
@@ -33,8 +33,7 @@ from shadow.jsonpath import (
     order_blind,
     path_matches,
 )
-from shadow.model import Comparison, Difference, DiffKind, Outcome, field_diffs
-from shadow.normalize import (
+from shadow.judge.normalize import (
     UndecodableBody,
     body_kind,
     canonical_json,
@@ -44,13 +43,14 @@ from shadow.normalize import (
     same_header_value,
     same_header_views,
 )
-from shadow.origins import Origins, noted, unify_pair
-from shadow.textdiff import (
+from shadow.judge.origins import Origins, noted, unify_pair
+from shadow.judge.textdiff import (
     binary_differences,
     render_optional,
     render_value,
     text_differences,
 )
+from shadow.values import Comparison, Difference, DiffKind, Outcome, field_diffs
 
 log = logging.getLogger("strangler.shadow.compare")
 
@@ -112,7 +112,7 @@ def judge_pair(
     A candidate that failed, or answered 5xx where the primary did not, is a candidate error (its differences are
     still kept when there was an answer); a failed or truncated primary leaves nothing to compare.
     `candidate_is_new`: False when the candidate is the legacy side (verify mode), so values stay oriented
-    legacy → new in every record. `origins`: the authorities `compare.same_origin` unifies (shadow.origins).
+    legacy → new in every record. `origins`: the authorities `compare.same_origin` unifies (shadow.judge.origins).
     """
     if origins is not None:
         primary, candidate, unified = unify_pair(primary, candidate, origins)

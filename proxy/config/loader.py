@@ -1,8 +1,8 @@
 """Load routes.yaml into a `Config`, reporting every problem at once with its file, line, place and a hint.
 
-Two passes: `proxy.yaml_walk.Walker` checks the YAML node tree against the key tables in `proxy.schema`
+Two passes: `proxy.config.yaml_walk.Walker` checks the YAML node tree against the key tables in `proxy.config.schema`
 (unknown keys, types, units) and yields `Table`s of converted values; the builders below turn those into the
-frozen `proxy.config` types, merge route settings over `defaults:`, and check what spans keys (upstream names,
+frozen `proxy.config.model` types, merge route settings over `defaults:`, and check what spans keys (upstream names,
 modes, ids, routing).
 """
 
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import yaml
 from yarl import URL
 
-from proxy.config import (
+from proxy.config.model import (
     MODES,
     Admin,
     Canary,
@@ -42,10 +42,10 @@ from proxy.config import (
     Timeouts,
     Upstream,
 )
+from proxy.config.schema import TOP
+from proxy.config.yaml_walk import Issues, Table, Walker, describe_node, node_line, suggest
 from proxy.modes import key_allowed
 from proxy.routing import AmbiguousRoutesError, RouteTable, TemplateError, parse_template
-from proxy.schema import TOP
-from proxy.yaml_walk import Issues, Table, Walker, describe_node, node_line, suggest
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance

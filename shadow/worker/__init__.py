@@ -1,0 +1,3 @@
+"""The shadow worker process: the proxy side that hands it requests (`bridge`), the process itself
+(`process`) and the frames between them (`wire`).
+"""
