@@ -2,7 +2,7 @@
 
 `proxy.upstream._h1` owns the socket, the timer and the futures and acts on these events; everything decided about a
 response is decided here: which head is the final one, when the body is complete, what a broken or malformed
-response is called, whether the connection may carry another request. tests/proxy/test_h1_protocol.py drives it
+response is called, whether the connection may carry another request. tests/proxy/upstream/test_h1_protocol.py drives it
 by feeding bytes, with no socket and no event loop running.
 
 Framing (Content-Length, chunked, read until close, no body for HEAD, 1xx, 204 and 304) and the size limits are

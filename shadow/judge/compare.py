@@ -374,7 +374,7 @@ def _unmatched(a: list[object], b: list[object]) -> tuple[int, int]:
 
 def deepdiff_differences(doc_a: object, doc_b: object, rules: Compare) -> list[Difference]:
     """The same differences as `_json_differences`, from deepdiff over the whole documents: the reference the
-    structural walk is checked against (tests/shadow/test_jsondiff.py) and measured against (benchmarks)."""
+    structural walk is checked against (tests/shadow/judge/test_jsondiff.py) and measured against (benchmarks)."""
     order_diffs: list[Difference] = []
     if rules.ignore_order is not True:
         # Arrays that hold the same elements in another order become one "order" difference (and legacy's order,

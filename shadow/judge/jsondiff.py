@@ -13,7 +13,7 @@ fraction of the cost, and never stops early: counting stays exact however many d
   elements pair up is deepdiff's job (similarity pairing, repetition counts), through the `unordered` callback,
   so only that array goes through deepdiff.
 
-Where deepdiff and this walk deliberately disagree (tests/shadow/test_jsondiff.py checks both): deepdiff aligns
+Where deepdiff and this walk deliberately disagree (tests/shadow/judge/test_jsondiff.py checks both): deepdiff aligns
 arrays of scalars with Python equality, under which true == 1, so it misses a boolean turned into 1 inside an array;
 and elements equal index by index within float_tolerance are equal here in any order. Long arrays of scalars are
 aligned within ALIGN_BUDGET (the sequence diff is quadratic at worst), deepdiff aligned them whatever it cost.

@@ -13,7 +13,7 @@ proxy → worker:
                                         only the record of a copy the proxy had to drop
   ("primary", seq, snapshot)            the primary response of a started request that has copies under way
 Nested tuples (`plan`, `request`, `snapshot`) hold their dataclass's fields in declaration order, so reading one is
-`Dataclass(*fields)`, never an index into a flat tuple; tests/shadow/test_wire.py checks the orders.
+`Dataclass(*fields)`, never an index into a flat tuple; tests/shadow/worker/test_wire.py checks the orders.
   ("traffic", counts)                   traffic counts, about once a second
   ("close",)                            finish what is under way, flush the store, report and exit
 worker → proxy:

@@ -19,7 +19,7 @@ from proxy.config.model import Config
 from proxy.config.scalars import duration, rate, size
 from proxy.config.schema import ROUTE, TOP, Either, ListOf, MapOf, Section, Spec
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 LEAVES = [key for key in keys() if is_leaf(key.spec)]
 WITH_DEFAULT = [key for key in LEAVES if key.default is not None]
 

@@ -52,7 +52,7 @@ from tests.shadow.shadow_fixtures import SHADOW_ROUTE, backends, closed_port_url
 from tests.shadow.worker_fixtures import WAIT, WorkerProxy, children, cmdline, pid_alive, until, worker_proxy
 
 N = 30
-SOURCE_ROOT = Path(__file__).resolve().parents[2]
+SOURCE_ROOT = Path(__file__).resolve().parents[3]
 
 
 def legacy_doc(path: str, name: str = "legacy-name", price: int = 10) -> dict[str, object]:

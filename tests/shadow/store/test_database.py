@@ -25,7 +25,7 @@ from shadow.values import Difference, DiffKind, ExchangeRecord, FlipRecord, Stor
 
 NOW = 1_700_000_000.0  # 800 s into an hour, so "since" windows exercise the partial-hour path
 HOUR = 3600.0
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def make_record(**changes: object) -> ExchangeRecord:
@@ -480,7 +480,7 @@ def test_writer_applies_retention(db_path: Path) -> None:
 def test_writer_flushes_when_the_program_ends_without_close(db_path: Path) -> None:
     """A process that exits without calling close() still writes what it queued, and does exit."""
     program = (
-        "import sys; from tests.shadow.test_store import make_record; from shadow.store.writer import StoreWriter\n"
+        "import sys; from tests.shadow.store.test_database import make_record; from shadow.store.writer import StoreWriter\n"
         "writer = StoreWriter(sys.argv[1])\n"
         "for i in range(5): writer.submit(make_record(request_id=str(i)))\n"
     )

@@ -10,7 +10,7 @@ from shadow.judge.compare import MAX_DIFFERENCES, compare_responses
 from shadow.judge.textdiff import MAX_TEXT_LINES, text_differences
 from shadow.judge.textlines import MAX_SIGNATURE_CHARS, html_lines, line_signature, text_lines
 from shadow.values import Comparison, Difference
-from tests.shadow.test_compare import snap
+from tests.shadow.judge.test_compare import snap
 
 PLAIN = "text/plain; charset=utf-8"
 HTML = "text/html; charset=utf-8"

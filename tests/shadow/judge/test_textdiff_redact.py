@@ -5,7 +5,7 @@ from __future__ import annotations
 from proxy.config.model import Redact
 from shadow.redact import Redactor
 from shadow.values import FieldDiff
-from tests.shadow.test_textdiff import compare_text
+from tests.shadow.judge.test_textdiff import compare_text
 
 KEY = b"k" * 32
 

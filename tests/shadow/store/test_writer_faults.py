@@ -19,7 +19,7 @@ from shadow.store.database import Store
 from shadow.store.writer import StoreWriter
 from shadow.values import StoredBody
 from tests.faults.store import allow_writes, count_rows, refuse_writes
-from tests.shadow.test_store import ROOT, make_record
+from tests.shadow.store.test_database import ROOT, make_record
 
 
 @pytest.fixture
@@ -88,7 +88,7 @@ def test_a_store_fault_at_close_is_counted_lost(db_path: Path) -> None:
 READ_ONLY_PROGRAM = """
 import os, sys, time
 from shadow.store.writer import StoreWriter
-from tests.shadow.test_store import make_record
+from tests.shadow.store.test_database import make_record
 
 path = sys.argv[1]
 writer = StoreWriter(path, flush_interval=0.05)  # the file is read-only now: opened all the same, read-only

@@ -14,7 +14,7 @@ from proxy.config.units import BadValue, parse_duration, parse_rate, parse_size
 from proxy.jsonpath import BadPath
 from proxy.routing import RouteTable
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SOURCE = Path("routes.yaml")
 BASE = """\
 version: 1
