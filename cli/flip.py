@@ -1,8 +1,9 @@
 """Edit one route of routes.yaml in place: flip its mode, set its canary weight, add compare ignore fields.
 
 The file is the source of truth and people keep comments, order and their own formatting in it, so edits are
-surgical: ruamel.yaml composes the document to find the exact character span of each value to change, and only
-that span is rewritten (or one short line inserted). Every other byte stays as it was. The edited text is validated
+surgical: pyyaml composes the document (`yaml.compose`, the parser `proxy.loader` uses) to find the exact character
+span of each value to change, and only that span is rewritten (or one short line inserted). Every other byte stays
+as it was. The edited text is validated
 with `proxy.loader.parse_config` before anything is written, and written atomically (temp file in the same
 directory, then `os.replace`), keeping the file's permission bits. Each edit reports the route's entry (`route_text`)
 before and after, so `restore_route` can later write the earlier text back byte for byte.
@@ -23,9 +24,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import cast
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
-from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from proxy.config import MODES, Config, ConfigError, Mode, Route
 from proxy.loader import parse_config
@@ -270,8 +270,8 @@ def _apply(text: str, splices: list[_Splice]) -> str:
 
 def _route_node(text: str, route_id: str) -> MappingNode:
     try:
-        root = YAML(typ="rt").compose(text)
-    except YAMLError as exc:  # parse_config accepted the text, so this is unexpected; report it all the same
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:  # parse_config accepted the text, so this is unexpected; report it all the same
         raise InvalidEditError(f"cannot read the YAML structure: {exc}") from exc
     routes = _value(root, "routes") if isinstance(root, MappingNode) else None
     if isinstance(routes, SequenceNode):

@@ -227,6 +227,21 @@ def test_set_weight_changes_only_the_weight(routes_file: Path) -> None:
         set_weight(routes_file, "orders-read", 5)
 
 
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_set_weight_fills_an_empty_canary_value_on_its_own_line(tmp_path: Path, newline: str) -> None:
+    """A `canary:` left empty before another key gets `{weight: N}` on its own line; the next key is untouched."""
+    path = tmp_path / "routes.yaml"
+    before = ROUTES.replace(
+        "    mode: legacy\n    compare: {ignore_fields: []}\n",
+        "    mode: canary\n    canary:\n    compare: {ignore_fields: []}\n",
+    )
+    path.write_bytes(before.replace("\n", newline).encode())
+    change = set_weight(path, "customers", 10)
+    assert change.to_weight == 10
+    removed, added = changed_lines(before, path.read_bytes().decode().replace(newline, "\n"))
+    assert (removed, added) == (["    canary:\n"], ["    canary: {weight: 10}\n"])
+
+
 def test_add_ignore_fields_appends_in_each_list_style(routes_file: Path) -> None:
     """add_ignore_fields appends to block and flow lists, creates compare: when missing, and skips duplicates."""
     assert add_ignore_fields(routes_file, "orders-read", ["$.meta.generated_at", "$.items[*].updated_at"]) == (
