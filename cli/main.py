@@ -19,6 +19,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
+from cli.history_cmds import register as register_history_commands
 from cli.live_cmds import register as register_live_commands
 from cli.output import (
     CliError,
@@ -55,7 +56,8 @@ routes_app = typer.Typer(
 )
 app.add_typer(routes_app, name="routes")
 register_report_commands(app)  # report, diffs, noise
-register_rollout_commands(routes_app)  # routes flip (gated), history, revert, promote
+register_rollout_commands(routes_app)  # routes flip (gated), promote
+register_history_commands(routes_app)  # routes history, revert
 register_live_commands(app)  # replay, watch
 
 
