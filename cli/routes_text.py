@@ -3,8 +3,9 @@
 pyyaml composes the document (`yaml.compose`, the parser `proxy.loader` uses); every node carries start and end
 marks (`index`, `line`, `column`) into the text, so a value is changed by rewriting its span, and a key is added or
 commented out by inserting short lines, leaving every other byte as it was (comments, order, quoting, `\r\n`).
-A block collection's end mark lies at the next token (past comments and blank lines), so where a value's own text
-ends is found from its last descendant (`content_end`); an empty value (`key:`) is marked right after its colon.
+A block collection's end mark lies at the next token (past comments and blank lines) and a block scalar's at the
+start of the line after it, so where a value's own text ends is found from its last descendant and last character
+(`content_end`); an empty value (`key:`) is marked right after its colon.
 
 Errors (the one tree for editing routes.yaml; `cli.flip` raises them too): `FlipError` (base) ->
 `UnknownRouteError` (no route with that id) and `InvalidEditError` (the file is invalid before the edit, the edit
@@ -115,7 +116,7 @@ def route_span(text: str, route: MappingNode) -> tuple[int, int]:
     over the comment lines indented like its keys that follow (keys a flip commented out), but not over trailing
     blank lines or a comment that belongs to the next entry (indented less)."""
     start = int(route.start_mark.index)
-    end = end_of_line(text, content_end(route))
+    end = end_of_line(text, content_end(text, route))
     if route.flow_style:
         return start, end
     column = route.start_mark.column
@@ -209,15 +210,19 @@ def set_scalar(text: str, mapping: MappingNode, key: str, value: str, *, after: 
     return Splice(node.start_mark.index, node.end_mark.index, render_scalar(value, node))
 
 
-def content_end(node: Node) -> int:
+def content_end(text: str, node: Node) -> int:
     """Where a value's own text ends. A block collection's end mark lies at the next token, past any comments
-    and blank lines that follow it, so use its last descendant instead."""
+    and blank lines that follow it, so use its last descendant instead; a block scalar's (`|`, `>`) lies past its
+    line breaks, at the start of the next line, so use its last character that is not white space."""
+    if isinstance(node, ScalarNode) and node.style in ("|", ">"):
+        start = int(node.start_mark.index)
+        return start + len(text[start : node.end_mark.index].rstrip())
     if isinstance(node, ScalarNode) or getattr(node, "flow_style", False):
         return int(node.end_mark.index)
     if isinstance(node, MappingNode) and node.value:
-        return max(content_end(v) for _, v in node.value)
+        return max(content_end(text, v) for _, v in node.value)
     if isinstance(node, SequenceNode) and node.value:
-        return max(content_end(v) for v in node.value)
+        return max(content_end(text, v) for v in node.value)
     return int(node.start_mark.index)
 
 
@@ -228,15 +233,15 @@ def disable_entry(text: str, mapping: MappingNode, key: str) -> list[Splice]:
     key_node, value = entries[position]
     if mapping.flow_style:
         if position > 0:
-            start = content_end(entries[position - 1][1])
-            return [Splice(start, content_end(value), "")]
-        end = entries[1][0].start_mark.index if len(entries) > 1 else content_end(value)
+            start = content_end(text, entries[position - 1][1])
+            return [Splice(start, content_end(text, value), "")]
+        end = entries[1][0].start_mark.index if len(entries) > 1 else content_end(text, value)
         return [Splice(key_node.start_mark.index, end, "")]
     column = key_node.start_mark.column
     line_start = key_node.start_mark.index - column
     if text[line_start : key_node.start_mark.index].strip():
         raise InvalidEditError(f"cannot comment out '{key}:' (it shares a line with '-'); edit it by hand")
-    end = content_end(value)
+    end = content_end(text, value)
     splices = []
     while line_start <= end:
         line_end = end_of_line(text, line_start)
