@@ -18,7 +18,6 @@ import orjson
 
 from benchmarks.compare_micro import order_document, rates, snapshot
 from proxy.config.model import Compare
-from shadow.judge import compare
 from shadow.judge.compare import _json_differences, _parsed, compare_responses, deepdiff_differences
 from shadow.values import Difference
 
@@ -87,9 +86,8 @@ def measure(seconds: float) -> tuple[int, list[Row]]:
         def judge(differ: Differ, a: bytes = legacy_body, b: bytes = new_body, r: Compare = rules) -> int:
             return len(differ(_parsed(a, r), _parsed(b, r), r))
 
-        calls = compare.DEEPDIFF_CALLS
         count = judge(_json_differences)
-        uses_deepdiff = calls < compare.DEEPDIFF_CALLS
+        uses_deepdiff = bool(compare_responses(legacy, new, rules).deepdiff_arrays)
         _, deep = rates(lambda: judge(deepdiff_differences), seconds)
         _, walk = rates(lambda: judge(_json_differences), seconds)
         _, whole = rates(lambda: compare_responses(legacy, new, rules), seconds)  # noqa: B023 - run here

@@ -29,7 +29,7 @@ from cli.output import (
     stdout_console,
 )
 from cli.report_cmds import parse_since
-from cli.rollout_cmds import DbOption, db_path, duration_option, find_route
+from cli.route_changes import DbOption, db_path, duration_option, find_route
 from proxy.config.loader import load_config
 from proxy.config.model import Config
 from reports.export import replay_section

@@ -19,6 +19,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
+from cli.history_cmds import register as register_history_commands
 from cli.insight_cmds import register as register_insight_commands
 from cli.live_cmds import register as register_live_commands
 from cli.output import (
@@ -56,9 +57,10 @@ routes_app = typer.Typer(
 )
 app.add_typer(routes_app, name="routes")
 register_report_commands(app)  # report, diffs, noise
-register_rollout_commands(routes_app)  # routes flip (gated), history, revert, promote
+register_rollout_commands(routes_app)  # routes flip (gated), promote
+register_history_commands(routes_app)  # routes history, revert
 register_live_commands(app)  # replay, watch
-register_insight_commands(app)  # inventory
+register_insight_commands(app)  # inventory, progress, contract
 
 
 @app.callback()

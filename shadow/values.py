@@ -52,6 +52,9 @@ class Comparison:
     note: str | None = None
     fields: tuple[FieldDiff, ...] = ()  # every differing group, exact (not capped); see `field_diffs`
     total: int = 0  # concrete differences found, before the cap
+    # The order-blind arrays (concrete paths) whose differing elements went to deepdiff for pairing (past
+    # compare.PAIRING_BUDGET listed unpaired, with a note); () when the structural walk alone judged the pair.
+    deepdiff_arrays: tuple[str, ...] = ()
 
 
 def field_diffs(differences: Iterable[Difference]) -> tuple[FieldDiff, ...]:

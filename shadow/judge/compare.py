@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import logging
 import re
-import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -82,11 +81,6 @@ MAX_DIFFERENCES = 100  # concrete differences kept per comparison for storage; t
 # two elements in depth, ~0.1 ms for a small object: 2,500 is about a quarter of a second).
 PAIRING_BUDGET = 2_500
 DEEPDIFF_MAX_PASSES = 10_000_000  # deepdiff's pairing passes over unordered arrays (its default, set explicitly)
-
-# How many times deepdiff ran in this process: tests assert that matching pairs, and mismatches without a differing
-# order-blind array, never reach it; benchmarks/compare_bench.py reads it to say which cases did.
-DEEPDIFF_CALLS = 0
-_calls_lock = threading.Lock()
 
 _KINDS: dict[str, DiffKind] = {
     "values_changed": "changed",
@@ -165,7 +159,7 @@ def compare_responses(legacy: ResponseSnapshot, new: ResponseSnapshot, rules: Co
     if legacy.status != new.status:
         diffs.append(Difference("status", "status", "changed", str(legacy.status), str(new.status)))
     diffs.extend(_header_differences(legacy, new, rules))
-    body_diffs, notes = _body_differences(legacy, new, rules)
+    body_diffs, notes, deepdiff_arrays = _body_differences(legacy, new, rules)
     diffs.extend(body_diffs)
     diffs.sort(key=_order_key)
     fields, total = field_diffs(diffs), len(diffs)  # exact, before the storage cap
@@ -179,6 +173,7 @@ def compare_responses(legacy: ResponseSnapshot, new: ResponseSnapshot, rules: Co
         note="; ".join(notes) if notes else None,
         fields=fields,
         total=total,
+        deepdiff_arrays=tuple(deepdiff_arrays),
     )
 
 
@@ -292,25 +287,27 @@ def _body_problems(legacy: ResponseSnapshot, new: ResponseSnapshot) -> list[str]
 
 def _body_differences(
     legacy: ResponseSnapshot, new: ResponseSnapshot, rules: Compare
-) -> tuple[list[Difference], list[str]]:
+) -> tuple[list[Difference], list[str], list[str]]:
+    """The bodies' differences, the notes on how they were compared, and the arrays deepdiff paired."""
     problems = _body_problems(legacy, new)
     if problems:
         # A cut or missing body would only produce differences that are not there.
-        return [], ["body not compared: " + ", ".join(problems)]
+        return [], ["body not compared: " + ", ".join(problems)], []
     notes: list[str] = []
+    paired: list[str] = []
     try:
         a, b, content_type = _decoded_bodies(legacy, new)
     except UndecodableBody as exc:
         notes.append(f"body compared as bytes: {exc}")
-        return binary_differences(legacy.body or b"", new.body or b""), notes
+        return binary_differences(legacy.body or b"", new.body or b""), notes, paired
     if a is b or a == b:
-        return [], []
+        return [], [], paired
     kind = body_kind(content_type)
     if kind == "json":
         try:
             equal = _json_equal(a, b, rules)
             # Parsed again: the fast check sorted its copies, and reported indexes must be the documents' own.
-            diffs = [] if equal else _json_differences(_parsed(a, rules), _parsed(b, rules), rules, notes)
+            diffs = [] if equal else _json_differences(_parsed(a, rules), _parsed(b, rules), rules, notes, paired)
         except ValueError:
             notes.append("body compared as text: not valid JSON")
             kind = "text"
@@ -318,10 +315,10 @@ def _body_differences(
             notes.append("body compared as text: JSON nested too deeply")
             kind = "text"
         else:
-            return diffs, notes
+            return diffs, notes, paired
     if kind == "text":
-        return text_differences(a, b, content_type, notes), notes
-    return binary_differences(a, b), notes
+        return text_differences(a, b, content_type, notes), notes, paired
+    return binary_differences(a, b), notes, paired
 
 
 def _parsed(data: bytes, rules: Compare) -> object:
@@ -340,19 +337,24 @@ def _json_equal(a: bytes, b: bytes, rules: Compare) -> bool:
     return canonical_json(doc_a) == canonical_json(doc_b)
 
 
-def _json_differences(doc_a: object, doc_b: object, rules: Compare, notes: list[str] | None = None) -> list[Difference]:
-    """Every difference, from one structural walk; deepdiff only for order-blind arrays that really differ."""
+def _json_differences(
+    doc_a: object, doc_b: object, rules: Compare, notes: list[str] | None = None, paired: list[str] | None = None
+) -> list[Difference]:
+    """Every difference, from one structural walk; deepdiff only for order-blind arrays that really differ (their
+    paths appended to `paired`)."""
+    unordered = functools.partial(
+        _unordered_differences,
+        rules=rules,
+        notes=[] if notes is None else notes,
+        paired=[] if paired is None else paired,
+    )
     return json_differences(
-        doc_a,
-        doc_b,
-        float_tolerance=rules.float_tolerance,
-        ignore_order=rules.ignore_order,
-        unordered=functools.partial(_unordered_differences, rules=rules, notes=[] if notes is None else notes),
+        doc_a, doc_b, float_tolerance=rules.float_tolerance, ignore_order=rules.ignore_order, unordered=unordered
     )
 
 
 def _unordered_differences(
-    a: list[object], b: list[object], path: Sequence[str | int], *, rules: Compare, notes: list[str]
+    a: list[object], b: list[object], path: Sequence[str | int], *, rules: Compare, notes: list[str], paired: list[str]
 ) -> list[Difference]:
     """An order-blind array's differences from deepdiff, which pairs each removed element with its most similar
     added one. Pairing compares every removed element with every added one; past PAIRING_BUDGET comparisons the
@@ -362,6 +364,7 @@ def _unordered_differences(
     pair = only_a * only_b <= PAIRING_BUDGET
     if not pair:
         notes.append(f"{format_path(path)}: {only_a} removed and {only_b} added elements, too many to pair")
+    paired.append(format_path(path))
     return _deepdiff(a, b, rules, tuple(path), pair=pair)
 
 
@@ -424,9 +427,6 @@ def _deepdiff(
     """deepdiff's differences between `doc_a` and `doc_b`, which sit at `prefix` in their documents.
 
     `pair=False`: elements of unordered arrays are never paired up (reported removed and added)."""
-    global DEEPDIFF_CALLS  # a process-wide count, guarded by its lock
-    with _calls_lock:
-        DEEPDIFF_CALLS += 1
     options: dict[str, Any] = {
         "view": "tree",
         "verbose_level": 2,

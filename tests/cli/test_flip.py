@@ -227,6 +227,21 @@ def test_set_weight_changes_only_the_weight(routes_file: Path) -> None:
         set_weight(routes_file, "orders-read", 5)
 
 
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_set_weight_fills_an_empty_canary_value_on_its_own_line(tmp_path: Path, newline: str) -> None:
+    """A `canary:` left empty before another key gets `{weight: N}` on its own line; the next key is untouched."""
+    path = tmp_path / "routes.yaml"
+    before = ROUTES.replace(
+        "    mode: legacy\n    compare: {ignore_fields: []}\n",
+        "    mode: canary\n    canary:\n    compare: {ignore_fields: []}\n",
+    )
+    path.write_bytes(before.replace("\n", newline).encode())
+    change = set_weight(path, "customers", 10)
+    assert change.to_weight == 10
+    removed, added = changed_lines(before, path.read_bytes().decode().replace(newline, "\n"))
+    assert (removed, added) == (["    canary:\n"], ["    canary: {weight: 10}\n"])
+
+
 def test_add_ignore_fields_appends_in_each_list_style(routes_file: Path) -> None:
     """add_ignore_fields appends to block and flow lists, creates compare: when missing, and skips duplicates."""
     assert add_ignore_fields(routes_file, "orders-read", ["$.meta.generated_at", "$.items[*].updated_at"]) == (
@@ -325,3 +340,44 @@ def test_restore_refuses_a_route_edited_since(routes_file: Path) -> None:
     assert routes_file.read_text(encoding="utf-8") == edited
     restore_route(routes_file, "orders-read", change.after_text, change.before_text, overwrite=True)
     assert routes_file.read_text(encoding="utf-8") == ROUTES
+
+
+BLOCK_SCALARS = """\
+version: 1
+upstreams:
+  legacy: {url: "http://127.0.0.1:9001"}
+  new: {url: "http://127.0.0.1:9002"}
+routes:
+  - id: search
+    mode: canary
+    canary:
+      weight: 10
+      sticky:
+        header: >-
+          X-User-Id
+    match:
+      path: |-
+        /api/search
+
+  - id: orders
+    match: {path: /api/orders}
+    mode: legacy
+"""
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_a_block_scalar_ends_at_its_last_line(tmp_path: Path, newline: str) -> None:
+    """A route ending in a `|`/`>` scalar: its entry stops at that scalar's last line, commenting out a block that
+    ends in one leaves the next route alone, and the flip reverts byte for byte."""
+    original = BLOCK_SCALARS.replace("\n", newline)
+    path = tmp_path / "routes.yaml"
+    path.write_bytes(original.encode())
+    assert route_text(path, "search").endswith(f"path: |-{newline}        /api/search")
+    change = flip_route(path, "search", "legacy")
+    assert change.commented_out == ("canary",)
+    after = path.read_bytes().decode()
+    assert f"{newline}  - id: orders{newline}" in after
+    assert f"    # canary:{newline}    #   weight: 10{newline}" in after
+    assert f"    #     header: >-{newline}    #       X-User-Id{newline}    match:" in after
+    restore_route(path, "search", change.after_text, change.before_text)
+    assert path.read_bytes() == original.encode()

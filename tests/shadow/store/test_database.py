@@ -480,7 +480,8 @@ def test_writer_applies_retention(db_path: Path) -> None:
 def test_writer_flushes_when_the_program_ends_without_close(db_path: Path) -> None:
     """A process that exits without calling close() still writes what it queued, and does exit."""
     program = (
-        "import sys; from tests.shadow.store.test_database import make_record; from shadow.store.writer import StoreWriter\n"
+        "import sys; from tests.shadow.store.test_database import make_record\n"
+        "from shadow.store.writer import StoreWriter\n"
         "writer = StoreWriter(sys.argv[1])\n"
         "for i in range(5): writer.submit(make_record(request_id=str(i)))\n"
     )
