@@ -4,7 +4,7 @@ transaction and reads rollups, exchanges and flips; the only sqlite-utils import
 One file in WAL mode is shared by every proxy worker on a machine (one writer thread per process, `BEGIN IMMEDIATE`
 with a busy timeout); replicas on other machines write their own file, and `Store.open_readers` reads several files
 as one. Rows are built and inserted by `shadow.store.rows`, queued and written by `shadow.store.writer.StoreWriter`,
-and read by `shadow.store.queries`. Table documentation: docs/store.md.
+and read by `shadow.store.figures`, `traffic_reads`, `exchange_reads` and `flip_reads`. Tables: docs/store.md.
 
 Errors: `StoreError` (a file that cannot be created, opened or migrated) is the only exception raised on purpose;
 `sqlite3.Error` from a write is the caller's to handle (`StoreWriter` logs, retries once, then counts the batch lost).
@@ -22,7 +22,7 @@ from types import TracebackType
 
 import sqlite_utils
 
-from shadow.store import queries
+from shadow.store import exchange_reads, figures, flip_reads, traffic_reads
 from shadow.store.rows import PreparedBatch, insert_prepared, prepare_records
 from shadow.store.types import (
     ExchangeDetail,
@@ -412,50 +412,50 @@ class Store:
 
     def flips(self, route_id: str | None = None) -> list[FlipRecord]:
         """Recorded flips, oldest first."""
-        return queries.flips(self._conns, route_id)
+        return flip_reads.flips(self._conns, route_id)
 
     def last_flip(self, route_id: str) -> FlipRecord | None:
-        found = queries.flips(self._conns, route_id)
+        found = flip_reads.flips(self._conns, route_id)
         return found[-1] if found else None
 
     def route_stats(self, since: float | None = None, route_id: str | None = None) -> list[RouteStats]:
         """Outcome counts per route (sorted by route id) from the rollups."""
-        return queries.route_stats(self._conns, since, route_id)
+        return figures.route_stats(self._conns, since, route_id)
 
     def latency_percentiles(
         self, since: float | None = None, route_id: str | None = None, pair: Pair = "candidate"
     ) -> dict[tuple[str, str], Percentiles]:
         """(route_id, side) -> p50, p95, p99 in ms, nearest rank over the window's stored latencies (exact to the
         µs); from the histogram rollup (marked inexact) where retention deleted rows. Side is "legacy" or "new"."""
-        return queries.latency_percentiles(self._conns, since, route_id, pair)
+        return figures.latency_percentiles(self._conns, since, route_id, pair)
 
     def field_stats(
         self, since: float | None = None, route_id: str | None = None, pair: Pair = "candidate"
     ) -> list[FieldStat]:
         """Exchanges that differed per (route, field group), busiest first within a route."""
-        return queries.field_stats(self._conns, since, route_id, pair)
+        return figures.field_stats(self._conns, since, route_id, pair)
 
     def field_samples(self, route_id: str, group: str, limit: int = 50) -> list[tuple[str | None, str | None]]:
-        return queries.field_samples(self._conns, route_id, group, limit)
+        return figures.field_samples(self._conns, route_id, group, limit)
 
     def traffic_by_mode(self, since: float | None = None) -> list[TrafficRow]:
-        return queries.traffic_by_mode(self._conns, since)
+        return traffic_reads.traffic_by_mode(self._conns, since)
 
     def unrouted(self, since: float | None = None, limit: int = 20) -> list[UnroutedPath]:
         """Paths no route matched, busiest first."""
-        return queries.unrouted(self._conns, since, limit)
+        return traffic_reads.unrouted(self._conns, since, limit)
 
     def path_traffic(self, since: float | None = None) -> list[PathTraffic]:
         """Requests per (route, method, path), with status mix and legacy latency histogram: the inventory's input."""
-        return queries.path_traffic(self._conns, since)
+        return traffic_reads.path_traffic(self._conns, since)
 
     def served_by_period(self, since: float | None = None, period: int = 86400) -> list[ServedCount]:
         """Requests per (period, route, side): `strangler progress`'s input; periods are UTC days or hours."""
-        return queries.served_by_period(self._conns, since, period)
+        return traffic_reads.served_by_period(self._conns, since, period)
 
     def pair_bodies(self, route_id: str, since: float | None = None, limit: int = 5000) -> list[StoredPairBody]:
         """Stored legacy/new bodies of a route's compared pairs, newest first: `strangler contract`'s input."""
-        return queries.pair_bodies(self._conns, route_id, since, limit)
+        return exchange_reads.pair_bodies(self._conns, route_id, since, limit)
 
     def list_exchanges(
         self,
@@ -466,20 +466,20 @@ class Store:
         limit: int = 50,
         pair: Pair | None = None,
     ) -> list[ExchangeRow]:
-        return queries.list_exchanges(self._conns, route_id, outcome, field_group, since, limit, pair)
+        return exchange_reads.list_exchanges(self._conns, route_id, outcome, field_group, since, limit, pair)
 
     def get_exchange(self, exchange_id: int, source: int = 0) -> ExchangeDetail | None:
         """One exchange in full; `source` is the file index from `ExchangeRow.source` when reading several files."""
-        return queries.get_exchange(self._conns, exchange_id, source)
+        return exchange_reads.get_exchange(self._conns, exchange_id, source)
 
     def replay_pairs(self, since: float | None = None, route_id: str | None = None) -> list[ReplayPair]:
         """Replayed exchanges (pair "replay") with their originals' outcome and fields: the report's replay section."""
-        return queries.replay_pairs(self._conns, since, route_id)
+        return exchange_reads.replay_pairs(self._conns, since, route_id)
 
     def exchanges_for_replay(
         self, route_id: str | None = None, outcome: str | None = None, since: float | None = None, limit: int = 100
     ) -> list[ReplayItem]:
-        return queries.exchanges_for_replay(self._conns, route_id, outcome, since, limit)
+        return exchange_reads.exchanges_for_replay(self._conns, route_id, outcome, since, limit)
 
 
 def count_noise_only(
