@@ -3,7 +3,7 @@ per-field difference counts (`field_stats`, `field_samples`), each merged over e
 
 Counts come from the hourly rollups; when `since` falls inside an hour, that first partial hour is counted from the
 raw exchanges instead (one indexed hour of rows), so windows like "since the last flip" are exact. Functions take
-plain `sqlite3` connections from `shadow.store.database`, which owns opening them (and the only sqlite-utils import).
+plain `sqlite3` connections from `shadow.store.database`, which owns opening them.
 """
 
 from __future__ import annotations
