@@ -1,10 +1,11 @@
-"""The SQLite store file: its schema and migrations, opening it, and `Store`, which writes batches in one
-transaction and reads rollups, exchanges and flips; the only sqlite-utils import.
+"""The SQLite store file: opening it (migrated to the current schema by `shadow.store.migrations`), and `Store`, which
+writes batches in one transaction and reads rollups, exchanges and flips; with `shadow.store.migrations`, the only
+sqlite-utils import.
 
 One file in WAL mode is shared by every proxy worker on a machine (one writer thread per process, `BEGIN IMMEDIATE`
 with a busy timeout); replicas on other machines write their own file, and `Store.open_readers` reads several files
 as one. Rows are built and inserted by `shadow.store.rows`, queued and written by `shadow.store.writer.StoreWriter`,
-and read by `shadow.store.queries`. Table documentation: docs/store.md.
+and read by `shadow.store.figures`, `traffic_reads`, `exchange_reads` and `flip_reads`. Tables: docs/store.md.
 
 Errors: `StoreError` (a file that cannot be created, opened or migrated) is the only exception raised on purpose;
 `sqlite3.Error` from a write is the caller's to handle (`StoreWriter` logs, retries once, then counts the batch lost).
@@ -14,15 +15,15 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
 import sqlite_utils
 
-from shadow.store import queries
+from shadow.store import exchange_reads, figures, flip_reads, traffic_reads
+from shadow.store.migrations import SchemaTooNewError, migrate
 from shadow.store.rows import PreparedBatch, insert_prepared, prepare_records
 from shadow.store.types import (
     ExchangeDetail,
@@ -37,7 +38,6 @@ from shadow.store.types import (
     StoredPairBody,
     TrafficRow,
     UnroutedPath,
-    latency_bucket,
 )
 from shadow.values import ExchangeRecord, FlipRecord, Pair, TrafficCount
 
@@ -47,210 +47,6 @@ DELETE_CHUNK = 2000  # exchanges deleted per retention transaction, so live writ
 
 class StoreError(Exception):
     """A store file could not be created, opened or migrated; the message names the file."""
-
-
-def _migration_1(db: sqlite_utils.Database) -> None:
-    """The first schema; docs/store.md describes every table and column."""
-    exchanges = db.table("exchanges")
-    exchanges.create(
-        {
-            "id": int, "time": float, "route_id": str, "mode": str, "pair": str, "method": str, "template": str,
-            "path": str, "query": str, "request_id": str, "served_by": str, "outcome": str, "reason": str,
-            "legacy_status": int, "legacy_latency_ms": float, "legacy_size": int,
-            "new_status": int, "new_latency_ms": float, "new_size": int, "compare_ms": float,
-            "request_headers": str, "legacy_headers": str, "new_headers": str,
-        },
-        pk="id",
-        not_null=("time", "route_id", "mode", "pair", "method", "path", "outcome"),
-    )  # fmt: skip
-    for columns in (["route_id", "time"], ["outcome", "time"], ["time"]):
-        exchanges.create_index(columns)
-    db.table("bodies").create(
-        {"exchange_id": int, "which": str, "data": bytes, "length": int, "truncated": int},
-        pk=("exchange_id", "which"),
-        not_null=("data", "length", "truncated"),
-    )
-    differences = db.table("differences")
-    differences.create(
-        {
-            "id": int, "exchange_id": int, "route_id": str, "time": float, "pair": str, "path": str, "grp": str,
-            "kind": str, "legacy_value": str, "new_value": str,
-        },
-        pk="id",
-        not_null=("exchange_id", "route_id", "time", "pair", "path", "grp", "kind"),
-    )  # fmt: skip
-    differences.create_index(["route_id", "grp"])
-    differences.create_index(["exchange_id"])
-    traffic_key = {"minute": int, "route_id": str, "mode": str, "served_by": str, "method": str, "path": str}
-    db.table("traffic").create(
-        {**traffic_key, "count": int, "errors": int, "latency_ms_sum": float}, pk=tuple(traffic_key)
-    )
-    rollups: dict[str, dict[str, type]] = {
-        "route_rollup": {"outcome": str, "reason": str},
-        "latency_rollup": {"side": str, "bucket": int},
-        "field_rollup": {"grp": str},
-    }
-    for name, extra_key in rollups.items():
-        key = {"hour": int, "route_id": str, "pair": str, **extra_key}
-        db.table(name).create({**key, "count": int}, pk=tuple(key))
-    db.table("flips").create(
-        {
-            "id": int, "time": float, "user": str, "route_id": str, "action": str, "from_mode": str, "to_mode": str,
-            "from_weight": float, "to_weight": float, "reason": str, "forced": int, "gate": str,
-        },
-        pk="id",
-        not_null=("time", "route_id", "action", "from_mode", "to_mode", "forced"),
-    )  # fmt: skip
-    db.table("flips").create_index(["route_id", "time"])
-
-
-def _migration_2(db: sqlite_utils.Database) -> None:
-    """exchanges.note: how a pair was compared when it matters ("body compared as text: not valid JSON", "120 more
-    differences not listed"); NULL for older rows and most pairs."""
-    db.table("exchanges").add_column("note", str)
-
-
-def _field_rollup_kind(db: sqlite_utils.Database) -> None:
-    """field_rollup.kind joins the key: (hour, route_id, pair, grp, kind), the kind a pair's differences in `grp`
-    had (`shadow.values.FieldKind`), so a report merges them into one kind per field. Rows written before this step
-    keep kind '' (unknown): counted, but with no kind."""
-    conn = db.conn
-    conn.execute(
-        "CREATE TABLE field_rollup_kind (hour INTEGER, route_id TEXT, pair TEXT, grp TEXT,"
-        " kind TEXT NOT NULL DEFAULT '', count INTEGER, PRIMARY KEY (hour, route_id, pair, grp, kind))"
-    )
-    conn.execute(
-        "INSERT INTO field_rollup_kind (hour, route_id, pair, grp, kind, count)"
-        " SELECT hour, route_id, pair, grp, '', count FROM field_rollup"
-    )
-    conn.execute("DROP TABLE field_rollup")
-    conn.execute("ALTER TABLE field_rollup_kind RENAME TO field_rollup")
-
-
-def _migration_flip_route_texts(db: sqlite_utils.Database) -> None:
-    """flips.before_text / after_text: the route's entry in routes.yaml before and after the change, so a revert
-    restores it byte for byte; flips.reverts: on a revert, the id of the change it undid. NULL on older rows."""
-    _add_missing_columns(db, "flips", {"before_text": str, "after_text": str, "reverts": int})
-
-
-def _add_missing_columns(db: sqlite_utils.Database, table: str, columns: dict[str, type]) -> None:
-    """Add the columns a table lacks: safe on a file whose schema version was set back by hand."""
-    present = set(db.table(table).columns_dict)
-    for column, kind in columns.items():
-        if column not in present:
-            db.table(table).add_column(column, kind)
-
-
-def _migration_latency_us(db: sqlite_utils.Database) -> None:
-    """exchanges.legacy_latency_us / new_latency_us: exact durations in integer microseconds (the report's
-    percentiles are read from them); older rows are filled from the millisecond columns, which are still written."""
-    _add_missing_columns(db, "exchanges", {"legacy_latency_us": int, "new_latency_us": int})
-    db.execute(
-        "UPDATE exchanges SET legacy_latency_us = CAST(ROUND(legacy_latency_ms * 1000) AS INTEGER),"
-        " new_latency_us = CAST(ROUND(new_latency_ms * 1000) AS INTEGER)"
-        " WHERE legacy_latency_ms IS NOT NULL OR new_latency_ms IS NOT NULL"
-    )
-
-
-def _migration_replay_of(db: sqlite_utils.Database) -> None:
-    """exchanges.replay_of: for pair "replay" (made by `strangler replay`), the id of the exchange sent again."""
-    _add_missing_columns(db, "exchanges", {"replay_of": int})
-
-
-def _migration_replays_apart(db: sqlite_utils.Database) -> None:
-    """Replays written before pair "replay" existed (candidate pairs whose request id starts with "replay-") move
-    to pair "replay", their rollup counts with them, so they stop counting toward readiness. Their originals are
-    not linked (`replay_of` stays NULL: the report counts them as replayed, with no before)."""
-    conn = db.conn
-    moved = "pair = 'candidate' AND substr(request_id, 1, 7) = 'replay-'"
-    if conn.execute(f"SELECT 1 FROM exchanges WHERE {moved} LIMIT 1").fetchone() is None:
-        return
-    db.register_function(latency_bucket, name="latency_bucket", deterministic=True)
-    hour = "CAST(time / 3600 AS INTEGER) * 3600"
-    upsert = " ON CONFLICT DO UPDATE SET count = count + excluded.count"
-    selects = {
-        "route_rollup (hour, route_id, pair, outcome, reason, count)": (
-            f"SELECT {hour}, route_id, {{pair}}, outcome, COALESCE(reason, ''), {{sign}} COUNT(*) FROM exchanges"
-            f" WHERE {moved} GROUP BY 1, 2, 4, 5"
-        ),
-        "latency_rollup (hour, route_id, pair, side, bucket, count)": " UNION ALL ".join(
-            f"SELECT {hour}, route_id, {{pair}}, '{side}', latency_bucket({side}_latency_ms), {{sign}} COUNT(*)"
-            f" FROM exchanges WHERE {moved} AND {side}_latency_ms IS NOT NULL GROUP BY 1, 2, 5"
-            for side in ("legacy", "new")
-        ),
-        "field_rollup (hour, route_id, pair, grp, count)": (
-            f"SELECT {hour}, route_id, {{pair}}, grp, {{sign}} COUNT(DISTINCT exchange_id) FROM differences"
-            f" WHERE exchange_id IN (SELECT id FROM exchanges WHERE {moved}) GROUP BY 1, 2, 4"
-        ),
-    }
-    for into, select in selects.items():
-        for pair, sign in (("'replay'", ""), ("'candidate'", "-")):
-            # "WHERE true": SQLite's rule for an upsert fed by a SELECT (so ON is not read as a join's).
-            sql = f"INSERT INTO {into} SELECT * FROM ({select.format(pair=pair, sign=sign)}) WHERE true{upsert}"
-            conn.execute(sql)
-        conn.execute(f"DELETE FROM {into.split()[0]} WHERE count <= 0")
-    conn.execute(
-        f"UPDATE differences SET pair = 'replay' WHERE exchange_id IN (SELECT id FROM exchanges WHERE {moved})"
-    )
-    conn.execute(f"UPDATE exchanges SET pair = 'replay' WHERE {moved}")
-
-
-def _migration_path_rollup(db: sqlite_utils.Database) -> None:
-    """path_rollup: requests per (hour, route_id, served_by, method, path, status, latency bucket), written with
-    the traffic counts (path as in `traffic`: the template when routed, the canonical path when not; status 0 when
-    no response came; status and bucket -1 for counts written without a histogram), so `strangler inventory` has
-    each path's status mix and latency percentiles. Traffic counted before this step (meta `path_rollup_since`) has
-    no rows here: the inventory reads its requests from `traffic`."""
-    db.execute(
-        "CREATE TABLE IF NOT EXISTS path_rollup (hour INTEGER, route_id TEXT, served_by TEXT, method TEXT,"
-        " path TEXT, status INTEGER, bucket INTEGER, count INTEGER,"
-        " PRIMARY KEY (hour, route_id, served_by, method, path, status, bucket))"
-    )
-    # From this minute on, every traffic count is in path_rollup too: the inventory reads `traffic` only before it.
-    db.execute(
-        "INSERT OR REPLACE INTO meta (key, value) VALUES ('path_rollup_since', ?)", (str(int(time.time()) // 60 * 60),)
-    )
-
-
-# Applied in order at open, all pending ones in one transaction; never edit a released step, append a new one.
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
-    _migration_1,
-    _migration_2,
-    _field_rollup_kind,
-    _migration_flip_route_texts,
-    _migration_latency_us,
-    _migration_replay_of,
-    _migration_replays_apart,
-    _migration_path_rollup,
-)
-SCHEMA_VERSION = len(MIGRATIONS)
-
-
-def _schema_version(conn: sqlite3.Connection) -> int:
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone() is None:
-        return 0
-    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    return int(row[0]) if row else 0
-
-
-def _migrate(db: sqlite_utils.Database, path: Path) -> None:
-    conn = db.conn
-    if _schema_version(conn) == SCHEMA_VERSION:
-        return
-    # IMMEDIATE: two processes opening a new file at once queue here; the second then finds nothing left to do.
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        version = _schema_version(conn)
-        if version > SCHEMA_VERSION:
-            raise StoreError(f"{path}: schema version {version} is newer than this strangler ({SCHEMA_VERSION})")
-        for step in MIGRATIONS[version:]:
-            step(db)
-        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def _connect(path: Path, *, create: bool) -> sqlite_utils.Database:
@@ -275,10 +71,13 @@ def _connect(path: Path, *, create: bool) -> sqlite_utils.Database:
         db = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
         db.enable_wal()
         conn.execute("PRAGMA synchronous = NORMAL")  # safe with WAL: a power cut loses at most the last commits
-        _migrate(db, path)
+        migrate(db)
     except sqlite3.Error as e:
         conn.close()
         raise StoreError(f"{path}: {e}") from e
+    except SchemaTooNewError as e:
+        conn.close()
+        raise StoreError(f"{path}: {e}") from None
     except BaseException:
         conn.close()
         raise
@@ -412,50 +211,50 @@ class Store:
 
     def flips(self, route_id: str | None = None) -> list[FlipRecord]:
         """Recorded flips, oldest first."""
-        return queries.flips(self._conns, route_id)
+        return flip_reads.flips(self._conns, route_id)
 
     def last_flip(self, route_id: str) -> FlipRecord | None:
-        found = queries.flips(self._conns, route_id)
+        found = flip_reads.flips(self._conns, route_id)
         return found[-1] if found else None
 
     def route_stats(self, since: float | None = None, route_id: str | None = None) -> list[RouteStats]:
         """Outcome counts per route (sorted by route id) from the rollups."""
-        return queries.route_stats(self._conns, since, route_id)
+        return figures.route_stats(self._conns, since, route_id)
 
     def latency_percentiles(
         self, since: float | None = None, route_id: str | None = None, pair: Pair = "candidate"
     ) -> dict[tuple[str, str], Percentiles]:
         """(route_id, side) -> p50, p95, p99 in ms, nearest rank over the window's stored latencies (exact to the
         µs); from the histogram rollup (marked inexact) where retention deleted rows. Side is "legacy" or "new"."""
-        return queries.latency_percentiles(self._conns, since, route_id, pair)
+        return figures.latency_percentiles(self._conns, since, route_id, pair)
 
     def field_stats(
         self, since: float | None = None, route_id: str | None = None, pair: Pair = "candidate"
     ) -> list[FieldStat]:
         """Exchanges that differed per (route, field group), busiest first within a route."""
-        return queries.field_stats(self._conns, since, route_id, pair)
+        return figures.field_stats(self._conns, since, route_id, pair)
 
     def field_samples(self, route_id: str, group: str, limit: int = 50) -> list[tuple[str | None, str | None]]:
-        return queries.field_samples(self._conns, route_id, group, limit)
+        return figures.field_samples(self._conns, route_id, group, limit)
 
     def traffic_by_mode(self, since: float | None = None) -> list[TrafficRow]:
-        return queries.traffic_by_mode(self._conns, since)
+        return traffic_reads.traffic_by_mode(self._conns, since)
 
     def unrouted(self, since: float | None = None, limit: int = 20) -> list[UnroutedPath]:
         """Paths no route matched, busiest first."""
-        return queries.unrouted(self._conns, since, limit)
+        return traffic_reads.unrouted(self._conns, since, limit)
 
     def path_traffic(self, since: float | None = None) -> list[PathTraffic]:
         """Requests per (route, method, path), with status mix and legacy latency histogram: the inventory's input."""
-        return queries.path_traffic(self._conns, since)
+        return traffic_reads.path_traffic(self._conns, since)
 
     def served_by_period(self, since: float | None = None, period: int = 86400) -> list[ServedCount]:
         """Requests per (period, route, side): `strangler progress`'s input; periods are UTC days or hours."""
-        return queries.served_by_period(self._conns, since, period)
+        return traffic_reads.served_by_period(self._conns, since, period)
 
     def pair_bodies(self, route_id: str, since: float | None = None, limit: int = 5000) -> list[StoredPairBody]:
         """Stored legacy/new bodies of a route's compared pairs, newest first: `strangler contract`'s input."""
-        return queries.pair_bodies(self._conns, route_id, since, limit)
+        return exchange_reads.pair_bodies(self._conns, route_id, since, limit)
 
     def list_exchanges(
         self,
@@ -466,20 +265,20 @@ class Store:
         limit: int = 50,
         pair: Pair | None = None,
     ) -> list[ExchangeRow]:
-        return queries.list_exchanges(self._conns, route_id, outcome, field_group, since, limit, pair)
+        return exchange_reads.list_exchanges(self._conns, route_id, outcome, field_group, since, limit, pair)
 
     def get_exchange(self, exchange_id: int, source: int = 0) -> ExchangeDetail | None:
         """One exchange in full; `source` is the file index from `ExchangeRow.source` when reading several files."""
-        return queries.get_exchange(self._conns, exchange_id, source)
+        return exchange_reads.get_exchange(self._conns, exchange_id, source)
 
     def replay_pairs(self, since: float | None = None, route_id: str | None = None) -> list[ReplayPair]:
         """Replayed exchanges (pair "replay") with their originals' outcome and fields: the report's replay section."""
-        return queries.replay_pairs(self._conns, since, route_id)
+        return exchange_reads.replay_pairs(self._conns, since, route_id)
 
     def exchanges_for_replay(
         self, route_id: str | None = None, outcome: str | None = None, since: float | None = None, limit: int = 100
     ) -> list[ReplayItem]:
-        return queries.exchanges_for_replay(self._conns, route_id, outcome, since, limit)
+        return exchange_reads.exchanges_for_replay(self._conns, route_id, outcome, since, limit)
 
 
 def count_noise_only(

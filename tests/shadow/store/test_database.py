@@ -18,7 +18,8 @@ import pytest
 import sqlite_utils
 
 from proxy.config.model import Retention
-from shadow.store.database import MIGRATIONS, SCHEMA_VERSION, Store, StoreError, _field_rollup_kind
+from shadow.store.database import Store, StoreError
+from shadow.store.migrations import MIGRATIONS, SCHEMA_VERSION, _field_rollup_kind
 from shadow.store.types import LATENCY_BOUNDS_MS, Percentiles
 from shadow.store.writer import StoreWriter
 from shadow.values import Difference, DiffKind, ExchangeRecord, FlipRecord, StoredBody, TrafficCount, field_diffs

@@ -1,0 +1,31 @@
+"""SQL helpers shared by the store's read modules (`figures`, `traffic_reads`, `exchange_reads`, `flip_reads`): the
+connections they read (one per open file), WHERE clause building, and splitting a `since` into rollup hours and a
+raw partial hour."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+Conns = Sequence[sqlite3.Connection]
+
+
+def window(since: float | None) -> tuple[int | None, tuple[float, float] | None]:
+    """Split `since` into the first whole hour to read from rollups and the partial hour to read raw."""
+    if since is None:
+        return None, None
+    hour = int(since // 3600) * 3600
+    if hour == since:
+        return hour, None
+    return hour + 3600, (since, float(hour + 3600))
+
+
+def where(clauses: list[str], params: list[Any], column: str, value: object) -> None:
+    if value is not None:
+        clauses.append(f"{column} = ?")
+        params.append(value)
+
+
+def sql_where(clauses: list[str]) -> str:
+    return (" WHERE " + " AND ".join(clauses)) if clauses else ""
