@@ -1,7 +1,7 @@
 """The plain values that flow through the shadow pipeline into the store, and out of it into reports.
 
-Kept apart from `shadow.judge.compare` (the only deepdiff import) and `shadow.store.database` (with `.migrations`, the only
-sqlite-utils imports) so that every module can share them without importing either library.
+Kept apart from `shadow.judge.compare` (the only deepdiff import) and `shadow.store.database` (with `.migrations`,
+the only sqlite-utils imports) so that every module can share them without importing either library.
 """
 
 from __future__ import annotations
