@@ -23,7 +23,8 @@ from proxy.events import Headers
 from proxy.headers import decode_pairs, end_to_end_response_headers, response_head, response_headers_with
 from proxy.methods import may_resend
 from proxy.request_body import BodyStream, read_exactly, stream_body
-from proxy.upstream.transport import UpstreamPool, UpstreamResponse
+from proxy.upstream.response import UpstreamResponse
+from proxy.upstream.transport import UpstreamPool
 
 _dumps = orjson.dumps
 
