@@ -21,7 +21,7 @@ from aiohttp import web
 from proxy.config.model import Config, Limits, Mirror, Route, Upstream
 from proxy.errors import KINDS, UPSTREAM_FAULTS, ErrorKind, RequestBodyError
 from proxy.events import ExchangeObserver, ExchangeStart, Headers, ResponseSnapshot, Side
-from proxy.forwarding import FallbackAvailable, ForwardResult, ForwardTarget, base_path, error_response, forward
+from proxy.forwarding import FallbackAvailable, ForwardResult, ForwardTarget, base_path, forward
 from proxy.headers import (
     new_request_id,
     unsupported_transfer_coding,
@@ -33,6 +33,7 @@ from proxy.modes import mirror_for, serving_side, side_upstream, split_key
 from proxy.notify import notify_done, notify_served, notify_start, request_snapshot, response_snapshot, wanting
 from proxy.paths import CanonicalPath, PathError, canonical_path
 from proxy.request_body import expect_continue, read_held
+from proxy.responses import error_response
 from proxy.server import GuardedRequestHandler, UnsupportedVersionRequest
 from proxy.state import RuntimeState, Snapshot
 from proxy.websocket import forward_websocket, is_websocket_upgrade
