@@ -1,32 +1,30 @@
 """Forward one client request to one upstream and stream the answer back.
 
 `proxy.handler` calls exactly this surface. Bodies stream in both directions (constant memory, whatever their
-size); failures the client can still be told about become JSON answers by `proxy.errors.KINDS`, and a failure
-after the response head was sent aborts the client connection so a broken body never looks complete.
+size); failures the client can still be told about become JSON answers (`proxy.responses`, by
+`proxy.errors.KINDS`), and a failure after the response head was sent aborts the client connection so a broken
+body never looks complete.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TypeGuard
 
-import orjson
 from aiohttp import web
-from aiohttp.abc import AbstractStreamWriter
 from aiohttp.helpers import must_be_empty_body, should_remove_content_length
 
 from proxy.config.model import Timeouts, Upstream
-from proxy.errors import KINDS, UPSTREAM_FAULTS, ErrorKind, RequestBodyError, UpstreamError
+from proxy.errors import UPSTREAM_FAULTS, ErrorKind, RequestBodyError, UpstreamError
 from proxy.events import Headers
 from proxy.headers import decode_pairs, end_to_end_response_headers, response_head, response_headers_with
 from proxy.methods import may_resend
 from proxy.request_body import BodyStream, read_exactly, stream_body
-from proxy.upstream.transport import UpstreamPool, UpstreamResponse
-
-_dumps = orjson.dumps
-
+from proxy.responses import HeadWithBodyResponse, ProxiedResponse, SentResponse, kind_response
+from proxy.upstream.response import UpstreamResponse
+from proxy.upstream.transport import UpstreamPool
 
 # Known-length bodies up to this size are read before contacting the upstream: they can then be re-sent on a
 # fresh connection when a pooled one turns out stale, which a stream cannot.
@@ -194,7 +192,7 @@ async def _stream_response(
     cleaned = end_to_end_response_headers(upstream.raw_headers)
     # A fixed-length body is already on its way: hold the head back and send it with the first body chunk (one
     # send instead of two per response). Streams of unknown length (SSE, chunked) get their head at once.
-    response_class = _HeadWithBodyResponse if length else _ProxiedResponse
+    response_class = HeadWithBodyResponse if length else ProxiedResponse
     resp = response_class(
         status=upstream.status,
         reason=upstream.reason or None,
@@ -284,7 +282,7 @@ async def _send_whole(
     else:
         _abort_client(request)  # nothing was written: the client sees the connection drop, never a short answer
     truncated = 0 < capture < len(body)
-    return _SentResponse(status, keep_alive and error is None), ForwardResult(
+    return SentResponse(status, keep_alive and error is None), ForwardResult(
         status=status,
         upstream_status=status,
         error=error,
@@ -293,55 +291,6 @@ async def _send_whole(
         body_complete=error is None and not truncated,
         latency=asyncio.get_running_loop().time() - started,
     )
-
-
-class _SentResponse(web.StreamResponse):
-    """A response `_send_whole` has written itself. aiohttp's `finish_response` prepares and ends every response
-    a handler returns; for this one both steps have nothing left to do."""
-
-    def __init__(self, status: int, keep_alive: bool) -> None:
-        super().__init__(status=status)
-        self._sent_keep_alive = keep_alive
-
-    @property
-    def prepared(self) -> bool:
-        return True
-
-    @property
-    def keep_alive(self) -> bool | None:
-        return self._sent_keep_alive
-
-    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
-        return None
-
-    async def write_eof(self, data: bytes = b"") -> None:
-        return None
-
-
-class _ProxiedResponse(web.StreamResponse):
-    """A StreamResponse carrying an upstream's answer. aiohttp adds a Server header naming Python and aiohttp to
-    every response without one; this hop adds none (an upstream's own Server header is passed on)."""
-
-    upstream_server = False  # set when the upstream sent a Server header
-
-    async def _prepare_headers(self) -> None:
-        await super()._prepare_headers()
-        if not self.upstream_server:
-            self.headers.popall("Server", None)
-
-
-class _ErrorResponse(web.Response):
-    """strangler's own answer (JSON errors): no Server header naming Python and aiohttp either."""
-
-    async def _prepare_headers(self) -> None:
-        await super()._prepare_headers()
-        self.headers.popall("Server", None)
-
-
-class _HeadWithBodyResponse(_ProxiedResponse):
-    """A StreamResponse whose head is written together with the first body chunk (as web.Response does)."""
-
-    _send_headers_immediately = False
 
 
 def _content_length(upstream: UpstreamResponse) -> int | None:
@@ -356,35 +305,6 @@ def _abort_client(request: web.BaseRequest) -> None:
     transport = request.transport
     if transport is not None:
         transport.abort()
-
-
-def error_response(
-    status: int,
-    error: str,
-    route_id: str | None,
-    request_id: str,
-    *,
-    headers: Iterable[tuple[str, str]] = (),
-) -> web.Response:
-    """A JSON error answer generated by strangler itself: {"error", "route", "request_id"}."""
-    body = _dumps({"error": error, "route": route_id, "request_id": request_id})
-    return _ErrorResponse(
-        status=status,
-        body=body,
-        content_type="application/json",
-        headers=response_headers_with((), request_id=request_id, via="", extra=headers),
-    )
-
-
-def kind_response(
-    kind: ErrorKind, route_id: str | None, request_id: str, *, headers: Iterable[tuple[str, str]] = ()
-) -> web.Response:
-    """strangler's own answer for a failure of `kind`, by `proxy.errors.KINDS` (status, JSON name, closing)."""
-    meaning = KINDS[kind]
-    resp = error_response(meaning.status, meaning.name, route_id, request_id, headers=headers)
-    if meaning.close:
-        resp.force_close()  # the rest of the body is unread or broken: the connection cannot be reused
-    return resp
 
 
 def _refused(

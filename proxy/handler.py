@@ -20,8 +20,9 @@ from aiohttp import web
 
 from proxy.config.model import Config, Limits, Mirror, Route, Upstream
 from proxy.errors import KINDS, UPSTREAM_FAULTS, ErrorKind, RequestBodyError
-from proxy.events import ExchangeObserver, ExchangeStart, Headers, ResponseSnapshot, Side
-from proxy.forwarding import FallbackAvailable, ForwardResult, ForwardTarget, base_path, error_response, forward
+from proxy.events import ExchangeObserver, ExchangeStart, Headers, ResponseSnapshot
+from proxy.exchange import Exchange
+from proxy.forwarding import FallbackAvailable, ForwardResult, ForwardTarget, base_path, forward
 from proxy.headers import (
     new_request_id,
     unsupported_transfer_coding,
@@ -31,8 +32,9 @@ from proxy.headers import (
 )
 from proxy.modes import mirror_for, serving_side, side_upstream, split_key
 from proxy.notify import notify_done, notify_served, notify_start, request_snapshot, response_snapshot, wanting
-from proxy.paths import CanonicalPath, PathError, canonical_path
+from proxy.paths import PathError, canonical_path
 from proxy.request_body import expect_continue, read_held
+from proxy.responses import error_response
 from proxy.server import GuardedRequestHandler, UnsupportedVersionRequest
 from proxy.state import RuntimeState, Snapshot
 from proxy.websocket import forward_websocket, is_websocket_upgrade
@@ -64,42 +66,6 @@ def head_size(raw_headers: tuple[tuple[bytes, bytes], ...]) -> int:
     return sum(len(name) + len(value) + 4 for name, value in raw_headers)
 
 
-class _Exchange:
-    """One request as the steps learn about it (mitmproxy's flow, in small): `_prepare` fills the path and route,
-    `_choose` the side, `_fall_back` may move it to legacy. One object per request."""
-
-    __slots__ = (
-        "body",
-        "canon",
-        "chosen_side",
-        "fallback",
-        "peer_ip",
-        "query_string",
-        "request_id",
-        "route",
-        "route_id",
-        "side",
-        "started",
-        "upstream_name",
-    )
-
-    canon: CanonicalPath
-    query_string: str
-    route: Route | None
-    route_id: str | None
-    chosen_side: Side  # traffic is counted by the side chosen at the start, whatever fallback did
-    side: Side  # the side serving now: legacy after a fallback
-    upstream_name: str
-    fallback: bool  # the new side may fail over to legacy (route allows it, breaker closed)
-    body: bytes | None  # the body when held (mirroring, fallback), else None: forward() streams it
-
-    def __init__(self, request_id: str, started: float, peer_ip: str) -> None:
-        self.request_id = request_id
-        self.started = started
-        self.peer_ip = peer_ip
-        self.body = None
-
-
 class ProxyHandler:
     """The `web.Server` request handler. Reads `state.snapshot` once per request and keeps it to the end."""
 
@@ -114,7 +80,7 @@ class ProxyHandler:
         config = snap.config
         incoming_id = request.headers.get("X-Request-Id")
         request_id = incoming_id if incoming_id is not None and valid_request_id(incoming_id) else new_request_id()
-        ex = _Exchange(request_id, asyncio.get_running_loop().time(), request.remote or "")
+        ex = Exchange(request_id, asyncio.get_running_loop().time(), request.remote or "")
         refused = self._prepare(request, snap, ex)
         if refused is not None:
             return refused
@@ -146,7 +112,7 @@ class ProxyHandler:
         self._finish(request, result, observers, ex)
         return resp
 
-    def _prepare(self, request: web.BaseRequest, snap: Snapshot, ex: _Exchange) -> web.Response | None:
+    def _prepare(self, request: web.BaseRequest, snap: Snapshot, ex: Exchange) -> web.Response | None:
         """Refuse what must reach no back end (HTTP version, head size, Host, transfer coding, bad path, encoded
         slash); find the
         canonical path and the route. None when the request goes on."""
@@ -177,7 +143,7 @@ class ProxyHandler:
         ex.route_id = route.id if route is not None else None
         return None
 
-    def _choose(self, request: web.BaseRequest, config: Config, ex: _Exchange) -> None:
+    def _choose(self, request: web.BaseRequest, config: Config, ex: Exchange) -> None:
         """The serving side by the route's mode (`proxy.modes`); a fallback route whose breaker is open goes
         straight to legacy."""
         route = ex.route
@@ -204,7 +170,7 @@ class ProxyHandler:
         ex.fallback = fallback
 
     async def _hold_body(
-        self, request: web.BaseRequest, limits: Limits, mirror: Mirror | None, ex: _Exchange
+        self, request: web.BaseRequest, limits: Limits, mirror: Mirror | None, ex: Exchange
     ) -> web.Response | None:
         """Answer `Expect: 100-continue`; read the body when the route needs it again (a mirror's copy, a fallback's
         re-send), within its size and idle limits. A refusal when the body cannot be read."""
@@ -229,7 +195,7 @@ class ProxyHandler:
         config: Config,
         mirror: Mirror | None,
         fwd_headers: list[tuple[str, str]],
-        ex: _Exchange,
+        ex: Exchange,
     ) -> list[ExchangeObserver] | tuple[()]:
         """Tell the listeners that want this request (a mirroring route) before the primary is sent."""
         listeners = wanting(self._state.hooks, ex.route, ex.side, request.method)
@@ -242,7 +208,7 @@ class ProxyHandler:
         return notify_start(listeners, start)
 
     def _fall_back(
-        self, request: web.BaseRequest, config: Config, exc: FallbackAvailable, ex: _Exchange
+        self, request: web.BaseRequest, config: Config, exc: FallbackAvailable, ex: Exchange
     ) -> tuple[Upstream, list[tuple[str, str]]]:
         """The new side failed before answering a fallback route: record the failure and move the request to
         legacy (`ex` then names it); its upstream and headers."""
@@ -260,7 +226,7 @@ class ProxyHandler:
         request: web.BaseRequest,
         result: ForwardResult,
         observers: list[ExchangeObserver] | tuple[()],
-        ex: _Exchange,
+        ex: Exchange,
     ) -> None:
         """Feed the breaker and the metrics, and tell the listeners the primary is done."""
         state = self._state
@@ -284,7 +250,7 @@ class ProxyHandler:
             )
 
     def _notify_gone(
-        self, request: web.BaseRequest, observers: list[ExchangeObserver] | tuple[()], ex: _Exchange
+        self, request: web.BaseRequest, observers: list[ExchangeObserver] | tuple[()], ex: Exchange
     ) -> None:
         """The client went away (or the task was cancelled): listeners still hear that the primary ended."""
         if observers:
@@ -301,7 +267,7 @@ class ProxyHandler:
         fwd_headers: list[tuple[str, str]],
         capture: int,
         allow_fallback: bool,
-        ex: _Exchange,
+        ex: Exchange,
     ) -> tuple[web.StreamResponse, ForwardResult]:
         slot = self._state.pools[upstream.name]
         route = ex.route
@@ -361,7 +327,7 @@ class ProxyHandler:
             resp.force_close()
         return resp
 
-    async def _websocket(self, request: web.BaseRequest, config: Config, ex: _Exchange) -> web.StreamResponse:
+    async def _websocket(self, request: web.BaseRequest, config: Config, ex: Exchange) -> web.StreamResponse:
         state = self._state
         upstream = config.upstreams[ex.upstream_name]
         session = state.ws_session

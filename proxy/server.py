@@ -22,9 +22,9 @@ from aiohttp.http_parser import HttpRequestParser, RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import ERROR, RequestHandler, _ErrInfo
 
-from proxy.forwarding import error_response
 from proxy.headers import new_request_id
 from proxy.metrics import Metrics
+from proxy.responses import error_response
 from proxy.state import RuntimeState
 
 log = logging.getLogger("strangler.proxy")

@@ -15,7 +15,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from yarl import URL
 
 from proxy.config.model import Timeouts, Upstream
-from proxy.forwarding import error_response, kind_response
+from proxy.responses import error_response, kind_response
 from proxy.tasks import TaskOwner
 
 MAX_MESSAGE = 4 * 1024 * 1024  # aiohttp's default per message, on both sides

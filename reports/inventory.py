@@ -17,7 +17,8 @@ from urllib.parse import unquote
 
 from proxy.config.model import Route
 from proxy.paths import PathError, canonical_path
-from proxy.routing import RouteTable, Template, TemplateError, parse_template, typed_matchers
+from proxy.routing import RouteTable
+from proxy.templates import Template, TemplateError, parse_template, typed_matchers
 from shadow.store.types import PathTraffic, histogram_percentile
 
 SLUG_MIN = 10  # distinct non-id values at one position before it becomes a parameter

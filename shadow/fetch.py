@@ -19,7 +19,8 @@ from proxy.errors import ErrorKind, UpstreamError
 from proxy.events import RequestSnapshot, ResponseSnapshot, Side
 from proxy.headers import HOP_BY_HOP, end_to_end_response_headers, upstream_host
 from proxy.methods import SAFE_METHODS
-from proxy.upstream.transport import UpstreamPool, UpstreamResponse
+from proxy.upstream.response import UpstreamResponse
+from proxy.upstream.transport import UpstreamPool
 
 log = logging.getLogger("strangler.shadow")
 

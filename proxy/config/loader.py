@@ -45,7 +45,8 @@ from proxy.config.model import (
 from proxy.config.schema import TOP
 from proxy.config.yaml_walk import Issues, Table, Walker, describe_node, node_line, suggest
 from proxy.modes import key_allowed
-from proxy.routing import AmbiguousRoutesError, RouteTable, TemplateError, parse_template
+from proxy.routing import AmbiguousRoutesError, RouteTable
+from proxy.templates import TemplateError, parse_template
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance

@@ -7,7 +7,8 @@ jars, tracing) is most of a pass-through proxy's CPU (../shared/PERF-NOTES.md). 
 websockets and rare paths.
 
 Errors: the `UpstreamError` tree of `proxy.errors` (connect, pool_timeout, timeout, reset; "error" for a
-request-side fault). `_FAILURES` maps the wire layer's `H1Failure` onto it.
+request-side fault); `proxy.upstream.response.public_error` maps the wire layer's `H1Failure` onto it. The
+response a request returns, `UpstreamResponse`, lives in `proxy.upstream.response`.
 """
 
 from __future__ import annotations
@@ -18,14 +19,10 @@ import ssl
 from collections import deque
 from collections.abc import AsyncIterable, Iterable
 
-from aiohttp.http_parser import RawResponseMessage
-from aiohttp.streams import StreamReader
-from multidict import CIMultiDictProxy
 from yarl import URL
 
 from proxy.config.model import Timeouts
 from proxy.errors import (
-    ErrorKind,
     UpstreamConnectError,
     UpstreamError,
     UpstreamPoolTimeout,
@@ -35,6 +32,7 @@ from proxy.errors import (
 from proxy.methods import may_resend
 from proxy.upstream._h1 import H1Connection
 from proxy.upstream.h1_protocol import H1Failure, encode_head
+from proxy.upstream.response import UpstreamResponse, public_error
 
 __all__ = [
     "UpstreamConnectError",
@@ -42,73 +40,14 @@ __all__ = [
     "UpstreamPool",
     "UpstreamPoolTimeout",
     "UpstreamReset",
-    "UpstreamResponse",
     "UpstreamTimeout",
 ]
 
 
-# H1Failure.kind → the public exception (httpx's map_httpcore_exceptions, as a table).
-_FAILURES: dict[ErrorKind, type[UpstreamError]] = {"reset": UpstreamReset, "timeout": UpstreamTimeout}
 POOL_TIMEOUT = Timeouts().pool  # seconds a request waits for a free connection when the caller names none
 # Methods whose servers expect a length even for an empty body (RFC 9110 §8.6: "SHOULD send Content-Length: 0").
 _LENGTH_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _CLOSE_GRACE = 2.0  # seconds pool.close() waits for sockets to finish closing before aborting them
-
-
-def _public(failure: H1Failure) -> UpstreamError:
-    cls = _FAILURES.get(failure.kind, UpstreamError)
-    return cls(str(failure), sent=failure.sent, responded=failure.responded)
-
-
-class UpstreamResponse:
-    """A response head with a streamed body. Read with `read()` until it returns b"", then `close()`.
-
-    `close()` returns the connection to the pool only when the body was read completely and the upstream did not
-    ask to close it; otherwise the connection is discarded. Always call it (use try/finally).
-    """
-
-    __slots__ = ("_conn", "_payload", "_pool", "headers", "raw_headers", "reason", "status", "version")
-
-    status: int
-    reason: str
-    version: tuple[int, int]
-    headers: CIMultiDictProxy[str]
-    raw_headers: tuple[tuple[bytes, bytes], ...]
-
-    def __init__(self, pool: UpstreamPool, conn: H1Connection, msg: RawResponseMessage, payload: StreamReader) -> None:
-        self._pool: UpstreamPool | None = pool
-        self._conn = conn
-        self._payload = payload
-        self.status = msg.code
-        self.reason = msg.reason
-        self.version = msg.version
-        self.headers = msg.headers
-        self.raw_headers = msg.raw_headers
-
-    async def read(self) -> bytes:
-        """The next body chunk; b"" at the end. Raises UpstreamReset / UpstreamTimeout mid-body."""
-        try:
-            return await self._payload.readany()
-        except H1Failure as failure:
-            raise _public(failure) from None
-        except (RuntimeError, ValueError, OSError) as err:  # the reader's own "Connection closed." and kin
-            raise UpstreamReset(f"upstream body broke: {err}", sent=True, responded=True) from err
-
-    def read_complete(self) -> bytes | None:
-        """The whole body when all of it has already arrived (a small response usually comes in the packet that
-        carried the head), else None; afterwards read() returns b"". Saves the read() round trips."""
-        payload = self._payload
-        if not payload.is_eof() or payload.exception() is not None:
-            return None
-        return payload.read_nowait()
-
-    def close(self) -> None:
-        pool = self._pool
-        if pool is None:
-            return
-        self._pool = None
-        if self._conn.finish():
-            pool._release(self._conn)
 
 
 class UpstreamPool:
@@ -222,7 +161,7 @@ class UpstreamPool:
             except H1Failure as failure:
                 stale = conn.reused and failure.kind == "reset" and not failure.responded
                 if not (retry_stale and stale and may_resend(method, sent=failure.sent)):
-                    raise _public(failure) from None
+                    raise public_error(failure) from None
                 # The keep-alive race: the upstream closed this idle connection as the request went out. Other
                 # idle connections may be just as dead (an upstream restart), so open a new one.
                 conn = await self._acquire(loop, connect_timeout, pool_timeout, fresh=True)
@@ -231,7 +170,7 @@ class UpstreamPool:
                         head, data, head_only=head_only, close=close, read_timeout=read_timeout
                     )
                 except H1Failure as again:
-                    raise _public(again) from None
+                    raise public_error(again) from None
             return UpstreamResponse(self, conn, msg, payload)
 
         conn = self._pop_idle() or await self._acquire(loop, connect_timeout, pool_timeout)
@@ -240,7 +179,7 @@ class UpstreamPool:
                 head, stream, length=content_length, head_only=head_only, close=close, read_timeout=read_timeout
             )
         except H1Failure as failure:
-            raise _public(failure) from None
+            raise public_error(failure) from None
         return UpstreamResponse(self, conn, msg, payload)
 
     async def close(self) -> None:

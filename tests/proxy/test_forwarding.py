@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
 from proxy.config.model import Timeouts
-from proxy.forwarding import error_response
+from proxy.responses import error_response
 from proxy.upstream.transport import UpstreamConnectError
 from tests.proxy.fwd_fixtures import (
     LOG,

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from proxy.config.model import Match, Route
 from proxy.paths import PathError, canonical_path
-from proxy.routing import AmbiguousRoutesError, RouteTable, TemplateError, parse_template
+from proxy.routing import AmbiguousRoutesError, RouteTable
+from proxy.templates import TemplateError, parse_template
 
 TEMPLATES = ("/admin/**", "/api/orders/{id:int}", "/api/orders", "/Files/{name}", "/static/*/x", "/a/b")
 

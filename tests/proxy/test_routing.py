@@ -7,14 +7,8 @@ from multidict import CIMultiDict
 
 from proxy.config.model import Match, Route
 from proxy.paths import canonical_path
-from proxy.routing import (
-    AmbiguousRoutesError,
-    RouteMatch,
-    RouteTable,
-    TemplateError,
-    parse_template,
-    typed_matchers,
-)
+from proxy.routing import AmbiguousRoutesError, RouteMatch, RouteTable
+from proxy.templates import TemplateError, parse_template, typed_matchers
 
 UUID = "3f2b8c1e-9a4d-4e6f-8b2a-1c0d9e8f7a6b"
 

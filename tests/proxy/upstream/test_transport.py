@@ -13,13 +13,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
+from proxy.upstream.response import UpstreamResponse
 from proxy.upstream.transport import (
     UpstreamConnectError,
     UpstreamError,
     UpstreamPool,
     UpstreamPoolTimeout,
     UpstreamReset,
-    UpstreamResponse,
     UpstreamTimeout,
 )
 from tests.proxy.app_fixtures import wait_until
