@@ -1,4 +1,4 @@
-"""The private aiohttp names strangler relies on (proxy/server.py, proxy/forwarding.py) exist in the installed aiohttp.
+"""The private aiohttp names strangler relies on (proxy/server.py, proxy/responses.py) exist in the installed aiohttp.
 
 aiohttp is pinned to a minor range (pyproject.toml); when a new minor is allowed, this test names exactly what
 moved, instead of the proxy failing at its first connection.
@@ -72,7 +72,7 @@ async def test_request_parser_stops_after_each_message_when_asked() -> None:
 
 
 def test_stream_response_prepares_headers_in_an_overridable_method() -> None:
-    """proxy/forwarding.py overrides StreamResponse._prepare_headers to take back aiohttp's default Server header."""
+    """proxy/responses.py overrides StreamResponse._prepare_headers to take back aiohttp's default Server header."""
     assert callable(getattr(web.StreamResponse, "_prepare_headers", None))
     assert callable(getattr(web.Response, "_prepare_headers", None))
 
