@@ -18,7 +18,8 @@ import orjson
 
 from benchmarks.compare_micro import order_document, rates, snapshot
 from proxy.config.model import Compare
-from shadow.judge.compare import _json_differences, _parsed, compare_responses, deepdiff_differences
+from shadow.judge.bodies import compared_document
+from shadow.judge.compare import _json_differences, compare_responses, deepdiff_differences
 from shadow.values import Difference
 
 TARGET = 5_000
@@ -84,7 +85,7 @@ def measure(seconds: float) -> tuple[int, list[Row]]:
         legacy, new = snapshot("legacy", legacy_body), snapshot("new", new_body)
 
         def judge(differ: Differ, a: bytes = legacy_body, b: bytes = new_body, r: Compare = rules) -> int:
-            return len(differ(_parsed(a, r), _parsed(b, r), r))
+            return len(differ(compared_document(a, r), compared_document(b, r), r))
 
         count = judge(_json_differences)
         uses_deepdiff = bool(compare_responses(legacy, new, rules).deepdiff_arrays)

@@ -23,7 +23,8 @@ from cli.output import CliError, ConfigOption, print_line, print_renderable
 from proxy.config.loader import load_config
 from proxy.config.model import Config
 from proxy.config.units import BadValue, parse_duration
-from reports.export import to_html, to_json, to_junit, to_markdown
+from reports.export import to_json, to_junit, to_markdown
+from reports.export_html import to_html
 from reports.progress import Progress
 from reports.render import render_report
 from reports.summary import UnknownRouteError, build_report

@@ -3,6 +3,8 @@
 Equal raw bytes, equal decoded bytes, or strictly equal parsed JSON (after ignores) are a match at once. JSON that
 differs is walked once by `shadow.judge.jsondiff`, which finds every difference; deepdiff (milliseconds per call,
 ../shared/PERF-NOTES.md) runs only to pair the elements of an order-blind array that really differs.
+Headers and bodies are taken apart (decoded, compared as JSON, text or bytes) by `shadow.judge.bodies`; this module
+keeps the verdict, the assembly of the differences and everything deepdiff does.
 Pure and thread-safe: the shadow runner calls `compare_responses` from worker threads.
 """
 
@@ -20,35 +22,26 @@ from deepdiff import DeepDiff
 from deepdiff.helper import notpresent
 
 from proxy.config.model import Compare
-from proxy.events import Headers, ResponseSnapshot
+from proxy.events import ResponseSnapshot
+from shadow.judge.bodies import body_differences, body_problems, decoded_bodies, header_differences, json_equal
 from shadow.judge.jsondiff import json_differences
 from shadow.judge.jsonpath import (
     PathStep,
-    apply_ignores,
     compile_path,
     format_path,
     group_path,
     is_order_insensitive,
-    order_blind,
     path_matches,
 )
 from shadow.judge.normalize import (
     UndecodableBody,
     body_kind,
     canonical_json,
-    decode_content,
     header_view,
-    parse_json,
-    same_header_value,
     same_header_views,
 )
 from shadow.judge.origins import Origins, noted, unify_pair
-from shadow.judge.textdiff import (
-    binary_differences,
-    render_optional,
-    render_value,
-    text_differences,
-)
+from shadow.judge.textdiff import render_value
 from shadow.values import Comparison, Difference, DiffKind, Outcome, field_diffs
 
 log = logging.getLogger("strangler.shadow.compare")
@@ -158,8 +151,8 @@ def compare_responses(legacy: ResponseSnapshot, new: ResponseSnapshot, rules: Co
     diffs: list[Difference] = []
     if legacy.status != new.status:
         diffs.append(Difference("status", "status", "changed", str(legacy.status), str(new.status)))
-    diffs.extend(_header_differences(legacy, new, rules))
-    body_diffs, notes, deepdiff_arrays = _body_differences(legacy, new, rules)
+    diffs.extend(header_differences(legacy, new, rules))
+    body_diffs, notes, deepdiff_arrays = body_differences(legacy, new, rules, _json_differences)
     diffs.extend(body_diffs)
     diffs.sort(key=_order_key)
     fields, total = field_diffs(diffs), len(diffs)  # exact, before the storage cap
@@ -209,10 +202,10 @@ def is_fast_match(legacy: ResponseSnapshot, new: ResponseSnapshot, rules: Compar
         header_view(legacy.headers, rules), header_view(new.headers, rules)
     ):
         return False
-    if _body_problems(legacy, new):
+    if body_problems(legacy, new):
         return False
     try:
-        a, b, content_type = _decoded_bodies(legacy, new)
+        a, b, content_type = decoded_bodies(legacy, new)
     except UndecodableBody:
         return False
     if a is b or a == b:
@@ -220,121 +213,9 @@ def is_fast_match(legacy: ResponseSnapshot, new: ResponseSnapshot, rules: Compar
     if body_kind(content_type) != "json":
         return False
     try:
-        return _json_equal(a, b, rules)
+        return json_equal(a, b, rules)
     except (ValueError, RecursionError):
         return False
-
-
-# --- headers ----------------------------------------------------------------------------------------------------
-
-
-def _header_differences(legacy: ResponseSnapshot, new: ResponseSnapshot, rules: Compare) -> list[Difference]:
-    view_a, view_b = header_view(legacy.headers, rules), header_view(new.headers, rules)
-    if view_a == view_b:
-        return []
-    out = []
-    for name in sorted(view_a.keys() | view_b.keys()):
-        a, b = view_a.get(name), view_b.get(name)
-        if same_header_value(name, a, b):
-            continue
-        kind: DiffKind = "added" if a is None else "removed" if b is None else "changed"
-        path = f"header.{name}"
-        out.append(Difference(path, path, kind, render_optional(a), render_optional(b)))
-    return out
-
-
-# --- bodies -----------------------------------------------------------------------------------------------------
-
-
-def _entity_headers(headers: Headers) -> tuple[str | None, str | None]:
-    """Content-Type and Content-Encoding in one pass over the headers."""
-    content_type = encoding = None
-    for key, value in headers:
-        name = key.lower()
-        if name == "content-type":
-            content_type = content_type or value
-        elif name == "content-encoding":
-            encoding = encoding or value
-    return content_type, encoding
-
-
-def _same_coding(a: str | None, b: str | None) -> bool:
-    return a == b or (a or "identity").strip().lower() == (b or "identity").strip().lower()
-
-
-def _decoded_bodies(legacy: ResponseSnapshot, new: ResponseSnapshot) -> tuple[bytes, bytes, str | None]:
-    """Both bodies without their Content-Encoding, and the Content-Type to judge them by (legacy's first).
-
-    Byte-equal bodies with the same coding come back as the same object, undecoded. Raises UndecodableBody.
-    """
-    type_a, coding_a = _entity_headers(legacy.headers)
-    type_b, coding_b = _entity_headers(new.headers)
-    raw_a, raw_b = legacy.body or b"", new.body or b""
-    if raw_a == raw_b and _same_coding(coding_a, coding_b):
-        return raw_a, raw_a, type_a or type_b
-    return decode_content(coding_a, raw_a), decode_content(coding_b, raw_b), type_a or type_b
-
-
-def _body_problems(legacy: ResponseSnapshot, new: ResponseSnapshot) -> list[str]:
-    problems = []
-    for label, snap in (("legacy", legacy), ("new", new)):
-        if snap.body is None:
-            problems.append(f"{label} body not captured")
-        elif not snap.body_complete:
-            problems.append(f"{label} body incomplete")
-    return problems
-
-
-def _body_differences(
-    legacy: ResponseSnapshot, new: ResponseSnapshot, rules: Compare
-) -> tuple[list[Difference], list[str], list[str]]:
-    """The bodies' differences, the notes on how they were compared, and the arrays deepdiff paired."""
-    problems = _body_problems(legacy, new)
-    if problems:
-        # A cut or missing body would only produce differences that are not there.
-        return [], ["body not compared: " + ", ".join(problems)], []
-    notes: list[str] = []
-    paired: list[str] = []
-    try:
-        a, b, content_type = _decoded_bodies(legacy, new)
-    except UndecodableBody as exc:
-        notes.append(f"body compared as bytes: {exc}")
-        return binary_differences(legacy.body or b"", new.body or b""), notes, paired
-    if a is b or a == b:
-        return [], [], paired
-    kind = body_kind(content_type)
-    if kind == "json":
-        try:
-            equal = _json_equal(a, b, rules)
-            # Parsed again: the fast check sorted its copies, and reported indexes must be the documents' own.
-            diffs = [] if equal else _json_differences(_parsed(a, rules), _parsed(b, rules), rules, notes, paired)
-        except ValueError:
-            notes.append("body compared as text: not valid JSON")
-            kind = "text"
-        except RecursionError:  # nested deeper than the stack allows (orjson itself parses 1,024 levels)
-            notes.append("body compared as text: JSON nested too deeply")
-            kind = "text"
-        else:
-            return diffs, notes, paired
-    if kind == "text":
-        return text_differences(a, b, content_type, notes), notes, paired
-    return binary_differences(a, b), notes, paired
-
-
-def _parsed(data: bytes, rules: Compare) -> object:
-    """The document without its ignored fields (edited in place: nobody else holds it). Raises ValueError."""
-    return apply_ignores(parse_json(data), rules.ignore_fields, in_place=True)
-
-
-def _json_equal(a: bytes, b: bytes, rules: Compare) -> bool:
-    """Equal as JSON after ignores (and order-blind where asked). Raises ValueError when either is not JSON.
-
-    Canonical bytes, not `==`: Python says true == 1 and 0 == false, JSON does not. One sorted dump per side
-    costs less than `==` plus a check for that.
-    """
-    doc_a = order_blind(_parsed(a, rules), rules.ignore_order, in_place=True)
-    doc_b = order_blind(_parsed(b, rules), rules.ignore_order, in_place=True)
-    return canonical_json(doc_a) == canonical_json(doc_b)
 
 
 def _json_differences(

@@ -18,57 +18,39 @@ Failure never reaches the client:
   as a row, or as a counted drop (`strangler_shadow_mirrored_total` = stored + dropped by reason);
 - on shutdown (after the proxy drained) the worker is told to close: it lets in-flight copies finish, compares
   what is queued and flushes every row before it exits.
+
+Starting the worker process, restarting it and killing it when silent is `shadow.worker.supervisor`'s job; the bridge
+is told when a worker connects, goes and comes back, and keeps the frames and the accounting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
-import socket
-import subprocess
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from proxy.config.model import Config
 from proxy.events import ExchangeListener, ExchangeObserver, ExchangeStart, ResponseSnapshot
-from proxy.metrics import WORKER_RESTARTS, Counter, Metrics
+from proxy.metrics import WORKER_RESTARTS, Counter
 from proxy.state import RuntimeState
 from proxy.tasks import TaskOwner
 from shadow.plan import TrafficCounting, plan_mirror
 from shadow.records import TrafficTally
 from shadow.redact import key_path_for, load_or_create_key
 from shadow.store.database import Store
-from shadow.worker.wire import (
-    FrameReader,
-    Message,
-    WireError,
-    apply_metric_changes,
-    config_message,
-    frame,
-    primary_message,
-    read_settled,
-    start_message,
-    traffic_message,
-)
+from shadow.worker.supervisor import SILENT_AFTER, WorkerSupervisor
+from shadow.worker.wire import Message, config_message, frame, primary_message, start_message, traffic_message
 
 log = logging.getLogger("strangler.shadow.bridge")
 
 TRAFFIC_FLUSH = 1.0  # seconds between traffic-count messages
 LAZY_FLUSH = 0.005  # seconds frames nothing waits for (primaries, traffic) may gather before they are written
-RESTART_FIRST = 0.5  # seconds before the first restart of a worker that died; doubles up to RESTART_MAX
-RESTART_MAX = 30.0
-HEALTHY = 60.0  # a worker that ran this long before dying restarts after RESTART_FIRST again
-SOCKET_BUFFER = 4 * 1024 * 1024  # kernel buffer of the stream, so bursts rarely wait in user space
 RESTART_METRIC = WORKER_RESTARTS
 MIRRORED_METRIC = "strangler_shadow_mirrored_total"
 WORKER_LOST = "worker_lost"
 DROP_WARN_EVERY = 10.0  # seconds between log lines about dropped copies
-SILENT_AFTER = 30.0  # seconds without a report (the worker sends one every 0.25 s) before a worker counts as stuck
-STARTUP_SILENCE = 60.0  # the same before its first word: starting (imports, opening the store) may be slow
-_SOURCE_ROOT = str(Path(__file__).resolve().parents[2])  # the worker runs the same code as this process
 
 
 class _Sent:
@@ -81,40 +63,6 @@ class _Sent:
 
     def primary_done(self, primary: ResponseSnapshot) -> None:
         self.bridge._primary_done(self, primary)
-
-
-class _WorkerStream(asyncio.Protocol):
-    """The proxy's end of the stream: reads the worker's metric reports."""
-
-    def __init__(
-        self, metrics: Metrics, ready: asyncio.Future[None], on_settled: Callable[[tuple[int, ...]], None]
-    ) -> None:
-        self._metrics = metrics
-        self._ready = ready
-        self._on_settled = on_settled
-        self._reader = FrameReader()
-        self._loop = asyncio.get_running_loop()
-        self.heard = self._loop.time()  # when the worker last sent anything (it reports every 0.25 s)
-        self.spoke = False  # it has sent something: it is past its start-up (imports, opening the store)
-        self.closed: asyncio.Future[None] = self._loop.create_future()
-
-    def data_received(self, data: bytes) -> None:
-        self.heard = self._loop.time()
-        self.spoke = True
-        try:
-            for message in self._reader.feed(data):
-                if message[0] == "metrics":
-                    apply_metric_changes(self._metrics, message)
-                elif message[0] == "settled":
-                    self._on_settled(read_settled(message))
-                elif message[0] == "ready" and not self._ready.done():
-                    self._ready.set_result(None)
-        except (WireError, ValueError, TypeError, IndexError):  # never let a bad report disturb the proxy
-            log.exception("shadow worker sent an unreadable report")
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
 
 
 class ShadowBridge(TrafficCounting):
@@ -133,7 +81,6 @@ class ShadowBridge(TrafficCounting):
         self._loop = asyncio.get_running_loop()
         self._state = state
         self._metrics = state.metrics
-        self._db = db
         self._max_backlog = max_backlog
         self._close_deadline = close_deadline
         self._rand = rand
@@ -162,14 +109,10 @@ class ShadowBridge(TrafficCounting):
         self._drops_logged_at = -DROP_WARN_EVERY
         self._drops_unlogged = 0
         self._closing = False
-        self._proc: asyncio.subprocess.Process | None = None
-        self._stream: _WorkerStream | None = None
-        self._silent_after = silent_after
-        # Set when the first worker has its store open (or has died trying): `ready()` waits for it.
-        self._first_ready: asyncio.Future[None] = self._loop.create_future()
+        self._worker = WorkerSupervisor(self, db, state.metrics, max_backlog=max_backlog, silent_after=silent_after)
         self._tasks = TaskOwner("shadow-bridge")
         self._send_config(state.config)
-        self._supervisor = self._tasks.start(self._supervise(), name="shadow-worker")
+        self._supervision = self._tasks.start(self._worker.supervise(), name="shadow-worker")
         self._flusher = self._tasks.start(self._flush_traffic_every(TRAFFIC_FLUSH), name="shadow-bridge-traffic")
 
     @classmethod
@@ -214,12 +157,6 @@ class ShadowBridge(TrafficCounting):
             return None
         return _Sent(self, self._seq, self._generation)
 
-    def _settled(self, seqs: tuple[int, ...]) -> None:
-        """The worker wrote these starts' rows: nothing more to account for."""
-        unsettled = self._unsettled
-        for seq in seqs:
-            unsettled.pop(seq, None)
-
     def _warn_drops(self, reason: str, backlog: int) -> None:
         """At most one log line per DROP_WARN_EVERY seconds while copies are being dropped, with their count."""
         self._drops_unlogged += 1
@@ -242,12 +179,12 @@ class ShadowBridge(TrafficCounting):
     async def ready(self) -> None:
         """Until the first worker can take copies (its store open), so the proxy's first requests do not all
         reach it as one burst; also returns if that worker died first. `start_proxy` bounds the wait."""
-        await asyncio.shield(self._first_ready)
+        await asyncio.shield(self._worker.first_ready)
 
     @property
     def worker_pid(self) -> int | None:
         """The running worker's process id (None before it started or while it is down)."""
-        proc = self._proc
+        proc = self._worker.proc
         return proc.pid if proc is not None and proc.returncode is None and self._up else None
 
     def backlog(self) -> int:
@@ -302,89 +239,28 @@ class ShadowBridge(TrafficCounting):
         counts = self._traffic.drain()
         if counts:  # while the worker is down, kept for the next one
             self._send(traffic_message(counts), soon=False)
-        self._check_alive()
+        self._worker.check_alive()
 
-    def _check_alive(self) -> None:
-        """Kill a worker that stopped reporting (its loop is stuck: it would only ever drop copies from now on);
-        the supervisor then starts a new one."""
-        stream, proc = self._stream, self._proc
-        if stream is None or proc is None or proc.returncode is not None or self._closing:
-            return
-        silent = self._loop.time() - stream.heard
-        if silent > (self._silent_after if stream.spoke else max(self._silent_after, STARTUP_SILENCE)):
-            log.error("shadow worker (pid %d) silent for %.0fs; killing it so a new one takes over", proc.pid, silent)
-            proc.kill()
+    # --- the worker's life (`WorkerOwner`: told by the supervisor) ---------------------------------------------
 
-    # --- the worker process ------------------------------------------------------------------------------------
+    @property
+    def closing(self) -> bool:
+        return self._closing
 
-    async def _supervise(self) -> None:
-        delay = RESTART_FIRST
-        while True:
-            began = self._loop.time()
-            try:
-                code = await self._run_worker()
-            except OSError:
-                log.exception("could not start the shadow worker")
-                code = None
-            if not self._first_ready.done():
-                self._first_ready.set_result(None)  # it died before it was ready: do not hold up the proxy
-            if self._closing:
-                return
-            self._worker_lost()
-            if self._loop.time() - began > HEALTHY:
-                delay = RESTART_FIRST
-            log.error("shadow worker exited (code %s); copies are dropped until it restarts in %.1fs", code, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RESTART_MAX)
-            self._restart()  # (a close during the sleep cancels this task)
+    def worker_connected(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._flush()
 
-    async def _run_worker(self) -> int:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
-            theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
-            env = dict(os.environ)
-            env["PYTHONPATH"] = os.pathsep.join(p for p in (_SOURCE_ROOT, env.get("PYTHONPATH")) if p)
-            self._proc = proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "shadow.worker.process",
-                "--fd",
-                str(theirs.fileno()),
-                "--db",
-                str(self._db),
-                pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,  # signals to the terminal's group do not cut it short; it stops on "close"
-            )
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        try:
-            stream = _WorkerStream(self._metrics, self._first_ready, self._settled)
-            # (uvloop's socket transports are not asyncio.Transport subclasses, but they have its methods.)
-            transport, _ = await self._loop.connect_accepted_socket(lambda: stream, ours)
-            transport.set_write_buffer_limits(high=self._max_backlog * 2)  # our backlog check comes first
-            self._transport = transport
-            self._stream = stream
-            self._flush()
-            try:
-                await stream.closed
-            finally:
-                self._transport = None
-                self._stream = None
-                transport.abort()
-            return await proc.wait()
-        except BaseException:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-            raise
+    def worker_disconnected(self) -> None:
+        self._transport = None
 
-    def _worker_lost(self) -> None:
+    def worker_settled(self, seqs: tuple[int, ...]) -> None:
+        """The worker wrote these starts' rows: nothing more to account for."""
+        unsettled = self._unsettled
+        for seq in seqs:
+            unsettled.pop(seq, None)
+
+    def worker_lost(self) -> None:
         """Forget what was meant for the dead worker: its copies cannot be paired by another one."""
         self._up = False
         self._lost_with_worker = list(self._unsettled)
@@ -399,7 +275,7 @@ class ShadowBridge(TrafficCounting):
         for stage in ("candidates", "compare", "store"):  # its gauges, last reported, no longer hold
             self._metrics.shadow_queue.set((stage,), 0)
 
-    def _restart(self) -> None:
+    def worker_restarting(self) -> None:
         """A new worker: the config goes first, then what was kept meanwhile (drop rows, traffic counts)."""
         self._restarts.inc()
         self._generation += 1
@@ -431,13 +307,13 @@ class ShadowBridge(TrafficCounting):
             self._send(("close",))
             self._flush()
             try:
-                await asyncio.wait_for(asyncio.shield(self._supervisor), self._close_deadline)
+                await asyncio.wait_for(asyncio.shield(self._supervision), self._close_deadline)
             except TimeoutError:
                 log.error("shadow worker still running %.0fs after close; killing it", self._close_deadline)
         for handle in (self._flush_handle, self._lazy_handle):
             if handle is not None:
                 handle.cancel()
-        await self._tasks.close()  # a worker still running is killed by _run_worker's cancellation
+        await self._tasks.close()  # a worker still running is killed when its supervision is cancelled
         self._metrics.shadow_queue.set(("worker_stream",), 0)
         for message, counted in self._unsettled.values():  # no worker left to write their rows: counted only
             if not counted:

@@ -12,7 +12,8 @@ from xml.etree import ElementTree as ET
 import pytest
 
 from proxy.config.loader import load_config
-from reports.export import latency_svg, report_document, to_html, to_json, to_junit, to_markdown
+from reports.export import report_document, to_json, to_junit, to_markdown
+from reports.export_html import latency_svg, to_html
 from reports.summary import Report, build_report
 from shadow.store.database import Store
 from tests.reports.report_fixtures import Filled, fill

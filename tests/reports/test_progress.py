@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reports.export import progress_svg
+from reports.export_html import progress_svg
 from reports.progress import build_progress, progress_document, sparkline
 from shadow.store.types import ServedCount
 from shadow.values import FlipRecord
