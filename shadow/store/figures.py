@@ -13,7 +13,7 @@ from collections import Counter
 from typing import Any, cast
 
 from proxy.percentiles import percentile
-from shadow.store.read_sql import Conns, sql_where, where, window
+from shadow.store.read_sql import Conns, rollup_filter, sql_where, where, window
 from shadow.store.types import (
     LATENCY_BUCKETS,
     FieldStat,
@@ -32,12 +32,7 @@ def outcome_counts(conn: sqlite3.Connection, since: float | None, route_id: str 
     """(route_id, pair, outcome, reason) -> exchanges, reason "" when there is none."""
     first_hour, partial = window(since)
     counts: Counter[tuple[str, ...]] = Counter()
-    clauses: list[str] = []
-    params: list[Any] = []
-    where(clauses, params, "route_id", route_id)
-    if first_hour is not None:
-        clauses.append("hour >= ?")
-        params.append(first_hour)
+    clauses, params = rollup_filter(first_hour, route_id)
     sql = (
         f"SELECT route_id, pair, outcome, reason, SUM(count) FROM route_rollup{sql_where(clauses)} GROUP BY 1, 2, 3, 4"
     )
@@ -105,11 +100,7 @@ def latency_histograms(
     def add(rid: str, side: str, bucket: int, count: int) -> None:
         hists.setdefault((rid, side), [0] * LATENCY_BUCKETS)[bucket] += count
 
-    clauses, params = ["pair = ?"], list[Any]([pair])
-    where(clauses, params, "route_id", route_id)
-    if first_hour is not None:
-        clauses.append("hour >= ?")
-        params.append(first_hour)
+    clauses, params = rollup_filter(first_hour, route_id, pair)
     sql = f"SELECT route_id, side, bucket, SUM(count) FROM latency_rollup{sql_where(clauses)} GROUP BY 1, 2, 3"
     for rid, side, bucket, count in conn.execute(sql, params):
         add(rid, side, bucket, count)
@@ -181,11 +172,7 @@ def field_stats(conns: Conns, since: float | None, route_id: str | None, pair: P
     first_hour, partial = window(since)
     counts: Counter[tuple[str, str, str]] = Counter()  # (route, grp, kind) -> exchanges; kind '' is unknown
     for conn in conns:
-        clauses, params = ["pair = ?"], list[Any]([pair])
-        where(clauses, params, "route_id", route_id)
-        if first_hour is not None:
-            clauses.append("hour >= ?")
-            params.append(first_hour)
+        clauses, params = rollup_filter(first_hour, route_id, pair)
         sql = f"SELECT route_id, grp, kind, SUM(count) FROM field_rollup{sql_where(clauses)} GROUP BY 1, 2, 3"
         for rid, grp, kind, n in conn.execute(sql, params):
             counts[(rid, grp, kind or "")] += n

@@ -29,3 +29,15 @@ def where(clauses: list[str], params: list[Any], column: str, value: object) -> 
 
 def sql_where(clauses: list[str]) -> str:
     return (" WHERE " + " AND ".join(clauses)) if clauses else ""
+
+
+def rollup_filter(first_hour: int | None, route_id: str | None, pair: str | None = None) -> tuple[list[str], list[Any]]:
+    """The WHERE clauses (and their parameters) of a rollup read: the pair kind, one route, from an hour on."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    where(clauses, params, "pair", pair)
+    where(clauses, params, "route_id", route_id)
+    if first_hour is not None:
+        clauses.append("hour >= ?")
+        params.append(first_hour)
+    return clauses, params
