@@ -333,7 +333,8 @@ def _mixed_conflicts(entries: list[_Entry]) -> list[tuple[Route, Route, str]]:
     """Pairs of routes that reach one trie node and part there at two mixed segments of equal rank that may both
     match one request segment: lookup could not tell which is more specific."""
     conflicts = []
-    for a, b in combinations(sorted(entries, key=lambda e: e.route.index), 2):
+    with_mixed = sorted((e for e in entries if e.template.mixed), key=lambda e: e.route.index)
+    for a, b in combinations(with_mixed, 2):
         for i, (sa, sb) in enumerate(zip(a.template.segments, b.template.segments, strict=False)):
             if _trie_key(sa) == _trie_key(sb):
                 continue
