@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 from urllib.parse import unquote
@@ -82,6 +82,7 @@ class TemplateSegment:
     value: str = ""  # decoded literal text, the parameter name, or a mixed segment as written
     type: str = ""  # the type of a typed parameter
     parts: tuple[MixedPart, ...] = ()  # a mixed segment's pieces, in order
+    pattern: re.Pattern[str] | None = field(default=None, compare=False, repr=False)  # a mixed segment's `regex`
 
     @property
     def rank(self) -> int:
@@ -96,12 +97,12 @@ class TemplateSegment:
     @property
     def shape(self) -> str:
         """A mixed segment with parameter names left out and literals lower-cased: equal shapes match alike."""
-        return "".join(p.text.lower() if not p.name else f"{{:{p.type}}}" for p in self.parts)
+        return _shape(self.parts)
 
     @property
     def regex(self) -> re.Pattern[str]:
         """Matches a mixed segment's lower-cased request segment; group i is the i-th parameter."""
-        return _compiled(self.shape)
+        return self.pattern or _compiled(self.shape)
 
     def mixed_params(self, segment: str) -> dict[str, str] | None:
         """A mixed segment's parameters bound from a request segment, or None if it does not match."""
@@ -149,11 +150,22 @@ class Template:
         return self.bind(segments) if len(segments) == len(self.segments) else None
 
     def bind(self, segments: Sequence[str]) -> dict[str, str]:
+        return {name: segments[pos] for name, pos in self.params}
+
+
+@dataclass(frozen=True, slots=True)
+class MixedTemplate(Template):
+    """A template with mixed segments: a class of its own so that binding the others' parameters costs no check."""
+
+    def bind(self, segments: Sequence[str]) -> dict[str, str]:
         bound = {name: segments[pos] for name, pos in self.params}
-        if self.mixed:
-            for pos in self.mixed:
-                bound.update(self.segments[pos].mixed_params(segments[pos]) or {})
+        for pos in self.mixed:
+            bound.update(self.segments[pos].mixed_params(segments[pos]) or {})
         return bound
+
+
+def _shape(parts: Sequence[MixedPart]) -> str:
+    return "".join(p.text.lower() if not p.name else f"{{:{p.type}}}" for p in parts)
 
 
 _REGEX_CACHE: dict[str, re.Pattern[str]] = {}
@@ -196,7 +208,7 @@ def parse_template(template: str) -> Template:
     if not segments or segments[-1].kind != "doublestar":
         key.append(_END)
     mixed = tuple(i for i, s in enumerate(segments) if s.kind == "mixed")
-    return Template(template, tuple(segments), tuple(key), tuple(params), mixed)
+    return (MixedTemplate if mixed else Template)(template, tuple(segments), tuple(key), tuple(params), mixed)
 
 
 def _parse_segment(template: str, part: str) -> TemplateSegment:
@@ -232,7 +244,7 @@ def _parse_segment(template: str, part: str) -> TemplateSegment:
                 f"segment {part!r} in {template!r} has two parameters with no literal text between them: ambiguous",
                 "put literal text between them, e.g. '{name}.{ext}', or use one parameter",
             )
-    return TemplateSegment("mixed", part, parts=tuple(parts))
+    return TemplateSegment("mixed", part, parts=tuple(parts), pattern=_compiled(_shape(parts)))
 
 
 def _param(template: str, braced: str) -> tuple[str, str]:
