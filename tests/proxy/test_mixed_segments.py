@@ -181,3 +181,17 @@ def test_trie_lookup_agrees_with_precedence_order_with_mixed_segments() -> None:
             expected = next((r.id for r in ordered if parsed[r.id].match(segs) is not None), None)
             found = tbl.match("GET", segs, CIMultiDict(), {})
             assert (found.route.id if found else None) == expected, segs
+
+
+def test_ambiguous_mixed_routes_are_a_config_error_on_the_later_route() -> None:
+    """Two routes whose mixed segments may match one text with equal precedence fail to load, naming both routes."""
+    text = (
+        "version: 1\nupstreams:\n  legacy: {url: 'http://127.0.0.1:9001'}\n  new: {url: 'http://127.0.0.1:9002'}\n"
+        "routes:\n  - {id: a, match: {path: '/x/{a}.x'}, mode: legacy}\n"
+        "  - {id: b, match: {path: '/x/x.{b}'}, mode: legacy}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, Path("routes.yaml"))
+    [issue] = caught.value.issues
+    assert (issue.where, issue.line) == ("routes[1] (b).match", 7)
+    assert "routes[0] (a) and routes[1] (b): segment 2 '{a}.x' and 'x.{b}'" in issue.message
