@@ -28,7 +28,8 @@ from cli.output import (
 from cli.report_cmds import DbOption, SinceOption, open_store, parse_since, store_paths
 from cli.route_append import append_routes
 from proxy.config.loader import load_config
-from reports.contract import Shape, compare_shapes, contract_document, json_schema, learn_shape, render_contract
+from reports.contract import contract_document, json_schema, render_contract
+from reports.contract_section import route_contract
 from reports.inventory import build_inventory, propose_routes
 from reports.inventory_view import inventory_document, render_inventory
 from reports.progress import PERIOD_SECONDS, By, Progress, build_progress, progress_document, render_progress
@@ -163,16 +164,7 @@ def contract(
     if route not in {r.id for r in loaded.routes}:
         raise CliError(f"unknown route '{route}' (known: {', '.join(r.id for r in loaded.routes)})")
     with open_store(store_paths(loaded, db)) as store:
-        bodies = store.pair_bodies(route, parse_since(since), limit)
-    sample = loaded.store.sample_matches
-    match_weight = 1 / sample if sample > 0 else 1.0
-
-    def side(name: str) -> Shape:
-        return learn_shape(
-            (b.data, match_weight if b.outcome == "match" else 1.0, b.truncated) for b in bodies if b.side == name
-        )
-
-    built = compare_shapes(route, side("legacy"), side("new"))
+        built = route_contract(store, route, parse_since(since), loaded.store.sample_matches, limit)
     if fmt is ContractFormat.jsonschema:
         print_json(
             {

@@ -5,9 +5,12 @@ The templates themselves (parsing, typed matchers, `TemplateError`) live in `pro
 routes can match the same request with equal precedence), both `ValueError`s raised while a config is loaded,
 never per request.
 
-Precedence, most specific first: compare templates segment by segment from the left, literal > `{name:type}` >
-`{name}` > `*` > end of template > `**` (so a longer template beats a shorter one, except that `/a` beats `/a/**`);
-at equal path rank a method-restricted route beats an any-method one, then more header/query matchers beat fewer.
+Precedence, most specific first: compare templates segment by segment from the left, literal > mixed (`{name}.json`,
+`v{n:int}`; the one with more literal characters first) > `{name:type}` > `{name}` > `*` > end of template > `**` (so
+a longer template beats a shorter one, except that `/a` beats `/a/**`); at equal path rank a method-restricted route
+beats an any-method one, then more header/query matchers beat fewer. Two mixed segments after the same leading
+segments with as many literal characters are ambiguous (a config error) unless their literal prefixes or suffixes
+tell them apart (`{t}.json` and `{t}.csv`; not `{a}.x` and `x.{b}`, which both match `x.x`).
 Lookup walks a segment trie depth-first in exactly that order, so the first route accepted is the winner.
 Trailing slashes are not significant for matching (the canonical path keeps them for the upstream). Literal
 segments match case-insensitively, and requests are matched by their segments' keys (`proxy.paths`: cut at ';',
@@ -23,7 +26,7 @@ from itertools import combinations
 from types import MappingProxyType
 
 from proxy.config.model import Route
-from proxy.templates import Template, TemplateError, parse_template, typed_matchers
+from proxy.templates import Template, TemplateError, TemplateSegment, parse_template, typed_matchers
 
 
 class AmbiguousRoutesError(ValueError):
@@ -92,12 +95,13 @@ class _Entry:
 
 
 class _Node:
-    """A trie node during build; children are tried literal, typed, param, star, then leaf/doublestar."""
+    """A trie node during build; children are tried literal, mixed, typed, param, star, then leaf/doublestar."""
 
-    __slots__ = ("doublestar", "leaf", "literal", "param", "star", "typed")
+    __slots__ = ("doublestar", "leaf", "literal", "mixed", "param", "star", "typed")
 
     def __init__(self) -> None:
         self.literal: dict[str, _Node] = {}
+        self.mixed: dict[TemplateSegment, _Node] = {}  # keyed by the first segment of each shape
         self.typed: dict[str, _Node] = {}
         self.param: _Node | None = None
         self.star: _Node | None = None
@@ -112,6 +116,9 @@ class _Node:
                 return
             if ts.kind == "literal":
                 node = node.literal.setdefault(ts.value.lower(), _Node())
+            elif ts.kind == "mixed":
+                same = next((k for k in node.mixed if k.shape == ts.shape), ts)
+                node = node.mixed.setdefault(same, _Node())
             elif ts.kind == "typed":
                 node = node.typed.setdefault(ts.type, _Node())
             elif ts.kind == "param":
@@ -125,7 +132,11 @@ class _Node:
     def freeze(self) -> _Frozen:
         return _Frozen(
             MappingProxyType({k: v.freeze() for k, v in self.literal.items()}),
-            tuple((typed_matchers[t], self.typed[t].freeze()) for t in sorted(self.typed)),
+            # Mixed segments share the typed slot, ahead of it and most literal first: no extra step per request.
+            tuple(
+                [(_mixed_check(m), self.mixed[m].freeze()) for m in sorted(self.mixed, key=lambda m: (m.rank, m.shape))]
+                + [(typed_matchers[t], self.typed[t].freeze()) for t in sorted(self.typed)]
+            ),
             self.param.freeze() if self.param else None,
             self.star.freeze() if self.star else None,
             tuple(sorted(self.leaf, key=lambda e: e.key)),
@@ -133,10 +144,15 @@ class _Node:
         )
 
 
+def _mixed_check(segment: TemplateSegment) -> Callable[[str], bool]:
+    fullmatch = segment.regex.fullmatch
+    return lambda seg: fullmatch(seg.lower()) is not None
+
+
 @dataclass(frozen=True, slots=True)
 class _Frozen:
     literal: Mapping[str, _Frozen]
-    typed: tuple[tuple[Callable[[str], bool], _Frozen], ...]
+    typed: tuple[tuple[Callable[[str], bool], _Frozen], ...]  # mixed segments first, then typed parameters
     param: _Frozen | None
     star: _Frozen | None
     leaf: tuple[_Entry, ...]  # pre-sorted: method-restricted, then more matchers, then config order
@@ -244,6 +260,8 @@ def _path_miss(template: Template, segments: tuple[str, ...]) -> tuple[str | Non
             return f"path differs at segment {i + 1}: expected {ts.value!r}, got {seg!r}", i
         if ts.kind == "typed" and not typed_matchers[ts.type](seg):
             return f"path differs at segment {i + 1}: {seg!r} is not {'an' if ts.type == 'int' else 'a'} {ts.type}", i
+        if ts.kind == "mixed" and ts.mixed_params(seg) is None:
+            return f"path differs at segment {i + 1}: {seg!r} does not match '{ts}'", i
     n = len(template.segments)
     if len(segments) > n:
         return f"path too long: template has {n} segments, request has {len(segments)}", n
@@ -271,7 +289,7 @@ def _find_conflicts(entries: list[_Entry]) -> list[tuple[Route, Route, str]]:
     groups: dict[tuple[tuple[int, ...], int, int], list[_Entry]] = {}
     for entry in entries:
         groups.setdefault(entry.key[:3], []).append(entry)
-    conflicts = []
+    conflicts = _mixed_conflicts(entries)
     for group in groups.values():
         for a, b in combinations(sorted(group, key=lambda e: e.route.index), 2):
             why = _overlap(a, b)
@@ -287,6 +305,8 @@ def _overlap(a: _Entry, b: _Entry) -> str | None:
             return None
         if sa.kind == "typed" and sa.type != sb.type:
             return None  # int and uuid values never overlap
+        if sa.kind == "mixed" and sa.shape != sb.shape:
+            return None  # told apart, or reported by _mixed_conflicts
     # Equal precedence implies both restrict methods or neither does.
     if a.methods is None or b.methods is None:
         methods = "any method"
@@ -307,3 +327,41 @@ def _overlap(a: _Entry, b: _Entry) -> str | None:
         f"routes[{a.route.index}] ({a.route.id}) and routes[{b.route.index}] ({b.route.id}) both match "
         f"{methods} {a.route.match.path}{tail} with equal precedence"
     )
+
+
+def _mixed_conflicts(entries: list[_Entry]) -> list[tuple[Route, Route, str]]:
+    """Pairs of routes that reach one trie node and part there at two mixed segments of equal rank that may both
+    match one request segment: lookup could not tell which is more specific."""
+    conflicts = []
+    with_mixed = sorted((e for e in entries if e.template.mixed), key=lambda e: e.route.index)
+    for a, b in combinations(with_mixed, 2):
+        for i, (sa, sb) in enumerate(zip(a.template.segments, b.template.segments, strict=False)):
+            if _trie_key(sa) == _trie_key(sb):
+                continue
+            if sa.kind == sb.kind == "mixed" and sa.rank == sb.rank and not _disjoint(sa, sb):
+                why = (
+                    f"routes[{a.route.index}] ({a.route.id}) and routes[{b.route.index}] ({b.route.id}): segment "
+                    f"{i + 1} '{sa}' and '{sb}' can match the same text with equal precedence (as many literal "
+                    "characters, and no literal prefix or suffix tells them apart)"
+                )
+                conflicts.append((a.route, b.route, why))
+            break
+    return conflicts
+
+
+def _trie_key(segment: TemplateSegment) -> tuple[str, str]:
+    if segment.kind == "literal":
+        return ("literal", segment.value.lower())
+    if segment.kind == "mixed":
+        return ("mixed", segment.shape)
+    return (segment.kind, segment.type)
+
+
+def _disjoint(a: TemplateSegment, b: TemplateSegment) -> bool:
+    """True when no text matches both mixed segments: their literal prefixes or literal suffixes differ."""
+    for pa, pb, fits in ((a.parts[0], b.parts[0], str.startswith), (a.parts[-1], b.parts[-1], str.endswith)):
+        if not pa.name and not pb.name:
+            ta, tb = pa.text.lower(), pb.text.lower()
+            if not fits(ta, tb) and not fits(tb, ta):
+                return True
+    return False

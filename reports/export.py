@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 from xml.etree import ElementTree as ET
 
+from reports.contract_section import contracts_section
 from reports.fmt import MISSING, ms, percent, ratio
 from reports.readiness import VERDICTS
 from reports.replay_changes import ReplaySummary
@@ -44,6 +45,7 @@ def report_document(report: Report) -> dict[str, Any]:
         "routes": [route_document(r) for r in report.routes],
         "unrouted": [{"method": u.method, "path": u.path, "count": u.count} for u in report.unrouted],
         "replay": replay_section(report.replay),
+        "contracts": contracts_section(report.contracts),
     }
 
 

@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from reports.bodydiff import body_diff, shorten, unlisted_differences
+from reports.contract_section import render_contracts
 from reports.fmt import MISSING, OUTCOME_STYLE, VERDICT_STYLE, mode_text, ms, percent, ratio, verdict_text
 from reports.readiness import VERDICTS
 from reports.replay_changes import ReplaySummary
@@ -50,6 +51,8 @@ def render_report(report: Report) -> Group:
         parts.append(notes)
     if report.replay.routes:
         parts.append(replay_tables(report.replay, title="Replays (not counted above): before → after"))
+    if report.contracts:
+        parts.append(render_contracts(report.contracts))
     return Group(*parts)
 
 

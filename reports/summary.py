@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 
 from proxy.config.model import MODES, Config, Noise, Readiness
 from proxy.modes import unmirrored_reason
+from reports.contract import Contract
+from reports.contract_section import report_contracts
 from reports.readiness import Check, RouteFigures, Verdict, readiness_checks, verdict, verdict_reason
 from reports.replay_changes import ReplaySummary
 from reports.replay_changes import summarize as summarize_replays
@@ -153,6 +155,7 @@ class Report:
     unrouted: tuple[UnroutedPath, ...]  # busiest first
     # Pairs made by `strangler replay` in the window: shown apart, never counted in the routes' figures above.
     replay: ReplaySummary
+    contracts: tuple[Contract, ...] = ()  # routes with stored JSON bodies: their shapes and drift
 
     def with_verdict(self, wanted: Verdict) -> tuple[RouteSummary, ...]:
         return tuple(r for r in self.routes if r.verdict == wanted)
@@ -227,6 +230,7 @@ def build_report(
         unrouted_requests=unrouted_total,
         unrouted=tuple(store.unrouted(since, unrouted_limit)),
         replay=summarize_replays(store.replay_pairs(since, route_id)),
+        contracts=report_contracts(store, [r.id for r in routes], since, config.store.sample_matches),
     )
 
 

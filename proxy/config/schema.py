@@ -184,7 +184,7 @@ CANARY = Section(
 )
 MATCH = Section(
     "Which requests the route takes. The path template has literal segments, {name}, {name:int}, {name:uuid}, "
-    "* (one segment) and ** (any depth).",
+    "mixed segments such as {name}.json or v{n:int}, * (one segment) and ** (any depth).",
     {
         "path": text("Path template: /api/orders/{id:int}, /api/customers/** (literal segments win)"),
         "methods": _names("Methods matched (left out: any method)", method("An HTTP method")),

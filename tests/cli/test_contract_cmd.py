@@ -13,7 +13,7 @@ from aiohttp import web
 from typer.testing import CliRunner
 
 from cli.main import app
-from tests.reports.test_export import schema_errors
+from tests.reports.test_export import SCHEMA_PATH, schema_errors
 from tests.shadow.shadow_fixtures import backends, shadow_proxy
 
 ENV = {"COLUMNS": "160", "NO_COLOR": "1", "TERM": "dumb"}
@@ -21,6 +21,9 @@ ROUTES = """
 - id: orders
   match: {path: "/orders/{id:int}"}
   mode: shadow
+- id: quiet
+  match: {path: "/quiet"}
+  mode: legacy
 """
 STORE = "sample_matches: 100%"
 
@@ -125,4 +128,23 @@ def test_contract_unknown_route_is_one_line_error(store: Path) -> None:
     """An unknown route id is an error naming the known ones."""
     code, _, err = run("contract", "nope", "--config", store)
     assert code == 1
-    assert "unknown route 'nope' (known: orders)" in err
+    assert "unknown route 'nope' (known: orders, quiet)" in err
+
+
+def test_report_has_a_contract_drift_section(store: Path) -> None:
+    """`report` shows each route's drifted fields (JSON: the contract document, drifted fields only, valid against
+    docs/report.schema.json); a route with no stored bodies is left out."""
+    code, out, err = run("report", "--config", store, "--format", "json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert schema_errors(doc, json.loads(SCHEMA_PATH.read_text()), json.loads(SCHEMA_PATH.read_text())) == []
+    _, contract_out, _ = run("contract", "orders", "--config", store, "--format", "json")
+    drifted = [f for f in json.loads(contract_out)["fields"] if f["drift"] != "none"]
+    assert [c["route"] for c in doc["contracts"]] == ["orders"]
+    assert doc["contracts"][0]["fields"] == drifted
+    assert {f["drift"] for f in drifted} >= {"removed", "added", "type_changed"}
+    code, out, err = run("report", "--config", store)
+    assert code == 0, err
+    assert "Contract drift" in out
+    assert "Contract of orders: 6 of 12 fields drifted" in out
+    assert "Contract of quiet" not in out
