@@ -25,7 +25,7 @@ from reports.fmt import ms, percent
 from reports.live import UNROUTED, LiveRoute, StatsFormatError, live_frame, live_table
 from shadow.runner import ShadowListener
 from tests.faults.store import allow_writes, refuse_writes
-from tests.proxy.app_fixtures import free_port, wait_until
+from tests.proxy.app_fixtures import dead_port, wait_until
 from tests.proxy.stats_fixtures import ROUTES, backend, proxy_with_traffic
 
 
@@ -126,7 +126,7 @@ async def test_watch_once_shows_the_figures_of_stats(tmp_path: Path, aiohttp_ser
 
 def test_watch_reports_an_unreachable_admin_api() -> None:
     """An admin address nobody listens on is one error line and exit 1."""
-    result = invoke("watch", "--once", "--admin", f"http://127.0.0.1:{free_port()}")
+    result = invoke("watch", "--once", "--admin", f"http://127.0.0.1:{dead_port()}")
     assert result.exit_code == 1
     assert "cannot read the admin API" in result.stderr
 

@@ -60,10 +60,24 @@ def hits(server: Any) -> list[Hit]:
 
 
 def free_port() -> int:
-    """A loopback port nothing listens on (bound then released): connecting to it is refused."""
+    """A loopback port free right now (bound then released), for a server a test starts on it. For an upstream that
+    must refuse connections use `dead_port`: a released port can be taken by the next server any test starts."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# Sockets bound but never listening, held for the whole test session: connecting to their ports is refused, and no
+# server (the proxy's own listeners included) can be given one of them meanwhile.
+_DEAD: list[socket.socket] = []
+
+
+def dead_port() -> int:
+    """A loopback port that refuses every connection for the rest of the test session."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _DEAD.append(sock)
+    return int(sock.getsockname()[1])
 
 
 def write_config(

@@ -17,6 +17,7 @@ from yarl import URL
 from proxy.config.model import Timeouts
 from proxy.responses import error_response
 from proxy.upstream.transport import UpstreamConnectError
+from tests.proxy.app_fixtures import dead_port
 from tests.proxy.fwd_fixtures import (
     LOG,
     LOOPBACK,
@@ -26,7 +27,6 @@ from tests.proxy.fwd_fixtures import (
     RawBackend,
     Seen,
     count_body,
-    free_port,
     proxy_app,
     upstream_at,
 )
@@ -393,7 +393,7 @@ async def test_chunked_body_over_limit_is_413(aiohttp_server: MakeServer, throug
 
 async def test_refused_connection_is_502_json(through: StartProxy) -> None:
     """A back end that refuses connections gives 502 with error, route and request id in JSON."""
-    client = await through(ProxySetup(upstream_at(f"http://127.0.0.1:{free_port()}")))
+    client = await through(ProxySetup(upstream_at(f"http://127.0.0.1:{dead_port()}")))
     resp = await client.get("/down", headers={"X-Request-Id": "req-502"})
     assert resp.status == 502
     assert resp.content_type == "application/json"
@@ -492,7 +492,7 @@ async def test_capture_tees_the_body(backend: StartBackend, through: StartProxy,
 
 async def test_fallback_offered_on_refused_connection(through: StartProxy) -> None:
     """With allow_fallback a refused connection raises FallbackAvailable instead of answering 502."""
-    setup = ProxySetup(upstream_at(f"http://127.0.0.1:{free_port()}"), allow_fallback=True, preread=True)
+    setup = ProxySetup(upstream_at(f"http://127.0.0.1:{dead_port()}"), allow_fallback=True, preread=True)
     client = await through(setup)
     resp = await client.post("/f", data=b"payload")
     assert await resp.text() == "fallback"
@@ -502,7 +502,7 @@ async def test_fallback_offered_on_refused_connection(through: StartProxy) -> No
 
 async def test_no_fallback_for_streamed_body(through: StartProxy) -> None:
     """A body already streamed cannot be re-sent, so a failure is answered 502 even with allow_fallback."""
-    client = await through(ProxySetup(upstream_at(f"http://127.0.0.1:{free_port()}"), allow_fallback=True))
+    client = await through(ProxySetup(upstream_at(f"http://127.0.0.1:{dead_port()}"), allow_fallback=True))
 
     async def body() -> AsyncIterator[bytes]:
         yield b"streamed"

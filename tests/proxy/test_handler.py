@@ -17,7 +17,7 @@ from proxy.app import RunningProxy
 from proxy.events import ExchangeObserver, ExchangeStart, ResponseSnapshot
 from tests.proxy.app_fixtures import (
     backend_app,
-    free_port,
+    dead_port,
     hits,
     raw_exchange,
     running_proxy,
@@ -211,7 +211,7 @@ async def dead_new_proxy(backends: Backends, tmp_path: Path) -> AsyncIterator[Ru
     path = write_config(
         tmp_path / "routes.yaml",
         legacy=backends.legacy.port,
-        new=free_port(),
+        new=dead_port(),
         routes=FALLBACK_ROUTES,
         settings="limits: {max_body: 64KiB}",
     )
@@ -372,7 +372,7 @@ async def test_breaker_thresholds_come_from_the_upstream_and_follow_reloads(
     """upstreams.new.breaker_failures 2 opens the breaker after 2 failures, not 5; a reload that raises it to 9
     retunes the same breaker (still open) instead of replacing it."""
     assert backends.legacy.port is not None
-    dead = free_port()
+    dead = dead_port()
     path = write_config(tmp_path / "routes.yaml", legacy=backends.legacy.port, new=dead, routes=FALLBACK_ROUTES)
     plain = f'new: {{url: "http://127.0.0.1:{dead}"}}'
     tuned = f'new: {{url: "http://127.0.0.1:{dead}", breaker_failures: 2, breaker_cooldown: 30s}}'
@@ -461,7 +461,7 @@ async def test_websocket_passes_through(aiohttp_server: Any, tmp_path: Path) -> 
     app = web.Application()
     app.router.add_get("/api/orders/ws", echo)
     new = await aiohttp_server(app)
-    path = write_config(tmp_path / "routes.yaml", legacy=free_port(), new=new.port, routes=ROUTES)
+    path = write_config(tmp_path / "routes.yaml", legacy=dead_port(), new=new.port, routes=ROUTES)
     async with (
         running_proxy(path, watch=False) as running,
         aiohttp.ClientSession() as client,

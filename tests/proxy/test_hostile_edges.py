@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from proxy.app import RunningProxy
-from tests.proxy.app_fixtures import admin_url, free_port, running_proxy, url, wait_until, write_config
+from tests.proxy.app_fixtures import admin_url, dead_port, running_proxy, url, wait_until, write_config
 from tests.proxy.test_hostile import (
     CHUNKED,
     POST,
@@ -311,7 +311,7 @@ async def test_breaker_gauge_only_for_upstreams_a_breaker_gates(proxy: RunningPr
 async def test_breaker_gauge_never_shows_legacy_and_follows_reloads(tmp_path: Path) -> None:
     """Failures of an upstream no breaker gates (legacy, unmatched traffic) make no breaker and no gauge series;
     a reload that removes the last fallback route removes the new side's breaker and its series too."""
-    dead = free_port()
+    dead = dead_port()
     routes = '  - id: fb\n    match: {path: "/fb/**"}\n    mode: new\n    fallback: legacy\n'
     path = write_config(tmp_path / "routes.yaml", legacy=dead, new=dead, routes=routes)
     async with running_proxy(path, watch=False) as running, aiohttp.ClientSession() as client:

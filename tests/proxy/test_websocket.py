@@ -13,7 +13,8 @@ from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from multidict import CIMultiDict
 
 from proxy.websocket import is_websocket_upgrade
-from tests.proxy.fwd_fixtures import ProxyServer, ProxySetup, free_port, proxy_app, upstream_at
+from tests.proxy.app_fixtures import dead_port
+from tests.proxy.fwd_fixtures import ProxyServer, ProxySetup, proxy_app, upstream_at
 
 Client = TestClient[web.Request, web.Application]
 MakeServer = Callable[..., Awaitable[TestServer]]
@@ -114,7 +115,7 @@ async def test_subprotocol_negotiated(echo: tuple[Client, EchoLog]) -> None:
 
 async def test_unreachable_upstream_is_502_before_accepting(aiohttp_client: MakeClient) -> None:
     """A websocket to an upstream that refuses connections is answered 502 JSON, not accepted."""
-    client = await aiohttp_client(ProxyServer(proxy_app(ProxySetup(upstream_at(f"http://127.0.0.1:{free_port()}")))))
+    client = await aiohttp_client(ProxyServer(proxy_app(ProxySetup(upstream_at(f"http://127.0.0.1:{dead_port()}")))))
     with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
         await client.ws_connect("/ws")
     assert caught.value.status == 502
