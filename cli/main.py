@@ -310,8 +310,10 @@ def serve(
             "event loop and GIL. --no-shadow-worker keeps it in the proxy process (one core, or debugging)."
         ),
     ] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No start-up banner and no exit line on stderr.")] = False,
 ) -> None:
-    """Run the proxy until interrupted (Ctrl-C or SIGTERM drains in-flight requests first).
+    """Run the proxy until interrupted (Ctrl-C or SIGTERM drains in-flight requests first). On start it prints a
+    banner on stderr (version, addresses, routes by mode, store, shadow side) and one line on exit.
 
     Example: [bold]strangler serve --config routes.yaml --port 8080 --admin-port 8081[/bold]
     """
@@ -330,6 +332,8 @@ def serve(
         admin_port=admin_port,
         db=str(db) if db else None,
         listeners_factory=factory,
+        shadow="worker process" if shadow_worker else "in-process",
+        quiet=quiet,
     )
     if code:
         raise typer.Exit(code)

@@ -12,6 +12,7 @@ import contextlib
 import gc
 import logging
 import signal
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from proxy.admin import create_admin_app, warn_if_exposed
+from proxy.banner import exit_line, startup_lines
 from proxy.config.model import ConfigError
 from proxy.events import ExchangeListener
 from proxy.handler import ProxyHandler
@@ -180,9 +182,12 @@ def serve(
     admin_port: int | None = None,
     db: str | None = None,
     listeners_factory: ListenersFactory | None = None,
+    shadow: str = "in-process",
+    quiet: bool = False,
 ) -> int:
     """Run the proxy until SIGTERM/SIGINT; returns the process exit code (0 after a clean drain, 1 on start-up
-    failure). Uses uvloop when it is installed."""
+    failure). Uses uvloop when it is installed. Unless `quiet`, a banner goes to stderr at start (`shadow` says how
+    the shadow side runs) and one line at exit."""
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     try:
         import uvloop
@@ -191,7 +196,7 @@ def serve(
     except ImportError:  # pragma: no cover - uvloop is a dependency on every platform but Windows
         pass
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(_serve(config_path, host, port, admin_port, db, listeners_factory))
+        return runner.run(_serve(config_path, host, port, admin_port, db, listeners_factory, shadow, quiet))
 
 
 def settle_gc() -> None:
@@ -215,6 +220,8 @@ async def _serve(
     admin_port: int | None,
     db: str | None,
     listeners_factory: ListenersFactory | None,
+    shadow: str = "in-process",
+    quiet: bool = False,
 ) -> int:
     try:
         running = await start_proxy(
@@ -227,6 +234,18 @@ async def _serve(
         log.error("cannot start: %s", exc)
         return 1
     settle_gc()
+    if not quiet:
+        config = running.state.config
+        lines = startup_lines(
+            config,
+            host=host or config.listen.host,
+            port=running.proxy_port,
+            admin_host=config.admin.host,
+            admin_port=running.admin_port,
+            store=db or str(config.store.path),
+            shadow=shadow if running.state.listeners else "off",
+        )
+        sys.stderr.write("\n".join(lines) + "\n")
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     handled: list[signal.Signals] = []
@@ -246,4 +265,6 @@ async def _serve(
         for sig in handled:
             loop.remove_signal_handler(sig)
         await running.stop()
+    if not quiet:
+        sys.stderr.write(exit_line(running.state.metrics) + "\n")
     return 0

@@ -1,0 +1,38 @@
+"""What `strangler serve` says on stderr when it starts and when it exits (issue 11: a start-up banner), as plain
+text lines built from the running proxy's state (pure; the caller writes them)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from importlib import metadata
+
+from proxy.config.model import MODES, Config
+from proxy.metrics import Metrics
+
+
+def version() -> str:
+    try:
+        return metadata.version("strangler")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def startup_lines(
+    config: Config, *, host: str, port: int, admin_host: str, admin_port: int, store: str, shadow: str
+) -> list[str]:
+    """Version, addresses, routes by mode, the store and how the shadow side runs."""
+    by_mode = Counter(r.mode for r in config.routes)
+    modes = ", ".join(f"{by_mode[m]} {m}" for m in MODES if by_mode[m]) or "none"
+    return [
+        f"strangler {version()} serving {config.source}",
+        f"  proxy  http://{host}:{port}    admin  http://{admin_host}:{admin_port}",
+        f"  routes {len(config.routes)} ({modes}); unmatched requests go to {config.defaults.legacy}",
+        f"  store  {store}    shadow side: {shadow}",
+    ]
+
+
+def exit_line(metrics: Metrics) -> str:
+    """Requests served and shadow outcomes recorded (rows written or drops counted) since start."""
+    served = int(sum(metrics.requests.values.values()))
+    recorded = int(sum(metrics.shadow.values.values()))
+    return f"strangler stopped: {served} requests served, {recorded} shadow outcomes recorded"

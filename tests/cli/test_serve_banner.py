@@ -1,0 +1,91 @@
+"""`strangler serve` says on stderr what it serves when it starts and what it did when it exits (`--quiet`: neither)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from tests.proxy.app_fixtures import backend_app, free_port, wait_until, write_config
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = "import sys; from cli.main import run; sys.argv[0] = 'strangler'; run()"  # the installed entry point
+ROUTES = """\
+  - {id: a, match: {path: /a}, mode: shadow}
+  - {id: b, match: {path: /b}, mode: new}
+  - {id: c, match: {path: /c}, mode: legacy}
+"""
+
+
+async def _serve(tmp_path: Path, *flags: str) -> tuple[int, str]:
+    """Run the real `strangler serve` (in-process shadow side) against a loopback back end, send 3 requests, stop it
+    with SIGTERM; returns (exit code, stderr)."""
+    backend = TestServer(backend_app("legacy"))
+    await backend.start_server()
+    try:
+        assert backend.port is not None
+        config = write_config(tmp_path / "routes.yaml", legacy=backend.port, new=backend.port, routes=ROUTES)
+        port, admin = free_port(), free_port()
+        command = [sys.executable, "-c", CLI, "serve", "--config", str(config), "--port", str(port)]
+        command += ["--admin-port", str(admin), "--db", str(tmp_path / "s.db"), "--no-shadow-worker", *flags]
+        process = subprocess.Popen(  # noqa: ASYNC220 - a short-lived child, polled without blocking
+            command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+
+            async def ready() -> bool:
+                try:
+                    async with aiohttp.ClientSession() as client, client.get(f"http://127.0.0.1:{admin}/readyz") as r:
+                        return r.status == 200
+                except aiohttp.ClientConnectionError:
+                    return False
+
+            await wait_until(ready, limit=20.0)
+            async with aiohttp.ClientSession() as client:
+                for path in ("/a", "/b", "/c"):
+                    async with client.get(f"http://127.0.0.1:{port}{path}") as resp:
+                        assert resp.status == 200
+            process.send_signal(signal.SIGTERM)
+            await wait_until(lambda: process.poll() is not None, limit=20.0)
+            assert process.stderr is not None
+            return process.returncode, process.stderr.read()
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            if process.stderr:
+                process.stderr.close()
+    finally:
+        await backend.close()
+
+
+@pytest.mark.slow
+async def test_serve_prints_a_banner_and_an_exit_line(tmp_path: Path) -> None:
+    """The banner names the version, the proxy and admin addresses, the routes by mode, the store and the shadow
+    side; the exit line counts the requests served and the shadow outcomes recorded."""
+    code, err = await _serve(tmp_path)
+    assert code == 0, err
+    assert "strangler " in err
+    assert "serving " in err
+    assert "proxy  http://127.0.0.1:" in err
+    assert "admin  http://127.0.0.1:" in err
+    assert "routes 3 (1 legacy, 1 shadow, 1 new)" in err
+    assert "shadow side: in-process" in err
+    assert str(tmp_path / "s.db") in err
+    assert "strangler stopped: 3 requests served" in err
+
+
+@pytest.mark.slow
+async def test_serve_quiet_prints_neither(tmp_path: Path) -> None:
+    """--quiet drops the banner and the exit line."""
+    code, err = await _serve(tmp_path, "--quiet")
+    assert code == 0, err
+    assert "routes 3" not in err
+    assert "strangler stopped" not in err
