@@ -114,8 +114,7 @@ class ProxyHandler:
 
     def _prepare(self, request: web.BaseRequest, snap: Snapshot, ex: Exchange) -> web.Response | None:
         """Refuse what must reach no back end (HTTP version, head size, Host, transfer coding, bad path, encoded
-        slash); find the
-        canonical path and the route. None when the request goes on."""
+        slash); find the canonical path and the route. None when the request goes on."""
         limits = snap.config.limits
         if type(request) is UnsupportedVersionRequest:
             return self._reject(505, "http_version_not_supported", ex.request_id, close=True)

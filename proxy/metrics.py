@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Iterable
+from typing import TypeVar
 
 from proxy.percentiles import bucket_of_rank
 
@@ -130,6 +131,9 @@ class Histogram:
 Metric = Counter | Gauge | Histogram
 
 
+_C = TypeVar("_C", bound=Counter)  # Counter or Gauge
+
+
 class Metrics:
     """Every metric strangler exports. One instance per process, shared by the proxy core and listeners."""
 
@@ -182,12 +186,7 @@ class Metrics:
 
     def extra_counter(self, name: str, help: str, labels: tuple[str, ...] = ()) -> Counter:
         """A counter in `extra`, created on first use (several listeners may ask for the same one)."""
-        for metric in self.extra:
-            if metric.name == name and isinstance(metric, Counter):
-                return metric
-        counter = Counter(name, help, labels)
-        self.extra.append(counter)
-        return counter
+        return self._extra(Counter, name, help, labels)
 
     def find_counter(self, name: str) -> Counter | None:
         """A counter (or gauge) by its exported name, first-class or in `extra`; None when none has been created."""
@@ -195,12 +194,15 @@ class Metrics:
 
     def extra_gauge(self, name: str, help: str, labels: tuple[str, ...] = ()) -> Gauge:
         """A gauge in `extra`, created on first use."""
+        return self._extra(Gauge, name, help, labels)
+
+    def _extra(self, kind: type[_C], name: str, help: str, labels: tuple[str, ...]) -> _C:
         for metric in self.extra:
-            if metric.name == name and isinstance(metric, Gauge):
+            if metric.name == name and isinstance(metric, kind):
                 return metric
-        gauge = Gauge(name, help, labels)
-        self.extra.append(gauge)
-        return gauge
+        made = kind(name, help, labels)
+        self.extra.append(made)
+        return made
 
     def all(self) -> list[Metric]:
         return [

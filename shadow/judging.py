@@ -35,6 +35,7 @@ HANDOFF = 0.01  # seconds finished pairs (and records made on the loop) gather b
 LOOP_JUDGE_MAX = 64 * 1024
 
 # (route id, pair, outcome, reason, compare seconds): one metric update, made in a thread and applied on the loop.
+_FELL_BACK: tuple[Outcome, str | None, Comparison | None] = ("skipped", "primary_fell_back", None)
 _Tally = tuple[str, Pair, Outcome, str | None, float | None]
 
 
@@ -124,12 +125,8 @@ class Recorder:
             assert primary is not None
             assert candidate is not None
             try:
-                if p.pair == "candidate" and primary.side == candidate.side:
-                    judged: tuple[Outcome, str | None, Comparison | None] | None = (
-                        "skipped",
-                        "primary_fell_back",
-                        None,
-                    )
+                if self._fell_back(p):
+                    judged: tuple[Outcome, str | None, Comparison | None] | None = _FELL_BACK
                 elif len(primary.body or b"") > LOOP_JUDGE_MAX or len(candidate.body or b"") > LOOP_JUDGE_MAX:
                     judged = None
                 else:
@@ -150,6 +147,16 @@ class Recorder:
         if tallies:
             self._count_outcomes(tallies)
         return slow
+
+    @staticmethod
+    def _fell_back(p: FinishedPair) -> bool:
+        """The new side failed and the route fell back: legacy answered both, nothing to learn from the pair."""
+        return (
+            p.pair == "candidate"
+            and p.primary is not None
+            and p.candidate is not None
+            and (p.primary.side == p.candidate.side)
+        )
 
     @staticmethod
     def _candidate_is_new(p: FinishedPair) -> bool:
@@ -178,9 +185,8 @@ class Recorder:
         primary, candidate = p.primary, p.candidate
         assert primary is not None
         assert candidate is not None
-        if p.pair == "candidate" and primary.side == candidate.side:
-            # The new side failed and the route fell back: legacy answered both, nothing to learn from the pair.
-            return self._record(p, "skipped", "primary_fell_back", None, tallies)
+        if self._fell_back(p):
+            return self._record(p, *_FELL_BACK, tallies)
         judged = judge_pair(
             primary,
             candidate,

@@ -296,16 +296,11 @@ class StoreWriter:
             log.info("store retention deleted %d exchanges", deleted)
 
 
-WRITE_ERRORS_METRIC = STORE_WRITE_ERRORS
-ROWS_LOST_METRIC = STORE_ROWS_LOST
-FAILING_METRIC = STORE_FAILING
-
-
 def publish_store_metrics(writer: StoreWriter, metrics: Metrics) -> None:
     """Copy a writer's fault counts into a registry (on the event loop; the writer's ints are read, never locked)."""
-    errors = metrics.extra_counter(WRITE_ERRORS_METRIC, "Store write attempts that failed (each is retried).")
+    errors = metrics.extra_counter(STORE_WRITE_ERRORS, "Store write attempts that failed (each is retried).")
     lost = metrics.extra_counter(
-        ROWS_LOST_METRIC,
+        STORE_ROWS_LOST,
         "Records that will never be rows, by reason: store_queue_full (the writer's bounded queue was full), "
         "store_error (the store refused them until the writer gave up).",
         ("reason",),
@@ -313,5 +308,5 @@ def publish_store_metrics(writer: StoreWriter, metrics: Metrics) -> None:
     errors.values[()] = float(writer.write_errors)
     lost.values[("store_queue_full",)] = float(writer.dropped)
     lost.values[("store_error",)] = float(writer.lost)
-    failing = metrics.extra_gauge(FAILING_METRIC, "1 while the store refuses writes (records wait and are retried).")
+    failing = metrics.extra_gauge(STORE_FAILING, "1 while the store refuses writes (records wait and are retried).")
     failing.set((), 1.0 if writer.failing else 0.0)

@@ -12,11 +12,8 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from tests.shadow.shadow_fixtures import backends, closed_port_url, exchanges, write_config
-
-
-def _free_port() -> int:
-    return int(closed_port_url().rsplit(":", 1)[1])
+from tests.proxy.app_fixtures import free_port
+from tests.shadow.shadow_fixtures import backends, exchanges, write_config
 
 
 def _doc(sign: int) -> dict[str, object]:
@@ -43,7 +40,7 @@ async def test_serve_log_has_no_deepdiff_warnings(tmp_path: Path) -> None:
       compare: {ignore_order: true, float_tolerance: 0.01}
     """
     db = tmp_path / "served.db"
-    port, admin = _free_port(), _free_port()
+    port, admin = free_port(), free_port()
     async with backends(legacy_app, new_app) as (legacy, new):
         config = write_config(tmp_path, legacy.url, new.url, routes)
         argv = ["-c", "from cli.main import run; run()", "serve", "-c", str(config), "--db", str(db), "--quiet"]
