@@ -203,8 +203,14 @@ def _copy_rekeyed(conn: sqlite3.Connection) -> tuple[tuple[int | None, int | Non
     and how many exchanges were copied."""
     exchange_offset, exchange_lo, exchange_hi = _offset(conn, "exchanges")
     difference_offset, difference_lo, difference_hi = _offset(conn, "differences")
-    offsets = {"e": exchange_offset, "d": difference_offset}
-    _copy_rows(conn, "exchanges", {"id": "id + :e", "replay_of": "replay_of + :e"}, offsets)
+    if exchange_lo is None or exchange_hi is None:
+        return (None, None), (None, None), 0
+    # The snapshot's own id range: a replay of an original retention deleted links to nothing, never to a row
+    # another replica gave.
+    offsets = {"e": exchange_offset, "d": difference_offset, "lo": exchange_lo - exchange_offset,
+               "hi": exchange_hi - exchange_offset}  # fmt: skip
+    replay_of = "CASE WHEN replay_of BETWEEN :lo AND :hi THEN replay_of + :e END"
+    _copy_rows(conn, "exchanges", {"id": "id + :e", "replay_of": replay_of}, offsets)
     _copy_rows(conn, "bodies", {"exchange_id": "exchange_id + :e"}, offsets)
     _copy_rows(conn, "differences", {"id": "id + :d", "exchange_id": "exchange_id + :e"}, offsets)
     count = int(conn.execute("SELECT COUNT(*) FROM src.exchanges").fetchone()[0])

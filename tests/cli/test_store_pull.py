@@ -24,7 +24,8 @@ from proxy.events import ExchangeListener
 from proxy.state import RuntimeState
 from shadow.runner import ShadowListener
 from tests.pipeline import write_config
-from tests.proxy.app_fixtures import backend_app, dead_port
+from tests.proxy import app_fixtures
+from tests.proxy.app_fixtures import backend_app, dead_port, running_proxy
 from tests.reports.report_fixtures import REPORT_CONFIG
 
 TOKEN_ENV = "STRANGLER_ADMIN_TOKEN"  # admin.token_env's default, and `store pull --token-env`'s
@@ -172,6 +173,21 @@ async def test_pull_with_a_wrong_token_is_401(
     assert code == 1
     assert f"{a.admin}: 401 unauthorized" in " ".join(err.split())
     assert not into.exists()
+
+
+async def test_pull_from_a_replica_without_a_token_is_403(
+    tmp_path: Path, aiohttp_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica with no admin token configured refuses snapshots: the pull says so for that replica."""
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)  # the puller has one
+    monkeypatch.delenv(app_fixtures.TOKEN_ENV, raising=False)  # the replica's admin.token_env is unset
+    backend = await aiohttp_server(backend_app("legacy"))
+    config = app_fixtures.write_config(tmp_path / "routes.yaml", legacy=backend.port, new=backend.port)
+    async with running_proxy(config, watch=False, db=str(tmp_path / "s.db")) as running:
+        admin = f"http://127.0.0.1:{running.admin_port}"
+        code, _, err = await cli("store", "pull", "--admin", admin, "--into", tmp_path / "merged.db")
+    assert code == 1
+    assert f"{admin}: 403 forbidden: the replica has no admin token configured" in " ".join(err.split())
 
 
 def test_pull_help_has_an_example() -> None:

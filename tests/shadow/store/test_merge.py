@@ -195,3 +195,26 @@ def test_inventory_of_replicas_migrated_at_different_times(replicas: Replicas, t
         expected = {(p.route_id, p.method, p.path): p.requests for p in both.path_traffic()}
         got = {(p.route_id, p.method, p.path): p.requests for p in one.path_traffic()}
     assert got == expected
+
+
+def test_replay_links_stay_within_their_replica(replicas: Replicas, tmp_path: Path) -> None:
+    """A replay keeps its link to its original after the merge; one whose original retention deleted keeps none,
+    never one into another replica's rows."""
+    snap = copy(replicas.a, tmp_path, "a.db")
+    conn = sqlite3.connect(snap)
+    first, second = (row[0] for row in conn.execute("SELECT id FROM exchanges ORDER BY id LIMIT 2"))
+    original = conn.execute("SELECT request_id, time FROM exchanges WHERE id = ?", (first,)).fetchone()
+    conn.execute("UPDATE exchanges SET replay_of = ? WHERE id = ?", (first - 3, first))  # deleted original
+    conn.execute("UPDATE exchanges SET replay_of = ? WHERE id = ?", (first, second))
+    conn.commit()
+    conn.close()
+    into = tmp_path / "merged.db"
+    merge_snapshot(into, copy(replicas.b, tmp_path, "b.db"), "http://b:8081")
+    merge_snapshot(into, snap, "http://a:8081")
+    conn = sqlite3.connect(into)
+    links = conn.execute(
+        "SELECT o.request_id, o.time FROM exchanges r LEFT JOIN exchanges o ON o.id = r.replay_of"
+        " WHERE r.replay_of IS NOT NULL"
+    ).fetchall()
+    conn.close()
+    assert links == [original]
