@@ -35,6 +35,7 @@ from cli.output import (
 )
 from cli.report_cmds import register as register_report_commands
 from cli.rollout_cmds import register as register_rollout_commands
+from cli.store_cmds import register as register_store_commands
 from proxy.admin import route_view
 from proxy.canary import Side, bucket
 from proxy.config.loader import load_config
@@ -61,6 +62,7 @@ register_rollout_commands(routes_app)  # routes flip (gated), promote
 register_history_commands(routes_app)  # routes history, revert
 register_live_commands(app)  # replay, watch
 register_insight_commands(app)  # inventory, progress, contract
+register_store_commands(app)  # store pull
 
 
 @app.callback()

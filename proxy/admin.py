@@ -1,8 +1,8 @@
 """The admin API: health, readiness, metrics (Prometheus text), live figures (JSON, /stats), active routes and config,
-and an authenticated reload.
+an authenticated reload, and an authenticated store snapshot (`proxy.admin_store`).
 
 A separate aiohttp application on its own listener (config.admin, 127.0.0.1:8081 by default), never on the proxy
-port: every path on the proxy port belongs to the back ends. Reads are open; writes need
+port: every path on the proxy port belongs to the back ends. Reads are open; writes and store snapshots need
 `Authorization: Bearer <token>` with the token from the environment variable named by admin.token_env, and are
 disabled (403) when that variable is unset or empty.
 """
@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from proxy.admin_store import add_store_routes
 from proxy.config.model import Config, Route
 from proxy.modes import mirror_target
 from proxy.state import ReloadResult, RuntimeState
@@ -68,6 +69,7 @@ def create_admin_app(state: RuntimeState, reload: Reload) -> web.Application:
     app.router.add_get("/routes", routes)
     app.router.add_get("/config", config_view)
     app.router.add_post("/reload", reload_view)
+    add_store_routes(app, state, lambda request: _authorize(request, "store snapshots"))
     return app
 
 
@@ -139,11 +141,14 @@ async def config_view(request: web.Request) -> web.Response:
     )
 
 
-def _authorize(request: web.Request) -> web.Response | None:
-    """None when the request may write; else the refusal (403 writes disabled, 401 bad or missing token)."""
-    token = admin_token(request.app[STATE_KEY].snapshot.config)
+def _authorize(request: web.Request, what: str = "writes") -> web.Response | None:
+    """None when the request carries the admin token; else the refusal: 403 when no token is configured (`what`,
+    e.g. writes, is then disabled), 401 for a missing or wrong token."""
+    config = request.app[STATE_KEY].snapshot.config
+    token = admin_token(config)
     if token is None:
-        return web.json_response({"error": "writes disabled"}, status=403)
+        hint = f"set the environment variable {config.admin.token_env} (admin.token_env) on the proxy to enable them"
+        return web.json_response({"error": f"{what} disabled", "hint": hint}, status=403)
     given = request.headers.get("Authorization", "")
     scheme, _, credentials = given.partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(credentials.strip().encode(), token.encode()):

@@ -6,6 +6,8 @@ Editors and deploy tools write in steps, so the watcher reloads a changed file o
 stayed the same for STABLE_FOR seconds, and a file that would remove every route is refused unless it says so
 (`routes: []`): a file cut short before `routes:` is valid YAML with no routes. A file that disappears is reported
 at once, not at the next SIGHUP. Listen addresses are bound once; changing them needs a restart.
+The signature is the resolved file's (`os.stat` follows symlinks), so a Kubernetes ConfigMap volume, where
+routes.yaml -> ..data/routes.yaml and an update renames a new `..data` symlink over the old one, reads as a change.
 """
 
 from __future__ import annotations

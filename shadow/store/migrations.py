@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable
 
 import sqlite_utils
@@ -182,6 +183,12 @@ def _migration_path_rollup(db: sqlite_utils.Database) -> None:
     )
 
 
+def _migration_store_id(db: sqlite_utils.Database) -> None:
+    """meta.store_id: a random id naming this store file, made once, so `strangler store pull` knows a replica's
+    snapshot again and replaces its earlier contribution to a merged file instead of counting it twice."""
+    db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', ?)", (uuid.uuid4().hex,))
+
+
 # Applied in order at open, all pending ones in one transaction; never edit a released step, append a new one.
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _migration_1,
@@ -192,6 +199,7 @@ MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _migration_replay_of,
     _migration_replays_apart,
     _migration_path_rollup,
+    _migration_store_id,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
