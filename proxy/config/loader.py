@@ -43,6 +43,7 @@ from proxy.config.model import (
     Upstream,
 )
 from proxy.config.schema import TOP
+from proxy.config.tls_keys import listen_tls, upstream_tls
 from proxy.config.yaml_walk import Issues, Table, Walker, describe_node, node_line, suggest
 from proxy.modes import key_allowed
 from proxy.routing import AmbiguousRoutesError, RouteTable
@@ -113,11 +114,12 @@ def _store(table: Table, source: Path) -> Store:
     )
 
 
-def _upstreams(table: Table) -> dict[str, Upstream]:
+def _upstreams(table: Table, source: Path, issues: Issues) -> dict[str, Upstream]:
     built = {}
     for name, spec in table.values.items():
         if isinstance(spec, Table) and isinstance(url := spec.values.get("url"), URL):
-            built[name] = _merged(Upstream(name, url), spec)
+            tls_keys = ("ca", "client_cert", "client_key")  # paths: resolved and checked by upstream_tls
+            built[name] = upstream_tls(_merged(Upstream(name, url), spec, skip=tls_keys), spec, source, issues)
     return built
 
 
@@ -318,7 +320,7 @@ def _build(top: Table, source: Path, issues: Issues) -> Config:
     written_routes = top.values.get("routes")
     route_tables = [t for t in written_routes if isinstance(t, Table)] if isinstance(written_routes, list) else []
     routes = _RouteBuilder(defaults, defaults_table, names, issues).build_all(route_tables)
-    listen = _merged(Listen(), top.table("listen"))
+    listen = replace(_merged(Listen(), top.table("listen")), tls=listen_tls(top.table("listen"), source, issues))
     admin = _merged(Admin(), top.table("admin"))
     if listen.port and (listen.host, listen.port) == (admin.host, admin.port):
         hint = "give admin: a different port"
@@ -328,7 +330,7 @@ def _build(top: Table, source: Path, issues: Issues) -> Config:
         listen=listen,
         admin=admin,
         store=_store(top.table("store"), source),
-        upstreams=MappingProxyType(_upstreams(upstream_table)),
+        upstreams=MappingProxyType(_upstreams(upstream_table, source, issues)),
         defaults=defaults,
         routes=tuple(routes),
         limits=_merged(Limits(), top.table("limits")),

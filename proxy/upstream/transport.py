@@ -28,6 +28,7 @@ from proxy.errors import (
     UpstreamPoolTimeout,
     UpstreamReset,
     UpstreamTimeout,
+    UpstreamTLSError,
 )
 from proxy.methods import may_resend
 from proxy.upstream._h1 import H1Connection
@@ -290,6 +291,9 @@ class UpstreamPool:
         except TimeoutError:
             self._connect_failed()
             raise UpstreamConnectError(f"connect to {self._origin} timed out after {budget:g}s", sent=False) from None
+        except ssl.SSLError as err:  # before OSError, its base: a certificate or handshake failure is named so
+            self._connect_failed()
+            raise UpstreamTLSError(f"TLS handshake with {self._origin} failed: {err}", sent=False) from err
         except OSError as err:
             self._connect_failed()
             raise UpstreamConnectError(f"cannot connect to {self._origin}: {err}", sent=False) from err
