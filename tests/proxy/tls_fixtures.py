@@ -28,17 +28,18 @@ class Pki:
         self.ca.cert_pem.write_to_path(str(self.ca_file))
         self._issued: dict[str, trustme.LeafCert] = {}
 
-    def server(self, name: str) -> tuple[Path, Path]:
-        """A certificate for 127.0.0.1 and localhost, as (chain file, key file) named `name`.pem / `name`.key."""
-        return self._write(name, self.ca.issue_cert("127.0.0.1", "localhost", common_name=name))
+    def server(self, name: str, stem: str | None = None) -> tuple[Path, Path]:
+        """A certificate `name` for 127.0.0.1 and localhost, as (chain file, key file) `stem`.pem / `stem`.key
+        (`stem` defaults to `name`; an existing pair is overwritten, as a certificate rotation does)."""
+        return self._write(name, self.ca.issue_cert("127.0.0.1", "localhost", common_name=name), stem)
 
     def client(self, name: str) -> tuple[Path, Path]:
         """A client certificate (for mutual TLS), as (chain file, key file)."""
         return self._write(name, self.ca.issue_cert(f"{name}@clients.test", common_name=name))
 
-    def _write(self, name: str, leaf: trustme.LeafCert) -> tuple[Path, Path]:
+    def _write(self, name: str, leaf: trustme.LeafCert, stem: str | None = None) -> tuple[Path, Path]:
         self._issued[name] = leaf
-        cert, key = self.directory / f"{name}.pem", self.directory / f"{name}.key"
+        cert, key = self.directory / f"{stem or name}.pem", self.directory / f"{stem or name}.key"
         cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
         key.write_bytes(leaf.private_key_pem.bytes())
         return cert, key
