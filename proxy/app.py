@@ -28,7 +28,7 @@ from proxy.reload import POLL_INTERVAL, Reloader, build_snapshot_parts
 from proxy.server import ProxyServer
 from proxy.state import ReloadResult, RuntimeState, Snapshot
 from proxy.tasks import TaskOwner
-from proxy.tls import ListenerTLS, warn_unverified
+from proxy.tls import ListenerTLS, TLSFileError, warn_unverified
 
 log = logging.getLogger("strangler.proxy")
 
@@ -234,7 +234,7 @@ async def _serve(
     except ConfigError as exc:
         log.error("cannot start: invalid config\n%s", exc)
         return 1
-    except OSError as exc:
+    except (OSError, TLSFileError) as exc:  # TLSFileError: a certificate changed after the config was checked
         log.error("cannot start: %s", exc)
         return 1
     settle_gc()

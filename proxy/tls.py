@@ -47,16 +47,23 @@ def _load_chain(ctx: ssl.SSLContext, cert: Path, key: Path, fields: tuple[str, s
     """Load a certificate chain and its key, naming the file at fault: unreadable, not PEM, or not a pair."""
     if "-----BEGIN CERTIFICATE-----" not in _read(fields[0], cert):
         raise TLSFileError(fields[0], cert, "not a PEM certificate (no BEGIN CERTIFICATE block)")
-    if "PRIVATE KEY-----" not in _read(fields[1], key):
+    key_text = _read(fields[1], key)
+    if "PRIVATE KEY-----" not in key_text:
         raise TLSFileError(fields[1], key, "not a PEM private key (no BEGIN PRIVATE KEY block)")
-    try:
-        ctx.load_cert_chain(cert, key)
+    if "ENCRYPTED" in key_text:
+        raise TLSFileError(fields[1], key, "the key is encrypted; give it unencrypted (openssl pkey -in KEY -out NEW)")
+    try:  # a password callback, so an encrypted key that slipped through never prompts on the terminal
+        ctx.load_cert_chain(cert, key, password=_no_password)
     except ssl.SSLError as exc:
         if "KEY_VALUES_MISMATCH" in str(exc) or "key values mismatch" in str(exc):
             raise TLSFileError(fields[1], key, f"does not match the certificate in {cert}") from exc
         raise TLSFileError(fields[0], cert, f"cannot load it with {key}: {exc.reason or exc}") from exc
     except OSError as exc:
         raise TLSFileError(fields[0], cert, f"cannot load it: {exc.strerror or exc}") from exc
+
+
+def _no_password() -> bytes:
+    return b""
 
 
 def server_context(tls: ListenTLS) -> ssl.SSLContext:

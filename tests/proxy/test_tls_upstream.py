@@ -146,3 +146,45 @@ async def test_mutual_tls_without_a_client_certificate_fails(
     expected = "tls" if max_version == ssl.TLSVersion.TLSv1_2 else "reset"
     assert body["error"] == f"upstream_{'tls_failed' if expected == 'tls' else 'reset'}"
     assert errors.get(("legacy", expected)) == 1
+
+
+async def test_websocket_to_an_https_upstream_uses_its_ca(tmp_path: Path, pki: Pki) -> None:
+    """A websocket through the proxy to an https (wss) upstream is verified with that upstream's `ca`."""
+
+    async def echo(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type is aiohttp.WSMsgType.TEXT:
+                await ws.send_str("echo:" + msg.data)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", echo)
+    async with https_backend(app, pki.server_context("legacy")) as url:
+        config = write_upstream_config(tmp_path / "routes.yaml", url, f"    ca: {pki.ca_file.name}")
+        async with (
+            running_proxy(config) as running,
+            aiohttp.ClientSession() as client,
+            client.ws_connect(f"http://127.0.0.1:{running.proxy_port}/ws") as ws,
+        ):
+            await ws.send_str("hi")
+            assert await ws.receive_str(timeout=5) == "echo:hi"
+
+
+async def test_a_reload_after_the_ca_file_changes_uses_the_new_bundle(tmp_path: Path, pki: Pki) -> None:
+    """The `ca` file is rewritten in place (routes.yaml unchanged): a reload replaces the upstream's pool, so new
+    connections verify against the new bundle (here one that does not trust the upstream, then the right one)."""
+    bundle = tmp_path / "legacy-ca.pem"
+    bundle.write_bytes(pki.ca_file.read_bytes())
+    async with https_backend(backend_app("legacy"), pki.server_context("legacy")) as url:
+        config = write_upstream_config(tmp_path / "routes.yaml", url, f"    ca: {bundle.name}")
+        async with running_proxy(config, watch=False) as running:
+            assert (await get(running.proxy_port))[0] == 200
+            bundle.write_bytes(Pki(tmp_path, "stranger").ca_file.read_bytes())
+            assert (await running.reload("sighup")).ok
+            status, body = await get(running.proxy_port)
+            assert (status, body["error"]) == (502, "upstream_tls_failed")
+            bundle.write_bytes(pki.ca_file.read_bytes())
+            assert (await running.reload("sighup")).ok
+            assert (await get(running.proxy_port))[0] == 200

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from proxy.config.loader import load_config
 from proxy.config.model import ConfigError, ConfigIssue
@@ -160,3 +161,19 @@ def test_mismatched_client_key_names_client_key(tmp_path: Path, pki: Pki) -> Non
     (issue,) = _issues(_write(tmp_path, legacy="https://127.0.0.1:9443", options=options))
     assert issue.where == "upstreams.legacy.client_key"
     assert "does not match" in issue.message
+
+
+def test_encrypted_key_is_refused_instead_of_prompting(tmp_path: Path, pki: Pki) -> None:
+    """A passphrase-protected key is a config error on the key (a service must never wait for a passphrase)."""
+    _, key = pki.server("proxy")
+    loaded = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    key.write_bytes(
+        loaded.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    (issue,) = _issues(_write(tmp_path, _listen("proxy.pem", "proxy.key")))
+    assert issue.where == "listen.tls.key"
+    assert "encrypted" in issue.message
