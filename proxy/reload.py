@@ -56,7 +56,7 @@ def build_snapshot_parts(path: Path) -> tuple[Config, RouteTable]:
 def read_snapshot_parts(path: Path) -> tuple[Config, RouteTable, bool]:
     """Like `build_snapshot_parts`, also saying whether the file spells out `routes: []` (read once)."""
     text = read_config_text(path)
-    config = parse_config(text, path)
+    config = parse_config(text, path, files=True)  # serving: the TLS files must load
     return config, RouteTable.build(config.routes), not config.routes and says_no_routes(text)
 
 

@@ -1,6 +1,8 @@
 """The TLS keys of routes.yaml (`listen.tls`, and `ca`, `client_cert`, `client_key`, `verify` on an upstream): their
-paths resolved against the config file's directory and every file loaded once by `proxy.tls`, so a missing,
-unreadable, non-PEM or mismatched file is a config error at the line that names it, at start and on reload alike.
+paths resolved against the config file's directory and, when the caller serves traffic (start, reload, `validate`,
+`replay`), every file loaded once by `proxy.tls`, so a missing, unreadable, non-PEM or mismatched file is a config
+error at the line that names it. Commands that only read the config (report, explain, flip) skip the files: they
+may run on a machine or as a user that cannot read the service's keys.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def _report(exc: TLSFileError, block: Table, issues: Issues) -> None:
     issues.add(block.at(exc.field), f"{exc.path}: {exc.reason}", hint, block.line_of(exc.field))
 
 
-def listen_tls(listen: Table, source: Path, issues: Issues) -> ListenTLS | None:
+def listen_tls(listen: Table, source: Path, issues: Issues, files: bool) -> ListenTLS | None:
     """`listen.tls`, its certificate and key checked by loading them; None when the listener is clear text."""
     if "tls" not in listen.lines:
         return None
@@ -42,13 +44,14 @@ def listen_tls(listen: Table, source: Path, issues: Issues) -> ListenTLS | None:
     version: TLSVersionName = "1.3" if block.get("min_version", str) == "1.3" else "1.2"
     tls = ListenTLS(resolve(cert, source), resolve(key, source), version)
     try:
-        server_context(tls)
+        if files:
+            server_context(tls)
     except TLSFileError as exc:
         _report(exc, block, issues)
     return tls
 
 
-def upstream_tls(upstream: Upstream, spec: Table, source: Path, issues: Issues) -> Upstream:
+def upstream_tls(upstream: Upstream, spec: Table, source: Path, issues: Issues, files: bool) -> Upstream:
     """`upstream` with its TLS file paths resolved, checked against its scheme and loaded once."""
     # `verify: true` is the default, so writing it on an http upstream changes nothing and is no mistake.
     given = [key for key in _UPSTREAM_KEYS if key in spec.lines and spec.values.get(key) is not True]
@@ -70,7 +73,8 @@ def upstream_tls(upstream: Upstream, spec: Table, source: Path, issues: Issues) 
         )
         return built
     try:
-        upstream_context(built)
+        if files:
+            upstream_context(built)
     except TLSFileError as exc:
         _report(exc, spec, issues)
     return built

@@ -223,6 +223,18 @@ async def test_a_bad_key_on_reload_keeps_the_old_certificate(tmp_path: Path, leg
         assert await presented(running.proxy_port, pki) == pki.leaf_der("one")
 
 
+async def test_a_reload_raising_min_version_refuses_older_clients(tmp_path: Path, legacy: TestServer, pki: Pki) -> None:
+    """min_version 1.2 -> 1.3 by a reload: a TLS 1.2 client that was served before is refused afterwards."""
+    tls12 = _client_capped_at(pki, ssl.TLSVersion.TLSv1_2)
+    async with tls_proxy(tmp_path, legacy, pki, watch=False) as running:
+        await (await connect(running.proxy_port, tls12)).close()
+        config = tmp_path / "routes.yaml"
+        config.write_text(config.read_text().replace('min_version: "1.2"', 'min_version: "1.3"'))
+        assert (await running.reload("sighup")).ok
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            await connect(running.proxy_port, tls12)
+
+
 async def test_websocket_upgrade_over_tls(tmp_path: Path, aiohttp_server: Any, pki: Pki) -> None:
     """A wss:// client reaches a websocket back end through the TLS listener; messages pass both ways."""
 

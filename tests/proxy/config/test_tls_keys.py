@@ -1,5 +1,5 @@
-"""The TLS keys of routes.yaml: listen.tls and the upstream TLS options load into resolved paths, and every unusable
-file is a config error naming the field, the file and the line."""
+"""The TLS keys of routes.yaml: listen.tls and the upstream TLS options load into resolved paths, and (when the files
+are checked: serving, `validate`) every unusable file is a config error naming the field, the file and the line."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def _write(tmp_path: Path, listen: str = "", legacy: str = "http://127.0.0.1:900
 
 def _issues(path: Path) -> list[ConfigIssue]:
     with pytest.raises(ConfigError) as caught:
-        load_config(path)
+        load_config(path, files=True)
     return list(caught.value.issues)
 
 
@@ -177,3 +177,13 @@ def test_encrypted_key_is_refused_instead_of_prompting(tmp_path: Path, pki: Pki)
     (issue,) = _issues(_write(tmp_path, _listen("proxy.pem", "proxy.key")))
     assert issue.where == "listen.tls.key"
     assert "encrypted" in issue.message
+
+
+def test_commands_that_only_read_the_config_do_not_need_the_files(tmp_path: Path) -> None:
+    """Without `files` (report, explain, flip) missing TLS files are no error: those commands may run where the
+    service's keys are not readable; the paths are still resolved."""
+    options = "    ca: absent-ca.pem\n"
+    config = load_config(_write(tmp_path, _listen("absent.pem", "absent.key"), "https://127.0.0.1:9443", options))
+    assert config.listen.tls is not None
+    assert config.listen.tls.cert == tmp_path / "absent.pem"
+    assert config.upstreams["legacy"].ca == tmp_path / "absent-ca.pem"
