@@ -121,7 +121,10 @@ class Reloader:
             refusal = removes_every_route(old, config, explicit)
             if refusal is not None:
                 return self._failed(trigger, (refusal,))
-            snapshot = state.apply(config, table)
+            try:
+                snapshot = state.apply(config, table)  # builds the pools of changed upstreams: their TLS files load
+            except TLSFileError as exc:  # changed between the config's check and now; the old pools stay
+                return self._failed(trigger, (f"{self._path}: upstream TLS file {exc.field}: {exc}",))
             if self.tls is not None and config.listen.tls is not None and context is not None:
                 self.tls.swap(config.listen.tls, context)
                 self._seen = self._watched()
