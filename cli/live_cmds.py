@@ -88,7 +88,7 @@ def replay(
 
     Example: [bold]strangler replay --route orders-read --outcome mismatch --limit 200[/bold]
     """
-    loaded = load_config(config)
+    loaded = load_config(config, files=True)  # replay connects: the upstreams' TLS files must load
     if route is not None:
         find_route(loaded, route)
     store_file = db_path(loaded, db)

@@ -98,7 +98,7 @@ def validate(config: ConfigOption = Path("routes.yaml"), fmt: FormatOption = Out
     Example: [bold]strangler validate --config routes.yaml[/bold]
     """
     try:
-        loaded = load_config(config)
+        loaded = load_config(config, files=True)  # also the TLS files, as serving loads them
     except ConfigError as exc:
         if fmt is OutputFormat.json:
             print_json({"ok": False, "issues": [_issue_document(i) for i in exc.issues]})

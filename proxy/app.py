@@ -28,6 +28,7 @@ from proxy.reload import POLL_INTERVAL, Reloader, build_snapshot_parts
 from proxy.server import ProxyServer
 from proxy.state import ReloadResult, RuntimeState, Snapshot
 from proxy.tasks import TaskOwner
+from proxy.tls import ListenerTLS, TLSFileError, warn_unverified
 
 log = logging.getLogger("strangler.proxy")
 
@@ -151,9 +152,12 @@ async def start_proxy(
         # the kernel caps it at net.core.somaxconn.
         backlog = max(LISTEN_BACKLOG, config.limits.max_connections)
         listen_port = config.listen.port if port is None else port
-        await web.TCPSite(runner, host or config.listen.host, listen_port, backlog=backlog).start()
+        tls = None if config.listen.tls is None else ListenerTLS(config.listen.tls)  # the admin listener stays clear
+        context = None if tls is None else tls.listening
+        await web.TCPSite(runner, host or config.listen.host, listen_port, backlog=backlog, ssl_context=context).start()
+        warn_unverified(config)
 
-        reloader = Reloader(state, path)
+        reloader = Reloader(state, path, tls=tls)
         admin_host = config.admin.host
         warn_if_exposed(config, admin_host)
         admin_runner = web.AppRunner(create_admin_app(state, reloader.reload), access_log=None)
@@ -230,7 +234,7 @@ async def _serve(
     except ConfigError as exc:
         log.error("cannot start: invalid config\n%s", exc)
         return 1
-    except OSError as exc:
+    except (OSError, TLSFileError) as exc:  # TLSFileError: a certificate changed after the config was checked
         log.error("cannot start: %s", exc)
         return 1
     settle_gc()

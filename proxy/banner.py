@@ -23,9 +23,10 @@ def startup_lines(
     """Version, addresses, routes by mode, the store and how the shadow side runs."""
     by_mode = Counter(r.mode for r in config.routes)
     modes = ", ".join(f"{by_mode[m]} {m}" for m in MODES if by_mode[m]) or "none"
+    scheme = "http" if config.listen.tls is None else "https"  # the admin listener is always clear text
     return [
         f"strangler {version()} serving {config.source}",
-        f"  proxy  http://{host}:{port}    admin  http://{admin_host}:{admin_port}",
+        f"  proxy  {scheme}://{host}:{port}    admin  http://{admin_host}:{admin_port}",
         f"  routes {len(config.routes)} ({modes}); unmatched requests go to {config.defaults.legacy}",
         f"  store  {store}    shadow side: {shadow}",
     ]

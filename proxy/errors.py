@@ -6,7 +6,9 @@ and `responded`: a response byte arrived):
 
     UpstreamError                 "error"         no complete response for a request-side reason: a header holding
      │                                            CR/LF, a streamed body longer or shorter than it declared
-     ├── UpstreamConnectError     "connect"       refused, unreachable, DNS, TLS or connect timeout, pool closed
+     ├── UpstreamConnectError     "connect"       refused, unreachable, DNS or connect timeout, pool closed
+     │    └── UpstreamTLSError    "tls"           the TLS handshake failed: certificate not trusted, wrong host
+     │                                            name, client certificate refused, no common version
      ├── UpstreamPoolTimeout      "pool_timeout"  every pooled connection stayed busy for `timeouts.pool`: strangler's
      │                                            own limit, so never the upstream's fault
      ├── UpstreamTimeout          "timeout"       no byte for `timeouts.read` (before the head, or between chunks)
@@ -18,7 +20,7 @@ and `responded`: a response byte arrived):
      ├── ClientGone               "client_gone"   the client closed or reset its connection mid-body
      └── BadBody                  "bad_body"      the body's chunked framing broke mid-way
 
-`KINDS` is the one table from a kind to its meaning; `UPSTREAM_FAULTS` (connect, timeout, reset) are the kinds that
+`KINDS` is the one table from a kind to its meaning; `UPSTREAM_FAULTS` (connect, tls, timeout, reset) are the kinds that
 count against an upstream: a breaker failure, `strangler_upstream_errors_total`, and a fallback to legacy.
 `proxy.upstream._h1.H1Failure` (the wire layer's own failure) is mapped onto this tree by `proxy.upstream.transport`,
 and the exceptions a client body read raises are mapped by `proxy.request_body`, as httpx maps httpcore's.
@@ -36,6 +38,7 @@ from typing import ClassVar, Final, Literal
 
 ErrorKind = Literal[
     "connect",
+    "tls",
     "pool_timeout",
     "timeout",
     "reset",
@@ -60,6 +63,7 @@ class KindMeaning:
 KINDS: Final[Mapping[ErrorKind, KindMeaning]] = MappingProxyType(
     {
         "connect": KindMeaning(502, "upstream_unreachable", upstream_fault=True, close=False),
+        "tls": KindMeaning(502, "upstream_tls_failed", upstream_fault=True, close=False),
         # 503, not 504: no gateway timed out waiting for the upstream; strangler itself had no connection free.
         "pool_timeout": KindMeaning(503, "pool_timeout", upstream_fault=False, close=False),
         "timeout": KindMeaning(504, "upstream_timeout", upstream_fault=True, close=False),
@@ -89,6 +93,13 @@ class UpstreamConnectError(UpstreamError):
     """Connection refused, unreachable, DNS failure or connect timeout: nothing was sent."""
 
     kind: ClassVar[ErrorKind] = "connect"
+
+
+class UpstreamTLSError(UpstreamConnectError):
+    """The TLS handshake with the upstream failed (untrusted or mismatched certificate, client certificate refused):
+    nothing was sent."""
+
+    kind: ClassVar[ErrorKind] = "tls"
 
 
 class UpstreamPoolTimeout(UpstreamError):

@@ -344,6 +344,7 @@ class ProxyHandler:
             timeouts=route.timeouts if route is not None else config.defaults.timeouts,
             route_id=route_id,
             request_id=ex.request_id,
+            ssl_context=state.pools[upstream.name].ssl_context,
         )
         state.metrics.requests.inc((route_id or UNMATCHED, ex.upstream_name, _status_class(resp.status)))
         return resp

@@ -148,7 +148,7 @@ class Metrics:
         )
         self.upstream_errors = Counter(
             "strangler_upstream_errors_total",
-            "Upstream failures by kind (connect, timeout, reset).",
+            "Upstream failures by kind (connect, tls, timeout, reset).",
             ("upstream", "kind"),
         )
         self.fallbacks = Counter(

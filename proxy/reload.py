@@ -8,6 +8,9 @@ stayed the same for STABLE_FOR seconds, and a file that would remove every route
 at once, not at the next SIGHUP. Listen addresses are bound once; changing them needs a restart.
 The signature is the resolved file's (`os.stat` follows symlinks), so a Kubernetes ConfigMap volume, where
 routes.yaml -> ..data/routes.yaml and an update renames a new `..data` symlink over the old one, reads as a change.
+With a TLS listener, every successful reload also loads its certificate and key into a fresh context and swaps it in
+for new handshakes (`proxy.tls.ListenerTLS`), and a change to either file triggers a reload like a change to the
+config file; a certificate that fails to load fails the reload, and the old one keeps serving.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
 import time
 from pathlib import Path
 
@@ -24,6 +28,7 @@ from proxy.config.loader import parse_config, read_config_text
 from proxy.config.model import Config, ConfigError
 from proxy.routing import RouteTable
 from proxy.state import ReloadResult, RuntimeState
+from proxy.tls import FileSignatures, ListenerTLS, TLSFileError, listener_files, server_context, warn_unverified
 
 log = logging.getLogger("strangler.reload")
 
@@ -31,6 +36,7 @@ POLL_INTERVAL = 0.5
 STABLE_FOR = 0.5  # seconds a changed file's size and mtime must stay the same before it is reloaded
 
 FileSignature = tuple[int, int, int, int] | None
+Watched = tuple[FileSignature, FileSignatures]  # routes.yaml, and the TLS listener's certificate and key
 
 
 def file_signature(path: Path) -> FileSignature:
@@ -52,7 +58,7 @@ def build_snapshot_parts(path: Path) -> tuple[Config, RouteTable]:
 def read_snapshot_parts(path: Path) -> tuple[Config, RouteTable, bool]:
     """Like `build_snapshot_parts`, also saying whether the file spells out `routes: []` (read once)."""
     text = read_config_text(path)
-    config = parse_config(text, path)
+    config = parse_config(text, path, files=True)  # serving: the TLS files must load
     return config, RouteTable.build(config.routes), not config.routes and says_no_routes(text)
 
 
@@ -78,24 +84,38 @@ def removes_every_route(old: Config, new: Config, explicit: bool) -> str | None:
 class Reloader:
     """Reloads one config file into one RuntimeState; reloads never overlap."""
 
-    def __init__(self, state: RuntimeState, path: Path, *, stable_for: float = STABLE_FOR) -> None:
+    def __init__(
+        self, state: RuntimeState, path: Path, *, stable_for: float = STABLE_FOR, tls: ListenerTLS | None = None
+    ) -> None:
         self._state = state
         self._path = path
         self._stable_for = stable_for
         self._lock = asyncio.Lock()
-        self._seen: FileSignature = file_signature(path)
+        self.tls = tls
+        self._seen: Watched = self._watched()
         state.metrics.config_ok.set((), 1)
+
+    def _watched(self) -> Watched:
+        return file_signature(self._path), listener_files(None if self.tls is None else self.tls.settings)
+
+    def _load(self) -> tuple[Config, RouteTable, bool, ssl.SSLContext | None]:
+        """The file's config (runs in a worker thread), and a fresh listener context when the listener has TLS."""
+        config, table, explicit = read_snapshot_parts(self._path)
+        tls = config.listen.tls
+        return config, table, explicit, None if self.tls is None or tls is None else server_context(tls)
 
     async def reload(self, trigger: str = "sighup") -> ReloadResult:
         """Load the file now; on success swap the snapshot, on failure keep the old one. Never raises."""
         state = self._state
         async with self._lock:
-            self._seen = file_signature(self._path)
+            self._seen = self._watched()
             try:
-                config, table, explicit = await asyncio.to_thread(read_snapshot_parts, self._path)
+                config, table, explicit, context = await asyncio.to_thread(self._load)
             except ConfigError as exc:
                 errors = tuple(str(issue) for issue in exc.issues) or (str(exc),)
                 return self._failed(trigger, errors)
+            except TLSFileError as exc:  # changed between the config's check and this load
+                return self._failed(trigger, (f"{self._path}: listen.tls.{exc.field}: {exc}",))
             except Exception as exc:  # a bug or an unexpected I/O error must not stop the proxy
                 log.exception("config reload from %s failed unexpectedly", self._path)
                 return self._failed(trigger, (f"{type(exc).__name__}: {exc}",))
@@ -103,8 +123,15 @@ class Reloader:
             refusal = removes_every_route(old, config, explicit)
             if refusal is not None:
                 return self._failed(trigger, (refusal,))
-            snapshot = state.apply(config, table)
+            try:
+                snapshot = state.apply(config, table)  # builds the pools of changed upstreams: their TLS files load
+            except TLSFileError as exc:  # changed between the config's check and now; the old pools stay
+                return self._failed(trigger, (f"{self._path}: upstream TLS file {exc.field}: {exc}",))
+            if self.tls is not None and config.listen.tls is not None and context is not None:
+                self.tls.swap(config.listen.tls, context)
+                self._seen = self._watched()
             _warn_restart_needed(old, config)
+            warn_unverified(config, old)
             result = ReloadResult(ok=True, time=time.time(), generation=snapshot.generation, trigger=trigger)
             state.last_reload = result
             state.metrics.reloads.inc(("ok",))
@@ -132,15 +159,15 @@ class Reloader:
         """Poll the file; reload a change once its signature has held for `stable_for` seconds (editors and deploy
         tools write in steps); report a missing file at once."""
         loop = asyncio.get_running_loop()
-        pending: FileSignature = None
+        pending: Watched | None = None
         since = 0.0
         while True:
             await asyncio.sleep(interval)
-            current = await asyncio.to_thread(file_signature, self._path)
-            if current is None:
+            current = await asyncio.to_thread(self._watched)
+            if current[0] is None:
                 pending = None
-                if self._seen is not None:
-                    self._seen = None
+                if self._seen[0] is not None:
+                    self._seen = current
                     self._failed("file", (f"{self._path}: the file is missing (deleted or moved)",))
                 continue
             if current == self._seen:
@@ -157,7 +184,9 @@ class Reloader:
 
 
 def _warn_restart_needed(old: Config, new: Config) -> None:
-    if old.listen != new.listen:
+    if (old.listen.tls is None) != (new.listen.tls is None):
+        log.warning("listen.tls turned %s: restart strangler to apply it", "off" if new.listen.tls is None else "on")
+    if (old.listen.host, old.listen.port) != (new.listen.host, new.listen.port):
         log.warning(
             "listen address changed (%s:%d -> %s:%d): restart strangler to apply it",
             old.listen.host,

@@ -21,6 +21,7 @@ from proxy.events import ExchangeListener, ListenerHooks
 from proxy.metrics import Metrics
 from proxy.routing import RouteTable
 from proxy.tasks import TaskOwner
+from proxy.tls import upstream_context, upstream_tls_key
 from proxy.upstream.breaker import Breaker
 from proxy.upstream.transport import UpstreamPool
 
@@ -53,16 +54,17 @@ class ReloadResult:
 class PoolSlot:
     """An upstream pool and how many requests are using it right now (so a retired pool closes only when idle)."""
 
-    __slots__ = ("max_connections", "pool", "url", "users")
+    __slots__ = ("key", "max_connections", "pool", "ssl_context", "users")
 
     def __init__(self, upstream: Upstream) -> None:
-        self.url = upstream.url
+        self.key = upstream_tls_key(upstream)  # the URL, TLS settings and TLS files' signatures
         self.max_connections = upstream.max_connections
-        self.pool = UpstreamPool(upstream.url, max_connections=upstream.max_connections)
+        self.ssl_context = upstream_context(upstream)  # also the websocket client's, for an https upstream
+        self.pool = UpstreamPool(upstream.url, max_connections=upstream.max_connections, ssl_context=self.ssl_context)
         self.users = 0
 
     def fits(self, upstream: Upstream) -> bool:
-        return self.url == upstream.url and self.max_connections == upstream.max_connections
+        return self.key == upstream_tls_key(upstream) and self.max_connections == upstream.max_connections
 
 
 def breaker_upstreams(config: Config) -> frozenset[str]:

@@ -7,6 +7,7 @@ by aiohttp on each side. Whichever side closes first has its close code and reas
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable
 from typing import Any
 
@@ -71,6 +72,7 @@ async def forward_websocket(
     timeouts: Timeouts,
     route_id: str | None,
     request_id: str,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> web.StreamResponse:
     """Proxy one websocket session; returns the client-side response (already finished) for the handler.
 
@@ -90,12 +92,15 @@ async def forward_websocket(
                 autoclose=False,
                 autoping=True,
                 max_msg_size=MAX_MESSAGE,
+                ssl=ssl_context or True,  # an https upstream's own context (proxy.tls), else default checks
             )
     except aiohttp.WSServerHandshakeError as exc:
         status = exc.status if 400 <= exc.status < 600 else 502
         return error_response(status, "upstream_websocket_refused", route_id, request_id)
     except TimeoutError:
         return kind_response("timeout", route_id, request_id)
+    except aiohttp.ClientSSLError:
+        return kind_response("tls", route_id, request_id)
     except (aiohttp.ClientError, OSError):
         return kind_response("connect", route_id, request_id)
 

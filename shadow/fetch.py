@@ -19,6 +19,7 @@ from proxy.errors import ErrorKind, UpstreamError
 from proxy.events import RequestSnapshot, ResponseSnapshot, Side
 from proxy.headers import HOP_BY_HOP, end_to_end_response_headers, upstream_host
 from proxy.methods import SAFE_METHODS
+from proxy.tls import upstream_context, upstream_tls_key
 from proxy.upstream.response import UpstreamResponse
 from proxy.upstream.transport import UpstreamPool
 
@@ -49,10 +50,11 @@ class CandidatePools:
         hit = self._by_id.get(id(upstream))
         if hit is not None and hit[0] is upstream:
             return hit[1], hit[2]
-        same = (e[1] for e in self._by_id.values() if e[0].name == upstream.name and e[0].url == upstream.url)
+        key = upstream_tls_key(upstream)  # the URL and TLS settings, as the proxy's own pools are keyed
+        same = (e[1] for e in self._by_id.values() if e[0].name == upstream.name and upstream_tls_key(e[0]) == key)
         pool = next(same, None)
         if pool is None:
-            pool = UpstreamPool(upstream.url, max_connections=self._max)
+            pool = UpstreamPool(upstream.url, max_connections=self._max, ssl_context=upstream_context(upstream))
         base = upstream.url.raw_path.rstrip("/")
         self._by_id[id(upstream)] = (upstream, pool, base)
         return pool, base

@@ -43,6 +43,7 @@ from proxy.config.model import (
     Upstream,
 )
 from proxy.config.schema import TOP
+from proxy.config.tls_keys import listen_tls, upstream_tls
 from proxy.config.yaml_walk import Issues, Table, Walker, describe_node, node_line, suggest
 from proxy.modes import key_allowed
 from proxy.routing import AmbiguousRoutesError, RouteTable
@@ -113,11 +114,12 @@ def _store(table: Table, source: Path) -> Store:
     )
 
 
-def _upstreams(table: Table) -> dict[str, Upstream]:
+def _upstreams(table: Table, source: Path, issues: Issues, files: bool) -> dict[str, Upstream]:
     built = {}
     for name, spec in table.values.items():
         if isinstance(spec, Table) and isinstance(url := spec.values.get("url"), URL):
-            built[name] = _merged(Upstream(name, url), spec)
+            tls_keys = ("ca", "client_cert", "client_key")  # paths: resolved and checked by upstream_tls
+            built[name] = upstream_tls(_merged(Upstream(name, url), spec, skip=tls_keys), spec, source, issues, files)
     return built
 
 
@@ -299,7 +301,7 @@ class _RouteBuilder:
         return None
 
 
-def _build(top: Table, source: Path, issues: Issues) -> Config:
+def _build(top: Table, source: Path, issues: Issues, files: bool) -> Config:
     upstream_table = top.table("upstreams")
     names = sorted(upstream_table.lines)  # every name written, so one bad url does not cascade
     defaults_table = top.table("defaults")
@@ -318,7 +320,7 @@ def _build(top: Table, source: Path, issues: Issues) -> Config:
     written_routes = top.values.get("routes")
     route_tables = [t for t in written_routes if isinstance(t, Table)] if isinstance(written_routes, list) else []
     routes = _RouteBuilder(defaults, defaults_table, names, issues).build_all(route_tables)
-    listen = _merged(Listen(), top.table("listen"))
+    listen = replace(_merged(Listen(), top.table("listen")), tls=listen_tls(top.table("listen"), source, issues, files))
     admin = _merged(Admin(), top.table("admin"))
     if listen.port and (listen.host, listen.port) == (admin.host, admin.port):
         hint = "give admin: a different port"
@@ -328,7 +330,7 @@ def _build(top: Table, source: Path, issues: Issues) -> Config:
         listen=listen,
         admin=admin,
         store=_store(top.table("store"), source),
-        upstreams=MappingProxyType(_upstreams(upstream_table)),
+        upstreams=MappingProxyType(_upstreams(upstream_table, source, issues, files)),
         defaults=defaults,
         routes=tuple(routes),
         limits=_merged(Limits(), top.table("limits")),
@@ -338,10 +340,11 @@ def _build(top: Table, source: Path, issues: Issues) -> Config:
     )
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a config file; raises `ConfigError` listing every issue found."""
+def load_config(path: str | Path, *, files: bool = False) -> Config:
+    """Read and validate a config file; raises `ConfigError` listing every issue found. `files`: also load the TLS
+    files it names (what serving and `validate` need; a report does not, and may run where they are unreadable)."""
     source = Path(path)
-    return parse_config(read_config_text(source), source)
+    return parse_config(read_config_text(source), source, files=files)
 
 
 def read_config_text(source: Path) -> str:
@@ -353,7 +356,7 @@ def read_config_text(source: Path) -> str:
         raise ConfigError([ConfigIssue(str(source), "", f"cannot read the file: {reason}")]) from exc
 
 
-def parse_config(text: str, source: Path) -> Config:
+def parse_config(text: str, source: Path, *, files: bool = False) -> Config:
     """Validate config text; `source` names it in messages and anchors relative paths (the store file)."""
     issues = Issues(str(source))
     try:
@@ -383,7 +386,7 @@ def parse_config(text: str, source: Path) -> Config:
         raise ConfigError(issues.found)
     top = Walker(issues).check(root, TOP, "")
     assert isinstance(top, Table)
-    config = _build(top, source, issues)
+    config = _build(top, source, issues, files)
     if issues.found:
         # Reported in file order, so the list reads top to bottom next to the file.
         raise ConfigError(sorted(issues.found, key=lambda issue: issue.line or 0))

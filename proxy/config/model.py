@@ -24,6 +24,7 @@ MODES: tuple[Mode, ...] = ("legacy", "shadow", "canary", "new")
 HostHeader = Literal["rewrite", "preserve"]
 SideEffects = Literal["block", "dry_run", "allow"]
 StickyKind = Literal["header", "cookie", "client_ip"]
+TLSVersionName = Literal["1.2", "1.3"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +52,19 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class ListenTLS:
+    """The client-facing listener's certificate and key (PEM files, absolute paths) and lowest TLS version."""
+
+    cert: Path
+    key: Path
+    min_version: TLSVersionName = "1.2"
+
+
+@dataclass(frozen=True, slots=True)
 class Listen:
     host: str = "127.0.0.1"
     port: int = 8080
+    tls: ListenTLS | None = None  # None: clear text
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +91,11 @@ class Upstream:
     # Circuit breaker for fallback routes: open after this many consecutive failures, probe again after cooldown.
     breaker_failures: int = 5
     breaker_cooldown: float = 10.0
+    # TLS to an https:// upstream (absolute paths; see proxy.tls.upstream_context). None: the system's trust store.
+    ca: Path | None = None
+    client_cert: Path | None = None  # with client_key: mutual TLS
+    client_key: Path | None = None
+    verify: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -241,8 +241,28 @@ UPSTREAM = Section(
             "How long an open breaker waits before one probe request is let through (a reload retunes a breaker "
             "and keeps its state)"
         ),
+        "ca": text(
+            "https upstreams: PEM CA bundle trusted for this upstream instead of the system's (relative to this "
+            "file's directory)"
+        ),
+        "client_cert": text("https upstreams: PEM client certificate for mutual TLS; needs client_key"),
+        "client_key": text("https upstreams: PEM private key of client_cert"),
+        "verify": boolean(
+            "https upstreams: check the certificate and host name; false accepts any certificate (a warning is "
+            "logged at every start and reload)"
+        ),
     },
     required=("url",),
+)
+LISTEN_TLS = Section(
+    "Serve the client-facing listener over TLS (HTTP/1.1 only). Certificate and key are reloaded when their files "
+    "change and on SIGHUP; open connections keep theirs.",
+    {
+        "cert": text("PEM certificate chain file, leaf first (relative to this file's directory)"),
+        "key": text("PEM private key file of cert"),
+        "min_version": choice("Lowest TLS version accepted", ("1.2", "1.3")),
+    },
+    required=("cert", "key"),
 )
 STORE = Section(
     "Where compared exchanges are kept (SQLite).",
@@ -272,7 +292,7 @@ TOP = Section(
     "strangler routes.yaml: routes endpoints to a legacy back end or a new service, shadows and compares them.",
     {
         "version": version("Config format version; must be 1"),
-        "listen": Section("The client-facing listener.", ADDRESS),
+        "listen": Section("The client-facing listener.", {**ADDRESS, "tls": LISTEN_TLS}),
         "admin": Section(
             "The admin API listener.",
             {

@@ -1,6 +1,6 @@
 """A per-upstream circuit breaker: a pure state machine the handler consults before sending to a new service.
 
-After `failure_threshold` consecutive upstream faults (`proxy.errors.UPSTREAM_FAULTS`: connect, timeout, reset;
+After `failure_threshold` consecutive upstream faults (`proxy.errors.UPSTREAM_FAULTS`: connect, tls, timeout, reset;
 never a full pool or a client's fault) the breaker opens: routes with
 `fallback: true` go straight to legacy for `cooldown` seconds instead of paying a connect timeout per request.
 Then one probe is let through (half-open); its success closes the breaker, its failure re-opens it. Time comes from
@@ -78,7 +78,7 @@ class Breaker:
         return True
 
     def record_failure(self, now: float) -> bool:
-        """An upstream fault (connect, timeout, reset). Returns True when the state changed."""
+        """An upstream fault (connect, tls, timeout, reset). Returns True when the state changed."""
         state = self.state
         if state == "half_open":
             self._open(now)

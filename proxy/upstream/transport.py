@@ -28,6 +28,7 @@ from proxy.errors import (
     UpstreamPoolTimeout,
     UpstreamReset,
     UpstreamTimeout,
+    UpstreamTLSError,
 )
 from proxy.methods import may_resend
 from proxy.upstream._h1 import H1Connection
@@ -290,6 +291,18 @@ class UpstreamPool:
         except TimeoutError:
             self._connect_failed()
             raise UpstreamConnectError(f"connect to {self._origin} timed out after {budget:g}s", sent=False) from None
+        except ssl.SSLError as err:  # before OSError, its base: a certificate or handshake failure is named so
+            self._connect_failed()
+            raise UpstreamTLSError(f"TLS handshake with {self._origin} failed: {err}", sent=False) from err
+        except ConnectionResetError as err:
+            self._connect_failed()
+            if self._ssl is None:
+                raise UpstreamConnectError(f"cannot connect to {self._origin}: {err}", sent=False) from err
+            # The TCP connection was made (a refused one is ConnectionRefusedError): the server dropped it in the
+            # handshake, as one that requires a client certificate does with TLS 1.2.
+            raise UpstreamTLSError(
+                f"TLS handshake with {self._origin} failed: closed by the server", sent=False
+            ) from err
         except OSError as err:
             self._connect_failed()
             raise UpstreamConnectError(f"cannot connect to {self._origin}: {err}", sent=False) from err

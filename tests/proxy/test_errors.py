@@ -22,6 +22,7 @@ from proxy.errors import (
     UpstreamPoolTimeout,
     UpstreamReset,
     UpstreamTimeout,
+    UpstreamTLSError,
 )
 from tests.proxy.app_fixtures import backend_app, hits, running_proxy, url, wait_until, write_config
 
@@ -31,9 +32,10 @@ def test_every_kind_has_one_meaning() -> None:
     assert set(KINDS) == set(get_args(ErrorKind))
 
 
-def test_only_connect_timeout_and_reset_blame_the_upstream() -> None:
-    """Only an upstream that refused, stalled or broke counts against it; a full pool and client faults do not."""
-    assert frozenset({"connect", "timeout", "reset"}) == UPSTREAM_FAULTS
+def test_only_connect_tls_timeout_and_reset_blame_the_upstream() -> None:
+    """Only an upstream that refused, failed its TLS handshake, stalled or broke counts against it; a full pool and
+    client faults do not."""
+    assert frozenset({"connect", "tls", "timeout", "reset"}) == UPSTREAM_FAULTS
 
 
 def test_each_exception_names_its_kind() -> None:
@@ -41,6 +43,7 @@ def test_each_exception_names_its_kind() -> None:
     classes: list[type[UpstreamError] | type[RequestBodyError]] = [
         UpstreamError,
         UpstreamConnectError,
+        UpstreamTLSError,
         UpstreamPoolTimeout,
         UpstreamTimeout,
         UpstreamReset,
@@ -50,6 +53,7 @@ def test_each_exception_names_its_kind() -> None:
     assert KINDS["pool_timeout"].status == 503
     assert KINDS["timeout"].status == 504
     assert KINDS["connect"].status == 502
+    assert KINDS["tls"].status == 502
 
 
 POOL_ROUTES = """\
