@@ -24,6 +24,8 @@ from aiohttp.test_utils import TestServer
 from proxy.admin import warn_if_exposed
 from proxy.config.loader import load_config
 from proxy.config.model import Config
+from shadow.redact import KEY_BYTES, KEY_ENV, key_path_for, load_or_create_key
+from shadow.runner import ShadowLimits
 from shadow.store.writer import CLOSE_RETRY
 from tests.deploy.recipes import (
     CONTAINERFILE,
@@ -48,11 +50,12 @@ CONFIG_PATH = "/etc/strangler/routes.yaml"
 
 
 def local_copy(tmp_path: Path, legacy: int, new: int) -> Path:
-    """The ConfigMap's routes.yaml on loopback: free ports, back ends on loopback, the store in tmp_path."""
+    """The ConfigMap's routes.yaml on loopback: free ports, back ends on loopback, the store in tmp_path/store."""
     data: dict[str, Any] = yaml.safe_load(routes_yaml_text())
     data["listen"].update(host="127.0.0.1", port=free_port())
     data["admin"].update(host="127.0.0.1", port=free_port())
-    data["store"]["path"] = str(tmp_path / "strangler.db")
+    (tmp_path / "store").mkdir(exist_ok=True)
+    data["store"]["path"] = str(tmp_path / "store" / PurePosixPath(data["store"]["path"]).name)
     data["upstreams"]["legacy"]["url"] = f"http://127.0.0.1:{legacy}"
     data["upstreams"]["new"]["url"] = f"http://127.0.0.1:{new}"
     path = tmp_path / "routes.yaml"
@@ -147,14 +150,15 @@ async def test_the_healthcheck_command_passes_on_a_live_admin_port_and_fails_on_
         await backend.close()
 
 
-def test_the_grace_period_covers_prestop_drain_and_the_store_flush(config: Config) -> None:
-    """terminationGracePeriodSeconds exceeds the preStop sleep + limits.drain_timeout + the store writer's last
-    flush (CLOSE_RETRY), so SIGKILL never cuts a drain short."""
+def test_the_grace_period_covers_prestop_drain_and_the_shadow_sides_close(config: Config) -> None:
+    """terminationGracePeriodSeconds exceeds the preStop sleep + limits.drain_timeout + the time shadow copies in
+    flight get at close (ShadowLimits.close_deadline) + the store writer's last retries (CLOSE_RETRY), so SIGKILL
+    never cuts a drain short."""
     command = container()["lifecycle"]["preStop"]["exec"]["command"]
     assert command[0].endswith("sleep")
     pre_stop = float(command[1])
     grace = float(pod_spec()["terminationGracePeriodSeconds"])
-    assert grace > pre_stop + config.limits.drain_timeout + CLOSE_RETRY
+    assert grace > pre_stop + config.limits.drain_timeout + ShadowLimits().close_deadline + CLOSE_RETRY
 
 
 def test_the_store_is_on_a_writable_volume_and_the_root_is_read_only(config: Config) -> None:
@@ -231,6 +235,21 @@ def test_the_admin_token_comes_from_a_secret_and_quiets_the_exposed_warning(
     assert caplog.text == ""
 
 
+def test_every_replica_gets_the_same_redaction_key_from_a_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Deployment sets the redaction key variable (shadow.redact.KEY_ENV) from a Secret, and with it set the real
+    key loader uses it and writes no per-pod key file beside the store: every replica redacts a secret to the same
+    token, so merged stores group it as one value."""
+    (env,) = (e for e in container()["env"] if e["name"] == KEY_ENV)
+    assert env["valueFrom"]["secretKeyRef"]["name"]
+    key = "ab" * KEY_BYTES
+    monkeypatch.setenv(KEY_ENV, key)
+    key_file = key_path_for(tmp_path / "strangler.db")
+    assert load_or_create_key(key_file) == bytes.fromhex(key)
+    assert not key_file.exists()
+
+
 def test_the_service_and_the_budget_select_the_deployments_pods() -> None:
     """The Service and the PodDisruptionBudget select the pods the Deployment makes, and the budget leaves a
     replica standing."""
@@ -254,7 +273,8 @@ def strangler_command() -> list[str]:
 async def test_the_images_command_reloads_on_sighup_and_exits_0_on_sigterm(tmp_path: Path) -> None:
     """The image's ENTRYPOINT + CMD (config path pointed at a loopback copy of the ConfigMap's routes.yaml), run as a
     real process with its shadow worker: SIGHUP reloads (generation 2, trigger sighup), and SIGTERM, the image's
-    STOPSIGNAL, drains and exits 0."""
+    STOPSIGNAL, drains and exits 0; it wrote only in the store's directory (and /tmp), never in its working
+    directory or home, as the read-only root file system requires."""
     assert instruction("STOPSIGNAL") == "SIGTERM"
     backend = TestServer(backend_app("legacy"))
     await backend.start_server()
@@ -264,8 +284,18 @@ async def test_the_images_command_reloads_on_sighup_and_exits_0_on_sigterm(tmp_p
         config = load_config(config_path)
         args = [str(config_path) if a == CONFIG_PATH else a for a in exec_form(instruction("CMD"))]
         command = [*strangler_command(), *exec_form(instruction("ENTRYPOINT"))[1:], *args, "--quiet"]
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "STRANGLER_ADMIN_TOKEN": "t"}
-        process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # noqa: ASYNC220
+        # Like the image's read-only root: a working directory and a home that must stay empty, /tmp apart.
+        work, home, tmp = tmp_path / "work", tmp_path / "home", tmp_path / "tmp"
+        for directory in (work, home, tmp):
+            directory.mkdir()
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "STRANGLER_ADMIN_TOKEN": "t",
+            "HOME": str(home),
+            "TMPDIR": str(tmp),
+        }
+        process = subprocess.Popen(command, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # noqa: ASYNC220
         admin = f"http://127.0.0.1:{config.admin.port}"
         try:
             async with aiohttp.ClientSession() as client:
@@ -298,6 +328,12 @@ async def test_the_images_command_reloads_on_sighup_and_exits_0_on_sigterm(tmp_p
             process.send_signal(signal.SIGTERM)
             await wait_until(lambda: process.poll() is not None, limit=40.0)
             assert process.returncode == 0, process.stderr.read() if process.stderr else ""
+            assert list(work.iterdir()) == []
+            assert list(home.iterdir()) == []
+            store = Path(config.store.path)
+            written = {p.name for p in store.parent.iterdir()}
+            assert store.name in written
+            assert written <= {store.name, f"{store.name}-wal", f"{store.name}-shm", f"{store.name}.key"}
         finally:
             if process.poll() is None:
                 process.kill()

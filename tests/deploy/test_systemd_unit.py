@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from proxy.config.model import Config, Limits
+from shadow.runner import ShadowLimits
 from shadow.store.writer import CLOSE_RETRY
 from tests.deploy.recipes import UNIT, seconds, serve_flags, unit, unit_exec_start
 
@@ -46,11 +47,13 @@ def test_the_units_signals_are_the_ones_serve_handles() -> None:
     assert service["Restart"] == "on-failure"
 
 
-def test_the_stop_timeout_covers_the_drain_and_the_store_flush(config: Config) -> None:
+def test_the_stop_timeout_covers_the_drain_and_the_shadow_sides_close(config: Config) -> None:
     """TimeoutStopSec exceeds limits.drain_timeout (the default, and the ConfigMap's as the real loader reads it)
-    plus the store writer's last flush, so systemd's SIGKILL never cuts a drain short."""
+    plus the time shadow copies in flight get at close and the store writer's last retries, so systemd's SIGKILL
+    never cuts a drain short."""
     drain = max(Limits().drain_timeout, config.limits.drain_timeout)
-    assert seconds(unit()["Service"]["TimeoutStopSec"]) > drain + CLOSE_RETRY
+    close = ShadowLimits().close_deadline + CLOSE_RETRY
+    assert seconds(unit()["Service"]["TimeoutStopSec"]) > drain + close
 
 
 def test_the_unit_is_hardened() -> None:
