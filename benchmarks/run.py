@@ -387,6 +387,8 @@ def main() -> int:
     subprocess.run([sys.executable, "-m", "benchmarks.compare_micro"], check=False)
     print()
     subprocess.run([sys.executable, "-m", "benchmarks.compare_bench"], check=False)
+    print()  # rows/s one store file takes (docs/scale.md)
+    subprocess.run([sys.executable, "-m", "benchmarks.store_rate", "--seconds", "2"], check=False)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(
         json.dumps(
