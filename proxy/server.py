@@ -22,6 +22,7 @@ from aiohttp.http_parser import HttpRequestParser, RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import ERROR, RequestHandler, _ErrInfo
 
+from proxy.exchange import EXCHANGE_KEY
 from proxy.headers import new_request_id
 from proxy.metrics import Metrics
 from proxy.responses import error_response
@@ -59,6 +60,7 @@ class GuardedRequestHandler(RequestHandler):
         "_head_handle",
         "_head_timeout",
         "_max_connections",
+        "_state",
     )
 
     def __init__(
@@ -68,9 +70,11 @@ class GuardedRequestHandler(RequestHandler):
         connections: ConnectionCounter,
         header_timeout: float,
         max_connections: int,
+        state: RuntimeState | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(manager, **kwargs)
+        self._state = state
         self._connections = connections
         self._head_timeout = header_timeout
         self._max_connections = max_connections
@@ -180,6 +184,10 @@ class GuardedRequestHandler(RequestHandler):
         self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
     ) -> tuple[web.StreamResponse, bool]:
         result = await super().finish_response(request, resp, start_time)
+        state = self._state
+        if state is not None and (access := state.access_log) is not None:  # written: its line can be built
+            parsed = request.message is not _ERROR
+            access.record(request, resp, request.get(EXCHANGE_KEY), mirroring=bool(state.hooks), parsed=parsed)
         if self._close_after_response or (not resp.keep_alive and not request.content.is_eof()):
             # The response is written (transport.close() flushes it first); no drain, no keep-alive. A response
             # that closes the connection while the body is unread (413, 408, 501, a broken chunk) would otherwise
@@ -282,6 +290,7 @@ class ProxyServer(web.Server):
             connections=self.connection_count,
             header_timeout=limits.header_timeout,
             max_connections=limits.max_connections,
+            state=self._state,
             keepalive_timeout=limits.keepalive_timeout,
             max_line_size=limits.max_line_size,
             max_field_size=limits.max_line_size,

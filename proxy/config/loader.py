@@ -19,6 +19,7 @@ from yarl import URL
 
 from proxy.config.model import (
     MODES,
+    AccessLog,
     Admin,
     Canary,
     Compare,
@@ -335,7 +336,15 @@ def _build(top: Table, source: Path, issues: Issues) -> Config:
         trusted_proxies=top.get("trusted_proxies", tuple) or (),
         debug_headers=top.get("debug_headers", bool) or False,
         via=top.get("via", str) or "strangler",
+        access_log=_access_log(top.table("access_log"), source) if "access_log" in top.lines else None,
     )
+
+
+def _access_log(table: Table, source: Path) -> AccessLog:
+    """The access_log: section; a file path resolves against the config file's directory ("-" is stdout)."""
+    built = _merged(AccessLog(), table)
+    path = source.absolute().parent / Path(built.path).expanduser()  # an absolute path stays as written
+    return built if built.path == "-" else replace(built, path=str(path))
 
 
 def load_config(path: str | Path) -> Config:
