@@ -186,7 +186,7 @@ class GuardedRequestHandler(RequestHandler):
         result = await super().finish_response(request, resp, start_time)
         state = self._state
         if state is not None and (access := state.access_log) is not None:  # written: its line can be built
-            parsed = request.message is not _ERROR
+            parsed = type(request) is not UnparsedRequest
             access.record(request, resp, request.get(EXCHANGE_KEY), mirroring=bool(state.hooks), parsed=parsed)
         if self._close_after_response or (not resp.keep_alive and not request.content.is_eof()):
             # The response is written (transport.close() flushes it first); no drain, no keep-alive. A response
@@ -243,6 +243,11 @@ class UnsupportedVersionRequest(web.BaseRequest):
     its version is set to 1.1 so that answer goes out on an HTTP/1.1 status line (aiohttp echoes the request's)."""
 
 
+class UnparsedRequest(web.BaseRequest):
+    """aiohttp's stand-in for a request its parser refused (method GET, path /, answered by `handle_error`): the
+    access log writes its request line as unknown rather than that stand-in's."""
+
+
 _SPOKEN = (HttpVersion10, HttpVersion11)
 _ERROR = ERROR._replace(version=HttpVersion11)
 
@@ -272,8 +277,8 @@ class ProxyServer(web.Server):
         task: asyncio.Task[None],
     ) -> web.BaseRequest:
         if message is ERROR:  # aiohttp's stand-in for a request its parser refused: answer it on HTTP/1.1
-            message = _ERROR
-        elif message.upgrade and not _is_websocket(message):
+            return UnparsedRequest(_ERROR, payload, protocol, writer, task, self._loop)
+        if message.upgrade and not _is_websocket(message):
             # An Upgrade this proxy never switches (h2c, say): llhttp stops at the end of its head and aiohttp drops
             # the rest of that read, so a pipelined request behind it would never be answered. Close after it.
             message = message._replace(should_close=True)
