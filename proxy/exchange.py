@@ -50,5 +50,8 @@ class Exchange:
         self.body = None
 
 
-# Where the handler leaves a request's Exchange for the access log (set only while an access log is on).
+# Where the handler leaves a request's Exchange for the access log, and where the server notes when the request's
+# head was parsed (time.perf_counter(): the loop's clock may tick in whole milliseconds); set only while an access
+# log is on.
 EXCHANGE_KEY = web.RequestKey("strangler_exchange", Exchange)
+ARRIVED_KEY = web.RequestKey("strangler_arrived", float)

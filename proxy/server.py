@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,7 +23,7 @@ from aiohttp.http_parser import HttpRequestParser, RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import ERROR, RequestHandler, _ErrInfo
 
-from proxy.exchange import EXCHANGE_KEY
+from proxy.exchange import ARRIVED_KEY, EXCHANGE_KEY
 from proxy.headers import new_request_id
 from proxy.metrics import Metrics
 from proxy.responses import error_response
@@ -276,16 +277,19 @@ class ProxyServer(web.Server):
         writer: AbstractStreamWriter,
         task: asyncio.Task[None],
     ) -> web.BaseRequest:
+        kind = web.BaseRequest
         if message is ERROR:  # aiohttp's stand-in for a request its parser refused: answer it on HTTP/1.1
-            return UnparsedRequest(_ERROR, payload, protocol, writer, task, self._loop)
-        if message.upgrade and not _is_websocket(message):
+            kind, message = UnparsedRequest, _ERROR
+        elif message.upgrade and not _is_websocket(message):
             # An Upgrade this proxy never switches (h2c, say): llhttp stops at the end of its head and aiohttp drops
             # the rest of that read, so a pipelined request behind it would never be answered. Close after it.
             message = message._replace(should_close=True)
-        if message.version in _SPOKEN:
-            return web.BaseRequest(message, payload, protocol, writer, task, self._loop)
-        message = message._replace(version=HttpVersion11, should_close=True)
-        return UnsupportedVersionRequest(message, payload, protocol, writer, task, self._loop)
+        if message.version not in _SPOKEN:
+            kind, message = UnsupportedVersionRequest, message._replace(version=HttpVersion11, should_close=True)
+        request = kind(message, payload, protocol, writer, task, self._loop)
+        if self._state.access_log is not None:
+            request[ARRIVED_KEY] = time.perf_counter()
+        return request
 
     def __call__(self) -> RequestHandler:
         limits = self._state.snapshot.config.limits

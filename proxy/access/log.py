@@ -8,7 +8,6 @@ the path is unchanged; a new path gets a new writer and the old one finishes its
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import time
@@ -19,7 +18,7 @@ from proxy.access.lines import FORMATS, AccessEntry, logged_path
 from proxy.access.writer import LineSink
 from proxy.config.model import AccessLog as AccessLogSettings
 from proxy.config.model import Config
-from proxy.exchange import Exchange
+from proxy.exchange import ARRIVED_KEY, Exchange
 from proxy.metrics import Counter
 from proxy.modes import mirror_decision
 
@@ -31,7 +30,7 @@ MIRRORED = "mirrored"
 class AccessLog:
     """One config's access log settings and the writer they write to."""
 
-    __slots__ = ("_format", "_random", "sample", "secret", "settings", "sink")
+    __slots__ = ("_combined", "_format", "_random", "sample", "secret", "settings", "sink")
 
     def __init__(self, settings: AccessLogSettings, secret: frozenset[str], sink: LineSink) -> None:
         self.settings = settings
@@ -39,6 +38,7 @@ class AccessLog:
         self.secret = frozenset(name.lower() for name in secret)
         self.sink = sink
         self._format = FORMATS[settings.format]
+        self._combined = settings.format == "combined"  # only that format reads the version, referer, user agent
         self._random = random.Random()
 
     def record(
@@ -56,7 +56,15 @@ class AccessLog:
         sample = self.sample
         if sample < 1.0 and (sample <= 0.0 or self._random.random() >= sample):
             return
-        self.sink.put(self._format(entry_for(request, response, ex, self.secret, mirroring, parsed)))
+        entry = entry_for(request, response, ex, self.secret, mirroring=mirroring, parsed=parsed)
+        if self._combined:
+            headers, version = request.headers, request.version
+            entry = entry._replace(
+                version=f"HTTP/{version.major}.{version.minor}",
+                referer=headers.get("Referer"),
+                user_agent=headers.get("User-Agent"),
+            )
+        self.sink.put(self._format(entry))
 
     def reopen(self) -> None:
         self.sink.reopen()
@@ -67,19 +75,19 @@ def entry_for(
     response: web.StreamResponse,
     ex: Exchange | None,
     secret: frozenset[str],
+    *,
     mirroring: bool,
     parsed: bool,
 ) -> AccessEntry:
-    """What the line of one finished request says, from the request, its response (written: the bytes sent are
-    the request writer's count) and the handler's record."""
-    headers = request.headers
+    """What the JSON line of one finished request says, from the request, its response (written: the bytes sent
+    are the request writer's count) and the handler's record."""
     route = mode = upstream = shadow = None
     fallback = False
-    duration = 0
-    request_id = None
+    arrived = request.get(ARRIVED_KEY)
+    duration = 0 if arrived is None else int((time.perf_counter() - arrived) * 1_000_000)
+    request_id = client = None
     if ex is not None:
-        request_id = ex.request_id
-        duration = int((asyncio.get_running_loop().time() - ex.started) * 1_000_000)
+        request_id, client = ex.request_id, ex.peer_ip
         route_obj = getattr(ex, "route", None)  # unset when refused before routing
         upstream = getattr(ex, "upstream_name", None)  # unset before a side was chosen
         if route_obj is not None:
@@ -89,25 +97,21 @@ def entry_for(
             if route_obj is not None:
                 decision = mirror_decision(route_obj, ex.chosen_side, request.method)
                 shadow = (MIRRORED if mirroring else None) if decision.options is not None else decision.skip
-    content = request.content
-    return AccessEntry(
-        time=time.time(),
-        request_id=request_id or response.headers.get("X-Request-Id") or "-",
-        client=request.remote or "-",
-        method=request.method if parsed else None,
-        path=logged_path(request.raw_path, secret) if parsed else None,
-        route=route,
-        mode=mode,
-        upstream=upstream,
-        status=response.status,
-        bytes_in=content.total_bytes,
-        bytes_out=request.writer.output_size,
-        duration_us=duration,
-        fallback=fallback,
-        shadow=shadow,
-        version=f"HTTP/{request.version.major}.{request.version.minor}",
-        referer=headers.get("Referer"),
-        user_agent=headers.get("User-Agent"),
+    return AccessEntry(  # positional: the cheapest way to build it
+        time.time(),
+        request_id or response.headers.get("X-Request-Id") or "-",
+        client or request.remote or "-",
+        request.method if parsed else None,
+        logged_path(request.raw_path, secret) if parsed else None,
+        route,
+        mode,
+        upstream,
+        response.status,
+        request.content.total_bytes,
+        request.writer.output_size,
+        duration,
+        fallback,
+        shadow,
     )
 
 
