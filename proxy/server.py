@@ -188,7 +188,10 @@ class GuardedRequestHandler(RequestHandler):
         state = self._state
         if state is not None and (access := state.access_log) is not None:  # written: its line can be built
             parsed = type(request) is not UnparsedRequest
-            access.record(request, resp, request.get(EXCHANGE_KEY), mirroring=bool(state.hooks), parsed=parsed)
+            try:
+                access.record(request, resp, request.get(EXCHANGE_KEY), mirroring=bool(state.hooks), parsed=parsed)
+            except Exception:  # the client has its answer: a line that cannot be built must not cost it more
+                log.exception("access log: a line could not be built; the request was served")
         if self._close_after_response or (not resp.keep_alive and not request.content.is_eof()):
             # The response is written (transport.close() flushes it first); no drain, no keep-alive. A response
             # that closes the connection while the body is unread (413, 408, 501, a broken chunk) would otherwise

@@ -115,23 +115,21 @@ def combined_time(when: float) -> str:
     return _SECONDS.at(int(when)).combined
 
 
-def _text(value: str | None) -> str | None:
-    return None if value is None else escape_field(value)
-
-
 def json_line(entry: AccessEntry) -> bytes:
-    """One JSON object and a newline; keys in a fixed order."""
+    """One JSON object and a newline; keys in a fixed order. Only the request id and the path are escaped: the
+    other strings cannot hold a control character (a socket address, an HTTP token, names the config validated)."""
+    path = entry.path
     return (
         orjson.dumps(
             {
                 "time": rfc3339(entry.time),
                 "request_id": escape_field(entry.request_id),
-                "client": escape_field(entry.client),
-                "method": _text(entry.method),
-                "path": _text(entry.path),
-                "route": _text(entry.route),
+                "client": entry.client,
+                "method": entry.method,
+                "path": None if path is None else escape_field(path),
+                "route": entry.route,
                 "mode": entry.mode,
-                "upstream": _text(entry.upstream),
+                "upstream": entry.upstream,
                 "status": entry.status,
                 "bytes_in": entry.bytes_in,
                 "bytes_out": entry.bytes_out,
@@ -155,9 +153,9 @@ def combined_line(entry: AccessEntry) -> bytes:
     if entry.method is None or entry.path is None:
         request = "-"
     else:
-        request = f"{_quoted(entry.method)} {_quoted(entry.path)} {entry.version}"
+        request = f"{entry.method} {_quoted(entry.path)} {entry.version}"
     line = (
-        f"{_quoted(entry.client)} - - [{combined_time(entry.time)}] "
+        f"{entry.client} - - [{combined_time(entry.time)}] "
         f'"{request}" {entry.status} {entry.bytes_out} '
         f'"{_quoted(entry.referer)}" "{_quoted(entry.user_agent)}" "{_quoted(entry.request_id)}"\n'
     )

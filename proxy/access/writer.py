@@ -153,7 +153,8 @@ class LineSink:
         try:
             write_lines(self._fd, lines, self._chunk)
         except OSError as exc:
-            self.dropped.inc(amount=float(len(lines)))  # counted as dropped: they never reached the log
+            with self._lock:  # the loop thread counts its drops under the same lock
+                self.dropped.inc(amount=float(len(lines)))  # counted as dropped: they never reached the log
             log.error("access log %s: write failed, %d lines lost: %s", self.path, len(lines), exc)
 
     def _swap_file(self) -> None:

@@ -142,7 +142,7 @@ async def test_requests_refused_before_routing_are_logged(
     assert all(doc["route"] is None and doc["upstream"] is None and doc["shadow"] is None for doc in docs)
     assert (docs[0]["method"], docs[0]["path"]) == (None, None)
     assert (docs[4]["method"], docs[4]["path"]) == ("GET", "/api/orders/1")
-    assert all(len(doc["request_id"]) == 32 and doc["bytes_out"] > 0 for doc in docs)
+    assert all(len(doc["request_id"]) == 32 and doc["bytes_out"] > 0 and doc["duration_us"] > 0 for doc in docs)
 
 
 async def test_secret_query_values_never_reach_the_log(tmp_path: Path, backends: tuple[TestServer, TestServer]) -> None:
@@ -250,3 +250,21 @@ async def test_no_access_log_section_writes_nothing_and_reports_it_off(
         assert await _get(client, url(running, "/x")) == 200
         async with client.get(admin_url(running, "/stats")) as resp:
             assert (await resp.json())["access_log"] == {"enabled": False, "dropped": 0}
+
+
+async def test_a_path_that_cannot_be_opened_fails_the_start_and_a_reload_keeps_the_old_log(
+    tmp_path: Path, backends: tuple[TestServer, TestServer]
+) -> None:
+    """At start an unopenable access_log.path is an OSError naming it; on reload the previous log keeps going."""
+    missing = tmp_path / "missing" / "access.log"
+    config = _config(tmp_path, backends, f'{{path: "{missing}"}}')
+    with pytest.raises(OSError, match=r"access_log\.path: cannot open"):
+        async with running_proxy(config, watch=False):
+            pass
+    log = tmp_path / "access.log"
+    config = _config(tmp_path, backends, f'{{path: "{log}"}}')
+    async with running_proxy(config, watch=False) as running, aiohttp.ClientSession() as client:
+        config.write_text(config.read_text().replace(str(log), str(missing)))
+        assert (await running.reload("admin")).ok
+        assert await _get(client, url(running, "/api/orders/1")) == 200
+        await wait_until(lambda: len(_lines(log)) == 1)
