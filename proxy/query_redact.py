@@ -15,7 +15,8 @@ def redact_query(query_string: str, secret: frozenset[str], token: Callable[[str
     parts = []
     for part in query_string.split("&"):
         raw_name, sep, raw_value = part.partition("=")
-        if sep and unquote_plus(raw_name).lower() in secret:
+        name = unquote_plus(raw_name) if "%" in raw_name or "+" in raw_name else raw_name  # decode only if needed
+        if sep and name.lower() in secret:
             part = f"{raw_name}={token(unquote_plus(raw_value))}"
         parts.append(part)
     return "&".join(parts)
