@@ -6,6 +6,8 @@ closes idle keep-alive connections. What it lacks is a deadline for a request he
 and a cap on concurrent connections; `GuardedRequestHandler` adds both. `ProxyServer` builds one per connection
 with the limits of the config snapshot current at accept time, so a reload applies to new connections.
 The total header size (limits.max_header_size) is checked by the request handler on the parsed head.
+Every response, the parser's refusals included, passes `finish_response` once written: there the access log
+(`proxy.access`), when one is on, gets its line.
 """
 
 from __future__ import annotations

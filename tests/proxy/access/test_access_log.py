@@ -268,3 +268,27 @@ async def test_a_path_that_cannot_be_opened_fails_the_start_and_a_reload_keeps_t
         assert (await running.reload("admin")).ok
         assert await _get(client, url(running, "/api/orders/1")) == 200
         await wait_until(lambda: len(_lines(log)) == 1)
+
+
+async def test_reload_moves_the_log_to_a_new_path_and_applies_a_new_sample(
+    tmp_path: Path, backends: tuple[TestServer, TestServer]
+) -> None:
+    """A reload with a new path writes the next lines to the new file (the old one keeps its lines); a reload with
+    sample 0 stops logging; removing the block turns the log off."""
+    first, second = tmp_path / "first.log", tmp_path / "second.log"
+    config = _config(tmp_path, backends, f'{{path: "{first}"}}')
+    async with running_proxy(config, watch=False) as running, aiohttp.ClientSession() as client:
+        assert await _get(client, url(running, "/api/orders/1")) == 200
+        config.write_text(config.read_text().replace(str(first), str(second)))
+        assert (await running.reload("admin")).ok
+        assert await _get(client, url(running, "/api/orders/2")) == 200
+        await wait_until(lambda: len(_lines(first)) == 1 and len(_lines(second)) == 1)
+        config.write_text(config.read_text().replace(f'{{path: "{second}"}}', f'{{path: "{second}", sample: 0}}'))
+        assert (await running.reload("admin")).ok
+        assert await _get(client, url(running, "/api/orders/3")) == 200
+        config.write_text(config.read_text().replace(f'access_log: {{path: "{second}", sample: 0}}\n', ""))
+        assert (await running.reload("admin")).ok
+        assert running.state.access_log is None
+        assert await _get(client, url(running, "/api/orders/4")) == 200
+    assert [orjson.loads(line)["path"] for line in _lines(first)] == ["/api/orders/1"]
+    assert [orjson.loads(line)["path"] for line in _lines(second)] == ["/api/orders/2"]
