@@ -5,6 +5,7 @@ change to the request path can be compared side by side even on a busy machine. 
 its counters are zeroed after a warm-up, N requests are sent, and the count is divided by N.
 
     .venv/bin/python -m benchmarks.instructions --base HEAD~1 --requests 2000
+    .venv/bin/python -m benchmarks.instructions --access-log   # this checkout, access log off vs on (JSON to a file)
 
 Needs valgrind (apt-get install valgrind); about a minute per side.
 """
@@ -58,9 +59,9 @@ def _running(cmd: list[str], port: int, env: dict[str, str] | None = None) -> It
         proc.wait()
 
 
-def _instructions(source: Path, tmp: Path, backend: int, name: str, requests: int) -> float:
+def _instructions(source: Path, tmp: Path, backend: int, name: str, requests: int, access_log: bool = False) -> float:
     port, admin = free_port(), free_port()
-    config = routes_yaml(tmp, port, admin, backend, backend, "legacy", name)
+    config = routes_yaml(tmp, port, admin, backend, backend, "legacy", name, access_log=access_log)
     out = tmp / f"callgrind.{name}"
     cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-c", _SERVE, str(config)]
     with _running(cmd, port, env=dict(os.environ, PYTHONPATH=str(source))) as pid:
@@ -87,19 +88,27 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", default="HEAD", help="git ref to compare this checkout against (default HEAD)")
     ap.add_argument("--requests", type=int, default=2000, help="requests counted per side")
+    ap.add_argument("--access-log", action="store_true", help="compare this checkout with the access log off and on")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="strangler-ir-") as t:
         tmp = Path(t)
-        base = _export(args.base, tmp / "base")
         backend = free_port()
         with _running(backend_cmd(backend, 0), backend):
-            counts = {
-                args.base: _instructions(base, tmp, backend, "base", args.requests),
-                "this checkout": _instructions(ROOT, tmp, backend, "this", args.requests),
-            }
+            if args.access_log:
+                counts = {
+                    "access log off": _instructions(ROOT, tmp, backend, "off", args.requests),
+                    "access log on": _instructions(ROOT, tmp, backend, "on", args.requests, access_log=True),
+                }
+            else:
+                base = _export(args.base, tmp / "base")
+                counts = {
+                    args.base: _instructions(base, tmp, backend, "base", args.requests),
+                    "this checkout": _instructions(ROOT, tmp, backend, "this", args.requests),
+                }
     for name, count in counts.items():
         print(f"{name:>16}: {count:>10,.0f} instructions per pass-through request")
-    print(f"{'ratio':>16}: {counts['this checkout'] / counts[args.base]:.4f}")
+    first, second = counts.values()
+    print(f"{'ratio':>16}: {second / first:.4f}")
     return 0
 
 

@@ -31,6 +31,7 @@ import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
 PASS = "strangler pass-through"
+ACCESS = "strangler pass-through, access log on"  # JSON lines to a file: the access log's cost, next to PASS
 SHADOW = "strangler shadow 100% (matching)"
 SHADOW_INPROC = "strangler shadow 100%, in-process (--no-shadow-worker)"
 NGINX = "nginx reverse proxy (1 worker)"
@@ -109,8 +110,12 @@ def backend_cmd(port: int, delay_ms: float) -> list[str]:
     return [sys.executable, "-m", "benchmarks.backend", "--port", str(port), "--delay-ms", str(delay_ms)]
 
 
-def routes_yaml(tmp: Path, port: int, admin: int, legacy: int, new: int, mode: str, name: str) -> Path:
+def routes_yaml(
+    tmp: Path, port: int, admin: int, legacy: int, new: int, mode: str, name: str, *, access_log: bool = False
+) -> Path:
     extra = "\n    shadow: {sample: 1.0, timeout: 5s}" if mode == "shadow" else ""
+    if access_log:
+        extra += f"\naccess_log: {{path: {tmp / (name + '.access.log')}, format: json}}"
     path = tmp / f"{name}.yaml"
     path.write_text(
         f"""version: 1
@@ -300,7 +305,7 @@ def main() -> int:
     secs, conns, rate = args.seconds, args.connections, args.rate
     with tempfile.TemporaryDirectory(prefix="strangler-bench-") as t, contextlib.ExitStack() as stack:
         tmp = Path(t)
-        be, be2, pt, pt_a, sh, sh_a, shi, shi_a, ngx = (free_port() for _ in range(9))
+        be, be2, pt, pt_a, sh, sh_a, shi, shi_a, ngx, al, al_a = (free_port() for _ in range(11))
         if have_nginx:
             server = (
                 f"server {{ listen 127.0.0.1:{be}; listen 127.0.0.1:{be2}; location / {{ default_type "
@@ -314,6 +319,9 @@ def main() -> int:
         cfg = routes_yaml(tmp, pt, pt_a, be, be2, "legacy", "pass")
         stack.enter_context(process(strangler_cmd(cfg), pt, log=tmp / "pass.log"))
         targets[PASS] = pt
+        cfg = routes_yaml(tmp, al, al_a, be, be2, "legacy", "access", access_log=True)
+        stack.enter_context(process(strangler_cmd(cfg), al, log=tmp / "access.log"))
+        targets[ACCESS] = al
         cfg = routes_yaml(tmp, sh, sh_a, be, be2, "shadow", "shadow")
         stack.enter_context(process(strangler_cmd(cfg), sh, log=tmp / "shadow.log"))
         targets[SHADOW] = sh
@@ -333,7 +341,7 @@ def main() -> int:
         else:
             print("nginx reverse proxy row skipped: nginx not installed (apt-get install nginx)")
         # Measured in this order each round, so the setups a ratio compares run next to each other.
-        order = [NGINX, PASS, SHADOW, SHADOW_INPROC]
+        order = [NGINX, PASS, ACCESS, SHADOW, SHADOW_INPROC]
         targets = {"back end direct": targets["back end direct"]} | {k: targets[k] for k in order if k in targets}
         for port in targets.values():
             throughput(port, 1.0, conns)  # warm-up: pools, caches
@@ -369,6 +377,7 @@ def main() -> int:
     ratios: dict[str, float] = {}
     if NGINX in runs:
         ratios["pass-through / nginx req/s (target >= 0.20)"] = _paired(runs, PASS, NGINX, _rps)
+    ratios["access log on / off req/s (pass-through)"] = _paired(runs, ACCESS, PASS, _rps)
     ratios["shadow 100% / pass-through req/s (target >= 0.60)"] = _paired(runs, SHADOW, PASS, _rps)
     ratios["shadow 100% in-process / pass-through req/s"] = _paired(runs, SHADOW_INPROC, PASS, _rps)
     f_be, f_pt, f_sl = fixed

@@ -257,6 +257,7 @@ async def _serve(
         signal.SIGTERM: stopping.set,
         signal.SIGINT: stopping.set,
         signal.SIGHUP: running.request_reload,
+        signal.SIGUSR1: running.state.reopen_logs,  # logrotate: the access log is opened again at its path
     }
     for sig, callback in handlers.items():
         with contextlib.suppress(NotImplementedError, AttributeError):  # platforms without signal support

@@ -7,6 +7,8 @@ slotted plain class, filled in place, so it costs one small allocation per reque
 
 from __future__ import annotations
 
+from aiohttp import web
+
 from proxy.config.model import Route
 from proxy.events import Side
 from proxy.paths import CanonicalPath
@@ -46,3 +48,10 @@ class Exchange:
         self.started = started
         self.peer_ip = peer_ip
         self.body = None
+
+
+# Where the handler leaves a request's Exchange for the access log, and where the server notes when the request's
+# head was parsed (time.perf_counter(): the loop's clock may tick in whole milliseconds); set only while an access
+# log is on.
+EXCHANGE_KEY = web.RequestKey("strangler_exchange", Exchange)
+ARRIVED_KEY = web.RequestKey("strangler_arrived", float)

@@ -21,7 +21,7 @@ from aiohttp import web
 from proxy.config.model import Config, Limits, Mirror, Route, Upstream
 from proxy.errors import KINDS, UPSTREAM_FAULTS, ErrorKind, RequestBodyError
 from proxy.events import ExchangeObserver, ExchangeStart, Headers, ResponseSnapshot
-from proxy.exchange import Exchange
+from proxy.exchange import EXCHANGE_KEY, Exchange
 from proxy.forwarding import FallbackAvailable, ForwardResult, ForwardTarget, base_path, forward
 from proxy.headers import (
     new_request_id,
@@ -81,6 +81,8 @@ class ProxyHandler:
         incoming_id = request.headers.get("X-Request-Id")
         request_id = incoming_id if incoming_id is not None and valid_request_id(incoming_id) else new_request_id()
         ex = Exchange(request_id, asyncio.get_running_loop().time(), request.remote or "")
+        if state.access_log is not None:
+            request[EXCHANGE_KEY] = ex  # the access log reads it once the response is written (proxy.server)
         refused = self._prepare(request, snap, ex)
         if refused is not None:
             return refused

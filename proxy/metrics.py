@@ -182,6 +182,11 @@ class Metrics:
         self.compare_time = Histogram(
             "strangler_compare_duration_seconds", "Time spent comparing one pair.", ("route",)
         )
+        self.access_log_dropped = Counter(
+            "strangler_access_log_dropped_total",
+            "Access log lines dropped because the writer fell behind (its buffer was full) or a write failed.",
+        )
+        self.access_log_dropped.values[()] = 0.0  # shown as 0 from the start
         self.extra: list[Metric] = []
 
     def extra_counter(self, name: str, help: str, labels: tuple[str, ...] = ()) -> Counter:
@@ -217,6 +222,7 @@ class Metrics:
             self.shadow,
             self.shadow_queue,
             self.compare_time,
+            self.access_log_dropped,
             *self.extra,
         ]
 

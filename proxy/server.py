@@ -6,12 +6,15 @@ closes idle keep-alive connections. What it lacks is a deadline for a request he
 and a cap on concurrent connections; `GuardedRequestHandler` adds both. `ProxyServer` builds one per connection
 with the limits of the config snapshot current at accept time, so a reload applies to new connections.
 The total header size (limits.max_header_size) is checked by the request handler on the parsed head.
+Every response, the parser's refusals included, passes `finish_response` once written: there the access log
+(`proxy.access`), when one is on, gets its line.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,6 +25,7 @@ from aiohttp.http_parser import HttpRequestParser, RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import ERROR, RequestHandler, _ErrInfo
 
+from proxy.exchange import ARRIVED_KEY, EXCHANGE_KEY
 from proxy.headers import new_request_id
 from proxy.metrics import Metrics
 from proxy.responses import error_response
@@ -59,6 +63,7 @@ class GuardedRequestHandler(RequestHandler):
         "_head_handle",
         "_head_timeout",
         "_max_connections",
+        "_state",
     )
 
     def __init__(
@@ -68,9 +73,11 @@ class GuardedRequestHandler(RequestHandler):
         connections: ConnectionCounter,
         header_timeout: float,
         max_connections: int,
+        state: RuntimeState | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(manager, **kwargs)
+        self._state = state
         self._connections = connections
         self._head_timeout = header_timeout
         self._max_connections = max_connections
@@ -180,6 +187,13 @@ class GuardedRequestHandler(RequestHandler):
         self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
     ) -> tuple[web.StreamResponse, bool]:
         result = await super().finish_response(request, resp, start_time)
+        state = self._state
+        if state is not None and (access := state.access_log) is not None:  # written: its line can be built
+            parsed = type(request) is not UnparsedRequest
+            try:
+                access.record(request, resp, request.get(EXCHANGE_KEY), mirroring=bool(state.hooks), parsed=parsed)
+            except Exception:  # the client has its answer: a line that cannot be built must not cost it more
+                log.exception("access log: a line could not be built; the request was served")
         if self._close_after_response or (not resp.keep_alive and not request.content.is_eof()):
             # The response is written (transport.close() flushes it first); no drain, no keep-alive. A response
             # that closes the connection while the body is unread (413, 408, 501, a broken chunk) would otherwise
@@ -235,6 +249,11 @@ class UnsupportedVersionRequest(web.BaseRequest):
     its version is set to 1.1 so that answer goes out on an HTTP/1.1 status line (aiohttp echoes the request's)."""
 
 
+class UnparsedRequest(web.BaseRequest):
+    """aiohttp's stand-in for a request its parser refused (method GET, path /, answered by `handle_error`): the
+    access log writes its request line as unknown rather than that stand-in's."""
+
+
 _SPOKEN = (HttpVersion10, HttpVersion11)
 _ERROR = ERROR._replace(version=HttpVersion11)
 
@@ -263,16 +282,19 @@ class ProxyServer(web.Server):
         writer: AbstractStreamWriter,
         task: asyncio.Task[None],
     ) -> web.BaseRequest:
+        kind = web.BaseRequest
         if message is ERROR:  # aiohttp's stand-in for a request its parser refused: answer it on HTTP/1.1
-            message = _ERROR
+            kind, message = UnparsedRequest, _ERROR
         elif message.upgrade and not _is_websocket(message):
             # An Upgrade this proxy never switches (h2c, say): llhttp stops at the end of its head and aiohttp drops
             # the rest of that read, so a pipelined request behind it would never be answered. Close after it.
             message = message._replace(should_close=True)
-        if message.version in _SPOKEN:
-            return web.BaseRequest(message, payload, protocol, writer, task, self._loop)
-        message = message._replace(version=HttpVersion11, should_close=True)
-        return UnsupportedVersionRequest(message, payload, protocol, writer, task, self._loop)
+        if message.version not in _SPOKEN:
+            kind, message = UnsupportedVersionRequest, message._replace(version=HttpVersion11, should_close=True)
+        request = kind(message, payload, protocol, writer, task, self._loop)
+        if self._state.access_log is not None:
+            request[ARRIVED_KEY] = time.perf_counter()
+        return request
 
     def __call__(self) -> RequestHandler:
         limits = self._state.snapshot.config.limits
@@ -282,6 +304,7 @@ class ProxyServer(web.Server):
             connections=self.connection_count,
             header_timeout=limits.header_timeout,
             max_connections=limits.max_connections,
+            state=self._state,
             keepalive_timeout=limits.keepalive_timeout,
             max_line_size=limits.max_line_size,
             max_field_size=limits.max_line_size,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from proxy.access.log import AccessLog, configure
 from proxy.config.model import Config, Upstream
 from proxy.events import ExchangeListener, ListenerHooks
 from proxy.metrics import Metrics
@@ -86,6 +87,8 @@ class RuntimeState:
     ) -> None:
         self.snapshot = snapshot
         self.metrics = metrics if metrics is not None else Metrics()
+        # None when the config has no access_log: (opened first: a path that cannot be opened fails the start)
+        self.access_log: AccessLog | None = configure(None, snapshot.config, self.metrics.access_log_dropped)
         self.hooks = ListenerHooks.resolve(listeners)  # the listeners, their optional hooks found once
         # Store path given on the command line (--db); listeners use it instead of config.store.path.
         self.db_path = db_path
@@ -120,8 +123,21 @@ class RuntimeState:
         """Swap in a new config atomically; in-flight requests keep the snapshot they started with."""
         snapshot = Snapshot(config, table, self.snapshot.generation + 1)
         self._sync_upstreams(config)
+        self._sync_access_log(config)
         self.snapshot = snapshot
         return snapshot
+
+    def _sync_access_log(self, config: Config) -> None:
+        """The new config's access log settings (a new path opens a new file; the old writer finishes)."""
+        try:
+            self.access_log = configure(self.access_log, config, self.metrics.access_log_dropped)
+        except OSError as exc:
+            log.error("%s; the access log keeps its previous settings", exc)
+
+    def reopen_logs(self) -> None:
+        """SIGUSR1: the access log file is opened again at its path (logrotate moved the old one)."""
+        if self.access_log is not None:
+            self.access_log.reopen()
 
     def breaker_changed(self, upstream: str, breaker: Breaker) -> None:
         self.metrics.breaker_state.set((upstream,), breaker.gauge)
@@ -177,3 +193,6 @@ class RuntimeState:
         if self.ws_session is not None:
             await self.ws_session.close()
             self.ws_session = None
+        access, self.access_log = self.access_log, None
+        if access is not None:  # every line of the drained requests is written before the process exits
+            await asyncio.to_thread(access.sink.close)

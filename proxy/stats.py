@@ -174,6 +174,10 @@ SECTIONS: dict[str, Section] = {
     "rejected": lambda state: _labelled(state.metrics.rejected.values),
     "upstream_errors": _upstream_errors,
     "reloads": lambda state: _labelled(state.metrics.reloads.values),
+    "access_log": lambda state: {
+        "enabled": state.access_log is not None,
+        "dropped": int(state.metrics.access_log_dropped.get()),
+    },
 }
 
 

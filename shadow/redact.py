@@ -21,11 +21,11 @@ import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from urllib.parse import unquote_plus
 
 import orjson
 
 from proxy.config.model import Redact
+from proxy.query_redact import redact_query
 from shadow.judge.jsonpath import BadPath, compile_path
 from shadow.judge.normalize import body_kind, media_type
 from shadow.judge.textlines import SIGNATURE_PREFIX
@@ -145,15 +145,7 @@ class Redactor:
 
     def query(self, query_string: str) -> str:
         """The query string with the values of secret parameters replaced; everything else byte for byte."""
-        if not query_string or not self._query:
-            return query_string
-        parts = []
-        for part in query_string.split("&"):
-            raw_name, sep, raw_value = part.partition("=")
-            if sep and unquote_plus(raw_name).lower() in self._query:
-                part = f"{raw_name}={self.token(unquote_plus(raw_value))}"
-            parts.append(part)
-        return "&".join(parts)
+        return redact_query(query_string, self._query, self.token)
 
     # --- bodies -------------------------------------------------------------------------------------------------
 

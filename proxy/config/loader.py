@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import yaml
 from yarl import URL
 
+from proxy.config.files import resolve
 from proxy.config.model import (
     MODES,
+    AccessLog,
     Admin,
     Canary,
     Compare,
@@ -96,9 +98,7 @@ def _defaults(table: Table) -> Defaults:
 
 def _store(table: Table, source: Path) -> Store:
     written = table.get("path", str)
-    path = Path(written).expanduser() if written else Store().path
-    if not path.is_absolute():
-        path = source.absolute().parent / path
+    path = resolve(written or Store().path, source)
     redact = table.table("redact")
     empty: frozenset[str] = frozenset()
     builtin = Redact()
@@ -337,7 +337,14 @@ def _build(top: Table, source: Path, issues: Issues, files: bool) -> Config:
         trusted_proxies=top.get("trusted_proxies", tuple) or (),
         debug_headers=top.get("debug_headers", bool) or False,
         via=top.get("via", str) or "strangler",
+        access_log=_access_log(top.table("access_log"), source) if "access_log" in top.lines else None,
     )
+
+
+def _access_log(table: Table, source: Path) -> AccessLog:
+    """The access_log: section; a file path resolves against the config file's directory ("-" is stdout)."""
+    built = _merged(AccessLog(), table)
+    return built if built.path == "-" else replace(built, path=str(resolve(built.path, source)))
 
 
 def load_config(path: str | Path, *, files: bool = False) -> Config:

@@ -25,6 +25,7 @@ HostHeader = Literal["rewrite", "preserve"]
 SideEffects = Literal["block", "dry_run", "allow"]
 StickyKind = Literal["header", "cookie", "client_ip"]
 TLSVersionName = Literal["1.2", "1.3"]
+AccessLogFormat = Literal["json", "combined"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +216,15 @@ class Store:
 
 
 @dataclass(frozen=True, slots=True)
+class AccessLog:
+    """One line per request (`proxy.access`); left out of the file: no access log."""
+
+    path: str = "-"  # "-": standard output; else a file, relative paths resolve against the config file's directory
+    format: AccessLogFormat = "json"
+    sample: float = 1.0  # share of requests logged
+
+
+@dataclass(frozen=True, slots=True)
 class Match:
     path: str  # the template as written, e.g. "/api/orders/{id:int}"
     methods: frozenset[str] | None = None  # None: any method
@@ -266,6 +276,7 @@ class Config:
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     debug_headers: bool = False  # add X-Strangler-Route / X-Strangler-Upstream to responses
     via: str = "strangler"  # pseudonym in the Via header
+    access_log: AccessLog | None = None  # None: no access log
 
     def route(self, route_id: str) -> Route | None:
         for r in self.routes:

@@ -287,6 +287,21 @@ STORE = Section(
         ),
     },
 )
+ACCESS_LOG = Section(
+    "One line per request (see Access log); left out: no access log. A reload applies new settings.",
+    {
+        "path": text(
+            '"-" for standard output, or a file, appended to (relative paths resolve against this file\'s directory)',
+            r"^.",
+            "path",
+            '"-" for standard output, or a file path',
+        ),
+        "format": choice(
+            "json (one object per line) or combined (Apache/nginx combined, request id appended)", ("json", "combined")
+        ),
+        "sample": rate("Share of requests logged"),
+    },
+)
 ADDRESS = {"host": text("Interface to bind"), "port": integer("TCP port (0: any free port)", maximum=65535)}
 TOP = Section(
     "strangler routes.yaml: routes endpoints to a legacy back end or a new service, shadows and compares them.",
@@ -358,6 +373,7 @@ TOP = Section(
         ),
         "debug_headers": boolean("Add X-Strangler-Route / X-Strangler-Upstream to responses"),
         "via": text("Pseudonym used in the Via header"),
+        "access_log": ACCESS_LOG,
         "routes": ListOf("Routes; the most specific match wins", ROUTE, label_key="id"),
     },
     required=("version",),

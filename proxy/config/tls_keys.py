@@ -10,17 +10,12 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from proxy.config.files import resolve
 from proxy.config.model import ListenTLS, TLSVersionName, Upstream
 from proxy.config.yaml_walk import Issues, Table
 from proxy.tls import TLSFileError, server_context, upstream_context
 
 _UPSTREAM_KEYS = ("ca", "client_cert", "client_key", "verify")
-
-
-def resolve(written: str, source: Path) -> Path:
-    """A path as written in the file: `~` expanded, relative ones against the config file's directory."""
-    path = Path(written).expanduser()
-    return path if path.is_absolute() else source.absolute().parent / path
 
 
 def _report(exc: TLSFileError, block: Table, issues: Issues) -> None:

@@ -33,6 +33,7 @@ BASE: dict[str, object] = {
         {"id": "c", "match": {"path": "/c"}, "mode": "canary", "canary": {}},
         {"id": "n", "match": {"path": "/n"}, "mode": "new", "verify": {}},
     ],
+    "access_log": {},  # an optional block is written, like canary: and verify:, so its keys have a place
 }
 _ROUTE_FOR_BLOCK = {"shadow": "s", "canary": "c", "verify": "n"}
 
