@@ -246,13 +246,19 @@ def _is_websocket(message: RawRequestMessage) -> bool:
 
 
 class ProxyServer(web.Server):
-    """aiohttp's low-level server, making a `GuardedRequestHandler` per connection from the current limits."""
+    """aiohttp's low-level server, making a `GuardedRequestHandler` (or the `protocol` subclass given: the fast
+    listener's) per connection from the current limits."""
 
     def __init__(
-        self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], *, state: RuntimeState
+        self,
+        handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+        *,
+        state: RuntimeState,
+        protocol: type[GuardedRequestHandler] = GuardedRequestHandler,
     ) -> None:
         super().__init__(handler, handler_cancellation=False, request_factory=self._make_proxy_request)
         self._state = state
+        self._protocol = protocol
         self.connection_count = ConnectionCounter(state.metrics)
 
     def _make_proxy_request(
@@ -276,7 +282,7 @@ class ProxyServer(web.Server):
 
     def __call__(self) -> RequestHandler:
         limits = self._state.snapshot.config.limits
-        return GuardedRequestHandler(
+        return self._protocol(
             self,
             loop=self._loop,
             connections=self.connection_count,
