@@ -30,8 +30,8 @@ from pathlib import Path
 import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
-PASS = "strangler pass-through (aiohttp listener)"
-PASS_FAST = "strangler pass-through (fast listener)"
+PASS = "strangler pass-through"  # the default listener (listen.server: fast)
+PASS_AIOHTTP = "strangler pass-through, --server aiohttp"
 SHADOW = "strangler shadow 100% (matching)"
 SHADOW_INPROC = "strangler shadow 100%, in-process (--no-shadow-worker)"
 NGINX = "nginx reverse proxy (1 worker)"
@@ -301,7 +301,7 @@ def main() -> int:
     secs, conns, rate = args.seconds, args.connections, args.rate
     with tempfile.TemporaryDirectory(prefix="strangler-bench-") as t, contextlib.ExitStack() as stack:
         tmp = Path(t)
-        be, be2, pt, pt_a, ptf, ptf_a, sh, sh_a, shi, shi_a, ngx = (free_port() for _ in range(11))
+        be, be2, pt, pt_a, pta, pta_a, sh, sh_a, shi, shi_a, ngx = (free_port() for _ in range(11))
         if have_nginx:
             server = (
                 f"server {{ listen 127.0.0.1:{be}; listen 127.0.0.1:{be2}; location / {{ default_type "
@@ -313,11 +313,11 @@ def main() -> int:
             stack.enter_context(process(backend_cmd(be2, 0), be2))
         targets = {"back end direct": be}
         cfg = routes_yaml(tmp, pt, pt_a, be, be2, "legacy", "pass")
-        stack.enter_context(process(strangler_cmd(cfg, "--server", "aiohttp"), pt, log=tmp / "pass.log"))
+        stack.enter_context(process(strangler_cmd(cfg), pt, log=tmp / "pass.log"))
         targets[PASS] = pt
-        cfg = routes_yaml(tmp, ptf, ptf_a, be, be2, "legacy", "pass_fast")
-        stack.enter_context(process(strangler_cmd(cfg, "--server", "fast"), ptf, log=tmp / "pass_fast.log"))
-        targets[PASS_FAST] = ptf
+        cfg = routes_yaml(tmp, pta, pta_a, be, be2, "legacy", "pass_aiohttp")
+        stack.enter_context(process(strangler_cmd(cfg, "--server", "aiohttp"), pta, log=tmp / "pass_aiohttp.log"))
+        targets[PASS_AIOHTTP] = pta
         cfg = routes_yaml(tmp, sh, sh_a, be, be2, "shadow", "shadow")
         stack.enter_context(process(strangler_cmd(cfg), sh, log=tmp / "shadow.log"))
         targets[SHADOW] = sh
@@ -337,7 +337,7 @@ def main() -> int:
         else:
             print("nginx reverse proxy row skipped: nginx not installed (apt-get install nginx)")
         # Measured in this order each round, so the setups a ratio compares run next to each other.
-        order = [NGINX, PASS_FAST, PASS, SHADOW, SHADOW_INPROC]
+        order = [NGINX, PASS, PASS_AIOHTTP, SHADOW, SHADOW_INPROC]
         targets = {"back end direct": targets["back end direct"]} | {k: targets[k] for k in order if k in targets}
         for port in targets.values():
             throughput(port, 1.0, conns)  # warm-up: pools, caches
@@ -347,19 +347,19 @@ def main() -> int:
     # Fixed-rate latency rows: a legacy that takes 2 ms, a candidate 10x slower (20 ms), all up at once.
     with tempfile.TemporaryDirectory(prefix="strangler-bench-") as t, contextlib.ExitStack() as stack:
         tmp = Path(t)
-        legacy_p, slow_p, fpt, fpt_a, fpf, fpf_a, fsl, fsl_a = (free_port() for _ in range(8))
+        legacy_p, slow_p, fpt, fpt_a, fpa, fpa_a, fsl, fsl_a = (free_port() for _ in range(8))
         stack.enter_context(process(backend_cmd(legacy_p, 2.0), legacy_p))
         stack.enter_context(process(backend_cmd(slow_p, 20.0), slow_p))
         cfg = routes_yaml(tmp, fpt, fpt_a, legacy_p, slow_p, "legacy", "fpass")
-        stack.enter_context(process(strangler_cmd(cfg, "--server", "aiohttp"), fpt, log=tmp / "fpass.log"))
-        cfg = routes_yaml(tmp, fpf, fpf_a, legacy_p, slow_p, "legacy", "fpass_fast")
-        stack.enter_context(process(strangler_cmd(cfg, "--server", "fast"), fpf, log=tmp / "fpass_fast.log"))
+        stack.enter_context(process(strangler_cmd(cfg), fpt, log=tmp / "fpass.log"))
+        cfg = routes_yaml(tmp, fpa, fpa_a, legacy_p, slow_p, "legacy", "fpass_aiohttp")
+        stack.enter_context(process(strangler_cmd(cfg, "--server", "aiohttp"), fpa, log=tmp / "fpass_aiohttp.log"))
         cfg = routes_yaml(tmp, fsl, fsl_a, legacy_p, slow_p, "shadow", "fslow")
         stack.enter_context(process(strangler_cmd(cfg), fsl, log=tmp / "fslow.log"))
         fixed = {
             f"fixed {rate:.0f}/s: back end direct": legacy_p,
-            f"fixed {rate:.0f}/s: strangler pass-through (aiohttp listener)": fpt,
-            f"fixed {rate:.0f}/s: strangler pass-through (fast listener)": fpf,
+            f"fixed {rate:.0f}/s: strangler pass-through": fpt,
+            f"fixed {rate:.0f}/s: strangler pass-through, --server aiohttp": fpa,
             f"fixed {rate:.0f}/s: strangler shadow, candidate 10x slower": fsl,
         }
         for port in fixed.values():
@@ -375,18 +375,14 @@ def main() -> int:
     print(f"\nratios (median over {args.rounds} interleaved rounds of each round's ratio, side by side in this run):")
     ratios: dict[str, float] = {}
     if NGINX in runs:
-        ratios["pass-through (aiohttp listener) / nginx req/s (target >= 0.20)"] = _paired(runs, PASS, NGINX, _rps)
-        ratios["pass-through (fast listener) / nginx req/s (target >= 0.25)"] = _paired(runs, PASS_FAST, NGINX, _rps)
-    ratios["pass-through fast / aiohttp listener req/s"] = _paired(runs, PASS_FAST, PASS, _rps)
+        ratios["pass-through / nginx req/s (target >= 0.25)"] = _paired(runs, PASS, NGINX, _rps)
+        ratios["pass-through, aiohttp listener / nginx req/s"] = _paired(runs, PASS_AIOHTTP, NGINX, _rps)
+    ratios["pass-through fast / aiohttp listener req/s"] = _paired(runs, PASS, PASS_AIOHTTP, _rps)
     ratios["shadow 100% / pass-through req/s (target >= 0.60)"] = _paired(runs, SHADOW, PASS, _rps)
     ratios["shadow 100% in-process / pass-through req/s"] = _paired(runs, SHADOW_INPROC, PASS, _rps)
-    f_be, f_pt, f_pf, f_sl = fixed
-    ratios["added p50 ms at fixed rate, aiohttp listener (target <= 1.0)"] = _paired(
-        runs, f_pt, f_be, lambda x, y: x[1] - y[1]
-    )
-    ratios["added p50 ms at fixed rate, fast listener (target <= 0.5)"] = _paired(
-        runs, f_pf, f_be, lambda x, y: x[1] - y[1]
-    )
+    f_be, f_pt, f_pa, f_sl = fixed
+    ratios["added p50 ms at fixed rate (target <= 0.5)"] = _paired(runs, f_pt, f_be, lambda x, y: x[1] - y[1])
+    ratios["added p50 ms at fixed rate, aiohttp listener"] = _paired(runs, f_pa, f_be, lambda x, y: x[1] - y[1])
     ratios["p99 slow-candidate shadow / pass-through (target <= 1.10)"] = _paired(
         runs, f_sl, f_pt, lambda x, y: x[2] / y[2]
     )

@@ -110,7 +110,14 @@ class FastRequestHandler(GuardedRequestHandler):
                 resp = await handler(request)
             finally:
                 self._current_request = None
-            if type(resp) is SentResponse and not self._close_after_response:
+            if (
+                type(resp) is SentResponse
+                and (resp.keep_alive or request.content.is_eof())
+                and not self._close_after_response
+                and not self._upgraded
+            ):
+                # Written whole already; nothing of finish_response applies (no body left unread on a closing
+                # connection, no declined upgrade whose tail needs parsing).
                 request._finish()
                 return resp, False
             return await self.finish_response(request, resp, None)

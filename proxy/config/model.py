@@ -56,7 +56,7 @@ class ConfigError(Exception):
 class Listen:
     host: str = "127.0.0.1"
     port: int = 8080
-    server: Server = "aiohttp"
+    server: Server = "fast"
 
 
 @dataclass(frozen=True, slots=True)
