@@ -283,6 +283,7 @@ async def _serve(
             admin_port=running.admin_port,
             store=db or str(config.store.path),
             shadow=shadow if running.state.listeners else "off",
+            listener=running.listener,
         )
         sys.stderr.write("\n".join(lines) + "\n")
     loop = asyncio.get_running_loop()
