@@ -1,5 +1,5 @@
 """The `fast` proxy listener (`listen.server: fast`): each connection's requests served inline by one loop, with no
-Task, no access-log hooks and no response object per request on the path a pass-through takes.
+Task per request and no second pass through aiohttp's response machinery for an answer already written whole.
 
 aiohttp's `RequestHandler.start` runs every request in a Task of its own (to copy context variables, which strangler
 does not use) and passes every response through `finish_response`. `FastRequestHandler` keeps everything else of
@@ -110,6 +110,15 @@ class FastRequestHandler(GuardedRequestHandler):
                 resp = await handler(request)
             finally:
                 self._current_request = None
+        except HTTPException as exc:
+            return await self.finish_response(request, exc, None)
+        except asyncio.CancelledError:
+            raise
+        except TimeoutError:
+            return await self.finish_response(request, self.handle_error(request, 504), None)
+        except Exception as exc:  # noqa: BLE001 - a handler failure is answered 500, as aiohttp does
+            return await self.finish_response(request, self.handle_error(request, 500, exc), None)
+        else:
             if (
                 type(resp) is SentResponse
                 and (resp.keep_alive or request.content.is_eof())
@@ -121,14 +130,6 @@ class FastRequestHandler(GuardedRequestHandler):
                 request._finish()
                 return resp, False
             return await self.finish_response(request, resp, None)
-        except HTTPException as exc:
-            return await self.finish_response(request, exc, None)
-        except asyncio.CancelledError:
-            raise
-        except TimeoutError:
-            return await self.finish_response(request, self.handle_error(request, 504), None)
-        except Exception as exc:  # noqa: BLE001 - a handler failure is answered 500, as aiohttp does
-            return await self.finish_response(request, self.handle_error(request, 500, exc), None)
         finally:
             self._request_in_progress = False
             if self._handler_waiter is not None:

@@ -155,13 +155,17 @@ class Reloader:
 
 
 def _warn_restart_needed(old: Config, new: Config) -> None:
-    if old.listen != new.listen:
+    if (old.listen.host, old.listen.port) != (new.listen.host, new.listen.port):
         log.warning(
             "listen address changed (%s:%d -> %s:%d): restart strangler to apply it",
             old.listen.host,
             old.listen.port,
             new.listen.host,
             new.listen.port,
+        )
+    if old.listen.server != new.listen.server:
+        log.warning(
+            "listen.server changed (%s -> %s): restart strangler to apply it", old.listen.server, new.listen.server
         )
     if (old.admin.host, old.admin.port) != (new.admin.host, new.admin.port):
         log.warning("admin address changed: restart strangler to apply it")

@@ -277,8 +277,8 @@ TOP = Section(
             {
                 **ADDRESS,
                 "server": choice(
-                    "Listener implementation: `fast` serves requests in one loop per connection (no Task or response "
-                    "object per request); `aiohttp` is aiohttp's own request loop, kept to compare the two",
+                    "Listener implementation: `fast` serves each connection's requests in one loop (no Task per "
+                    "request); `aiohttp` is aiohttp's own request loop (a Task per request), kept to compare the two",
                     SERVERS,
                 ),
             },

@@ -12,6 +12,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from proxy.app import chosen_server
+from proxy.config.model import Listen
 from tests.proxy.app_fixtures import backend_app, free_port, wait_until, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,7 +77,7 @@ async def test_serve_prints_a_banner_and_an_exit_line(tmp_path: Path) -> None:
     assert "strangler " in err
     assert "serving " in err
     assert "proxy  http://127.0.0.1:" in err
-    assert "(fast listener)" in err
+    assert f"({chosen_server(None, Listen().server)} listener)" in err  # the default, or $STRANGLER_SERVER's
     assert "admin  http://127.0.0.1:" in err
     assert "routes 3 (1 legacy, 1 shadow, 1 new)" in err
     assert "shadow side: in-process" in err

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -166,3 +167,18 @@ async def test_large_chunked_bodies_stream_both_ways_intact(
                 if size % (1024 * 1024) < 8192:
                     await asyncio.sleep(0.01)  # a slow reader: the proxy must pause the back end, not buffer it all
             assert (size, digest.hexdigest()) == (STREAM_CHUNK * STREAM_CHUNKS, _expected_digest())
+
+
+async def test_reload_changing_listen_server_says_a_restart_applies_it(
+    legacy: TestServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reload that changes only listen.server warns that a restart applies it, and names no address change."""
+    assert legacy.port is not None
+    path = write_config(tmp_path / "routes.yaml", legacy=legacy.port, new=legacy.port)
+    async with running_proxy(path, server="fast", watch=False) as running:
+        path.write_text(path.read_text().replace("port: 0}", "port: 0, server: aiohttp}", 1), encoding="utf-8")
+        with caplog.at_level(logging.WARNING, logger="strangler.reload"):
+            result = await running.reload("test")
+        assert result.ok
+        assert "listen.server changed (fast -> aiohttp): restart strangler to apply it" in caplog.text
+        assert "listen address changed" not in caplog.text
