@@ -6,6 +6,7 @@ its counters are zeroed after a warm-up, N requests are sent, and the count is d
 
     .venv/bin/python -m benchmarks.instructions --base HEAD~1 --requests 2000
     .venv/bin/python -m benchmarks.instructions --access-log   # this checkout, access log off vs on (JSON to a file)
+    .venv/bin/python -m benchmarks.instructions --listeners   # this checkout: aiohttp listener against fast
 
 Needs valgrind (apt-get install valgrind); about a minute per side.
 """
@@ -31,7 +32,7 @@ import aiohttp
 
 from benchmarks.run import ROOT, backend_cmd, free_port, routes_yaml, wait_port
 
-_SERVE = "import sys; from cli.main import run; sys.argv = ['strangler', 'serve', '--config', sys.argv[1]]; run()"
+_SERVE = "import sys; from cli.main import run; sys.argv = ['strangler', 'serve', '--config', *sys.argv[1:]]; run()"
 _CLIENTS = 8
 
 
@@ -59,11 +60,22 @@ def _running(cmd: list[str], port: int, env: dict[str, str] | None = None) -> It
         proc.wait()
 
 
-def _instructions(source: Path, tmp: Path, backend: int, name: str, requests: int, access_log: bool = False) -> float:
+def _instructions(
+    source: Path, tmp: Path, backend: int, name: str, requests: int, *serve_args: str, access_log: bool = False
+) -> float:
     port, admin = free_port(), free_port()
     config = routes_yaml(tmp, port, admin, backend, backend, "legacy", name, access_log=access_log)
     out = tmp / f"callgrind.{name}"
-    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-c", _SERVE, str(config)]
+    cmd = [
+        "valgrind",
+        "--tool=callgrind",
+        f"--callgrind-out-file={out}",
+        sys.executable,
+        "-c",
+        _SERVE,
+        str(config),
+        *serve_args,
+    ]
     with _running(cmd, port, env=dict(os.environ, PYTHONPATH=str(source))) as pid:
         asyncio.run(_drive(port, 400))  # warm-up: pools, caches, lazily imported code
         subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
@@ -89,26 +101,36 @@ def main() -> int:
     ap.add_argument("--base", default="HEAD", help="git ref to compare this checkout against (default HEAD)")
     ap.add_argument("--requests", type=int, default=2000, help="requests counted per side")
     ap.add_argument("--access-log", action="store_true", help="compare this checkout with the access log off and on")
+    ap.add_argument(
+        "--listeners", action="store_true", help="compare this checkout's two listeners (--server aiohttp, fast)"
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="strangler-ir-") as t:
         tmp = Path(t)
         backend = free_port()
         with _running(backend_cmd(backend, 0), backend):
             if args.access_log:
+                first, second = "access log off", "access log on"
                 counts = {
-                    "access log off": _instructions(ROOT, tmp, backend, "off", args.requests),
-                    "access log on": _instructions(ROOT, tmp, backend, "on", args.requests, access_log=True),
+                    first: _instructions(ROOT, tmp, backend, "off", args.requests),
+                    second: _instructions(ROOT, tmp, backend, "on", args.requests, access_log=True),
+                }
+            elif args.listeners:
+                first, second = "aiohttp listener", "fast listener"
+                counts = {
+                    first: _instructions(ROOT, tmp, backend, "aiohttp", args.requests, "--server", "aiohttp"),
+                    second: _instructions(ROOT, tmp, backend, "fast", args.requests, "--server", "fast"),
                 }
             else:
+                first, second = args.base, "this checkout"
                 base = _export(args.base, tmp / "base")
                 counts = {
-                    args.base: _instructions(base, tmp, backend, "base", args.requests),
-                    "this checkout": _instructions(ROOT, tmp, backend, "this", args.requests),
+                    first: _instructions(base, tmp, backend, "base", args.requests),
+                    second: _instructions(ROOT, tmp, backend, "this", args.requests),
                 }
     for name, count in counts.items():
         print(f"{name:>16}: {count:>10,.0f} instructions per pass-through request")
-    first, second = counts.values()
-    print(f"{'ratio':>16}: {second / first:.4f}")
+    print(f"{'ratio':>16}: {counts[second] / counts[first]:.4f}")
     return 0
 
 

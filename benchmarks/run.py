@@ -30,7 +30,8 @@ from pathlib import Path
 import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
-PASS = "strangler pass-through"
+PASS = "strangler pass-through"  # the default listener (listen.server: fast)
+PASS_AIOHTTP = "strangler pass-through, --server aiohttp"
 ACCESS = "strangler pass-through, access log on"  # JSON lines to a file: the access log's cost, next to PASS
 SHADOW = "strangler shadow 100% (matching)"
 SHADOW_INPROC = "strangler shadow 100%, in-process (--no-shadow-worker)"
@@ -305,7 +306,7 @@ def main() -> int:
     secs, conns, rate = args.seconds, args.connections, args.rate
     with tempfile.TemporaryDirectory(prefix="strangler-bench-") as t, contextlib.ExitStack() as stack:
         tmp = Path(t)
-        be, be2, pt, pt_a, sh, sh_a, shi, shi_a, ngx, al, al_a = (free_port() for _ in range(11))
+        be, be2, pt, pt_a, pta, pta_a, sh, sh_a, shi, shi_a, ngx, al, al_a = (free_port() for _ in range(13))
         if have_nginx:
             server = (
                 f"server {{ listen 127.0.0.1:{be}; listen 127.0.0.1:{be2}; location / {{ default_type "
@@ -322,6 +323,9 @@ def main() -> int:
         cfg = routes_yaml(tmp, al, al_a, be, be2, "legacy", "access", access_log=True)
         stack.enter_context(process(strangler_cmd(cfg), al, log=tmp / "access.log"))
         targets[ACCESS] = al
+        cfg = routes_yaml(tmp, pta, pta_a, be, be2, "legacy", "pass_aiohttp")
+        stack.enter_context(process(strangler_cmd(cfg, "--server", "aiohttp"), pta, log=tmp / "pass_aiohttp.log"))
+        targets[PASS_AIOHTTP] = pta
         cfg = routes_yaml(tmp, sh, sh_a, be, be2, "shadow", "shadow")
         stack.enter_context(process(strangler_cmd(cfg), sh, log=tmp / "shadow.log"))
         targets[SHADOW] = sh
@@ -341,7 +345,7 @@ def main() -> int:
         else:
             print("nginx reverse proxy row skipped: nginx not installed (apt-get install nginx)")
         # Measured in this order each round, so the setups a ratio compares run next to each other.
-        order = [NGINX, PASS, ACCESS, SHADOW, SHADOW_INPROC]
+        order = [NGINX, PASS, PASS_AIOHTTP, ACCESS, SHADOW, SHADOW_INPROC]
         targets = {"back end direct": targets["back end direct"]} | {k: targets[k] for k in order if k in targets}
         for port in targets.values():
             throughput(port, 1.0, conns)  # warm-up: pools, caches
@@ -351,16 +355,19 @@ def main() -> int:
     # Fixed-rate latency rows: a legacy that takes 2 ms, a candidate 10x slower (20 ms), all up at once.
     with tempfile.TemporaryDirectory(prefix="strangler-bench-") as t, contextlib.ExitStack() as stack:
         tmp = Path(t)
-        legacy_p, slow_p, fpt, fpt_a, fsl, fsl_a = (free_port() for _ in range(6))
+        legacy_p, slow_p, fpt, fpt_a, fpa, fpa_a, fsl, fsl_a = (free_port() for _ in range(8))
         stack.enter_context(process(backend_cmd(legacy_p, 2.0), legacy_p))
         stack.enter_context(process(backend_cmd(slow_p, 20.0), slow_p))
         cfg = routes_yaml(tmp, fpt, fpt_a, legacy_p, slow_p, "legacy", "fpass")
         stack.enter_context(process(strangler_cmd(cfg), fpt, log=tmp / "fpass.log"))
+        cfg = routes_yaml(tmp, fpa, fpa_a, legacy_p, slow_p, "legacy", "fpass_aiohttp")
+        stack.enter_context(process(strangler_cmd(cfg, "--server", "aiohttp"), fpa, log=tmp / "fpass_aiohttp.log"))
         cfg = routes_yaml(tmp, fsl, fsl_a, legacy_p, slow_p, "shadow", "fslow")
         stack.enter_context(process(strangler_cmd(cfg), fsl, log=tmp / "fslow.log"))
         fixed = {
             f"fixed {rate:.0f}/s: back end direct": legacy_p,
             f"fixed {rate:.0f}/s: strangler pass-through": fpt,
+            f"fixed {rate:.0f}/s: strangler pass-through, --server aiohttp": fpa,
             f"fixed {rate:.0f}/s: strangler shadow, candidate 10x slower": fsl,
         }
         for port in fixed.values():
@@ -376,12 +383,15 @@ def main() -> int:
     print(f"\nratios (median over {args.rounds} interleaved rounds of each round's ratio, side by side in this run):")
     ratios: dict[str, float] = {}
     if NGINX in runs:
-        ratios["pass-through / nginx req/s (target >= 0.20)"] = _paired(runs, PASS, NGINX, _rps)
+        ratios["pass-through / nginx req/s (target >= 0.25)"] = _paired(runs, PASS, NGINX, _rps)
+        ratios["pass-through, aiohttp listener / nginx req/s"] = _paired(runs, PASS_AIOHTTP, NGINX, _rps)
+    ratios["pass-through fast / aiohttp listener req/s"] = _paired(runs, PASS, PASS_AIOHTTP, _rps)
     ratios["access log on / off req/s (pass-through)"] = _paired(runs, ACCESS, PASS, _rps)
     ratios["shadow 100% / pass-through req/s (target >= 0.60)"] = _paired(runs, SHADOW, PASS, _rps)
     ratios["shadow 100% in-process / pass-through req/s"] = _paired(runs, SHADOW_INPROC, PASS, _rps)
-    f_be, f_pt, f_sl = fixed
-    ratios["added p50 ms at fixed rate (target <= 1.0)"] = _paired(runs, f_pt, f_be, lambda x, y: x[1] - y[1])
+    f_be, f_pt, f_pa, f_sl = fixed
+    ratios["added p50 ms at fixed rate (target <= 0.5)"] = _paired(runs, f_pt, f_be, lambda x, y: x[1] - y[1])
+    ratios["added p50 ms at fixed rate, aiohttp listener"] = _paired(runs, f_pa, f_be, lambda x, y: x[1] - y[1])
     ratios["p99 slow-candidate shadow / pass-through (target <= 1.10)"] = _paired(
         runs, f_sl, f_pt, lambda x, y: x[2] / y[2]
     )

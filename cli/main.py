@@ -39,7 +39,7 @@ from cli.store_cmds import register as register_store_commands
 from proxy.admin import route_view
 from proxy.canary import Side, bucket
 from proxy.config.loader import load_config
-from proxy.config.model import Config, ConfigError, ConfigIssue, Route
+from proxy.config.model import SERVERS, Config, ConfigError, ConfigIssue, Route, Server
 from proxy.modes import mirror_decision, serving_side, side_upstream, split_key
 from proxy.paths import PathError, canonical_path
 from proxy.routing import Explanation, RouteTable
@@ -313,6 +313,13 @@ def serve(
         ),
     ] = True,
     quiet: Annotated[bool, typer.Option("--quiet", help="No start-up banner and no exit line on stderr.")] = False,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            help="Proxy listener: fast (one loop per connection) or aiohttp (the previous one, kept to compare) "
+            "(default: $STRANGLER_SERVER, else listen.server)."
+        ),
+    ] = None,
 ) -> None:
     """Run the proxy until interrupted (Ctrl-C or SIGTERM drains in-flight requests first). On start it prints a
     banner on stderr (version, addresses, routes by mode, store, shadow side) and one line on exit.
@@ -336,9 +343,20 @@ def serve(
         listeners_factory=factory,
         shadow="worker process" if shadow_worker else "in-process",
         quiet=quiet,
+        server=_server_choice(server),
     )
     if code:
         raise typer.Exit(code)
+
+
+def _server_choice(value: str | None) -> Server | None:
+    """--server's value as a listener name; anything else is a usage error naming the known ones."""
+    if value is None:
+        return None
+    for name in SERVERS:
+        if value == name:
+            return name
+    raise typer.BadParameter(f"unknown server {value!r} (known: {', '.join(SERVERS)})", param_hint="--server")
 
 
 @app.command()

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -21,11 +22,12 @@ from aiohttp import web
 
 from proxy.admin import create_admin_app, warn_if_exposed
 from proxy.banner import exit_line, startup_lines
-from proxy.config.model import ConfigError
+from proxy.config.model import SERVERS, ConfigError, ConfigIssue, Server
 from proxy.events import ExchangeListener
 from proxy.handler import ProxyHandler
+from proxy.listener import FastRequestHandler
 from proxy.reload import POLL_INTERVAL, Reloader, build_snapshot_parts
-from proxy.server import ProxyServer
+from proxy.server import GuardedRequestHandler, ProxyServer
 from proxy.state import ReloadResult, RuntimeState, Snapshot
 from proxy.tasks import TaskOwner
 from proxy.tls import ListenerTLS, TLSFileError, warn_unverified
@@ -47,8 +49,10 @@ class RunningProxy:
         runner: web.ServerRunner,
         admin_runner: web.AppRunner,
         tasks: TaskOwner,
+        listener: Server = "aiohttp",
     ) -> None:
         self.state = state
+        self.listener = listener  # the proxy listener implementation serving (listen.server)
         self.reloader = reloader
         self._server = server
         self._runner = runner
@@ -84,6 +88,23 @@ class RunningProxy:
             await _close_listener(listener)
         await self._admin_runner.cleanup()
         await state.close()
+
+
+SERVER_ENV = "STRANGLER_SERVER"  # overrides listen.server when set (`fast` or `aiohttp`); CI runs the suite on both
+
+
+def chosen_server(explicit: Server | None, configured: Server) -> Server:
+    """The proxy listener implementation: the caller's choice, else $STRANGLER_SERVER, else listen.server."""
+    if explicit is not None:
+        return explicit
+    named = os.environ.get(SERVER_ENV, "")
+    for name in SERVERS:
+        if named == name:
+            return name
+    if named:
+        known = ", ".join(SERVERS)
+        raise ConfigError([ConfigIssue(f"${SERVER_ENV}", "", f"unknown server {named!r} (known: {known})")])
+    return configured
 
 
 LISTENER_READY_TIMEOUT = 15.0  # seconds a listener's `ready()` may take before traffic is accepted anyway
@@ -127,10 +148,12 @@ async def start_proxy(
     db: str | None = None,
     watch: bool = True,
     watch_interval: float = POLL_INTERVAL,
+    server: Server | None = None,
 ) -> RunningProxy:
     """Load the config, bind both listeners and start watching the file. Raises ConfigError or OSError (bind).
 
-    host/port/admin_port override the config's listen and admin addresses (port 0: any free port).
+    host/port/admin_port override the config's listen and admin addresses (port 0: any free port); server overrides
+    listen.server (the proxy listener implementation).
     """
     path = Path(config_path)
     config, table = await asyncio.to_thread(build_snapshot_parts, path)
@@ -144,8 +167,10 @@ async def start_proxy(
             unwind.push_async_callback(_close_listener, listener)
         await _listeners_ready(state.listeners)
 
-        server = ProxyServer(ProxyHandler(state), state=state)
-        runner = web.ServerRunner(server, handle_signals=False)
+        chosen = chosen_server(server, config.listen.server)
+        protocol = FastRequestHandler if chosen == "fast" else GuardedRequestHandler
+        proxy_server = ProxyServer(ProxyHandler(state), state=state, protocol=protocol)
+        runner = web.ServerRunner(proxy_server, handle_signals=False)
         await runner.setup()
         unwind.push_async_callback(runner.cleanup)
         # aiohttp's default backlog of 128 makes a burst of connects wait on SYN retransmits (1 s, then 3 s);
@@ -169,7 +194,13 @@ async def start_proxy(
         if watch:
             _ = tasks.start(reloader.watch(watch_interval), name="config-watch")
         running = RunningProxy(
-            state=state, reloader=reloader, server=server, runner=runner, admin_runner=admin_runner, tasks=tasks
+            state=state,
+            reloader=reloader,
+            server=proxy_server,
+            runner=runner,
+            admin_runner=admin_runner,
+            tasks=tasks,
+            listener=chosen,
         )
         state.ready = True
         unwind.pop_all()
@@ -188,10 +219,11 @@ def serve(
     listeners_factory: ListenersFactory | None = None,
     shadow: str = "in-process",
     quiet: bool = False,
+    server: Server | None = None,
 ) -> int:
     """Run the proxy until SIGTERM/SIGINT; returns the process exit code (0 after a clean drain, 1 on start-up
     failure). Uses uvloop when it is installed. Unless `quiet`, a banner goes to stderr at start (`shadow` says how
-    the shadow side runs) and one line at exit."""
+    the shadow side runs) and one line at exit. `server` overrides listen.server (see `chosen_server`)."""
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     try:
         import uvloop
@@ -200,7 +232,7 @@ def serve(
     except ImportError:  # pragma: no cover - uvloop is a dependency on every platform but Windows
         pass
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(_serve(config_path, host, port, admin_port, db, listeners_factory, shadow, quiet))
+        return runner.run(_serve(config_path, host, port, admin_port, db, listeners_factory, shadow, quiet, server))
 
 
 def settle_gc() -> None:
@@ -226,10 +258,17 @@ async def _serve(
     listeners_factory: ListenersFactory | None,
     shadow: str = "in-process",
     quiet: bool = False,
+    server: Server | None = None,
 ) -> int:
     try:
         running = await start_proxy(
-            config_path, host=host, port=port, admin_port=admin_port, db=db, listeners_factory=listeners_factory
+            config_path,
+            host=host,
+            port=port,
+            admin_port=admin_port,
+            db=db,
+            listeners_factory=listeners_factory,
+            server=server,
         )
     except ConfigError as exc:
         log.error("cannot start: invalid config\n%s", exc)
@@ -248,6 +287,7 @@ async def _serve(
             admin_port=running.admin_port,
             store=db or str(config.store.path),
             shadow=shadow if running.state.listeners else "off",
+            listener=running.listener,
         )
         sys.stderr.write("\n".join(lines) + "\n")
     loop = asyncio.get_running_loop()

@@ -18,15 +18,25 @@ def version() -> str:
 
 
 def startup_lines(
-    config: Config, *, host: str, port: int, admin_host: str, admin_port: int, store: str, shadow: str
+    config: Config,
+    *,
+    host: str,
+    port: int,
+    admin_host: str,
+    admin_port: int,
+    store: str,
+    shadow: str,
+    listener: str = "",
 ) -> list[str]:
-    """Version, addresses, routes by mode, the store and how the shadow side runs."""
+    """Version, addresses (and which proxy listener serves), routes by mode, the store and how the shadow side
+    runs."""
+    served_by = f" ({listener} listener)" if listener else ""
     by_mode = Counter(r.mode for r in config.routes)
     modes = ", ".join(f"{by_mode[m]} {m}" for m in MODES if by_mode[m]) or "none"
     scheme = "http" if config.listen.tls is None else "https"  # the admin listener is always clear text
     return [
         f"strangler {version()} serving {config.source}",
-        f"  proxy  {scheme}://{host}:{port}    admin  http://{admin_host}:{admin_port}",
+        f"  proxy  {scheme}://{host}:{port}{served_by}    admin  http://{admin_host}:{admin_port}",
         f"  routes {len(config.routes)} ({modes}); unmatched requests go to {config.defaults.legacy}",
         f"  store  {store}    shadow side: {shadow}",
     ]

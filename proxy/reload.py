@@ -194,5 +194,9 @@ def _warn_restart_needed(old: Config, new: Config) -> None:
             new.listen.host,
             new.listen.port,
         )
+    if old.listen.server != new.listen.server:
+        log.warning(
+            "listen.server changed (%s -> %s): restart strangler to apply it", old.listen.server, new.listen.server
+        )
     if (old.admin.host, old.admin.port) != (new.admin.host, new.admin.port):
         log.warning("admin address changed: restart strangler to apply it")

@@ -6,8 +6,8 @@ closes idle keep-alive connections. What it lacks is a deadline for a request he
 and a cap on concurrent connections; `GuardedRequestHandler` adds both. `ProxyServer` builds one per connection
 with the limits of the config snapshot current at accept time, so a reload applies to new connections.
 The total header size (limits.max_header_size) is checked by the request handler on the parsed head.
-Every response, the parser's refusals included, passes `finish_response` once written: there the access log
-(`proxy.access`), when one is on, gets its line.
+Every response, the parser's refusals included, passes `record_access` once written (from `finish_response`, or the
+fast listener's whole responses that skip it): there the access log (`proxy.access`), when one is on, gets its line.
 """
 
 from __future__ import annotations
@@ -187,13 +187,7 @@ class GuardedRequestHandler(RequestHandler):
         self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
     ) -> tuple[web.StreamResponse, bool]:
         result = await super().finish_response(request, resp, start_time)
-        state = self._state
-        if state is not None and (access := state.access_log) is not None:  # written: its line can be built
-            parsed = type(request) is not UnparsedRequest
-            try:
-                access.record(request, resp, request.get(EXCHANGE_KEY), mirroring=bool(state.hooks), parsed=parsed)
-            except Exception:  # the client has its answer: a line that cannot be built must not cost it more
-                log.exception("access log: a line could not be built; the request was served")
+        self.record_access(request, resp)
         if self._close_after_response or (not resp.keep_alive and not request.content.is_eof()):
             # The response is written (transport.close() flushes it first); no drain, no keep-alive. A response
             # that closes the connection while the body is unread (413, 408, 501, a broken chunk) would otherwise
@@ -201,6 +195,18 @@ class GuardedRequestHandler(RequestHandler):
             self._close_after_response = False
             self.force_close()
         return result
+
+    def record_access(self, request: web.BaseRequest, resp: web.StreamResponse) -> None:
+        """Give the access log, when one is on, the line of a response that is written. Every way a response ends
+        comes here once: `finish_response`, and the fast listener's whole responses that skip it."""
+        state = self._state
+        if state is None or (access := state.access_log) is None:
+            return
+        parsed = type(request) is not UnparsedRequest
+        try:
+            access.record(request, resp, request.get(EXCHANGE_KEY), mirroring=bool(state.hooks), parsed=parsed)
+        except Exception:  # the client has its answer: a line that cannot be built must not cost it more
+            log.exception("access log: a line could not be built; the request was served")
 
     def _fail_unfinished_body(self) -> None:
         """Fail the running request's body stream when the parser just rejected bytes inside it.
@@ -265,13 +271,19 @@ def _is_websocket(message: RawRequestMessage) -> bool:
 
 
 class ProxyServer(web.Server):
-    """aiohttp's low-level server, making a `GuardedRequestHandler` per connection from the current limits."""
+    """aiohttp's low-level server, making a `GuardedRequestHandler` (or the `protocol` subclass given: the fast
+    listener's) per connection from the current limits."""
 
     def __init__(
-        self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], *, state: RuntimeState
+        self,
+        handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+        *,
+        state: RuntimeState,
+        protocol: type[GuardedRequestHandler] = GuardedRequestHandler,
     ) -> None:
         super().__init__(handler, handler_cancellation=False, request_factory=self._make_proxy_request)
         self._state = state
+        self._protocol = protocol
         self.connection_count = ConnectionCounter(state.metrics)
 
     def _make_proxy_request(
@@ -298,7 +310,7 @@ class ProxyServer(web.Server):
 
     def __call__(self) -> RequestHandler:
         limits = self._state.snapshot.config.limits
-        return GuardedRequestHandler(
+        return self._protocol(
             self,
             loop=self._loop,
             connections=self.connection_count,

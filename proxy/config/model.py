@@ -21,6 +21,8 @@ from proxy.methods import READ_METHODS
 
 Mode = Literal["legacy", "shadow", "canary", "new"]
 MODES: tuple[Mode, ...] = ("legacy", "shadow", "canary", "new")
+Server = Literal["fast", "aiohttp"]
+SERVERS: tuple[Server, ...] = ("fast", "aiohttp")  # listen.server: the proxy listener implementations
 HostHeader = Literal["rewrite", "preserve"]
 SideEffects = Literal["block", "dry_run", "allow"]
 StickyKind = Literal["header", "cookie", "client_ip"]
@@ -66,6 +68,7 @@ class Listen:
     host: str = "127.0.0.1"
     port: int = 8080
     tls: ListenTLS | None = None  # None: clear text
+    server: Server = "fast"
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from proxy.config.model import MODES
+from proxy.config.model import MODES, SERVERS
 from proxy.config.scalars import (
     ENV_PATTERN,
     NAME_PATTERN,
@@ -307,7 +307,18 @@ TOP = Section(
     "strangler routes.yaml: routes endpoints to a legacy back end or a new service, shadows and compares them.",
     {
         "version": version("Config format version; must be 1"),
-        "listen": Section("The client-facing listener.", {**ADDRESS, "tls": LISTEN_TLS}),
+        "listen": Section(
+            "The client-facing listener.",
+            {
+                **ADDRESS,
+                "tls": LISTEN_TLS,
+                "server": choice(
+                    "Listener implementation: `fast` serves each connection's requests in one loop (no Task per "
+                    "request); `aiohttp` is aiohttp's own request loop (a Task per request), kept to compare the two",
+                    SERVERS,
+                ),
+            },
+        ),
         "admin": Section(
             "The admin API listener.",
             {

@@ -12,6 +12,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from proxy.app import chosen_server
+from proxy.config.model import Listen
 from tests.proxy.app_fixtures import backend_app, free_port, wait_until, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,6 +77,7 @@ async def test_serve_prints_a_banner_and_an_exit_line(tmp_path: Path) -> None:
     assert "strangler " in err
     assert "serving " in err
     assert "proxy  http://127.0.0.1:" in err
+    assert f"({chosen_server(None, Listen().server)} listener)" in err  # the default, or $STRANGLER_SERVER's
     assert "admin  http://127.0.0.1:" in err
     assert "routes 3 (1 legacy, 1 shadow, 1 new)" in err
     assert "shadow side: in-process" in err
@@ -89,3 +92,22 @@ async def test_serve_quiet_prints_neither(tmp_path: Path) -> None:
     assert code == 0, err
     assert "routes 3" not in err
     assert "strangler stopped" not in err
+
+
+@pytest.mark.slow
+async def test_serve_server_option_picks_the_listener(tmp_path: Path) -> None:
+    """--server aiohttp serves on the previous listener, and the banner names it."""
+    code, err = await _serve(tmp_path, "--server", "aiohttp")
+    assert code == 0, err
+    assert "(aiohttp listener)" in err
+    assert "strangler stopped: 3 requests served" in err
+
+
+def test_serve_refuses_an_unknown_server(tmp_path: Path) -> None:
+    """--server with a name that is no listener is a usage error (exit 2) naming the known ones."""
+    result = subprocess.run(
+        [sys.executable, "-c", CLI, "serve", "--config", str(tmp_path / "routes.yaml"), "--server", "nginx"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "unknown server 'nginx' (known: fast, aiohttp)" in result.stderr

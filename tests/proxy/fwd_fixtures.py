@@ -16,11 +16,16 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from aiohttp.web_protocol import RequestHandler
 from yarl import URL
 
-from proxy.config.model import Timeouts, Upstream
+from proxy.app import chosen_server
+from proxy.config.model import Listen, Timeouts, Upstream
 from proxy.forwarding import FallbackAvailable, ForwardResult, ForwardTarget, forward
 from proxy.headers import new_request_id, upstream_request_headers, valid_request_id
+from proxy.listener import FastRequestHandler
+from proxy.metrics import Metrics
+from proxy.server import ConnectionCounter
 from proxy.upstream import transport
 from proxy.websocket import forward_websocket, is_websocket_upgrade
 
@@ -125,14 +130,40 @@ def proxy_app(setup: ProxySetup) -> web.Application:
 
 
 class ProxyServer(TestServer):
-    """A TestServer that, like strangler's own listener, does not cancel handlers when a client hangs up.
+    """A TestServer that, like strangler's own listener, does not cancel handlers when a client hangs up, and serves
+    on the listener strangler would choose (`proxy.app.chosen_server`: $STRANGLER_SERVER, else the default).
 
     aiohttp's TestServer forces handler cancellation on; forward() must be tested the way it runs.
     """
 
     async def _make_runner(self, **kwargs: Any) -> web.BaseRunner:
         kwargs["handler_cancellation"] = False
+        if chosen_server(None, Listen().server) == "fast":
+            return FastAppRunner(self.app, **kwargs)
         return await super()._make_runner(**kwargs)
+
+
+class FastServer(web.Server):
+    """aiohttp's low-level server making the fast listener's per-connection protocol, without strangler's limits."""
+
+    def __call__(self) -> RequestHandler:
+        counter = ConnectionCounter(Metrics())
+        return FastRequestHandler(
+            self, loop=self._loop, connections=counter, header_timeout=0, max_connections=2**20, **self._kwargs
+        )
+
+
+class FastAppRunner(web.AppRunner):
+    """An AppRunner whose connections are served by the fast listener's request loop (`proxy.listener`)."""
+
+    async def _make_server(self) -> web.Server:
+        loop = asyncio.get_running_loop()
+        app = self.app
+        app._set_loop(loop)
+        app.on_startup.freeze()
+        await app.startup()
+        app.freeze()
+        return FastServer(app._handle, request_factory=app._make_request, loop=loop, **self._kwargs)  # type: ignore[arg-type]  # aiohttp passes its own Request
 
 
 @dataclass(slots=True)
