@@ -28,6 +28,13 @@ from proxy.reload import POLL_INTERVAL, Reloader, build_snapshot_parts
 from proxy.server import ProxyServer
 from proxy.state import ReloadResult, RuntimeState, Snapshot
 from proxy.tasks import TaskOwner
+from proxy.worker_role import (
+    WorkerRole,
+    add_worker_routes,
+    ignore_sigusr1_unless_handled,
+    prepare_admin_socket,
+    write_exit_report,
+)
 
 log = logging.getLogger("strangler.proxy")
 
@@ -55,7 +62,8 @@ class RunningProxy:
         self._tasks = tasks
         self._stopped = False
         self.proxy_port: int = runner.addresses[0][1]
-        self.admin_port: int = admin_runner.addresses[0][1]
+        admin_address = admin_runner.addresses[0]  # a unix socket's path for a worker (`proxy.worker_role`)
+        self.admin_port: int = admin_address[1] if isinstance(admin_address, tuple) else 0
 
     async def reload(self, trigger: str = "sighup") -> ReloadResult:
         return await self.reloader.reload(trigger)
@@ -126,10 +134,12 @@ async def start_proxy(
     db: str | None = None,
     watch: bool = True,
     watch_interval: float = POLL_INTERVAL,
+    worker: WorkerRole | None = None,
 ) -> RunningProxy:
     """Load the config, bind both listeners and start watching the file. Raises ConfigError or OSError (bind).
 
-    host/port/admin_port override the config's listen and admin addresses (port 0: any free port).
+    host/port/admin_port override the config's listen and admin addresses (port 0: any free port). A `worker` (one
+    of `serve --workers N`) binds the proxy port with SO_REUSEPORT and its admin app on its private unix socket.
     """
     path = Path(config_path)
     config, table = await asyncio.to_thread(build_snapshot_parts, path)
@@ -151,15 +161,24 @@ async def start_proxy(
         # the kernel caps it at net.core.somaxconn.
         backlog = max(LISTEN_BACKLOG, config.limits.max_connections)
         listen_port = config.listen.port if port is None else port
-        await web.TCPSite(runner, host or config.listen.host, listen_port, backlog=backlog).start()
+        site_host = host or config.listen.host
+        await web.TCPSite(runner, site_host, listen_port, backlog=backlog, reuse_port=worker is not None).start()
 
         reloader = Reloader(state, path)
         admin_host = config.admin.host
-        warn_if_exposed(config, admin_host)
-        admin_runner = web.AppRunner(create_admin_app(state, reloader.reload), access_log=None)
+        admin_app = create_admin_app(state, reloader.reload)
+        if worker is not None:
+            add_worker_routes(admin_app, state.metrics)
+        else:
+            warn_if_exposed(config, admin_host)
+        admin_runner = web.AppRunner(admin_app, access_log=None)
         await admin_runner.setup()
         unwind.push_async_callback(admin_runner.cleanup)
-        await web.TCPSite(admin_runner, admin_host, config.admin.port if admin_port is None else admin_port).start()
+        if worker is not None:
+            prepare_admin_socket(worker.admin_socket)
+            await web.UnixSite(admin_runner, str(worker.admin_socket)).start()
+        else:
+            await web.TCPSite(admin_runner, admin_host, config.admin.port if admin_port is None else admin_port).start()
 
         tasks = TaskOwner("proxy")
         if watch:
@@ -184,10 +203,11 @@ def serve(
     listeners_factory: ListenersFactory | None = None,
     shadow: str = "in-process",
     quiet: bool = False,
+    worker: WorkerRole | None = None,
 ) -> int:
     """Run the proxy until SIGTERM/SIGINT; returns the process exit code (0 after a clean drain, 1 on start-up
     failure). Uses uvloop when it is installed. Unless `quiet`, a banner goes to stderr at start (`shadow` says how
-    the shadow side runs) and one line at exit."""
+    the shadow side runs) and one line at exit. A `worker` runs as one of `serve --workers N` (`proxy.supervisor`)."""
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     try:
         import uvloop
@@ -196,7 +216,7 @@ def serve(
     except ImportError:  # pragma: no cover - uvloop is a dependency on every platform but Windows
         pass
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(_serve(config_path, host, port, admin_port, db, listeners_factory, shadow, quiet))
+        return runner.run(_serve(config_path, host, port, admin_port, db, listeners_factory, shadow, quiet, worker))
 
 
 def settle_gc() -> None:
@@ -222,10 +242,19 @@ async def _serve(
     listeners_factory: ListenersFactory | None,
     shadow: str = "in-process",
     quiet: bool = False,
+    worker: WorkerRole | None = None,
 ) -> int:
+    if worker is not None:
+        ignore_sigusr1_unless_handled()
     try:
         running = await start_proxy(
-            config_path, host=host, port=port, admin_port=admin_port, db=db, listeners_factory=listeners_factory
+            config_path,
+            host=host,
+            port=port,
+            admin_port=admin_port,
+            db=db,
+            listeners_factory=listeners_factory,
+            worker=worker,
         )
     except ConfigError as exc:
         log.error("cannot start: invalid config\n%s", exc)
@@ -265,6 +294,8 @@ async def _serve(
         for sig in handled:
             loop.remove_signal_handler(sig)
         await running.stop()
+    if worker is not None:
+        write_exit_report(worker, running.state.metrics)
     if not quiet:
         sys.stderr.write(exit_line(running.state.metrics) + "\n")
     return 0

@@ -18,21 +18,23 @@ def version() -> str:
 
 
 def startup_lines(
-    config: Config, *, host: str, port: int, admin_host: str, admin_port: int, store: str, shadow: str
+    config: Config, *, host: str, port: int, admin_host: str, admin_port: int, store: str, shadow: str, workers: int = 1
 ) -> list[str]:
-    """Version, addresses, routes by mode, the store and how the shadow side runs."""
+    """Version, addresses, proxy workers, routes by mode, the store and how the shadow side runs."""
     by_mode = Counter(r.mode for r in config.routes)
     modes = ", ".join(f"{by_mode[m]} {m}" for m in MODES if by_mode[m]) or "none"
     return [
         f"strangler {version()} serving {config.source}",
-        f"  proxy  http://{host}:{port}    admin  http://{admin_host}:{admin_port}",
+        f"  proxy  http://{host}:{port}    admin  http://{admin_host}:{admin_port}    workers {workers}",
         f"  routes {len(config.routes)} ({modes}); unmatched requests go to {config.defaults.legacy}",
         f"  store  {store}    shadow side: {shadow}",
     ]
 
 
-def exit_line(metrics: Metrics) -> str:
-    """Requests served and shadow outcomes recorded (rows written or drops counted) since start."""
+def exit_line(metrics: Metrics, workers: int = 1) -> str:
+    """Requests served and shadow outcomes recorded (rows written or drops counted) since start; with several
+    workers, `metrics` holds their final registries merged (`proxy.aggregate`)."""
     served = int(sum(metrics.requests.values.values()))
     recorded = int(sum(metrics.shadow.values.values()))
-    return f"strangler stopped: {served} requests served, {recorded} shadow outcomes recorded"
+    over = f" by {workers} workers" if workers > 1 else ""
+    return f"strangler stopped: {served} requests served{over}, {recorded} shadow outcomes recorded"

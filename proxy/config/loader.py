@@ -335,6 +335,7 @@ def _build(top: Table, source: Path, issues: Issues) -> Config:
         trusted_proxies=top.get("trusted_proxies", tuple) or (),
         debug_headers=top.get("debug_headers", bool) or False,
         via=top.get("via", str) or "strangler",
+        workers=top.get("workers", int) or top.get("workers", str) or 1,
     )
 
 

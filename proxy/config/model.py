@@ -250,6 +250,7 @@ class Config:
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     debug_headers: bool = False  # add X-Strangler-Route / X-Strangler-Upstream to responses
     via: str = "strangler"  # pseudonym in the Via header
+    workers: int | str = 1  # proxy worker processes: a whole number from 1, or "auto" (`units.workers_for`)
 
     def route(self, route_id: str) -> Route | None:
         for r in self.routes:
