@@ -8,6 +8,7 @@ worker, and its default action would kill the process).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from aiohttp import web
 
 from proxy.aggregate import registry_document
 from proxy.metrics import Metrics
+
+log = logging.getLogger("strangler.proxy")
 
 REGISTRY_PATH: Final = "/_worker/registry"
 WORKER_METRICS_KEY = web.AppKey("worker_metrics", Metrics)
@@ -61,7 +64,11 @@ def ignore_sigusr1_unless_handled() -> None:
 
 
 def write_exit_report(role: WorkerRole, metrics: Metrics) -> None:
-    """The worker's final registry, written atomically where the supervisor reads it after the worker exits."""
+    """The worker's final registry, written atomically where the supervisor reads it after the worker exits (a
+    failure costs only the exit line's count, so it is logged, never raised)."""
     partial = role.exit_report.with_suffix(".partial")
-    partial.write_text(json.dumps({**registry_document(metrics), "pid": os.getpid()}), encoding="utf-8")
-    partial.replace(role.exit_report)
+    try:
+        partial.write_text(json.dumps({**registry_document(metrics), "pid": os.getpid()}), encoding="utf-8")
+        partial.replace(role.exit_report)
+    except OSError as exc:
+        log.warning("cannot write the exit report %s: %s", role.exit_report, exc)

@@ -4,9 +4,12 @@ as subprocesses against loopback back ends."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import socket
 import sqlite3
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,8 +22,10 @@ from proxy.canary import choose_side
 from proxy.config.model import Canary
 from proxy.supervisor import RESTART_FIRST, RESTART_MAX, restart_delay
 from tests.proxy.app_fixtures import TOKEN_ENV, backend_app, wait_until, write_config
-from tests.proxy.workers_fixtures import get_fresh, serving_workers
+from tests.proxy.workers_fixtures import CLI, ROOT, get_fresh, serving_workers
+from tests.reports.test_export import schema_errors
 
+STATS_SCHEMA = Path(__file__).parents[2] / "docs" / "stats.schema.json"
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="serve --workers needs SO_REUSEPORT")
 ROUTES = """\
   - {id: mirrored, match: {path: /m}, mode: shadow}
@@ -79,6 +84,8 @@ async def test_both_workers_serve_metrics_sum_and_canary_sides_agree(
         assert route["requests"]["total"] == 120
         assert route["latency_ms"]["all"]["count"] == 120
         assert await served.metric("strangler_proxy_workers") == 2
+        schema = json.loads(STATS_SCHEMA.read_text(encoding="utf-8"))
+        assert schema_errors(stats, schema, schema) == []
 
         canary = Canary(weight=50)
         sides = set()
@@ -183,3 +190,24 @@ async def test_file_edits_sighup_admin_reloads_and_sigusr1_reach_every_worker(
         stats = await served.stats()
         assert served.worker_pids(stats) == pids
         assert stats["workers"]["restarts"] == 0
+
+
+@pytest.mark.slow
+async def test_a_port_taken_by_another_program_fails_the_start_with_exit_1(
+    tmp_path: Path, backends: tuple[TestServer, TestServer]
+) -> None:
+    """When the port is held by a socket without SO_REUSEPORT, the workers cannot bind: serve says so and exits 1,
+    leaving no worker behind."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = [sys.executable, "-c", CLI, "serve", "--config", str(_config(tmp_path, backends)), "--port"]
+        command += [str(port), "--admin-port", "0", "--db", str(tmp_path / "s.db"), "--workers", "2"]
+        done = await asyncio.to_thread(
+            subprocess.run, command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+            text=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "before it was ready" in done.stderr
+    assert "cannot start: not every proxy worker got ready" in done.stderr
