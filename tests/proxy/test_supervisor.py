@@ -68,7 +68,8 @@ async def test_both_workers_serve_metrics_sum_and_canary_sides_agree(
     tmp_path: Path, backends: tuple[TestServer, TestServer]
 ) -> None:
     """Requests on fresh connections are spread over both workers (each reports its own count in /stats), and the
-    supervisor's /metrics and /stats add them up to exactly the requests sent; each canary sticky key lands on the
+    supervisor's /metrics and /stats add them up to exactly the requests sent (other admin paths are answered or
+    passed on to the workers); each canary sticky key lands on the
     side the pure function gives, whichever worker serves it, every time."""
     async with serving_workers(tmp_path, _config(tmp_path, backends)) as served:
         answers = await get_fresh(served.url("/s"), 120)
@@ -86,6 +87,13 @@ async def test_both_workers_serve_metrics_sum_and_canary_sides_agree(
         assert await served.metric("strangler_proxy_workers") == 2
         schema = json.loads(STATS_SCHEMA.read_text(encoding="utf-8"))
         assert schema_errors(stats, schema, schema) == []
+        status, text = await served.admin_get("/routes")
+        assert status == 200
+        assert [r["id"] for r in json.loads(text)["routes"]] == ["mirrored", "switch", "split"]
+        assert (await served.admin_get("/no-such-endpoint"))[0] == 404  # passed on to a worker, its answer back
+        no_such = f"http://127.0.0.1:{served.admin}/no-such-endpoint"
+        async with aiohttp.ClientSession() as client, client.post(no_such) as r:
+            assert r.status == 404  # a write goes to every worker; they agree
 
         canary = Canary(weight=50)
         sides = set()
@@ -102,7 +110,7 @@ async def test_a_killed_worker_is_restarted_and_traffic_keeps_flowing(
     tmp_path: Path, backends: tuple[TestServer, TestServer]
 ) -> None:
     """SIGKILL on one worker: the other keeps serving, the supervisor starts a new one in its place, counts the
-    restart in /metrics and /stats, and both serve again."""
+    restart in /metrics and /stats, and both serve again; SIGKILL on the supervisor ends its workers too."""
     async with serving_workers(tmp_path, _config(tmp_path, backends)) as served:
         before = served.worker_pids(await served.stats())
         os.kill(before[0], signal.SIGKILL)
@@ -122,6 +130,19 @@ async def test_a_killed_worker_is_restarted_and_traffic_keeps_flowing(
         answers = await get_fresh(served.url("/s"), 60)
         assert {status for status, _ in answers} == {200}
         assert all(p["requests"] > 0 for p in (await served.stats())["workers"]["processes"])
+
+        workers = served.worker_pids(await served.stats())
+        os.kill(served.process.pid, signal.SIGKILL)  # the supervisor itself: its workers must not outlive it
+
+        def gone(pid: int) -> bool:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            return False
+
+        await wait_until(lambda: served.process.poll() is not None, limit=10.0)
+        await wait_until(lambda: all(gone(pid) for pid in workers), limit=60.0)
 
 
 @pytest.mark.slow
@@ -152,7 +173,7 @@ async def test_file_edits_sighup_admin_reloads_and_sigusr1_reach_every_worker(
 ) -> None:
     """An edit of routes.yaml flips the route in both workers (every request on fresh connections sees it); SIGHUP
     and POST /reload (with the token; refused without) make each worker reload once more; SIGUSR1 reaches the
-    workers and kills none."""
+    workers and kills none; SIGINT (Ctrl-C) stops them all with exit 0."""
     config = _config(tmp_path, backends)
     async with serving_workers(tmp_path, config, env={TOKEN_ENV: "s3cret"}) as served:
         assert {body["side"] for _, body in await get_fresh(served.url("/s"), 20)} == {"legacy"}
@@ -190,6 +211,7 @@ async def test_file_edits_sighup_admin_reloads_and_sigusr1_reach_every_worker(
         stats = await served.stats()
         assert served.worker_pids(stats) == pids
         assert stats["workers"]["restarts"] == 0
+        assert await served.stop(signal.SIGINT) == 0  # Ctrl-C drains and exits 0 like SIGTERM
 
 
 @pytest.mark.slow
