@@ -72,12 +72,22 @@ def restart_delay(previous: float, ran_for: float) -> float:
     return min(previous * 2, RESTART_MAX)
 
 
-def reserve_port(host: str) -> socket.socket:
-    """A socket bound (not listening) to a free port with SO_REUSEPORT, held while the workers bind the same port."""
+def claim_port(host: str, port: int) -> socket.socket:
+    """A socket bound (never listening) to the listen port with SO_REUSEPORT, held while the workers bind the same
+    port: it picks the port when `port` is 0, and keeps another program from taking it in between. Raises OSError
+    when the port is in use, also by another `serve --workers` (SO_REUSEPORT would let it share the port silently)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if port:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT leftovers are no obstacle
+            probe.bind((host, port))
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, 0))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 
@@ -218,10 +228,12 @@ async def supervise_async(plan: SupervisorPlan) -> int:
         return 1
     host = plan.host or config.listen.host
     port = config.listen.port if plan.port is None else plan.port
-    reserved: socket.socket | None = None
-    if port == 0:  # every worker must bind the same port: pick it here and hold it
-        reserved = reserve_port(host)
-        port = int(reserved.getsockname()[1])
+    try:
+        reserved = claim_port(host, port)
+    except OSError as exc:
+        log.error("cannot start: cannot bind %s:%d: %s", host, port, exc.strerror or exc)
+        return 1
+    port = int(reserved.getsockname()[1])
     directory = Path(tempfile.mkdtemp(prefix="strangler-workers-"))  # mode 0700: only this user reaches the sockets
     state = RuntimeState(Snapshot(config, table, 1), db_path=plan.store)
     reloader = Reloader(state, plan.config_path)
@@ -247,8 +259,7 @@ async def supervise_async(plan: SupervisorPlan) -> int:
     finally:
         await admin.close()
         await state.close()
-        if reserved is not None:
-            reserved.close()
+        reserved.close()
         shutil.rmtree(directory, ignore_errors=True)
 
 

@@ -41,6 +41,7 @@ from proxy.stats import stats_document
 from proxy.worker_role import REGISTRY_PATH, WorkerRole
 
 WORKER_TIMEOUT: Final = aiohttp.ClientTimeout(total=10.0)
+STREAM_TIMEOUT: Final = aiohttp.ClientTimeout(total=None, sock_read=60.0)  # a passed-on read may be long (a download)
 PASSED_REQUEST_HEADERS: Final = ("Authorization", "Content-Type", "Accept")
 PASSED_RESPONSE_HEADERS: Final = ("Content-Type", "Content-Disposition", "WWW-Authenticate")
 SERVER_KEY: web.AppKey[AdminServer] = web.AppKey("supervisor_admin")
@@ -281,15 +282,18 @@ async def pass_on(request: web.Request) -> web.StreamResponse:
     if slot is None or slot.session is None:
         return web.json_response({"error": "no worker ready"}, status=503)
     try:
-        async with slot.session.request(request.method, f"http://worker{request.path_qs}", headers=headers) as r:
-            response = web.StreamResponse(status=r.status)
-            for name in PASSED_RESPONSE_HEADERS:
-                if name in r.headers:
-                    response.headers[name] = r.headers[name]
-            await response.prepare(request)
-            async for chunk in r.content.iter_chunked(64 * 1024):
-                await response.write(chunk)
-            await response.write_eof()
-            return response
+        upstream = await slot.session.request(
+            request.method, f"http://worker{request.path_qs}", headers=headers, timeout=STREAM_TIMEOUT
+        )
     except (aiohttp.ClientError, OSError, TimeoutError):
         return web.json_response({"error": "worker unreachable"}, status=502)
+    async with upstream:  # once the answer has begun, a failure can only cut it short
+        response = web.StreamResponse(status=upstream.status)
+        for name in PASSED_RESPONSE_HEADERS:
+            if name in upstream.headers:
+                response.headers[name] = upstream.headers[name]
+        await response.prepare(request)
+        async for chunk in upstream.content.iter_chunked(64 * 1024):
+            await response.write(chunk)
+        await response.write_eof()
+        return response

@@ -215,12 +215,15 @@ async def test_file_edits_sighup_admin_reloads_and_sigusr1_reach_every_worker(
 
 
 @pytest.mark.slow
-async def test_a_port_taken_by_another_program_fails_the_start_with_exit_1(
-    tmp_path: Path, backends: tuple[TestServer, TestServer]
+@pytest.mark.parametrize("reuse_port", [False, True], ids=["another-program", "another-strangler-with-workers"])
+async def test_a_port_in_use_fails_the_start_with_exit_1(
+    tmp_path: Path, backends: tuple[TestServer, TestServer], reuse_port: bool
 ) -> None:
-    """When the port is held by a socket without SO_REUSEPORT, the workers cannot bind: serve says so and exits 1,
-    leaving no worker behind."""
+    """When the port is held by another program, or by a listener with SO_REUSEPORT (another `serve --workers`,
+    which the kernel would otherwise let share the port), serve says so and exits 1, starting no worker."""
     with socket.socket() as taken:
+        if reuse_port:
+            taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
@@ -231,5 +234,5 @@ async def test_a_port_taken_by_another_program_fails_the_start_with_exit_1(
             text=True, timeout=60,
         )  # fmt: skip
     assert done.returncode == 1, done.stderr
-    assert "before it was ready" in done.stderr
-    assert "cannot start: not every proxy worker got ready" in done.stderr
+    assert f"cannot start: cannot bind 127.0.0.1:{port}: Address already in use" in done.stderr
+    assert "proxy worker" not in done.stderr
