@@ -179,24 +179,31 @@ class Supervisor:
                     slot.process.send_signal(sig)
 
     async def stop(self) -> int:
-        """SIGTERM every worker, wait for each to drain and flush (SIGKILL past the grace); 0 when all exited 0."""
+        """SIGTERM every running worker and wait for each to drain and flush (SIGKILL past the grace); 0 when each
+        exited 0, or was ended by that SIGTERM while still starting (nothing to drain yet). A worker that had died
+        earlier and was waiting for its restart is not a failure to stop."""
         self.stopping = True
-        self.forward(signal.SIGTERM)
         grace = self.state.config.limits.drain_timeout + STOP_GRACE
-        codes: list[int] = []
-        for slot in self.slots:
-            process = slot.process
-            if process is None:
-                continue
-            try:
-                codes.append(await asyncio.wait_for(process.wait(), grace))
-            except TimeoutError:
-                log.error("proxy worker %d (pid %d) did not stop in %.0fs; killing it", slot.index, process.pid, grace)
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                codes.append(await process.wait())
-        await self._tasks.close()
-        return 0 if all(code == 0 for code in codes) else 1
+        codes = [await self._stop_worker(slot, grace) for slot in self._running()]
+        await self._tasks.close()  # no restart from here on
+        codes += [await self._stop_worker(slot, grace) for slot in self._running()]  # one started meanwhile
+        return 0 if all(code in (0, -signal.SIGTERM) for code in codes) else 1
+
+    def _running(self) -> list[WorkerSlot]:
+        running = [slot for slot in self.slots if slot.pid is not None]
+        self.forward(signal.SIGTERM)
+        return running
+
+    async def _stop_worker(self, slot: WorkerSlot, grace: float) -> int:
+        process = slot.process
+        assert process is not None
+        try:
+            return await asyncio.wait_for(process.wait(), grace)
+        except TimeoutError:
+            log.error("proxy worker %d (pid %d) did not stop in %.0fs; killing it", slot.index, process.pid, grace)
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            return await process.wait()
 
     def exit_reports(self) -> list[dict[str, Any]]:
         reports: list[dict[str, Any]] = []
