@@ -109,11 +109,18 @@ async def test_both_workers_serve_metrics_sum_and_canary_sides_agree(
 async def test_a_killed_worker_is_restarted_and_traffic_keeps_flowing(
     tmp_path: Path, backends: tuple[TestServer, TestServer]
 ) -> None:
-    """SIGKILL on one worker: the other keeps serving, the supervisor starts a new one in its place, counts the
-    restart in /metrics and /stats, and both serve again; SIGKILL on the supervisor ends its workers too."""
+    """SIGKILL on one worker: /readyz says 503 until it is back, the other keeps serving meanwhile, the supervisor
+    starts a new one in its place and counts the restart in /metrics and /stats, and both serve again; SIGKILL on
+    the supervisor ends its workers too."""
     async with serving_workers(tmp_path, _config(tmp_path, backends)) as served:
         before = served.worker_pids(await served.stats())
         os.kill(before[0], signal.SIGKILL)
+
+        async def not_ready() -> bool:  # for at least the 0.5 s restart delay and the new worker's start
+            status, text = await served.admin_get("/readyz")
+            return status == 503 and text == "starting: 1 of 2 workers ready"
+
+        await wait_until(not_ready, limit=10.0)
         answers = await get_fresh(served.url("/s"), 30)  # while the new worker starts
         assert {status for status, _ in answers} == {200}
 
@@ -123,6 +130,7 @@ async def test_a_killed_worker_is_restarted_and_traffic_keeps_flowing(
             return stats["workers"]["ready"] == 2 and pids[0] not in (None, before[0])
 
         await wait_until(replaced, limit=60.0)
+        assert await served.admin_get("/readyz") == (200, "ready")
         stats = await served.stats()
         assert stats["workers"]["restarts"] == 1
         assert served.worker_pids(stats)[1] == before[1]
