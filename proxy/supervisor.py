@@ -289,6 +289,7 @@ async def _run(plan: SupervisorPlan, supervisor: Supervisor, reloader: Reloader,
     for sig, callback in handlers.items():
         loop.add_signal_handler(sig, callback)
     _ = tasks.start(reloader.watch(POLL_INTERVAL), name="config-watch")
+    admin.serving = True
     try:
         await stopping.wait()
         log.info("shutting down: draining %d proxy workers", len(supervisor.slots))

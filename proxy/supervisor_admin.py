@@ -84,6 +84,7 @@ class AdminServer:
         self.state = state
         self.reloader = reloader
         self.slots = slots
+        self.serving = False  # the supervisor handles its signals: until then it is not ready, whatever the workers
         self.draining = False
         self._runner: web.AppRunner | None = None
 
@@ -224,6 +225,8 @@ async def readyz(request: web.Request) -> web.Response:
     server = request.app[SERVER_KEY]
     if server.draining:
         return web.Response(status=503, text="draining")
+    if not server.serving:
+        return web.Response(status=503, text="starting")
     if not await server.refresh_readiness():
         ready = sum(slot.ready for slot in server.slots)
         return web.Response(status=503, text=f"starting: {ready} of {len(server.slots)} workers ready")

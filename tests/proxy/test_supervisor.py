@@ -26,7 +26,10 @@ from tests.proxy.workers_fixtures import CLI, ROOT, get_fresh, serving_workers
 from tests.reports.test_export import schema_errors
 
 STATS_SCHEMA = Path(__file__).parents[2] / "docs" / "stats.schema.json"
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="serve --workers needs SO_REUSEPORT")
+pytestmark = [
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="serve --workers needs SO_REUSEPORT"),
+    pytest.mark.timeout(180),  # several processes start and stop on a possibly busy 2-core machine
+]
 ROUTES = """\
   - {id: mirrored, match: {path: /m}, mode: shadow}
   - {id: switch, match: {path: /s}, mode: legacy}

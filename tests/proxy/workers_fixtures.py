@@ -56,11 +56,14 @@ class ServedWorkers:
         return total
 
     async def ready(self) -> bool:
+        """Ready, and really this supervisor answering (not another test's proxy that took the released port)."""
+        if self.process.poll() is not None:
+            raise AssertionError(f"serve exited with {self.process.returncode}:\n{self.stderr_text()}")
         try:
             status, _ = await self.admin_get("/readyz")
-        except aiohttp.ClientConnectionError:
+            return status == 200 and (await self.stats())["workers"]["supervisor_pid"] == self.process.pid
+        except (aiohttp.ClientError, KeyError):
             return False
-        return status == 200
 
     def worker_pids(self, stats: Mapping[str, Any]) -> list[int]:
         return [p["pid"] for p in stats["workers"]["processes"]]
