@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.proxy.app_fixtures import free_port, wait_until
+from tests.proxy.app_fixtures import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = "import sys; from cli.main import run; sys.argv[0] = 'strangler'; run()"  # the installed entry point
@@ -54,6 +54,16 @@ class ServedWorkers:
             if found and labels in (found.group(1) or ""):
                 total += float(found.group(2))
         return total
+
+    def bannered(self) -> bool:
+        """The banner is out (every worker got ready); `port` and `admin` are read from it."""
+        if self.process.poll() is not None:
+            raise AssertionError(f"serve exited with {self.process.returncode}:\n{self.stderr_text()}")
+        found = re.search(r"proxy  http://127\.0\.0\.1:(\d+)    admin  http://127\.0\.0\.1:(\d+)", self.stderr_text())
+        if found is None:
+            return False
+        self.port, self.admin = int(found.group(1)), int(found.group(2))
+        return True
 
     async def ready(self) -> bool:
         """Ready, and really this supervisor answering (not another test's proxy that took the released port)."""
@@ -94,17 +104,19 @@ async def serving_workers(
 ) -> AsyncIterator[ServedWorkers]:
     """`strangler serve --workers 2` (unless flags say otherwise) on free ports, ready; stopped (killed if need be)
     afterwards."""
-    port, admin = free_port(), free_port()
     db, stderr = tmp_path / "s.db", tmp_path / "serve.stderr"
-    command = [sys.executable, "-c", CLI, "serve", "--config", str(config), "--port", str(port)]
-    command += ["--admin-port", str(admin), "--db", str(db), "--workers", "2", *flags]
+    # Port 0 for both: the supervisor picks and holds the ports (no race with other programs for a released port);
+    # the banner says which.
+    command = [sys.executable, "-c", CLI, "serve", "--config", str(config), "--port", "0", "--admin-port", "0"]
+    command += ["--db", str(db), "--workers", "2", *flags]
     with stderr.open("wb") as err:
         process = subprocess.Popen(  # noqa: ASYNC220 - a child polled without blocking
             command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}, stdout=subprocess.DEVNULL,
             stderr=err,
         )  # fmt: skip
-    served = ServedWorkers(process, port, admin, db, stderr)
+    served = ServedWorkers(process, 0, 0, db, stderr)
     try:
+        await wait_until(served.bannered, limit=START_LIMIT)
         await wait_until(served.ready, limit=START_LIMIT)
         yield served
     finally:
