@@ -241,7 +241,12 @@ async def supervise_async(plan: SupervisorPlan) -> int:
         log.error("cannot start: cannot bind %s:%d: %s", host, port, exc.strerror or exc)
         return 1
     port = int(reserved.getsockname()[1])
-    directory = Path(tempfile.mkdtemp(prefix="strangler-workers-"))  # mode 0700: only this user reaches the sockets
+    try:  # mode 0700: only this user reaches the workers' sockets
+        directory = Path(tempfile.mkdtemp(prefix="strangler-workers-"))
+    except OSError as exc:
+        reserved.close()
+        log.error("cannot start: no private directory for the workers' sockets (set TMPDIR to a writable one): %s", exc)
+        return 1
     state = RuntimeState(Snapshot(config, table, 1), db_path=plan.store)
     reloader = Reloader(state, plan.config_path)
     supervisor = Supervisor(plan, state, directory, port)
