@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,11 +111,14 @@ async def serving_workers(
     # the banner says which.
     command = [sys.executable, "-c", CLI, "serve", "--config", str(config), "--port", "0", "--admin-port", "0"]
     command += ["--db", str(db), "--workers", "2", *flags]
+    # The supervisor's socket directory goes in one of the test's own (short: unix socket paths are limited), which
+    # is removed afterwards even when a test killed the supervisor before it could clean up.
+    sockets = Path(tempfile.mkdtemp(prefix="sw-"))
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(sockets), **(env or {})}
     with stderr.open("wb") as err:
         process = subprocess.Popen(  # noqa: ASYNC220 - a child polled without blocking
-            command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}, stdout=subprocess.DEVNULL,
-            stderr=err,
-        )  # fmt: skip
+            command, cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=err
+        )
     served = ServedWorkers(process, 0, 0, db, stderr)
     try:
         await wait_until(served.bannered, limit=START_LIMIT)
@@ -127,3 +132,4 @@ async def serving_workers(
             except TimeoutError:
                 process.kill()
         process.wait()
+        shutil.rmtree(sockets, ignore_errors=True)
