@@ -36,6 +36,8 @@ ACCESS = "strangler pass-through, access log on"  # JSON lines to a file: the ac
 SHADOW = "strangler shadow 100% (matching)"
 SHADOW_INPROC = "strangler shadow 100%, in-process (--no-shadow-worker)"
 NGINX = "nginx reverse proxy (1 worker)"
+PASS_W2 = "strangler pass-through --workers 2"
+NGINX_W2 = "nginx reverse proxy (worker_processes 2)"
 BODY = '{"id":1,"name":"widget","price":9.99,"tags":["a","b"],"ok":true,"n":12345}'
 
 
@@ -82,12 +84,12 @@ def process(cmd: list[str], port: int, *, env: dict[str, str] | None = None, log
             out.close()  # type: ignore[union-attr]
 
 
-def nginx_conf(tmp: Path, name: str, server: str) -> Path:
+def nginx_conf(tmp: Path, name: str, server: str, workers: int = 1) -> Path:
     d = tmp / name
     (d / "logs").mkdir(parents=True)
     conf = d / "nginx.conf"
     conf.write_text(
-        f"""worker_processes 1;
+        f"""worker_processes {workers};
 daemon off;
 pid {d}/nginx.pid;
 error_log {d}/logs/error.log warn;
@@ -307,6 +309,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="strangler-bench-") as t, contextlib.ExitStack() as stack:
         tmp = Path(t)
         be, be2, pt, pt_a, pta, pta_a, sh, sh_a, shi, shi_a, ngx, al, al_a = (free_port() for _ in range(13))
+        pt2, pt2_a, ngx2 = (free_port() for _ in range(3))
         if have_nginx:
             server = (
                 f"server {{ listen 127.0.0.1:{be}; listen 127.0.0.1:{be2}; location / {{ default_type "
@@ -326,6 +329,9 @@ def main() -> int:
         cfg = routes_yaml(tmp, pta, pta_a, be, be2, "legacy", "pass_aiohttp")
         stack.enter_context(process(strangler_cmd(cfg, "--server", "aiohttp"), pta, log=tmp / "pass_aiohttp.log"))
         targets[PASS_AIOHTTP] = pta
+        cfg = routes_yaml(tmp, pt2, pt2_a, be, be2, "legacy", "pass_w2")
+        stack.enter_context(process(strangler_cmd(cfg, "--workers", "2"), pt2, log=tmp / "pass_w2.log"))
+        targets[PASS_W2] = pt2
         cfg = routes_yaml(tmp, sh, sh_a, be, be2, "shadow", "shadow")
         stack.enter_context(process(strangler_cmd(cfg), sh, log=tmp / "shadow.log"))
         targets[SHADOW] = sh
@@ -333,19 +339,21 @@ def main() -> int:
         stack.enter_context(process(strangler_cmd(cfg, "--no-shadow-worker"), shi, log=tmp / "shadow_inproc.log"))
         targets[SHADOW_INPROC] = shi
         if have_nginx:
-            conf = nginx_conf(
-                tmp,
-                "proxy",
-                f"upstream be {{ server 127.0.0.1:{be}; keepalive 64; }} server {{ listen 127.0.0.1:{ngx}; "
-                "location / { proxy_pass http://be; proxy_http_version 1.1; "
-                'proxy_set_header Connection ""; } }',
-            )
-            stack.enter_context(process(nginx_cmd(conf), ngx))
-            targets[NGINX] = ngx
+            for name, port, workers in ((NGINX, ngx, 1), (NGINX_W2, ngx2, 2)):
+                conf = nginx_conf(
+                    tmp,
+                    f"proxy{workers}",
+                    f"upstream be {{ server 127.0.0.1:{be}; keepalive 64; }} server {{ listen 127.0.0.1:{port}; "
+                    "location / { proxy_pass http://be; proxy_http_version 1.1; "
+                    'proxy_set_header Connection ""; } }',
+                    workers=workers,
+                )
+                stack.enter_context(process(nginx_cmd(conf), port))
+                targets[name] = port
         else:
             print("nginx reverse proxy row skipped: nginx not installed (apt-get install nginx)")
         # Measured in this order each round, so the setups a ratio compares run next to each other.
-        order = [NGINX, PASS, PASS_AIOHTTP, ACCESS, SHADOW, SHADOW_INPROC]
+        order = [NGINX, PASS, PASS_AIOHTTP, ACCESS, NGINX_W2, PASS_W2, SHADOW, SHADOW_INPROC]
         targets = {"back end direct": targets["back end direct"]} | {k: targets[k] for k in order if k in targets}
         for port in targets.values():
             throughput(port, 1.0, conns)  # warm-up: pools, caches
@@ -387,6 +395,11 @@ def main() -> int:
         ratios["pass-through, aiohttp listener / nginx req/s"] = _paired(runs, PASS_AIOHTTP, NGINX, _rps)
     ratios["pass-through fast / aiohttp listener req/s"] = _paired(runs, PASS, PASS_AIOHTTP, _rps)
     ratios["access log on / off req/s (pass-through)"] = _paired(runs, ACCESS, PASS, _rps)
+    # Worker scaling: each setup with 2 workers against itself with 1, measured in the same rounds.
+    ratios["worker scaling: strangler --workers 2 / --workers 1 req/s"] = _paired(runs, PASS_W2, PASS, _rps)
+    if NGINX_W2 in runs:
+        ratios["worker scaling: nginx worker_processes 2 / 1 req/s"] = _paired(runs, NGINX_W2, NGINX, _rps)
+        ratios["strangler --workers 2 / nginx worker_processes 2 req/s"] = _paired(runs, PASS_W2, NGINX_W2, _rps)
     ratios["shadow 100% / pass-through req/s (target >= 0.60)"] = _paired(runs, SHADOW, PASS, _rps)
     ratios["shadow 100% in-process / pass-through req/s"] = _paired(runs, SHADOW_INPROC, PASS, _rps)
     f_be, f_pt, f_pa, f_sl = fixed
@@ -397,6 +410,11 @@ def main() -> int:
     )
     for k, v in ratios.items():
         print(f"  {k:<62} {v:.3f}")
+    by_name = {r.name: r.rps for r in rows}
+    print("\nreq/s per worker count (medians above; on a machine with fewer free cores than workers, little scaling):")
+    for label, one, two in (("strangler pass-through", PASS, PASS_W2), ("nginx reverse proxy", NGINX, NGINX_W2)):
+        if one in by_name and two in by_name:
+            print(f"  {label:<24} 1 worker {by_name[one]:>8.0f}   2 workers {by_name[two]:>8.0f}")
     print("\nshadow coverage over the whole run (warm-up included), from each process's /metrics:")
     for name, cov in coverage.items():
         served = cov.get("served") or 1.0

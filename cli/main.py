@@ -320,13 +320,34 @@ def serve(
             "(default: $STRANGLER_SERVER, else listen.server)."
         ),
     ] = None,
+    workers: Annotated[
+        str | None,
+        typer.Option(
+            metavar="N|auto",
+            help="Proxy worker processes sharing the port (SO_REUSEPORT, Linux), under one supervisor that serves "
+            "the admin API for all; auto: one per CPU core (default: workers from the config, else 1).",
+        ),
+    ] = None,
+    worker_dir: Annotated[Path | None, typer.Option(hidden=True)] = None,  # set by the supervisor for its workers
+    worker_index: Annotated[int, typer.Option(hidden=True)] = 0,
 ) -> None:
     """Run the proxy until interrupted (Ctrl-C or SIGTERM drains in-flight requests first). On start it prints a
-    banner on stderr (version, addresses, routes by mode, store, shadow side) and one line on exit.
+    banner on stderr (version, addresses, workers, routes by mode, store, shadow side) and one line on exit.
 
-    Example: [bold]strangler serve --config routes.yaml --port 8080 --admin-port 8081[/bold]
+    Example: [bold]strangler serve --config routes.yaml --port 8080 --admin-port 8081 --workers auto[/bold]
     """
+    from cli.serve_workers import serve_supervised, worker_count, worker_role
     from proxy.app import serve as serve_proxy  # deferred: the server stack is not needed by other commands
+
+    count = worker_count(workers, config)
+    if count > 1 and worker_dir is None:  # the supervisor; its workers run this command with --workers 1
+        code = serve_supervised(
+            count, config, host, port, admin_port, db, shadow_worker=shadow_worker, quiet=quiet,
+            server=_server_choice(server),
+        )  # fmt: skip
+        if code:
+            raise typer.Exit(code)
+        return
 
     # Deferred, and only the one in use: with the worker, the proxy process never imports deepdiff.
     if shadow_worker:
@@ -344,6 +365,7 @@ def serve(
         shadow="worker process" if shadow_worker else "in-process",
         quiet=quiet,
         server=_server_choice(server),
+        worker=worker_role(worker_dir, worker_index),
     )
     if code:
         raise typer.Exit(code)

@@ -31,6 +31,13 @@ from proxy.server import GuardedRequestHandler, ProxyServer
 from proxy.state import ReloadResult, RuntimeState, Snapshot
 from proxy.tasks import TaskOwner
 from proxy.tls import ListenerTLS, TLSFileError, warn_unverified
+from proxy.worker_role import (
+    WorkerRole,
+    add_worker_routes,
+    ignore_sigusr1_unless_handled,
+    prepare_admin_socket,
+    write_exit_report,
+)
 
 log = logging.getLogger("strangler.proxy")
 
@@ -60,7 +67,8 @@ class RunningProxy:
         self._tasks = tasks
         self._stopped = False
         self.proxy_port: int = runner.addresses[0][1]
-        self.admin_port: int = admin_runner.addresses[0][1]
+        admin_address = admin_runner.addresses[0]  # a unix socket's path for a worker (`proxy.worker_role`)
+        self.admin_port: int = admin_address[1] if isinstance(admin_address, tuple) else 0
 
     async def reload(self, trigger: str = "sighup") -> ReloadResult:
         return await self.reloader.reload(trigger)
@@ -149,11 +157,13 @@ async def start_proxy(
     watch: bool = True,
     watch_interval: float = POLL_INTERVAL,
     server: Server | None = None,
+    worker: WorkerRole | None = None,
 ) -> RunningProxy:
     """Load the config, bind both listeners and start watching the file. Raises ConfigError or OSError (bind).
 
     host/port/admin_port override the config's listen and admin addresses (port 0: any free port); server overrides
-    listen.server (the proxy listener implementation).
+    listen.server (the proxy listener implementation). A `worker` (one of `serve --workers N`) binds the proxy port
+    with SO_REUSEPORT and its admin app on its private unix socket.
     """
     path = Path(config_path)
     config, table = await asyncio.to_thread(build_snapshot_parts, path)
@@ -179,16 +189,28 @@ async def start_proxy(
         listen_port = config.listen.port if port is None else port
         tls = None if config.listen.tls is None else ListenerTLS(config.listen.tls)  # the admin listener stays clear
         context = None if tls is None else tls.listening
-        await web.TCPSite(runner, host or config.listen.host, listen_port, backlog=backlog, ssl_context=context).start()
+        site_host = host or config.listen.host
+        site = web.TCPSite(
+            runner, site_host, listen_port, backlog=backlog, ssl_context=context, reuse_port=worker is not None
+        )
+        await site.start()
         warn_unverified(config)
 
         reloader = Reloader(state, path, tls=tls)
         admin_host = config.admin.host
-        warn_if_exposed(config, admin_host)
-        admin_runner = web.AppRunner(create_admin_app(state, reloader.reload), access_log=None)
+        admin_app = create_admin_app(state, reloader.reload)
+        if worker is not None:
+            add_worker_routes(admin_app, state.metrics)
+        else:
+            warn_if_exposed(config, admin_host)
+        admin_runner = web.AppRunner(admin_app, access_log=None)
         await admin_runner.setup()
         unwind.push_async_callback(admin_runner.cleanup)
-        await web.TCPSite(admin_runner, admin_host, config.admin.port if admin_port is None else admin_port).start()
+        if worker is not None:
+            prepare_admin_socket(worker.admin_socket)
+            await web.UnixSite(admin_runner, str(worker.admin_socket)).start()
+        else:
+            await web.TCPSite(admin_runner, admin_host, config.admin.port if admin_port is None else admin_port).start()
 
         tasks = TaskOwner("proxy")
         if watch:
@@ -220,10 +242,12 @@ def serve(
     shadow: str = "in-process",
     quiet: bool = False,
     server: Server | None = None,
+    worker: WorkerRole | None = None,
 ) -> int:
     """Run the proxy until SIGTERM/SIGINT; returns the process exit code (0 after a clean drain, 1 on start-up
     failure). Uses uvloop when it is installed. Unless `quiet`, a banner goes to stderr at start (`shadow` says how
-    the shadow side runs) and one line at exit. `server` overrides listen.server (see `chosen_server`)."""
+    the shadow side runs) and one line at exit. `server` overrides listen.server (see `chosen_server`); a `worker`
+    runs as one of `serve --workers N` (`proxy.supervisor`)."""
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     try:
         import uvloop
@@ -232,7 +256,9 @@ def serve(
     except ImportError:  # pragma: no cover - uvloop is a dependency on every platform but Windows
         pass
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(_serve(config_path, host, port, admin_port, db, listeners_factory, shadow, quiet, server))
+        return runner.run(
+            _serve(config_path, host, port, admin_port, db, listeners_factory, shadow, quiet, server, worker)
+        )
 
 
 def settle_gc() -> None:
@@ -259,7 +285,10 @@ async def _serve(
     shadow: str = "in-process",
     quiet: bool = False,
     server: Server | None = None,
+    worker: WorkerRole | None = None,
 ) -> int:
+    if worker is not None:
+        ignore_sigusr1_unless_handled()
     try:
         running = await start_proxy(
             config_path,
@@ -269,6 +298,7 @@ async def _serve(
             db=db,
             listeners_factory=listeners_factory,
             server=server,
+            worker=worker,
         )
     except ConfigError as exc:
         log.error("cannot start: invalid config\n%s", exc)
@@ -310,6 +340,8 @@ async def _serve(
         for sig in handled:
             loop.remove_signal_handler(sig)
         await running.stop()
+    if worker is not None:
+        write_exit_report(worker, running.state.metrics)
     if not quiet:
         sys.stderr.write(exit_line(running.state.metrics) + "\n")
     return 0

@@ -27,23 +27,26 @@ def startup_lines(
     store: str,
     shadow: str,
     listener: str = "",
+    workers: int = 1,
 ) -> list[str]:
-    """Version, addresses (and which proxy listener serves), routes by mode, the store and how the shadow side
-    runs."""
+    """Version, addresses (and which proxy listener serves), proxy workers, routes by mode, the store and how the
+    shadow side runs."""
     served_by = f" ({listener} listener)" if listener else ""
     by_mode = Counter(r.mode for r in config.routes)
     modes = ", ".join(f"{by_mode[m]} {m}" for m in MODES if by_mode[m]) or "none"
     scheme = "http" if config.listen.tls is None else "https"  # the admin listener is always clear text
     return [
         f"strangler {version()} serving {config.source}",
-        f"  proxy  {scheme}://{host}:{port}{served_by}    admin  http://{admin_host}:{admin_port}",
+        f"  proxy  {scheme}://{host}:{port}{served_by}    admin  http://{admin_host}:{admin_port}    workers {workers}",
         f"  routes {len(config.routes)} ({modes}); unmatched requests go to {config.defaults.legacy}",
         f"  store  {store}    shadow side: {shadow}",
     ]
 
 
-def exit_line(metrics: Metrics) -> str:
-    """Requests served and shadow outcomes recorded (rows written or drops counted) since start."""
+def exit_line(metrics: Metrics, workers: int = 1) -> str:
+    """Requests served and shadow outcomes recorded (rows written or drops counted) since start; with several
+    workers, `metrics` holds their final registries merged (`proxy.aggregate`)."""
     served = int(sum(metrics.requests.values.values()))
     recorded = int(sum(metrics.shadow.values.values()))
-    return f"strangler stopped: {served} requests served, {recorded} shadow outcomes recorded"
+    over = f" by {workers} workers" if workers > 1 else ""
+    return f"strangler stopped: {served} requests served{over}, {recorded} shadow outcomes recorded"

@@ -200,3 +200,5 @@ def _warn_restart_needed(old: Config, new: Config) -> None:
         )
     if (old.admin.host, old.admin.port) != (new.admin.host, new.admin.port):
         log.warning("admin address changed: restart strangler to apply it")
+    if old.workers != new.workers:
+        log.warning("workers changed (%s -> %s): restart strangler to apply it", old.workers, new.workers)

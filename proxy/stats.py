@@ -13,12 +13,12 @@ the exact value. `strangler report` has exact percentiles of the stored pairs ov
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
-from proxy.config.model import Route
+from proxy.config.model import Config, Route
 from proxy.handler import UNMATCHED
 from proxy.metrics import STORE_FAILING, STORE_ROWS_LOST, STORE_WRITE_ERRORS, WORKER_RESTARTS, Histogram, Metrics
-from proxy.state import RuntimeState
+from proxy.state import Snapshot
 
 STATS_VERSION: Final = 1
 QUANTILES: Final = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
@@ -30,7 +30,21 @@ LATENCY_NOTE: Final = (
 )
 _BREAKER: Final = {0.0: "closed", 0.5: "half_open", 1.0: "open"}
 
-Section = Callable[[RuntimeState], Any]
+
+class StatsSource(Protocol):
+    """What /stats reads: a registry and the serving snapshot (a `RuntimeState`, or `serve --workers`'s merged view)."""
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    @property
+    def snapshot(self) -> Snapshot: ...
+
+    @property
+    def config(self) -> Config: ...
+
+
+Section = Callable[[StatsSource], Any]
 
 
 def _side(route: Route, upstream: str) -> str:
@@ -118,11 +132,11 @@ def route_stats(metrics: Metrics, route: Route) -> dict[str, Any]:
     }
 
 
-def _routes(state: RuntimeState) -> list[dict[str, Any]]:
+def _routes(state: StatsSource) -> list[dict[str, Any]]:
     return [route_stats(state.metrics, r) for r in state.config.routes]
 
 
-def _unrouted(state: RuntimeState) -> dict[str, Any]:
+def _unrouted(state: StatsSource) -> dict[str, Any]:
     """Requests no route matched (served by the default upstream, or refused)."""
     traffic = _traffic(state.metrics, UNMATCHED, lambda _: "legacy")
     return {
@@ -133,16 +147,16 @@ def _unrouted(state: RuntimeState) -> dict[str, Any]:
     }
 
 
-def _queues(state: RuntimeState) -> dict[str, int]:
+def _queues(state: StatsSource) -> dict[str, int]:
     return {stage: int(v) for (stage,), v in sorted(state.metrics.shadow_queue.values.items())}
 
 
-def _worker(state: RuntimeState) -> dict[str, int]:
+def _worker(state: StatsSource) -> dict[str, int]:
     restarts = state.metrics.find_counter(WORKER_RESTARTS)  # created by the bridge; absent with an in-process shadow
     return {"restarts": int(restarts.get()) if restarts is not None else 0}
 
 
-def _store(state: RuntimeState) -> dict[str, Any]:
+def _store(state: StatsSource) -> dict[str, Any]:
     """The shadow store's write health (counted by the shadow side's writer; zero before its first report)."""
     metrics = state.metrics
     failing, errors, lost = (metrics.find_counter(n) for n in (STORE_FAILING, STORE_WRITE_ERRORS, STORE_ROWS_LOST))
@@ -153,11 +167,11 @@ def _store(state: RuntimeState) -> dict[str, Any]:
     }
 
 
-def _breakers(state: RuntimeState) -> dict[str, str]:
+def _breakers(state: StatsSource) -> dict[str, str]:
     return {up: _BREAKER.get(v, "open") for (up,), v in sorted(state.metrics.breaker_state.values.items())}
 
 
-def _upstream_errors(state: RuntimeState) -> dict[str, dict[str, int]]:
+def _upstream_errors(state: StatsSource) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     for (upstream, kind), value in sorted(state.metrics.upstream_errors.values.items()):
         out.setdefault(upstream, {})[kind] = int(value)
@@ -175,13 +189,13 @@ SECTIONS: dict[str, Section] = {
     "upstream_errors": _upstream_errors,
     "reloads": lambda state: _labelled(state.metrics.reloads.values),
     "access_log": lambda state: {
-        "enabled": state.access_log is not None,
+        "enabled": state.config.access_log is not None,
         "dropped": int(state.metrics.access_log_dropped.get()),
     },
 }
 
 
-def stats_document(state: RuntimeState) -> dict[str, Any]:
+def stats_document(state: StatsSource) -> dict[str, Any]:
     """Everything /stats serves, read in one go on the event loop (so one consistent instant)."""
     buckets = [round(b * 1000, 3) for b in state.metrics.latency.buckets]
     head = {

@@ -59,8 +59,26 @@ def load_or_create_key(path: Path) -> bytes:
     except FileNotFoundError:
         pass
     key = secrets.token_bytes(KEY_BYTES)
+    # Written whole to a private file (0o600: nobody else may read it) and then linked into place: the key file
+    # appears complete or not at all, and a link never replaces a key another process (a proxy worker starting
+    # at the same moment) just made; that one's key is used instead.
+    partial = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        # O_EXCL: never overwrite a key another process just created; 0o600: nobody else may read it.
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(key.hex() + "\n")
+        os.link(partial, path)
+    except FileExistsError:
+        return _read_key(path)
+    except OSError:  # a file system without hard links: create it in place, as exclusively as it allows
+        return _create_in_place(path, key)
+    finally:
+        partial.unlink(missing_ok=True)
+    return key
+
+
+def _create_in_place(path: Path, key: bytes) -> bytes:
+    try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return _read_key(path)

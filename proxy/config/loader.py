@@ -338,6 +338,7 @@ def _build(top: Table, source: Path, issues: Issues, files: bool) -> Config:
         debug_headers=top.get("debug_headers", bool) or False,
         via=top.get("via", str) or "strangler",
         access_log=_access_log(top.table("access_log"), source) if "access_log" in top.lines else None,
+        workers=top.get("workers", int) or top.get("workers", str) or 1,
     )
 
 

@@ -280,6 +280,7 @@ class Config:
     debug_headers: bool = False  # add X-Strangler-Route / X-Strangler-Upstream to responses
     via: str = "strangler"  # pseudonym in the Via header
     access_log: AccessLog | None = None  # None: no access log
+    workers: int | str = 1  # proxy worker processes: a whole number from 1, or "auto" (`units.workers_for`)
 
     def route(self, route_id: str) -> Route | None:
         for r in self.routes:

@@ -19,10 +19,12 @@ from proxy.config.units import (
     DURATION_FORMS,
     RATE_FORMS,
     SIZE_FORMS,
+    WORKERS_FORMS,
     BadValue,
     parse_duration,
     parse_rate,
     parse_size,
+    parse_workers,
 )
 from proxy.jsonpath import BadPath, compile_path
 
@@ -282,3 +284,14 @@ def version(description: str) -> Scalar:
         return 1
 
     return Scalar(description, {"const": 1}, convert)
+
+
+def worker_count(description: str) -> Scalar:
+    """A proxy worker count: a whole number from 1, or "auto"."""
+    schema: JsonObject = {"anyOf": [{"type": "integer", "minimum": 1}, {"const": "auto"}]}
+    return Scalar(
+        f"{description} ({WORKERS_FORMS})",
+        schema,
+        lambda value, raw: parse_workers(value),
+        forms=WORKERS_FORMS,
+    )

@@ -33,6 +33,7 @@ from proxy.config.scalars import (
     size,
     text,
     version,
+    worker_count,
 )
 
 
@@ -385,6 +386,10 @@ TOP = Section(
         "debug_headers": boolean("Add X-Strangler-Route / X-Strangler-Upstream to responses"),
         "via": text("Pseudonym used in the Via header"),
         "access_log": ACCESS_LOG,
+        "workers": worker_count(
+            "Proxy worker processes sharing the listen port (SO_REUSEPORT, Linux), supervised by `serve`; read at "
+            "start (`serve --workers` overrides it)"
+        ),
         "routes": ListOf("Routes; the most specific match wins", ROUTE, label_key="id"),
     },
     required=("version",),

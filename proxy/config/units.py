@@ -7,11 +7,13 @@ with a `BadValue` that quotes the value and lists the accepted forms.
 from __future__ import annotations
 
 import math
+import os
 import re
 
 DURATION_FORMS = "a number of seconds, or 250ms, 2s, 10m, 1h, 7d"
 SIZE_FORMS = "a number of bytes, or 512B, 10KB, 64KiB, 1MiB, 1GiB (KB=1000, KiB=1024)"
 RATE_FORMS = "a fraction from 0 to 1 (0.001), or a percentage ('0.1%')"
+WORKERS_FORMS = "a whole number from 1, or auto (one per CPU core)"
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SIZE_UNITS = {
@@ -88,3 +90,19 @@ def parse_rate(value: object) -> float:
             hint = f"did you mean '{value}%'? {hint}"
         raise BadValue(f"invalid rate {value!r}", hint)
     return number
+
+
+def parse_workers(value: object) -> int | str:
+    """A proxy worker count as written: a whole number from 1, or "auto" (kept; `workers_for` resolves it)."""
+    if value == "auto":
+        return "auto"
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BadValue(f"invalid worker count {value!r}", f"accepted: {WORKERS_FORMS}")
+    return value
+
+
+def workers_for(value: int | str) -> int:
+    """How many proxy worker processes a parsed `workers` value means: "auto" is the number of CPU cores."""
+    return (os.cpu_count() or 1) if value == "auto" else int(value)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +43,7 @@ from shadow.store.types import (
 from shadow.values import ExchangeRecord, FlipRecord, Pair, TrafficCount
 
 BUSY_TIMEOUT_MS = 5000
+WAL_RETRY_PAUSE = 0.01  # seconds between attempts to switch a file another process is switching to WAL
 DELETE_CHUNK = 2000  # exchanges deleted per retention transaction, so live writers never wait long
 
 
@@ -69,7 +71,7 @@ def _connect(path: Path, *, create: bool) -> sqlite_utils.Database:
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         db = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
-        db.enable_wal()
+        _enable_wal(db)
         conn.execute("PRAGMA synchronous = NORMAL")  # safe with WAL: a power cut loses at most the last commits
         migrate(db)
     except sqlite3.Error as e:
@@ -86,6 +88,21 @@ def _connect(path: Path, *, create: bool) -> sqlite_utils.Database:
         if extra.exists():
             os.chmod(extra, mode)
     return db
+
+
+def _enable_wal(db: sqlite_utils.Database) -> None:
+    """Switch the file to WAL mode, waiting up to the busy timeout for a process doing the same: SQLite answers a
+    journal-mode change that meets another connection's lock with "database is locked" at once, without the busy
+    handler (two proxy workers creating a new store together; the mode is persistent, so the second finds it set)."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            db.enable_wal()
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() >= deadline:
+                raise
+            time.sleep(WAL_RETRY_PAUSE)
 
 
 _FLIP_FIELDS = (

@@ -79,6 +79,7 @@ async def test_serve_prints_a_banner_and_an_exit_line(tmp_path: Path) -> None:
     assert "proxy  http://127.0.0.1:" in err
     assert f"({chosen_server(None, Listen().server)} listener)" in err  # the default, or $STRANGLER_SERVER's
     assert "admin  http://127.0.0.1:" in err
+    assert "workers 1" in err
     assert "routes 3 (1 legacy, 1 shadow, 1 new)" in err
     assert "shadow side: in-process" in err
     assert str(tmp_path / "s.db") in err

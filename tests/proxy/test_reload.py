@@ -153,3 +153,15 @@ async def test_listen_change_needs_restart(
         with caplog.at_level(logging.WARNING, logger="strangler.reload"):
             assert (await running.reload()).ok
         assert "restart" in caplog.text
+
+
+async def test_workers_change_needs_restart(
+    backends: Backends, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reload that changes `workers:` applies the rest and logs that the worker count needs a restart."""
+    path = _write(tmp_path / "routes.yaml", backends, "legacy")
+    async with running_proxy(path, watch=False) as running:
+        path.write_text(path.read_text() + "workers: 3\n", encoding="utf-8")
+        with caplog.at_level(logging.WARNING, logger="strangler.reload"):
+            assert (await running.reload()).ok
+        assert "workers changed (1 -> 3): restart strangler to apply it" in caplog.text

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import multiprocessing
+import multiprocessing.queues
 import os
 import stat
+import threading
 from pathlib import Path
 
 import orjson
@@ -248,3 +251,29 @@ def test_compressed_text_body_is_stored_without_the_echoed_secret() -> None:
     assert stored is not None
     assert SECRET.encode() not in stored.data
     assert redactor.token(SECRET).encode() in stored.data
+
+
+def create_key_at_once(path: str, start: threading.Barrier, found: multiprocessing.queues.Queue[str]) -> None:
+    """Runs in a child process: loads or creates the key the moment its sibling does; puts the key or the error."""
+    start.wait()
+    try:
+        found.put(load_or_create_key(Path(path)).hex())
+    except ValueError as e:
+        found.put(f"error: {e}")
+
+
+def test_two_processes_creating_the_key_at_once_get_the_same_key(tmp_path: Path) -> None:
+    """Two proxy workers starting together on a new store both end up with the one key file's key: neither reads
+    the file half-written (it appears whole, or not at all)."""
+    ctx = multiprocessing.get_context("fork")  # fork: the two must start within microseconds of each other
+    for round_ in range(12):
+        path = str(tmp_path / f"key-{round_}")
+        start, found = ctx.Barrier(2), ctx.Queue()
+        procs = [ctx.Process(target=create_key_at_once, args=(path, start, found)) for _ in range(2)]
+        for p in procs:
+            p.start()
+        keys = [found.get(timeout=30), found.get(timeout=30)]
+        for p in procs:
+            p.join(timeout=30)
+        assert keys[0] == keys[1], f"round {round_}: {keys}"
+        assert keys[0] == Path(path).read_text(encoding="ascii").strip()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from yarl import URL
 
 from proxy.config.loader import load_config, parse_config
 from proxy.config.model import Compare, Config, ConfigError, ConfigIssue, Mirror, Readiness, Redact, Timeouts
-from proxy.config.units import BadValue, parse_duration, parse_rate, parse_size
+from proxy.config.units import BadValue, parse_duration, parse_rate, parse_size, workers_for
 from proxy.jsonpath import BadPath
 from proxy.routing import RouteTable
 
@@ -552,3 +553,17 @@ def test_demo_routes_yaml_loads() -> None:
     found = table.match("GET", ("api", "orders", "7"), {}, {})
     assert found is not None
     assert found.route.id == "orders-read"
+
+
+@pytest.mark.parametrize(("written", "kept"), [("", 1), ("workers: 4\n", 4), ("workers: auto\n", "auto")])
+def test_workers_is_a_count_or_auto(written: str, kept: object) -> None:
+    """`workers:` keeps a whole number from 1 or `auto` (resolved to the core count when serve starts); default 1."""
+    assert load(BASE + written).workers == kept
+    assert workers_for(load(BASE + written).workers) == (os.cpu_count() or 1 if kept == "auto" else kept)
+
+
+@pytest.mark.parametrize("written", ["0", "-2", "two", "1.5", "true"])
+def test_workers_refuses_anything_else_with_the_accepted_forms(written: str) -> None:
+    """A worker count that is neither a whole number from 1 nor auto is an error naming the key and the forms."""
+    found = messages(BASE + f"workers: {written}\n")
+    assert any("workers" in m and "auto (one per CPU core)" in m for m in found), found

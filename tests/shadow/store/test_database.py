@@ -537,6 +537,31 @@ def test_two_processes_write_one_file(db_path: Path) -> None:
         assert store.route_stats()[0].total == 2000
 
 
+def open_at_once(path: str, start: threading.Barrier) -> None:
+    """Runs in a child process: opens (creating) the store the moment its sibling does."""
+    start.wait()
+    try:
+        Store.open(path).close()
+    except StoreError as e:
+        print(e, file=sys.stderr)  # noqa: T201 - the child's reason, shown by pytest
+        raise SystemExit(1) from e
+
+
+def test_two_processes_creating_one_new_file_at_once_both_open_it(tmp_path: Path) -> None:
+    """Two proxy workers starting together both create, switch to WAL and migrate the same new file: neither
+    fails with "database is locked" (switching to WAL does not wait on the busy timeout by itself)."""
+    ctx = multiprocessing.get_context("fork")  # fork: the two must start within microseconds of each other
+    for round_ in range(12):
+        path = str(tmp_path / f"new-{round_}.db")
+        start = ctx.Barrier(2)
+        procs = [ctx.Process(target=open_at_once, args=(path, start)) for _ in range(2)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=30)
+        assert [p.exitcode for p in procs] == [0, 0], f"round {round_}"
+
+
 def test_readers_merge_several_files(tmp_path: Path) -> None:
     """open_readers reads one file per replica as one: counts add up and each row names its source file."""
     paths = [tmp_path / "a.db", tmp_path / "b.db"]
