@@ -39,7 +39,7 @@ from cli.store_cmds import register as register_store_commands
 from proxy.admin import route_view
 from proxy.canary import Side, bucket
 from proxy.config.loader import load_config
-from proxy.config.model import SERVERS, Config, ConfigError, ConfigIssue, Route, Server
+from proxy.config.model import Config, ConfigError, ConfigIssue, Route
 from proxy.modes import mirror_decision, serving_side, side_upstream, split_key
 from proxy.paths import PathError, canonical_path
 from proxy.routing import Explanation, RouteTable
@@ -336,14 +336,14 @@ def serve(
 
     Example: [bold]strangler serve --config routes.yaml --port 8080 --admin-port 8081 --workers auto[/bold]
     """
-    from cli.serve_workers import serve_supervised, worker_count, worker_role
+    from cli.serve_workers import serve_supervised, server_choice, worker_count, worker_role
     from proxy.app import serve as serve_proxy  # deferred: the server stack is not needed by other commands
 
     count = worker_count(workers, config)
     if count > 1 and worker_dir is None:  # the supervisor; its workers run this command with --workers 1
         code = serve_supervised(
             count, config, host, port, admin_port, db, shadow_worker=shadow_worker, quiet=quiet,
-            server=_server_choice(server),
+            server=server_choice(server),
         )  # fmt: skip
         if code:
             raise typer.Exit(code)
@@ -364,21 +364,11 @@ def serve(
         listeners_factory=factory,
         shadow="worker process" if shadow_worker else "in-process",
         quiet=quiet,
-        server=_server_choice(server),
+        server=server_choice(server),
         worker=worker_role(worker_dir, worker_index),
     )
     if code:
         raise typer.Exit(code)
-
-
-def _server_choice(value: str | None) -> Server | None:
-    """--server's value as a listener name; anything else is a usage error naming the known ones."""
-    if value is None:
-        return None
-    for name in SERVERS:
-        if value == name:
-            return name
-    raise typer.BadParameter(f"unknown server {value!r} (known: {', '.join(SERVERS)})", param_hint="--server")
 
 
 @app.command()

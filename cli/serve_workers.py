@@ -1,5 +1,6 @@
-"""`serve --workers N|auto`: how many proxy workers to run (the flag, else the config's `workers:`), and the command
-line each worker runs under the supervisor (`proxy.supervisor`): this same `serve`, with one worker and its place."""
+"""`serve`'s process options: which listener (`--server`), how many proxy workers to run (`--workers N|auto`, else
+the config's `workers:`), and the command line each worker runs under the supervisor (`proxy.supervisor`): this
+same `serve`, with one worker and its place."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import typer
 
 from proxy.config.loader import load_config
-from proxy.config.model import ConfigError, Server
+from proxy.config.model import SERVERS, ConfigError, Server
 from proxy.config.units import BadValue, parse_workers, workers_for
 from proxy.worker_role import WorkerRole
 
@@ -29,6 +30,16 @@ def worker_count(flag: str | None, config: Path) -> int:
         return workers_for(load_config(config).workers)
     except (ConfigError, OSError):
         return 1
+
+
+def server_choice(value: str | None) -> Server | None:
+    """--server's value as a listener name; anything else is a usage error naming the known ones."""
+    if value is None:
+        return None
+    for name in SERVERS:
+        if value == name:
+            return name
+    raise typer.BadParameter(f"unknown server {value!r} (known: {', '.join(SERVERS)})", param_hint="--server")
 
 
 def worker_role(directory: Path | None, index: int) -> WorkerRole | None:

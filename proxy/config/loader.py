@@ -1,10 +1,8 @@
 """Load routes.yaml into a `Config`, reporting every problem at once with its file, line, place and a hint.
 
-Two passes: `proxy.config.yaml_walk.Walker` checks the YAML node tree against the key tables in `proxy.config.schema`
-(unknown keys, types, units) and yields `Table`s of converted values; the builders below turn those into the
-frozen `proxy.config.model` types, merge route settings over `defaults:`, and check what spans keys (upstream names,
-modes, ids, routing).
-"""
+Two passes: `proxy.config.yaml_walk.Walker` checks the YAML tree against `proxy.config.schema`'s key tables (unknown
+keys, types, units) and yields `Table`s of converted values; the builders below make the frozen `proxy.config.model`
+types, merge route settings over `defaults:`, and check what spans keys (upstream names, modes, ids, routing)."""
 
 from __future__ import annotations
 
