@@ -1,12 +1,17 @@
-"""CPU instructions per pass-through request, this checkout against another commit, counted by valgrind (callgrind).
+"""CPU instructions per request in the proxy process, this checkout against another commit, counted by valgrind
+(callgrind); and a cProfile of the proxy process under shadow load.
 
 Wall-clock rows (`make bench`) drift by tens of percent on a shared host; an instruction count does not, so a
 change to the request path can be compared side by side even on a busy machine. Each proxy runs under callgrind;
-its counters are zeroed after a warm-up, N requests are sent, and the count is divided by N.
+its counters are zeroed after a warm-up, N requests are sent, and the count is divided by N. Two setups: pass-through
+(a legacy route) and shadow 100% with the shadow worker (matching responses); only the proxy process is counted
+(the worker is a child valgrind does not follow), so "shadow − pass-through" is what a shadowed request costs the
+proxy process: the snapshots, the frames and the writes to the worker's stream, and reading its acknowledgements.
 
     .venv/bin/python -m benchmarks.instructions --base HEAD~1 --requests 2000
+    .venv/bin/python -m benchmarks.instructions --setups shadow --profile   # cProfile of the proxy, top functions
 
-Needs valgrind (apt-get install valgrind); about a minute per side.
+Needs valgrind (apt-get install valgrind); about a minute per side and setup.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import pstats
 import re
 import signal
 import subprocess
@@ -23,7 +29,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
-from io import BytesIO
+from io import BytesIO, StringIO
 from pathlib import Path
 
 import aiohttp
@@ -31,7 +37,20 @@ import aiohttp
 from benchmarks.run import ROOT, backend_cmd, free_port, routes_yaml, wait_port
 
 _SERVE = "import sys; from cli.main import run; sys.argv = ['strangler', 'serve', '--config', sys.argv[1]]; run()"
+# The same, with a profiler that SIGUSR1 starts and SIGUSR2 stops (writing its stats to argv[2]).
+_PROFILED = """import cProfile, signal, sys
+from cli.main import run
+profiler, out = cProfile.Profile(), sys.argv[2]
+def _stop(*_):
+    profiler.disable()
+    profiler.dump_stats(out)
+signal.signal(signal.SIGUSR1, lambda *_: profiler.enable())
+signal.signal(signal.SIGUSR2, _stop)
+sys.argv = ['strangler', 'serve', '--config', sys.argv[1]]
+run()
+"""
 _CLIENTS = 8
+SETUPS = {"pass": ("legacy", "pass-through"), "shadow": ("shadow", "shadow 100% (worker)")}
 
 
 async def _drive(port: int, requests: int) -> None:
@@ -55,18 +74,23 @@ def _running(cmd: list[str], port: int, env: dict[str, str] | None = None) -> It
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait()
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
-def _instructions(source: Path, tmp: Path, backend: int, name: str, requests: int) -> float:
+def _instructions(source: Path, tmp: Path, backend: int, name: str, mode: str, requests: int) -> float:
     port, admin = free_port(), free_port()
-    config = routes_yaml(tmp, port, admin, backend, backend, "legacy", name)
+    config = routes_yaml(tmp, port, admin, backend, backend, mode, name)
     out = tmp / f"callgrind.{name}"
     cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-c", _SERVE, str(config)]
     with _running(cmd, port, env=dict(os.environ, PYTHONPATH=str(source))) as pid:
         asyncio.run(_drive(port, 400))  # warm-up: pools, caches, lazily imported code
         subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
         asyncio.run(_drive(port, requests))
+        time.sleep(0.5)  # the worker's acknowledgements of the last requests (it reports every 0.25 s)
         subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
         time.sleep(1.0)
     dump = tmp / f"callgrind.{name}.1"  # the `-d` dump: the counted requests only (exit writes a second file)
@@ -74,6 +98,29 @@ def _instructions(source: Path, tmp: Path, backend: int, name: str, requests: in
     if found is None:
         raise RuntimeError(f"no callgrind counts in {dump}")
     return int(found.group(1)) / requests
+
+
+def _profile(tmp: Path, backend: int, mode: str, requests: int, top: int) -> str:
+    """cProfile of this checkout's proxy process over `requests` requests (after a warm-up): the top functions."""
+    port, admin = free_port(), free_port()
+    config = routes_yaml(tmp, port, admin, backend, backend, mode, f"profile-{mode}")
+    out = tmp / f"profile-{mode}.pstats"
+    cmd = [sys.executable, "-c", _PROFILED, str(config), str(out)]
+    with _running(cmd, port, env=dict(os.environ, PYTHONPATH=str(ROOT))) as pid:
+        asyncio.run(_drive(port, 2000))
+        os.kill(pid, signal.SIGUSR1)
+        asyncio.run(_drive(port, requests))
+        time.sleep(0.5)
+        os.kill(pid, signal.SIGUSR2)
+        end = time.monotonic() + 30
+        while not out.exists() and time.monotonic() < end:
+            time.sleep(0.1)
+        time.sleep(0.5)
+    text = StringIO()
+    stats = pstats.Stats(str(out), stream=text)
+    stats.strip_dirs().sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+    return text.getvalue()
 
 
 def _export(ref: str, into: Path) -> Path:
@@ -86,20 +133,40 @@ def _export(ref: str, into: Path) -> Path:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", default="HEAD", help="git ref to compare this checkout against (default HEAD)")
-    ap.add_argument("--requests", type=int, default=2000, help="requests counted per side")
+    ap.add_argument("--requests", type=int, default=2000, help="requests counted per side and setup")
+    ap.add_argument("--setups", default="pass,shadow", help=f"comma-separated, of: {', '.join(SETUPS)}")
+    ap.add_argument("--profile", action="store_true", help="instead: cProfile this checkout's proxy (first setup)")
+    ap.add_argument("--top", type=int, default=30, help="functions listed by --profile")
     args = ap.parse_args()
+    setups = [s.strip() for s in args.setups.split(",") if s.strip()]
+    unknown = [s for s in setups if s not in SETUPS]
+    if unknown or not setups:
+        ap.error(f"unknown setup(s) {', '.join(unknown) or '(none)'}; known: {', '.join(SETUPS)}")
     with tempfile.TemporaryDirectory(prefix="strangler-ir-") as t:
         tmp = Path(t)
-        base = _export(args.base, tmp / "base")
         backend = free_port()
         with _running(backend_cmd(backend, 0), backend):
-            counts = {
-                args.base: _instructions(base, tmp, backend, "base", args.requests),
-                "this checkout": _instructions(ROOT, tmp, backend, "this", args.requests),
-            }
-    for name, count in counts.items():
-        print(f"{name:>16}: {count:>10,.0f} instructions per pass-through request")
-    print(f"{'ratio':>16}: {counts['this checkout'] / counts[args.base]:.4f}")
+            if args.profile:
+                mode, label = SETUPS[setups[0]]
+                print(f"cProfile of the proxy process, {label}, {args.requests} requests:")
+                print(_profile(tmp, backend, mode, args.requests, args.top))
+                return 0
+            base = _export(args.base, tmp / "base")
+            counts: dict[str, dict[str, float]] = {}
+            for setup in setups:
+                mode = SETUPS[setup][0]
+                counts[setup] = {
+                    "base": _instructions(base, tmp, backend, f"base-{setup}", mode, args.requests),
+                    "this": _instructions(ROOT, tmp, backend, f"this-{setup}", mode, args.requests),
+                }
+    print(f"instructions per request in the proxy process (callgrind, {args.requests} requests each):")
+    print(f"{'setup':<28} {args.base:>14} {'this checkout':>14} {'ratio':>7}")
+    for setup, by in counts.items():
+        print(f"{SETUPS[setup][1]:<28} {by['base']:>14,.0f} {by['this']:>14,.0f} {by['this'] / by['base']:>7.3f}")
+    if "pass" in counts and "shadow" in counts:
+        cost = {side: counts["shadow"][side] - counts["pass"][side] for side in ("base", "this")}
+        ratio = cost["this"] / cost["base"] if cost["base"] else float("nan")
+        print(f"{'shadow − pass-through':<28} {cost['base']:>14,.0f} {cost['this']:>14,.0f} {ratio:>7.3f}")
     return 0
 
 
