@@ -34,7 +34,7 @@ from pathlib import Path
 
 import aiohttp
 
-from benchmarks.run import ROOT, backend_cmd, free_port, routes_yaml, wait_port
+from benchmarks.run import ROOT, backend_cmd, free_port, routes_yaml, shadow_coverage, wait_port
 
 _SERVE = "import sys; from cli.main import run; sys.argv = ['strangler', 'serve', '--config', sys.argv[1]]; run()"
 # The same, with a profiler that SIGUSR1 starts and SIGUSR2 stops (writing its stats to argv[2]).
@@ -82,6 +82,8 @@ def _running(cmd: list[str], port: int, env: dict[str, str] | None = None) -> It
 
 
 def _instructions(source: Path, tmp: Path, backend: int, name: str, mode: str, requests: int) -> float:
+    """Instructions per request; for a shadow setup also says how the copies ended (a count with copies dropped
+    measures less work than a count with every copy handed over)."""
     port, admin = free_port(), free_port()
     config = routes_yaml(tmp, port, admin, backend, backend, mode, name)
     out = tmp / f"callgrind.{name}"
@@ -92,6 +94,9 @@ def _instructions(source: Path, tmp: Path, backend: int, name: str, mode: str, r
         asyncio.run(_drive(port, requests))
         time.sleep(0.5)  # the worker's acknowledgements of the last requests (it reports every 0.25 s)
         subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
+        if mode == "shadow":
+            cov = shadow_coverage(admin)
+            print(f"  {name}: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(cov.items())), file=sys.stderr)
         time.sleep(1.0)
     dump = tmp / f"callgrind.{name}.1"  # the `-d` dump: the counted requests only (exit writes a second file)
     found = re.search(r"^(?:summary|totals): (\d+)", dump.read_text(), re.MULTILINE)

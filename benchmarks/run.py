@@ -35,6 +35,17 @@ SHADOW = "strangler shadow 100% (matching)"
 SHADOW_INPROC = "strangler shadow 100%, in-process (--no-shadow-worker)"
 NGINX = "nginx reverse proxy (1 worker)"
 BODY = '{"id":1,"name":"widget","price":9.99,"tags":["a","b"],"ok":true,"n":12345}'
+# What `--only` may pick: throughput setups (the back end direct row always comes with them), the fixed-rate latency
+# rows, the compare micro-benchmarks and the sustained mismatch run.
+SETUPS = {
+    "nginx": NGINX,
+    "pass": PASS,
+    "shadow": SHADOW,
+    "inproc": SHADOW_INPROC,
+    "fixed": "",
+    "compare": "",
+    "sustain": "",
+}
 
 
 @dataclass
@@ -292,12 +303,96 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--rate", type=float, default=300.0, help="requests/s of the fixed-rate rows")
     ap.add_argument("--json", type=Path, default=ROOT / "bench-results" / "latest.json")
+    ap.add_argument(
+        "--only",
+        default=",".join(SETUPS),
+        help=f"comma-separated setups to run (default all): {', '.join(SETUPS)}; e.g. --only pass,shadow,fixed",
+    )
+    ap.add_argument(
+        "--sustain-seconds",
+        type=float,
+        default=120.0,
+        help="how long benchmarks.mismatch_sustain holds 1,000 mismatching req/s (0: skip it)",
+    )
     args = ap.parse_args()
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    unknown = ", ".join(sorted(only - SETUPS.keys())) or "(none)"
+    if not only or only - SETUPS.keys():
+        ap.error(f"--only: unknown setup(s) {unknown}; known: {', '.join(SETUPS)}")
     have_nginx = shutil.which("nginx") is not None
     generator = f"wrk -t1 -c{args.connections}" if shutil.which("wrk") else "python (wrk not installed)"
     print(f"load generator: {generator}")
     print(f"back end: {'nginx' if have_nginx else 'aiohttp (nginx not installed)'}; cores: {os.cpu_count()}")
-    secs, conns, rate = args.seconds, args.connections, args.rate
+    rows: list[Row] = []
+    runs: Runs = {}
+    coverage: dict[str, dict[str, float]] = {}
+    if only & {"nginx", "pass", "shadow", "inproc"}:
+        rows, runs, coverage = _throughput_rows(args, only, have_nginx)
+    if "fixed" in only:
+        fixed_rows, fixed_runs = _fixed_rows(args)
+        rows += fixed_rows
+        runs |= fixed_runs
+
+    print()
+    print(f"{'setup':<56} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
+    for r in rows:
+        print(f"{r.name:<56} {r.rps:>10.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f}")
+    print(f"\nratios (median over {args.rounds} interleaved rounds of each round's ratio, side by side in this run):")
+    ratios: dict[str, float] = {}
+    if NGINX in runs and PASS in runs:
+        ratios["pass-through / nginx req/s (target >= 0.25)"] = _paired(runs, PASS, NGINX, _rps)
+    if SHADOW in runs and PASS in runs:
+        ratios["shadow 100% / pass-through req/s (target >= 0.75)"] = _paired(runs, SHADOW, PASS, _rps)
+        print(
+            "  rounds of shadow / pass-through: "
+            + ", ".join(f"{x[0] / y[0]:.2f}" for x, y in zip(runs[SHADOW], runs[PASS], strict=True))
+        )
+    if SHADOW_INPROC in runs and PASS in runs:
+        ratios["shadow 100% in-process / pass-through req/s"] = _paired(runs, SHADOW_INPROC, PASS, _rps)
+    if "fixed" in only:
+        f_be, f_pt, f_sl = _fixed_names(args.rate)
+        ratios["added p50 ms at fixed rate (target <= 0.5)"] = _paired(runs, f_pt, f_be, lambda x, y: x[1] - y[1])
+        ratios["p99 slow-candidate shadow / pass-through (target <= 1.05)"] = _paired(
+            runs, f_sl, f_pt, lambda x, y: x[2] / y[2]
+        )
+        print(
+            "  rounds of p99 slow-candidate shadow / pass-through: "
+            + ", ".join(f"{x[2] / y[2]:.2f}" for x, y in zip(runs[f_sl], runs[f_pt], strict=True))
+        )
+    for k, v in ratios.items():
+        print(f"  {k:<62} {v:.3f}")
+    if coverage:
+        print("\nshadow coverage over the whole run (warm-up included), from each process's /metrics:")
+    for name, cov in coverage.items():
+        served = cov.get("served") or 1.0
+        parts = ", ".join(f"{k} {v:.0f} ({100 * v / served:.1f}%)" for k, v in sorted(cov.items()) if k != "served")
+        print(f"  {name:<11} served {served:.0f}: {parts}")
+    if "compare" in only:
+        print()
+        subprocess.run([sys.executable, "-m", "benchmarks.compare_micro"], check=False)
+        print()
+        subprocess.run([sys.executable, "-m", "benchmarks.compare_bench"], check=False)
+    sustain = None
+    if "sustain" in only and args.sustain_seconds > 0:
+        from benchmarks import mismatch_sustain
+
+        print()
+        sustain = mismatch_sustain.run(args.sustain_seconds, 1000.0, 250.0)
+        mismatch_sustain.report(sustain)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    figures = {"rows": [asdict(r) for r in rows], "rounds": runs, "ratios": ratios, "coverage": coverage}
+    if sustain is not None:
+        figures["sustain"] = asdict(sustain)
+    args.json.write_text(json.dumps(figures, indent=2))
+    print(f"\nfigures written to {args.json}")
+    return 0
+
+
+def _throughput_rows(
+    args: argparse.Namespace, only: set[str], have_nginx: bool
+) -> tuple[list[Row], Runs, dict[str, dict[str, float]]]:
+    """wrk against the back end directly and the picked proxies, all running at once, in interleaved rounds."""
+    secs, conns = args.seconds, args.connections
     with tempfile.TemporaryDirectory(prefix="strangler-bench-") as t, contextlib.ExitStack() as stack:
         tmp = Path(t)
         be, be2, pt, pt_a, sh, sh_a, shi, shi_a, ngx = (free_port() for _ in range(9))
@@ -311,16 +406,19 @@ def main() -> int:
             stack.enter_context(process(backend_cmd(be, 0), be))
             stack.enter_context(process(backend_cmd(be2, 0), be2))
         targets = {"back end direct": be}
-        cfg = routes_yaml(tmp, pt, pt_a, be, be2, "legacy", "pass")
-        stack.enter_context(process(strangler_cmd(cfg), pt, log=tmp / "pass.log"))
-        targets[PASS] = pt
-        cfg = routes_yaml(tmp, sh, sh_a, be, be2, "shadow", "shadow")
-        stack.enter_context(process(strangler_cmd(cfg), sh, log=tmp / "shadow.log"))
-        targets[SHADOW] = sh
-        cfg = routes_yaml(tmp, shi, shi_a, be, be2, "shadow", "shadow_inproc")
-        stack.enter_context(process(strangler_cmd(cfg, "--no-shadow-worker"), shi, log=tmp / "shadow_inproc.log"))
-        targets[SHADOW_INPROC] = shi
-        if have_nginx:
+        if "pass" in only:
+            cfg = routes_yaml(tmp, pt, pt_a, be, be2, "legacy", "pass")
+            stack.enter_context(process(strangler_cmd(cfg), pt, log=tmp / "pass.log"))
+            targets[PASS] = pt
+        if "shadow" in only:
+            cfg = routes_yaml(tmp, sh, sh_a, be, be2, "shadow", "shadow")
+            stack.enter_context(process(strangler_cmd(cfg), sh, log=tmp / "shadow.log"))
+            targets[SHADOW] = sh
+        if "inproc" in only:
+            cfg = routes_yaml(tmp, shi, shi_a, be, be2, "shadow", "shadow_inproc")
+            stack.enter_context(process(strangler_cmd(cfg, "--no-shadow-worker"), shi, log=tmp / "inproc.log"))
+            targets[SHADOW_INPROC] = shi
+        if "nginx" in only and have_nginx:
             conf = nginx_conf(
                 tmp,
                 "proxy",
@@ -330,7 +428,7 @@ def main() -> int:
             )
             stack.enter_context(process(nginx_cmd(conf), ngx))
             targets[NGINX] = ngx
-        else:
+        elif "nginx" in only:
             print("nginx reverse proxy row skipped: nginx not installed (apt-get install nginx)")
         # Measured in this order each round, so the setups a ratio compares run next to each other.
         order = [NGINX, PASS, SHADOW, SHADOW_INPROC]
@@ -338,9 +436,25 @@ def main() -> int:
         for port in targets.values():
             throughput(port, 1.0, conns)  # warm-up: pools, caches
         rows, runs = _rounds(targets, args.rounds, lambda port: throughput(port, secs, conns))
-        coverage = {"worker": shadow_coverage(sh_a), "in-process": shadow_coverage(shi_a)}
+        coverage = {}
+        if SHADOW in targets:
+            coverage["worker"] = shadow_coverage(sh_a)
+        if SHADOW_INPROC in targets:
+            coverage["in-process"] = shadow_coverage(shi_a)
+    return rows, runs, coverage
 
-    # Fixed-rate latency rows: a legacy that takes 2 ms, a candidate 10x slower (20 ms), all up at once.
+
+def _fixed_names(rate: float) -> tuple[str, str, str]:
+    return (
+        f"fixed {rate:.0f}/s: back end direct",
+        f"fixed {rate:.0f}/s: strangler pass-through",
+        f"fixed {rate:.0f}/s: strangler shadow, candidate 10x slower",
+    )
+
+
+def _fixed_rows(args: argparse.Namespace) -> tuple[list[Row], Runs]:
+    """Fixed-rate latency rows: a legacy that takes 2 ms, a candidate 10x slower (20 ms), all up at once."""
+    rate, secs = args.rate, args.seconds
     with tempfile.TemporaryDirectory(prefix="strangler-bench-") as t, contextlib.ExitStack() as stack:
         tmp = Path(t)
         legacy_p, slow_p, fpt, fpt_a, fsl, fsl_a = (free_port() for _ in range(6))
@@ -350,51 +464,10 @@ def main() -> int:
         stack.enter_context(process(strangler_cmd(cfg), fpt, log=tmp / "fpass.log"))
         cfg = routes_yaml(tmp, fsl, fsl_a, legacy_p, slow_p, "shadow", "fslow")
         stack.enter_context(process(strangler_cmd(cfg), fsl, log=tmp / "fslow.log"))
-        fixed = {
-            f"fixed {rate:.0f}/s: back end direct": legacy_p,
-            f"fixed {rate:.0f}/s: strangler pass-through": fpt,
-            f"fixed {rate:.0f}/s: strangler shadow, candidate 10x slower": fsl,
-        }
+        fixed = dict(zip(_fixed_names(rate), (legacy_p, fpt, fsl), strict=True))
         for port in fixed.values():
             asyncio.run(_open_loop(port, rate, 1.0))  # warm-up
-        fixed_rows, fixed_runs = _rounds(fixed, args.rounds, lambda port: asyncio.run(_open_loop(port, rate, secs)))
-        rows += fixed_rows
-        runs |= fixed_runs
-
-    print()
-    print(f"{'setup':<56} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
-    for r in rows:
-        print(f"{r.name:<56} {r.rps:>10.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f}")
-    print(f"\nratios (median over {args.rounds} interleaved rounds of each round's ratio, side by side in this run):")
-    ratios: dict[str, float] = {}
-    if NGINX in runs:
-        ratios["pass-through / nginx req/s (target >= 0.20)"] = _paired(runs, PASS, NGINX, _rps)
-    ratios["shadow 100% / pass-through req/s (target >= 0.60)"] = _paired(runs, SHADOW, PASS, _rps)
-    ratios["shadow 100% in-process / pass-through req/s"] = _paired(runs, SHADOW_INPROC, PASS, _rps)
-    f_be, f_pt, f_sl = fixed
-    ratios["added p50 ms at fixed rate (target <= 1.0)"] = _paired(runs, f_pt, f_be, lambda x, y: x[1] - y[1])
-    ratios["p99 slow-candidate shadow / pass-through (target <= 1.10)"] = _paired(
-        runs, f_sl, f_pt, lambda x, y: x[2] / y[2]
-    )
-    for k, v in ratios.items():
-        print(f"  {k:<62} {v:.3f}")
-    print("\nshadow coverage over the whole run (warm-up included), from each process's /metrics:")
-    for name, cov in coverage.items():
-        served = cov.get("served") or 1.0
-        parts = ", ".join(f"{k} {v:.0f} ({100 * v / served:.1f}%)" for k, v in sorted(cov.items()) if k != "served")
-        print(f"  {name:<11} served {served:.0f}: {parts}")
-    print()
-    subprocess.run([sys.executable, "-m", "benchmarks.compare_micro"], check=False)
-    print()
-    subprocess.run([sys.executable, "-m", "benchmarks.compare_bench"], check=False)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(
-        json.dumps(
-            {"rows": [asdict(r) for r in rows], "rounds": runs, "ratios": ratios, "coverage": coverage}, indent=2
-        )
-    )
-    print(f"\nfigures written to {args.json}")
-    return 0
+        return _rounds(fixed, args.rounds, lambda port: asyncio.run(_open_loop(port, rate, secs)))
 
 
 if __name__ == "__main__":
