@@ -22,6 +22,7 @@ import contextlib
 import os
 import pstats
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,8 +54,8 @@ _CLIENTS = 8
 SETUPS = {"pass": ("legacy", "pass-through"), "shadow": ("shadow", "shadow 100% (worker)")}
 
 
-async def _drive(port: int, requests: int) -> None:
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=_CLIENTS)) as session:
+async def _drive(port: int, requests: int, clients: int = _CLIENTS) -> None:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as session:
 
         async def client(count: int) -> None:
             for _ in range(count):
@@ -62,12 +63,14 @@ async def _drive(port: int, requests: int) -> None:
                     resp.raise_for_status()
                     await resp.read()
 
-        await asyncio.gather(*(client(requests // _CLIENTS) for _ in range(_CLIENTS)))
+        await asyncio.gather(*(client(requests // clients) for _ in range(clients)))
 
 
 @contextlib.contextmanager
-def _running(cmd: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[int]:
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+def _running(cmd: list[str], port: int, env: dict[str, str] | None = None, cwd: Path | None = None) -> Iterator[int]:
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         wait_port(port, timeout=600)
         yield proc.pid
@@ -81,17 +84,21 @@ def _running(cmd: list[str], port: int, env: dict[str, str] | None = None) -> It
             proc.wait()
 
 
-def _instructions(source: Path, tmp: Path, backend: int, name: str, mode: str, requests: int) -> float:
+def _instructions(
+    source: Path, tmp: Path, backend: int, name: str, mode: str, requests: int, clients: int = _CLIENTS
+) -> float:
     """Instructions per request; for a shadow setup also says how the copies ended (a count with copies dropped
     measures less work than a count with every copy handed over)."""
     port, admin = free_port(), free_port()
     config = routes_yaml(tmp, port, admin, backend, backend, mode, name)
     out = tmp / f"callgrind.{name}"
     cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-c", _SERVE, str(config)]
-    with _running(cmd, port, env=dict(os.environ, PYTHONPATH=str(source))) as pid:
+    # Started in `source`: `python -c` puts the working directory first on sys.path, ahead of PYTHONPATH, so
+    # started anywhere else (this checkout) the "base" side would import this checkout's code.
+    with _running(cmd, port, env=dict(os.environ, PYTHONPATH=str(source)), cwd=source) as pid:
         asyncio.run(_drive(port, 400))  # warm-up: pools, caches, lazily imported code
         subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
-        asyncio.run(_drive(port, requests))
+        asyncio.run(_drive(port, requests, clients))
         time.sleep(0.5)  # the worker's acknowledgements of the last requests (it reports every 0.25 s)
         subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
         if mode == "shadow":
@@ -111,7 +118,7 @@ def _profile(tmp: Path, backend: int, mode: str, requests: int, top: int) -> str
     config = routes_yaml(tmp, port, admin, backend, backend, mode, f"profile-{mode}")
     out = tmp / f"profile-{mode}.pstats"
     cmd = [sys.executable, "-c", _PROFILED, str(config), str(out)]
-    with _running(cmd, port, env=dict(os.environ, PYTHONPATH=str(ROOT))) as pid:
+    with _running(cmd, port, env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT) as pid:
         asyncio.run(_drive(port, 2000))
         os.kill(pid, signal.SIGUSR1)
         asyncio.run(_drive(port, requests))
@@ -139,9 +146,18 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", default="HEAD", help="git ref to compare this checkout against (default HEAD)")
     ap.add_argument("--requests", type=int, default=2000, help="requests counted per side and setup")
+    ap.add_argument(
+        "--clients",
+        type=int,
+        default=_CLIENTS,
+        help="concurrent client connections: 1 counts every request alone in its loop iteration (the steadiest "
+        "figure: nothing is shared between requests); with more, per-iteration work (one write to the shadow "
+        "worker per iteration) is shared by however many requests the timing puts together",
+    )
     ap.add_argument("--setups", default="pass,shadow", help=f"comma-separated, of: {', '.join(SETUPS)}")
     ap.add_argument("--profile", action="store_true", help="instead: cProfile this checkout's proxy (first setup)")
     ap.add_argument("--top", type=int, default=30, help="functions listed by --profile")
+    ap.add_argument("--keep", type=Path, default=None, help="copy the callgrind files here (callgrind_annotate)")
     args = ap.parse_args()
     setups = [s.strip() for s in args.setups.split(",") if s.strip()]
     unknown = [s for s in setups if s not in SETUPS]
@@ -161,10 +177,17 @@ def main() -> int:
             for setup in setups:
                 mode = SETUPS[setup][0]
                 counts[setup] = {
-                    "base": _instructions(base, tmp, backend, f"base-{setup}", mode, args.requests),
-                    "this": _instructions(ROOT, tmp, backend, f"this-{setup}", mode, args.requests),
+                    "base": _instructions(base, tmp, backend, f"base-{setup}", mode, args.requests, args.clients),
+                    "this": _instructions(ROOT, tmp, backend, f"this-{setup}", mode, args.requests, args.clients),
                 }
-    print(f"instructions per request in the proxy process (callgrind, {args.requests} requests each):")
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            for dump in tmp.glob("callgrind.*"):
+                shutil.copy(dump, args.keep / dump.name)
+    print(
+        f"instructions per request in the proxy process (callgrind, {args.requests} requests each, "
+        f"{args.clients} client connection{'s' if args.clients > 1 else ''}):"
+    )
     print(f"{'setup':<28} {args.base:>14} {'this checkout':>14} {'ratio':>7}")
     for setup, by in counts.items():
         print(f"{SETUPS[setup][1]:<28} {by['base']:>14,.0f} {by['this']:>14,.0f} {by['this'] / by['base']:>7.3f}")

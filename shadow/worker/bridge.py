@@ -2,8 +2,8 @@
 
 `ShadowBridge` is the `ExchangeListener` `strangler serve` installs. On the event loop it only decides what to do
 with a request (`plan_mirror`: route options and sampling) and appends its message to a list that is encoded as one
-frame (`batch_frame`) and written to the worker at the end of the loop iteration (starts) or within LAZY_FLUSH
-(primaries, traffic counts); the copies, the comparisons and the store run in the worker process
+frame (`batch_frame`) and written to the worker at the end of the loop iteration, at most once per WRITE_GAP (starts),
+or within LAZY_FLUSH (primaries, traffic counts); the copies, the comparisons and the store run in the worker process
 (`shadow.worker.process`). The client's request pays for its snapshots and a share of one encoding and one write per
 loop iteration, not for a second HTTP exchange: measured, this is what lets shadowing at 100% keep most of
 pass-through's throughput.
@@ -59,6 +59,10 @@ log = logging.getLogger("strangler.shadow.bridge")
 
 TRAFFIC_FLUSH = 1.0  # seconds between traffic-count messages
 LAZY_FLUSH = 0.005  # seconds frames nothing waits for (primaries, traffic) may gather before they are written
+# Seconds between two writes of starts: under load many loop iterations follow each other within one, and their
+# starts then go out in one write (one encoding, one system call, one wake-up of the worker) instead of one each;
+# at a low rate a start still leaves at the end of its loop iteration.
+WRITE_GAP = 0.001
 RESTART_METRIC = WORKER_RESTARTS
 MIRRORED_METRIC = "strangler_shadow_mirrored_total"
 WORKER_LOST = "worker_lost"
@@ -118,6 +122,8 @@ class ShadowBridge(TrafficCounting):
         self._out: list[bytes] = []  # encoded frames not yet written to the stream
         self._out_bytes = 0
         self._buffered = 0  # the transport's write buffer after the last write (0: all taken by the socket)
+        self._written_at = -WRITE_GAP  # loop time of the last write
+        self._metrics.shadow_queue.set(("worker_stream",), 0)  # shown from the start; set again when it changes
         self._flush_handle: asyncio.Handle | None = None  # a write at the end of this loop iteration
         self._lazy_handle: asyncio.TimerHandle | None = None  # a write within LAZY_FLUSH
         self._transport: asyncio.Transport | None = None
@@ -233,13 +239,23 @@ class ShadowBridge(TrafficCounting):
         if self._flush_handle is not None:
             return
         if soon:
-            # One write per loop iteration: the frames of every request handled in it go out together.
-            self._flush_handle = self._loop.call_soon(self._flush)
-            if self._lazy_handle is not None:
-                self._lazy_handle.cancel()
-                self._lazy_handle = None
+            # At most one write per loop iteration (the frames of every request handled in it go out together),
+            # and per WRITE_GAP.
+            loop = self._loop
+            due = self._written_at + WRITE_GAP
+            if loop.time() >= due:
+                self._flush_handle = loop.call_soon(self._flush)
+            else:
+                self._flush_handle = loop.call_at(due, self._flush)
         elif self._lazy_handle is None:
-            self._lazy_handle = self._loop.call_later(LAZY_FLUSH, self._flush)
+            # Left armed when a write at the end of an iteration takes these first: re-arming a timer per request
+            # (a primary, then the next request's start) cost more than an idle wake-up every LAZY_FLUSH.
+            self._lazy_handle = self._loop.call_later(LAZY_FLUSH, self._lazy_flush)
+
+    def _lazy_flush(self) -> None:
+        self._lazy_handle = None
+        if self._flush_handle is None and self._pending:
+            self._flush()
 
     def _seal(self) -> None:
         """Encode the queued messages as one frame, behind the frames already encoded."""
@@ -252,10 +268,8 @@ class ShadowBridge(TrafficCounting):
 
     def _flush(self) -> None:
         self._flush_handle = None
-        if self._lazy_handle is not None:
-            self._lazy_handle.cancel()
-            self._lazy_handle = None
-        self._seal()
+        if self._pending:
+            self._seal()
         transport = self._transport
         if transport is None or not self._out:
             return  # the worker is starting: kept until it connects
@@ -263,8 +277,11 @@ class ShadowBridge(TrafficCounting):
         self._out.clear()
         self._out_bytes = 0
         transport.write(data)
-        self._buffered = buffered = transport.get_write_buffer_size()
-        self._metrics.shadow_queue.set(("worker_stream",), buffered)
+        self._written_at = self._loop.time()
+        buffered = transport.get_write_buffer_size()
+        if buffered or self._buffered:  # the gauge is set once the stream backs up, and again once it is clear
+            self._metrics.shadow_queue.set(("worker_stream",), buffered)
+        self._buffered = buffered
 
     def _flush_traffic(self) -> None:
         counts = self._traffic.drain()
@@ -284,6 +301,8 @@ class ShadowBridge(TrafficCounting):
 
     def worker_disconnected(self) -> None:
         self._transport = None
+        if self._buffered:
+            self._metrics.shadow_queue.set(("worker_stream",), 0)
         self._buffered = 0
 
     def worker_settled(self, seqs: tuple[int, ...]) -> None:
