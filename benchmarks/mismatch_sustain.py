@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import re
 import shutil
 import sqlite3
@@ -296,6 +297,27 @@ def store_rows(db: Path) -> dict[str, dict[str, int]]:
     return out
 
 
+def cpu_seconds(marker: str) -> dict[str, float]:
+    """CPU seconds (user + system) so far of the strangler processes whose command line names `marker` (this run's
+    temporary directory): the proxy ("serve") and its shadow worker."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if marker not in cmdline:
+            continue
+        role = "worker" if "shadow.worker.process" in cmdline else "proxy" if " serve " in cmdline else None
+        if role is not None:
+            out[role] = out.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 @dataclass
 class RouteSummary:
     """One route's copies during the measured load (the warm-up subtracted)."""
@@ -317,6 +339,7 @@ class Result:
     matching: RouteSummary
     rows_lost: float
     stored: dict[str, dict[str, int]]
+    cpu: dict[str, float]  # CPU seconds of the proxy and the worker during the load and until settled
 
     @property
     def mismatch_dropped(self) -> float:
@@ -334,8 +357,10 @@ def run(seconds: float, rate: float, match_rate: float) -> Result:
                 asyncio.run(drive(port, 20, 20, 1.0, Load()))  # warm-up: pools, the worker's first pairs
                 wait_settled(admin, SETTLE_TIMEOUT)
                 before = read_metrics(admin)
+                cpu_before = cpu_seconds(str(tmp))
                 asyncio.run(drive(port, rate, match_rate, seconds, load))
                 figures, settle = wait_settled(admin, SETTLE_TIMEOUT)
+                cpu = {k: v - cpu_before.get(k, 0.0) for k, v in cpu_seconds(str(tmp)).items()}
                 metrics = read_metrics(admin)
             rows = store_rows(tmp / "sustain.db")  # after serve stopped: every row flushed
         warm = {route: route_figures(before, route) for route in (MISMATCH_ROUTE, MATCH_ROUTE)}
@@ -353,7 +378,16 @@ def run(seconds: float, rate: float, match_rate: float) -> Result:
             )
 
         return Result(
-            seconds, rate, match_rate, load.summary(), settle, summary(MISMATCH_ROUTE), summary(MATCH_ROUTE), lost, rows
+            seconds,
+            rate,
+            match_rate,
+            load.summary(),
+            settle,
+            summary(MISMATCH_ROUTE),
+            summary(MATCH_ROUTE),
+            lost,
+            rows,
+            cpu,
         )
 
 
@@ -369,6 +403,12 @@ def report(r: Result) -> None:
         late = f"; {figures.unaccounted:.0f} without an outcome yet" if figures.unaccounted else ""
         print(f"  {name}: mirrored {figures.mirrored:.0f}: {outcomes}; dropped: {drops}{late}")
     print(f"  settled {r.settle_seconds:.1f} s after the load stopped; store rows lost: {r.rows_lost:.0f}")
+    copies = r.mismatching.mirrored + r.matching.mirrored
+    if copies:
+        cpu = sorted(r.cpu.items())
+        per = ", ".join(f"{role} {1e6 * secs / copies:.0f} µs" for role, secs in cpu)
+        load_share = ", ".join(f"{role} {100 * secs / r.seconds:.0f}% of a core" for role, secs in cpu)
+        print(f"  CPU per request (each one mirrored): {per} ({load_share})")
     stored = ", ".join(f"{k} {v}" for k, v in sorted(r.stored.get(MISMATCH_ROUTE, {}).items()))
     print(f"  store rows of the mismatching route (warm-up included): {stored}")
     mirrored = r.mismatching.mirrored

@@ -69,21 +69,6 @@ WORKER_LOST = "worker_lost"
 DROP_WARN_EVERY = 10.0  # seconds between log lines about dropped copies
 
 
-class _Sent:
-    """The observer of one handed-over exchange: forwards its primary to the worker that has its copies."""
-
-    __slots__ = ("bridge", "generation", "seq")
-
-    def __init__(self, bridge: ShadowBridge, seq: int, generation: int) -> None:
-        self.bridge, self.seq, self.generation = bridge, seq, generation
-
-    def primary_done(self, primary: ResponseSnapshot) -> None:
-        # Always sent, whatever the backlog: the worker holds the copy's result until its primary arrives.
-        bridge = self.bridge
-        if self.generation == bridge._generation and bridge._up:
-            bridge._send(primary_message(self.seq, primary), soon=False)
-
-
 class ShadowBridge(TrafficCounting):
     """Hands the shadow side of a running proxy to a worker process. Create it on the proxy's event loop."""
 
@@ -162,7 +147,9 @@ class ShadowBridge(TrafficCounting):
         route = start.route
         assert route is not None
         self._mirrored.inc((route.id,))
-        if not self._up or self.backlog() > self._max_backlog:
+        if not self._up or (
+            self._out_bytes + self._buffered > self._max_backlog and self.backlog() > self._max_backlog
+        ):
             self._drop(start, plan, route.id)
             return None
         self._seq = seq = self._seq + 1
@@ -170,10 +157,13 @@ class ShadowBridge(TrafficCounting):
         self._unsettled[seq] = message
         if start.config is not self._config_sent:
             self._send_config(start.config)
-        self._send(message)
+        if self._flush_handle is not None:  # (`_send`, inlined: the common case, a write is already due)
+            self._pending.append(message)
+        else:
+            self._send(message)
         if not (plan.candidate or plan.noise):
             return None
-        return _Sent(self, seq, self._generation)
+        return _Sent((self, seq, self._generation))
 
     def _drop(self, start: ExchangeStart, plan: MirrorPlan, route_id: str) -> None:
         """No worker, or too much waiting for it: the copy is dropped and counted here."""
@@ -376,6 +366,20 @@ class ShadowBridge(TrafficCounting):
             if start_drop(message) in (None, WORKER_LOST):  # (other drops were counted when this process made them)
                 self._metrics.shadow.inc((start_route(message), "candidate", "dropped", WORKER_LOST))
         self._unsettled.clear()
+
+
+class _Sent(tuple[ShadowBridge, int, int]):
+    """The observer of one handed-over exchange: forwards its primary to the worker that has its copies. A tuple
+    (bridge, seq, worker generation): one is made per mirrored request, and a tuple is built without running any
+    Python code."""
+
+    __slots__ = ()
+
+    def primary_done(self, primary: ResponseSnapshot) -> None:
+        # Always sent, whatever the backlog: the worker holds the copy's result until its primary arrives.
+        bridge, seq, generation = self
+        if generation == bridge._generation and bridge._up:
+            bridge._send(primary_message(seq, primary), soon=False)
 
 
 def shadow_worker_listeners(state: RuntimeState) -> Sequence[ExchangeListener]:
