@@ -150,9 +150,9 @@ def main() -> int:
         "--clients",
         type=int,
         default=_CLIENTS,
-        help="concurrent client connections: 1 counts every request alone in its loop iteration (the steadiest "
-        "figure: nothing is shared between requests); with more, per-iteration work (one write to the shadow "
-        "worker per iteration) is shared by however many requests the timing puts together",
+        help="concurrent client connections: with 1 every request is alone in its loop iteration and pays a whole "
+        "write to the shadow worker; with more, a write is shared by however many requests the timing puts in one "
+        "iteration (so shadow counts move by a few thousand between runs)",
     )
     ap.add_argument("--setups", default="pass,shadow", help=f"comma-separated, of: {', '.join(SETUPS)}")
     ap.add_argument("--profile", action="store_true", help="instead: cProfile this checkout's proxy (first setup)")

@@ -222,9 +222,10 @@ class ShadowBridge(TrafficCounting):
         self._send(config_message(config))
 
     def _send(self, message: Message, *, soon: bool = True) -> None:
-        """Queue a message. `soon`: written at the end of this loop iteration (a start: the copy should leave with
-        its primary); else within LAZY_FLUSH (a primary, traffic: nothing waits for them), so that at a low rate
-        the worker is woken once for several of them instead of once per request."""
+        """Queue a message. `soon`: written at the end of this loop iteration, or WRITE_GAP after the last write if
+        that is later (a start: the copy should leave with its primary); else within LAZY_FLUSH (a primary, traffic:
+        nothing waits for them), so that at a low rate the worker is woken once for several of them instead of once
+        per request."""
         self._pending.append(message)
         if self._flush_handle is not None:
             return
