@@ -4,7 +4,8 @@ Throughput rows use wrk (closed loop, -t1 -c32) when installed, else a Python lo
 open-loop Python generator (latency measured from each request's scheduled start, so stalls are not hidden).
 nginx serves as the fast back end and as the reference reverse proxy when installed (Debian's nginx); otherwise an
 aiohttp back end stands in and the nginx proxy row is skipped with the reason. Figures drift between machines;
-the ratios measured in one run are what the targets are about.
+the ratios measured in one run are what the targets are about. Last, `benchmarks.mismatch_sustain` holds 1,000
+mismatching req/s for `--sustain-seconds` and counts what the shadow side dropped. `--only` picks setups.
 """
 
 from __future__ import annotations
