@@ -1,14 +1,19 @@
-"""CPU instructions per pass-through request, this checkout against another commit, counted by valgrind (callgrind).
+"""CPU instructions per request in the proxy process, this checkout against another commit, counted by valgrind
+(callgrind); and a cProfile of the proxy process under shadow load.
 
 Wall-clock rows (`make bench`) drift by tens of percent on a shared host; an instruction count does not, so a
 change to the request path can be compared side by side even on a busy machine. Each proxy runs under callgrind;
-its counters are zeroed after a warm-up, N requests are sent, and the count is divided by N.
+its counters are zeroed after a warm-up, N requests are sent, and the count is divided by N. Two setups: pass-through
+(a legacy route) and shadow 100% with the shadow worker (matching responses); only the proxy process is counted
+(the worker is a child valgrind does not follow), so "shadow − pass-through" is what a shadowed request costs the
+proxy process: the snapshots, the frames and the writes to the worker's stream, and reading its acknowledgements.
 
     .venv/bin/python -m benchmarks.instructions --base HEAD~1 --requests 2000
+    .venv/bin/python -m benchmarks.instructions --setups shadow --profile   # cProfile of the proxy, top functions
     .venv/bin/python -m benchmarks.instructions --access-log   # this checkout, access log off vs on (JSON to a file)
-    .venv/bin/python -m benchmarks.instructions --listeners   # this checkout: aiohttp listener against fast
+    .venv/bin/python -m benchmarks.instructions --listeners    # this checkout: aiohttp listener against fast
 
-Needs valgrind (apt-get install valgrind); about a minute per side.
+Needs valgrind (apt-get install valgrind); about a minute per side and setup.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ import argparse
 import asyncio
 import contextlib
 import os
+import pstats
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,19 +32,43 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
-from io import BytesIO
+from dataclasses import dataclass
+from io import BytesIO, StringIO
 from pathlib import Path
 
 import aiohttp
 
-from benchmarks.run import ROOT, backend_cmd, free_port, routes_yaml, wait_port
+from benchmarks.run import ROOT, backend_cmd, free_port, routes_yaml, shadow_coverage, wait_port
 
 _SERVE = "import sys; from cli.main import run; sys.argv = ['strangler', 'serve', '--config', *sys.argv[1:]]; run()"
+# The same, with a profiler that SIGUSR1 starts and SIGUSR2 stops (writing its stats to argv[2]).
+_PROFILED = """import cProfile, signal, sys
+from cli.main import run
+profiler, out = cProfile.Profile(), sys.argv[2]
+def _stop(*_):
+    profiler.disable()
+    profiler.dump_stats(out)
+signal.signal(signal.SIGUSR1, lambda *_: profiler.enable())
+signal.signal(signal.SIGUSR2, _stop)
+sys.argv = ['strangler', 'serve', '--config', sys.argv[1]]
+run()
+"""
 _CLIENTS = 8
+SETUPS = {"pass": ("legacy", "pass-through"), "shadow": ("shadow", "shadow 100% (worker)")}
 
 
-async def _drive(port: int, requests: int) -> None:
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=_CLIENTS)) as session:
+@dataclass(frozen=True)
+class Side:
+    """One column of the comparison: a source tree and how its proxy is started."""
+
+    label: str
+    source: Path
+    serve_args: tuple[str, ...] = ()
+    access_log: bool = False
+
+
+async def _drive(port: int, requests: int, clients: int = _CLIENTS) -> None:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as session:
 
         async def client(count: int) -> None:
             for _ in range(count):
@@ -45,48 +76,78 @@ async def _drive(port: int, requests: int) -> None:
                     resp.raise_for_status()
                     await resp.read()
 
-        await asyncio.gather(*(client(requests // _CLIENTS) for _ in range(_CLIENTS)))
+        await asyncio.gather(*(client(requests // clients) for _ in range(clients)))
 
 
 @contextlib.contextmanager
-def _running(cmd: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[int]:
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+def _running(cmd: list[str], port: int, env: dict[str, str] | None = None, cwd: Path | None = None) -> Iterator[int]:
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         wait_port(port, timeout=600)
         yield proc.pid
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait()
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def _instructions(
-    source: Path, tmp: Path, backend: int, name: str, requests: int, *serve_args: str, access_log: bool = False
+    side: Side, tmp: Path, backend: int, name: str, mode: str, requests: int, clients: int = _CLIENTS
 ) -> float:
+    """Instructions per request; for a shadow setup also says how the copies ended (a count with copies dropped
+    measures less work than a count with every copy handed over)."""
+    source = side.source
     port, admin = free_port(), free_port()
-    config = routes_yaml(tmp, port, admin, backend, backend, "legacy", name, access_log=access_log)
+    config = routes_yaml(tmp, port, admin, backend, backend, mode, name, access_log=side.access_log)
     out = tmp / f"callgrind.{name}"
-    cmd = [
-        "valgrind",
-        "--tool=callgrind",
-        f"--callgrind-out-file={out}",
-        sys.executable,
-        "-c",
-        _SERVE,
-        str(config),
-        *serve_args,
-    ]
-    with _running(cmd, port, env=dict(os.environ, PYTHONPATH=str(source))) as pid:
+    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-c", _SERVE, str(config)]
+    cmd += side.serve_args
+    # Started in `source`: `python -c` puts the working directory first on sys.path, ahead of PYTHONPATH, so
+    # started anywhere else (this checkout) the "base" side would import this checkout's code.
+    with _running(cmd, port, env=dict(os.environ, PYTHONPATH=str(source)), cwd=source) as pid:
         asyncio.run(_drive(port, 400))  # warm-up: pools, caches, lazily imported code
         subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
-        asyncio.run(_drive(port, requests))
+        asyncio.run(_drive(port, requests, clients))
+        time.sleep(0.5)  # the worker's acknowledgements of the last requests (it reports every 0.25 s)
         subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
+        if mode == "shadow":
+            cov = shadow_coverage(admin)
+            print(f"  {name}: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(cov.items())), file=sys.stderr)
         time.sleep(1.0)
     dump = tmp / f"callgrind.{name}.1"  # the `-d` dump: the counted requests only (exit writes a second file)
     found = re.search(r"^(?:summary|totals): (\d+)", dump.read_text(), re.MULTILINE)
     if found is None:
         raise RuntimeError(f"no callgrind counts in {dump}")
     return int(found.group(1)) / requests
+
+
+def _profile(tmp: Path, backend: int, mode: str, requests: int, top: int) -> str:
+    """cProfile of this checkout's proxy process over `requests` requests (after a warm-up): the top functions."""
+    port, admin = free_port(), free_port()
+    config = routes_yaml(tmp, port, admin, backend, backend, mode, f"profile-{mode}")
+    out = tmp / f"profile-{mode}.pstats"
+    cmd = [sys.executable, "-c", _PROFILED, str(config), str(out)]
+    with _running(cmd, port, env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT) as pid:
+        asyncio.run(_drive(port, 2000))
+        os.kill(pid, signal.SIGUSR1)
+        asyncio.run(_drive(port, requests))
+        time.sleep(0.5)
+        os.kill(pid, signal.SIGUSR2)
+        end = time.monotonic() + 30
+        while not out.exists() and time.monotonic() < end:
+            time.sleep(0.1)
+        time.sleep(0.5)
+    text = StringIO()
+    stats = pstats.Stats(str(out), stream=text)
+    stats.strip_dirs().sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+    return text.getvalue()
 
 
 def _export(ref: str, into: Path) -> Path:
@@ -99,38 +160,66 @@ def _export(ref: str, into: Path) -> Path:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", default="HEAD", help="git ref to compare this checkout against (default HEAD)")
-    ap.add_argument("--requests", type=int, default=2000, help="requests counted per side")
-    ap.add_argument("--access-log", action="store_true", help="compare this checkout with the access log off and on")
+    ap.add_argument("--requests", type=int, default=2000, help="requests counted per side and setup")
     ap.add_argument(
-        "--listeners", action="store_true", help="compare this checkout's two listeners (--server aiohttp, fast)"
+        "--clients",
+        type=int,
+        default=_CLIENTS,
+        help="concurrent client connections: with 1 every request is alone in its loop iteration and pays a whole "
+        "write to the shadow worker; with more, a write is shared by however many requests the timing puts in one "
+        "iteration (so shadow counts move by a few thousand between runs)",
+    )
+    ap.add_argument("--setups", default="pass,shadow", help=f"comma-separated, of: {', '.join(SETUPS)}")
+    ap.add_argument("--profile", action="store_true", help="instead: cProfile this checkout's proxy (first setup)")
+    ap.add_argument("--top", type=int, default=30, help="functions listed by --profile")
+    ap.add_argument("--keep", type=Path, default=None, help="copy the callgrind files here (callgrind_annotate)")
+    ap.add_argument("--access-log", action="store_true", help="instead of --base: this checkout, access log off vs on")
+    ap.add_argument(
+        "--listeners", action="store_true", help="instead of --base: this checkout, aiohttp vs fast listener"
     )
     args = ap.parse_args()
+    setups = [s.strip() for s in args.setups.split(",") if s.strip()]
+    unknown = [s for s in setups if s not in SETUPS]
+    if unknown or not setups:
+        ap.error(f"unknown setup(s) {', '.join(unknown) or '(none)'}; known: {', '.join(SETUPS)}")
     with tempfile.TemporaryDirectory(prefix="strangler-ir-") as t:
         tmp = Path(t)
         backend = free_port()
         with _running(backend_cmd(backend, 0), backend):
+            if args.profile:
+                mode, label = SETUPS[setups[0]]
+                print(f"cProfile of the proxy process, {label}, {args.requests} requests:")
+                print(_profile(tmp, backend, mode, args.requests, args.top))
+                return 0
             if args.access_log:
-                first, second = "access log off", "access log on"
-                counts = {
-                    first: _instructions(ROOT, tmp, backend, "off", args.requests),
-                    second: _instructions(ROOT, tmp, backend, "on", args.requests, access_log=True),
-                }
+                first, second = Side("log off", ROOT), Side("log on", ROOT, access_log=True)
             elif args.listeners:
-                first, second = "aiohttp listener", "fast listener"
-                counts = {
-                    first: _instructions(ROOT, tmp, backend, "aiohttp", args.requests, "--server", "aiohttp"),
-                    second: _instructions(ROOT, tmp, backend, "fast", args.requests, "--server", "fast"),
-                }
+                first = Side("aiohttp", ROOT, ("--server", "aiohttp"))
+                second = Side("fast", ROOT, ("--server", "fast"))
             else:
-                first, second = args.base, "this checkout"
-                base = _export(args.base, tmp / "base")
-                counts = {
-                    first: _instructions(base, tmp, backend, "base", args.requests),
-                    second: _instructions(ROOT, tmp, backend, "this", args.requests),
+                first, second = Side(args.base, _export(args.base, tmp / "base")), Side("this checkout", ROOT)
+            counts: dict[str, dict[str, float]] = {}
+            for setup in setups:
+                mode = SETUPS[setup][0]
+                counts[setup] = {
+                    "base": _instructions(first, tmp, backend, f"a-{setup}", mode, args.requests, args.clients),
+                    "this": _instructions(second, tmp, backend, f"b-{setup}", mode, args.requests, args.clients),
                 }
-    for name, count in counts.items():
-        print(f"{name:>16}: {count:>10,.0f} instructions per pass-through request")
-    print(f"{'ratio':>16}: {counts[second] / counts[first]:.4f}")
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            for dump in tmp.glob("callgrind.*"):
+                shutil.copy(dump, args.keep / dump.name)
+    print(
+        f"instructions per request in the proxy process (callgrind, {args.requests} requests each, "
+        f"{args.clients} client connection{'s' if args.clients > 1 else ''}):"
+    )
+    print(f"{'setup':<28} {first.label:>14} {second.label:>14} {'ratio':>7}")
+    for setup, by in counts.items():
+        print(f"{SETUPS[setup][1]:<28} {by['base']:>14,.0f} {by['this']:>14,.0f} {by['this'] / by['base']:>7.3f}")
+    if "pass" in counts and "shadow" in counts:
+        cost = {side: counts["shadow"][side] - counts["pass"][side] for side in ("base", "this")}
+        ratio = cost["this"] / cost["base"] if cost["base"] else float("nan")
+        print(f"{'shadow − pass-through':<28} {cost['base']:>14,.0f} {cost['this']:>14,.0f} {ratio:>7.3f}")
     return 0
 
 

@@ -4,7 +4,8 @@ Throughput rows use wrk (closed loop, -t1 -c32) when installed, else a Python lo
 open-loop Python generator (latency measured from each request's scheduled start, so stalls are not hidden).
 nginx serves as the fast back end and as the reference reverse proxy when installed (Debian's nginx); otherwise an
 aiohttp back end stands in and the nginx proxy row is skipped with the reason. Figures drift between machines;
-the ratios measured in one run are what the targets are about.
+the ratios measured in one run are what the targets are about. Last, `benchmarks.mismatch_sustain` holds 1,000
+mismatching req/s for `--sustain-seconds` and counts what the shadow side dropped. `--only` picks setups.
 """
 
 from __future__ import annotations
@@ -39,6 +40,20 @@ NGINX = "nginx reverse proxy (1 worker)"
 PASS_W2 = "strangler pass-through --workers 2"
 NGINX_W2 = "nginx reverse proxy (worker_processes 2)"
 BODY = '{"id":1,"name":"widget","price":9.99,"tags":["a","b"],"ok":true,"n":12345}'
+# What `--only` may pick: throughput setups (the back end direct row always comes with them), the fixed-rate latency
+# rows, the compare micro-benchmarks and the sustained mismatch run.
+SETUPS = {
+    "nginx": NGINX,
+    "pass": PASS,
+    "aiohttp": PASS_AIOHTTP,
+    "access": ACCESS,
+    "workers": PASS_W2,
+    "shadow": SHADOW,
+    "inproc": SHADOW_INPROC,
+    "fixed": "",
+    "compare": "",
+    "sustain": "",
+}
 
 
 @dataclass
@@ -300,12 +315,118 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--rate", type=float, default=300.0, help="requests/s of the fixed-rate rows")
     ap.add_argument("--json", type=Path, default=ROOT / "bench-results" / "latest.json")
+    ap.add_argument(
+        "--only",
+        default=",".join(SETUPS),
+        help=f"comma-separated setups to run (default all): {', '.join(SETUPS)}; e.g. --only pass,shadow,fixed",
+    )
+    ap.add_argument(
+        "--sustain-seconds",
+        type=float,
+        default=120.0,
+        help="how long benchmarks.mismatch_sustain holds 1,000 mismatching req/s (0: skip it)",
+    )
     args = ap.parse_args()
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    unknown = ", ".join(sorted(only - SETUPS.keys())) or "(none)"
+    if not only or only - SETUPS.keys():
+        ap.error(f"--only: unknown setup(s) {unknown}; known: {', '.join(SETUPS)}")
     have_nginx = shutil.which("nginx") is not None
     generator = f"wrk -t1 -c{args.connections}" if shutil.which("wrk") else "python (wrk not installed)"
     print(f"load generator: {generator}")
     print(f"back end: {'nginx' if have_nginx else 'aiohttp (nginx not installed)'}; cores: {os.cpu_count()}")
-    secs, conns, rate = args.seconds, args.connections, args.rate
+    rows: list[Row] = []
+    runs: Runs = {}
+    coverage: dict[str, dict[str, float]] = {}
+    if only & {"nginx", "pass", "aiohttp", "access", "workers", "shadow", "inproc"}:
+        rows, runs, coverage = _throughput_rows(args, only, have_nginx)
+    if "fixed" in only:
+        fixed_rows, fixed_runs = _fixed_rows(args)
+        rows += fixed_rows
+        runs |= fixed_runs
+
+    print()
+    print(f"{'setup':<56} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
+    for r in rows:
+        print(f"{r.name:<56} {r.rps:>10.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f}")
+    print(f"\nratios (median over {args.rounds} interleaved rounds of each round's ratio, side by side in this run):")
+    ratios: dict[str, float] = {}
+    if NGINX in runs and PASS in runs:
+        ratios["pass-through / nginx req/s (target >= 0.25)"] = _paired(runs, PASS, NGINX, _rps)
+    if NGINX in runs and PASS_AIOHTTP in runs:
+        ratios["pass-through, aiohttp listener / nginx req/s"] = _paired(runs, PASS_AIOHTTP, NGINX, _rps)
+    if PASS in runs and PASS_AIOHTTP in runs:
+        ratios["pass-through fast / aiohttp listener req/s"] = _paired(runs, PASS, PASS_AIOHTTP, _rps)
+    if PASS in runs and ACCESS in runs:
+        ratios["access log on / off req/s (pass-through)"] = _paired(runs, ACCESS, PASS, _rps)
+    # Worker scaling: each setup with 2 workers against itself with 1, measured in the same rounds.
+    if PASS in runs and PASS_W2 in runs:
+        ratios["worker scaling: strangler --workers 2 / --workers 1 req/s"] = _paired(runs, PASS_W2, PASS, _rps)
+    if NGINX in runs and NGINX_W2 in runs:
+        ratios["worker scaling: nginx worker_processes 2 / 1 req/s"] = _paired(runs, NGINX_W2, NGINX, _rps)
+    if PASS_W2 in runs and NGINX_W2 in runs:
+        ratios["strangler --workers 2 / nginx worker_processes 2 req/s"] = _paired(runs, PASS_W2, NGINX_W2, _rps)
+    if SHADOW in runs and PASS in runs:
+        ratios["shadow 100% / pass-through req/s (target >= 0.75)"] = _paired(runs, SHADOW, PASS, _rps)
+        print(
+            "  rounds of shadow / pass-through: "
+            + ", ".join(f"{x[0] / y[0]:.2f}" for x, y in zip(runs[SHADOW], runs[PASS], strict=True))
+        )
+    if SHADOW_INPROC in runs and PASS in runs:
+        ratios["shadow 100% in-process / pass-through req/s"] = _paired(runs, SHADOW_INPROC, PASS, _rps)
+    if "fixed" in only:
+        f_be, f_pt, f_pa, f_sl = _fixed_names(args.rate)
+        ratios["added p50 ms at fixed rate (target <= 0.5)"] = _paired(runs, f_pt, f_be, lambda x, y: x[1] - y[1])
+        ratios["added p50 ms at fixed rate, aiohttp listener"] = _paired(runs, f_pa, f_be, lambda x, y: x[1] - y[1])
+        ratios["p99 slow-candidate shadow / pass-through (target <= 1.05)"] = _paired(
+            runs, f_sl, f_pt, lambda x, y: x[2] / y[2]
+        )
+        print(
+            "  rounds of p99 slow-candidate shadow / pass-through: "
+            + ", ".join(f"{x[2] / y[2]:.2f}" for x, y in zip(runs[f_sl], runs[f_pt], strict=True))
+        )
+    for k, v in ratios.items():
+        print(f"  {k:<62} {v:.3f}")
+    by_name = {r.name: r.rps for r in rows}
+    if PASS_W2 in by_name:
+        print("\nreq/s per worker count (medians above; with fewer free cores than workers, little scaling):")
+    for label, one, two in (("strangler pass-through", PASS, PASS_W2), ("nginx reverse proxy", NGINX, NGINX_W2)):
+        if one in by_name and two in by_name:
+            print(f"  {label:<24} 1 worker {by_name[one]:>8.0f}   2 workers {by_name[two]:>8.0f}")
+    if coverage:
+        print("\nshadow coverage over the whole run (warm-up included), from each process's /metrics:")
+    for name, cov in coverage.items():
+        served = cov.get("served") or 1.0
+        parts = ", ".join(f"{k} {v:.0f} ({100 * v / served:.1f}%)" for k, v in sorted(cov.items()) if k != "served")
+        print(f"  {name:<11} served {served:.0f}: {parts}")
+    if "compare" in only:
+        print()
+        subprocess.run([sys.executable, "-m", "benchmarks.compare_micro"], check=False)
+        print()
+        subprocess.run([sys.executable, "-m", "benchmarks.compare_bench"], check=False)
+        print()  # rows/s one store file takes (docs/scale.md)
+        subprocess.run([sys.executable, "-m", "benchmarks.store_rate", "--seconds", "2"], check=False)
+    sustain = None
+    if "sustain" in only and args.sustain_seconds > 0:
+        from benchmarks import mismatch_sustain
+
+        print()
+        sustain = mismatch_sustain.run(args.sustain_seconds, 1000.0, 250.0)
+        mismatch_sustain.report(sustain)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    figures = {"rows": [asdict(r) for r in rows], "rounds": runs, "ratios": ratios, "coverage": coverage}
+    if sustain is not None:
+        figures["sustain"] = asdict(sustain)
+    args.json.write_text(json.dumps(figures, indent=2))
+    print(f"\nfigures written to {args.json}")
+    return 0
+
+
+def _throughput_rows(
+    args: argparse.Namespace, only: set[str], have_nginx: bool
+) -> tuple[list[Row], Runs, dict[str, dict[str, float]]]:
+    """wrk against the back end directly and the picked proxies, all running at once, in interleaved rounds."""
+    secs, conns = args.seconds, args.connections
     with tempfile.TemporaryDirectory(prefix="strangler-bench-") as t, contextlib.ExitStack() as stack:
         tmp = Path(t)
         be, be2, pt, pt_a, pta, pta_a, sh, sh_a, shi, shi_a, ngx, al, al_a = (free_port() for _ in range(13))
@@ -320,26 +441,33 @@ def main() -> int:
             stack.enter_context(process(backend_cmd(be, 0), be))
             stack.enter_context(process(backend_cmd(be2, 0), be2))
         targets = {"back end direct": be}
-        cfg = routes_yaml(tmp, pt, pt_a, be, be2, "legacy", "pass")
-        stack.enter_context(process(strangler_cmd(cfg), pt, log=tmp / "pass.log"))
-        targets[PASS] = pt
-        cfg = routes_yaml(tmp, al, al_a, be, be2, "legacy", "access", access_log=True)
-        stack.enter_context(process(strangler_cmd(cfg), al, log=tmp / "access.log"))
-        targets[ACCESS] = al
-        cfg = routes_yaml(tmp, pta, pta_a, be, be2, "legacy", "pass_aiohttp")
-        stack.enter_context(process(strangler_cmd(cfg, "--server", "aiohttp"), pta, log=tmp / "pass_aiohttp.log"))
-        targets[PASS_AIOHTTP] = pta
-        cfg = routes_yaml(tmp, pt2, pt2_a, be, be2, "legacy", "pass_w2")
-        stack.enter_context(process(strangler_cmd(cfg, "--workers", "2"), pt2, log=tmp / "pass_w2.log"))
-        targets[PASS_W2] = pt2
-        cfg = routes_yaml(tmp, sh, sh_a, be, be2, "shadow", "shadow")
-        stack.enter_context(process(strangler_cmd(cfg), sh, log=tmp / "shadow.log"))
-        targets[SHADOW] = sh
-        cfg = routes_yaml(tmp, shi, shi_a, be, be2, "shadow", "shadow_inproc")
-        stack.enter_context(process(strangler_cmd(cfg, "--no-shadow-worker"), shi, log=tmp / "shadow_inproc.log"))
-        targets[SHADOW_INPROC] = shi
-        if have_nginx:
-            for name, port, workers in ((NGINX, ngx, 1), (NGINX_W2, ngx2, 2)):
+        if "pass" in only:
+            cfg = routes_yaml(tmp, pt, pt_a, be, be2, "legacy", "pass")
+            stack.enter_context(process(strangler_cmd(cfg), pt, log=tmp / "pass.log"))
+            targets[PASS] = pt
+        if "access" in only:
+            cfg = routes_yaml(tmp, al, al_a, be, be2, "legacy", "access", access_log=True)
+            stack.enter_context(process(strangler_cmd(cfg), al, log=tmp / "access.log"))
+            targets[ACCESS] = al
+        if "aiohttp" in only:
+            cfg = routes_yaml(tmp, pta, pta_a, be, be2, "legacy", "pass_aiohttp")
+            stack.enter_context(process(strangler_cmd(cfg, "--server", "aiohttp"), pta, log=tmp / "pass_aiohttp.log"))
+            targets[PASS_AIOHTTP] = pta
+        if "workers" in only:
+            cfg = routes_yaml(tmp, pt2, pt2_a, be, be2, "legacy", "pass_w2")
+            stack.enter_context(process(strangler_cmd(cfg, "--workers", "2"), pt2, log=tmp / "pass_w2.log"))
+            targets[PASS_W2] = pt2
+        if "shadow" in only:
+            cfg = routes_yaml(tmp, sh, sh_a, be, be2, "shadow", "shadow")
+            stack.enter_context(process(strangler_cmd(cfg), sh, log=tmp / "shadow.log"))
+            targets[SHADOW] = sh
+        if "inproc" in only:
+            cfg = routes_yaml(tmp, shi, shi_a, be, be2, "shadow", "shadow_inproc")
+            stack.enter_context(process(strangler_cmd(cfg, "--no-shadow-worker"), shi, log=tmp / "inproc.log"))
+            targets[SHADOW_INPROC] = shi
+        if "nginx" in only and have_nginx:
+            # worker_processes 2 comes with the workers row, to scale side by side with strangler --workers 2
+            for name, port, workers in ((NGINX, ngx, 1), (NGINX_W2, ngx2, 2))[: 2 if "workers" in only else 1]:
                 conf = nginx_conf(
                     tmp,
                     f"proxy{workers}",
@@ -350,7 +478,7 @@ def main() -> int:
                 )
                 stack.enter_context(process(nginx_cmd(conf), port))
                 targets[name] = port
-        else:
+        elif "nginx" in only:
             print("nginx reverse proxy row skipped: nginx not installed (apt-get install nginx)")
         # Measured in this order each round, so the setups a ratio compares run next to each other.
         order = [NGINX, PASS, PASS_AIOHTTP, ACCESS, NGINX_W2, PASS_W2, SHADOW, SHADOW_INPROC]
@@ -358,9 +486,26 @@ def main() -> int:
         for port in targets.values():
             throughput(port, 1.0, conns)  # warm-up: pools, caches
         rows, runs = _rounds(targets, args.rounds, lambda port: throughput(port, secs, conns))
-        coverage = {"worker": shadow_coverage(sh_a), "in-process": shadow_coverage(shi_a)}
+        coverage = {}
+        if SHADOW in targets:
+            coverage["worker"] = shadow_coverage(sh_a)
+        if SHADOW_INPROC in targets:
+            coverage["in-process"] = shadow_coverage(shi_a)
+    return rows, runs, coverage
 
-    # Fixed-rate latency rows: a legacy that takes 2 ms, a candidate 10x slower (20 ms), all up at once.
+
+def _fixed_names(rate: float) -> tuple[str, str, str, str]:
+    return (
+        f"fixed {rate:.0f}/s: back end direct",
+        f"fixed {rate:.0f}/s: strangler pass-through",
+        f"fixed {rate:.0f}/s: strangler pass-through, --server aiohttp",
+        f"fixed {rate:.0f}/s: strangler shadow, candidate 10x slower",
+    )
+
+
+def _fixed_rows(args: argparse.Namespace) -> tuple[list[Row], Runs]:
+    """Fixed-rate latency rows: a legacy that takes 2 ms, a candidate 10x slower (20 ms), all up at once."""
+    rate, secs = args.rate, args.seconds
     with tempfile.TemporaryDirectory(prefix="strangler-bench-") as t, contextlib.ExitStack() as stack:
         tmp = Path(t)
         legacy_p, slow_p, fpt, fpt_a, fpa, fpa_a, fsl, fsl_a = (free_port() for _ in range(8))
@@ -372,68 +517,10 @@ def main() -> int:
         stack.enter_context(process(strangler_cmd(cfg, "--server", "aiohttp"), fpa, log=tmp / "fpass_aiohttp.log"))
         cfg = routes_yaml(tmp, fsl, fsl_a, legacy_p, slow_p, "shadow", "fslow")
         stack.enter_context(process(strangler_cmd(cfg), fsl, log=tmp / "fslow.log"))
-        fixed = {
-            f"fixed {rate:.0f}/s: back end direct": legacy_p,
-            f"fixed {rate:.0f}/s: strangler pass-through": fpt,
-            f"fixed {rate:.0f}/s: strangler pass-through, --server aiohttp": fpa,
-            f"fixed {rate:.0f}/s: strangler shadow, candidate 10x slower": fsl,
-        }
+        fixed = dict(zip(_fixed_names(rate), (legacy_p, fpt, fpa, fsl), strict=True))
         for port in fixed.values():
             asyncio.run(_open_loop(port, rate, 1.0))  # warm-up
-        fixed_rows, fixed_runs = _rounds(fixed, args.rounds, lambda port: asyncio.run(_open_loop(port, rate, secs)))
-        rows += fixed_rows
-        runs |= fixed_runs
-
-    print()
-    print(f"{'setup':<56} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
-    for r in rows:
-        print(f"{r.name:<56} {r.rps:>10.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f}")
-    print(f"\nratios (median over {args.rounds} interleaved rounds of each round's ratio, side by side in this run):")
-    ratios: dict[str, float] = {}
-    if NGINX in runs:
-        ratios["pass-through / nginx req/s (target >= 0.25)"] = _paired(runs, PASS, NGINX, _rps)
-        ratios["pass-through, aiohttp listener / nginx req/s"] = _paired(runs, PASS_AIOHTTP, NGINX, _rps)
-    ratios["pass-through fast / aiohttp listener req/s"] = _paired(runs, PASS, PASS_AIOHTTP, _rps)
-    ratios["access log on / off req/s (pass-through)"] = _paired(runs, ACCESS, PASS, _rps)
-    # Worker scaling: each setup with 2 workers against itself with 1, measured in the same rounds.
-    ratios["worker scaling: strangler --workers 2 / --workers 1 req/s"] = _paired(runs, PASS_W2, PASS, _rps)
-    if NGINX_W2 in runs:
-        ratios["worker scaling: nginx worker_processes 2 / 1 req/s"] = _paired(runs, NGINX_W2, NGINX, _rps)
-        ratios["strangler --workers 2 / nginx worker_processes 2 req/s"] = _paired(runs, PASS_W2, NGINX_W2, _rps)
-    ratios["shadow 100% / pass-through req/s (target >= 0.60)"] = _paired(runs, SHADOW, PASS, _rps)
-    ratios["shadow 100% in-process / pass-through req/s"] = _paired(runs, SHADOW_INPROC, PASS, _rps)
-    f_be, f_pt, f_pa, f_sl = fixed
-    ratios["added p50 ms at fixed rate (target <= 0.5)"] = _paired(runs, f_pt, f_be, lambda x, y: x[1] - y[1])
-    ratios["added p50 ms at fixed rate, aiohttp listener"] = _paired(runs, f_pa, f_be, lambda x, y: x[1] - y[1])
-    ratios["p99 slow-candidate shadow / pass-through (target <= 1.10)"] = _paired(
-        runs, f_sl, f_pt, lambda x, y: x[2] / y[2]
-    )
-    for k, v in ratios.items():
-        print(f"  {k:<62} {v:.3f}")
-    by_name = {r.name: r.rps for r in rows}
-    print("\nreq/s per worker count (medians above; on a machine with fewer free cores than workers, little scaling):")
-    for label, one, two in (("strangler pass-through", PASS, PASS_W2), ("nginx reverse proxy", NGINX, NGINX_W2)):
-        if one in by_name and two in by_name:
-            print(f"  {label:<24} 1 worker {by_name[one]:>8.0f}   2 workers {by_name[two]:>8.0f}")
-    print("\nshadow coverage over the whole run (warm-up included), from each process's /metrics:")
-    for name, cov in coverage.items():
-        served = cov.get("served") or 1.0
-        parts = ", ".join(f"{k} {v:.0f} ({100 * v / served:.1f}%)" for k, v in sorted(cov.items()) if k != "served")
-        print(f"  {name:<11} served {served:.0f}: {parts}")
-    print()
-    subprocess.run([sys.executable, "-m", "benchmarks.compare_micro"], check=False)
-    print()
-    subprocess.run([sys.executable, "-m", "benchmarks.compare_bench"], check=False)
-    print()  # rows/s one store file takes (docs/scale.md)
-    subprocess.run([sys.executable, "-m", "benchmarks.store_rate", "--seconds", "2"], check=False)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(
-        json.dumps(
-            {"rows": [asdict(r) for r in rows], "rounds": runs, "ratios": ratios, "coverage": coverage}, indent=2
-        )
-    )
-    print(f"\nfigures written to {args.json}")
-    return 0
+        return _rounds(fixed, args.rounds, lambda port: asyncio.run(_open_loop(port, rate, secs)))
 
 
 if __name__ == "__main__":

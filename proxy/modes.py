@@ -123,17 +123,23 @@ def mirror_decision(route: Route | None, served_by: Side, method: str) -> Mirror
     opts = mirror_options(route, served_by)
     if opts is None:
         return _NOT_MIRRORING
-    target = mirror_target(route, served_by)
-    if method not in opts.methods:
-        return MirrorDecision(None, "method_not_mirrored", target)
-    if opts.side_effects == "block" and method not in SAFE_METHODS:
-        return MirrorDecision(None, "side_effects_blocked", target)
-    return MirrorDecision(opts, None, target)
+    skip = _method_skip(opts, method)
+    return MirrorDecision(None if skip is not None else opts, skip, mirror_target(route, served_by))
 
 
 _NOT_MIRRORING = MirrorDecision(None, None, None)
 
 
+def _method_skip(opts: Mirror, method: str) -> SkipReason | None:
+    if method not in opts.methods:
+        return "method_not_mirrored"
+    if opts.side_effects == "block" and method not in SAFE_METHODS:
+        return "side_effects_blocked"
+    return None
+
+
 def mirror_for(route: Route | None, served_by: Side, method: str) -> Mirror | None:
-    """The mirror options that apply to this request, or None when no copy is made (see `mirror_decision`)."""
-    return mirror_decision(route, served_by, method).options
+    """The mirror options that apply to this request, or None when no copy is made (`mirror_decision`'s options,
+    without building the decision: the request handler asks this for every request)."""
+    opts = mirror_options(route, served_by)
+    return opts if opts is not None and _method_skip(opts, method) is None else None

@@ -41,30 +41,33 @@ def request_snapshot(
         kept, note = None, "too_large"
     else:
         kept, note = body, None
+    # Positional (method, path, query_string, headers, body, body_note, request_id, client_ip, host): built for
+    # every mirrored request, and keywords cost a dict per call.
     return RequestSnapshot(
-        method=request.method,
-        path=path,
-        query_string=query_string,
-        headers=tuple(fwd_headers),
-        body=kept,
-        body_note=note,
-        request_id=request_id,
-        client_ip=peer_ip,
-        host=request.headers.get("Host", ""),
+        request.method,
+        path,
+        query_string,
+        tuple(fwd_headers),
+        kept,
+        note,
+        request_id,
+        peer_ip,
+        request.headers.get("Host", ""),
     )
 
 
 def response_snapshot(side: Side, upstream_name: str, result: ForwardResult) -> ResponseSnapshot:
     """What the client got from the primary, as listeners see it."""
+    # Positional (side, upstream, status, headers, body, body_complete, latency, error), as above.
     return ResponseSnapshot(
-        side=side,
-        upstream=upstream_name,
-        status=result.upstream_status,
-        headers=result.response_headers,
-        body=result.body,
-        body_complete=result.body_complete,
-        latency=result.latency,
-        error=result.error,
+        side,
+        upstream_name,
+        result.upstream_status,
+        result.response_headers,
+        result.body,
+        result.body_complete,
+        result.latency,
+        result.error,
     )
 
 

@@ -20,7 +20,7 @@ from typing import Protocol
 from proxy.config.model import Redact, Route
 from proxy.events import ExchangeStart, ResponseSnapshot
 from proxy.metrics import Metrics
-from shadow.judge.compare import judge_pair, judge_pair_quick
+from shadow.judge.compare import Unjudged, judge_pair, judge_pair_quick, judge_rest
 from shadow.judge.origins import exchange_origins
 from shadow.records import exchange_record, unpaired_record
 from shadow.redact import Redactor
@@ -54,6 +54,9 @@ class FinishedPair(Protocol):
     def candidate(self) -> ResponseSnapshot | None: ...
 
 
+_Slow = tuple[FinishedPair, Unjudged | None]  # a pair for the compare thread, and what the loop left of it
+
+
 class Recorder:
     """Judges pairs, redacts and records every exchange, counts outcomes. Create it on the event loop it serves."""
 
@@ -81,7 +84,8 @@ class Recorder:
         self._handoff: asyncio.TimerHandle | None = None
         self._handed = 0  # pairs handed to the compare thread (written on the loop only)
         self._compared = 0  # pairs it has finished (written by the compare thread only)
-        self._compare_q: queue.SimpleQueue[list[FinishedPair] | None] = queue.SimpleQueue()
+        # Pairs for the compare thread, each with what the loop's quick judge left of it (None: not looked at).
+        self._compare_q: queue.SimpleQueue[list[_Slow] | None] = queue.SimpleQueue()
         self._compare_thread = threading.Thread(target=self._compare_loop, name="strangler-compare", daemon=True)
         self._compare_thread.start()
 
@@ -98,13 +102,12 @@ class Recorder:
         """Judge the pairs gathered since the last handoff that the fast path can (matches, failures) and record
         them; send the rest to the compare thread and every record to the writer, each in one go."""
         self._handoff = None
-        ready, self._ready = self._ready, []
-        if ready:
-            ready = self._judge_on_loop(ready)
+        finished, self._ready = self._ready, []
+        ready = self._judge_on_loop(finished) if finished else []
         if ready:
             room = self._compare_queue - (self._handed - self._compared)
             if len(ready) > room:
-                for p in ready[max(room, 0) :]:
+                for p, _ in ready[max(room, 0) :]:
                     self.record_skip(p.start, "dropped", "compare_queue_full", p.pair)
                 del ready[max(room, 0) :]
             if ready:
@@ -115,9 +118,10 @@ class Recorder:
             self._writer.submit_many(records)
         self._metrics.shadow_queue.set(("compare",), self._handed - self._compared)
 
-    def _judge_on_loop(self, ready: list[FinishedPair]) -> list[FinishedPair]:
-        """Record the pairs judged without deepdiff; returns the ones the compare thread must look at."""
-        slow: list[FinishedPair] = []
+    def _judge_on_loop(self, ready: list[FinishedPair]) -> list[_Slow]:
+        """Record the pairs judged without a field-by-field comparison; returns the ones the compare thread must
+        finish, with what the quick judge left of them (unified, fast path tried: the thread does neither again)."""
+        slow: list[_Slow] = []
         tallies: list[_Tally] = []
         records = self._loop_records
         for p in ready:
@@ -126,7 +130,7 @@ class Recorder:
             assert candidate is not None
             try:
                 if self._fell_back(p):
-                    judged: tuple[Outcome, str | None, Comparison | None] | None = _FELL_BACK
+                    judged: tuple[Outcome, str | None, Comparison | None] | Unjudged | None = _FELL_BACK
                 elif len(primary.body or b"") > LOOP_JUDGE_MAX or len(candidate.body or b"") > LOOP_JUDGE_MAX:
                     judged = None
                 else:
@@ -137,8 +141,8 @@ class Recorder:
                         candidate_is_new=self._candidate_is_new(p),
                         origins=exchange_origins(p.start),
                     )
-                if judged is None:
-                    slow.append(p)
+                if judged is None or isinstance(judged, Unjudged):
+                    slow.append((p, judged))
                     continue
                 records.append(self._record(p, *judged, tallies))
             except Exception:  # a bad pair must never break the loop's handoff, nor go unrecorded
@@ -167,9 +171,9 @@ class Recorder:
         while (batch := self._compare_q.get()) is not None:
             records: list[ExchangeRecord] = []
             tallies: list[_Tally] = []
-            for p in batch:
+            for p, unjudged in batch:
                 try:
-                    records.append(self._compare_and_record(p, tallies))
+                    records.append(self._compare_and_record(p, unjudged, tallies))
                 except Exception:  # a bad pair must never stop the thread, nor go unrecorded
                     log.exception("comparing a shadow pair failed")
                     redactor = self._redactor(p.start.config.store.redact)
@@ -180,8 +184,11 @@ class Recorder:
             with contextlib.suppress(RuntimeError):  # the loop is closed: the process is ending
                 self._loop.call_soon_threadsafe(self._count_outcomes, tallies)
 
-    def _compare_and_record(self, p: FinishedPair, tallies: list[_Tally]) -> ExchangeRecord:
-        """In the compare thread: the full judgement (deepdiff on mismatches) and the record."""
+    def _compare_and_record(self, p: FinishedPair, unjudged: Unjudged | None, tallies: list[_Tally]) -> ExchangeRecord:
+        """In the compare thread: the full judgement and the record; from where the loop's quick judge left the
+        pair when it looked at it."""
+        if unjudged is not None:
+            return self._record(p, *judge_rest(unjudged, p.route.compare), tallies)
         primary, candidate = p.primary, p.candidate
         assert primary is not None
         assert candidate is not None

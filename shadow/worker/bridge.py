@@ -1,11 +1,12 @@
 """The shadow side as seen from the proxy process: decide, hand over to the shadow worker, never wait.
 
 `ShadowBridge` is the `ExchangeListener` `strangler serve` installs. On the event loop it only decides what to do
-with a request (`plan_mirror`: route options and sampling) and appends a frame to a buffer that is written to the
-worker at the end of the loop iteration (starts) or within LAZY_FLUSH (primaries, traffic counts); the copies, the
-comparisons and the store run in the worker process (`shadow.worker.process`). The client's request pays for a snapshot
-and a few microseconds of encoding, not for a second HTTP exchange: measured, this is what lets shadowing at 100%
-keep most of pass-through's throughput.
+with a request (`plan_mirror`: route options and sampling) and appends its message to a list that is encoded as one
+frame (`batch_frame`) and written to the worker at the end of the loop iteration, at most once per WRITE_GAP (starts),
+or within LAZY_FLUSH (primaries, traffic counts); the copies, the comparisons and the store run in the worker process
+(`shadow.worker.process`). The client's request pays for its snapshots and a share of one encoding and one write per
+loop iteration, not for a second HTTP exchange: measured, this is what lets shadowing at 100% keep most of
+pass-through's throughput.
 
 Failure never reaches the client:
 - a worker that cannot keep up: past `max_backlog` bytes waiting for it (`limits.shadow_backlog`), new copies are
@@ -13,7 +14,7 @@ Failure never reaches the client:
 - a worker that dies, or stops reporting for `SILENT_AFTER` seconds (it is killed then): copies are dropped and
   counted (`worker_down`) and it is restarted with a growing delay. What it had taken and not yet stored is not
   lost uncounted: the worker acknowledges each start once its rows are written ("settled"), the bridge keeps the
-  row-only record of every start not yet acknowledged, and sends those to the next worker as drops
+  message of every start not yet acknowledged, and sends their row-only records to the next worker as drops
   (`worker_lost`), which writes and counts the ones the dead worker had not stored. So every mirrored request ends
   as a row, or as a counted drop (`strangler_shadow_mirrored_total` = stored + dropped by reason);
 - on shutdown (after the proxy drained) the worker is told to close: it lets in-flight copies finish, compares
@@ -36,33 +37,36 @@ from proxy.events import ExchangeListener, ExchangeObserver, ExchangeStart, Resp
 from proxy.metrics import WORKER_RESTARTS, Counter
 from proxy.state import RuntimeState
 from proxy.tasks import TaskOwner
-from shadow.plan import TrafficCounting, plan_mirror
+from shadow.plan import MirrorPlan, TrafficCounting, plan_mirror
 from shadow.records import TrafficTally
 from shadow.redact import key_path_for, load_or_create_key
 from shadow.store.database import Store
 from shadow.worker.supervisor import SILENT_AFTER, WorkerSupervisor
-from shadow.worker.wire import Message, config_message, frame, primary_message, start_message, traffic_message
+from shadow.worker.wire import (
+    Message,
+    batch_frame,
+    config_message,
+    drop_record,
+    frame,
+    primary_message,
+    start_drop,
+    start_message,
+    start_route,
+    traffic_message,
+)
 
 log = logging.getLogger("strangler.shadow.bridge")
 
 TRAFFIC_FLUSH = 1.0  # seconds between traffic-count messages
 LAZY_FLUSH = 0.005  # seconds frames nothing waits for (primaries, traffic) may gather before they are written
+# Seconds between two writes of starts: under load many loop iterations follow each other within one, and their
+# starts then go out in one write (one encoding, one system call, one wake-up of the worker) instead of one each;
+# at a low rate a start still leaves at the end of its loop iteration.
+WRITE_GAP = 0.001
 RESTART_METRIC = WORKER_RESTARTS
 MIRRORED_METRIC = "strangler_shadow_mirrored_total"
 WORKER_LOST = "worker_lost"
 DROP_WARN_EVERY = 10.0  # seconds between log lines about dropped copies
-
-
-class _Sent:
-    """The observer of one handed-over exchange: forwards its primary to the worker that has its copies."""
-
-    __slots__ = ("bridge", "generation", "seq")
-
-    def __init__(self, bridge: ShadowBridge, seq: int, generation: int) -> None:
-        self.bridge, self.seq, self.generation = bridge, seq, generation
-
-    def primary_done(self, primary: ResponseSnapshot) -> None:
-        self.bridge._primary_done(self, primary)
 
 
 class ShadowBridge(TrafficCounting):
@@ -93,12 +97,18 @@ class ShadowBridge(TrafficCounting):
             ("route",),
         )
         self._traffic = TrafficTally()
-        # Starts sent and not yet acknowledged as stored, with their row-only record for the next worker should this
-        # one die, and whether that drop is counted already (dropped in this process) or not (worker_lost).
-        self._unsettled: dict[int, tuple[Message, bool]] = {}
+        # Starts sent and not yet acknowledged as stored: should this worker die, their row-only records
+        # (`drop_record`) go to the next one. The message itself is kept, not a record made for every request: it
+        # holds the request body (up to the mirror's max_body) a little longer, as long as the worker holds the copy.
+        # A record with a drop reason other than worker_lost is a drop this process made and counted already.
+        self._unsettled: dict[int, Message] = {}
         self._lost_with_worker: list[int] = []  # seqs sent to the worker that died, to resend to the next one
-        self._out: list[bytes] = []  # frames not yet written to the stream
+        self._pending: list[Message] = []  # messages of this loop iteration, encoded together when flushed
+        self._out: list[bytes] = []  # encoded frames not yet written to the stream
         self._out_bytes = 0
+        self._buffered = 0  # the transport's write buffer after the last write (0: all taken by the socket)
+        self._written_at = -WRITE_GAP  # loop time of the last write
+        self._metrics.shadow_queue.set(("worker_stream",), 0)  # shown from the start; set again when it changes
         self._flush_handle: asyncio.Handle | None = None  # a write at the end of this loop iteration
         self._lazy_handle: asyncio.TimerHandle | None = None  # a write within LAZY_FLUSH
         self._transport: asyncio.Transport | None = None
@@ -137,25 +147,39 @@ class ShadowBridge(TrafficCounting):
         route = start.route
         assert route is not None
         self._mirrored.inc((route.id,))
-        backlog = self.backlog()
-        drop = "worker_down" if not self._up else "worker_busy" if backlog > self._max_backlog else None
-        if drop is not None:
-            self._metrics.shadow.inc((route.id, "candidate", "dropped", drop))
-            self._warn_drops(drop, backlog)
-            # Its row (without the body) still goes to the worker, or to the next one; past twice the limit,
-            # the drop is only counted.
-            if backlog <= 2 * self._max_backlog and plan.candidate:
-                self._seq += 1
-                message = start_message(self._seq, plan, start, drop)
-                self._unsettled[self._seq] = (message, True)
-                self._send_start(start, message)
+        if not self._up or (
+            self._out_bytes + self._buffered > self._max_backlog and self.backlog() > self._max_backlog
+        ):
+            self._drop(start, plan, route.id)
             return None
-        self._seq += 1
-        self._unsettled[self._seq] = (start_message(self._seq, plan, start, WORKER_LOST), False)
-        self._send_start(start, start_message(self._seq, plan, start))
+        self._seq = seq = self._seq + 1
+        message = start_message(seq, plan, start)
+        self._unsettled[seq] = message
+        if start.config is not self._config_sent:
+            self._send_config(start.config)
+        if self._flush_handle is not None:  # (`_send`, inlined: the common case, a write is already due)
+            self._pending.append(message)
+        else:
+            self._send(message)
         if not (plan.candidate or plan.noise):
             return None
-        return _Sent(self, self._seq, self._generation)
+        return _Sent((self, seq, self._generation))
+
+    def _drop(self, start: ExchangeStart, plan: MirrorPlan, route_id: str) -> None:
+        """No worker, or too much waiting for it: the copy is dropped and counted here."""
+        backlog = self.backlog()
+        drop = "worker_down" if not self._up else "worker_busy"
+        self._metrics.shadow.inc((route_id, "candidate", "dropped", drop))
+        self._warn_drops(drop, backlog)
+        # Its row (without the body) still goes to the worker, or to the next one; past twice the limit,
+        # the drop is only counted.
+        if backlog <= 2 * self._max_backlog and plan.candidate:
+            self._seq += 1
+            message = start_message(self._seq, plan, start, drop)
+            self._unsettled[self._seq] = message
+            if start.config is not self._config_sent:
+                self._send_config(start.config)
+            self._send(message)
 
     def _warn_drops(self, reason: str, backlog: int) -> None:
         """At most one log line per DROP_WARN_EVERY seconds while copies are being dropped, with their count."""
@@ -171,11 +195,6 @@ class ShadowBridge(TrafficCounting):
             self._drops_logged_at = now
             self._drops_unlogged = 0
 
-    def _primary_done(self, sent: _Sent, primary: ResponseSnapshot) -> None:
-        # Always sent, whatever the backlog: the worker holds the copy's result until its primary arrives.
-        if sent.generation == self._generation and self._up:
-            self._send(primary_message(sent.seq, primary), soon=False)
-
     async def ready(self) -> None:
         """Until the first worker can take copies (its store open), so the proxy's first requests do not all
         reach it as one burst; also returns if that worker died first. `start_proxy` bounds the wait."""
@@ -188,44 +207,60 @@ class ShadowBridge(TrafficCounting):
         return proc.pid if proc is not None and proc.returncode is None and self._up else None
 
     def backlog(self) -> int:
-        """Bytes handed over and not yet taken by the worker's socket."""
-        transport = self._transport
-        return self._out_bytes + (transport.get_write_buffer_size() if transport is not None else 0)
+        """Bytes handed over and not yet taken by the worker's socket (frames of this loop iteration not counted
+        until it ends)."""
+        buffered = self._buffered
+        if buffered:  # what the transport kept at the last write; it only shrinks until the next: look again
+            transport = self._transport
+            self._buffered = buffered = transport.get_write_buffer_size() if transport is not None else 0
+        return self._out_bytes + buffered
 
     # --- the stream --------------------------------------------------------------------------------------------
-
-    def _send_start(self, start: ExchangeStart, message: Message) -> None:
-        if start.config is not self._config_sent:
-            self._send_config(start.config)
-        self._send(message)
 
     def _send_config(self, config: Config) -> None:
         self._config_sent = config
         self._send(config_message(config))
 
     def _send(self, message: Message, *, soon: bool = True) -> None:
-        """Queue a frame. `soon`: written at the end of this loop iteration (a start: the copy should leave with
-        its primary); else within LAZY_FLUSH (a primary, traffic: nothing waits for them), so that at a low rate
-        the worker is woken once for several of them instead of once per request."""
-        data = frame(message)
-        self._out.append(data)
-        self._out_bytes += len(data)
+        """Queue a message. `soon`: written at the end of this loop iteration, or WRITE_GAP after the last write if
+        that is later (a start: the copy should leave with its primary); else within LAZY_FLUSH (a primary, traffic:
+        nothing waits for them), so that at a low rate the worker is woken once for several of them instead of once
+        per request."""
+        self._pending.append(message)
         if self._flush_handle is not None:
             return
         if soon:
-            # One write per loop iteration: the frames of every request handled in it go out together.
-            self._flush_handle = self._loop.call_soon(self._flush)
-            if self._lazy_handle is not None:
-                self._lazy_handle.cancel()
-                self._lazy_handle = None
+            # At most one write per loop iteration (the frames of every request handled in it go out together),
+            # and per WRITE_GAP.
+            loop = self._loop
+            due = self._written_at + WRITE_GAP
+            if loop.time() >= due:
+                self._flush_handle = loop.call_soon(self._flush)
+            else:
+                self._flush_handle = loop.call_at(due, self._flush)
         elif self._lazy_handle is None:
-            self._lazy_handle = self._loop.call_later(LAZY_FLUSH, self._flush)
+            # Left armed when a write at the end of an iteration takes these first: re-arming a timer per request
+            # (a primary, then the next request's start) cost more than an idle wake-up every LAZY_FLUSH.
+            self._lazy_handle = self._loop.call_later(LAZY_FLUSH, self._lazy_flush)
+
+    def _lazy_flush(self) -> None:
+        self._lazy_handle = None
+        if self._flush_handle is None and self._pending:
+            self._flush()
+
+    def _seal(self) -> None:
+        """Encode the queued messages as one frame, behind the frames already encoded."""
+        pending = self._pending
+        if pending:
+            data = batch_frame(pending) if len(pending) > 1 else frame(pending[0])
+            self._pending = []
+            self._out.append(data)
+            self._out_bytes += len(data)
 
     def _flush(self) -> None:
         self._flush_handle = None
-        if self._lazy_handle is not None:
-            self._lazy_handle.cancel()
-            self._lazy_handle = None
+        if self._pending:
+            self._seal()
         transport = self._transport
         if transport is None or not self._out:
             return  # the worker is starting: kept until it connects
@@ -233,7 +268,11 @@ class ShadowBridge(TrafficCounting):
         self._out.clear()
         self._out_bytes = 0
         transport.write(data)
-        self._metrics.shadow_queue.set(("worker_stream",), transport.get_write_buffer_size())
+        self._written_at = self._loop.time()
+        buffered = transport.get_write_buffer_size()
+        if buffered or self._buffered:  # the gauge is set once the stream backs up, and again once it is clear
+            self._metrics.shadow_queue.set(("worker_stream",), buffered)
+        self._buffered = buffered
 
     def _flush_traffic(self) -> None:
         counts = self._traffic.drain()
@@ -253,6 +292,9 @@ class ShadowBridge(TrafficCounting):
 
     def worker_disconnected(self) -> None:
         self._transport = None
+        if self._buffered:
+            self._metrics.shadow_queue.set(("worker_stream",), 0)
+        self._buffered = 0
 
     def worker_settled(self, seqs: tuple[int, ...]) -> None:
         """The worker wrote these starts' rows: nothing more to account for."""
@@ -269,6 +311,7 @@ class ShadowBridge(TrafficCounting):
                 "shadow worker lost with %d requests not stored; their rows go to the next worker (worker_lost)",
                 len(self._lost_with_worker),
             )
+        self._pending.clear()
         self._out.clear()
         self._out_bytes = 0
         self._config_sent = None
@@ -280,14 +323,19 @@ class ShadowBridge(TrafficCounting):
         self._restarts.inc()
         self._generation += 1
         self._up = True
+        self._seal()
         kept, kept_config, self._out = self._out, self._config_sent, []
         self._out_bytes = 0
         self._send_config(self._state.config)
+        unsettled = self._unsettled
         for seq in self._lost_with_worker:  # before what was kept: it holds config frames of its own
-            held = self._unsettled.get(seq)
+            held = unsettled.get(seq)
             if held is not None:
-                self._send(held[0])
+                if start_drop(held) is None:  # a copy the dead worker had: now only its row, as worker_lost
+                    unsettled[seq] = held = drop_record(held, WORKER_LOST)
+                self._send(held)
         self._lost_with_worker = []
+        self._seal()
         for data in kept:
             self._out.append(data)
             self._out_bytes += len(data)
@@ -315,10 +363,24 @@ class ShadowBridge(TrafficCounting):
                 handle.cancel()
         await self._tasks.close()  # a worker still running is killed when its supervision is cancelled
         self._metrics.shadow_queue.set(("worker_stream",), 0)
-        for message, counted in self._unsettled.values():  # no worker left to write their rows: counted only
-            if not counted:
-                self._metrics.shadow.inc((message[3], "candidate", "dropped", WORKER_LOST))
+        for message in self._unsettled.values():  # no worker left to write their rows: counted only
+            if start_drop(message) in (None, WORKER_LOST):  # (other drops were counted when this process made them)
+                self._metrics.shadow.inc((start_route(message), "candidate", "dropped", WORKER_LOST))
         self._unsettled.clear()
+
+
+class _Sent(tuple[ShadowBridge, int, int]):
+    """The observer of one handed-over exchange: forwards its primary to the worker that has its copies. A tuple
+    (bridge, seq, worker generation): one is made per mirrored request, and a tuple is built without running any
+    Python code."""
+
+    __slots__ = ()
+
+    def primary_done(self, primary: ResponseSnapshot) -> None:
+        # Always sent, whatever the backlog: the worker holds the copy's result until its primary arrives.
+        bridge, seq, generation = self
+        if generation == bridge._generation and bridge._up:
+            bridge._send(primary_message(seq, primary), soon=False)
 
 
 def shadow_worker_listeners(state: RuntimeState) -> Sequence[ExchangeListener]:

@@ -1,7 +1,9 @@
 """The messages between the proxy process and its shadow worker: framing and encoding, pure functions.
 
-A frame is a 4-byte big-endian length and a `marshal`-encoded tuple whose first item names the message. marshal
-is the fastest stdlib codec for tuples of str/bytes/numbers, which is all these are, and it is safe here: the
+A frame is a 4-byte big-endian length and a `marshal`-encoded message: a tuple whose first item names it, or a list
+of such tuples (`batch_frame`: what the proxy writes once per loop iteration, one `marshal.dumps` for every message of
+the iteration, so strings shared between messages — header names, route ids — are written once, by reference).
+marshal is the fastest stdlib codec for tuples of str/bytes/numbers, which is all these are, and it is safe here: the
 stream is a socketpair between a process and the child it started, never anything a client can reach. Configs
 cross as pickles (they are nested frozen dataclasses), once per reload.
 
@@ -57,6 +59,16 @@ def frame(message: Message) -> bytes:
     return _LEN.pack(len(payload)) + payload
 
 
+def batch_frame(messages: list[Message]) -> bytes:
+    """Several messages in one frame, read back as those messages in order (`FrameReader`)."""
+    payload = marshal.dumps(messages)
+    return _LEN.pack(len(payload)) + payload
+
+
+def _is_message(message: object) -> bool:
+    return type(message) is tuple and bool(message) and type(message[0]) is str
+
+
 class FrameReader:
     """Splits a byte stream into messages; feed it what the socket gives."""
 
@@ -95,9 +107,12 @@ class FrameReader:
                     message = marshal.loads(view[at + 4 : at + 4 + size])
                 except (ValueError, EOFError, TypeError) as exc:
                     raise WireError(f"undecodable frame: {exc}") from exc
-                if type(message) is not tuple or not message or type(message[0]) is not str:
+                if type(message) is list and all(_is_message(m) for m in message):
+                    out.extend(message)
+                elif _is_message(message):
+                    out.append(message)
+                else:
                     raise WireError("a frame that is not a message tuple")
-                out.append(message)
                 at += 4 + size
         if at < end:
             self._parts.append(src[at:])
@@ -139,6 +154,10 @@ class StartFrame:
 _NO_PLAN = MirrorPlan()
 
 
+_NO_WIRE_PLAN: tuple[str | None, bool, bool] = (None, False, False)
+_CANDIDATE_WIRE_PLAN: tuple[str | None, bool, bool] = (None, True, False)
+
+
 def start_message(seq: int, plan: MirrorPlan, start: ExchangeStart, drop: str | None = None) -> Message:
     """A request and its plan; with `drop`, only the record of a copy the proxy dropped (no body crosses)."""
     route = start.route
@@ -148,8 +167,34 @@ def start_message(seq: int, plan: MirrorPlan, start: ExchangeStart, drop: str | 
         r.method, r.path, r.query_string, r.headers, None if drop else r.body, drop or r.body_note, r.request_id,
         r.client_ip, r.host,
     )  # fmt: skip
-    wire_plan = (plan.skip, plan.candidate, plan.noise) if drop is None else (None, False, False)
+    if drop is not None:
+        wire_plan = _NO_WIRE_PLAN
+    elif plan is CANDIDATE:
+        wire_plan = _CANDIDATE_WIRE_PLAN
+    else:
+        wire_plan = (plan.skip, plan.candidate, plan.noise)
     return ("start", seq, wire_plan, route.id, start.served_by, start.primary_upstream, request, start.started_at, drop)
+
+
+def drop_record(start: Message, reason: str) -> Message:
+    """The row-only record of a start message's request (no body, no plan): what the next worker writes, with
+    `reason`, when the worker that had the request died before storing it. The same as `start_message` with
+    `drop=reason` would have made, built only when a worker is lost rather than for every request."""
+    _, seq, _, route_id, served_by, primary_upstream, r, started_at, _ = start
+    request = (r[0], r[1], r[2], r[3], None, reason, r[6], r[7], r[8])
+    return ("start", seq, _NO_WIRE_PLAN, route_id, served_by, primary_upstream, request, started_at, reason)
+
+
+def start_route(start: Message) -> str:
+    """The route id of a start message."""
+    route_id: str = start[3]
+    return route_id
+
+
+def start_drop(start: Message) -> str | None:
+    """The drop reason of a start message: None for a copy to make, else the reason its row is written for."""
+    drop: str | None = start[8]
+    return drop
 
 
 def read_start(m: Message) -> StartFrame:

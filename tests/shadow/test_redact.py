@@ -112,6 +112,34 @@ def test_json_body_without_secrets_or_not_json_is_unchanged(redactor: Redactor) 
     assert redactor.json_body(b"<html>") == b"<html>"
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"user": {"PASSWORD": "s3cret-value"}}',  # any case
+        b'{"user": {"pass\\u0077ord": "s3cret-value"}}',  # a key spelled with an escape
+        '{"user": {"to\u212aen": "s3cret-value"}}'.encode(),  # KELVIN SIGN: lowercases to "token"
+        b'{"next": "https://x.example/cb?token=s3cret-value"}',  # a secret parameter inside a string
+        b'{"next": "https:\\/\\/x.example\\/cb?token\\u003ds3cret-value"}',  # the same, escaped
+    ],
+)
+def test_json_secrets_found_however_the_bytes_spell_them(redactor: Redactor, body: bytes) -> None:
+    """The quick look at a body's bytes never lets a secret through: keys in any case, spelled with escapes or
+    with characters that lowercase to a secret name, and secret parameters in strings are all redacted."""
+    out = redactor.json_body(body)
+    assert b"s3cret-value" not in out
+    assert redactor.token("s3cret-value").encode() in out
+
+
+def test_json_without_secret_names_is_returned_without_parsing() -> None:
+    """A body whose bytes hold no secret key name and no '=' comes back as the same object, even when it is not
+    valid JSON (it is not parsed); with a secret name anywhere in it, it is parsed and walked."""
+    redactor = Redactor(KEY, Redact())
+    plain = b'{"id": 1, "name": "widget", "tags": ["a", "b"]'  # cut short: parsing would fail
+    assert redactor.json_body(plain) is plain
+    named = b'{"note": "no password here", "password": "pw-1"}'
+    assert b"pw-1" not in redactor.json_body(named)
+
+
 def test_body_dispatches_on_content_type(redactor: Redactor) -> None:
     """JSON types redact fields, form bodies redact like a query, binary types are left alone."""
     form = f"user=ann&password={SECRET}".encode()

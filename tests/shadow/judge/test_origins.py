@@ -4,6 +4,7 @@ through the real proxy, shadow listener and store, and the rewriting itself (sha
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gzip
 import json
 from pathlib import Path
@@ -16,8 +17,8 @@ from yarl import URL
 from cli.main import app
 from proxy.config.model import Compare
 from proxy.events import ResponseSnapshot, Side
-from shadow.judge.compare import judge_pair
-from shadow.judge.origins import Origins, origins_for, unify_pair, unify_response
+from shadow.judge.compare import Unjudged, judge_pair, judge_pair_quick, judge_rest
+from shadow.judge.origins import Judged, Origins, origins_for, unify_pair, unify_response
 from shadow.store.database import Store
 from tests.shadow.shadow_fixtures import backends, differences, exchanges, shadow_proxy
 
@@ -205,3 +206,45 @@ async def test_replay_unifies_origins_like_live_shadowing(tmp_path: Path) -> Non
     assert result.exit_code == 0, result.output
     [route] = json.loads(result.stdout)["routes"]
     assert (route["mismatched_before"], route["fixed"], route["mismatched_after"]) == (1, 1, 0)
+
+
+def _pairs_to_judge() -> list[tuple[ResponseSnapshot, ResponseSnapshot]]:
+    legacy_url, new_url = b'{"u": "http://10.0.0.5:8000/n", "a": 1}', b'{"u": "http://new.internal/n", "a": 2}'
+    failed = ResponseSnapshot("new", "new", 0, (), None, False, 0.01, "connect")
+    return [
+        (_snap(b'{"a": 1}'), _snap(b'{"a": 1}', side="new")),  # match
+        (_snap(b'{"a": 1}'), _snap(b'{"a": 2}', side="new")),  # mismatch
+        (_snap(legacy_url), _snap(new_url, side="new")),  # a mismatch once the URLs are unified
+        (_snap(b'{"u": "http://10.0.0.5:8000/n"}'), _snap(b'{"u": "http://new.internal/n"}', side="new")),
+        (_snap(b'{"a": 1}'), dataclasses.replace(_snap(b'{"a": 1}', side="new"), status=503)),  # 5xx candidate
+        (_snap(b'{"a": 1}'), failed),
+    ]
+
+
+def _timeless(judged: Judged) -> Judged:
+    outcome, reason, comparison = judged
+    return outcome, reason, None if comparison is None else dataclasses.replace(comparison, seconds=0.0)
+
+
+def test_quick_judge_then_the_rest_is_judge_pair() -> None:
+    """What the loop's quick judge decides, or leaves (`Unjudged`, URLs already unified) for the compare thread to
+    finish with `judge_rest`, is exactly what `judge_pair` decides, notes included; the thread unifies nothing
+    again."""
+    origins = _origins()
+    for legacy, new in _pairs_to_judge():
+        quick = judge_pair_quick(legacy, new, Compare(), origins=origins)
+        whole = judge_pair(legacy, new, Compare(), origins=origins)
+        if isinstance(quick, Unjudged):
+            assert _timeless(judge_rest(quick, Compare())) == _timeless(whole)
+            # Left as compared: the known-origin URLs already replaced (nothing for the thread to rewrite).
+            assert b"10.0.0.5" not in (quick.primary.body or b"")
+        else:
+            assert _timeless(quick) == _timeless(whole)
+    legacy, new = _pairs_to_judge()[2]
+    quick = judge_pair_quick(legacy, new, Compare(), origins=origins)
+    assert isinstance(quick, Unjudged)
+    assert quick.origins is origins  # the note comes with the judgement
+    outcome, _, comparison = judge_rest(quick, Compare())
+    assert outcome == "mismatch"
+    assert comparison is not None
+    assert comparison.note == origins.note

@@ -39,6 +39,7 @@ from shadow.worker.wire import (
     MetricState,
     WireError,
     apply_metric_changes,
+    batch_frame,
     config_message,
     frame,
     metric_changes,
@@ -234,11 +235,11 @@ async def test_sigterm_to_the_worker_too_still_stores_every_row(tmp_path: Path) 
     assert wp.restarts() == 0  # the worker outlived the signal; the proxy's close ended it
 
 
-async def test_worker_finishes_its_work_when_the_proxy_goes_away(tmp_path: Path) -> None:
-    """`python -m shadow.worker.process` fed a config, bad messages, a start and its primary, then end of stream (no
-    close
-    message): it says it is ready, skips the bad ones, completes the copy, stores the pair, sends its last metrics
-    and exits 0."""
+@pytest.mark.parametrize("framing", ["a frame each", "one batch frame"])
+async def test_worker_finishes_its_work_when_the_proxy_goes_away(tmp_path: Path, framing: str) -> None:
+    """`python -m shadow.worker.process` fed a config, bad messages, a start and its primary (a frame each, or all in
+    one batch frame as the bridge writes a loop iteration's messages), then end of stream (no close message): it
+    says it is ready, skips the bad ones, completes the copy, stores the pair, sends its last metrics and exits 0."""
     async with backends(legacy_answer, candidate_answer) as (legacy, new):
         config = load_config(write_config(tmp_path, legacy.url, new.url, SHADOW_ROUTE))
         route = config.routes[0]
@@ -267,7 +268,7 @@ async def test_worker_finishes_its_work_when_the_proxy_goes_away(tmp_path: Path)
             )  # fmt: skip
             theirs.close()
             reader, writer = await asyncio.open_unix_connection(sock=ours)
-            writer.write(b"".join(frame(m) for m in stream))
+            writer.write(batch_frame(stream) if framing == "one batch frame" else b"".join(frame(m) for m in stream))
             writer.write_eof()  # the proxy process is gone
             received = await asyncio.wait_for(reader.read(), WAIT)
             writer.close()
@@ -459,6 +460,18 @@ def test_frame_reader_survives_every_split() -> None:
     assert [m for i in range(len(stream)) for m in reader.feed(stream[i : i + 1])] == MESSAGES
 
 
+def test_batch_frames_read_back_as_their_messages_in_order_at_every_split() -> None:
+    """Batch frames (several messages in one frame, as the bridge writes a loop iteration's) between single frames
+    read back as exactly the messages, in order, however the stream is cut."""
+    stream = batch_frame(MESSAGES[:3]) + frame(MESSAGES[3]) + batch_frame(MESSAGES[3:]) + batch_frame([MESSAGES[0]])
+    expected = [*MESSAGES[:3], MESSAGES[3], *MESSAGES[3:], MESSAGES[0]]
+    for cut in range(len(stream) + 1):
+        reader = FrameReader()
+        assert [*reader.feed(stream[:cut]), *reader.feed(stream[cut:])] == expected
+    # One encoding for the whole batch: strings repeated between its messages are written once.
+    assert len(batch_frame([MESSAGES[2]] * 8)) < 2 * len(frame(MESSAGES[2]))
+
+
 def test_frame_reader_joins_a_large_frame_fed_in_socket_sized_reads() -> None:
     """A 3 MiB body frame arriving in 64 KiB reads, with the next frame starting in the last read, yields nothing
     until it is complete, then both messages intact."""
@@ -479,7 +492,7 @@ def test_frame_reader_rejects_foreign_streams() -> None:
         list(FrameReader().feed(struct.pack(">I", MAX_FRAME + 1)))
     with pytest.raises(WireError, match="undecodable"):
         list(FrameReader().feed(struct.pack(">I", 3) + b"\xff\xff\xff"))
-    for payload in (marshal.dumps(42), marshal.dumps(()), marshal.dumps((1, "x"))):
+    for payload in (marshal.dumps(42), marshal.dumps(()), marshal.dumps((1, "x")), marshal.dumps([("close",), 7])):
         with pytest.raises(WireError, match="not a message"):
             list(FrameReader().feed(struct.pack(">I", len(payload)) + payload))
 

@@ -11,7 +11,17 @@ import pytest
 from proxy.config.model import Config, Match, Mirror, Route
 from proxy.events import ExchangeStart, RequestSnapshot, ResponseSnapshot
 from shadow.plan import CANDIDATE, MirrorPlan
-from shadow.worker.wire import FrameReader, frame, primary_message, read_primary, read_start, start_message
+from shadow.worker.wire import (
+    FrameReader,
+    drop_record,
+    frame,
+    primary_message,
+    read_primary,
+    read_start,
+    start_drop,
+    start_message,
+    start_route,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -47,6 +57,20 @@ def test_a_dropped_copy_crosses_without_its_body_or_plan() -> None:
     assert f.request.body is None
     assert f.request.body_note == "worker_busy"
     assert f.plan == MirrorPlan()
+
+
+@pytest.mark.parametrize("reason", ["worker_lost", "worker_busy"])
+def test_drop_record_of_a_sent_start_is_the_dropped_copys_message(reason: str) -> None:
+    """The row-only record the bridge makes from a start it sent (when the worker that had it died) is the same
+    message as a start made as a drop with that reason: no body, no plan, the reason as the body note."""
+    start = _start()
+    sent = start_message(4, CANDIDATE, start)
+    assert start_drop(sent) is None
+    record = drop_record(sent, reason)
+    assert record == start_message(4, CANDIDATE, start, reason)
+    assert (start_drop(record), start_route(record)) == (reason, "r1")
+    f = read_start(_through_the_wire(record))
+    assert (f.drop, f.request.body, f.request.body_note, f.plan) == (reason, None, reason, MirrorPlan())
 
 
 def test_primary_frame_is_the_response_snapshot() -> None:
