@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -15,9 +13,8 @@ from aiohttp.test_utils import TestServer
 from proxy.app import chosen_server
 from proxy.config.model import Listen
 from tests.proxy.app_fixtures import backend_app, free_port, wait_until, write_config
+from tests.serve_process import ROOT, admin_ready, child_env, child_process, strangler
 
-ROOT = Path(__file__).resolve().parents[2]
-CLI = "import sys; from cli.main import run; sys.argv[0] = 'strangler'; run()"  # the installed entry point
 ROUTES = """\
   - {id: a, match: {path: /a}, mode: shadow}
   - {id: b, match: {path: /b}, mode: new}
@@ -34,22 +31,10 @@ async def _serve(tmp_path: Path, *flags: str) -> tuple[int, str]:
         assert backend.port is not None
         config = write_config(tmp_path / "routes.yaml", legacy=backend.port, new=backend.port, routes=ROUTES)
         port, admin = free_port(), free_port()
-        command = [sys.executable, "-c", CLI, "serve", "--config", str(config), "--port", str(port)]
-        command += ["--admin-port", str(admin), "--db", str(tmp_path / "s.db"), "--no-shadow-worker", *flags]
-        process = subprocess.Popen(  # noqa: ASYNC220 - a short-lived child, polled without blocking
-            command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        try:
-
-            async def ready() -> bool:
-                try:
-                    async with aiohttp.ClientSession() as client, client.get(f"http://127.0.0.1:{admin}/readyz") as r:
-                        return r.status == 200
-                except aiohttp.ClientConnectionError:
-                    return False
-
-            await wait_until(ready, limit=20.0)
+        command = strangler("serve", "--config", str(config), "--port", str(port), "--admin-port", str(admin))
+        command += ["--db", str(tmp_path / "s.db"), "--no-shadow-worker", *flags]
+        async with child_process(command, text=True) as process:
+            await wait_until(lambda: admin_ready(admin), limit=20.0)
             async with aiohttp.ClientSession() as client:
                 for path in ("/a", "/b", "/c"):
                     async with client.get(f"http://127.0.0.1:{port}{path}") as resp:
@@ -58,12 +43,6 @@ async def _serve(tmp_path: Path, *flags: str) -> tuple[int, str]:
             await wait_until(lambda: process.poll() is not None, limit=20.0)
             assert process.stderr is not None
             return process.returncode, process.stderr.read()
-        finally:
-            if process.poll() is None:
-                process.kill()
-            process.wait()
-            if process.stderr:
-                process.stderr.close()
     finally:
         await backend.close()
 
@@ -107,8 +86,8 @@ async def test_serve_server_option_picks_the_listener(tmp_path: Path) -> None:
 def test_serve_refuses_an_unknown_server(tmp_path: Path) -> None:
     """--server with a name that is no listener is a usage error (exit 2) naming the known ones."""
     result = subprocess.run(
-        [sys.executable, "-c", CLI, "serve", "--config", str(tmp_path / "routes.yaml"), "--server", "nginx"],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, check=False,
+        strangler("serve", "--config", str(tmp_path / "routes.yaml"), "--server", "nginx"),
+        cwd=ROOT, env=child_env(), capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert result.returncode == 2
     assert "unknown server 'nginx' (known: fast, aiohttp)" in result.stderr

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import shutil
 import signal
 import subprocess
@@ -45,6 +44,7 @@ from tests.deploy.recipes import (
     serve_flags,
 )
 from tests.proxy.app_fixtures import admin_url, backend_app, dead_port, free_port, running_proxy, wait_until
+from tests.serve_process import child_process, strangler
 
 CONFIG_PATH = "/etc/strangler/routes.yaml"
 
@@ -266,7 +266,7 @@ def strangler_command() -> list[str]:
     script = Path(sys.executable).parent / "strangler"
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "import sys; from cli.main import run; sys.argv[0] = 'strangler'; run()"]
+    return strangler()
 
 
 @pytest.mark.slow
@@ -288,16 +288,9 @@ async def test_the_images_command_reloads_on_sighup_and_exits_0_on_sigterm(tmp_p
         work, home, tmp = tmp_path / "work", tmp_path / "home", tmp_path / "tmp"
         for directory in (work, home, tmp):
             directory.mkdir()
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "STRANGLER_ADMIN_TOKEN": "t",
-            "HOME": str(home),
-            "TMPDIR": str(tmp),
-        }
-        process = subprocess.Popen(command, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # noqa: ASYNC220
+        env = {"STRANGLER_ADMIN_TOKEN": "t", "HOME": str(home), "TMPDIR": str(tmp)}
         admin = f"http://127.0.0.1:{config.admin.port}"
-        try:
+        async with child_process(command, cwd=work, env=env) as process:
             async with aiohttp.ClientSession() as client:
 
                 async def config_view() -> dict[str, Any] | None:
@@ -334,12 +327,6 @@ async def test_the_images_command_reloads_on_sighup_and_exits_0_on_sigterm(tmp_p
             written = {p.name for p in store.parent.iterdir()}
             assert store.name in written
             assert written <= {store.name, f"{store.name}-wal", f"{store.name}-shm", f"{store.name}.key"}
-        finally:
-            if process.poll() is None:
-                process.kill()
-            process.wait()
-            if process.stderr:
-                process.stderr.close()
     finally:
         await backend.close()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -17,7 +16,6 @@ from proxy.config.loader import load_config
 from tests.proxy.app_fixtures import (
     TOKEN_ENV,
     admin_url,
-    backend_app,
     hits,
     running_proxy,
     url,
@@ -34,24 +32,12 @@ ROUTES = """\
 
 
 @pytest.fixture
-async def legacy(aiohttp_server: Any) -> TestServer:
-    server: TestServer = await aiohttp_server(backend_app("legacy"))
-    return server
-
-
-@pytest.fixture
 async def proxy(legacy: TestServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[RunningProxy]:
     monkeypatch.delenv(TOKEN_ENV, raising=False)
     assert legacy.port is not None
     path = write_config(tmp_path / "routes.yaml", legacy=legacy.port, new=legacy.port, routes=ROUTES)
     async with running_proxy(path, watch=False) as running:
         yield running
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def test_health_and_readiness(proxy: RunningProxy, client: aiohttp.ClientSession) -> None:

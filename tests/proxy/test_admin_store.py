@@ -6,7 +6,6 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -14,7 +13,7 @@ from aiohttp.test_utils import TestServer
 
 from proxy.admin_store import copy_store
 from proxy.app import RunningProxy
-from tests.proxy.app_fixtures import TOKEN_ENV, admin_url, backend_app, running_proxy, write_config
+from tests.proxy.app_fixtures import TOKEN_ENV, admin_url, running_proxy, write_config
 
 TOKEN = "replica-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -105,12 +104,6 @@ def test_copy_of_a_missing_store_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-async def legacy(aiohttp_server: Any) -> TestServer:
-    server: TestServer = await aiohttp_server(backend_app("legacy"))
-    return server
-
-
-@pytest.fixture
 def store(tmp_path: Path) -> Path:
     return make_store(tmp_path / "replica.db", rows=2000)
 
@@ -124,12 +117,6 @@ async def proxy(
     path = write_config(tmp_path / "routes.yaml", legacy=legacy.port, new=legacy.port)
     async with running_proxy(path, watch=False, db=str(store)) as running:
         yield running
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def test_snapshot_refused_without_a_configured_token(proxy: RunningProxy, client: aiohttp.ClientSession) -> None:

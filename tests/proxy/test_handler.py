@@ -68,12 +68,6 @@ async def proxy(backends: Backends, tmp_path: Path) -> AsyncIterator[RunningProx
         yield running
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 async def _side(client: aiohttp.ClientSession, target: str, **kwargs: Any) -> str:
     async with client.get(target, **kwargs) as resp:
         assert resp.status == 200

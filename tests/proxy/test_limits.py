@@ -6,13 +6,12 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
 
 from proxy.app import RunningProxy
-from tests.proxy.app_fixtures import backend_app, hits, raw_exchange, running_proxy, status_of, write_config
+from tests.proxy.app_fixtures import hits, raw_exchange, running_proxy, status_of, write_config
 
 LIMITS = """\
 limits:
@@ -23,12 +22,6 @@ limits:
   max_connections: 3
   body_timeout: 500ms
 """
-
-
-@pytest.fixture
-async def legacy(aiohttp_server: Any) -> TestServer:
-    server: TestServer = await aiohttp_server(backend_app("legacy"))
-    return server
 
 
 @pytest.fixture

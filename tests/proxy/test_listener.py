@@ -18,13 +18,7 @@ from aiohttp.test_utils import TestServer
 from proxy.app import SERVER_ENV
 from proxy.config.model import SERVERS, ConfigError, Server
 from proxy.events import ExchangeObserver, ExchangeStart
-from tests.proxy.app_fixtures import backend_app, running_proxy, url, write_config
-
-
-@pytest.fixture
-async def legacy(aiohttp_server: Any) -> TestServer:
-    server: TestServer = await aiohttp_server(backend_app("legacy"))
-    return server
+from tests.proxy.app_fixtures import running_proxy, url, write_config
 
 
 class TaskRecorder:

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,13 +13,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
 from proxy.reload import POLL_INTERVAL, STABLE_FOR
-from tests.proxy.app_fixtures import backend_app, free_port, wait_until
+from tests.proxy.app_fixtures import free_port, wait_until
+from tests.serve_process import child_process, ready_while_running, strangler
 
-ROOT = Path(__file__).resolve().parents[2]
-CLI = "import sys; from cli.main import run; sys.argv[0] = 'strangler'; run()"  # the installed entry point
 # A few poll intervals past the time a change must hold still: a hang guard, not a speed check.
 RELOAD_WITHIN = STABLE_FOR + 6 * POLL_INTERVAL
 
@@ -94,59 +90,20 @@ class Serve:
 
 
 @pytest.fixture
-async def sides(aiohttp_server: Any) -> tuple[int, int]:
-    legacy: TestServer = await aiohttp_server(backend_app("legacy"))
-    new: TestServer = await aiohttp_server(backend_app("new"))
-    assert legacy.port is not None
-    assert new.port is not None
-    return legacy.port, new.port
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
-async def volume(tmp_path: Path, sides: tuple[int, int]) -> ConfigMapVolume:
+async def volume(tmp_path: Path, ports: tuple[int, int]) -> ConfigMapVolume:
     mounted = ConfigMapVolume(tmp_path / "config")
-    mounted.create(routes_yaml(*sides, "legacy"))
+    mounted.create(routes_yaml(*ports, "legacy"))
     return mounted
 
 
 @pytest.fixture
 async def served(volume: ConfigMapVolume, tmp_path: Path, client: aiohttp.ClientSession) -> AsyncIterator[Serve]:
     port, admin = free_port(), free_port()
-    command = [sys.executable, "-c", CLI, "serve", "--config", str(volume.config), "--port", str(port)]
-    command += ["--admin-port", str(admin), "--db", str(tmp_path / "s.db"), "--no-shadow-worker", "--quiet"]
-    process = subprocess.Popen(  # noqa: ASYNC220 - a long-running child, polled without blocking
-        command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    running = Serve(process, port, admin)
-    try:
-
-        async def ready() -> bool:
-            try:
-                async with client.get(f"http://127.0.0.1:{admin}/readyz") as resp:
-                    return resp.status == 200
-            except aiohttp.ClientConnectionError:
-                return process.poll() is not None  # exited: the assertion below shows why
-
-        await wait_until(ready, limit=20.0)
-        assert process.poll() is None, process.stderr.read() if process.stderr else ""
-        yield running
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if process.stderr:
-            process.stderr.close()
+    command = strangler("serve", "--config", str(volume.config), "--port", str(port), "--admin-port", str(admin))
+    command += ["--db", str(tmp_path / "s.db"), "--no-shadow-worker", "--quiet"]
+    async with child_process(command, text=True, grace=10.0) as process:
+        await wait_until(lambda: ready_while_running(process, admin), limit=20.0)
+        yield Serve(process, port, admin)
 
 
 async def _side(served: Serve, client: aiohttp.ClientSession) -> str:
@@ -155,13 +112,13 @@ async def _side(served: Serve, client: aiohttp.ClientSession) -> str:
 
 @pytest.mark.slow
 async def test_configmap_symlink_swap_reloads(
-    volume: ConfigMapVolume, served: Serve, sides: tuple[int, int], client: aiohttp.ClientSession
+    volume: ConfigMapVolume, served: Serve, ports: tuple[int, int], client: aiohttp.ClientSession
 ) -> None:
     """Two kubelet-style updates (each deleting the old directory) flip the route both ways: traffic, /config and
     /metrics show each reload, and no reload fails."""
     assert await _side(served, client) == "legacy"
     for generation, mode in ((2, "new"), (3, "legacy")):
-        volume.update(routes_yaml(*sides, mode))
+        volume.update(routes_yaml(*ports, mode))
 
         async def reloaded(want: int = generation) -> bool:
             return int((await served.get(client, "/config", admin=True))["generation"]) >= want

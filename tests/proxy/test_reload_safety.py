@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
-from tests.proxy.app_fixtures import admin_url, backend_app, running_proxy, url, wait_until, write_config
+from tests.proxy.app_fixtures import admin_url, running_proxy, url, wait_until, write_config
 
 ADMIN_ROUTE = """\
   - id: admin
@@ -27,21 +24,6 @@ OTHER_ROUTE = """\
     match: {path: "/other/**"}
     mode: new
 """
-
-
-@pytest.fixture
-async def ports(aiohttp_server: Any) -> tuple[int, int]:
-    legacy: TestServer = await aiohttp_server(backend_app("legacy"))
-    new: TestServer = await aiohttp_server(backend_app("new"))
-    assert legacy.port is not None
-    assert new.port is not None
-    return legacy.port, new.port
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def _side(client: aiohttp.ClientSession, target: str) -> str:

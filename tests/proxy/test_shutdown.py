@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -16,15 +13,8 @@ from aiohttp.test_utils import TestServer
 
 from proxy.app import start_proxy
 from proxy.events import ExchangeObserver, ExchangeStart
-from tests.proxy.app_fixtures import admin_url, backend_app, free_port, hits, url, wait_until, write_config
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-async def legacy(aiohttp_server: Any) -> TestServer:
-    server: TestServer = await aiohttp_server(backend_app("legacy"))
-    return server
+from tests.proxy.app_fixtures import admin_url, free_port, hits, url, wait_until, write_config
+from tests.serve_process import SERVE, child_process, ready_while_running
 
 
 class ClosingListener:
@@ -78,19 +68,6 @@ async def test_drain_timeout_cuts_off_stragglers(legacy: TestServer, tmp_path: P
             await slow
 
 
-async def _wait_ready(port: int, process: subprocess.Popen[bytes]) -> None:
-    async with asyncio.timeout(20.0), aiohttp.ClientSession() as client:
-        while True:
-            assert process.poll() is None, "serve() exited early"
-            try:
-                async with client.get(f"http://127.0.0.1:{port}/readyz") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.1)
-
-
 async def _generation_at_least(port: int, generation: int) -> bool:
     async with aiohttp.ClientSession() as client, client.get(f"http://127.0.0.1:{port}/config") as resp:
         return int((await resp.json())["generation"]) >= generation
@@ -101,19 +78,9 @@ async def test_serve_reloads_on_sighup_and_exits_cleanly_on_sigterm(legacy: Test
     assert legacy.port is not None
     proxy_port, admin_port = free_port(), free_port()
     path = write_config(tmp_path / "routes.yaml", legacy=legacy.port, new=legacy.port)
-    code = (
-        "import sys; from proxy.app import serve; "
-        "sys.exit(serve(sys.argv[1], port=int(sys.argv[2]), admin_port=int(sys.argv[3])))"
-    )
-    process = subprocess.Popen(  # noqa: ASYNC220 - a short-lived child, polled without blocking
-        [sys.executable, "-c", code, str(path), str(proxy_port), str(admin_port)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        await _wait_ready(admin_port, process)
+    command = [sys.executable, "-c", SERVE, str(path), str(proxy_port), str(admin_port)]
+    async with child_process(command) as process:
+        await wait_until(lambda: ready_while_running(process, admin_port), limit=20.0)
         async with aiohttp.ClientSession() as client, client.get(f"http://127.0.0.1:{proxy_port}/x") as resp:
             assert resp.status == 200
         process.send_signal(signal.SIGHUP)
@@ -121,9 +88,3 @@ async def test_serve_reloads_on_sighup_and_exits_cleanly_on_sigterm(legacy: Test
         process.send_signal(signal.SIGTERM)
         await wait_until(lambda: process.poll() is not None, limit=20.0)
         assert process.returncode == 0, process.stderr.read() if process.stderr else b""
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-        if process.stderr:
-            process.stderr.close()

@@ -8,14 +8,13 @@ import contextlib
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
 from proxy.app import RunningProxy
-from tests.proxy.app_fixtures import backend_app, hits, running_proxy, url, write_config
+from tests.proxy.app_fixtures import hits, running_proxy, url, write_config
 
 SLOWHTTPTEST = shutil.which("slowhttptest")
 CONNECTIONS = 50
@@ -25,12 +24,6 @@ limits:
 """
 
 pytestmark = pytest.mark.skipif(SLOWHTTPTEST is None, reason="slowhttptest not installed: apt-get install slowhttptest")
-
-
-@pytest.fixture
-async def legacy(aiohttp_server: Any) -> TestServer:
-    server: TestServer = await aiohttp_server(backend_app("legacy"))
-    return server
 
 
 @pytest.fixture

@@ -22,8 +22,9 @@ from proxy.canary import choose_side
 from proxy.config.model import Canary
 from proxy.supervisor import RESTART_FIRST, RESTART_MAX, restart_delay
 from tests.proxy.app_fixtures import TOKEN_ENV, backend_app, wait_until, write_config
-from tests.proxy.workers_fixtures import CLI, ROOT, get_fresh, serving_workers
+from tests.proxy.workers_fixtures import get_fresh, serving_workers
 from tests.reports.test_export import schema_errors
+from tests.serve_process import ROOT, child_env, strangler
 
 STATS_SCHEMA = Path(__file__).parents[2] / "docs" / "stats.schema.json"
 pytestmark = [
@@ -245,10 +246,10 @@ async def test_a_port_in_use_fails_the_start_with_exit_1(
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        command = [sys.executable, "-c", CLI, "serve", "--config", str(_config(tmp_path, backends)), "--port"]
+        command = strangler("serve", "--config", str(_config(tmp_path, backends)), "--port")
         command += [str(port), "--admin-port", "0", "--db", str(tmp_path / "s.db"), "--workers", "2"]
         done = await asyncio.to_thread(
-            subprocess.run, command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+            subprocess.run, command, cwd=ROOT, env=child_env(), capture_output=True,
             text=True, timeout=60,
         )  # fmt: skip
     assert done.returncode == 1, done.stderr

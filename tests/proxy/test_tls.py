@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import ssl
-import subprocess
 import sys
 import warnings
 from collections.abc import AsyncIterator
@@ -23,10 +21,10 @@ from aiohttp.test_utils import TestServer
 from proxy.app import RunningProxy
 from proxy.banner import startup_lines
 from proxy.config.loader import load_config
-from tests.proxy.app_fixtures import backend_app, free_port, hits, running_proxy, wait_until, write_config
+from tests.proxy.app_fixtures import free_port, hits, running_proxy, wait_until, write_config
 from tests.proxy.tls_fixtures import Pki, tls_listen
+from tests.serve_process import SERVE, child_process
 
-ROOT = Path(__file__).resolve().parents[2]
 CLEAR_LISTEN = "listen: {host: 127.0.0.1, port: 0}"
 
 
@@ -35,12 +33,6 @@ def write_tls_config(path: Path, legacy: int, cert: Path, key: Path, min_version
     write_config(path, legacy=legacy, new=legacy)
     path.write_text(path.read_text().replace(CLEAR_LISTEN, tls_listen(cert, key, min_version)))
     return path
-
-
-@pytest.fixture
-async def legacy(aiohttp_server: Any) -> TestServer:
-    server: TestServer = await aiohttp_server(backend_app("legacy"))
-    return server
 
 
 @pytest.fixture
@@ -274,18 +266,8 @@ async def test_serve_reloads_the_certificate_on_sighup(tmp_path: Path, legacy: T
     cert, key = pki.server("one", stem="proxy")
     path = write_tls_config(tmp_path / "routes.yaml", legacy.port, cert, key)
     proxy_port, admin_port = free_port(), free_port()
-    code = (
-        "import sys; from proxy.app import serve; "
-        "sys.exit(serve(sys.argv[1], port=int(sys.argv[2]), admin_port=int(sys.argv[3])))"
-    )
-    process = subprocess.Popen(  # noqa: ASYNC220 - a short-lived child, polled without blocking
-        [sys.executable, "-c", code, str(path), str(proxy_port), str(admin_port)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
+    command = [sys.executable, "-c", SERVE, str(path), str(proxy_port), str(admin_port)]
+    async with child_process(command) as process:
         await wait_until(lambda: _accepts(proxy_port, pki), limit=20.0)
         before = await connect(proxy_port, pki.client_context())
         try:
@@ -303,12 +285,6 @@ async def test_serve_reloads_the_certificate_on_sighup(tmp_path: Path, legacy: T
         banner = process.stderr.read().decode() if process.stderr else ""
         assert process.returncode == 0, banner
         assert f"proxy  https://127.0.0.1:{proxy_port}" in banner
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-        if process.stderr:
-            process.stderr.close()
 
 
 async def _accepts(port: int, pki: Pki) -> bool:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -19,9 +16,8 @@ from typing import Any
 import aiohttp
 
 from tests.proxy.app_fixtures import wait_until
+from tests.serve_process import child_process, strangler
 
-ROOT = Path(__file__).resolve().parents[2]
-CLI = "import sys; from cli.main import run; sys.argv[0] = 'strangler'; run()"  # the installed entry point
 START_LIMIT = 60.0  # two workers, each with its shadow worker, on a busy 2-core machine
 
 
@@ -112,27 +108,18 @@ async def serving_workers(
     db, stderr = tmp_path / "s.db", tmp_path / "serve.stderr"
     # Port 0 for both: the supervisor picks and holds the ports (no race with other programs for a released port);
     # the banner says which.
-    command = [sys.executable, "-c", CLI, "serve", "--config", str(config), "--port", "0", "--admin-port", "0"]
+    command = strangler("serve", "--config", str(config), "--port", "0", "--admin-port", "0")
     command += ["--db", str(db), "--workers", "2", *flags]
     # The supervisor's socket directory goes in one of the test's own (short: unix socket paths are limited), which
     # is removed afterwards even when a test killed the supervisor before it could clean up.
     sockets = Path(tempfile.mkdtemp(prefix="sw-"))
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(sockets), **(env or {})}
-    with stderr.open("wb") as err:
-        process = subprocess.Popen(  # noqa: ASYNC220 - a child polled without blocking
-            command, cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=err
-        )
-    served = ServedWorkers(process, 0, 0, db, stderr)
+    environment = {"TMPDIR": str(sockets), **(env or {})}
     try:
-        await wait_until(served.bannered, limit=START_LIMIT)
-        await wait_until(served.ready, limit=START_LIMIT)
-        yield served
+        with stderr.open("wb") as err:
+            async with child_process(command, env=environment, stderr=err, grace=60.0) as process:
+                served = ServedWorkers(process, 0, 0, db, stderr)
+                await wait_until(served.bannered, limit=START_LIMIT)
+                await wait_until(served.ready, limit=START_LIMIT)
+                yield served
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(asyncio.to_thread(process.wait), 60)
-            except TimeoutError:
-                process.kill()
-        process.wait()
         shutil.rmtree(sockets, ignore_errors=True)

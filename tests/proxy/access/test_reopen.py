@@ -3,10 +3,8 @@ fresh file at the configured path while the renamed file keeps the earlier ones;
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -15,9 +13,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from tests.proxy.app_fixtures import backend_app, free_port, wait_until, write_config
-
-ROOT = Path(__file__).resolve().parents[3]
-CLI = "import sys; from cli.main import run; sys.argv[0] = 'strangler'; run()"  # the installed entry point
+from tests.serve_process import admin_ready, child_process, strangler
 
 
 def _paths(log: Path) -> list[str]:
@@ -36,22 +32,10 @@ async def test_sigusr1_reopens_the_access_log_after_a_rename(tmp_path: Path) -> 
         config = write_config(tmp_path / "routes.yaml", legacy=backend.port, new=backend.port)
         config.write_text(config.read_text() + f'access_log: {{path: "{log}"}}\n')
         port, admin = free_port(), free_port()
-        command = [sys.executable, "-c", CLI, "serve", "--config", str(config), "--port", str(port), "--quiet"]
-        command += ["--admin-port", str(admin), "--db", str(tmp_path / "s.db"), "--no-shadow-worker"]
-        process = subprocess.Popen(  # noqa: ASYNC220 - a short-lived child, polled without blocking
-            command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-
-            async def ready() -> bool:
-                try:
-                    async with aiohttp.ClientSession() as client, client.get(f"http://127.0.0.1:{admin}/readyz") as r:
-                        return r.status == 200
-                except aiohttp.ClientConnectionError:
-                    return False
-
-            await wait_until(ready, limit=20.0)
+        command = strangler("serve", "--config", str(config), "--port", str(port), "--admin-port", str(admin))
+        command += ["--db", str(tmp_path / "s.db"), "--no-shadow-worker", "--quiet"]
+        async with child_process(command, stderr=subprocess.DEVNULL) as process:
+            await wait_until(lambda: admin_ready(admin), limit=20.0)
             async with aiohttp.ClientSession() as client:
                 for path in ("/before-1", "/before-2"):
                     async with client.get(f"http://127.0.0.1:{port}{path}") as resp:
@@ -66,10 +50,6 @@ async def test_sigusr1_reopens_the_access_log_after_a_rename(tmp_path: Path) -> 
             process.send_signal(signal.SIGTERM)
             await wait_until(lambda: process.poll() is not None, limit=20.0)
             assert process.returncode == 0
-        finally:
-            if process.poll() is None:
-                process.kill()
-            process.wait()
     finally:
         await backend.close()
     assert sorted(_paths(rotated)) == ["/before-1", "/before-2"]

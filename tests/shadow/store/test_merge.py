@@ -7,6 +7,7 @@ import shutil
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,12 +58,17 @@ def counts(path: Path) -> dict[str, int]:
         conn.close()
 
 
-def sums(path: Path, table: str, column: str = "count") -> int:
+def rows(path: Path, sql: str) -> list[Any]:
+    """The rows a query returns from the SQLite file at `path`."""
     conn = sqlite3.connect(path)
     try:
-        return int(conn.execute(f"SELECT COALESCE(SUM({column}), 0) FROM {table}").fetchone()[0])
+        return conn.execute(sql).fetchall()
     finally:
         conn.close()
+
+
+def sums(path: Path, table: str, column: str = "count") -> int:
+    return int(rows(path, f"SELECT COALESCE(SUM({column}), 0) FROM {table}")[0][0])
 
 
 def merged(replicas: Replicas, tmp_path: Path, *order: str) -> Path:
@@ -75,9 +81,7 @@ def merged(replicas: Replicas, tmp_path: Path, *order: str) -> Path:
 def test_every_store_table_has_a_merge_rule(tmp_path: Path) -> None:
     """Each table of a fresh store is re-keyed, summed or kept as the merged file's own: a new table needs a rule."""
     Store.open(tmp_path / "s.db").close()
-    conn = sqlite3.connect(tmp_path / "s.db")
-    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    conn.close()
+    tables = {row[0] for row in rows(tmp_path / "s.db", "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert tables == {*REKEYED, *SUMMED, *OWN}
 
 
@@ -92,12 +96,11 @@ def test_merge_adds_rows_and_sums(replicas: Replicas, tmp_path: Path) -> None:
     assert sums(into, "traffic", "errors") == sums(replicas.a, "traffic", "errors") + sums(
         replicas.b, "traffic", "errors"
     )
-    conn = sqlite3.connect(into)
-    orphans = conn.execute(
+    orphans = rows(
+        into,
         "SELECT (SELECT COUNT(*) FROM bodies WHERE exchange_id NOT IN (SELECT id FROM exchanges)),"
-        " (SELECT COUNT(*) FROM differences WHERE exchange_id NOT IN (SELECT id FROM exchanges))"
-    ).fetchone()
-    conn.close()
+        " (SELECT COUNT(*) FROM differences WHERE exchange_id NOT IN (SELECT id FROM exchanges))",
+    )[0]
     assert orphans == (0, 0)
 
 
@@ -211,10 +214,9 @@ def test_replay_links_stay_within_their_replica(replicas: Replicas, tmp_path: Pa
     into = tmp_path / "merged.db"
     merge_snapshot(into, copy(replicas.b, tmp_path, "b.db"), "http://b:8081")
     merge_snapshot(into, snap, "http://a:8081")
-    conn = sqlite3.connect(into)
-    links = conn.execute(
+    links = rows(
+        into,
         "SELECT o.request_id, o.time FROM exchanges r LEFT JOIN exchanges o ON o.id = r.replay_of"
-        " WHERE r.replay_of IS NOT NULL"
-    ).fetchall()
-    conn.close()
+        " WHERE r.replay_of IS NOT NULL",
+    )
     assert links == [original]
