@@ -58,17 +58,32 @@ def warn_if_exposed(config: Config, host: str) -> None:
         )
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def add_admin_endpoints(app: web.Application, **replaced: Handler) -> None:
+    """The admin API's endpoints, listed once: a lone proxy serves these handlers; `serve --workers N`'s
+    supervisor (`proxy.supervisor_admin`) serves the same paths and replaces the handlers that merge or fan out
+    (named by function name: readyz, metrics, stats, reload)."""
+    handlers: dict[str, Handler] = {"readyz": readyz, "metrics": metrics, "stats": stats, "reload": reload_view}
+    unknown = replaced.keys() - handlers.keys()
+    if unknown:
+        raise TypeError(f"no admin endpoint named {', '.join(sorted(unknown))}")
+    handlers |= replaced
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", handlers["readyz"])
+    app.router.add_get("/metrics", handlers["metrics"])
+    app.router.add_get("/stats", handlers["stats"])
+    app.router.add_get("/routes", routes)
+    app.router.add_get("/config", config_view)
+    app.router.add_post("/reload", handlers["reload"])
+
+
 def create_admin_app(state: RuntimeState, reload: Reload) -> web.Application:
     app = web.Application()
     app[STATE_KEY] = state
     app[RELOAD_KEY] = reload
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/stats", stats)
-    app.router.add_get("/routes", routes)
-    app.router.add_get("/config", config_view)
-    app.router.add_post("/reload", reload_view)
+    add_admin_endpoints(app)
     add_store_routes(app, state, lambda request: _authorize(request, "store snapshots"))
     return app
 

@@ -26,10 +26,8 @@ from proxy.admin import (
     RELOAD_KEY,
     STATE_KEY,
     _authorize,
-    config_view,
-    healthz,
+    add_admin_endpoints,
     reload_view_data,
-    routes,
     warn_if_exposed,
 )
 from proxy.aggregate import merge_registries
@@ -97,14 +95,8 @@ class AdminServer:
         app[STATE_KEY] = self.state
         app[RELOAD_KEY] = self.reloader.reload
         app[SERVER_KEY] = self
-        app.router.add_get("/healthz", healthz)
-        app.router.add_get("/readyz", readyz)
-        app.router.add_get("/metrics", metrics)
-        app.router.add_get("/stats", stats)
-        app.router.add_get("/routes", routes)
-        app.router.add_get("/config", config_view)
-        app.router.add_post("/reload", reload_all)
-        app.router.add_route("*", "/{tail:.*}", pass_on)
+        add_admin_endpoints(app, readyz=readyz, metrics=metrics, stats=stats, reload=reload_all)
+        app.router.add_route("*", "/{tail:.*}", pass_on)  # the rest (/store/snapshot, ...) to the workers
         warn_if_exposed(self.state.config, host)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()

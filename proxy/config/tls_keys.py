@@ -7,6 +7,7 @@ may run on a machine or as a user that cannot read the service's keys.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,6 +29,14 @@ def _report(exc: TLSFileError, block: Table, issues: Issues) -> None:
     issues.add(block.at(exc.field), f"{exc.path}: {exc.reason}", hint, block.line_of(exc.field))
 
 
+def _try_loading(load: Callable[[], object], block: Table, issues: Issues) -> None:
+    """Load the files a TLS block names (the context is thrown away: this is the check); a refusal is an issue."""
+    try:
+        load()
+    except TLSFileError as exc:
+        _report(exc, block, issues)
+
+
 def listen_tls(listen: Table, source: Path, issues: Issues, files: bool) -> ListenTLS | None:
     """`listen.tls`, its certificate and key checked by loading them; None when the listener is clear text."""
     if "tls" not in listen.lines:
@@ -38,11 +47,8 @@ def listen_tls(listen: Table, source: Path, issues: Issues, files: bool) -> List
         return None  # reported by the key table (required keys)
     version: TLSVersionName = "1.3" if block.get("min_version", str) == "1.3" else "1.2"
     tls = ListenTLS(resolve(cert, source), resolve(key, source), version)
-    try:
-        if files:
-            server_context(tls)
-    except TLSFileError as exc:
-        _report(exc, block, issues)
+    if files:
+        _try_loading(lambda: server_context(tls), block, issues)
     return tls
 
 
@@ -67,9 +73,6 @@ def upstream_tls(upstream: Upstream, spec: Table, source: Path, issues: Issues, 
             spec.at(present), f"{present} needs {missing}", f"add {missing}: to this upstream", spec.line_of(present)
         )
         return built
-    try:
-        if files:
-            upstream_context(built)
-    except TLSFileError as exc:
-        _report(exc, spec, issues)
+    if files:
+        _try_loading(lambda: upstream_context(built), spec, issues)
     return built
