@@ -87,6 +87,7 @@ class LiveFrame:
     store_failing: bool = False  # the shadow store refuses writes (rows wait and are retried)
     store_write_errors: int = 0
     store_rows_lost: int = 0
+    proxy_workers: tuple[int, int, int] | None = None  # `serve --workers N`: (count, ready, restarts); None: one
 
     def requests(self) -> dict[str, int]:
         """Requests per row id, for the next frame's rates."""
@@ -157,9 +158,17 @@ def live_frame(
             store_failing=bool(stats["store"]["failing"]),
             store_write_errors=int(stats["store"]["write_errors"]),
             store_rows_lost=sum(int(n) for n in stats["store"]["rows_lost"].values()),
+            proxy_workers=_proxy_workers(stats.get("workers")),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise StatsFormatError(f"not a strangler /stats document ({type(exc).__name__}: {exc})") from None
+
+
+def _proxy_workers(section: Mapping[str, Any] | None) -> tuple[int, int, int] | None:
+    """/stats `workers` (only a supervisor's): how many proxy workers, how many ready, restarts since start."""
+    if section is None:
+        return None
+    return int(section["count"]), int(section["ready"]), int(section["restarts"])
 
 
 def _counts(items: Mapping[str, int]) -> str:
@@ -167,8 +176,13 @@ def _counts(items: Mapping[str, int]) -> str:
 
 
 def _footer(frame: LiveFrame) -> Text:
-    """The proxy-wide figures under the table: queues, worker restarts, breakers, rejections, upstream errors."""
+    """The proxy-wide figures under the table: proxy workers (under `serve --workers N`), queues, shadow worker
+    restarts, breakers, rejections, upstream errors."""
     text = Text()
+    if frame.proxy_workers is not None:
+        count, ready, restarts = frame.proxy_workers
+        text.append("proxy workers: ", "bold").append(f"{ready} of {count} ready", "" if ready == count else "red")
+        text.append(f", {restarts} restarts\n", "red" if restarts else "")
     text.append("queues: ", "bold").append(_counts(frame.queues))
     restarts = frame.worker_restarts
     text.append("   worker restarts: ", "bold").append(str(restarts), "red" if restarts else "")

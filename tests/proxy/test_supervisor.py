@@ -114,8 +114,8 @@ async def test_a_killed_worker_is_restarted_and_traffic_keeps_flowing(
     tmp_path: Path, backends: tuple[TestServer, TestServer]
 ) -> None:
     """SIGKILL on one worker: /readyz says 503 until it is back, the other keeps serving meanwhile, the supervisor
-    starts a new one in its place and counts the restart in /metrics and /stats, and both serve again; SIGKILL on
-    the supervisor ends its workers too."""
+    starts a new one in its place and counts the restart in /metrics, /stats and `strangler watch`, and both serve
+    again; SIGKILL on the supervisor ends its workers too."""
     async with serving_workers(tmp_path, _config(tmp_path, backends)) as served:
         before = served.worker_pids(await served.stats())
         os.kill(before[0], signal.SIGKILL)
@@ -139,6 +139,13 @@ async def test_a_killed_worker_is_restarted_and_traffic_keeps_flowing(
         assert stats["workers"]["restarts"] == 1
         assert served.worker_pids(stats)[1] == before[1]
         assert await served.metric("strangler_proxy_worker_restarts_total") == 1
+        watched = await asyncio.to_thread(  # what an operator sees: the real `strangler watch` on the supervisor
+            subprocess.run,
+            strangler("watch", "--admin", f"http://127.0.0.1:{served.admin}", "--once"),
+            cwd=ROOT, env=child_env({"COLUMNS": "160"}), capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert watched.returncode == 0, watched.stderr
+        assert "proxy workers: 2 of 2 ready, 1 restarts" in watched.stdout
         answers = await get_fresh(served.url("/s"), 60)
         assert {status for status, _ in answers} == {200}
         assert all(p["requests"] > 0 for p in (await served.stats())["workers"]["processes"])
