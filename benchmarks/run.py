@@ -39,6 +39,19 @@ SHADOW_INPROC = "strangler shadow 100%, in-process (--no-shadow-worker)"
 NGINX = "nginx reverse proxy (1 worker)"
 PASS_W2 = "strangler pass-through --workers 2"
 NGINX_W2 = "nginx reverse proxy (worker_processes 2)"
+# The req/s ratios printed, each the median of per-round ratios of two setups measured side by side.
+RPS_RATIOS = (
+    ("pass-through / nginx req/s (target >= 0.25)", PASS, NGINX),
+    ("pass-through, aiohttp listener / nginx req/s", PASS_AIOHTTP, NGINX),
+    ("pass-through fast / aiohttp listener req/s", PASS, PASS_AIOHTTP),
+    ("access log on / off req/s (pass-through)", ACCESS, PASS),
+    # Worker scaling: each setup with 2 workers against itself with 1.
+    ("worker scaling: strangler --workers 2 / --workers 1 req/s", PASS_W2, PASS),
+    ("worker scaling: nginx worker_processes 2 / 1 req/s", NGINX_W2, NGINX),
+    ("strangler --workers 2 / nginx worker_processes 2 req/s", PASS_W2, NGINX_W2),
+    ("shadow 100% / pass-through req/s (target >= 0.75)", SHADOW, PASS),
+    ("shadow 100% in-process / pass-through req/s", SHADOW_INPROC, PASS),
+)
 BODY = '{"id":1,"name":"widget","price":9.99,"tags":["a","b"],"ok":true,"n":12345}'
 # What `--only` may pick: throughput setups (the back end direct row always comes with them), the fixed-rate latency
 # rows, the compare micro-benchmarks and the sustained mismatch run.
@@ -351,29 +364,14 @@ def main() -> int:
         print(f"{r.name:<56} {r.rps:>10.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f}")
     print(f"\nratios (median over {args.rounds} interleaved rounds of each round's ratio, side by side in this run):")
     ratios: dict[str, float] = {}
-    if NGINX in runs and PASS in runs:
-        ratios["pass-through / nginx req/s (target >= 0.25)"] = _paired(runs, PASS, NGINX, _rps)
-    if NGINX in runs and PASS_AIOHTTP in runs:
-        ratios["pass-through, aiohttp listener / nginx req/s"] = _paired(runs, PASS_AIOHTTP, NGINX, _rps)
-    if PASS in runs and PASS_AIOHTTP in runs:
-        ratios["pass-through fast / aiohttp listener req/s"] = _paired(runs, PASS, PASS_AIOHTTP, _rps)
-    if PASS in runs and ACCESS in runs:
-        ratios["access log on / off req/s (pass-through)"] = _paired(runs, ACCESS, PASS, _rps)
-    # Worker scaling: each setup with 2 workers against itself with 1, measured in the same rounds.
-    if PASS in runs and PASS_W2 in runs:
-        ratios["worker scaling: strangler --workers 2 / --workers 1 req/s"] = _paired(runs, PASS_W2, PASS, _rps)
-    if NGINX in runs and NGINX_W2 in runs:
-        ratios["worker scaling: nginx worker_processes 2 / 1 req/s"] = _paired(runs, NGINX_W2, NGINX, _rps)
-    if PASS_W2 in runs and NGINX_W2 in runs:
-        ratios["strangler --workers 2 / nginx worker_processes 2 req/s"] = _paired(runs, PASS_W2, NGINX_W2, _rps)
+    for label, a, b in RPS_RATIOS:  # each only when both setups ran (--only)
+        if a in runs and b in runs:
+            ratios[label] = _paired(runs, a, b, _rps)
     if SHADOW in runs and PASS in runs:
-        ratios["shadow 100% / pass-through req/s (target >= 0.75)"] = _paired(runs, SHADOW, PASS, _rps)
         print(
             "  rounds of shadow / pass-through: "
             + ", ".join(f"{x[0] / y[0]:.2f}" for x, y in zip(runs[SHADOW], runs[PASS], strict=True))
         )
-    if SHADOW_INPROC in runs and PASS in runs:
-        ratios["shadow 100% in-process / pass-through req/s"] = _paired(runs, SHADOW_INPROC, PASS, _rps)
     if "fixed" in only:
         f_be, f_pt, f_pa, f_sl = _fixed_names(args.rate)
         ratios["added p50 ms at fixed rate (target <= 0.5)"] = _paired(runs, f_pt, f_be, lambda x, y: x[1] - y[1])
