@@ -41,15 +41,20 @@ import aiohttp
 from benchmarks.run import ROOT, backend_cmd, free_port, routes_yaml, shadow_coverage, wait_port
 
 _SERVE = "import sys; from cli.main import run; sys.argv = ['strangler', 'serve', '--config', *sys.argv[1:]]; run()"
-# The same, with a profiler that SIGUSR1 starts and SIGUSR2 stops (writing its stats to argv[2]).
+# The same, with a profiler that the first SIGUSR2 starts and the second stops (writing its stats to argv[2]). Not
+# SIGUSR1: `serve` takes that over for the access log's reopen.
 _PROFILED = """import cProfile, signal, sys
 from cli.main import run
 profiler, out = cProfile.Profile(), sys.argv[2]
-def _stop(*_):
-    profiler.disable()
-    profiler.dump_stats(out)
-signal.signal(signal.SIGUSR1, lambda *_: profiler.enable())
-signal.signal(signal.SIGUSR2, _stop)
+running = []
+def _toggle(*_):
+    if running:
+        profiler.disable()
+        profiler.dump_stats(out)
+    else:
+        running.append(1)
+        profiler.enable()
+signal.signal(signal.SIGUSR2, _toggle)
 sys.argv = ['strangler', 'serve', '--config', sys.argv[1]]
 run()
 """
@@ -135,10 +140,10 @@ def _profile(tmp: Path, backend: int, mode: str, requests: int, top: int) -> str
     cmd = [sys.executable, "-c", _PROFILED, str(config), str(out)]
     with _running(cmd, port, env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT) as pid:
         asyncio.run(_drive(port, 2000))
-        os.kill(pid, signal.SIGUSR1)
+        os.kill(pid, signal.SIGUSR2)  # start
         asyncio.run(_drive(port, requests))
         time.sleep(0.5)
-        os.kill(pid, signal.SIGUSR2)
+        os.kill(pid, signal.SIGUSR2)  # stop and dump
         end = time.monotonic() + 30
         while not out.exists() and time.monotonic() < end:
             time.sleep(0.1)
