@@ -18,6 +18,7 @@ from aiohttp.helpers import rfc822_formatted_time
 from multidict import CIMultiDict
 
 from proxy.config.model import Upstream
+from proxy.header_names import NameKinds
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 RawHeaders = Iterable[tuple[bytes, bytes]]
@@ -72,6 +73,7 @@ _RESPONSE_KINDS: dict[bytes, int] = {
     b"date": _DATE,
     b"content-type": _CONTENT_TYPE,
 }
+_REQUEST_NAMES, _RESPONSE_NAMES = NameKinds(_REQUEST_KINDS), NameKinds(_RESPONSE_KINDS)  # cached by spelling
 # Connection tokens that name no other header: nothing more to drop.
 _PLAIN_TOKENS = _NOT_COPIED | {b"close"}
 # What aiohttp's header writer refuses in a field (RFC 9110 5.5): every control character but HTAB.
@@ -89,6 +91,7 @@ MAX_REQUEST_ID = 128
 _VALID_HOST = re.compile(
     r"(?:\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?"
 ).fullmatch
+_PLAIN_HOST = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=]*(?::[0-9]*)?").fullmatch  # its no-escape subset: faster
 # The transfer codings this hop understands: chunked (the parser de-chunks it) and the no-op identity.
 _KNOWN_CODINGS = frozenset({"chunked", "identity"})
 
@@ -170,10 +173,12 @@ def upstream_request_headers(
     xfp = xfh = xri = ""
     real_ip = False
     forwarded: list[tuple[bytes, bytes]] = []
-    kind_of = _REQUEST_KINDS.get
+    cached = _REQUEST_NAMES.get
     for pair in raw_headers:
-        kind = kind_of(pair[0].lower())
+        kind = cached(pair[0])
         if kind is None:
+            kind = _REQUEST_NAMES.learn(pair[0])
+        if not kind:
             if b"_" not in pair[0]:  # see "Underscores" above
                 kept.append(pair)
         elif kind == _DROP:
@@ -247,11 +252,13 @@ def response_head(
     kept: list[tuple[bytes, bytes]] = []
     via: list[bytes] = []
     seen = 0  # bit per kind: which of Date and Content-Type the upstream sent
-    kind_of = _RESPONSE_KINDS.get
+    cached = _RESPONSE_NAMES.get
     for pair in upstream_raw_headers:
         name = pair[0]
-        kind = kind_of(name.lower())
+        kind = cached(name)
         if kind is None:
+            kind = _RESPONSE_NAMES.learn(name)
+        if not kind:
             kept.append(pair)
             if replaced is None or name.lower() not in replaced:
                 lines.append(b": ".join(pair))
@@ -382,7 +389,7 @@ def valid_request_id(value: str | None) -> bool:
 
 def valid_host(value: str) -> bool:
     """Whether a Host header value is `host[:port]` (an empty value is allowed: RFC 9112 3.2)."""
-    return _VALID_HOST(value) is not None
+    return _PLAIN_HOST(value) is not None or _VALID_HOST(value) is not None
 
 
 def unsupported_transfer_coding(value: str) -> bool:

@@ -46,6 +46,7 @@ class ProxySetup:
     allow_fallback: bool = False
     preread: bool = False  # read the body before forwarding, as the handler does for fallback routes
     trusted: tuple[Network, ...] = ()
+    keep_headers: bool = True  # ForwardResult.response_headers wanted (the handler: only with exchange observers)
 
 
 @dataclass(slots=True)
@@ -117,6 +118,7 @@ def proxy_app(setup: ProxySetup) -> web.Application:
                 response_headers=(("Via", "1.1 strangler"),),
                 route_id="test-route",
                 request_id=request_id,
+                keep_headers=setup.keep_headers,
             )
         except FallbackAvailable as exc:
             request.app[LOG].fallbacks.append(exc)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from yarl import URL
 
 from proxy.config.model import Upstream
 from proxy.headers import (
+    _VALID_HOST,
     end_to_end_response_headers,
     new_request_id,
     response_headers_with,
@@ -312,3 +315,9 @@ def test_valid_host(value: str, ok: bool) -> None:
 def test_unsupported_transfer_coding(value: str, unsupported: bool) -> None:
     """Only chunked (and the no-op identity) are understood; any other coding in the list is unsupported."""
     assert unsupported_transfer_coding(value) is unsupported
+
+
+@given(st.text(alphabet="aZ09-._~!$&'()*+,;=%:[]@/ #Ff", max_size=12))
+def test_host_check_is_the_rfc_grammar(value: str) -> None:
+    """valid_host's fast path for plain names decides exactly as the full RFC 3986 host[:port] grammar."""
+    assert valid_host(value) is (_VALID_HOST(value) is not None)

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 
 from proxy.forwarding import WHOLE_LIMIT
 from proxy.headers import end_to_end_response_headers, response_head
-from tests.proxy.fwd_fixtures import ProxyServer, ProxySetup, RawBackend, proxy_app, upstream_at
+from tests.proxy.fwd_fixtures import LOG, ProxyServer, ProxySetup, RawBackend, proxy_app, upstream_at
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[..., Awaitable[Client]]
@@ -224,3 +224,24 @@ async def test_upstream_field_with_a_control_character_never_reaches_the_client(
         await raw.close()
     assert b"Injected" not in got
     assert not got.startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.parametrize("keep_headers", [True, False])
+async def test_response_headers_are_decoded_only_when_wanted(
+    through: Callable[[ProxySetup], Awaitable[Client]], keep_headers: bool
+) -> None:
+    """A small answer reaches the client alike either way; its end-to-end headers are in the result only when asked."""
+    raw = await RawBackend(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-App: 1\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+    ).start()
+    try:
+        client = await through(ProxySetup(upstream_at(raw.url), keep_headers=keep_headers))
+        got = await raw_exchange(client, b"GET /w HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    finally:
+        await raw.close()
+    assert got.endswith(b"\r\n\r\nok")
+    assert {b"Content-Type: text/plain", b"X-App: 1", b"Content-Length: 2"} <= header_set(got)
+    result = client.app[LOG].results[-1]
+    assert (result.status, result.error, result.body_complete) == (200, None, True)
+    wanted = (("Content-Type", "text/plain"), ("X-App", "1")) if keep_headers else ()
+    assert result.response_headers == wanted
