@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from proxy.config.loader import load_config
-from proxy.config.model import SERVERS, ConfigError, Server
+from proxy.config.model import SERVERS, ConfigError, Server, server_named
 from proxy.config.units import BadValue, parse_workers, workers_for
 from proxy.worker_role import WorkerRole
 
@@ -36,9 +36,9 @@ def server_choice(value: str | None) -> Server | None:
     """--server's value as a listener name; anything else is a usage error naming the known ones."""
     if value is None:
         return None
-    for name in SERVERS:
-        if value == name:
-            return name
+    server = server_named(value)
+    if server is not None:
+        return server
     raise typer.BadParameter(f"unknown server {value!r} (known: {', '.join(SERVERS)})", param_hint="--server")
 
 

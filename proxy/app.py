@@ -22,7 +22,7 @@ from aiohttp import web
 
 from proxy.admin import create_admin_app, warn_if_exposed
 from proxy.banner import exit_line, startup_lines
-from proxy.config.model import SERVERS, ConfigError, ConfigIssue, Server
+from proxy.config.model import SERVERS, ConfigError, ConfigIssue, Server, server_named
 from proxy.events import ExchangeListener
 from proxy.handler import ProxyHandler
 from proxy.listener import FastRequestHandler
@@ -106,13 +106,13 @@ def chosen_server(explicit: Server | None, configured: Server) -> Server:
     if explicit is not None:
         return explicit
     named = os.environ.get(SERVER_ENV, "")
-    for name in SERVERS:
-        if named == name:
-            return name
-    if named:
+    if not named:
+        return configured
+    server = server_named(named)
+    if server is None:
         known = ", ".join(SERVERS)
         raise ConfigError([ConfigIssue(f"${SERVER_ENV}", "", f"unknown server {named!r} (known: {known})")])
-    return configured
+    return server
 
 
 LISTENER_READY_TIMEOUT = 15.0  # seconds a listener's `ready()` may take before traffic is accepted anyway

@@ -30,6 +30,14 @@ TLSVersionName = Literal["1.2", "1.3"]
 AccessLogFormat = Literal["json", "combined"]
 
 
+def server_named(value: str) -> Server | None:
+    """The listener implementation a name (`--server`, `$STRANGLER_SERVER`) stands for; None for an unknown one."""
+    for name in SERVERS:
+        if value == name:
+            return name
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class ConfigIssue:
     """One thing wrong with a config file, located precisely enough to fix without searching."""
