@@ -25,7 +25,7 @@ from proxy.banner import exit_line, startup_lines
 from proxy.config.model import SERVERS, ConfigError, ConfigIssue, Server, server_named
 from proxy.events import ExchangeListener
 from proxy.handler import ProxyHandler
-from proxy.listener import FastRequestHandler
+from proxy.listener import ProtocolListener
 from proxy.reload import POLL_INTERVAL, Reloader, build_snapshot_parts
 from proxy.server import GuardedRequestHandler, ProxyServer
 from proxy.state import ReloadResult, RuntimeState, Snapshot
@@ -69,6 +69,11 @@ class RunningProxy:
         self.proxy_port: int = runner.addresses[0][1]
         admin_address = admin_runner.addresses[0]  # a unix socket's path for a worker (`proxy.worker_role`)
         self.admin_port: int = admin_address[1] if isinstance(admin_address, tuple) else 0
+
+    @property
+    def connections(self) -> list[Any]:
+        """The per-connection protocols of the client connections open now (the chosen listener's kind)."""
+        return list(self._server.connections)
 
     async def reload(self, trigger: str = "sighup") -> ReloadResult:
         return await self.reloader.reload(trigger)
@@ -178,7 +183,7 @@ async def start_proxy(
         await _listeners_ready(state.listeners)
 
         chosen = chosen_server(server, config.listen.server)
-        protocol = FastRequestHandler if chosen == "fast" else GuardedRequestHandler
+        protocol = ProtocolListener if chosen == "fast" else GuardedRequestHandler
         proxy_server = ProxyServer(ProxyHandler(state), state=state, protocol=protocol)
         runner = web.ServerRunner(proxy_server, handle_signals=False)
         await runner.setup()

@@ -1,12 +1,12 @@
-"""The `fast` proxy listener (`listen.server: fast`): each connection's requests served inline by one loop, with no
-Task per request and no second pass through aiohttp's response machinery for an answer already written whole.
+"""The `fast` proxy listener (`listen.server: fast`, the default): a protocol-level HTTP/1 server.
 
-aiohttp's `RequestHandler.start` runs every request in a Task of its own (to copy context variables, which strangler
-does not use) and passes every response through `finish_response`. `FastRequestHandler` keeps everything else of
-`proxy.server.GuardedRequestHandler` — the llhttp parser (aiohttp's C `HttpRequestParser`) and what it refuses, the
-head deadline, the connection cap, keep-alive, lingering, upgrades, shutdown — and replaces only that loop: the
-handler is awaited in the connection's own task, and a response `proxy.forwarding` already wrote (`SentResponse`)
-is not finished again. The request steps are `proxy.handler.ProxyHandler`'s, the same for both listeners.
+`ProtocolListener` serves what its `proxy.h1_connection.H1Connection` parsed: each connection's requests in order,
+in one Task per connection started at its first request (not at accept), so the fast path creates no Task, no
+per-request handler object and no second pass over a response `proxy.forwarding` already wrote whole
+(`SentResponse`). The request value is aiohttp's `BaseRequest`, built by the server's request factory as the aiohttp
+listener builds it, and handed to the same `proxy.handler.ProxyHandler` steps, so every request rule has one home:
+`proxy.handler` for the steps, `proxy.server` for what a listener refuses, answers or logs (`parser_refusal`,
+`record_access`, `ProxyServer._make_proxy_request`), `proxy.conn_guard` for the connection cap and head deadline.
 """
 
 from __future__ import annotations
@@ -14,110 +14,190 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
+from aiohttp import web
 from aiohttp.helpers import ceil_timeout
 from aiohttp.http_writer import StreamWriter
 from aiohttp.streams import StreamReader
 from aiohttp.web_exceptions import HTTPException
 from aiohttp.web_protocol import ERROR, PayloadAccessError, _ErrInfo
-from aiohttp.web_request import BaseRequest
-from aiohttp.web_response import StreamResponse
 
+from proxy.conn_guard import ConnectionCounter
+from proxy.h1_connection import QUEUE_RESUME, H1Connection
 from proxy.responses import SentResponse
-from proxy.server import GuardedRequestHandler
+from proxy.server import parser_refusal, record_access
+from proxy.state import RuntimeState
 
 log = logging.getLogger("strangler.proxy")
 
 _PAYLOAD_ACCESS_ERROR = PayloadAccessError()
-_Handler = Callable[[BaseRequest], Awaitable[StreamResponse]]
+_Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
-class FastRequestHandler(GuardedRequestHandler):
-    """A guarded connection whose requests run in the connection's task (one Task per connection, not per request)."""
+class ProtocolListener(H1Connection):
+    """One client connection of the fast listener: its requests served one at a time, in order."""
 
-    __slots__ = ()
+    __slots__ = ("_close_after_response", "_handler_waiter", "_lingering_time", "_metrics", "_state")
 
-    async def start(self) -> None:
-        """aiohttp's `RequestHandler.start` loop, with the handler awaited inline instead of in a new Task."""
+    def __init__(
+        self,
+        manager: web.Server,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        connections: ConnectionCounter,
+        header_timeout: float,
+        max_connections: int,
+        state: RuntimeState | None = None,
+        keepalive_timeout: float = 3630.0,
+        max_line_size: int = 8190,
+        max_field_size: int = 8190,
+        max_headers: int = 128,
+        lingering_time: float = 10.0,
+        read_bufsize: int = 2**16,
+        **_aiohttp_options: Any,  # access_log and the like: aiohttp's listener options this one has no use for
+    ) -> None:
+        super().__init__(
+            manager,
+            loop=loop,
+            connections=connections,
+            header_timeout=header_timeout,
+            max_connections=max_connections,
+            keepalive_timeout=keepalive_timeout,
+            max_line_size=max_line_size,
+            max_field_size=max_field_size,
+            max_headers=max_headers,
+            read_bufsize=read_bufsize,
+        )
+        self._state = state
+        self._metrics = connections.metrics
+        self._lingering_time = float(lingering_time)
+        self._handler_waiter: asyncio.Future[None] | None = None
+        self._close_after_response = False
+
+    def skip_lingering(self) -> None:
+        """Close the connection right after the current response instead of draining the unread body first (a
+        body that stalled past limits.body_timeout sends nothing more: draining would only hold the connection)."""
+        self._close_after_response = True
+
+    async def shutdown(self, timeout: float | None = 15.0) -> None:  # noqa: ASYNC109 - aiohttp calls it so
+        """Graceful stop (aiohttp's semantics): no new request, the one in progress may finish within `timeout`."""
+        self._force_close = True
+        self._wake()
+        if self._keepalive_handle is not None:
+            self._keepalive_handle.cancel()
+            self._keepalive_handle = None
+        if self._request_in_progress:
+            self._handler_waiter = self._loop.create_future()
+            try:
+                async with ceil_timeout(timeout):
+                    await self._handler_waiter
+            except (asyncio.CancelledError, TimeoutError):
+                self._handler_waiter = None
+                if (task := asyncio.current_task()) is not None and task.cancelling():
+                    raise
+        try:
+            async with ceil_timeout(timeout):
+                if self._current_request is not None:
+                    self._current_request._cancel(asyncio.CancelledError())
+                if self._task_handler is not None and not self._task_handler.done():
+                    await asyncio.shield(self._task_handler)
+        except (asyncio.CancelledError, TimeoutError):
+            if (task := asyncio.current_task()) is not None and task.cancelling():
+                raise
+        if self._task_handler is not None:
+            self._task_handler.cancel()
+        self.force_close()
+
+    # Serving
+
+    async def _serve_connection(self) -> None:
+        """Serve the queued requests in order until the connection closes; wait idle in between (keep-alive)."""
         loop = self._loop
         manager = self._manager
         assert manager is not None
-        assert self._request_factory is not None
-        factory = self._request_factory
-        keepalive_timeout = self._keepalive_timeout
-        while not self._force_close:
-            if not self._messages:
+        factory = manager.request_factory
+        handler = manager.request_handler
+        queue = self._messages
+        try:
+            while not self._force_close:
+                if not queue:
+                    if self._close:
+                        break
+                    self._waiter = waiter = loop.create_future()
+                    try:
+                        await waiter
+                    finally:
+                        self._waiter = None
+                    continue
+                message, payload = queue.popleft()
+                if self._buffer_paused and len(queue) <= QUEUE_RESUME:
+                    self._resume_parsing()
+                manager.requests_count += 1
+                writer = StreamWriter(self, loop)
+                if isinstance(message, _ErrInfo):
+                    request = factory(ERROR, payload, self, writer, self._task_handler)  # type: ignore[arg-type]
+                    resp: web.StreamResponse | None = parser_refusal(
+                        request, self._metrics, message.status, message.exc, message.message
+                    )
+                else:
+                    request = factory(message, payload, self, writer, self._task_handler)  # type: ignore[arg-type]
+                    resp = None
                 try:
-                    self._waiter = loop.create_future()
-                    await self._waiter
+                    try:
+                        resp, reset = await self._serve(request, handler, resp)
+                    except ConnectionError:
+                        break
+                    if reset:
+                        break
+                    self._keepalive = bool(resp.keep_alive)
+                    if not payload.is_eof():
+                        await self._linger(payload)
+                    payload.set_exception(_PAYLOAD_ACCESS_ERROR)
+                except asyncio.CancelledError:
+                    self.force_close()
+                    raise
+                except Exception as exc:
+                    log.error("unhandled exception serving a request", exc_info=exc)
+                    self.force_close()
+                except BaseException:
+                    self.force_close()
+                    raise
                 finally:
-                    self._waiter = None
-            message, payload = self._messages.popleft()
-            if self._parser is not None:
-                self._parser.message_consumed()
-            if self._buffer_paused and len(self._messages) <= self._msg_queue_resume_size:
-                self._resume_reading_if_drained()
-            manager.requests_count += 1
-            writer = StreamWriter(self, loop)
-            handler: _Handler | None
-            if isinstance(message, _ErrInfo):
-                handler = self._make_error_handler(message)
-                message = ERROR
-            else:
-                handler = self._request_handler
-            assert handler is not None
-            request = factory(message, payload, self, writer, self._task_handler)  # type: ignore[arg-type]
-            try:
-                try:
-                    resp, reset = await self._serve(request, handler)
-                except ConnectionError:
+                    request._task = None  # type: ignore[assignment]  # no cycle through a traceback
+                if not self._keepalive or self._close:
                     break
-                if reset:
-                    break
-                self._keepalive = bool(resp.keep_alive)
-                if not payload.is_eof():
-                    await self._linger(payload)
-                payload.set_exception(_PAYLOAD_ACCESS_ERROR)
-            except asyncio.CancelledError:
-                self.force_close()
-                raise
-            except Exception as exc:
-                log.error("unhandled exception serving a request", exc_info=exc)
-                self.force_close()
-            except BaseException:
-                self.force_close()
-                raise
-            finally:
-                request._task = None  # type: ignore[assignment]  # no cycle through a traceback
-            if self._keepalive and not self._close and not self._force_close:
-                close_time = loop.time() + keepalive_timeout
-                self._next_keepalive_close_time = close_time
-                if self._keepalive_handle is None:
-                    self._keepalive_handle = loop.call_at(close_time, self._process_keepalive)
-            else:
-                break
-        if not self._force_close:
+                if not queue and self._keepalive_timeout > 0:
+                    self._next_keepalive_close = loop.time() + self._keepalive_timeout
+                    if self._keepalive_handle is None:
+                        self._schedule_keepalive()
+        finally:
             self._task_handler = None
-            if self.transport is not None:
+            if not self._force_close and self.transport is not None:
                 self.transport.close()
 
-    async def _serve(self, request: BaseRequest, handler: _Handler) -> tuple[StreamResponse, bool]:
-        """aiohttp's `_handle_request` without its Task; a response the handler already wrote is not finished."""
+    async def _serve(
+        self, request: web.BaseRequest, handler: _Handler, refusal: web.StreamResponse | None
+    ) -> tuple[web.StreamResponse, bool]:
+        """Run the handler (or answer the parser's refusal) and write its answer; a response the handler already
+        wrote whole is not written again. Handler failures are answered as aiohttp answers them (504, 500)."""
         self._request_in_progress = True
         try:
+            if refusal is not None:
+                return await self._finish_response(request, refusal)
             try:
                 self._current_request = request
                 resp = await handler(request)
             finally:
                 self._current_request = None
         except HTTPException as exc:
-            return await self.finish_response(request, exc, None)
+            return await self._finish_response(request, exc)
         except asyncio.CancelledError:
             raise
         except TimeoutError:
-            return await self.finish_response(request, self.handle_error(request, 504), None)
+            return await self._finish_response(request, parser_refusal(request, self._metrics, 504))
         except Exception as exc:  # noqa: BLE001 - a handler failure is answered 500, as aiohttp does
-            return await self.finish_response(request, self.handle_error(request, 500, exc), None)
+            return await self._finish_response(request, parser_refusal(request, self._metrics, 500, exc))
         else:
             if (
                 type(resp) is SentResponse
@@ -125,16 +205,34 @@ class FastRequestHandler(GuardedRequestHandler):
                 and not self._close_after_response
                 and not self._upgraded
             ):
-                # Written whole already; nothing of finish_response applies (no body left unread on a closing
-                # connection, no declined upgrade whose tail needs parsing).
-                request._finish()
-                self.record_access(request, resp)
+                record_access(self._state, request, resp)
                 return resp, False
-            return await self.finish_response(request, resp, None)
+            return await self._finish_response(request, resp)
         finally:
             self._request_in_progress = False
             if self._handler_waiter is not None:
                 self._handler_waiter.set_result(None)
+
+    async def _finish_response(
+        self, request: web.BaseRequest, resp: web.StreamResponse
+    ) -> tuple[web.StreamResponse, bool]:
+        """Write a response the handler returned (prepare, then end it); True when the client is gone."""
+        if self._upgraded and self._payload_parser is None and not self._messages:
+            self._declined_upgrade()
+        try:
+            await resp.prepare(request)
+            await resp.write_eof()
+        except ConnectionError:
+            record_access(self._state, request, resp)
+            return resp, True
+        record_access(self._state, request, resp)
+        if self._close_after_response or (not resp.keep_alive and not request.content.is_eof()):
+            # The response is written (transport.close() flushes it first); no drain, no keep-alive. A response
+            # that closes the connection while the body is unread (413, 408, 501, a broken chunk) would otherwise
+            # keep it open up to lingering_time reading bytes nobody will use.
+            self._close_after_response = False
+            self.force_close()
+        return resp, False
 
     async def _linger(self, payload: StreamReader) -> None:
         """Read and drop an unread request body for up to lingering_time (aiohttp's behaviour), so a client still

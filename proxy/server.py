@@ -25,6 +25,7 @@ from aiohttp.http_parser import HttpRequestParser, RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import ERROR, RequestHandler, _ErrInfo
 
+from proxy.conn_guard import ConnectionCounter, ConnectionGuard
 from proxy.exchange import ARRIVED_KEY, EXCHANGE_KEY
 from proxy.headers import new_request_id
 from proxy.metrics import Metrics
@@ -33,36 +34,15 @@ from proxy.state import RuntimeState
 
 log = logging.getLogger("strangler.proxy")
 
-_REFUSED = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-
-
-class ConnectionCounter:
-    """Counts open client connections against limits.max_connections."""
-
-    __slots__ = ("active", "metrics")
-
-    def __init__(self, metrics: Metrics) -> None:
-        self.active = 0
-        self.metrics = metrics
-
 
 class GuardedRequestHandler(RequestHandler):
-    """A RequestHandler that closes connections whose request head is not complete within `header_timeout`.
-
-    The deadline is armed when the connection opens and when bytes that arrive while no request is being handled
-    or queued (the start of a new head on a keep-alive connection) leave that head incomplete; it is disarmed as
-    soon as the parser has a complete head. An idle keep-alive connection that sends nothing is left to
-    `keepalive_timeout`.
-    """
+    """aiohttp's RequestHandler under strangler's connection cap and head deadline (`proxy.conn_guard`), parsing one
+    request at a time, answering refusals in strangler's shape."""
 
     __slots__ = (
         "_close_after_response",
-        "_connections",
-        "_counted",
-        "_head_count",
-        "_head_handle",
-        "_head_timeout",
-        "_max_connections",
+        "_guard",
+        "_metrics",
         "_state",
     )
 
@@ -78,12 +58,8 @@ class GuardedRequestHandler(RequestHandler):
     ) -> None:
         super().__init__(manager, **kwargs)
         self._state = state
-        self._connections = connections
-        self._head_timeout = header_timeout
-        self._max_connections = max_connections
-        self._head_handle: asyncio.TimerHandle | None = None
-        self._head_count = 0
-        self._counted = False
+        self._metrics = connections.metrics
+        self._guard = ConnectionGuard(self, self._loop, connections, max_connections, header_timeout)
         self._close_after_response = False
         # The parser aiohttp made, but stopping after each complete request (max_msg_queue_size=1) and keeping the
         # rest of the read: aiohttp replaces every request parsed from one read with the 400 when a later one in
@@ -101,39 +77,20 @@ class GuardedRequestHandler(RequestHandler):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        counter = self._connections
-        if counter.active >= self._max_connections:
-            counter.metrics.rejected.inc(("max_connections",))
-            if self.transport is not None:
-                self.transport.write(_REFUSED)
-            self.force_close()
-            return
-        counter.active += 1
-        self._counted = True
-        self._arm_head()
+        self._guard.admit()
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        if self._counted:
-            self._counted = False
-            self._connections.active -= 1
-        self._disarm_head()
+        self._guard.release()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        # Bytes arriving while no request is handled or queued start a new head. Its deadline is armed only if the
-        # head is still incomplete once they are parsed: a timer made and cancelled for every request that
-        # arrives whole (almost all of them) is a measurable share of a small request's cost.
-        starts_head = self._head_handle is None and not self._request_in_progress and not self._messages
+        starts_head = self._guard.head_starts()
         count = self._request_count
         queued = len(self._messages)
         self._feed(data)
         if self._request_in_progress and len(self._messages) > queued:
             self._fail_unfinished_body()
-        if self._head_handle is not None:
-            if self._request_count != self._head_count:
-                self._disarm_head()
-        elif starts_head and self._request_count == count and self.transport is not None:
-            self._arm_head()
+        self._guard.after_parse(starts_head, count)
 
     def _feed(self, data: bytes) -> None:
         """Parse `data`, then the rest of the read one request per call: the parser stops after each complete
@@ -159,20 +116,9 @@ class GuardedRequestHandler(RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
-        """aiohttp's answer to a request its parser refused (400, 413, 431) or a handler failure (500, 504), in
-        strangler's shape: a JSON error with an X-Request-Id, counted, the connection closed. Refused requests are
-        expected on a public port, so they are logged at debug level, not with a traceback each."""
-        if request.writer.output_size > 0:  # part of a response went out: nothing can be added, only closed
-            raise ConnectionError("a response was already started; the error cannot be sent")
-        if status >= 500:
-            log.error("request from %s failed: %s", request.remote, message or exc, exc_info=exc)
-        else:
-            log.debug("request from %s refused (%d): %s", request.remote, status, message or exc)
-        error = _PARSER_ERRORS.get(status, "bad_request")
-        self._connections.metrics.rejected.inc((error,))
-        resp = error_response(status, error, None, new_request_id())
-        resp.force_close()
-        return resp
+        """aiohttp's answer to a request its parser refused or a handler failure, in strangler's shape
+        (`parser_refusal`)."""
+        return parser_refusal(request, self._metrics, status, exc, message)
 
     def skip_lingering(self) -> None:
         """Close the connection right after the current response instead of draining the unread body first.
@@ -187,7 +133,7 @@ class GuardedRequestHandler(RequestHandler):
         self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
     ) -> tuple[web.StreamResponse, bool]:
         result = await super().finish_response(request, resp, start_time)
-        self.record_access(request, resp)
+        record_access(self._state, request, resp)
         if self._close_after_response or (not resp.keep_alive and not request.content.is_eof()):
             # The response is written (transport.close() flushes it first); no drain, no keep-alive. A response
             # that closes the connection while the body is unread (413, 408, 501, a broken chunk) would otherwise
@@ -195,18 +141,6 @@ class GuardedRequestHandler(RequestHandler):
             self._close_after_response = False
             self.force_close()
         return result
-
-    def record_access(self, request: web.BaseRequest, resp: web.StreamResponse) -> None:
-        """Give the access log, when one is on, the line of a response that is written. Every way a response ends
-        comes here once: `finish_response`, and the fast listener's whole responses that skip it."""
-        state = self._state
-        if state is None or (access := state.access_log) is None:
-            return
-        parsed = type(request) is not UnparsedRequest
-        try:
-            access.record(request, resp, request.get(EXCHANGE_KEY), mirroring=bool(state.hooks), parsed=parsed)
-        except Exception:  # the client has its answer: a line that cannot be built must not cost it more
-            log.exception("access log: a line could not be built; the request was served")
 
     def _fail_unfinished_body(self) -> None:
         """Fail the running request's body stream when the parser just rejected bytes inside it.
@@ -221,23 +155,6 @@ class GuardedRequestHandler(RequestHandler):
         if isinstance(message, _ErrInfo) and request is not None and not request.content.is_eof():
             request.content.set_exception(web.RequestPayloadError(f"malformed request body: {message.message}"))
 
-    def _arm_head(self) -> None:
-        if self._head_timeout > 0:
-            self._head_count = self._request_count
-            self._head_handle = self._loop.call_later(self._head_timeout, self._head_deadline)
-
-    def _disarm_head(self) -> None:
-        if self._head_handle is not None:
-            self._head_handle.cancel()
-            self._head_handle = None
-
-    def _head_deadline(self) -> None:
-        self._head_handle = None
-        if self._request_count != self._head_count or self._request_in_progress or self._messages:
-            return  # a head did arrive
-        self._connections.metrics.rejected.inc(("header_timeout",))
-        self.force_close()
-
 
 # aiohttp's statuses for what its parser refuses, named like the handler's own refusals.
 _PARSER_ERRORS = {
@@ -247,6 +164,41 @@ _PARSER_ERRORS = {
     500: "internal_error",
     504: "timeout",
 }
+
+
+def parser_refusal(
+    request: web.BaseRequest,
+    metrics: Metrics,
+    status: int = 500,
+    exc: BaseException | None = None,
+    message: str | None = None,
+) -> web.StreamResponse:
+    """The answer to a request the parser refused (400) or a handler failure (500, 504), for both listeners: a JSON
+    error in strangler's shape with an X-Request-Id, counted, the connection closed. Refused requests are expected
+    on a public port, so they are logged at debug level, not with a traceback each."""
+    if request.writer.output_size > 0:  # part of a response went out: nothing can be added, only closed
+        raise ConnectionError("a response was already started; the error cannot be sent")
+    if status >= 500:
+        log.error("request from %s failed: %s", request.remote, message or exc, exc_info=exc)
+    else:
+        log.debug("request from %s refused (%d): %s", request.remote, status, message or exc)
+    error = _PARSER_ERRORS.get(status, "bad_request")
+    metrics.rejected.inc((error,))
+    resp = error_response(status, error, None, new_request_id())
+    resp.force_close()
+    return resp
+
+
+def record_access(state: RuntimeState | None, request: web.BaseRequest, resp: web.StreamResponse) -> None:
+    """Give the access log, when one is on, the line of a response that is written. Every way a response ends, on
+    either listener, comes here once."""
+    if state is None or (access := state.access_log) is None:
+        return
+    parsed = type(request) is not UnparsedRequest
+    try:
+        access.record(request, resp, request.get(EXCHANGE_KEY), mirroring=bool(state.hooks), parsed=parsed)
+    except Exception:  # the client has its answer: a line that cannot be built must not cost it more
+        log.exception("access log: a line could not be built; the request was served")
 
 
 class UnsupportedVersionRequest(web.BaseRequest):
@@ -271,15 +223,15 @@ def _is_websocket(message: RawRequestMessage) -> bool:
 
 
 class ProxyServer(web.Server):
-    """aiohttp's low-level server, making a `GuardedRequestHandler` (or the `protocol` subclass given: the fast
-    listener's) per connection from the current limits."""
+    """aiohttp's low-level server, making a `GuardedRequestHandler` (or the `protocol` given: the fast listener's
+    `proxy.listener.ProtocolListener`) per connection from the current limits."""
 
     def __init__(
         self,
         handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
         *,
         state: RuntimeState,
-        protocol: type[GuardedRequestHandler] = GuardedRequestHandler,
+        protocol: Callable[..., asyncio.Protocol] = GuardedRequestHandler,
     ) -> None:
         super().__init__(handler, handler_cancellation=False, request_factory=self._make_proxy_request)
         self._state = state
@@ -310,7 +262,9 @@ class ProxyServer(web.Server):
 
     def __call__(self) -> RequestHandler:
         limits = self._state.snapshot.config.limits
-        return self._protocol(
+        # aiohttp types the per-connection factory as its RequestHandler; the fast listener is a protocol of its own
+        # with the surface the server and runner call (connection_made/lost, close, shutdown).
+        return self._protocol(  # type: ignore[return-value]
             self,
             loop=self._loop,
             connections=self.connection_count,

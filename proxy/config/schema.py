@@ -314,8 +314,9 @@ TOP = Section(
                 **ADDRESS,
                 "tls": LISTEN_TLS,
                 "server": choice(
-                    "Listener implementation: `fast` serves each connection's requests in one loop (no Task per "
-                    "request); `aiohttp` is aiohttp's own request loop (a Task per request), kept to compare the two",
+                    "Listener implementation: `fast` is strangler's protocol-level listener (an asyncio protocol on "
+                    "llhttp; each connection's requests in one task, none per request); `aiohttp` is aiohttp's own "
+                    "server (a Task per request), kept for one release to compare the two",
                     SERVERS,
                 ),
             },

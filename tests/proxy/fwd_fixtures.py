@@ -21,11 +21,11 @@ from yarl import URL
 
 from proxy.app import chosen_server
 from proxy.config.model import Listen, Timeouts, Upstream
+from proxy.conn_guard import ConnectionCounter
 from proxy.forwarding import FallbackAvailable, ForwardResult, ForwardTarget, forward
 from proxy.headers import new_request_id, upstream_request_headers, valid_request_id
-from proxy.listener import FastRequestHandler
+from proxy.listener import ProtocolListener
 from proxy.metrics import Metrics
-from proxy.server import ConnectionCounter
 from proxy.upstream import transport
 from proxy.websocket import forward_websocket, is_websocket_upgrade
 
@@ -150,7 +150,7 @@ class FastServer(web.Server):
 
     def __call__(self) -> RequestHandler:
         counter = ConnectionCounter(Metrics())
-        return FastRequestHandler(
+        return ProtocolListener(  # type: ignore[return-value]  # the fast listener is a protocol of its own
             self, loop=self._loop, connections=counter, header_timeout=0, max_connections=2**20, **self._kwargs
         )
 

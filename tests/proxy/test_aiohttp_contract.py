@@ -71,6 +71,43 @@ async def test_request_parser_stops_after_each_message_when_asked() -> None:
     await server.shutdown(0)
 
 
+async def test_the_fast_listener_finds_what_it_uses_of_aiohttp() -> None:
+    """proxy/h1_connection.py and proxy/listener.py build on aiohttp's BaseProtocol (write flow control), its C
+    request parser, BaseRequest and low-level Server: every private name they use is there."""
+    from aiohttp import base_protocol, web_request
+
+    loop = asyncio.get_running_loop()
+    protocol = base_protocol.BaseProtocol(loop)
+    missing = [
+        f"BaseProtocol.{a}"
+        for a in ("_paused", "_drain_waiter", "_buffer_paused", "_upgraded", "_parser", "_drain_helper")
+        if not hasattr(protocol, a)
+    ]
+    missing += [
+        f"BaseProtocol.{m}()"
+        for m in ("_pause_reading_for_buffer", "_resume_reading_for_buffer", "pause_reading", "resume_reading")
+        if not callable(getattr(protocol, m, None))
+    ]
+    parser = http_parser.HttpRequestParser(protocol, loop, 2**16, max_msg_queue_size=1)
+    missing += [
+        f"HttpRequestParser.{m}()" for m in ("set_upgraded", "feed_data") if not callable(getattr(parser, m, None))
+    ]
+    missing += [f"BaseRequest.{m}()" for m in ("_cancel",) if not callable(getattr(web_request.BaseRequest, m, None))]
+    missing += [f"web_protocol.{n}" for n in ("PayloadAccessError",) if not hasattr(web_protocol, n)]
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        return web.Response()
+
+    server = web.Server(handle)
+    missing += [
+        f"Server.{a}"
+        for a in ("request_factory", "request_handler", "requests_count", "connection_made", "connection_lost")
+        if not hasattr(server, a)
+    ]
+    assert not missing, f"aiohttp {aiohttp.__version__} lacks {missing}: see proxy/h1_connection.py, proxy/listener.py"
+    await server.shutdown(0)
+
+
 def test_stream_response_prepares_headers_in_an_overridable_method() -> None:
     """proxy/responses.py overrides StreamResponse._prepare_headers to take back aiohttp's default Server header."""
     assert callable(getattr(web.StreamResponse, "_prepare_headers", None))

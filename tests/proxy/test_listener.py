@@ -1,5 +1,6 @@
 """The proxy listener switch (listen.server, $STRANGLER_SERVER, start_proxy(server=...)) and what the fast listener
-changes: requests on one connection are served in that connection's own task."""
+(strangler's protocol-level listener) changes: requests on one connection are served in that connection's own task,
+started at its first request."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from aiohttp.web_protocol import RequestHandler
 
 from proxy.app import SERVER_ENV
 from proxy.config.model import SERVERS, ConfigError, Server
 from proxy.events import ExchangeObserver, ExchangeStart
-from tests.proxy.app_fixtures import running_proxy, url, write_config
+from proxy.listener import ProtocolListener
+from tests.proxy.app_fixtures import running_proxy, url, wait_until, write_config
 
 
 class TaskRecorder:
@@ -53,6 +56,53 @@ async def test_fast_listener_serves_a_connections_requests_in_one_task(legacy: T
     assert len(tasks) == 2
     assert tasks[0] is not None
     assert tasks[0] is tasks[1]
+
+
+def _serving_tasks() -> list[asyncio.Task[Any]]:
+    """The fast listener's per-connection serving tasks now running."""
+    return [t for t in asyncio.all_tasks() if getattr(t.get_coro(), "__qualname__", "").endswith("_serve_connection")]
+
+
+async def test_fast_listener_starts_a_connections_task_at_its_first_request_not_at_accept(
+    legacy: TestServer, tmp_path: Path
+) -> None:
+    """With server=fast, an accepted connection that has sent nothing costs no task; its first request starts one
+    task, which then serves the connection's later requests too, and ends when the connection closes."""
+    assert legacy.port is not None
+    path = write_config(tmp_path / "routes.yaml", legacy=legacy.port, new=legacy.port)
+    async with running_proxy(path, server="fast") as running:
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.proxy_port)
+        try:
+            await asyncio.sleep(0.1)  # accepted by now
+            assert _serving_tasks() == []
+            request = b"GET /api/x HTTP/1.1\r\nHost: a\r\n\r\n"
+            writer.write(request)
+            await reader.readuntil(b"\r\n\r\n")
+            (first,) = _serving_tasks()
+            writer.write(request)
+            await reader.readuntil(b"\r\n\r\n")
+            assert _serving_tasks() == [first]
+        finally:
+            writer.close()
+        await wait_until(lambda: not _serving_tasks())
+
+
+async def test_fast_listener_is_a_protocol_of_its_own(legacy: TestServer, tmp_path: Path) -> None:
+    """With server=fast, connections are served by strangler's protocol-level listener, not aiohttp's
+    RequestHandler (the aiohttp listener's)."""
+    assert legacy.port is not None
+    path = write_config(tmp_path / "routes.yaml", legacy=legacy.port, new=legacy.port)
+    for server, kind in (("fast", ProtocolListener), ("aiohttp", RequestHandler)):
+        async with running_proxy(path, server=server) as running:
+            reader, writer = await asyncio.open_connection("127.0.0.1", running.proxy_port)
+            try:
+                writer.write(b"GET /api/x HTTP/1.1\r\nHost: a\r\n\r\n")
+                await reader.readuntil(b"\r\n\r\n")
+                (conn,) = running.connections
+                assert isinstance(conn, kind)
+                assert isinstance(conn, RequestHandler) == (server == "aiohttp")
+            finally:
+                writer.close()
 
 
 async def test_aiohttp_listener_is_kept_with_a_task_per_request(legacy: TestServer, tmp_path: Path) -> None:

@@ -1,0 +1,312 @@
+"""One HTTP/1 client connection at the protocol level, for the fast listener (`proxy.listener.ProtocolListener`).
+
+`H1Connection` is the reading half: an asyncio protocol (aiohttp's `BaseProtocol`, for the write flow control its
+`StreamWriter` waits on) that parses with llhttp through aiohttp's C `HttpRequestParser`, one request per parser
+call, into a queue; holds the connection cap and head deadline (`proxy.conn_guard`), keep-alive, upgrades (a
+websocket takes the connection over through `set_parser`, as aiohttp's `WebSocketResponse` expects) and closing.
+The subclass serves the queue (`_serve_connection`).
+
+Why aiohttp's parser and not httptools: both are llhttp, but aiohttp's is already a dependency and is the one the
+aiohttp listener (`listen.server: aiohttp`) uses, so the two listeners refuse exactly the same bytes (smuggling,
+framing, line and header limits) and hand over each body as aiohttp's `StreamReader` with its flow control, which
+`proxy.request_body` and `proxy.forwarding` read. httptools would add a dependency, a second set of refusals to keep
+equal, and body streams written again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from aiohttp import web
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_parser import HttpRequestParser, RawRequestMessage
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
+from aiohttp.tcp_helpers import tcp_keepalive
+from aiohttp.web_protocol import _ErrInfo
+
+from proxy.conn_guard import ConnectionCounter, ConnectionGuard
+
+QUEUE_LIMIT = 32  # parsed requests held before the transport is paused (aiohttp's MAX_MSG_QUEUE_SIZE)
+QUEUE_RESUME = QUEUE_LIMIT // 2
+Message = tuple[RawRequestMessage | _ErrInfo, StreamReader]
+
+
+class H1Connection(BaseProtocol):
+    """The reading half of a client connection: parsing, the request queue, timers, upgrades, closing."""
+
+    __slots__ = (
+        "_close",
+        "_current_request",
+        "_data_received_cb",
+        "_force_close",
+        "_guard",
+        "_keepalive",
+        "_keepalive_handle",
+        "_keepalive_timeout",
+        "_manager",
+        "_message_tail",
+        "_messages",
+        "_next_keepalive_close",
+        "_payload_parser",
+        "_read_bufsize",
+        "_request_count",
+        "_request_in_progress",
+        "_task_handler",
+        "_timeout_ceil_threshold",
+        "_waiter",
+        "max_field_size",
+        "max_headers",
+        "max_line_size",
+        "peername",
+        "sockname",
+        "ssl_context",
+    )
+
+    def __init__(
+        self,
+        manager: web.Server,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        connections: ConnectionCounter,
+        header_timeout: float,
+        max_connections: int,
+        keepalive_timeout: float,
+        max_line_size: int,
+        max_field_size: int,
+        max_headers: int,
+        read_bufsize: int,
+    ) -> None:
+        # max_msg_queue_size=1: the parser stops after each complete request and keeps the rest of the read, so a
+        # malformed request later in one read replaces only itself with the 400, never the good ones before it.
+        parser = HttpRequestParser(
+            self,
+            loop,
+            read_bufsize,
+            max_line_size=max_line_size,
+            max_field_size=max_field_size,
+            max_headers=max_headers,
+            payload_exception=web.RequestPayloadError,
+            max_msg_queue_size=1,
+        )
+        super().__init__(loop, parser)
+        self._manager: web.Server | None = manager
+        self._guard = ConnectionGuard(self, loop, connections, max_connections, header_timeout)
+        self._keepalive_timeout = keepalive_timeout
+        self._read_bufsize = read_bufsize
+        self._timeout_ceil_threshold = 5.0  # read by aiohttp's WebSocketResponse
+        self.max_line_size = max_line_size
+        self.max_field_size = max_field_size
+        self.max_headers = max_headers
+        self.ssl_context: Any = None  # these three are read by every aiohttp BaseRequest
+        self.peername: Any = None
+        self.sockname: Any = None
+        self._messages: deque[Message] = deque()
+        self._message_tail = b""
+        self._payload_parser: Any = None  # a websocket's frame reader once the connection is upgraded
+        self._data_received_cb: Callable[[], None] | None = None
+        self._request_count = 0
+        self._request_in_progress = False
+        self._current_request: web.BaseRequest | None = None
+        self._task_handler: asyncio.Task[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._keepalive = True
+        self._keepalive_handle: asyncio.TimerHandle | None = None
+        self._next_keepalive_close = 0.0
+        self._close = False
+        self._force_close = False
+
+    def _serve_connection(self) -> Coroutine[Any, Any, None]:
+        """The coroutine serving the queue until the connection closes (the subclass's)."""
+        raise NotImplementedError
+
+    # Connection
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        assert self.transport is not None
+        tcp_keepalive(self.transport)
+        self.ssl_context = transport.get_extra_info("sslcontext")
+        self.peername = transport.get_extra_info("peername")
+        self.sockname = transport.get_extra_info("sockname")
+        assert self._manager is not None
+        self._manager.connection_made(self, self.transport)  # type: ignore[arg-type]  # tracked for shutdown
+        if not self._guard.admit():
+            return
+        if self._keepalive_timeout > 0:  # a connection that never sends a request is closed like an idle one
+            self._schedule_keepalive()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        manager = self._manager
+        if manager is None:
+            return
+        manager.connection_lost(self, exc)  # type: ignore[arg-type]
+        self._manager = None
+        self._guard.release()
+        self.force_close()
+        super().connection_lost(exc)
+        if self._keepalive_handle is not None:
+            self._keepalive_handle.cancel()
+            self._keepalive_handle = None
+        if self._current_request is not None:
+            self._current_request._cancel(exc if exc is not None else ConnectionResetError("Connection lost"))
+        for _, payload in self._messages:  # queued requests nobody will serve: their bodies end now
+            payload.feed_eof()
+        if self._payload_parser is not None:
+            self._payload_parser.feed_eof()
+            self._payload_parser = None
+        self._parser = None
+
+    def eof_received(self) -> None:
+        pass  # the transport closes itself; a half-closed client still gets the answer being written
+
+    def data_received(self, data: bytes) -> None:
+        if self._force_close or self._close:
+            return
+        if self._upgraded:
+            self._upgraded_data(data)
+            return
+        starts_head = self._guard.head_starts()
+        count = self._request_count
+        self._feed(data)
+        self._guard.after_parse(starts_head, count)
+
+    def _feed(self, data: bytes) -> None:
+        """Parse `data` and then the rest of the read, one request per parser call, into the queue; start or wake
+        the connection's serving task. Stops after a malformed request (nothing after it is parsed), at an upgrade,
+        or when the queue is full (the transport is paused until it drains)."""
+        parser = self._parser
+        assert parser is not None
+        queue = self._messages
+        queued = len(queue)
+        while True:
+            try:
+                messages, upgraded, tail = parser.feed_data(data)
+            except HttpProcessingError as exc:
+                self._request_count += 1
+                queue.append((_ErrInfo(status=400, exc=exc, message=exc.message), EMPTY_PAYLOAD))
+                self._fail_unfinished_body(exc)
+                break
+            for message in messages:
+                self._request_count += 1
+                queue.append(message)
+            if upgraded:
+                self._upgraded = True
+                self._message_tail = tail
+                break
+            if not messages and not data:
+                break  # (a read that completed a body may hold the next request, so it is followed by one b"")
+            if len(queue) >= QUEUE_LIMIT:
+                self._pause_reading_for_buffer()
+                break
+            data = b""
+        if len(queue) > queued:
+            self._serve_queued()
+
+    def _upgraded_data(self, data: bytes) -> None:
+        """Bytes after an upgrade request: a websocket's frames once it took the connection, else held (a declined
+        upgrade's tail is parsed again as requests when its answer is written)."""
+        if self._payload_parser is not None:
+            if data:
+                if self._data_received_cb is not None:
+                    self._data_received_cb()
+                eof, _ = self._payload_parser.feed_data(data)
+                if eof:
+                    self.close()
+        elif data:
+            self._message_tail += data
+            if not self._buffer_paused and len(self._message_tail) >= self._read_bufsize:
+                self._pause_reading_for_buffer()
+
+    def _fail_unfinished_body(self, exc: HttpProcessingError) -> None:
+        """The parser rejected bytes inside the running request's body (a bad chunk size, a missing CRLF): fail its
+        body stream now, so the handler stops waiting for the rest and the half-sent upstream request is dropped."""
+        request = self._current_request
+        if request is not None and not request.content.is_eof():
+            request.content.set_exception(web.RequestPayloadError(f"malformed request body: {exc.message}"))
+
+    def _serve_queued(self) -> None:
+        if self._task_handler is None:
+            self._task_handler = self._loop.create_task(self._serve_connection())
+        else:
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    # What aiohttp's request, response and websocket objects call on their protocol
+
+    def set_parser(self, parser: Any, data_received_cb: Callable[[], None] | None = None) -> None:
+        """A websocket takes the connection over: its frame reader gets every byte from now on."""
+        assert self._payload_parser is None
+        self._payload_parser = parser
+        self._data_received_cb = data_received_cb
+        if self._message_tail:
+            parser.feed_data(self._message_tail)
+            self._message_tail = b""
+        if self._buffer_paused:
+            self._resume_reading_for_buffer()
+
+    def keep_alive(self, val: bool) -> None:
+        self._keepalive = val
+        if self._keepalive_handle is not None:
+            self._keepalive_handle.cancel()
+            self._keepalive_handle = None
+
+    def close(self) -> None:
+        """Answer what is being served, then close."""
+        self._close = True
+        self._wake()
+
+    def force_close(self) -> None:
+        self._force_close = True
+        self._wake()
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # Between requests
+
+    def _declined_upgrade(self) -> None:
+        """The upgrade was answered without switching protocols: what followed it is requests again."""
+        parser = self._parser
+        if parser is None:
+            return
+        parser.set_upgraded(False)
+        self._upgraded = False
+        tail, self._message_tail = self._message_tail, b""
+        if tail:
+            self._feed(tail)
+        if self._buffer_paused and len(self._messages) < QUEUE_LIMIT:
+            self._resume_reading_for_buffer()
+
+    def _resume_parsing(self) -> None:
+        """The queue drained below half: parse what the paused parser holds, then read again if it stayed below."""
+        if not self._upgraded:
+            self.data_received(b"")
+            if len(self._messages) >= QUEUE_LIMIT:
+                return
+        self._resume_reading_for_buffer()
+
+    def _schedule_keepalive(self) -> None:
+        self._next_keepalive_close = close_at = self._loop.time() + self._keepalive_timeout
+        self._keepalive_handle = self._loop.call_at(close_at, self._process_keepalive)
+
+    def _process_keepalive(self) -> None:
+        """Close a connection idle for keepalive_timeout: no request queued or being served."""
+        self._keepalive_handle = None
+        if self._force_close or not self._keepalive:
+            return
+        now = self._loop.time()
+        if now < self._next_keepalive_close:  # a request was served since: wait for the later deadline
+            self._keepalive_handle = self._loop.call_at(self._next_keepalive_close, self._process_keepalive)
+            return
+        if not self._request_in_progress and not self._messages:
+            self.force_close()
