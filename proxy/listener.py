@@ -173,6 +173,7 @@ class ProtocolListener(H1Connection):
                         self._schedule_keepalive()
         finally:
             self._task_handler = None
+            self._close = True  # nothing read after this is served: the connection is closing
             if not self._force_close and self.transport is not None:
                 self.transport.close()
 
