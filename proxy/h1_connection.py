@@ -74,11 +74,12 @@ class H1Connection(BaseProtocol):
         connections: ConnectionCounter,
         header_timeout: float,
         max_connections: int,
-        keepalive_timeout: float,
-        max_line_size: int,
-        max_field_size: int,
-        max_headers: int,
-        read_bufsize: int,
+        keepalive_timeout: float = 3630.0,
+        max_line_size: int = 8190,
+        max_field_size: int = 8190,
+        max_headers: int = 128,
+        read_bufsize: int = 2**16,
+        **_aiohttp_options: Any,  # access_log and the like: aiohttp's listener options this one has no use for
     ) -> None:
         # max_msg_queue_size=1: the parser stops after each complete request and keeps the rest of the read, so a
         # malformed request later in one read replaces only itself with the 400, never the good ones before it.

@@ -44,31 +44,12 @@ class ProtocolListener(H1Connection):
         self,
         manager: web.Server,
         *,
-        loop: asyncio.AbstractEventLoop,
         connections: ConnectionCounter,
-        header_timeout: float,
-        max_connections: int,
         state: RuntimeState | None = None,
-        keepalive_timeout: float = 3630.0,
-        max_line_size: int = 8190,
-        max_field_size: int = 8190,
-        max_headers: int = 128,
         lingering_time: float = 10.0,
-        read_bufsize: int = 2**16,
-        **_aiohttp_options: Any,  # access_log and the like: aiohttp's listener options this one has no use for
+        **options: Any,  # the connection's limits (`H1Connection`)
     ) -> None:
-        super().__init__(
-            manager,
-            loop=loop,
-            connections=connections,
-            header_timeout=header_timeout,
-            max_connections=max_connections,
-            keepalive_timeout=keepalive_timeout,
-            max_line_size=max_line_size,
-            max_field_size=max_field_size,
-            max_headers=max_headers,
-            read_bufsize=read_bufsize,
-        )
+        super().__init__(manager, connections=connections, **options)
         self._state = state
         self._metrics = connections.metrics
         self._lingering_time = float(lingering_time)
