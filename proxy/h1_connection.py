@@ -23,12 +23,13 @@ from typing import Any
 from aiohttp import web
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.http_parser import HttpRequestParser, RawRequestMessage
+from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.tcp_helpers import tcp_keepalive
 from aiohttp.web_protocol import _ErrInfo
 
 from proxy.conn_guard import ConnectionCounter, ConnectionGuard
+from proxy.server import request_parser
 
 QUEUE_LIMIT = 32  # parsed requests held before the transport is paused (aiohttp's MAX_MSG_QUEUE_SIZE)
 QUEUE_RESUME = QUEUE_LIMIT // 2
@@ -81,18 +82,7 @@ class H1Connection(BaseProtocol):
         read_bufsize: int = 2**16,
         **_aiohttp_options: Any,  # access_log and the like: aiohttp's listener options this one has no use for
     ) -> None:
-        # max_msg_queue_size=1: the parser stops after each complete request and keeps the rest of the read, so a
-        # malformed request later in one read replaces only itself with the 400, never the good ones before it.
-        parser = HttpRequestParser(
-            self,
-            loop,
-            read_bufsize,
-            max_line_size=max_line_size,
-            max_field_size=max_field_size,
-            max_headers=max_headers,
-            payload_exception=web.RequestPayloadError,
-            max_msg_queue_size=1,
-        )
+        parser = request_parser(self, loop, read_bufsize, max_line_size, max_field_size, max_headers)
         super().__init__(loop, parser)
         self._manager: web.Server | None = manager
         self._guard = ConnectionGuard(self, loop, connections, max_connections, header_timeout)

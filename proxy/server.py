@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
+from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http import HttpVersion10, HttpVersion11
 from aiohttp.http_parser import HttpRequestParser, RawRequestMessage
 from aiohttp.streams import StreamReader
@@ -61,18 +62,9 @@ class GuardedRequestHandler(RequestHandler):
         self._metrics = connections.metrics
         self._guard = ConnectionGuard(self, self._loop, connections, max_connections, header_timeout)
         self._close_after_response = False
-        # The parser aiohttp made, but stopping after each complete request (max_msg_queue_size=1) and keeping the
-        # rest of the read: aiohttp replaces every request parsed from one read with the 400 when a later one in
-        # that read is malformed, so `_feed` parses one request per call and a bad request replaces only itself.
-        self._parser = HttpRequestParser(
-            self,
-            self._loop,
-            self._read_bufsize,
-            max_line_size=self.max_line_size,
-            max_field_size=self.max_field_size,
-            max_headers=self.max_headers,
-            payload_exception=web.RequestPayloadError,
-            max_msg_queue_size=1,
+        # Replaces the parser aiohttp made (`request_parser` says how it differs).
+        self._parser = request_parser(
+            self, self._loop, self._read_bufsize, self.max_line_size, self.max_field_size, self.max_headers
         )
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -164,6 +156,35 @@ _PARSER_ERRORS = {
     500: "internal_error",
     504: "timeout",
 }
+
+
+def request_parser(
+    protocol: BaseProtocol,
+    loop: asyncio.AbstractEventLoop,
+    read_bufsize: int,
+    max_line_size: int,
+    max_field_size: int,
+    max_headers: int,
+) -> HttpRequestParser:
+    """The llhttp request parser both listeners use, with the limits given.
+
+    It stops after each complete request (max_msg_queue_size=1) and keeps the rest of the read: aiohttp's parser
+    replaces every request parsed from one read with the 400 when a later one in that read is malformed, so the
+    listeners parse one request per call and a bad request replaces only itself. It never decodes a body: a request
+    body with a Content-Encoding is forwarded as the bytes the client sent (aiohttp's default would pass on the
+    decoded bytes under the client's Content-Encoding and Content-Length).
+    """
+    return HttpRequestParser(
+        protocol,
+        loop,
+        read_bufsize,
+        max_line_size=max_line_size,
+        max_field_size=max_field_size,
+        max_headers=max_headers,
+        payload_exception=web.RequestPayloadError,
+        max_msg_queue_size=1,
+        auto_decompress=False,
+    )
 
 
 def parser_refusal(

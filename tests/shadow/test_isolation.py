@@ -6,6 +6,7 @@ Real loopback back ends, the real proxy (proxy.app.start_proxy) with the real Sh
 from __future__ import annotations
 
 import asyncio
+import gzip
 from collections import Counter
 from pathlib import Path
 
@@ -275,3 +276,23 @@ async def test_concurrency_cap_drops_and_counts(tmp_path: Path) -> None:
             release.set()
     outcomes = Counter((r["outcome"], r["reason"]) for r in exchanges(sp.db))
     assert outcomes == {("dropped", "queue_full"): 3, ("match", None): 2}
+
+
+async def test_a_gzip_request_body_reaches_both_sides_as_the_client_sent_it(tmp_path: Path) -> None:
+    """A mirrored POST with Content-Encoding: gzip reaches legacy and the candidate as the client's compressed
+    bytes (each back end can decode it), and the pair matches."""
+    route = """
+    - id: api
+      match: {path: /api/**}
+      mode: shadow
+      shadow: {methods: [POST], side_effects: allow}
+    """
+    ok = json_handler({"ok": True})
+    compressed = gzip.compress(b'{"qty": 1}')
+    headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+    async with backends(ok, ok) as (legacy, new), shadow_proxy(tmp_path, legacy.url, new.url, route) as sp:
+        status, *_ = await sp.request("POST", "/api/orders", data=compressed, headers=headers)
+    assert status == 200
+    assert [s.body for s in legacy.seen] == [b'{"qty": 1}']  # aiohttp's back end decoded the bytes it got
+    assert [s.body for s in new.seen] == [b'{"qty": 1}']
+    assert [r["outcome"] for r in exchanges(sp.db)] == ["match"]
