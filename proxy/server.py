@@ -88,11 +88,13 @@ class GuardedRequestHandler(RequestHandler):
         """Parse `data`, then the rest of the read one request per call: the parser stops after each complete
         request, also one whose body `data` completed, keeping the rest as its tail. Stops when a call parses no
         new request, after a malformed one (nothing after it is parsed), or when aiohttp's queue is full (it parses
-        the rest through `data_received(b"")` once the queue drains)."""
+        the rest through `data_received(b"")` once the queue drains). The queue's length is the test, not whether
+        reading is paused: aiohttp's resume re-parses while still marked paused, and stopping on that flag left
+        the rest of a long pipeline unparsed with no more bytes coming to parse it."""
         super().data_received(data)
         while (
             not self._upgraded
-            and not self._buffer_paused
+            and len(self._messages) < self._max_msg_queue_size
             and not self._force_close
             and not (self._messages and isinstance(self._messages[-1][0], _ErrInfo))
         ):

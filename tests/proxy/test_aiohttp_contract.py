@@ -25,6 +25,7 @@ HANDLER_ATTRIBUTES = (
     "_buffer_paused",
     "_upgraded",
     "_force_close",
+    "_max_msg_queue_size",
 )
 SERVER_ATTRIBUTES = ("_loop",)
 HANDLER_METHODS = ("connection_made", "connection_lost", "data_received", "finish_response", "handle_error")

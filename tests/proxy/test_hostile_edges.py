@@ -326,3 +326,14 @@ async def test_breaker_gauge_never_shows_legacy_and_follows_reloads(tmp_path: Pa
         assert (await running.reload("test")).ok
         assert state.breakers == {}
         assert ("new",) not in state.metrics.breaker_state.values
+
+
+async def test_a_hundred_pipelined_requests_in_one_write_are_all_answered_in_order(
+    proxy: RunningProxy, backends: Backends
+) -> None:
+    """100 requests written at once (more than the listener queues before it pauses reading) are each answered once,
+    in order; only the last asks to close."""
+    keep = b"".join(b"GET /public/%d HTTP/1.1\r\nHost: a\r\n\r\n" % i for i in range(99))
+    answers = await until_closed(proxy, keep + get(b"/public/99"), limit=15.0)
+    assert [(a.status, a.body) for a in answers] == [(200, b"public /public/%d" % i) for i in range(100)]
+    assert [s.target for s in backends.public.requests] == [f"/public/{i}" for i in range(100)]
