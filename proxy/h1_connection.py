@@ -29,7 +29,7 @@ from aiohttp.tcp_helpers import tcp_keepalive
 from aiohttp.web_protocol import _ErrInfo
 
 from proxy.conn_guard import ConnectionCounter, ConnectionGuard
-from proxy.server import request_parser
+from proxy.server import fail_unfinished_body, request_parser
 
 QUEUE_LIMIT = 32  # parsed requests held before the transport is paused (aiohttp's MAX_MSG_QUEUE_SIZE)
 QUEUE_RESUME = QUEUE_LIMIT // 2
@@ -40,6 +40,7 @@ class H1Connection(BaseProtocol):
     """The reading half of a client connection: parsing, the request queue, timers, upgrades, closing."""
 
     __slots__ = (
+        "_client_eof",
         "_close",
         "_current_request",
         "_data_received_cb",
@@ -48,6 +49,7 @@ class H1Connection(BaseProtocol):
         "_keepalive",
         "_keepalive_handle",
         "_keepalive_timeout",
+        "_last_body",
         "_manager",
         "_message_tail",
         "_messages",
@@ -109,6 +111,8 @@ class H1Connection(BaseProtocol):
         self._next_keepalive_close = 0.0
         self._close = False
         self._force_close = False
+        self._last_body: StreamReader | None = None  # the body stream of the last request parsed
+        self._client_eof = False  # the client half-closed: answer what it sent, then close
 
     def _serve_connection(self) -> Coroutine[Any, Any, None]:
         """The coroutine serving the queue until the connection closes (the subclass's)."""
@@ -151,8 +155,15 @@ class H1Connection(BaseProtocol):
             self._payload_parser = None
         self._parser = None
 
-    def eof_received(self) -> None:
-        pass  # the transport closes itself; a half-closed client still gets the answer being written
+    def eof_received(self) -> bool:
+        """The client half-closed its side: it sends nothing more but may still read. Every request it sent whole
+        is answered, then the connection closes (as nginx does); with nothing to answer it closes now. A body that
+        had not ended never will: its stream fails, so the handler answers instead of waiting for body_timeout."""
+        if self._upgraded:
+            return False  # a websocket's client is gone: close, which ends the session with the upstream
+        self._client_eof = True
+        fail_unfinished_body(self._last_body, "the client closed its side before the body ended")
+        return self._request_in_progress or bool(self._messages)  # True keeps the transport open for the answers
 
     def data_received(self, data: bytes) -> None:
         if self._force_close or self._close:
@@ -184,6 +195,7 @@ class H1Connection(BaseProtocol):
             for message in messages:
                 self._request_count += 1
                 queue.append(message)
+                self._last_body = message[1]
             if upgraded:
                 self._upgraded = True
                 self._message_tail = tail
@@ -215,9 +227,7 @@ class H1Connection(BaseProtocol):
     def _fail_unfinished_body(self, exc: HttpProcessingError) -> None:
         """The parser rejected bytes inside the running request's body (a bad chunk size, a missing CRLF): fail its
         body stream now, so the handler stops waiting for the rest and the half-sent upstream request is dropped."""
-        request = self._current_request
-        if request is not None and not request.content.is_eof():
-            request.content.set_exception(web.RequestPayloadError(f"malformed request body: {exc.message}"))
+        fail_unfinished_body(self._last_body, f"malformed request body: {exc.message}")
 
     def _serve_queued(self) -> None:
         if self._task_handler is None:

@@ -103,7 +103,7 @@ class ProtocolListener(H1Connection):
         try:
             while not self._force_close:
                 if not queue:
-                    if self._close:
+                    if self._close or self._client_eof:
                         break
                     self._waiter = waiter = loop.create_future()
                     try:

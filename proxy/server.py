@@ -41,8 +41,11 @@ class GuardedRequestHandler(RequestHandler):
     request at a time, answering refusals in strangler's shape."""
 
     __slots__ = (
+        "_answered",
+        "_client_eof",
         "_close_after_response",
         "_guard",
+        "_last_body",
         "_metrics",
         "_state",
     )
@@ -62,6 +65,9 @@ class GuardedRequestHandler(RequestHandler):
         self._metrics = connections.metrics
         self._guard = ConnectionGuard(self, self._loop, connections, max_connections, header_timeout)
         self._close_after_response = False
+        self._client_eof = False
+        self._last_body: StreamReader | None = None  # the body stream of the last request parsed
+        self._answered = 0  # responses written (finish_response): fewer than requests parsed while one is pending
         # Replaces the parser aiohttp made (`request_parser` says how it differs).
         self._parser = request_parser(
             self, self._loop, self._read_bufsize, self.max_line_size, self.max_field_size, self.max_headers
@@ -91,7 +97,7 @@ class GuardedRequestHandler(RequestHandler):
         the rest through `data_received(b"")` once the queue drains). The queue's length is the test, not whether
         reading is paused: aiohttp's resume re-parses while still marked paused, and stopping on that flag left
         the rest of a long pipeline unparsed with no more bytes coming to parse it."""
-        super().data_received(data)
+        self._parse(data)
         while (
             not self._upgraded
             and len(self._messages) < self._max_msg_queue_size
@@ -99,9 +105,17 @@ class GuardedRequestHandler(RequestHandler):
             and not (self._messages and isinstance(self._messages[-1][0], _ErrInfo))
         ):
             count = self._request_count
-            super().data_received(b"")
+            self._parse(b"")
             if self._request_count == count:
                 return
+
+    def _parse(self, data: bytes) -> None:
+        count = self._request_count
+        super().data_received(data)
+        if self._request_count != count and self._messages:
+            message, body = self._messages[-1]
+            if not isinstance(message, _ErrInfo):
+                self._last_body = body
 
     def handle_error(
         self,
@@ -127,8 +141,13 @@ class GuardedRequestHandler(RequestHandler):
         self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
     ) -> tuple[web.StreamResponse, bool]:
         result = await super().finish_response(request, resp, start_time)
+        self._answered += 1
         record_access(self._state, request, resp)
-        if self._close_after_response or (not resp.keep_alive and not request.content.is_eof()):
+        if (
+            self._close_after_response
+            or (not resp.keep_alive and not request.content.is_eof())
+            or (self._client_eof and not self._messages)  # the client half-closed: that was its last answer
+        ):
             # The response is written (transport.close() flushes it first); no drain, no keep-alive. A response
             # that closes the connection while the body is unread (413, 408, 501, a broken chunk) would otherwise
             # keep it open up to 10 s reading bytes nobody will use.
@@ -145,9 +164,17 @@ class GuardedRequestHandler(RequestHandler):
         the exchange now: the upstream connection is dropped without a final chunk and the client gets a 400.
         """
         message = self._messages[-1][0]
-        request = self._current_request
-        if isinstance(message, _ErrInfo) and request is not None and not request.content.is_eof():
-            request.content.set_exception(web.RequestPayloadError(f"malformed request body: {message.message}"))
+        if isinstance(message, _ErrInfo):
+            fail_unfinished_body(self._last_body, f"malformed request body: {message.message}")
+
+    def eof_received(self) -> bool:  # type: ignore[override]  # asyncio's is bool | None; aiohttp's says None
+        """The client half-closed its side: every request it sent whole is answered, then the connection closes;
+        with nothing to answer it closes now; a body that had not ended fails (as `proxy.h1_connection` does)."""
+        if self._upgraded:
+            return False  # a websocket's client is gone: close, which ends the session with the upstream
+        self._client_eof = True
+        fail_unfinished_body(self._last_body, "the client closed its side before the body ended")
+        return self._request_count > self._answered
 
 
 # aiohttp's statuses for what its parser refuses, named like the handler's own refusals.
@@ -187,6 +214,14 @@ def request_parser(
         max_msg_queue_size=1,
         auto_decompress=False,
     )
+
+
+def fail_unfinished_body(body: StreamReader | None, reason: str) -> None:
+    """Fail the body stream of the last request parsed when it has not ended and never will (the parser refused
+    bytes inside it, or the client half-closed), whether its handler runs yet or not: the handler reading it
+    answers now instead of waiting for limits.body_timeout."""
+    if body is not None and not body.is_eof():
+        body.set_exception(web.RequestPayloadError(reason))
 
 
 def parser_refusal(

@@ -337,3 +337,42 @@ async def test_a_hundred_pipelined_requests_in_one_write_are_all_answered_in_ord
     answers = await until_closed(proxy, keep + get(b"/public/99"), limit=15.0)
     assert [(a.status, a.body) for a in answers] == [(200, b"public /public/%d" % i) for i in range(100)]
     assert [s.target for s in backends.public.requests] == [f"/public/{i}" for i in range(100)]
+
+
+async def _half_closed(proxy: RunningProxy, data: bytes) -> list[Answer]:
+    """Send `data`, half-close (shutdown SHUT_WR, as `nc -N` does) and read until the proxy closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.proxy_port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        writer.write_eof()
+        async with asyncio.timeout(5.0):
+            received = await reader.read()
+    finally:
+        writer.close()
+    return parse_answers(received)
+
+
+async def test_a_client_that_half_closes_after_its_request_gets_the_answer(
+    proxy: RunningProxy, backends: Backends
+) -> None:
+    """A client that shuts down its sending side right after a request still reads the whole answer."""
+    answers = await _half_closed(proxy, b"GET /public/x HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert [(a.status, a.body) for a in answers] == [(200, b"public /public/x")]
+
+
+async def test_pipelined_requests_before_a_half_close_are_all_answered(proxy: RunningProxy, backends: Backends) -> None:
+    """Three keep-alive requests, then a half-close: all three are answered in order, then the connection closes."""
+    data = b"".join(b"GET /public/%d HTTP/1.1\r\nHost: a\r\n\r\n" % i for i in range(3))
+    answers = await _half_closed(proxy, data)
+    assert [(a.status, a.body) for a in answers] == [(200, b"public /public/%d" % i) for i in range(3)]
+
+
+async def test_a_half_close_inside_a_body_is_answered_without_reaching_a_back_end(
+    proxy: RunningProxy, backends: Backends
+) -> None:
+    """A body cut short by a half-close (5 of 10 declared bytes) is answered 400 without waiting for body_timeout
+    (30 s here; `_half_closed` gives up after 5), and no back end sees the request."""
+    answers = await _half_closed(proxy, POST + b"Content-Length: 10\r\n\r\nhello")
+    assert [a.status for a in answers] == [400]
+    assert backends.public.untouched
