@@ -13,44 +13,25 @@ looked up by name: `ready()` is awaited (bounded) before the proxy accepts traff
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal, Protocol, TypeVar
+from typing import Literal, NamedTuple, Protocol
 
 from proxy.config.model import Config, Mirror, Route
 from proxy.errors import ErrorKind
 
 Side = Literal["legacy", "new"]
 Headers = tuple[tuple[str, str], ...]
-_T = TypeVar("_T")
 
 
-def _slot_init(cls: type[_T]) -> type[_T]:
-    """Give a frozen, slotted dataclass an `__init__` that fills its slots through their descriptors instead of one
-    `object.__setattr__` call per field (how dataclasses initialise frozen classes): the same instances, still
-    frozen, built about 2.5× faster. The snapshots are built for every mirrored request on the event loop."""
-    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
-    scope: dict[str, object] = {}
-    params, lines = [], []
-    for f in fields:
-        scope[f"_set_{f.name}"] = getattr(cls, f.name).__set__
-        if f.default is dataclasses.MISSING:
-            params.append(f.name)
-        else:
-            scope[f"_default_{f.name}"] = f.default
-            params.append(f"{f.name}=_default_{f.name}")
-        lines.append(f"    _set_{f.name}(self, {f.name})")
-    exec(f"def __init__(self, {', '.join(params)}):\n" + "\n".join(lines), scope)  # our own field names only
-    init = scope["__init__"]
-    init.__qualname__ = f"{cls.__qualname__}.__init__"  # type: ignore[attr-defined]
-    setattr(cls, "__init__", init)  # noqa: B010 - mypy does not let a method be assigned
-    return cls
+# The three exchange values are NamedTuples, not frozen dataclasses: they are built for every mirrored request on
+# the event loop, and a tuple is built by one C call (`tuple.__new__`, what `proxy.notify` uses) where a frozen
+# slotted dataclass pays one descriptor call per field (callgrind: about 17,700 instructions for a request snapshot
+# and its ExchangeStart before, about 3,000 after). They stay immutable and typed, and the shadow worker's wire
+# (`shadow.worker.wire`) sends a snapshot as the plain tuple of its fields.
 
 
-@_slot_init
-@dataclass(frozen=True, slots=True)
-class RequestSnapshot:
+class RequestSnapshot(NamedTuple):
     """The request as forwarded to the primary upstream (after header hygiene, canonical path)."""
 
     method: str
@@ -64,9 +45,7 @@ class RequestSnapshot:
     host: str  # the Host the client asked for
 
 
-@_slot_init
-@dataclass(frozen=True, slots=True)
-class ResponseSnapshot:
+class ResponseSnapshot(NamedTuple):
     """How one side answered: a primary (what the client got) or a candidate (what was compared)."""
 
     side: Side
@@ -79,9 +58,7 @@ class ResponseSnapshot:
     error: ErrorKind | None = None  # why there is no (whole) response (`proxy.errors`); None on a response
 
 
-@_slot_init
-@dataclass(frozen=True, slots=True)
-class ExchangeStart:
+class ExchangeStart(NamedTuple):
     """A request the core is about to forward; `mirror` is set when the route wants a copy compared."""
 
     config: Config  # the snapshot the request started with (hot reload never changes it mid-request)

@@ -20,6 +20,7 @@ from proxy.events import (
 from proxy.forwarding import ForwardResult
 
 log = logging.getLogger("strangler.proxy")
+_new_tuple = tuple.__new__  # a NamedTuple from its fields' tuple, without its Python-level __new__
 
 
 def request_snapshot(
@@ -41,34 +42,23 @@ def request_snapshot(
         kept, note = None, "too_large"
     else:
         kept, note = body, None
-    # Positional (method, path, query_string, headers, body, body_note, request_id, client_ip, host): built for
-    # every mirrored request, and keywords cost a dict per call.
-    return RequestSnapshot(
-        request.method,
-        path,
-        query_string,
-        tuple(fwd_headers),
-        kept,
-        note,
-        request_id,
-        peer_ip,
+    # (method, path, query_string, headers, body, body_note, request_id, client_ip, host): built by tuple.__new__,
+    # not RequestSnapshot(...), whose __new__ is a Python function (a frame per mirrored request).
+    fields = (
+        request.method, path, query_string, tuple(fwd_headers), kept, note, request_id, peer_ip,
         request.headers.get("Host", ""),
-    )
+    )  # fmt: skip
+    return _new_tuple(RequestSnapshot, fields)
 
 
 def response_snapshot(side: Side, upstream_name: str, result: ForwardResult) -> ResponseSnapshot:
     """What the client got from the primary, as listeners see it."""
-    # Positional (side, upstream, status, headers, body, body_complete, latency, error), as above.
-    return ResponseSnapshot(
-        side,
-        upstream_name,
-        result.upstream_status,
-        result.response_headers,
-        result.body,
-        result.body_complete,
-        result.latency,
-        result.error,
-    )
+    # (side, upstream, status, headers, body, body_complete, latency, error), built as above.
+    fields = (
+        side, upstream_name, result.upstream_status, result.response_headers, result.body, result.body_complete,
+        result.latency, result.error,
+    )  # fmt: skip
+    return _new_tuple(ResponseSnapshot, fields)
 
 
 def wanting(hooks: ListenerHooks, route: Route | None, side: Side, method: str) -> list[ExchangeListener]:

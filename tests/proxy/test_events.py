@@ -1,42 +1,59 @@
-"""The exchange snapshots the core hands to listeners: frozen dataclasses, however their `__init__` is built."""
+"""The exchange values the core hands to listeners: immutable NamedTuples, however they are built."""
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
+from typing import Any
 
 import pytest
 
 from proxy.events import ExchangeStart, RequestSnapshot, ResponseSnapshot
+from proxy.forwarding import ForwardResult
+from proxy.notify import response_snapshot
 
 pytestmark = pytest.mark.unit
 
 SNAPSHOTS = [RequestSnapshot, ResponseSnapshot, ExchangeStart]
 
 
-def _args(cls: type) -> list[object]:
-    return [f"{f.name}-value" for f in dataclasses.fields(cls)]
+def _args(cls: Any) -> list[object]:
+    return [f"{name}-value" for name in cls._fields]
 
 
 @pytest.mark.parametrize("cls", SNAPSHOTS)
-def test_snapshots_are_built_field_by_field_and_stay_frozen(cls: type) -> None:
-    """Positional and keyword construction give equal instances, every field set as
-    given; assigning a field afterwards raises FrozenInstanceError."""
+def test_snapshots_are_built_field_by_field_and_stay_immutable(cls: Any) -> None:
+    """Positional, keyword and tuple.__new__ construction give equal instances, every field set as given;
+    assigning a field afterwards raises AttributeError."""
     args = _args(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    names: tuple[str, ...] = cls._fields
     built = cls(*args)
     assert [getattr(built, n) for n in names] == args
     assert built == cls(**dict(zip(names, args, strict=True)))
+    assert built == tuple.__new__(cls, args)
+    assert type(tuple.__new__(cls, args)) is cls
     assert repr(built).startswith(f"{cls.__name__}({names[0]}=")
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         setattr(built, names[0], "changed")
-    assert dataclasses.replace(built, **{names[0]: "other"}) != built
+    assert built._replace(**{names[0]: "other"}) != built
 
 
-def test_defaults_and_signature_are_the_dataclass_ones() -> None:
+def test_defaults_and_signature_are_the_declared_ones() -> None:
     """ResponseSnapshot's `error` defaults to None; missing required fields raise TypeError like any call."""
     snap = ResponseSnapshot("legacy", "legacy", 200, (), b"x", True, 0.5)
     assert snap.error is None
-    assert list(inspect.signature(ResponseSnapshot).parameters) == [f.name for f in dataclasses.fields(snap)]
+    assert list(inspect.signature(ResponseSnapshot).parameters) == list(ResponseSnapshot._fields)
     with pytest.raises(TypeError):
         ResponseSnapshot("legacy", "legacy", 200)  # type: ignore[call-arg]
+
+
+def test_response_snapshot_of_a_forward_result_is_the_constructed_one() -> None:
+    """`proxy.notify.response_snapshot` (built without the NamedTuple's __new__) equals the snapshot built by
+    keywords from the same forward result."""
+    result = ForwardResult(200, 200, None, (("Content-Type", "text/plain"),), b"ok", True, 0.25)
+    expected = ResponseSnapshot(
+        side="new", upstream="u", status=200, headers=(("Content-Type", "text/plain"),), body=b"ok",
+        body_complete=True, latency=0.25, error=None,
+    )  # fmt: skip
+    built = response_snapshot("new", "u", result)
+    assert type(built) is ResponseSnapshot
+    assert built == expected
