@@ -9,7 +9,7 @@ import pytest
 
 from proxy.events import ExchangeStart, RequestSnapshot, ResponseSnapshot
 from proxy.forwarding import ForwardResult
-from proxy.notify import response_snapshot
+from proxy.notify import notify_done
 
 pytestmark = pytest.mark.unit
 
@@ -46,14 +46,20 @@ def test_defaults_and_signature_are_the_declared_ones() -> None:
         ResponseSnapshot("legacy", "legacy", 200)  # type: ignore[call-arg]
 
 
-def test_response_snapshot_of_a_forward_result_is_the_constructed_one() -> None:
-    """`proxy.notify.response_snapshot` (built without the NamedTuple's __new__) equals the snapshot built by
-    keywords from the same forward result."""
+def test_observers_hear_the_forward_result_as_the_constructed_snapshot() -> None:
+    """`proxy.notify.notify_done` (which builds the snapshot without the NamedTuple's __new__) hands every observer
+    a ResponseSnapshot equal to the one built by keywords from the same forward result."""
+    heard: list[ResponseSnapshot] = []
+
+    class Observer:
+        def primary_done(self, primary: ResponseSnapshot) -> None:
+            heard.append(primary)
+
     result = ForwardResult(200, 200, None, (("Content-Type", "text/plain"),), b"ok", True, 0.25)
     expected = ResponseSnapshot(
         side="new", upstream="u", status=200, headers=(("Content-Type", "text/plain"),), body=b"ok",
         body_complete=True, latency=0.25, error=None,
     )  # fmt: skip
-    built = response_snapshot("new", "u", result)
-    assert type(built) is ResponseSnapshot
-    assert built == expected
+    notify_done([Observer(), Observer()], "new", "u", result)
+    assert [type(h) for h in heard] == [ResponseSnapshot, ResponseSnapshot]
+    assert heard == [expected, expected]
