@@ -3,8 +3,9 @@
 The core never knows who listens (mitmproxy's hook/addon split). For every request it calls
 `ExchangeListener.request_received` once the route is chosen and before the primary upstream is contacted, so a
 listener can start a candidate request at the same moment; if the listener returns an `ExchangeObserver`, the core
-calls `primary_done` once the primary response has been fully streamed to the client (or failed). A listener that
-also has the `RequestCounter` members is called only for the requests it wants, and counted cheaply for the rest.
+calls `primary_done` once the primary response has been fully streamed to the client (or failed), and the observer
+reads that response through `ResponseSnapshot.decoded()` (the core may pass its headers on undecoded). A listener
+that also has the `RequestCounter` members is called only for the requests it wants, and counted cheaply for the rest.
 
 Both calls run on the event loop in the request's task: they must return at once (no I/O, no awaiting); a listener
 that raises is logged and ignored, never allowed to affect the client's response. Optional coroutine members,
@@ -19,9 +20,11 @@ from typing import Literal, NamedTuple, Protocol
 
 from proxy.config.model import Config, Mirror, Route
 from proxy.errors import ErrorKind
+from proxy.headers import decode_pairs
 
 Side = Literal["legacy", "new"]
 Headers = tuple[tuple[str, str], ...]
+RawHeaders = tuple[tuple[bytes, bytes], ...]  # header pairs as received, before decoding
 
 
 # The three exchange values are NamedTuples, not frozen dataclasses: they are built for every mirrored request on
@@ -56,6 +59,16 @@ class ResponseSnapshot(NamedTuple):
     body_complete: bool  # False when the capture was cut at the cap or the upstream broke mid-body
     latency: float  # seconds from sending the request to the last body byte
     error: ErrorKind | None = None  # why there is no (whole) response (`proxy.errors`); None on a response
+    # A primary from the core may carry its headers as the upstream sent them (end-to-end pairs, undecoded), with
+    # `headers` empty: decoding them on the proxy's event loop cost more than the rest of its snapshot, so the
+    # listener decodes them where it reads them (`decoded`), the shadow worker in its own process.
+    raw_headers: RawHeaders = ()
+
+    def decoded(self) -> ResponseSnapshot:
+        """This snapshot with its headers decoded (itself when they are already): what listeners read."""
+        if not self.raw_headers:
+            return self
+        return self._replace(headers=tuple(decode_pairs(self.raw_headers)), raw_headers=())
 
 
 class ExchangeStart(NamedTuple):

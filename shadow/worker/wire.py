@@ -217,7 +217,7 @@ def read_settled(m: Message) -> tuple[int, ...]:
 
 def read_primary(m: Message) -> tuple[int, ResponseSnapshot]:
     _, seq, snapshot = m
-    return seq, ResponseSnapshot(*snapshot)
+    return seq, ResponseSnapshot(*snapshot).decoded()  # headers the proxy sent undecoded are decoded here
 
 
 def traffic_message(counts: Sequence[TrafficCount]) -> Message:

@@ -63,3 +63,12 @@ def test_observers_hear_the_forward_result_as_the_constructed_snapshot() -> None
     notify_done([Observer(), Observer()], "new", "u", result)
     assert [type(h) for h in heard] == [ResponseSnapshot, ResponseSnapshot]
     assert heard == [expected, expected]
+
+
+def test_decoded_snapshot_reads_the_headers_the_core_passed_undecoded() -> None:
+    """`ResponseSnapshot.decoded()` turns raw header pairs into the decoded ones (and is the snapshot itself when
+    nothing is raw), so an observer reads the same headers however the core passed them."""
+    plain = ResponseSnapshot("legacy", "u", 200, (("Content-Type", "text/plain"),), b"ok", True, 0.1)
+    assert plain.decoded() is plain
+    raw = plain._replace(headers=(), raw_headers=((b"Content-Type", b"text/plain"),))
+    assert raw.decoded() == plain
