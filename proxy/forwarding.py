@@ -18,8 +18,8 @@ from aiohttp.helpers import must_be_empty_body, should_remove_content_length
 
 from proxy.config.model import Timeouts, Upstream
 from proxy.errors import UPSTREAM_FAULTS, ErrorKind, RequestBodyError, UpstreamError
-from proxy.events import Headers
-from proxy.headers import decode_pairs, end_to_end_response_headers, response_head, response_headers_with
+from proxy.events import Headers, RawHeaders
+from proxy.headers import end_to_end_response_headers, response_head, response_headers_with
 from proxy.methods import may_resend
 from proxy.request_body import BodyStream, read_exactly, stream_body
 from proxy.responses import HeadWithBodyResponse, ProxiedResponse, SentResponse, kind_response
@@ -67,7 +67,9 @@ class ForwardResult:
     status: int  # the status the client received (502/504/413 when strangler generated it)
     upstream_status: int  # 0 when the upstream gave no response head
     error: ErrorKind | None  # None when the upstream's answer reached the client whole
-    response_headers: Headers  # end-to-end upstream response headers (empty on error)
+    # End-to-end upstream response headers (empty on error): as received (bytes) from a whole response, decoded
+    # from a streamed one (`proxy.notify.notify_done` tells them apart).
+    response_headers: Headers | RawHeaders
     body: bytes | None  # captured response body when capture > 0, else None
     body_complete: bool  # False when capture was cut at the cap or the body broke
     latency: float  # seconds from sending to the last byte
@@ -109,7 +111,7 @@ async def forward(
     response_headers: extra headers added to the client response (X-Request-Id, Via, debug headers); a Via entry
     is appended to the upstream's Via, any other name replaces the upstream's header of that name.
     keep_headers: False when nobody reads ForwardResult.response_headers (no exchange observer): a small response
-    then skips decoding them, and they are left empty.
+    then keeps none, and they are left empty.
     Failures answer by `proxy.errors.KINDS`: 502 (connect/reset before the head), 504 (timeout), 503 (no free
     pooled connection), 413/408/400 (the client's body) with a JSON body {"error", "route", "request_id"}; a reset
     mid-body aborts the client connection, never a short response that looks complete.
@@ -296,7 +298,7 @@ async def _send_whole(
         status=status,
         upstream_status=status,
         error=error,
-        response_headers=tuple(decode_pairs(kept)) if keep_headers else (),
+        response_headers=tuple(kept) if keep_headers else (),
         body=body[:capture] if capture > 0 else None,
         body_complete=error is None and not truncated,
         latency=asyncio.get_running_loop().time() - started,

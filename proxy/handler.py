@@ -10,7 +10,6 @@ header list once.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Mapping
 from functools import lru_cache
 from itertools import chain
@@ -21,7 +20,7 @@ from aiohttp import web
 
 from proxy.config.model import Config, Limits, Mirror, Route, Upstream
 from proxy.errors import KINDS, UPSTREAM_FAULTS, ErrorKind, RequestBodyError
-from proxy.events import ExchangeObserver, ExchangeStart, Headers, ResponseSnapshot
+from proxy.events import ExchangeObserver, Headers
 from proxy.exchange import EXCHANGE_KEY, Exchange
 from proxy.forwarding import FallbackAvailable, ForwardResult, ForwardTarget, base_path, forward
 from proxy.headers import (
@@ -32,7 +31,7 @@ from proxy.headers import (
     valid_request_id,
 )
 from proxy.modes import mirror_for, serving_side, side_upstream, split_key
-from proxy.notify import notify_done, notify_served, notify_start, request_snapshot, response_snapshot, wanting
+from proxy.notify import exchange_start, notify_done, notify_served, notify_start, wanting
 from proxy.paths import PathError, canonical_path
 from proxy.request_body import expect_continue, read_held
 from proxy.responses import error_response
@@ -49,6 +48,7 @@ CAPTURE_FACTOR: Final = 4
 _CLASS_OF = {index: f"{index}xx" for index in range(1, 6)}  # status // 100 → its metrics label; else "0xx"
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 _NO_OBSERVERS: tuple[()] = ()
+_CLIENT_GONE = ForwardResult(0, 0, "client_gone", (), None, False, 0.0)  # what listeners hear of a primary cut short
 
 
 @lru_cache(maxsize=64)
@@ -206,11 +206,7 @@ class ProxyHandler:
         listeners = wanting(self._state.hooks, ex.route, ex.side, request.method)
         if not listeners:  # the snapshots are built only for listeners that use them
             return _NO_OBSERVERS
-        query_string, body = ex.query_string, ex.body
-        path, request_id, peer_ip = ex.canon.path, ex.request_id, ex.peer_ip
-        snapshot = request_snapshot(request, path, query_string, fwd_headers, body, mirror, request_id, peer_ip)
-        start = ExchangeStart(config, ex.route, ex.side, ex.upstream_name, mirror, snapshot, time.time(), ex.started)
-        return notify_start(listeners, start)
+        return notify_start(listeners, exchange_start(request, config, mirror, fwd_headers, ex))
 
     def _fall_back(
         self, request: web.BaseRequest, config: Config, exc: FallbackAvailable, ex: Exchange
@@ -245,7 +241,7 @@ class ProxyHandler:
         metrics.requests.inc((*label, _CLASS_OF.get(result.status // 100, "0xx")))  # _status_class, inlined
         metrics.latency.observe(label, now - ex.started)
         if observers:
-            notify_done(observers, response_snapshot(ex.side, upstream_name, result))
+            notify_done(observers, ex.side, upstream_name, result)
         hooks = state.hooks
         if hooks.listeners:
             status = result.upstream_status
@@ -259,7 +255,7 @@ class ProxyHandler:
     ) -> None:
         """The client went away (or the task was cancelled): listeners still hear that the primary ended."""
         if observers:
-            notify_done(observers, ResponseSnapshot(ex.side, ex.upstream_name, 0, (), None, False, 0.0, "client_gone"))
+            notify_done(observers, ex.side, ex.upstream_name, _CLIENT_GONE)
         hooks = self._state.hooks
         if hooks.listeners:
             notify_served(hooks, ex.route, ex.chosen_side, request.method, ex.canon.path, 0, True, 0.0)

@@ -100,7 +100,7 @@ def _decode(value: bytes) -> str:
     return value.decode("utf-8", "surrogateescape")
 
 
-def decode_pairs(pairs: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+def decode_pairs(pairs: RawHeaders) -> list[tuple[str, str]]:
     """Decode kept header pairs; the strict codec is several times faster and almost always enough."""
     try:
         return [(n.decode(), v.decode()) for n, v in pairs]

@@ -4,35 +4,34 @@ and the calls, each guarded so a failing listener never breaks the request it he
 from __future__ import annotations
 
 import logging
+import time
 
 from aiohttp import web
 
-from proxy.config.model import Mirror, Route
+from proxy.config.model import Config, Mirror, Route
 from proxy.events import (
     ExchangeListener,
     ExchangeObserver,
     ExchangeStart,
     ListenerHooks,
+    RawHeaders,
     RequestSnapshot,
     ResponseSnapshot,
     Side,
 )
+from proxy.exchange import Exchange
 from proxy.forwarding import ForwardResult
 
 log = logging.getLogger("strangler.proxy")
+_new_tuple = tuple.__new__  # a NamedTuple from its fields' tuple, without its Python-level __new__
 
 
-def request_snapshot(
-    request: web.BaseRequest,
-    path: str,
-    query_string: str,
-    fwd_headers: list[tuple[str, str]],
-    body: bytes | None,
-    mirror: Mirror | None,
-    request_id: str,
-    peer_ip: str,
-) -> RequestSnapshot:
-    """The request as listeners see it: its body kept only when it is mirrored and within the mirror's cap."""
+def exchange_start(
+    request: web.BaseRequest, config: Config, mirror: Mirror | None, fwd_headers: list[tuple[str, str]], ex: Exchange
+) -> ExchangeStart:
+    """What listeners are told before the primary is sent: where the request goes, and the request as forwarded,
+    its body kept only when it is mirrored and within the mirror's cap."""
+    body = ex.body
     kept: bytes | None
     note: str | None
     if mirror is None:
@@ -41,33 +40,17 @@ def request_snapshot(
         kept, note = None, "too_large"
     else:
         kept, note = body, None
-    # Positional (method, path, query_string, headers, body, body_note, request_id, client_ip, host): built for
-    # every mirrored request, and keywords cost a dict per call.
-    return RequestSnapshot(
-        request.method,
-        path,
-        query_string,
-        tuple(fwd_headers),
-        kept,
-        note,
-        request_id,
-        peer_ip,
-        request.headers.get("Host", ""),
-    )
-
-
-def response_snapshot(side: Side, upstream_name: str, result: ForwardResult) -> ResponseSnapshot:
-    """What the client got from the primary, as listeners see it."""
-    # Positional (side, upstream, status, headers, body, body_complete, latency, error), as above.
-    return ResponseSnapshot(
-        side,
-        upstream_name,
-        result.upstream_status,
-        result.response_headers,
-        result.body,
-        result.body_complete,
-        result.latency,
-        result.error,
+    # Both built by tuple.__new__ from their fields in order, not by calling the NamedTuple, whose __new__ is a
+    # Python function (a frame each, per mirrored request).
+    snapshot = _new_tuple(
+        RequestSnapshot,
+        (
+            request.method, ex.canon.path, ex.query_string, tuple(fwd_headers), kept, note, ex.request_id, ex.peer_ip,
+            request.headers.get("Host", ""),
+        ),
+    )  # fmt: skip
+    return _new_tuple(
+        ExchangeStart, (config, ex.route, ex.side, ex.upstream_name, mirror, snapshot, time.time(), ex.started)
     )
 
 
@@ -113,7 +96,20 @@ def notify_start(listeners: list[ExchangeListener], start: ExchangeStart) -> lis
     return observers
 
 
-def notify_done(observers: list[ExchangeObserver], primary: ResponseSnapshot) -> None:
+def notify_done(observers: list[ExchangeObserver], side: Side, upstream_name: str, result: ForwardResult) -> None:
+    """Tell the observers what the client got from the primary (`result`), as one ResponseSnapshot; headers the
+    forwarder kept undecoded go on undecoded (`raw_headers`: observers read `ResponseSnapshot.decoded()`)."""
+    headers = result.response_headers
+    raw: RawHeaders | tuple[()] = ()
+    if headers and type(headers[0][0]) is bytes:
+        headers, raw = (), headers
+    primary = _new_tuple(
+        ResponseSnapshot,
+        (
+            side, upstream_name, result.upstream_status, headers, result.body, result.body_complete, result.latency,
+            result.error, raw,
+        ),
+    )  # fmt: skip
     for observer in observers:
         try:
             observer.primary_done(primary)

@@ -85,7 +85,7 @@ class _Pending:
         self.timed_out = False
 
     def primary_done(self, primary: ResponseSnapshot) -> None:
-        self.primary = primary
+        self.primary = primary.decoded()
         if self.candidate is not None:
             self.listener.recorder.pair_ready(self)
 
@@ -99,6 +99,7 @@ class _Both:
         self._pending = pending
 
     def primary_done(self, primary: ResponseSnapshot) -> None:
+        primary = primary.decoded()  # once for both
         for p in self._pending:
             p.primary_done(primary)
 

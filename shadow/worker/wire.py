@@ -14,8 +14,9 @@ proxy → worker:
                                         the `MirrorPlan` fields; the worker never decides again); with `drop` set,
                                         only the record of a copy the proxy had to drop
   ("primary", seq, snapshot)            the primary response of a started request that has copies under way
-Nested tuples (`plan`, `request`, `snapshot`) hold their dataclass's fields in declaration order, so reading one is
-`Dataclass(*fields)`, never an index into a flat tuple; tests/shadow/worker/test_wire.py checks the orders.
+Nested tuples (`plan`, `request`, `snapshot`) hold their type's fields in declaration order (the snapshots are
+NamedTuples: `tuple(snapshot)`), so reading one is `Type(*fields)`, never an index into a flat tuple;
+tests/shadow/worker/test_wire.py checks the orders.
   ("traffic", counts)                   traffic counts, about once a second
   ("close",)                            finish what is under way, flush the store, report and exit
 worker → proxy:
@@ -163,16 +164,13 @@ def start_message(seq: int, plan: MirrorPlan, start: ExchangeStart, drop: str | 
     route = start.route
     assert route is not None
     r = start.request
-    request = (
-        r.method, r.path, r.query_string, r.headers, None if drop else r.body, drop or r.body_note, r.request_id,
-        r.client_ip, r.host,
-    )  # fmt: skip
+    request: tuple[object, ...]
     if drop is not None:
+        request = (*r[:4], None, drop, *r[6:])  # RequestSnapshot's fields: body None, body_note the reason
         wire_plan = _NO_WIRE_PLAN
-    elif plan is CANDIDATE:
-        wire_plan = _CANDIDATE_WIRE_PLAN
     else:
-        wire_plan = (plan.skip, plan.candidate, plan.noise)
+        request = tuple(r)  # the snapshot's fields (marshal writes exact tuples only)
+        wire_plan = _CANDIDATE_WIRE_PLAN if plan is CANDIDATE else (plan.skip, plan.candidate, plan.noise)
     return ("start", seq, wire_plan, route.id, start.served_by, start.primary_upstream, request, start.started_at, drop)
 
 
@@ -206,7 +204,7 @@ def read_start(m: Message) -> StartFrame:
 
 
 def primary_message(seq: int, p: ResponseSnapshot) -> Message:
-    return ("primary", seq, (p.side, p.upstream, p.status, p.headers, p.body, p.body_complete, p.latency, p.error))
+    return ("primary", seq, tuple(p))  # its fields in order (marshal writes exact tuples only)
 
 
 def settled_message(seqs: Sequence[int]) -> Message:
@@ -219,7 +217,7 @@ def read_settled(m: Message) -> tuple[int, ...]:
 
 def read_primary(m: Message) -> tuple[int, ResponseSnapshot]:
     _, seq, snapshot = m
-    return seq, ResponseSnapshot(*snapshot)
+    return seq, ResponseSnapshot(*snapshot).decoded()  # headers the proxy sent undecoded are decoded here
 
 
 def traffic_message(counts: Sequence[TrafficCount]) -> Message:

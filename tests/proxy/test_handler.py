@@ -441,7 +441,7 @@ async def test_listeners_see_start_and_primary(backends: Backends, tmp_path: Pat
     assert second.side == "new"
     assert second.body is None
     for done in (first, second):  # an observer gets the response headers, whether or not the route mirrors
-        assert "content-type" in {name.lower() for name, _ in done.headers}
+        assert "content-type" in {name.lower() for name, _ in done.decoded().headers}
 
 
 async def test_websocket_passes_through(aiohttp_server: Any, tmp_path: Path) -> None:

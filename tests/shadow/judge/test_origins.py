@@ -216,7 +216,7 @@ def _pairs_to_judge() -> list[tuple[ResponseSnapshot, ResponseSnapshot]]:
         (_snap(b'{"a": 1}'), _snap(b'{"a": 2}', side="new")),  # mismatch
         (_snap(legacy_url), _snap(new_url, side="new")),  # a mismatch once the URLs are unified
         (_snap(b'{"u": "http://10.0.0.5:8000/n"}'), _snap(b'{"u": "http://new.internal/n"}', side="new")),
-        (_snap(b'{"a": 1}'), dataclasses.replace(_snap(b'{"a": 1}', side="new"), status=503)),  # 5xx candidate
+        (_snap(b'{"a": 1}'), _snap(b'{"a": 1}', side="new")._replace(status=503)),  # 5xx candidate
         (_snap(b'{"a": 1}'), failed),
     ]
 

@@ -250,7 +250,7 @@ async def test_worker_finishes_its_work_when_the_proxy_goes_away(tmp_path: Path,
         )
         json_type = (("Content-Type", "application/json; charset=utf-8"),)
         primary = ResponseSnapshot("legacy", "legacy", 200, json_type, orjson.dumps(legacy_doc(path)), True, 0.001)
-        elsewhere = dataclasses.replace(start, route=dataclasses.replace(route, id="not-in-the-config"))
+        elsewhere = start._replace(route=dataclasses.replace(route, id="not-in-the-config"))
         stream = [
             config_message(config),
             ("bogus",),  # one bad message is logged and skipped; the ones read with it still count

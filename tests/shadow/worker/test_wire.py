@@ -1,8 +1,7 @@
-"""The proxy ↔ shadow worker messages: typed on both ends, and nested tuples in their dataclasses' field order."""
+"""The proxy ↔ shadow worker messages: typed on both ends, and nested tuples in their types' field order."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 
@@ -79,11 +78,22 @@ def test_primary_frame_is_the_response_snapshot() -> None:
     assert read_primary(_through_the_wire(primary_message(3, snap))) == (3, snap)
 
 
+def test_primary_sent_with_undecoded_headers_is_read_decoded() -> None:
+    """The proxy sends a primary's headers as the upstream sent them (bytes); the worker reads them decoded, bytes
+    that are not UTF-8 kept as surrogate escapes, the same snapshot as one built decoded."""
+    raw = ((b"Content-Type", b"text/plain"), (b"X-Name", b"caf\xe9"))
+    sent = ResponseSnapshot("legacy", "legacy", 200, (), b"ok", True, 0.012, None, raw)
+    seq, read = read_primary(_through_the_wire(primary_message(5, sent)))
+    decoded = (("Content-Type", "text/plain"), ("X-Name", "caf\udce9"))
+    assert (seq, read) == (5, ResponseSnapshot("legacy", "legacy", 200, decoded, b"ok", True, 0.012, None))
+    assert read.raw_headers == ()
+
+
 def test_snapshot_field_orders_are_what_the_wire_writes() -> None:
-    """The wire writes snapshots positionally: a reordered dataclass must fail here, not corrupt frames."""
-    assert [f.name for f in dataclasses.fields(RequestSnapshot)] == [
+    """The wire writes snapshots positionally: a reordered snapshot type must fail here, not corrupt frames."""
+    assert list(RequestSnapshot._fields) == [
         "method", "path", "query_string", "headers", "body", "body_note", "request_id", "client_ip", "host",
     ]  # fmt: skip
-    assert [f.name for f in dataclasses.fields(ResponseSnapshot)] == [
-        "side", "upstream", "status", "headers", "body", "body_complete", "latency", "error",
+    assert list(ResponseSnapshot._fields) == [
+        "side", "upstream", "status", "headers", "body", "body_complete", "latency", "error", "raw_headers",
     ]  # fmt: skip
