@@ -377,6 +377,9 @@ TOP = Section(
                     "Bytes the proxy holds for a shadow worker that is behind; past it copies are dropped "
                     "(worker_busy); read when the shadow side starts"
                 ),
+                "shadow_worker_nice": integer(
+                    "Added to the shadow worker's nice value: a busy core runs the proxy first; read at start", 0, 19
+                ),
             },
         ),
         "trusted_proxies": ListOf(
