@@ -3,12 +3,13 @@
 At a fixed open-loop rate through a legacy that takes 2 ms: the back end directly, strangler pass-through, and
 strangler shadowing every request to a candidate 10x slower (20 ms), once per `--nice` value
 (`limits.shadow_worker_nice`). Every setup runs the whole time; each round measures them in turn, starting one further
-along the list each round, so no setup always follows the same neighbour. Printed: p50 and p99 (medians of rounds) and
-each round's p99 against pass-through's in the same round. With `--sched` (Linux `perf`, root) it also records the
-scheduler during each measurement and prints the proxy process's run-queue delay (wake-up to running, `perf sched
-timehist`): the mechanism itself, steadier than a client-side p99 on a busy machine.
+along the list each round, with `--pause` seconds between two measurements, so that no setup pays for the copies the
+one before it left in flight. Printed: p50 and p99 (medians of rounds) and each round's p99 against pass-through's in
+the same round. With `--sched` (Linux `perf`, root) it also records the scheduler during each measurement and prints
+the proxy process's run-queue delay (wake-up to running, `perf sched timehist`): the mechanism itself, steadier than a
+client-side p99 on a busy machine.
 
-    .venv/bin/python -m benchmarks.worker_nice --nice 0,5,10,19 --rounds 6 --sched
+    .venv/bin/python -m benchmarks.worker_nice --nice 0,5,10,19 --rounds 10 --sched
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def sched_delays(data: Path, pid: int) -> list[float]:
     delays = []
     for line in out.splitlines()[3:]:
         parts = line.split()
-        if len(parts) >= 6 and parts[2].endswith(f"/{pid}]"):
+        # "name[pid]" for a process's main thread, "name[tid/pid]" for its other threads
+        if len(parts) >= 6 and parts[2].endswith((f"[{pid}]", f"/{pid}]")):
             with contextlib.suppress(ValueError):
                 delays.append(float(parts[-2]))
     return delays
@@ -67,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=300.0, help="requests/s")
     ap.add_argument("--seconds", type=float, default=4.0, help="duration of each measurement")
     ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--pause", type=float, default=1.0, help="seconds between two measurements")
     ap.add_argument("--sched", action="store_true", help="also the proxy's run-queue delay (needs perf, root)")
     args = ap.parse_args(argv)
     if args.sched and not shutil.which("perf"):
@@ -105,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     runs[name].append(figures)
                     delays[name] += waited
+                    time.sleep(args.pause)  # the shadow side finishes its last copies before the next setup
                 print(f"  round {r + 1}/{args.rounds}", file=sys.stderr)
         finally:
             for proc in procs:

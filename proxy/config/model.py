@@ -110,7 +110,7 @@ class Upstream:
     verify: bool = True
 
 
-SHADOW_WORKER_NICE = 10  # `limits.shadow_worker_nice`'s default (also what a worker started by hand uses)
+SHADOW_WORKER_NICE = 5  # `limits.shadow_worker_nice`'s default (also what a worker started by hand uses)
 
 
 @dataclass(frozen=True, slots=True)
