@@ -7,7 +7,7 @@ import asyncio
 
 from aiohttp import web
 
-from benchmarks.run import BODY
+from benchmarks.harness import BODY
 
 
 def make_app(delay_ms: float) -> web.Application:

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import aiohttp
 
-from benchmarks.run import ROOT, backend_cmd, free_port, routes_yaml, shadow_coverage, wait_port
+from benchmarks.harness import ROOT, backend_cmd, free_port, routes_yaml, shadow_coverage, wait_port
 
 _SERVE = "import sys; from cli.main import run; sys.argv = ['strangler', 'serve', '--config', *sys.argv[1:]]; run()"
 # The same, with a profiler that the first SIGUSR2 starts and the second stops (writing its stats to argv[2]). Not

@@ -7,10 +7,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("proxy", "shadow", "reports", "cli")
+SIZED = (*PACKAGES, "benchmarks")  # the directories whose modules the 400-line rule covers
 MAX_LINES = 400  # STYLE.md: small modules, 100-400 lines
 # Modules allowed over MAX_LINES for now (none): a module that has shrunk fails below until its entry is removed.
 OVERSIZE: frozenset[str] = frozenset()
-MODULES = sorted(path.relative_to(ROOT).as_posix() for name in PACKAGES for path in (ROOT / name).rglob("*.py"))
+MODULES = sorted(path.relative_to(ROOT).as_posix() for name in SIZED for path in (ROOT / name).rglob("*.py"))
 
 
 def test_packages_import() -> None:
@@ -21,7 +22,7 @@ def test_packages_import() -> None:
 
 @pytest.mark.parametrize("module", MODULES)
 def test_module_is_at_most_400_lines(module: str) -> None:
-    """Every module under proxy/, shadow/, reports/ and cli/ has at most 400 lines (the allow-list aside)."""
+    """Every module under proxy/, shadow/, reports/, cli/ and benchmarks/ has at most 400 lines (allow-list aside)."""
     lines = len((ROOT / module).read_text(encoding="utf-8").splitlines())
     if module in OVERSIZE:
         assert lines > MAX_LINES, f"{module} has {lines} lines now: remove it from OVERSIZE"

@@ -110,6 +110,9 @@ class Upstream:
     verify: bool = True
 
 
+SHADOW_WORKER_NICE = 5  # `limits.shadow_worker_nice`'s default (also what a worker started by hand uses)
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Protections for the client-facing listener and against the shadow side. Safe defaults; every one
@@ -133,6 +136,9 @@ class Limits:
     shadow_in_flight: int = 64
     shadow_waiting: int = 256
     shadow_backlog: int = 64 * 1024 * 1024
+    # Added to the shadow worker process's nice value: when it and the proxy want the same core, the kernel runs the
+    # proxy first, so the shadow side cannot lengthen the client's tail (the worker falls behind and drops instead).
+    shadow_worker_nice: int = SHADOW_WORKER_NICE
 
 
 @dataclass(frozen=True, slots=True)

@@ -314,9 +314,8 @@ TOP = Section(
                 **ADDRESS,
                 "tls": LISTEN_TLS,
                 "server": choice(
-                    "Listener implementation: `fast` is strangler's protocol-level listener (an asyncio protocol on "
-                    "llhttp; each connection's requests in one task, none per request); `aiohttp` is aiohttp's own "
-                    "server (a Task per request), kept for one release to compare the two",
+                    "Listener: `fast` is strangler's protocol-level one (an asyncio protocol on llhttp, one task per "
+                    "connection); `aiohttp` is aiohttp's server (a Task per request), kept one release to compare",
                     SERVERS,
                 ),
             },
@@ -377,6 +376,9 @@ TOP = Section(
                 "shadow_backlog": size(
                     "Bytes the proxy holds for a shadow worker that is behind; past it copies are dropped "
                     "(worker_busy); read when the shadow side starts"
+                ),
+                "shadow_worker_nice": integer(
+                    "Added to the shadow worker's nice value: a busy core runs the proxy first; read at start", 0, 19
                 ),
             },
         ),

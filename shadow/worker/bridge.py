@@ -32,7 +32,7 @@ import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from proxy.config.model import Config
+from proxy.config.model import SHADOW_WORKER_NICE, Config
 from proxy.events import ExchangeListener, ExchangeObserver, ExchangeStart, ResponseSnapshot
 from proxy.metrics import WORKER_RESTARTS, Counter
 from proxy.state import RuntimeState
@@ -80,6 +80,7 @@ class ShadowBridge(TrafficCounting):
         max_backlog: int = 64 * 1024 * 1024,
         close_deadline: float = 60.0,
         silent_after: float = SILENT_AFTER,
+        worker_nice: int = SHADOW_WORKER_NICE,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self._loop = asyncio.get_running_loop()
@@ -119,7 +120,9 @@ class ShadowBridge(TrafficCounting):
         self._drops_logged_at = -DROP_WARN_EVERY
         self._drops_unlogged = 0
         self._closing = False
-        self._worker = WorkerSupervisor(self, db, state.metrics, max_backlog=max_backlog, silent_after=silent_after)
+        self._worker = WorkerSupervisor(
+            self, db, state.metrics, max_backlog=max_backlog, silent_after=silent_after, nice=worker_nice
+        )
         self._tasks = TaskOwner("shadow-bridge")
         self._send_config(state.config)
         self._supervision = self._tasks.start(self._worker.supervise(), name="shadow-worker")
@@ -134,7 +137,8 @@ class ShadowBridge(TrafficCounting):
         db = Path(state.db_path) if state.db_path else state.config.store.path
         Store.open(db).close()
         load_or_create_key(key_path_for(db))
-        return cls(state, db, max_backlog=state.config.limits.shadow_backlog)
+        limits = state.config.limits
+        return cls(state, db, max_backlog=limits.shadow_backlog, worker_nice=limits.shadow_worker_nice)
 
     # --- the listener protocol: on the event loop, returns at once ----------------------------------------------
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import cast
 
 from proxy.app import settle_gc
-from proxy.config.model import Config, Route
+from proxy.config.model import SHADOW_WORKER_NICE, Config, Route
 from proxy.events import ExchangeObserver, ExchangeStart
 from proxy.metrics import Counter, Metrics
 from proxy.modes import mirror_options
@@ -51,7 +51,6 @@ from shadow.worker.wire import (
 log = logging.getLogger("strangler.shadow.worker")
 
 METRICS_EVERY = 0.25  # seconds between metric reports to the proxy process
-WORKER_NICE = 5  # scheduling priority below the proxy's (see main)
 _ALIVE = ("metrics", ())
 WORKER_LOST = "worker_lost"  # the drop reason of a copy a dead worker had taken but not stored
 COUNTED_IN_PROXY = frozenset({"worker_down", "worker_busy"})  # drop reasons the proxy process counts itself
@@ -285,6 +284,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--fd", type=int, required=True, help="the inherited socket to the proxy process")
     ap.add_argument("--db", type=Path, default=None, help="the store file (default: the config's store.path)")
+    ap.add_argument(
+        "--nice",
+        type=int,
+        default=SHADOW_WORKER_NICE,
+        help="added to this process's nice value before it starts any thread (limits.shadow_worker_nice)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # The worker's life is the stream's: it stops when the proxy closes it (after draining) or goes away, so every
@@ -295,8 +300,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # The client never pays for the shadow: when the proxy and the worker want the same core, the proxy goes first
     # (a copy waits, or past the worker's limits is dropped and counted); with a core to spare nothing changes.
-    with contextlib.suppress(OSError):
-        os.nice(WORKER_NICE)
+    # Before any thread starts: on Linux a nice value belongs to a thread, and new threads inherit their creator's.
+    if args.nice:
+        with contextlib.suppress(OSError):
+            os.nice(args.nice)
     try:
         import uvloop
 

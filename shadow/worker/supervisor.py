@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from proxy.config.model import SHADOW_WORKER_NICE
 from proxy.metrics import Metrics
 from shadow.worker.wire import FrameReader, WireError, apply_metric_changes, read_settled
 
@@ -95,7 +96,14 @@ class WorkerSupervisor:
     that keeps it alive; `check_alive()` is called now and then (every traffic flush) to kill a stuck one."""
 
     def __init__(
-        self, owner: WorkerOwner, db: Path, metrics: Metrics, *, max_backlog: int, silent_after: float = SILENT_AFTER
+        self,
+        owner: WorkerOwner,
+        db: Path,
+        metrics: Metrics,
+        *,
+        max_backlog: int,
+        silent_after: float = SILENT_AFTER,
+        nice: int = SHADOW_WORKER_NICE,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._owner = owner
@@ -103,6 +111,7 @@ class WorkerSupervisor:
         self._metrics = metrics
         self._max_backlog = max_backlog
         self._silent_after = silent_after
+        self._nice = nice  # added to the worker's nice value (`limits.shadow_worker_nice`)
         self.proc: asyncio.subprocess.Process | None = None
         self._stream: WorkerStream | None = None
         # Set when the first worker has its store open (or has died trying): the bridge's `ready()` waits for it.
@@ -144,6 +153,8 @@ class WorkerSupervisor:
                 str(theirs.fileno()),
                 "--db",
                 str(self._db),
+                "--nice",
+                str(self._nice),
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 env=env,

@@ -438,9 +438,14 @@ def test_breaker_keys_are_checked_where_they_are_written() -> None:
 
 
 def test_shadow_limits_are_checked_where_they_are_written() -> None:
-    """No copy could ever be sent with shadow_in_flight 0, and a backlog must be a size: both are errors there."""
-    found = issues(BASE + "limits: {shadow_in_flight: 0, shadow_backlog: lots}\n")
-    assert sorted(i.where for i in found) == ["limits.shadow_backlog", "limits.shadow_in_flight"]
+    """No copy could ever be sent with shadow_in_flight 0, a backlog must be a size and a nice value goes up to 19:
+    each is an error there."""
+    found = issues(BASE + "limits: {shadow_in_flight: 0, shadow_backlog: lots, shadow_worker_nice: 20}\n")
+    assert sorted(i.where for i in found) == [
+        "limits.shadow_backlog",
+        "limits.shadow_in_flight",
+        "limits.shadow_worker_nice",
+    ]
 
 
 def test_route_settings_merge_over_defaults() -> None:
@@ -511,7 +516,7 @@ def test_top_level_sections(tmp_path: Path) -> None:
         "  legacy: {url: 'http://127.0.0.1:9001/base/', host_header: preserve}\n"
         "store: {path: data/s.db, body_cap: 1KiB, redact: {headers: [X-Session], fields: [pin]}}\n"
         "limits: {max_body: 1MiB, header_timeout: 250ms,\n"
-        "         shadow_in_flight: 8, shadow_waiting: 0, shadow_backlog: 2MiB}\n"
+        "         shadow_in_flight: 8, shadow_waiting: 0, shadow_backlog: 2MiB, shadow_worker_nice: 3}\n"
         "trusted_proxies: [10.0.0.0/8, '::1']\n"
         "listen: {port: 0}\n"
     )
@@ -526,6 +531,7 @@ def test_top_level_sections(tmp_path: Path) -> None:
     assert (config.limits.max_body, config.limits.header_timeout) == (1 << 20, 0.25)
     limits = config.limits
     assert (limits.shadow_in_flight, limits.shadow_waiting, limits.shadow_backlog) == (8, 0, 2 << 20)
+    assert limits.shadow_worker_nice == 3
     assert config.trusted_proxies == (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1"))
     assert config.listen.port == 0
     assert config.source == path

@@ -26,6 +26,7 @@ from aiohttp import web
 
 from proxy.app import start_proxy
 from proxy.config.loader import load_config
+from proxy.config.model import SHADOW_WORKER_NICE
 from proxy.events import ExchangeStart, RequestSnapshot, ResponseSnapshot
 from proxy.metrics import Counter, Gauge, Histogram, Metrics
 from proxy.modes import mirror_for
@@ -99,7 +100,7 @@ async def test_proxy_accepts_traffic_only_once_the_worker_is_ready(tmp_path: Pat
         pid = wp.bridge.worker_pid
         assert pid is not None  # no waiting here: the worker is up when the proxy is
         # ... at a lower CPU priority than the proxy's, so the proxy wins a contended core
-        assert os.getpriority(os.PRIO_PROCESS, pid) == min(os.getpriority(os.PRIO_PROCESS, 0) + 5, 19)
+        assert os.getpriority(os.PRIO_PROCESS, pid) == min(os.getpriority(os.PRIO_PROCESS, 0) + SHADOW_WORKER_NICE, 19)
         await asyncio.gather(*(get_legacy(wp, f"/api/burst/{i}") for i in range(200)))
     assert outcomes(wp.db, "/api/burst/") == ["match"] * 200
 

@@ -1,0 +1,131 @@
+"""The processes and config files `make bench` and the other benchmarks start: free ports, a process that is stopped
+with its whole group, nginx and strangler configs, and a running strangler's shadow coverage from its /stats."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BODY = '{"id":1,"name":"widget","price":9.99,"tags":["a","b"],"ok":true,"n":12345}'
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 15.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+@contextlib.contextmanager
+def process(cmd: list[str], port: int, *, env: dict[str, str] | None = None, log: Path | None = None) -> Iterator[None]:
+    out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        wait_port(port)
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if log:
+            out.close()  # type: ignore[union-attr]
+
+
+def nginx_conf(tmp: Path, name: str, server: str, workers: int = 1) -> Path:
+    d = tmp / name
+    (d / "logs").mkdir(parents=True)
+    conf = d / "nginx.conf"
+    conf.write_text(
+        f"""worker_processes {workers};
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/logs/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;
+  uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+  {server}
+}}
+"""
+    )
+    return conf
+
+
+def nginx_cmd(conf: Path) -> list[str]:
+    return ["nginx", "-p", str(conf.parent), "-e", str(conf.parent / "logs" / "error.log"), "-c", str(conf)]
+
+
+def backend_cmd(port: int, delay_ms: float) -> list[str]:
+    return [sys.executable, "-m", "benchmarks.backend", "--port", str(port), "--delay-ms", str(delay_ms)]
+
+
+def routes_yaml(
+    tmp: Path, port: int, admin: int, legacy: int, new: int, mode: str, name: str, *, access_log: bool = False
+) -> Path:
+    extra = "\n    shadow: {sample: 1.0, timeout: 5s}" if mode == "shadow" else ""
+    if access_log:
+        extra += f"\naccess_log: {{path: {tmp / (name + '.access.log')}, format: json}}"
+    path = tmp / f"{name}.yaml"
+    path.write_text(
+        f"""version: 1
+listen: {{host: 127.0.0.1, port: {port}}}
+admin: {{host: 127.0.0.1, port: {admin}}}
+store: {{path: {tmp / (name + ".db")}}}
+upstreams:
+  legacy: {{url: "http://127.0.0.1:{legacy}"}}
+  new: {{url: "http://127.0.0.1:{new}"}}
+routes:
+  - id: bench
+    match: {{path: "/**"}}
+    mode: {mode}{extra}
+"""
+    )
+    return path
+
+
+def strangler_cmd(config: Path, *extra: str) -> list[str]:
+    return [str(ROOT / ".venv" / "bin" / "strangler"), "serve", "--config", str(config), *extra]
+
+
+def shadow_coverage(admin_port: int) -> dict[str, float]:
+    """From a running strangler's /stats: requests served, and mirrored exchanges by outcome[/reason] (all pairs).
+
+    A shadow row's req/s means little without this: a shadow side that cannot keep up drops copies (counted)
+    instead of slowing the client, so the row also says what share of the requests really was compared."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/stats", timeout=10) as r:
+        stats = json.load(r)
+    out: dict[str, float] = {"served": float(stats["unrouted"]["requests"])}
+    for route in stats["routes"]:
+        out["served"] += route["requests"]["total"]
+        for pair in route["shadow"].values():
+            reasoned = {outcome: sum(by.values()) for outcome, by in pair["reasons"].items()}
+            keys = [(outcome, n - reasoned.get(outcome, 0)) for outcome, n in pair["outcomes"].items()]
+            keys += [(f"{outcome}/{reason}", n) for outcome, by in pair["reasons"].items() for reason, n in by.items()]
+            for key, n in keys:
+                if n:
+                    out[key] = out.get(key, 0.0) + n
+    return out
