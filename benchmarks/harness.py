@@ -33,6 +33,17 @@ def wait_port(port: int, timeout: float = 15.0) -> None:
     raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
+def stop_group(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM a child started in its own session (its whole process group); SIGKILL it after `timeout` seconds."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 @contextlib.contextmanager
 def process(cmd: list[str], port: int, *, env: dict[str, str] | None = None, log: Path | None = None) -> Iterator[None]:
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
@@ -41,13 +52,7 @@ def process(cmd: list[str], port: int, *, env: dict[str, str] | None = None, log
         wait_port(port)
         yield
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc, 15)
         if log:
             out.close()  # type: ignore[union-attr]
 

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import aiohttp
 
-from benchmarks.harness import ROOT, backend_cmd, free_port, routes_yaml, shadow_coverage, wait_port
+from benchmarks.harness import ROOT, backend_cmd, free_port, routes_yaml, shadow_coverage, stop_group, wait_port
 
 _SERVE = "import sys; from cli.main import run; sys.argv = ['strangler', 'serve', '--config', *sys.argv[1:]]; run()"
 # The same, with a profiler that the first SIGUSR2 starts and the second stops (writing its stats to argv[2]). Not
@@ -93,13 +93,7 @@ def _running(cmd: list[str], port: int, env: dict[str, str] | None = None, cwd: 
         wait_port(port, timeout=600)
         yield proc.pid
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc, 120)
 
 
 def _instructions(
