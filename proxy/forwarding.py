@@ -67,12 +67,13 @@ class ForwardResult:
     status: int  # the status the client received (502/504/413 when strangler generated it)
     upstream_status: int  # 0 when the upstream gave no response head
     error: ErrorKind | None  # None when the upstream's answer reached the client whole
-    # End-to-end upstream response headers (empty on error): as received (bytes) from a whole response, decoded
-    # from a streamed one (`proxy.notify.notify_done` tells them apart).
-    response_headers: Headers | RawHeaders
+    response_headers: Headers  # end-to-end upstream response headers, decoded (a streamed answer; empty on error)
     body: bytes | None  # captured response body when capture > 0, else None
     body_complete: bool  # False when capture was cut at the cap or the body broke
     latency: float  # seconds from sending to the last byte
+    # A whole (small) answer's end-to-end headers as the upstream sent them, with `response_headers` empty: decoding
+    # them on the event loop cost more than the rest of its snapshot, so listeners decode them where they read them.
+    raw_response_headers: RawHeaders = ()
 
 
 class FallbackAvailable(Exception):
@@ -110,8 +111,8 @@ async def forward(
     capture: keep up to this many response body bytes in ForwardResult.body (0: keep none) while streaming.
     response_headers: extra headers added to the client response (X-Request-Id, Via, debug headers); a Via entry
     is appended to the upstream's Via, any other name replaces the upstream's header of that name.
-    keep_headers: False when nobody reads ForwardResult.response_headers (no exchange observer): a small response
-    then keeps none, and they are left empty.
+    keep_headers: False when nobody reads the result's response headers (no exchange observer): a small response
+    then keeps none.
     Failures answer by `proxy.errors.KINDS`: 502 (connect/reset before the head), 504 (timeout), 503 (no free
     pooled connection), 413/408/400 (the client's body) with a JSON body {"error", "route", "request_id"}; a reset
     mid-body aborts the client connection, never a short response that looks complete.
@@ -298,10 +299,11 @@ async def _send_whole(
         status=status,
         upstream_status=status,
         error=error,
-        response_headers=tuple(kept) if keep_headers else (),
+        response_headers=(),
         body=body[:capture] if capture > 0 else None,
         body_complete=error is None and not truncated,
         latency=asyncio.get_running_loop().time() - started,
+        raw_response_headers=tuple(kept) if keep_headers else (),
     )
 
 

@@ -14,7 +14,6 @@ from proxy.events import (
     ExchangeObserver,
     ExchangeStart,
     ListenerHooks,
-    RawHeaders,
     RequestSnapshot,
     ResponseSnapshot,
     Side,
@@ -99,15 +98,11 @@ def notify_start(listeners: list[ExchangeListener], start: ExchangeStart) -> lis
 def notify_done(observers: list[ExchangeObserver], side: Side, upstream_name: str, result: ForwardResult) -> None:
     """Tell the observers what the client got from the primary (`result`), as one ResponseSnapshot; headers the
     forwarder kept undecoded go on undecoded (`raw_headers`: observers read `ResponseSnapshot.decoded()`)."""
-    headers = result.response_headers
-    raw: RawHeaders | tuple[()] = ()
-    if headers and type(headers[0][0]) is bytes:
-        headers, raw = (), headers
     primary = _new_tuple(
         ResponseSnapshot,
         (
-            side, upstream_name, result.upstream_status, headers, result.body, result.body_complete, result.latency,
-            result.error, raw,
+            side, upstream_name, result.upstream_status, result.response_headers, result.body, result.body_complete,
+            result.latency, result.error, result.raw_response_headers,
         ),
     )  # fmt: skip
     for observer in observers:
