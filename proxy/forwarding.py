@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import TypeGuard
+from typing import NamedTuple, TypeGuard
 
 from aiohttp import web
 from aiohttp.helpers import must_be_empty_body, should_remove_content_length
@@ -52,17 +51,16 @@ def base_path(upstream: Upstream) -> str:
     return path
 
 
-@dataclass(frozen=True, slots=True)
-class ForwardTarget:
+class ForwardTarget(NamedTuple):  # immutable; built per request, where a frozen dataclass pays a call per field
     upstream: Upstream
     pool: UpstreamPool
     target: str  # encoded origin-form sent on the request line: upstream base path + canonical path + '?' + query
     timeouts: Timeouts
 
 
-@dataclass(frozen=True, slots=True)
-class ForwardResult:
-    """What happened, for metrics, the breaker and the shadow snapshot."""
+class ForwardResult(NamedTuple):
+    """What happened, for metrics, the breaker and the shadow snapshot. A NamedTuple (immutable), built once per
+    request: a frozen dataclass pays one `object.__setattr__` per field."""
 
     status: int  # the status the client received (502/504/413 when strangler generated it)
     upstream_status: int  # 0 when the upstream gave no response head

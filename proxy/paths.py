@@ -23,7 +23,7 @@ path is the canonical path, parameters, dots and case included: it reaches the r
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import unquote
 
 _UNRESERVED = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
@@ -48,8 +48,7 @@ class PathError(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class CanonicalPath:
+class CanonicalPath(NamedTuple):  # immutable; built per request, where a frozen dataclass pays a call per field
     """A request path in canonical form.
 
     `path` is what gets forwarded (still percent-encoded). `segments` are the match keys: the percent-decoded
