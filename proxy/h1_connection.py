@@ -190,7 +190,9 @@ class H1Connection(BaseProtocol):
             except HttpProcessingError as exc:
                 self._request_count += 1
                 queue.append((_ErrInfo(status=400, exc=exc, message=exc.message), EMPTY_PAYLOAD))
-                self._fail_unfinished_body(exc)
+                # Bytes refused inside the body being read (a bad chunk size, a missing CRLF): fail that stream, so
+                # its handler stops waiting for the rest and the half-sent upstream request is dropped.
+                fail_unfinished_body(self._last_body, f"malformed request body: {exc.message}")
                 break
             for message in messages:
                 self._request_count += 1
@@ -224,18 +226,11 @@ class H1Connection(BaseProtocol):
             if not self._buffer_paused and len(self._message_tail) >= self._read_bufsize:
                 self._pause_reading_for_buffer()
 
-    def _fail_unfinished_body(self, exc: HttpProcessingError) -> None:
-        """The parser rejected bytes inside the running request's body (a bad chunk size, a missing CRLF): fail its
-        body stream now, so the handler stops waiting for the rest and the half-sent upstream request is dropped."""
-        fail_unfinished_body(self._last_body, f"malformed request body: {exc.message}")
-
     def _serve_queued(self) -> None:
         if self._task_handler is None:
             self._task_handler = self._loop.create_task(self._serve_connection())
         else:
-            waiter = self._waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+            self._wake()
 
     # What aiohttp's request, response and websocket objects call on their protocol
 

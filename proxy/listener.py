@@ -26,7 +26,7 @@ from aiohttp.web_protocol import ERROR, PayloadAccessError, _ErrInfo
 from proxy.conn_guard import ConnectionCounter
 from proxy.h1_connection import QUEUE_RESUME, H1Connection
 from proxy.responses import SentResponse
-from proxy.server import parser_refusal, record_access
+from proxy.server import closes_unread, parser_refusal, record_access
 from proxy.state import RuntimeState
 
 log = logging.getLogger("strangler.proxy")
@@ -208,10 +208,8 @@ class ProtocolListener(H1Connection):
             record_access(self._state, request, resp)
             return resp, True
         record_access(self._state, request, resp)
-        if self._close_after_response or (not resp.keep_alive and not request.content.is_eof()):
-            # The response is written (transport.close() flushes it first); no drain, no keep-alive. A response
-            # that closes the connection while the body is unread (413, 408, 501, a broken chunk) would otherwise
-            # keep it open up to lingering_time reading bytes nobody will use.
+        if self._close_after_response or closes_unread(request, resp):
+            # The response is written (transport.close() flushes it first); no drain, no keep-alive.
             self._close_after_response = False
             self.force_close()
         return resp, False

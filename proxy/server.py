@@ -145,12 +145,10 @@ class GuardedRequestHandler(RequestHandler):
         record_access(self._state, request, resp)
         if (
             self._close_after_response
-            or (not resp.keep_alive and not request.content.is_eof())
+            or closes_unread(request, resp)
             or (self._client_eof and not self._messages)  # the client half-closed: that was its last answer
         ):
-            # The response is written (transport.close() flushes it first); no drain, no keep-alive. A response
-            # that closes the connection while the body is unread (413, 408, 501, a broken chunk) would otherwise
-            # keep it open up to 10 s reading bytes nobody will use.
+            # The response is written (transport.close() flushes it first); no drain, no keep-alive.
             self._close_after_response = False
             self.force_close()
         return result
@@ -214,6 +212,12 @@ def request_parser(
         max_msg_queue_size=1,
         auto_decompress=False,
     )
+
+
+def closes_unread(request: web.BaseRequest, resp: web.StreamResponse) -> bool:
+    """Whether a written response closes the connection while the request body is unread (413, 408, 501, a broken
+    chunk): both listeners then close at once instead of draining, for up to lingering_time, bytes nobody will use."""
+    return not resp.keep_alive and not request.content.is_eof()
 
 
 def fail_unfinished_body(body: StreamReader | None, reason: str) -> None:
