@@ -12,6 +12,7 @@ proxy process: the snapshots, the frames and the writes to the worker's stream, 
     .venv/bin/python -m benchmarks.instructions --setups shadow --profile   # cProfile of the proxy, top functions
     .venv/bin/python -m benchmarks.instructions --access-log   # this checkout, access log off vs on (JSON to a file)
     .venv/bin/python -m benchmarks.instructions --listeners    # this checkout: aiohttp listener against fast
+    .venv/bin/python -m benchmarks.instructions --setups shadow --worker   # the shadow worker's count too
 
 Needs valgrind (apt-get install valgrind); about a minute per side and setup.
 """
@@ -70,6 +71,7 @@ class Side:
     source: Path
     serve_args: tuple[str, ...] = ()
     access_log: bool = False
+    worker: bool = False  # also count the shadow worker (valgrind follows the proxy's children)
 
 
 async def _drive(port: int, requests: int, clients: int = _CLIENTS) -> None:
@@ -98,32 +100,45 @@ def _running(cmd: list[str], port: int, env: dict[str, str] | None = None, cwd: 
 
 def _instructions(
     side: Side, tmp: Path, backend: int, name: str, mode: str, requests: int, clients: int = _CLIENTS
-) -> float:
-    """Instructions per request; for a shadow setup also says how the copies ended (a count with copies dropped
-    measures less work than a count with every copy handed over)."""
+) -> tuple[float, float | None]:
+    """Instructions per request in the proxy process and (with `side.worker`, in a shadow setup) in its shadow
+    worker; for a shadow setup also says how the copies ended (a count with copies dropped measures less work than
+    a count with every copy handed over)."""
     source = side.source
     port, admin = free_port(), free_port()
     config = routes_yaml(tmp, port, admin, backend, backend, mode, name, access_log=side.access_log)
     out = tmp / f"callgrind.{name}"
-    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-c", _SERVE, str(config)]
-    cmd += side.serve_args
+    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p"]
+    if side.worker:
+        cmd.append("--trace-children=yes")  # the worker is `python -m shadow.worker.process`, exec'd by the proxy
+    cmd += [sys.executable, "-c", _SERVE, str(config), *side.serve_args]
     # Started in `source`: `python -c` puts the working directory first on sys.path, ahead of PYTHONPATH, so
     # started anywhere else (this checkout) the "base" side would import this checkout's code.
     with _running(cmd, port, env=dict(os.environ, PYTHONPATH=str(source)), cwd=source) as pid:
         asyncio.run(_drive(port, 400))  # warm-up: pools, caches, lazily imported code
-        subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
+        counted = [pid]
+        if side.worker and mode == "shadow":
+            children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+            counted += [int(c) for c in children[:1]]
+        for each in counted:
+            subprocess.run(["callgrind_control", "-z", str(each)], check=True, capture_output=True)
         asyncio.run(_drive(port, requests, clients))
-        time.sleep(0.5)  # the worker's acknowledgements of the last requests (it reports every 0.25 s)
-        subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
+        time.sleep(0.5 if len(counted) == 1 else 5.0)  # the worker's acknowledgements (it reports every 0.25 s)
+        for each in counted:
+            subprocess.run(["callgrind_control", "-d", str(each)], check=True, capture_output=True)
         if mode == "shadow":
             cov = shadow_coverage(admin)
             print(f"  {name}: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(cov.items())), file=sys.stderr)
         time.sleep(1.0)
-    dump = tmp / f"callgrind.{name}.1"  # the `-d` dump: the counted requests only (exit writes a second file)
+    per = [_dumped(tmp / f"callgrind.{name}.{each}.1") / requests for each in counted]  # the `-d` dumps only
+    return per[0], per[1] if len(per) > 1 else None
+
+
+def _dumped(dump: Path) -> int:
     found = re.search(r"^(?:summary|totals): (\d+)", dump.read_text(), re.MULTILINE)
     if found is None:
         raise RuntimeError(f"no callgrind counts in {dump}")
-    return int(found.group(1)) / requests
+    return int(found.group(1))
 
 
 def _profile(tmp: Path, backend: int, mode: str, requests: int, top: int) -> str:
@@ -176,6 +191,7 @@ def main() -> int:
     ap.add_argument(
         "--listeners", action="store_true", help="instead of --base: this checkout, aiohttp vs fast listener"
     )
+    ap.add_argument("--worker", action="store_true", help="also count the shadow worker process (shadow setup; slower)")
     args = ap.parse_args()
     setups = [s.strip() for s in args.setups.split(",") if s.strip()]
     unknown = [s for s in setups if s not in SETUPS]
@@ -190,20 +206,25 @@ def main() -> int:
                 print(f"cProfile of the proxy process, {label}, {args.requests} requests:")
                 print(_profile(tmp, backend, mode, args.requests, args.top))
                 return 0
+            worker = args.worker
             if args.access_log:
-                first, second = Side("log off", ROOT), Side("log on", ROOT, access_log=True)
+                first, second = Side("log off", ROOT, worker=worker), Side("log on", ROOT, access_log=True)
             elif args.listeners:
-                first = Side("aiohttp", ROOT, ("--server", "aiohttp"))
-                second = Side("fast", ROOT, ("--server", "fast"))
+                first = Side("aiohttp", ROOT, ("--server", "aiohttp"), worker=worker)
+                second = Side("fast", ROOT, ("--server", "fast"), worker=worker)
             else:
-                first, second = Side(args.base, _export(args.base, tmp / "base")), Side("this checkout", ROOT)
+                base = Side(args.base, _export(args.base, tmp / "base"), worker=worker)
+                first, second = base, Side("this checkout", ROOT, worker=worker)
             counts: dict[str, dict[str, float]] = {}
+            workers: dict[str, dict[str, float]] = {}
             for setup in setups:
                 mode = SETUPS[setup][0]
-                counts[setup] = {
-                    "base": _instructions(first, tmp, backend, f"a-{setup}", mode, args.requests, args.clients),
-                    "this": _instructions(second, tmp, backend, f"b-{setup}", mode, args.requests, args.clients),
-                }
+                for key, side in (("base", first), ("this", second)):
+                    name = f"{'a' if key == 'base' else 'b'}-{setup}"
+                    proxy, in_worker = _instructions(side, tmp, backend, name, mode, args.requests, args.clients)
+                    counts.setdefault(setup, {})[key] = proxy
+                    if in_worker is not None:
+                        workers.setdefault(setup, {})[key] = in_worker
         if args.keep is not None:
             args.keep.mkdir(parents=True, exist_ok=True)
             for dump in tmp.glob("callgrind.*"):
@@ -219,6 +240,10 @@ def main() -> int:
         cost = {side: counts["shadow"][side] - counts["pass"][side] for side in ("base", "this")}
         ratio = cost["this"] / cost["base"] if cost["base"] else float("nan")
         print(f"{'shadow − pass-through':<28} {cost['base']:>14,.0f} {cost['this']:>14,.0f} {ratio:>7.3f}")
+    for setup, by in workers.items():
+        if len(by) == 2:
+            label = f"{SETUPS[setup][1]}: worker"
+            print(f"{label:<28} {by['base']:>14,.0f} {by['this']:>14,.0f} {by['this'] / by['base']:>7.3f}")
     return 0
 
 

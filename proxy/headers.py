@@ -73,7 +73,8 @@ _RESPONSE_KINDS: dict[bytes, int] = {
     b"date": _DATE,
     b"content-type": _CONTENT_TYPE,
 }
-_REQUEST_NAMES, _RESPONSE_NAMES = NameKinds(_REQUEST_KINDS), NameKinds(_RESPONSE_KINDS)  # cached by spelling
+# Cached by spelling; a request header name holding '_' is dropped (see "Underscores" above), decided once per spelling.
+_REQUEST_NAMES, _RESPONSE_NAMES = NameKinds(_REQUEST_KINDS, underscored=_DROP), NameKinds(_RESPONSE_KINDS)
 # Connection tokens that name no other header: nothing more to drop.
 _PLAIN_TOKENS = _NOT_COPIED | {b"close"}
 # What aiohttp's header writer refuses in a field (RFC 9110 5.5): every control character but HTAB.
@@ -179,9 +180,8 @@ def upstream_request_headers(
         if kind is None:
             kind = _REQUEST_NAMES.learn(pair[0])
         if not kind:
-            if b"_" not in pair[0]:  # see "Underscores" above
-                kept.append(pair)
-        elif kind == _DROP:
+            kept.append(pair)
+        elif kind == _DROP:  # framing, hop-by-hop, set by this hop, or named with '_' (see "Underscores" above)
             continue
         elif kind == _CONNECTION_KIND:
             tokens = _connection_tokens(pair[1])

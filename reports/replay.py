@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from proxy.config.model import Config, Mirror, Route, Upstream
 from proxy.events import RequestSnapshot, ResponseSnapshot, Side
@@ -193,7 +193,7 @@ class Replayer:
             cap=cap,
             keep_bodies=keep,
         )
-        return replace(record, replay_of=item.exchange_id)
+        return record._replace(replay_of=item.exchange_id)
 
     async def aclose(self) -> None:
         await self._pools.close()

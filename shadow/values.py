@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 Outcome = Literal["match", "mismatch", "candidate_error", "skipped", "dropped"]
 OUTCOMES: tuple[Outcome, ...] = ("match", "mismatch", "candidate_error", "skipped", "dropped")
@@ -89,9 +89,11 @@ class StoredBody:
     truncated: bool
 
 
-@dataclass(frozen=True, slots=True)
-class ExchangeRecord:
-    """One mirrored (or skipped / dropped) exchange, ready to write. Everything secret is already redacted."""
+class ExchangeRecord(NamedTuple):
+    """One mirrored (or skipped / dropped) exchange, ready to write. Everything secret is already redacted.
+
+    A NamedTuple (immutable; `_replace` for a changed copy): one is built for every mirrored exchange, and a frozen
+    dataclass pays one `object.__setattr__` per field, 28 of them."""
 
     time: float  # epoch seconds, UTC
     route_id: str

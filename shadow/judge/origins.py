@@ -75,11 +75,18 @@ def origins_for(
     of the request (`host`, and those headers in `request_headers`). None when `rules.same_origin` is off."""
     if not rules.same_origin:
         return None
+    client = [host] if host else []
+    client += [value for name, value in request_headers if name.lower() in _CLIENT_HEADERS]
+    return _origins(tuple(upstream_urls), tuple(client))
+
+
+@functools.lru_cache(maxsize=1024)
+def _origins(upstream_urls: tuple[URL, ...], client: tuple[str, ...]) -> Origins | None:
+    """`origins_for` once the client-facing values are read: the same few per route, so cached (every mirrored
+    pair asks; a client sending many X-Forwarded-Host values only cycles the bounded cache)."""
     found: set[str] = set()
     for url in upstream_urls:
         found.update(_url_authorities(url))
-    client = [host] if host else []
-    client += [value for name, value in request_headers if name.lower() in _CLIENT_HEADERS]
     for value in client:
         for part in value.split(","):
             authority = part.strip().lower()
@@ -120,7 +127,8 @@ def _compiled(authorities: tuple[str, ...]) -> Origins:
 
 def _rewrite(value: AnyStr, forms: tuple[_Form[AnyStr], ...]) -> AnyStr:
     for needle, pattern, replacement in forms:
-        if needle in value:
+        # find, not `in`: bytes' `in` first tries its operand as an int and raises and clears a TypeError
+        if value.find(needle) >= 0:
             value = pattern.sub(replacement, value)
     return value
 

@@ -7,7 +7,6 @@ import gzip
 import json
 import shutil
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -211,7 +210,7 @@ def stored(t: float, **changes: object) -> ExchangeRecord:
         path="/api/orders/1", query="", request_id=f"req-{t}", served_by="legacy", outcome="mismatch", reason=None,
         legacy_status=200, legacy_latency_ms=1.0, legacy_size=2, new_status=200, new_latency_ms=1.0, new_size=2,
     )  # fmt: skip
-    return replace(base, **changes)  # type: ignore[arg-type]
+    return base._replace(**changes)  # type: ignore[arg-type]
 
 
 def test_selection_skips_unsafe_methods_noise_pairs_and_earlier_replays(tmp_path: Path) -> None:

@@ -73,7 +73,7 @@ def record(t: float, outcome: str = "match", **changes: object) -> ExchangeRecor
         new_latency_ms=12.0,
         new_size=10,
     )
-    return replace(base, **changes)  # type: ignore[arg-type]
+    return base._replace(**changes)  # type: ignore[arg-type]
 
 
 def mismatch(t: float, *diffs: Difference, **changes: object) -> ExchangeRecord:

@@ -50,7 +50,7 @@ def make_record(**changes: object) -> ExchangeRecord:
         new_latency_ms=14.0,
         new_size=100,
     )
-    return replace(base, **changes)  # type: ignore[arg-type]
+    return base._replace(**changes)  # type: ignore[arg-type]
 
 
 def count_rows(path: Path, table: str = "exchanges") -> int:

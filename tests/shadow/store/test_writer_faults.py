@@ -10,7 +10,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -63,7 +62,7 @@ def test_the_backlog_is_bounded_and_every_record_is_counted(db_path: Path) -> No
     refuse_writes(db_path)
     try:
         for i in range(100):
-            writer.submit(replace(make_record(request_id=f"r{i}"), legacy_body=body))
+            writer.submit(make_record(request_id=f"r{i}")._replace(legacy_body=body))
         assert writer.dropped > 0
     finally:
         allow_writes(db_path)
