@@ -35,9 +35,8 @@ import marshal
 import pickle
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from proxy.config.model import Config
 from proxy.events import ExchangeStart, RequestSnapshot, ResponseSnapshot, Side
@@ -138,9 +137,8 @@ def read_config(message: Message) -> Config:
     return dataclasses.replace(config, upstreams=MappingProxyType(dict(config.upstreams)))
 
 
-@dataclass(frozen=True, slots=True)
-class StartFrame:
-    """A "start" message as the worker reads it."""
+class StartFrame(NamedTuple):
+    """A "start" message as the worker reads it (a NamedTuple: one per mirrored request)."""
 
     seq: int
     plan: MirrorPlan  # decided in the proxy (`shadow.plan.plan_mirror`); carried out as it is
