@@ -68,7 +68,11 @@ class ResponseSnapshot(NamedTuple):
         """This snapshot with its headers decoded (itself when they are already): what listeners read."""
         if not self.raw_headers:
             return self
-        return self._replace(headers=tuple(decode_pairs(self.raw_headers)), raw_headers=())
+        # Built field by field: `_replace` (a map over the fields and a dict of keywords) costs twice as much.
+        headers = tuple(decode_pairs(self.raw_headers))
+        return ResponseSnapshot(
+            self.side, self.upstream, self.status, headers, self.body, self.body_complete, self.latency, self.error
+        )
 
 
 class ExchangeStart(NamedTuple):

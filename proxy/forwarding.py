@@ -99,6 +99,7 @@ async def forward(
     request_id: str,
     body_timeout: float = 30.0,
     keep_headers: bool = True,
+    loop: asyncio.AbstractEventLoop | None = None,
 ) -> tuple[web.StreamResponse, ForwardResult]:
     """Send the request upstream and stream the response to the client; returns the prepared response.
 
@@ -111,27 +112,31 @@ async def forward(
     is appended to the upstream's Via, any other name replaces the upstream's header of that name.
     keep_headers: False when nobody reads the result's response headers (no exchange observer): a small response
     then keeps none.
+    loop: the running loop, when the caller has it (`asyncio.get_running_loop` makes a getpid system call each
+    time, to notice a fork).
     Failures answer by `proxy.errors.KINDS`: 502 (connect/reset before the head), 504 (timeout), 503 (no free
     pooled connection), 413/408/400 (the client's body) with a JSON body {"error", "route", "request_id"}; a reset
     mid-body aborts the client connection, never a short response that looks complete.
     """
-    started = asyncio.get_running_loop().time()
+    if loop is None:
+        loop = asyncio.get_running_loop()
+    started = loop.time()
     stream = _NO_STREAM  # replaced by a fresh one when the body streams: the common bodiless request skips it
     send_body: bytes | AsyncIterator[bytes] | None = body
     content_length: int | None = None
     if body is not None:
         if len(body) > max_body:
-            return _refused("too_large", route_id, request_id, response_headers, started)
+            return _refused("too_large", route_id, request_id, response_headers, started, loop)
     elif request.body_exists:
         declared = request.content_length
         if declared is not None and declared > max_body:
             # Refused before any upstream sees it; closing stops aiohttp from draining a huge unread body.
-            return _refused("too_large", route_id, request_id, response_headers, started)
+            return _refused("too_large", route_id, request_id, response_headers, started, loop)
         if declared is not None and declared <= PREREAD_LIMIT:
             try:
                 send_body = await read_exactly(request, declared, body_timeout)
             except RequestBodyError as err:
-                return _refused(err.kind, route_id, request_id, response_headers, started)
+                return _refused(err.kind, route_id, request_id, response_headers, started, loop)
         else:
             content_length = declared  # None for a chunked body: the transport re-chunks it
             stream = BodyStream()
@@ -158,7 +163,7 @@ async def forward(
         failure: UpstreamError | RequestBodyError = stream.failure or err
         if allow_fallback and replayable and _may_fall_back(failure, request.method):
             raise FallbackAvailable(failure) from err
-        return _refused(failure.kind, route_id, request_id, response_headers, started)
+        return _refused(failure.kind, route_id, request_id, response_headers, started, loop)
 
     try:
         # The small fixed-length (or bodiless) answer's fast path is tried here, not in _stream_response: one
@@ -167,11 +172,11 @@ async def forward(
         empty = must_be_empty_body(request.method, upstream.status)
         if empty or (length is not None and length <= WHOLE_LIMIT):
             sent = await _send_whole(
-                request, upstream, length, empty, capture, response_headers, request_id, started, keep_headers
+                request, upstream, length, empty, capture, response_headers, request_id, started, keep_headers, loop
             )
             if sent is not None:
                 return sent
-        return await _stream_response(request, upstream, length, capture, response_headers, request_id, started)
+        return await _stream_response(request, upstream, length, capture, response_headers, request_id, started, loop)
     finally:
         upstream.close()
 
@@ -197,6 +202,7 @@ async def _stream_response(
     extra: Headers,
     request_id: str,
     started: float,
+    loop: asyncio.AbstractEventLoop,
 ) -> tuple[web.StreamResponse, ForwardResult]:
     """Stream the upstream's answer through an aiohttp StreamResponse (`length`: its Content-Length, if any)."""
     cleaned = end_to_end_response_headers(upstream.raw_headers)
@@ -240,7 +246,7 @@ async def _stream_response(
         response_headers=tuple(cleaned),
         body=bytes(captured) if captured is not None else None,
         body_complete=error is None and not truncated,
-        latency=asyncio.get_running_loop().time() - started,
+        latency=loop.time() - started,
     )
 
 
@@ -254,6 +260,7 @@ async def _send_whole(
     request_id: str,
     started: float,
     keep_headers: bool,
+    loop: asyncio.AbstractEventLoop,
 ) -> tuple[web.StreamResponse, ForwardResult] | None:
     """The fast path for a small fixed-length (or bodiless) response: its head is built from the upstream's raw
     header bytes and written with the whole body in one write. None when the head needs the slow path."""
@@ -300,7 +307,7 @@ async def _send_whole(
         response_headers=(),
         body=body[:capture] if capture > 0 else None,
         body_complete=error is None and not truncated,
-        latency=asyncio.get_running_loop().time() - started,
+        latency=loop.time() - started,
         raw_response_headers=tuple(kept) if keep_headers else (),
     )
 
@@ -320,14 +327,19 @@ def _abort_client(request: web.BaseRequest) -> None:
 
 
 def _refused(
-    kind: ErrorKind, route_id: str | None, request_id: str, extra: Headers, started: float
+    kind: ErrorKind,
+    route_id: str | None,
+    request_id: str,
+    extra: Headers,
+    started: float,
+    loop: asyncio.AbstractEventLoop,
 ) -> tuple[web.StreamResponse, ForwardResult]:
     """A forward that failed before any response byte reached the client: the answer and what happened."""
     resp = kind_response(kind, route_id, request_id, headers=extra)
-    return resp, _failure(resp.status, kind, started)
+    return resp, _failure(resp.status, kind, started, loop)
 
 
-def _failure(status: int, error: ErrorKind, started: float) -> ForwardResult:
+def _failure(status: int, error: ErrorKind, started: float, loop: asyncio.AbstractEventLoop) -> ForwardResult:
     return ForwardResult(
         status=status,
         upstream_status=0,
@@ -335,5 +347,5 @@ def _failure(status: int, error: ErrorKind, started: float) -> ForwardResult:
         response_headers=(),
         body=None,
         body_complete=False,
-        latency=asyncio.get_running_loop().time() - started,
+        latency=loop.time() - started,
     )

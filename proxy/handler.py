@@ -69,10 +69,13 @@ def head_size(raw_headers: tuple[tuple[bytes, bytes], ...]) -> int:
 class ProxyHandler:
     """The `web.Server` request handler. Reads `state.snapshot` once per request and keeps it to the end."""
 
-    __slots__ = ("_state",)
+    __slots__ = ("_loop", "_state")
 
     def __init__(self, state: RuntimeState) -> None:
         self._state = state
+        # The loop it serves on, kept: `asyncio.get_running_loop()` makes a getpid system call on every call (it
+        # checks for a fork), and the request path read the clock through it four times per request.
+        self._loop = asyncio.get_running_loop()
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         state = self._state
@@ -80,7 +83,7 @@ class ProxyHandler:
         config = snap.config
         incoming_id = request.headers.get("X-Request-Id")
         request_id = incoming_id if incoming_id is not None and valid_request_id(incoming_id) else new_request_id()
-        ex = Exchange(request_id, asyncio.get_running_loop().time(), request.remote or "")
+        ex = Exchange(request_id, self._loop.time(), request.remote or "")
         if state.access_log is not None:
             request[EXCHANGE_KEY] = ex  # the access log reads it once the response is written (proxy.server)
         refused = self._prepare(request, snap, ex)
@@ -216,7 +219,7 @@ class ProxyHandler:
         route = ex.route
         assert route is not None  # fallback is only allowed on a matched route
         kind = exc.error.kind
-        self._record(ex.upstream_name, kind, 0, asyncio.get_running_loop().time())
+        self._record(ex.upstream_name, kind, 0, self._loop.time())
         self._state.metrics.fallbacks.inc((route.id, kind))
         ex.side, ex.upstream_name = "legacy", route.legacy
         upstream = config.upstreams[route.legacy]
@@ -233,7 +236,7 @@ class ProxyHandler:
         state = self._state
         if result.error == "body_timeout":
             _skip_lingering(request)
-        now = asyncio.get_running_loop().time()
+        now = self._loop.time()
         upstream_name = ex.upstream_name
         self._record(upstream_name, result.error, result.upstream_status, now)
         metrics = state.metrics
@@ -297,6 +300,7 @@ class ProxyHandler:
                 request_id=ex.request_id,
                 body_timeout=config.limits.body_timeout,
                 keep_headers=keep_headers,
+                loop=self._loop,
             )
         finally:
             slot.users -= 1

@@ -28,11 +28,15 @@ class TaskOwner:
     def __len__(self) -> int:
         return len(self._tasks)
 
-    def start(self, coro: Coroutine[Any, Any, T], *, name: str | None = None) -> asyncio.Task[T]:
+    def start(
+        self, coro: Coroutine[Any, Any, T], *, name: str | None = None, loop: asyncio.AbstractEventLoop | None = None
+    ) -> asyncio.Task[T]:
+        """Start `coro` as a task held here; `loop`: the running loop, when a caller that starts a task per request
+        has it (`asyncio.create_task` finds it with a getpid system call each time, to notice a fork)."""
         if self._closed:
             coro.close()
             raise RuntimeError(f"task owner {self._name!r} is closed")
-        task = asyncio.create_task(coro, name=name)
+        task = (loop or asyncio.get_running_loop()).create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._finished)
         return task

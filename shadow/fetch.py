@@ -77,6 +77,7 @@ async def fetch_copy(
     cap: int = RESPONSE_CAP,
     watched: Watched | None = None,
     replay: bool = False,
+    loop: asyncio.AbstractEventLoop | None = None,
 ) -> ResponseSnapshot:
     """Send the copy of `req` (as forwarded to the primary) to `upstream` and read the answer (at most `cap`
     body bytes). `target` is the pool and base path from `CandidatePools.get`; `replay` marks a stored request sent
@@ -84,7 +85,8 @@ async def fetch_copy(
 
     The copy has `mirror.timeout` in all. With `watched` (the live runner's sweeper) a cancellation while
     `watched.timed_out` is the deadline's: it becomes a "timeout" snapshot and the task goes on; any other
-    cancellation (shutdown) propagates. Without it the copy keeps its own deadline."""
+    cancellation (shutdown) propagates. Without it the copy keeps its own deadline. `loop`: the running loop, when
+    the caller has it (`asyncio.get_running_loop` makes a getpid system call each time)."""
     if watched is None:  # no sweeper: the copy keeps its own deadline
         own = _Deadline(mirror.timeout)
         try:
@@ -99,13 +101,15 @@ async def fetch_copy(
                 cap=cap,
                 watched=own,
                 replay=replay,
+                loop=loop,
             )
         finally:
             own.cancel()
     pool, base = target
     headers = copy_headers(req, upstream, mirror, replay=replay)
     path = base + req.path + (("?" + req.query_string) if req.query_string else "")
-    loop = asyncio.get_running_loop()
+    if loop is None:
+        loop = asyncio.get_running_loop()
     began = loop.time()
     timeout = mirror.timeout
     try:

@@ -221,7 +221,7 @@ class ShadowListener(TrafficCounting):
         p = _Pending(self, start, route, mirror, pair)
         self._active += 1
         self._sent.inc((route.id, pair))
-        p.task = self._tasks.start(self._send(p, upstream), name="shadow-candidate")
+        p.task = self._tasks.start(self._send(p, upstream), name="shadow-candidate", loop=self._loop)
         self._metrics.shadow_queue.set(("candidates",), self._active)
         return p
 
@@ -257,6 +257,7 @@ class ShadowListener(TrafficCounting):
             pool_timeout=timeouts.pool,
             cap=self._limits.response_cap,
             watched=p,
+            loop=self._loop,
         )
 
     async def _sweep_every(self, seconds: float) -> None:

@@ -83,6 +83,9 @@ def _connect(path: Path, *, create: bool) -> sqlite_utils.Database:
         db = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
         _enable_wal(db)
         conn.execute("PRAGMA synchronous = NORMAL")  # safe with WAL: a power cut loses at most the last commits
+        # A multi-row INSERT's statement journal (what a failing row rolls back) spills to a temporary file past
+        # 64 KiB: the writer's batches did, creating and deleting a file many times a second. Kept in memory.
+        conn.execute("PRAGMA temp_store = MEMORY")
         migrate(db)
     except sqlite3.Error as e:
         conn.close()

@@ -111,6 +111,22 @@ def test_authorities_are_both_upstreams_and_the_client_facing_host() -> None:
     assert origins.note == f"same_origin: URLs of {', '.join(origins.authorities)} compared as one"
 
 
+def test_each_exchange_gets_the_authorities_of_its_own_client_host() -> None:
+    """Origins are cached per upstream URLs and client-facing values: an exchange for another Host or
+    X-Forwarded-Host gets that authority, never the one a previous exchange was given."""
+    rules = Compare()
+    first = origins_for(rules, [LEGACY, NEW], (), "shop.example.com")
+    other = origins_for(rules, [LEGACY, NEW], (("X-Forwarded-Host", "admin.example.com"),), "shop.example.com")
+    again = origins_for(rules, [LEGACY, NEW], (), "shop.example.com")
+    assert first is not None
+    assert other is not None
+    assert again is not None
+    assert "admin.example.com" in other.authorities
+    assert "admin.example.com" not in first.authorities
+    assert again.authorities == first.authorities
+    assert origins_for(rules, [LEGACY], (), "shop.example.com") != first  # another route's upstreams
+
+
 def test_same_origin_false_means_no_origins() -> None:
     """With same_origin off nothing is unified."""
     assert origins_for(Compare(same_origin=False), [LEGACY, NEW], (), "shop.example.com") is None

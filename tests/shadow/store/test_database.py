@@ -96,6 +96,16 @@ def test_round_trip_keeps_everything_and_compresses_bodies(db_path: Path) -> Non
     assert b"plaintext-marker plaintext-marker" not in on_disk
 
 
+def test_none_and_bytes_bind_as_null_and_blob_with_the_stores_adapters(db_path: Path) -> None:
+    """The identity adapters the store registers for None and bytes (sqlite3's adapter lookup is slow for both)
+    bind exactly what was given: NULL and the same BLOB, in the store and in any other connection."""
+    store = Store.open(db_path)
+    store.close()
+    conn = sqlite3.connect(":memory:")
+    row = conn.execute("SELECT typeof(?), typeof(?), ?, ?", (None, b"\x00ab", None, b"\x00ab")).fetchone()
+    assert row == ("null", "blob", None, b"\x00ab")
+
+
 def test_file_is_private_and_in_wal_mode(db_path: Path) -> None:
     """The store file and its WAL companions are created with mode 0600, and the journal mode is WAL."""
     with Store.open(db_path) as store:
