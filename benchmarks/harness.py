@@ -10,8 +10,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Iterator
+from io import BytesIO
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,9 +47,11 @@ def stop_group(proc: subprocess.Popen[bytes], timeout: float) -> None:
 
 
 @contextlib.contextmanager
-def process(cmd: list[str], port: int, *, env: dict[str, str] | None = None, log: Path | None = None) -> Iterator[None]:
+def process(
+    cmd: list[str], port: int, *, env: dict[str, str] | None = None, log: Path | None = None, cwd: Path | None = None
+) -> Iterator[None]:
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
     try:
         wait_port(port)
         yield
@@ -134,3 +138,24 @@ def shadow_coverage(admin_port: int) -> dict[str, float]:
                 if n:
                     out[key] = out.get(key, 0.0) + n
     return out
+
+
+# `strangler serve --config ARGV[1] [ARGV[2:]]` from whatever source tree is first on sys.path: started in that tree
+# (cwd) with PYTHONPATH set to it, a commit exported by `export_tree` runs its own code, not this checkout's (`python
+# -c` puts the working directory first on sys.path, ahead of PYTHONPATH).
+SERVE_SNIPPET = (
+    "import sys; from cli.main import run; sys.argv = ['strangler', 'serve', '--config', *sys.argv[1:]]; run()"
+)
+
+
+def serve_from(source: Path, config: Path, *extra: str) -> tuple[list[str], dict[str, str]]:
+    """The command and environment that run `strangler serve` from the source tree `source`."""
+    return [sys.executable, "-c", SERVE_SNIPPET, str(config), *extra], dict(os.environ, PYTHONPATH=str(source))
+
+
+def export_tree(ref: str, into: Path) -> Path:
+    """The source tree of a git ref of this repository, written to `into` (`git archive`)."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into

@@ -29,19 +29,27 @@ import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from io import BytesIO, StringIO
+from io import StringIO
 from pathlib import Path
 
 import aiohttp
 
-from benchmarks.harness import ROOT, backend_cmd, free_port, routes_yaml, shadow_coverage, stop_group, wait_port
+from benchmarks.harness import (
+    ROOT,
+    SERVE_SNIPPET,
+    backend_cmd,
+    export_tree,
+    free_port,
+    routes_yaml,
+    shadow_coverage,
+    stop_group,
+    wait_port,
+)
 
-_SERVE = "import sys; from cli.main import run; sys.argv = ['strangler', 'serve', '--config', *sys.argv[1:]]; run()"
 # The same, with a profiler that the first SIGUSR2 starts and the second stops (writing its stats to argv[2]). Not
 # SIGUSR1: `serve` takes that over for the access log's reopen.
 _PROFILED = """import cProfile, signal, sys
@@ -111,7 +119,7 @@ def _instructions(
     cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p"]
     if side.worker:
         cmd.append("--trace-children=yes")  # the worker is `python -m shadow.worker.process`, exec'd by the proxy
-    cmd += [sys.executable, "-c", _SERVE, str(config), *side.serve_args]
+    cmd += [sys.executable, "-c", SERVE_SNIPPET, str(config), *side.serve_args]
     # Started in `source`: `python -c` puts the working directory first on sys.path, ahead of PYTHONPATH, so
     # started anywhere else (this checkout) the "base" side would import this checkout's code.
     with _running(cmd, port, env=dict(os.environ, PYTHONPATH=str(source)), cwd=source) as pid:
@@ -164,13 +172,6 @@ def _profile(tmp: Path, backend: int, mode: str, requests: int, top: int) -> str
     return text.getvalue()
 
 
-def _export(ref: str, into: Path) -> Path:
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], check=True, capture_output=True).stdout
-    with tarfile.open(fileobj=BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-    return into
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", default="HEAD", help="git ref to compare this checkout against (default HEAD)")
@@ -213,7 +214,7 @@ def main() -> int:
                 first = Side("aiohttp", ROOT, ("--server", "aiohttp"), worker=worker)
                 second = Side("fast", ROOT, ("--server", "fast"), worker=worker)
             else:
-                base = Side(args.base, _export(args.base, tmp / "base"), worker=worker)
+                base = Side(args.base, export_tree(args.base, tmp / "base"), worker=worker)
                 first, second = base, Side("this checkout", ROOT, worker=worker)
             counts: dict[str, dict[str, float]] = {}
             workers: dict[str, dict[str, float]] = {}
