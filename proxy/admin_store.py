@@ -6,7 +6,9 @@ steps, while the copying connection holds one read transaction from the first st
 store's mode) a reader never blocks the writer, so the shadow writer's transactions go on committing during the copy,
 and the held read transaction gives every step the same snapshot: without it, SQLite restarts a stepped backup each
 time another connection writes, and a busy store would never finish copying. The copy lands in a temporary file
-(mode 0600) beside the store, which is on a volume with room for it, and is deleted once sent.
+(mode 0600) beside the store, which is on a volume with room for it, and is deleted once sent. Its name carries the
+process id (`.<store>.snapshot-<pid>-<random>`): a copy left by a process that died mid-snapshot (a whole copy of the
+store, request data included) is deleted when the admin API starts and before each new snapshot.
 
 Only the file's bytes go over the wire: the redaction key (`<store>.key`) stays on the replica. Stored values are
 already redacted (keyed tokens, not encrypted data), so a merged file is readable without any key.
@@ -29,6 +31,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from proxy.leftovers import pid_prefix, remove_dead
 from proxy.state import RuntimeState
 
 log = logging.getLogger("strangler.admin")
@@ -93,7 +96,8 @@ def copy_store(
 def snapshot_file(source: Path) -> tuple[Path, int]:
     """A consistent copy of the store at `source` in a new temporary file (mode 0600) beside it, and its size; the
     caller deletes it. Blocking, like `copy_store`, and raises as it does."""
-    fd, name = tempfile.mkstemp(prefix=f".{source.name}.snapshot-", dir=source.parent)
+    remove_stale_snapshots(source)
+    fd, name = tempfile.mkstemp(prefix=pid_prefix(_snapshot_prefix(source)), dir=source.parent)
     os.close(fd)
     target = Path(name)
     try:
@@ -103,6 +107,16 @@ def snapshot_file(source: Path) -> tuple[Path, int]:
         raise
 
 
+def remove_stale_snapshots(source: Path) -> list[Path]:
+    """Delete the snapshot copies beside `source` whose process is gone (it died mid-snapshot: nothing else deletes
+    them); returns them. A copy of a live process, this one's included, is left alone (it may be being sent)."""
+    return remove_dead(source.parent, _snapshot_prefix(source), "a store snapshot")
+
+
+def _snapshot_prefix(source: Path) -> str:
+    return f".{source.name}.snapshot-"
+
+
 def _read_chunk(path: Path, offset: int) -> bytes:
     with path.open("rb") as f:
         f.seek(offset)
@@ -110,7 +124,9 @@ def _read_chunk(path: Path, offset: int) -> bytes:
 
 
 def add_store_routes(app: web.Application, state: RuntimeState, authorize: Authorize) -> None:
-    """Serve `GET /store/snapshot` on the admin app; `authorize` is the admin API's bearer-token check."""
+    """Serve `GET /store/snapshot` on the admin app; `authorize` is the admin API's bearer-token check. Copies left
+    beside the store by a process that died mid-snapshot are deleted now."""
+    remove_stale_snapshots(store_path(state))
     one_at_a_time = asyncio.Lock()  # each copy needs the store's size again on disk: never two at once
 
     async def store_snapshot(request: web.Request) -> web.StreamResponse:

@@ -31,6 +31,7 @@ from proxy.aggregate import merge_registries
 from proxy.app import chosen_server
 from proxy.banner import exit_line, startup_lines
 from proxy.config.model import Config, ConfigError, Server
+from proxy.leftovers import pid_prefix, remove_dead
 from proxy.reload import POLL_INTERVAL, Reloader, build_snapshot_parts
 from proxy.state import RuntimeState, Snapshot
 from proxy.supervisor_admin import AdminServer, WorkerSlot
@@ -47,6 +48,7 @@ STOP_GRACE: Final = 30.0  # seconds past limits.drain_timeout a stopping worker 
 FORWARDED: Final = (signal.SIGHUP, signal.SIGUSR1)
 PR_SET_PDEATHSIG: Final = 1
 _SOURCE_ROOT: Final = str(Path(__file__).resolve().parents[1])
+_SOCKETS_PREFIX: Final = "strangler-workers-"  # in TMPDIR, with the supervisor's pid (proxy.leftovers)
 
 WorkerCommand = Callable[[WorkerRole, int], Sequence[str]]  # a worker's place and the port every worker binds
 
@@ -245,7 +247,8 @@ async def supervise_async(plan: SupervisorPlan) -> int:
         return 1
     port = int(reserved.getsockname()[1])
     try:  # mode 0700: only this user reaches the workers' sockets
-        directory = Path(tempfile.mkdtemp(prefix="strangler-workers-"))
+        remove_dead(Path(tempfile.gettempdir()), _SOCKETS_PREFIX, "a workers' socket directory")
+        directory = Path(tempfile.mkdtemp(prefix=pid_prefix(_SOCKETS_PREFIX)))
     except OSError as exc:
         reserved.close()
         log.error("cannot start: no private directory for the workers' sockets (set TMPDIR to a writable one): %s", exc)

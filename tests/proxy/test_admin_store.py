@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -11,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from proxy.admin_store import copy_store
+from proxy.admin_store import copy_store, remove_stale_snapshots
 from proxy.app import RunningProxy
 from tests.proxy.app_fixtures import TOKEN_ENV, admin_url, running_proxy, write_config
 
@@ -101,6 +104,59 @@ def test_copy_of_a_missing_store_is_refused(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         copy_store(tmp_path / "absent.db", tmp_path / "copy.db")
     assert not (tmp_path / "absent.db").exists()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+# A snapshot that copies 4 pages per step with a pause: slow enough to be killed half-way.
+_SLOW_SNAPSHOT = (
+    "import functools, sys; from pathlib import Path; from proxy import admin_store as a; "
+    "a.copy_store = functools.partial(a.copy_store, pages=4, pause=0.05); a.snapshot_file(Path(sys.argv[1]))"
+)
+
+
+def _dead_pid() -> int:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True)
+    return int(done.stdout)
+
+
+def test_a_copy_left_by_a_process_killed_mid_snapshot_is_removed(tmp_path: Path) -> None:
+    """A process SIGKILLed in the middle of a snapshot leaves its copy of the store beside it; the next tidy-up
+    deletes it, and leaves a copy of a process still alive."""
+    source = make_store(tmp_path / "replica.db", rows=2000)
+    child = subprocess.Popen([sys.executable, "-c", _SLOW_SNAPSHOT, str(source)], cwd=ROOT)
+    try:
+        end = time.monotonic() + 20
+        while not list(tmp_path.glob(".replica.db.snapshot-*")) and time.monotonic() < end:
+            time.sleep(0.02)
+        time.sleep(0.2)  # a few steps in
+    finally:
+        child.kill()
+        child.wait()
+    left = list(tmp_path.glob(".replica.db.snapshot-*"))
+    assert left, "the killed snapshot left no copy"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        live = tmp_path / f".replica.db.snapshot-{sleeper.pid}-abcd1234"
+        live.write_bytes(b"in progress")
+        assert sorted(remove_stale_snapshots(source)) == sorted(left)
+        assert not any(p.exists() for p in left)
+        assert live.exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+async def test_the_admin_api_removes_a_dead_processs_snapshot_when_it_starts(
+    legacy: TestServer, tmp_path: Path
+) -> None:
+    """A copy a dead process left beside the store is gone once the proxy (its admin API) has started."""
+    store = make_store(tmp_path / "replica.db", rows=10)
+    stale = tmp_path / f".replica.db.snapshot-{_dead_pid()}-x1y2z3w4"
+    stale.write_bytes(b"a whole copy of the store")
+    assert legacy.port is not None
+    path = write_config(tmp_path / "routes.yaml", legacy=legacy.port, new=legacy.port)
+    async with running_proxy(path, watch=False, db=str(store)):
+        assert not stale.exists()
 
 
 @pytest.fixture

@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -262,3 +264,29 @@ async def test_a_port_in_use_fails_the_start_with_exit_1(
     assert done.returncode == 1, done.stderr
     assert f"cannot start: cannot bind 127.0.0.1:{port}: Address already in use" in done.stderr
     assert "proxy worker" not in done.stderr
+
+
+def _socket_dirs(tmpdir: Path) -> list[Path]:
+    return sorted(tmpdir.glob("strangler-workers-*"))
+
+
+@pytest.mark.slow
+async def test_a_killed_supervisors_socket_directory_is_removed_by_the_next_one(
+    tmp_path: Path, backends: tuple[TestServer, TestServer]
+) -> None:
+    """A SIGKILLed supervisor leaves its workers' socket directory in TMPDIR (nothing runs at such a death); the
+    next supervisor started with the same TMPDIR removes it and keeps only its own."""
+    shared = Path(tempfile.mkdtemp(prefix="sk-"))  # short: unix socket paths are limited
+    try:
+        config = _config(tmp_path, backends)
+        async with serving_workers(tmp_path, config, env={"TMPDIR": str(shared)}) as served:
+            left = _socket_dirs(shared)
+            assert len(left) == 1
+            await served.stop(signal.SIGKILL)
+        assert left[0].exists()
+        async with serving_workers(tmp_path, config, env={"TMPDIR": str(shared)}):
+            now = _socket_dirs(shared)
+            assert len(now) == 1
+            assert not left[0].exists()
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
