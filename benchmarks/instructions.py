@@ -12,7 +12,7 @@ proxy process: the snapshots, the frames and the writes to the worker's stream, 
     .venv/bin/python -m benchmarks.instructions --setups shadow --profile   # cProfile of the proxy, top functions
     .venv/bin/python -m benchmarks.instructions --access-log   # this checkout, access log off vs on (JSON to a file)
     .venv/bin/python -m benchmarks.instructions --listeners    # this checkout: aiohttp listener against fast
-    .venv/bin/python -m benchmarks.instructions --setups shadow --worker   # the shadow worker's count too
+    .venv/bin/python -m benchmarks.instructions --setups shadow --worker --keep DIR   # where the worker's time goes
 
 Needs valgrind (apt-get install valgrind); about a minute per side and setup.
 """
@@ -198,7 +198,13 @@ def main() -> int:
     ap.add_argument(
         "--listeners", action="store_true", help="instead of --base: this checkout, aiohttp vs fast listener"
     )
-    ap.add_argument("--worker", action="store_true", help="also count the shadow worker process (shadow setup; slower)")
+    ap.add_argument(
+        "--worker",
+        action="store_true",
+        help="also count the shadow worker process (shadow setup; slower). Under valgrind the worker falls behind "
+        "and drops or times out copies, which changes its work: its count moves by 20%% between runs of one "
+        "checkout, so use it with --keep to see where its time goes, not as a figure",
+    )
     args = ap.parse_args()
     setups = [s.strip() for s in args.setups.split(",") if s.strip()]
     unknown = [s for s in setups if s not in SETUPS]
