@@ -86,7 +86,7 @@ class GuardedRequestHandler(RequestHandler):
         count = self._request_count
         queued = len(self._messages)
         self._feed(data)
-        if self._request_in_progress and len(self._messages) > queued:
+        if len(self._messages) > queued:  # whether its handler runs yet or not, as the fast listener does
             self._fail_unfinished_body()
         self._guard.after_parse(starts_head, count)
 

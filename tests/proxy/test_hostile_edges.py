@@ -211,6 +211,23 @@ async def test_malformed_chunk_mid_stream_gets_a_json_error(proxy: RunningProxy,
     assert_strangler_error(answer, 400, "bad_body")
 
 
+async def test_a_chunk_refused_in_the_same_read_as_its_head_is_answered_at_once(
+    proxy: RunningProxy, backends: Backends
+) -> None:
+    """A chunked request whose bad chunk arrives in the same read as its head, before any handler runs, is refused
+    400 at once by both listeners (strangler's JSON answer); nothing waits for limits.body_timeout."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.proxy_port)
+    try:
+        writer.write(CHUNKED + b"5\r\nhello\r\nzz\r\n")
+        await writer.drain()
+        async with asyncio.timeout(5.0):
+            received = await reader.read()
+    finally:
+        writer.close()
+    (answer,) = parse_answers(received)
+    assert_strangler_error(answer, 400, "bad_request")
+
+
 @pytest.mark.parametrize("te", [b"gzip, chunked", b"deflate, chunked", b"x-custom, chunked", b"gzip,chunked"])
 async def test_unsupported_transfer_coding_is_501(proxy: RunningProxy, backends: Backends, te: bytes) -> None:
     """A transfer coding other than chunked (gzip, deflate, anything) before the final chunked is not decoded by
