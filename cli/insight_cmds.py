@@ -32,6 +32,7 @@ from reports.contract import contract_document, json_schema, render_contract
 from reports.contract_section import route_contract
 from reports.inventory import build_inventory, propose_routes
 from reports.inventory_view import inventory_document, render_inventory
+from reports.openapi import Operation, SpecError, compare_spec, coverage_document, render_coverage, spec_operations
 from reports.progress import PERIOD_SECONDS, By, Progress, build_progress, progress_document, render_progress
 from shadow.store.database import Store
 
@@ -63,6 +64,14 @@ def inventory(
     apply: Annotated[
         bool, typer.Option("--apply", help="Append the proposed entries to the routes file (comments kept).")
     ] = False,
+    openapi: Annotated[
+        Path | None,
+        typer.Option(
+            "--openapi",
+            help="An OpenAPI 3 or Swagger 2 file (JSON or YAML): list its operations never seen in traffic and the "
+            "traffic it does not describe.",
+        ),
+    ] = None,
 ) -> None:
     """The endpoints seen in traffic (routed and unrouted), clustered into path templates: methods, requests,
     share, p50/p99 legacy latency, status mix and the route covering each.
@@ -72,7 +81,10 @@ def inventory(
 
     Example: [bold]strangler inventory --since 7d --propose[/bold]
     """
+    if openapi is not None and (propose or apply):
+        raise CliError("--openapi compares the inventory with a spec; it does not go with --propose or --apply")
     loaded = load_config(config)
+    spec = _load_spec(openapi) if openapi is not None else None
     with open_store(store_paths(loaded, db)) as store:
         rows = store.path_traffic(parse_since(since))
     built = build_inventory(rows, loaded.routes)
@@ -92,12 +104,36 @@ def inventory(
         print_line(f"added {len(proposals)} {noun} to {escape(str(config))} (mode shadow):")
         typer.echo(added, nl=False)
         return
+    if spec is not None and openapi is not None:
+        coverage = compare_spec(built, *spec)
+        if fmt is InventoryFormat.table:
+            print_renderable(render_coverage(coverage, str(openapi)))
+        elif fmt is InventoryFormat.json:
+            print_json(coverage_document(coverage, str(openapi)))
+        else:
+            doc = coverage_document(coverage, str(openapi))
+            typer.echo(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), nl=False)
+        return
     if fmt is InventoryFormat.json:
         print_json(inventory_document(built))
     elif fmt is InventoryFormat.yaml:
         typer.echo(yaml.safe_dump(inventory_document(built), sort_keys=False, allow_unicode=True), nl=False)
     else:
         print_renderable(render_inventory(built, limit))
+
+
+def _load_spec(path: Path) -> tuple[str, tuple[Operation, ...]]:
+    """The base path and operations of an OpenAPI file, or a CliError naming the file and what is wrong."""
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))  # JSON is YAML too
+    except OSError as exc:
+        raise CliError(f"{path}: cannot read the OpenAPI file: {exc.strerror or exc}") from exc
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise CliError(f"{path}: not JSON or YAML: {exc}") from exc
+    try:
+        return spec_operations(doc)
+    except SpecError as exc:
+        raise CliError(f"{path}: {exc}", ("hint: --openapi takes an OpenAPI 3 or Swagger 2 description",)) from exc
 
 
 class ProgressBy(StrEnum):

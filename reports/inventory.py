@@ -144,6 +144,7 @@ class Endpoint:
     uncovered: tuple[str, ...]
     latency: Latency
     statuses: tuple[tuple[int, int], ...]  # (status, requests) busiest first; status 0: no response
+    by_method: tuple[tuple[str, int], ...] = ()  # (method, requests) busiest first, as `methods`
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +191,8 @@ def build_inventory(rows: Sequence[PathTraffic], routes: Sequence[Route]) -> Inv
     endpoints = []
     for template, s in sums.items():
         requests = sum(s.methods.values())
-        methods = tuple(m for m, _ in s.methods.most_common())
+        by_method = tuple(s.methods.most_common())
+        methods = tuple(m for m, _ in by_method)
         uncovered = tuple(m for m in methods if s.covered.get(m) is None)
         histogram = [s.buckets.get(b, 0) for b in range(max(s.buckets, default=-1) + 1)]
         endpoints.append(
@@ -204,6 +206,7 @@ def build_inventory(rows: Sequence[PathTraffic], routes: Sequence[Route]) -> Inv
                 uncovered=uncovered,
                 latency=Latency(histogram_percentile(histogram, 0.5), histogram_percentile(histogram, 0.99)),
                 statuses=tuple(sorted(s.statuses.items(), key=lambda item: (-item[1], item[0]))),
+                by_method=by_method,
             )
         )
     endpoints.sort(key=lambda e: (-e.requests, e.template))

@@ -138,3 +138,60 @@ async def test_inventory_clusters_proxied_traffic_and_proposes_valid_routes(tmp_
     code, out, _ = run("inventory", "--config", config, "--apply")
     assert code == 0
     assert "nothing added" in out
+
+
+SPEC = """\
+openapi: 3.0.3
+info: {title: shop, version: "1"}
+paths:
+  /users/{userId}:
+    get: {operationId: getUser}
+  /api/items/{itemId}:
+    get: {operationId: getItem}
+    delete: {operationId: deleteItem}
+  /db/{table}.json:
+    get: {}
+  /reports:
+    get: {operationId: listReports}
+"""
+
+
+async def test_inventory_against_an_openapi_spec_lists_what_each_side_lacks(tmp_path: Path, aiohttp_server) -> None:  # type: ignore[no-untyped-def]
+    """`inventory --openapi`: the spec's operations traffic never reached, and the traffic (template and method)
+    the spec does not describe, from traffic driven through the real proxy; a file that is not OpenAPI is refused
+    naming it."""
+    config = await _drive(tmp_path, aiohttp_server)
+    spec = tmp_path / "shop.yaml"
+    spec.write_text(SPEC)
+
+    code, out, err = run("inventory", "--config", config, "--openapi", spec, "--format", "json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert (doc["operations"], doc["seen"]) == (5, 3)
+    assert [(u["method"], u["path"], u["operation_id"]) for u in doc["unseen"]] == [
+        ("DELETE", "/api/items/{itemId}", "deleteItem"),
+        ("GET", "/reports", "listReports"),
+    ]
+    assert [(u["method"], u["template"], u["requests"]) for u in doc["undocumented"]] == [
+        ("GET", "/missing/{id:int}", 2),
+        ("POST", "/api/items/{id:int}", 1),
+    ]
+    assert doc["undocumented_requests"] == 3
+
+    code, out, err = run("inventory", "--config", config, "--openapi", spec)
+    assert code == 0, err
+    assert "3 of 5 operations seen in traffic" in out
+    assert "In the spec, never seen in traffic" in out
+    assert "listReports" in out
+    assert "In traffic, not in the spec" in out
+    assert "/missing/{id:int}" in out
+
+    bad = tmp_path / "notes.json"
+    bad.write_text('{"title": "not a spec"}')
+    code, out, err = run("inventory", "--config", config, "--openapi", bad)
+    assert code == 1
+    assert "notes.json" in out + err
+    assert "no 'openapi'" in out + err
+    code, out, err = run("inventory", "--config", config, "--openapi", spec, "--propose")
+    assert code == 1
+    assert "does not go with --propose" in out + err
