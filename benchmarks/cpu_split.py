@@ -26,10 +26,8 @@ import time
 from pathlib import Path
 
 from benchmarks.harness import (
-    BODY,
     free_port,
-    nginx_cmd,
-    nginx_conf,
+    nginx_backend,
     process,
     routes_yaml,
     shadow_coverage,
@@ -84,11 +82,7 @@ def measure(setup: str, seconds: float, connections: int) -> None:
     with tempfile.TemporaryDirectory(prefix="strangler-cpu-") as t, contextlib.ExitStack() as stack:
         tmp = Path(t)
         be, be2, port, admin = (free_port() for _ in range(4))
-        server = (
-            f"server {{ listen 127.0.0.1:{be}; listen 127.0.0.1:{be2}; location / {{ default_type "
-            f"application/json; return 200 '{BODY}'; }} }}"
-        )
-        stack.enter_context(process(nginx_cmd(nginx_conf(tmp, "backend", server)), be))
+        stack.enter_context(nginx_backend(tmp, be, be2))
         config = routes_yaml(tmp, port, admin, be, be2, MODES[setup], setup)
         stack.enter_context(process(strangler_cmd(config), port, log=tmp / f"{setup}.log"))
         _wrk(port, 2, connections)  # warm-up: pools, caches, the shadow worker's first copies

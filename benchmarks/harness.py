@@ -82,6 +82,13 @@ http {{
     return conf
 
 
+def nginx_backend(tmp: Path, *ports: int) -> contextlib.AbstractContextManager[None]:
+    """nginx (one worker) as the fast back end on `ports`, answering every path with the JSON `BODY`."""
+    listens = " ".join(f"listen 127.0.0.1:{port};" for port in ports)
+    server = f"server {{ {listens} location / {{ default_type application/json; return 200 '{BODY}'; }} }}"
+    return process(nginx_cmd(nginx_conf(tmp, "backend", server)), ports[0])
+
+
 def nginx_cmd(conf: Path) -> list[str]:
     return ["nginx", "-p", str(conf.parent), "-e", str(conf.parent / "logs" / "error.log"), "-c", str(conf)]
 

@@ -23,10 +23,10 @@ from pathlib import Path
 
 from benchmarks.fixed_rate import fixed_ratios, fixed_rows
 from benchmarks.harness import (
-    BODY,
     ROOT,
     backend_cmd,
     free_port,
+    nginx_backend,
     nginx_cmd,
     nginx_conf,
     process,
@@ -173,11 +173,7 @@ def _throughput_rows(
         be, be2, pt, pt_a, pta, pta_a, sh, sh_a, shi, shi_a, ngx, al, al_a = (free_port() for _ in range(13))
         pt2, pt2_a, ngx2 = (free_port() for _ in range(3))
         if have_nginx:
-            server = (
-                f"server {{ listen 127.0.0.1:{be}; listen 127.0.0.1:{be2}; location / {{ default_type "
-                f"application/json; return 200 '{BODY}'; }} }}"
-            )
-            stack.enter_context(process(nginx_cmd(nginx_conf(tmp, "backend", server)), be))
+            stack.enter_context(nginx_backend(tmp, be, be2))
         else:
             stack.enter_context(process(backend_cmd(be, 0), be))
             stack.enter_context(process(backend_cmd(be2, 0), be2))

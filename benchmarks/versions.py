@@ -25,12 +25,10 @@ import time
 from pathlib import Path
 
 from benchmarks.harness import (
-    BODY,
     ROOT,
     export_tree,
     free_port,
-    nginx_cmd,
-    nginx_conf,
+    nginx_backend,
     process,
     routes_yaml,
     serve_from,
@@ -60,11 +58,7 @@ def main() -> int:
         tmp = Path(t)
         trees = {args.base: export_tree(args.base, tmp / "base"), "this checkout": ROOT}
         be, be2 = free_port(), free_port()
-        server = (
-            f"server {{ listen 127.0.0.1:{be}; listen 127.0.0.1:{be2}; location / {{ default_type "
-            f"application/json; return 200 '{BODY}'; }} }}"
-        )
-        stack.enter_context(process(nginx_cmd(nginx_conf(tmp, "backend", server)), be))
+        stack.enter_context(nginx_backend(tmp, be, be2))
         ports: dict[tuple[str, str], tuple[int, int]] = {}
         for label, tree in trees.items():
             for setup in setups:
