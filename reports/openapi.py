@@ -4,9 +4,10 @@ describes that traffic never reached, and the traffic the spec does not describe
 Pure: `spec_operations` reads a parsed OpenAPI 3 (or Swagger 2) document, `compare_spec` sets an `Inventory` against
 its operations. A spec path is compared with an inventory template segment by segment: two literal segments must be
 equal (ignoring case, as route matching does); a parameter on either side (`{orderId}`, `{id:int}`, `{table}.json`)
-takes any one segment. The spec's paths are relative to its server's base path (OpenAPI 3 `servers[0].url`, Swagger 2
-`basePath`), which is put in front of them. Traffic counted under a wildcard route's template (`/api/**`) cannot be
-told apart by operation: a spec operation reached only through such a template is listed apart, not as seen.
+takes any one segment, as does a route's `*`. The spec's paths are relative to its server's base path (OpenAPI 3
+`servers[0].url`, Swagger 2 `basePath`), which is put in front of them. Traffic counted under a wildcard route's
+template (`/api/**`) cannot be told apart by operation: a spec operation reached only through such a template is
+listed apart, not as seen.
 """
 
 from __future__ import annotations
@@ -109,7 +110,8 @@ def _segments(path: str) -> list[str]:
 
 
 def _is_param(segment: str) -> bool:
-    return "{" in segment
+    """A parameter (`{id}`, `{id:int}`, `{table}.json`) or a route's one-segment `*`: it takes any one segment."""
+    return "{" in segment or segment == "*"
 
 
 def matches(spec_path: str, template: str) -> bool:

@@ -78,6 +78,7 @@ def test_documents_that_are_not_openapi_are_refused_saying_what_is_missing(doc: 
         ("/api/v1/Orders", "/api/v1/orders", True),  # literal segments ignore case, as routes do
         ("/api/v1/orders", "/api/v1/orders/{id:int}", False),
         ("/db/{table}.json", "/db/orders.json", True),
+        ("/api/v1/orders/{orderId}", "/api/v1/*/{id:int}", True),  # a route's one-segment `*`
         ("/api/v1/orders", "/api/v1/customers", False),
     ],
 )
