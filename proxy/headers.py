@@ -374,8 +374,8 @@ def response_headers_with(
 
 
 def new_request_id() -> str:
-    """32 hex digits, 128 random bits: unique, not secret (a client may send its own), so from `random` (reseeded
-    in forked workers) rather than a getrandom system call per request."""
+    """32 hex digits, 128 random bits: unique, not secret (a client may send its own), so from `random` (seeded
+    from the OS in every process, again after a fork) rather than a getrandom system call per request."""
     return getrandbits(128).to_bytes(16, "big").hex()
 
 
