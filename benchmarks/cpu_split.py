@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from benchmarks.harness import (
+    coverage_shares,
     free_port,
     nginx_backend,
     process,
@@ -108,9 +109,7 @@ def measure(setup: str, seconds: float, connections: int) -> None:
               f"if the cores were the only limit ({total / elapsed:.0%} busy)")  # fmt: skip
         if setup == "shadow":
             time.sleep(1.5)  # the worker's last acknowledgements
-            cov = shadow_coverage(admin)
-            served = cov.get("served", 0.0)
-            shares = ", ".join(f"{k} {v / served:.1%}" for k, v in sorted(cov.items()) if k != "served" and served)
+            shares = coverage_shares(shadow_coverage(admin))
             print(f"  copies over the whole run (warm-up included): {shares}")
 
 

@@ -147,6 +147,12 @@ def shadow_coverage(admin_port: int) -> dict[str, float]:
     return out
 
 
+def coverage_shares(cov: dict[str, float]) -> str:
+    """`shadow_coverage`'s outcomes as shares of the requests served: "dropped/queue_full 2.1%, match 97.9%"."""
+    served = cov.get("served", 0.0)
+    return ", ".join(f"{k} {v / served:.1%}" for k, v in sorted(cov.items()) if k != "served" and served)
+
+
 # `strangler serve --config ARGV[1] [ARGV[2:]]` from whatever source tree is first on sys.path: started in that tree
 # (cwd) with PYTHONPATH set to it, a commit exported by `export_tree` runs its own code, not this checkout's (`python
 # -c` puts the working directory first on sys.path, ahead of PYTHONPATH).

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from benchmarks.harness import (
     ROOT,
+    coverage_shares,
     export_tree,
     free_port,
     nginx_backend,
@@ -104,9 +105,7 @@ def _print(
             print(f"shadow / pass-through, {label}: {statistics.median(ratios):.3f} (rounds "
                   + ", ".join(f"{x:.2f}" for x in ratios) + ")")  # fmt: skip
     for label, cov in coverage.items():
-        served = cov.get("served", 0.0)
-        shares = ", ".join(f"{k} {v / served:.1%}" for k, v in sorted(cov.items()) if k != "served" and served)
-        print(f"shadow copies, {label}: {served:,.0f} served: {shares}")
+        print(f"shadow copies, {label}: {cov.get('served', 0.0):,.0f} served: {coverage_shares(cov)}")
 
 
 if __name__ == "__main__":

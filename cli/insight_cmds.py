@@ -104,7 +104,7 @@ def inventory(
         print_line(f"added {len(proposals)} {noun} to {escape(str(config))} (mode shadow):")
         typer.echo(added, nl=False)
         return
-    if spec is not None and openapi is not None:
+    if spec is not None:
         coverage = compare_spec(built, *spec)
         if fmt is InventoryFormat.table:
             print_renderable(render_coverage(coverage, str(openapi)))

@@ -23,7 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from reports.inventory import Inventory
+from reports.inventory import Endpoint, Inventory
 
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
@@ -114,42 +114,46 @@ def _is_param(segment: str) -> bool:
     return "{" in segment or segment == "*"
 
 
+def _same_segments(a: Sequence[str], b: Sequence[str]) -> bool:
+    """Pairwise (as far as the shorter goes): equal literals, ignoring case, or a parameter on either side."""
+    return all(_is_param(x) or _is_param(y) or x.lower() == y.lower() for x, y in zip(a, b, strict=False))
+
+
 def matches(spec_path: str, template: str) -> bool:
     """Whether a spec path and an inventory template (no wildcard) can name the same requests."""
     a, b = _segments(spec_path), _segments(template)
-    return len(a) == len(b) and all(
-        _is_param(x) or _is_param(y) or x.lower() == y.lower() for x, y in zip(a, b, strict=True)
-    )
+    return len(a) == len(b) and _same_segments(a, b)
 
 
 def _under_wildcard(spec_path: str, template: str) -> bool:
     """Whether a wildcard template (`/api/**`, `/**`) takes the spec path's requests."""
-    prefix = _segments(template.split("**", 1)[0])
-    path = _segments(spec_path)
-    return len(path) >= len(prefix) and all(
-        _is_param(x) or _is_param(y) or x.lower() == y.lower() for x, y in zip(prefix, path, strict=False)
-    )
+    prefix, path = _segments(template.split("**", 1)[0]), _segments(spec_path)
+    return len(path) >= len(prefix) and _same_segments(prefix, path)
 
 
 def compare_spec(inventory: Inventory, base_path: str, operations: Sequence[Operation]) -> SpecCoverage:
-    """Which spec operations traffic reached, and which traffic the spec does not describe."""
-    seen: set[Operation] = set()
-    unseen: list[Unseen] = []
-    wildcards = [e for e in inventory.endpoints if "**" in e.template]
-    plain = [e for e in inventory.endpoints if "**" not in e.template]
+    """Which spec operations traffic reached, and which traffic the spec does not describe. Each template is split
+    once and set only against the operations with as many segments, each pair compared once for both answers."""
+    by_length: dict[int, list[tuple[Operation, list[str]]]] = {}
     for op in operations:
-        if any(op.method in e.methods and matches(op.path, e.template) for e in plain):
-            seen.add(op)
-            continue
-        under = next(
-            (e.template for e in wildcards if op.method in e.methods and _under_wildcard(op.path, e.template)), None
-        )
-        unseen.append(Unseen(op, under))
+        segments = _segments(op.path)
+        by_length.setdefault(len(segments), []).append((op, segments))
+    seen: set[Operation] = set()
     undocumented: list[Undocumented] = []
-    for e in plain:
-        for method, requests in e.by_method:
-            if not any(op.method == method and matches(op.path, e.template) for op in operations):
-                undocumented.append(Undocumented(e.template, method, requests, e.route))
+    wildcards: list[Endpoint] = []
+    for e in inventory.endpoints:
+        if "**" in e.template:
+            wildcards.append(e)
+            continue
+        segments = _segments(e.template)
+        described: set[str] = set()  # the methods a spec operation on this template's path describes
+        for op, op_segments in by_length.get(len(segments), ()):
+            if _same_segments(op_segments, segments):
+                described.add(op.method)
+                if op.method in e.methods:
+                    seen.add(op)
+        undocumented += [Undocumented(e.template, m, n, e.route) for m, n in e.by_method if m not in described]
+    unseen = [Unseen(op, _wildcard_for(op, wildcards)) for op in operations if op not in seen]
     undocumented.sort(key=lambda u: (-u.requests, u.template, u.method))
     return SpecCoverage(
         base_path=base_path,
@@ -160,6 +164,13 @@ def compare_spec(inventory: Inventory, base_path: str, operations: Sequence[Oper
         requests=inventory.requests,
         undocumented_requests=sum(u.requests for u in undocumented),
         wildcard_requests=sum(e.requests for e in wildcards),
+    )
+
+
+def _wildcard_for(op: Operation, wildcards: Sequence[Endpoint]) -> str | None:
+    """The template of a wildcard route whose traffic may hold the operation (same method, its prefix matches)."""
+    return next(
+        (w.template for w in wildcards if op.method in w.methods and _under_wildcard(op.path, w.template)), None
     )
 
 
