@@ -26,8 +26,11 @@ import time
 from pathlib import Path
 
 from benchmarks.harness import (
+    children,
     coverage_shares,
+    cpu_seconds,
     free_port,
+    listening_pids,
     nginx_backend,
     process,
     routes_yaml,
@@ -36,30 +39,6 @@ from benchmarks.harness import (
 )
 
 MODES = {"pass": "legacy", "shadow": "shadow"}
-_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), in seconds; 0 when it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def _children(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
-
-
-def _listening(port: int) -> list[int]:
-    """Every process holding the listening socket of `port` (nginx's master and its worker)."""
-    out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True).stdout
-    pids = sorted({int(p) for p in re.findall(r"pid=(\d+)", out)})
-    if not pids:
-        raise RuntimeError(f"no process found listening on port {port} (ss)")
-    return pids
 
 
 def _wrk(port: int, seconds: float, connections: int) -> tuple[float, float]:
@@ -88,13 +67,13 @@ def measure(setup: str, seconds: float, connections: int) -> None:
         stack.enter_context(process(strangler_cmd(config), port, log=tmp / f"{setup}.log"))
         _wrk(port, 2, connections)  # warm-up: pools, caches, the shadow worker's first copies
         time.sleep(1.0)
-        [proxy] = _listening(port)
-        roles = {"proxy": [proxy], "shadow worker": _children(proxy), "nginx (back end)": _listening(be)}
-        before = {role: sum(map(_cpu_seconds, pids)) for role, pids in roles.items()}
+        [proxy] = listening_pids(port)
+        roles = {"proxy": [proxy], "shadow worker": children(proxy), "nginx (back end)": listening_pids(be)}
+        before = {role: sum(map(cpu_seconds, pids)) for role, pids in roles.items()}
         started = time.monotonic()
         requests, wrk_cpu = _wrk(port, seconds, connections)
         elapsed = time.monotonic() - started
-        after = {role: sum(map(_cpu_seconds, pids)) for role, pids in roles.items()}
+        after = {role: sum(map(cpu_seconds, pids)) for role, pids in roles.items()}
         used = {role: after[role] - before[role] for role in roles} | {"wrk (load generator)": wrk_cpu}
         print(f"\n{setup}: {requests / elapsed:,.0f} req/s over {elapsed:.1f} s, {os.cpu_count()} cores")
         total = 0.0

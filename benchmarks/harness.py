@@ -1,11 +1,13 @@
 """The processes and config files `make bench` and the other benchmarks start: free ports, a process that is stopped
-with its whole group, nginx and strangler configs, and a running strangler's shadow coverage from its /stats."""
+with its whole group, nginx and strangler configs, a running strangler's shadow coverage from its /stats, and the
+CPU time of a process from /proc."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -172,3 +174,30 @@ def export_tree(ref: str, into: Path) -> Path:
     with tarfile.open(fileobj=BytesIO(archive)) as tar:
         tar.extractall(into, filter="data")
     return into
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds; 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of `pid` (a strangler's shadow worker)."""
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def listening_pids(port: int) -> list[int]:
+    """Every process holding the listening socket of `port` (nginx's master and its worker)."""
+    out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True).stdout
+    pids = sorted({int(p) for p in re.findall(r"pid=(\d+)", out)})
+    if not pids:
+        raise RuntimeError(f"no process found listening on port {port} (ss)")
+    return pids

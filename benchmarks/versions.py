@@ -5,7 +5,9 @@ On a shared 2-core machine req/s drifts by tens of percent between minutes, so b
 nginx back end, and are measured in interleaved rounds (the order reversed every other round, so neither is always
 measured first); each figure is the median of the per-round ratios. Setups: pass-through (`legacy`) and shadow 100%
 with the shadow worker (`shadow`, matching responses). For shadow it also prints the share of copies each version
-compared and dropped: a version that drops more copies did less work per request.
+compared and dropped: a version that drops more copies did less work per request. And for each version it prints
+the CPU time per request of its proxy process and its shadow worker, read from /proc over each round (Linux): a
+change to one of them shows in its own figure, not only in req/s, which both share.
 
     .venv/bin/python -m benchmarks.versions --base 927472c            # 6 rounds of 4 s per version and setup
     .venv/bin/python -m benchmarks.versions --base HEAD~3 --setups shadow --rounds 10
@@ -26,9 +28,12 @@ from pathlib import Path
 
 from benchmarks.harness import (
     ROOT,
+    children,
     coverage_shares,
+    cpu_seconds,
     export_tree,
     free_port,
+    listening_pids,
     nginx_backend,
     process,
     routes_yaml,
@@ -72,16 +77,36 @@ def main() -> int:
         for port, _ in ports.values():
             wrk(port, 1.0, args.connections)  # warm-up: pools, caches
         rps: dict[tuple[str, str], list[float]] = {key: [] for key in ports}
+        cpu: dict[tuple[str, str], list[tuple[float, float]]] = {key: [] for key in ports}  # µs/request: proxy, worker
         for r in range(args.rounds):
             order = list(ports) if r % 2 == 0 else list(reversed(ports))
             for key in order:
-                rps[key].append(wrk(ports[key][0], args.seconds, args.connections)[0])
+                rps[key].append(_measure(ports[key][0], args.seconds, args.connections, cpu[key]))
                 time.sleep(0.5)  # let the shadow worker catch up before the next measurement
             print(f"  round {r + 1}/{args.rounds}: " + ", ".join(f"{k[0]} {k[1]} {v[-1]:.0f}" for k, v in rps.items()))
         time.sleep(1.5)  # the workers' last acknowledgements
         coverage = {label: shadow_coverage(ports[(label, "shadow")][1]) for label in trees if "shadow" in setups}
     _print(args.base, setups, rps, coverage)
+    _print_cpu(args.base, setups, cpu)
     return 0
+
+
+def _measure(port: int, seconds: float, connections: int, cpu: list[tuple[float, float]]) -> float:
+    """req/s of one round; appends the proxy's and its shadow worker's CPU µs per request. The worker's CPU is read
+    a moment after wrk stops, so the copies of the round's last requests are counted; requests are req/s times the
+    round's wall time (wrk's own start-up is the same for both versions)."""
+    [proxy] = listening_pids(port)
+    workers = children(proxy)
+    proxy_before, worker_before = cpu_seconds(proxy), sum(map(cpu_seconds, workers))
+    started = time.monotonic()
+    rps = wrk(port, seconds, connections)[0]
+    served = rps * (time.monotonic() - started)
+    proxy_after = cpu_seconds(proxy)
+    time.sleep(0.3)
+    worker_after = sum(map(cpu_seconds, workers))
+    if served:
+        cpu.append(((proxy_after - proxy_before) / served * 1e6, (worker_after - worker_before) / served * 1e6))
+    return rps
 
 
 def _print(
@@ -106,6 +131,21 @@ def _print(
                   + ", ".join(f"{x:.2f}" for x in ratios) + ")")  # fmt: skip
     for label, cov in coverage.items():
         print(f"shadow copies, {label}: {cov.get('served', 0.0):,.0f} served: {coverage_shares(cov)}")
+
+
+def _print_cpu(base: str, setups: list[str], cpu: dict[tuple[str, str], list[tuple[float, float]]]) -> None:
+    """CPU µs per request of each version's proxy and shadow worker: medians of rounds, and this / base."""
+    this = "this checkout"
+    print(f"\n{'CPU µs per request':<24} {base:>14} {this:>14}  ratio (median of rounds)")
+    for setup in setups:
+        for i, role in enumerate(("proxy", "shadow worker")):
+            if role == "shadow worker" and setup != "shadow":
+                continue
+            a, b = ([round_[i] for round_ in cpu[(label, setup)]] for label in (base, this))
+            ratios = [y / x for x, y in zip(a, b, strict=True) if x]
+            if ratios:
+                print(f"{setup + ', ' + role:<24} {statistics.median(a):>14.1f} {statistics.median(b):>14.1f}  "
+                      f"{statistics.median(ratios):.3f}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ for it (in the proxy process with `--no-shadow-worker`, else fed by `shadow.work
 the shadow side:
 - the candidate request starts when the primary starts (fair latency), on its own connection pools, and nothing the
   candidate does (down, slow, 500, Set-Cookie) reaches the client;
-- concurrency is capped and the waiting room is bounded: past it, the shadow is dropped and counted;
+- concurrency is capped and the waiting room is bounded: past it, the shadow is dropped and counted. A copy waiting
+  for a slot is only data in a queue (no task, no coroutine) until a finished copy hands it its slot;
 - a mirrored request is sent at most once (`retry_stale=False`);
 - a candidate's deadline is enforced by one sweeper rather than a timer per request.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,16 +70,24 @@ class _Pending:
         "start",
         "task",
         "timed_out",
+        "upstream",
     )
 
     def __init__(
-        self, listener: ShadowListener, start: ExchangeStart, route: Route, mirror: Mirror, pair: Pair
+        self,
+        listener: ShadowListener,
+        start: ExchangeStart,
+        route: Route,
+        mirror: Mirror,
+        pair: Pair,
+        upstream: Upstream,
     ) -> None:
         self.listener = listener
         self.start = start
         self.route = route
         self.mirror = mirror
         self.pair: Pair = pair
+        self.upstream = upstream  # where the copy goes
         self.primary: ResponseSnapshot | None = None
         self.candidate: ResponseSnapshot | None = None
         self.task: asyncio.Task[None] | None = None
@@ -130,10 +140,14 @@ class ShadowListener(TrafficCounting):
         self._tasks = TaskOwner("shadow")  # candidate requests
         self._background = TaskOwner("shadow-background")  # the traffic flusher and the deadline sweeper
         self._pools = CandidatePools(limits.max_concurrency)
-        self._slots = asyncio.Semaphore(limits.max_concurrency)
-        self._active = 0  # candidate tasks started and not finished: in flight plus waiting for a slot
+        # A slot is a running copy's task; a copy past `max_concurrency` waits in `_waiting` as data (no task, which
+        # a semaphore would need) until a finishing copy starts it. `_active` is both: the waiting room's bound.
+        self._free_slots = limits.max_concurrency
+        self._waiting: deque[_Pending] = deque()
+        self._active = 0  # candidates accepted and not finished: in flight plus waiting for a slot
         self._in_flight: set[_Pending] = set()  # candidates holding a slot, watched by the deadline sweeper
         self._closing = False
+        self._slots_closed = False  # shutdown's deadline passed: a freed slot no longer starts a waiting copy
         self._traffic = TrafficTally()
         self.recorder = Recorder(
             metrics=metrics,
@@ -218,47 +232,57 @@ class ShadowListener(TrafficCounting):
         if upstream is None:
             self.recorder.record_skip(start, "skipped", "unknown_upstream", pair)
             return None
-        p = _Pending(self, start, route, mirror, pair)
+        p = _Pending(self, start, route, mirror, pair, upstream)
         self._active += 1
         self._sent.inc((route.id, pair))
-        p.task = self._tasks.start(self._send(p, upstream), name="shadow-candidate", loop=self._loop)
+        if self._free_slots:
+            self._free_slots -= 1
+            self._run(p)
+        else:
+            self._waiting.append(p)
         self._metrics.shadow_queue.set(("candidates",), self._active)
         return p
 
-    async def _send(self, p: _Pending, upstream: Upstream) -> None:
+    def _run(self, p: _Pending) -> None:
+        """Start a copy that holds a slot: its deadline runs from now."""
+        p.deadline = self._loop.time() + p.mirror.timeout
+        self._in_flight.add(p)
+        p.task = self._tasks.start(self._send(p), name="shadow-candidate", loop=self._loop)
+
+    def _release(self, p: _Pending) -> None:
+        """A copy is done with its slot: the first waiting copy takes it (first come, first served)."""
+        self._in_flight.discard(p)
+        self._active -= 1
+        if self._waiting and not self._slots_closed:
+            self._run(self._waiting.popleft())
+        else:
+            self._free_slots += 1
+
+    async def _send(self, p: _Pending) -> None:
+        start, upstream = p.start, p.upstream
+        side: Side = "new" if start.served_by == "legacy" and p.pair == "candidate" else "legacy"
+        timeouts = start.config.defaults.timeouts
         try:
-            async with self._slots:
-                p.deadline = self._loop.time() + p.mirror.timeout
-                self._in_flight.add(p)
-                try:
-                    snapshot = await self._fetch(p, upstream)
-                finally:
-                    self._in_flight.discard(p)
+            snapshot = await fetch_copy(
+                self._pools.get(upstream),
+                upstream,
+                start.request,
+                p.mirror,
+                side,
+                connect_timeout=timeouts.connect,
+                pool_timeout=timeouts.pool,
+                cap=self._limits.response_cap,
+                watched=p,
+                loop=self._loop,
+            )
         except asyncio.CancelledError:
-            self.recorder.record_skip(p.start, "dropped", "shutdown", p.pair)
+            self.recorder.record_skip(start, "dropped", "shutdown", p.pair)
             raise
         finally:
-            self._active -= 1
+            self._release(p)
         p.candidate = snapshot
         if p.primary is not None:
             self.recorder.pair_ready(p)
-
-    async def _fetch(self, p: _Pending, upstream: Upstream) -> ResponseSnapshot:
-        side: Side = "new" if p.start.served_by == "legacy" and p.pair == "candidate" else "legacy"
-        target = self._pools.get(upstream)
-        timeouts = p.start.config.defaults.timeouts
-        return await fetch_copy(
-            target,
-            upstream,
-            p.start.request,
-            p.mirror,
-            side,
-            connect_timeout=timeouts.connect,
-            pool_timeout=timeouts.pool,
-            cap=self._limits.response_cap,
-            watched=p,
-            loop=self._loop,
-        )
 
     async def _sweep_every(self, seconds: float) -> None:
         """Cancel candidates past their deadline: one timer for all of them instead of one per request."""
@@ -293,8 +317,17 @@ class ShadowListener(TrafficCounting):
         self._closing = True
         self._flusher.cancel()
         deadline = self._limits.close_deadline
-        if not await self._tasks.wait(deadline):
+        ends = self._loop.time() + deadline
+        # Copies waiting for a slot start as running ones finish: wait until none runs, or the deadline.
+        while self._tasks and (left := ends - self._loop.time()) > 0:
+            await self._tasks.wait(left)
+        if self._tasks or self._waiting:
             log.warning("shadow: candidates still running after %.1fs; cancelling them", deadline)
+        self._slots_closed = True
+        waiting, self._waiting = self._waiting, deque()
+        for p in waiting:  # never sent: their rows say so
+            self._active -= 1
+            self.recorder.record_skip(p.start, "dropped", "shutdown", p.pair)
         await self._tasks.close()
         await self._background.close()
         await self.recorder.close()

@@ -278,6 +278,69 @@ async def test_concurrency_cap_drops_and_counts(tmp_path: Path) -> None:
     assert outcomes == {("dropped", "queue_full"): 3, ("match", None): 2}
 
 
+def _candidate_tasks() -> int:
+    return sum(1 for t in asyncio.all_tasks() if t.get_name() == "shadow-candidate" and not t.done())
+
+
+async def test_waiting_copies_hold_no_task_and_are_sent_in_arrival_order(tmp_path: Path) -> None:
+    """Copies past max_concurrency wait as data, not as tasks: one task runs while three wait, and once the stuck
+    candidate answers, the waiting copies are sent in the order their requests came and all are compared."""
+    release = asyncio.Event()
+
+    async def ok(request: web.Request) -> web.StreamResponse:
+        return web.Response(text="ok")
+
+    async def first_blocks(request: web.Request) -> web.StreamResponse:
+        if request.path == "/api/0":
+            await asyncio.wait_for(release.wait(), 10)
+        return web.Response(text="ok")
+
+    limits = ShadowLimits(max_concurrency=1, max_waiting=3)
+    async with (
+        backends(ok, first_blocks) as (legacy, new),
+        shadow_proxy(tmp_path, legacy.url, new.url, limits=limits) as sp,
+    ):
+        for i in range(4):
+            status, *_ = await sp.request("GET", f"/api/{i}")
+            assert status == 200
+        assert sp.metric("strangler_shadow_queue_depth", "candidates") == 4
+        assert _candidate_tasks() == 1
+        release.set()
+        for _ in range(200):
+            if len(new.seen) == 4 and _candidate_tasks() == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert [s.path_qs for s in new.seen] == ["/api/0", "/api/1", "/api/2", "/api/3"]
+    assert Counter(r["outcome"] for r in exchanges(sp.db)) == {"match": 4}
+
+
+async def test_copies_still_waiting_at_the_close_deadline_are_stored_as_shutdown_drops(tmp_path: Path) -> None:
+    """On shutdown past close_deadline, the running copy is cancelled and the copies that never got a slot are not
+    lost: each is a row, dropped with reason shutdown, and counted."""
+    release = asyncio.Event()
+
+    async def ok(request: web.Request) -> web.StreamResponse:
+        return web.Response(text="ok")
+
+    async def stuck(request: web.Request) -> web.StreamResponse:
+        await asyncio.wait_for(release.wait(), 10)
+        return web.Response(text="ok")
+
+    limits = ShadowLimits(max_concurrency=1, max_waiting=2, close_deadline=0.2)
+    async with backends(ok, stuck) as (legacy, new):
+        try:
+            async with shadow_proxy(tmp_path, legacy.url, new.url, limits=limits) as sp:
+                for i in range(3):
+                    status, *_ = await sp.request("GET", f"/api/{i}")
+                    assert status == 200
+        finally:
+            release.set()  # the proxy has closed: let the back end finish the copy it still holds
+    assert sp.metric("strangler_shadow_total", "api", "candidate", "dropped", "shutdown") == 3
+    assert sorted((r["path"], r["outcome"], r["reason"]) for r in exchanges(sp.db)) == [
+        (f"/api/{i}", "dropped", "shutdown") for i in range(3)
+    ]
+
+
 async def test_a_gzip_request_body_reaches_both_sides_as_the_client_sent_it(tmp_path: Path) -> None:
     """A mirrored POST with Content-Encoding: gzip reaches legacy and the candidate as the client's compressed
     bytes (each back end can decode it), and the pair matches."""
