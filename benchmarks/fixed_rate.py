@@ -26,7 +26,7 @@ def fixed_names(rate: float) -> tuple[str, str, str, str]:
 
 def fixed_rows(args: argparse.Namespace) -> tuple[list[Row], Runs]:
     """Fixed-rate latency rows: a legacy that takes 2 ms, a candidate 10x slower (20 ms), all up at once."""
-    rate, secs = args.rate, args.seconds
+    rate, secs = args.rate, args.fixed_seconds
     with tempfile.TemporaryDirectory(prefix="strangler-bench-") as t, contextlib.ExitStack() as stack:
         tmp = Path(t)
         legacy_p, slow_p, fpt, fpt_a, fpa, fpa_a, fsl, fsl_a = (free_port() for _ in range(8))
