@@ -201,6 +201,18 @@ ALIGN_BUDGET = 1_000_000
 def _align_scalars(a: list[object], b: list[object], path: Path, rules: _Rules, out: list[_Found]) -> None:
     """Arrays of scalars aligned by a sequence diff (deletions and insertions at their own indexes, replaced runs
     paired in order), unless pairing the whole arrays by index gives no more differences."""
+    by_index: list[_Found] | None = None
+    if len(a) == len(b):
+        # The common change (an element or two of a same-length array) needs no sequence diff: when pairing by
+        # index finds at most two differences, it is the answer. An alignment whose blocks all have equal sizes on
+        # both sides starts every block at the same index on both, which is pairing by index; one with a block of
+        # unequal sizes needs another to even the lengths out, each giving at least one difference, so it finds at
+        # least two, and pairing by index wins a tie (below).
+        by_index = []
+        _pair_by_index(a, b, 0, len(a), 0, len(b), path, rules, by_index)
+        if len(by_index) <= 2:
+            out.extend(by_index)
+            return
     keys_a, keys_b = list(map(_scalar_key, a)), list(map(_scalar_key, b))
     head = tail = 0
     if len(a) * len(b) > ALIGN_BUDGET:
@@ -210,7 +222,10 @@ def _align_scalars(a: list[object], b: list[object], path: Path, rules: _Rules, 
         while tail < shorter - head and keys_a[-1 - tail] == keys_b[-1 - tail]:
             tail += 1
         if (len(a) - head - tail) * (len(b) - head - tail) > ALIGN_BUDGET:
-            _pair_by_index(a, b, 0, len(a), 0, len(b), path, rules, out)
+            if by_index is None:
+                by_index = []
+                _pair_by_index(a, b, 0, len(a), 0, len(b), path, rules, by_index)
+            out.extend(by_index)
             return
     aligned: list[_Found] = []
     matcher = difflib.SequenceMatcher(None, keys_a[head : len(a) - tail], keys_b[head : len(b) - tail], autojunk=False)
@@ -223,8 +238,9 @@ def _align_scalars(a: list[object], b: list[object], path: Path, rules: _Rules, 
         elif tag == "insert":
             aligned.extend(((*path, j), "added", None, b[j]) for j in range(b_from, b_to))
     if len(aligned) > 1:
-        by_index: list[_Found] = []
-        _pair_by_index(a, b, 0, len(a), 0, len(b), path, rules, by_index)
+        if by_index is None:
+            by_index = []
+            _pair_by_index(a, b, 0, len(a), 0, len(b), path, rules, by_index)
         if len(by_index) <= len(aligned):
             aligned = by_index
     out.extend(aligned)

@@ -215,6 +215,20 @@ SCENARIOS: tuple[Scenario, ...] = (
         route={"compare": {"ignore_order": ["$.items"]}},
     ),
     Scenario(
+        "json-array-values-changed",  # same length, two values replaced: two changes at their indexes
+        json_reply({"tags": ["red", "blue", "green", "large"]}),
+        json_reply({"tags": ["red", "navy", "green", "xl"]}),
+        "diverging",
+        real={"$.tags[*]": "changed"},
+    ),
+    Scenario(
+        "json-array-values-shifted",  # same length, first value dropped and one added last: a removal and an addition
+        json_reply({"tags": ["red", "blue", "green"]}),
+        json_reply({"tags": ["blue", "green", "large"]}),
+        "diverging",
+        real={"$.tags[*]": "mixed"},
+    ),
+    Scenario(
         "float-jitter-within-tolerance",
         json_reply({"price": 9.99, "rate": 0.1}),
         json_reply({"price": 9.990000001, "rate": 0.10000000000000002}),

@@ -114,6 +114,32 @@ def test_walk_agrees_with_deepdiff_on_paths_and_kinds(pair: Pair, compare: Compa
     assert kinds(walked) == expected, (a, b)
 
 
+# Arrays of scalars of one length, the second the first with a few elements replaced: the shape of the common
+# change, where the walk pairs by index without a sequence diff when that finds at most one difference.
+plain_scalars = st.one_of(st.none(), st.integers(2, 5), st.sampled_from([2.5, 3.25]), st.sampled_from(["x", "y", ""]))
+
+
+@st.composite
+def edited_arrays(draw: st.DrawFn) -> Pair:
+    a = draw(st.lists(plain_scalars, max_size=6))
+    b = list(a)
+    for at in draw(st.lists(st.integers(0, 5), max_size=3)):
+        if b:
+            b[at % len(b)] = draw(plain_scalars)
+    return {"l": a}, {"l": b}
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(pair=edited_arrays())
+def test_same_length_scalar_arrays_agree_with_deepdiff_on_concrete_paths(pair: Pair) -> None:
+    """Same-length arrays of scalars with a few elements replaced: the walk and deepdiff find the same concrete
+    paths and kinds (which index changed, not only which group)."""
+    a, b = pair
+    walked = _json_differences(copy.deepcopy(a), copy.deepcopy(b), Compare())
+    reference = deepdiff_differences(copy.deepcopy(a), copy.deepcopy(b), Compare())
+    assert sorted((d.path, d.kind) for d in walked) == sorted((d.path, d.kind) for d in reference), (a, b)
+
+
 def diff(a: object, b: object, compare: Compare | None = None) -> list[tuple[str, str, str | None, str | None]]:
     return [(d.path, d.kind, d.legacy, d.new) for d in _json_differences(a, b, compare or Compare())]
 
@@ -132,6 +158,13 @@ def test_value_inserted_at_the_front_is_one_addition() -> None:
     """Arrays of scalars are aligned: a value inserted first is one addition, not a change at every index."""
     assert diff([2, 3, 4, 5], [9, 2, 3, 4, 5]) == [("$[0]", "added", None, "9")]
     assert diff(["a", "b", "c"], ["a", "c"]) == [("$[1]", "removed", '"b"', None)]
+
+
+def test_same_length_arrays_pair_by_index_unless_an_alignment_finds_fewer() -> None:
+    """Same-length arrays of scalars: two replaced values are two changes at their indexes; a shift of every value
+    (one dropped first, one added last) is one removal and one addition, fewer than three changes."""
+    assert diff([2, 3, 4, 5], [2, 9, 4, 8]) == [("$[1]", "changed", "3", "9"), ("$[3]", "changed", "5", "8")]
+    assert diff([2, 3, 4], [3, 4, 5]) == [("$[0]", "removed", "2", None), ("$[2]", "added", None, "5")]
 
 
 def test_arrays_of_objects_pair_by_index() -> None:
