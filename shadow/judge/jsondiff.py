@@ -201,18 +201,21 @@ ALIGN_BUDGET = 1_000_000
 def _align_scalars(a: list[object], b: list[object], path: Path, rules: _Rules, out: list[_Found]) -> None:
     """Arrays of scalars aligned by a sequence diff (deletions and insertions at their own indexes, replaced runs
     paired in order), unless pairing the whole arrays by index gives no more differences."""
-    by_index: list[_Found] | None = None
-    if len(a) == len(b):
-        # The common change (an element or two of a same-length array) needs no sequence diff: when pairing by
-        # index finds at most two differences, it is the answer. An alignment whose blocks all have equal sizes on
-        # both sides starts every block at the same index on both, which is pairing by index; one with a block of
-        # unequal sizes needs another to even the lengths out, each giving at least one difference, so it finds at
-        # least two, and pairing by index wins a tie (below).
-        by_index = []
-        _pair_by_index(a, b, 0, len(a), 0, len(b), path, rules, by_index)
-        if len(by_index) <= 2:
-            out.extend(by_index)
-            return
+    # The common changes need no sequence diff; pairing by index is then provably the alignment's answer:
+    # - same length, at most two differences by index: an alignment whose blocks all have equal sizes on both sides
+    #   starts every block at the same index on both, which is pairing by index; one with a block of unequal sizes
+    #   needs another to even the lengths out, each giving at least one difference, so it finds at least two, and
+    #   pairing by index wins a tie (below);
+    # - values appended or dropped at the end (by index, only the extra elements differ) and no tolerance: the
+    #   shorter array is then the longer one's start, exactly, which is the sequence diff's longest block (it takes
+    #   the earliest), so it too finds only the extra elements. (With a tolerance, equal-within-tolerance values are
+    #   different to the sequence diff, which may then align them elsewhere.)
+    by_index: list[_Found] = []
+    _pair_by_index(a, b, 0, len(a), 0, len(b), path, rules, by_index)
+    extra = abs(len(a) - len(b))
+    if (not extra and len(by_index) <= 2) or (len(by_index) == extra and not rules.tolerance):
+        out.extend(by_index)
+        return
     keys_a, keys_b = list(map(_scalar_key, a)), list(map(_scalar_key, b))
     head = tail = 0
     if len(a) * len(b) > ALIGN_BUDGET:
@@ -222,9 +225,6 @@ def _align_scalars(a: list[object], b: list[object], path: Path, rules: _Rules, 
         while tail < shorter - head and keys_a[-1 - tail] == keys_b[-1 - tail]:
             tail += 1
         if (len(a) - head - tail) * (len(b) - head - tail) > ALIGN_BUDGET:
-            if by_index is None:
-                by_index = []
-                _pair_by_index(a, b, 0, len(a), 0, len(b), path, rules, by_index)
             out.extend(by_index)
             return
     aligned: list[_Found] = []
@@ -237,10 +237,6 @@ def _align_scalars(a: list[object], b: list[object], path: Path, rules: _Rules, 
             aligned.extend(((*path, i), "removed", a[i], None) for i in range(a_from, a_to))
         elif tag == "insert":
             aligned.extend(((*path, j), "added", None, b[j]) for j in range(b_from, b_to))
-    if len(aligned) > 1:
-        if by_index is None:
-            by_index = []
-            _pair_by_index(a, b, 0, len(a), 0, len(b), path, rules, by_index)
-        if len(by_index) <= len(aligned):
-            aligned = by_index
+    if len(aligned) > 1 and len(by_index) <= len(aligned):
+        aligned = by_index
     out.extend(aligned)

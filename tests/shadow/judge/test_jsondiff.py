@@ -167,6 +167,14 @@ def test_same_length_arrays_pair_by_index_unless_an_alignment_finds_fewer() -> N
     assert diff([2, 3, 4], [3, 4, 5]) == [("$[0]", "removed", "2", None), ("$[2]", "added", None, "5")]
 
 
+def test_values_appended_or_dropped_at_the_end_are_additions_and_removals_there() -> None:
+    """Values appended (or dropped) at the end are added (removed) at their own indexes; with a tolerance, a value
+    within it of its neighbour does not hide an insertion at the front (`[1.0]` against `[1.0005, 1.0]`)."""
+    assert diff([2, 3], [2, 3, 4, 5]) == [("$[2]", "added", None, "4"), ("$[3]", "added", None, "5")]
+    assert diff(["a", "b", "c"], ["a"]) == [("$[1]", "removed", '"b"', None), ("$[2]", "removed", '"c"', None)]
+    assert diff([1.0], [1.0005, 1.0], Compare(float_tolerance=0.001)) == [("$[0]", "added", None, "1.0005")]
+
+
 def test_arrays_of_objects_pair_by_index() -> None:
     """Objects in an array are compared at the same index; the longer side's extra elements are added/removed."""
     assert diff([{"id": 1}, {"id": 2}], [{"id": 1}, {"id": 3}, {"id": 4}]) == [
