@@ -114,8 +114,9 @@ def test_walk_agrees_with_deepdiff_on_paths_and_kinds(pair: Pair, compare: Compa
     assert kinds(walked) == expected, (a, b)
 
 
-# Arrays of scalars of one length, the second the first with a few elements replaced: the shape of the common
-# change, where the walk pairs by index without a sequence diff when that finds at most one difference.
+# Arrays of scalars, the second the first with a few elements replaced, then values appended or dropped at the end:
+# the shapes of the common changes, which the walk pairs by index without a sequence diff when that is provably the
+# alignment's answer.
 plain_scalars = st.one_of(st.none(), st.integers(2, 5), st.sampled_from([2.5, 3.25]), st.sampled_from(["x", "y", ""]))
 
 
@@ -126,14 +127,16 @@ def edited_arrays(draw: st.DrawFn) -> Pair:
     for at in draw(st.lists(st.integers(0, 5), max_size=3)):
         if b:
             b[at % len(b)] = draw(plain_scalars)
+    end = draw(st.integers(-2, 2))
+    b = b[: len(b) + end] if end < 0 else b + draw(st.lists(plain_scalars, min_size=end, max_size=end))
     return {"l": a}, {"l": b}
 
 
-@settings(max_examples=300, deadline=None, derandomize=True)
+@settings(max_examples=400, deadline=None, derandomize=True)
 @given(pair=edited_arrays())
-def test_same_length_scalar_arrays_agree_with_deepdiff_on_concrete_paths(pair: Pair) -> None:
-    """Same-length arrays of scalars with a few elements replaced: the walk and deepdiff find the same concrete
-    paths and kinds (which index changed, not only which group)."""
+def test_edited_scalar_arrays_agree_with_deepdiff_on_concrete_paths(pair: Pair) -> None:
+    """Arrays of scalars with a few elements replaced, appended or dropped at the end: the walk and deepdiff find
+    the same concrete paths and kinds (which index changed, not only which group)."""
     a, b = pair
     walked = _json_differences(copy.deepcopy(a), copy.deepcopy(b), Compare())
     reference = deepdiff_differences(copy.deepcopy(a), copy.deepcopy(b), Compare())
