@@ -4,7 +4,8 @@ Throughput rows use wrk (closed loop, -t1 -c32) when installed, else a Python lo
 open-loop Python generator (latency measured from each request's scheduled start, so stalls are not hidden).
 nginx serves as the fast back end and as the reference reverse proxy when installed (Debian's nginx); otherwise an
 aiohttp back end stands in and the nginx proxy row is skipped with the reason. Figures drift between machines;
-the ratios measured in one run are what the targets are about. Last, `benchmarks.mismatch_sustain` holds 1,000
+the ratios measured in one run are what the targets are about, and they too move with the machine kind, which is
+printed first and stored with the figures (`benchmarks.machine`). Last, `benchmarks.mismatch_sustain` holds 1,000
 mismatching req/s for `--sustain-seconds` and counts what the shadow side dropped. `--only` picks setups.
 """
 
@@ -21,6 +22,7 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
+from benchmarks import machine as machine_kind
 from benchmarks.fixed_rate import fixed_ratios, fixed_rows
 from benchmarks.harness import (
     ROOT,
@@ -105,6 +107,8 @@ def main() -> int:
         ap.error(f"--only: unknown setup(s) {unknown}; known: {', '.join(SETUPS)}")
     have_nginx = shutil.which("nginx") is not None
     generator = f"wrk -t1 -c{args.connections}" if shutil.which("wrk") else "python (wrk not installed)"
+    machine = machine_kind.describe()  # before any load: the calibration loop must have the machine to itself
+    print(machine_kind.summary(machine))
     print(f"load generator: {generator}")
     print(f"back end: {'nginx' if have_nginx else 'aiohttp (nginx not installed)'}; cores: {os.cpu_count()}")
     rows: list[Row] = []
@@ -162,7 +166,13 @@ def main() -> int:
         sustain = mismatch_sustain.run(args.sustain_seconds, 1000.0, 250.0)
         mismatch_sustain.report(sustain)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    figures = {"rows": [asdict(r) for r in rows], "rounds": runs, "ratios": ratios, "coverage": coverage}
+    figures = {
+        "machine": machine,
+        "rows": [asdict(r) for r in rows],
+        "rounds": runs,
+        "ratios": ratios,
+        "coverage": coverage,
+    }
     if sustain is not None:
         figures["sustain"] = asdict(sustain)
     args.json.write_text(json.dumps(figures, indent=2))
