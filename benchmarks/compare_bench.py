@@ -23,6 +23,7 @@ from shadow.judge.compare import _json_differences, compare_responses, deepdiff_
 from shadow.values import Difference
 
 TARGET = 5_000
+ISSUE_CASE = "renamed field"
 
 Differ = Callable[[object, object, Compare], list[Difference]]
 
@@ -69,7 +70,7 @@ def _cases() -> list[tuple[str, dict[str, object], Compare]]:
 
     ordered = Compare(ignore_order=("$.flags", "$.items[*].tags"), float_tolerance=0.001)
     return [
-        ("renamed field", edited(rename), Compare()),
+        (ISSUE_CASE, edited(rename), Compare()),
         ("one changed field", edited(one_qty), Compare()),
         ("every item changed (5 items, 2 fields)", edited(every_item), Compare()),
         ("order-blind array differs + tolerance", edited(flags_and_total), ordered),
@@ -112,10 +113,15 @@ def main() -> None:
             f"{r.case:42} {r.differences:5} {r.deepdiff_per_second:11,.0f} {r.walk_per_second:9,.0f} "
             f"{r.speedup:7.1f}× {r.compare_per_second:10,.0f}"
         )
+    # Issue 13's pair: a 1.4 KB JSON answer with one field renamed, the change its sustained run mirrors.
+    issue = next(r for r in rows if r.case == ISSUE_CASE)
+    verdict = "meets" if issue.compare_per_second >= TARGET else "MISSES"
+    print(f"issue 13's pair ({ISSUE_CASE}) judged end to end: {issue.compare_per_second:,.0f}/s — {verdict} the "
+          f"{TARGET:,}/s target")  # fmt: skip
     walked = [r for r in rows if not r.uses_deepdiff]
     slowest = min(r.compare_per_second for r in walked)
-    verdict = "meets" if slowest >= TARGET else "MISSES"
-    print(f"slowest mismatch judged end to end by the walk alone: {slowest:,.0f}/s — {verdict} the {TARGET:,}/s target")
+    verdict = "meets" if slowest >= TARGET else "misses"
+    print(f"slowest mismatch judged end to end by the walk alone: {slowest:,.0f}/s — {verdict} {TARGET:,}/s too")
     for r in rows:
         if r.uses_deepdiff:
             print(f"  '{r.case}': an order-blind array whose elements differ still goes through deepdiff")
