@@ -176,7 +176,7 @@ def _pair_by_index(
     out: list[_Found],
 ) -> None:
     """Elements a[a_from:a_to] and b[b_from:b_to] paired in order; the longer side's extra ones are added or
-    removed. Paths use legacy's index, as deepdiff's do."""
+    removed. Paths use legacy's index for a pair and a removal, new's for an addition, as deepdiff's do."""
     shared = min(a_to - a_from, b_to - b_from)
     for offset in range(shared):
         x, y = a[a_from + offset], b[b_from + offset]
@@ -185,7 +185,7 @@ def _pair_by_index(
     for offset in range(shared, a_to - a_from):
         out.append(((*path, a_from + offset), "removed", a[a_from + offset], None))
     for offset in range(shared, b_to - b_from):
-        out.append(((*path, a_from + offset), "added", None, b[b_from + offset]))
+        out.append(((*path, b_from + offset), "added", None, b[b_from + offset]))
 
 
 def _scalar_key(value: object) -> tuple[int, object]:

@@ -229,6 +229,13 @@ SCENARIOS: tuple[Scenario, ...] = (
         real={"$.tags[*]": "mixed"},
     ),
     Scenario(
+        "json-array-run-replaced-and-grown",  # a run of two replaced by three: a change and an addition inside it
+        json_reply({"l": [2.5, 2.5, None]}),
+        json_reply({"l": [None, 2.5, 2, 2, None]}),
+        "diverging",
+        real={"$.l[*]": "mixed"},
+    ),
+    Scenario(
         "float-jitter-within-tolerance",
         json_reply({"price": 9.99, "rate": 0.1}),
         json_reply({"price": 9.990000001, "rate": 0.10000000000000002}),

@@ -178,6 +178,18 @@ def test_values_appended_or_dropped_at_the_end_are_additions_and_removals_there(
     assert diff([1.0], [1.0005, 1.0], Compare(float_tolerance=0.001)) == [("$[0]", "added", None, "1.0005")]
 
 
+def test_a_value_added_inside_a_replaced_run_is_named_by_its_index_in_new() -> None:
+    """`[2.5, 2.5, null]` against `[null, 2.5, 2, 2, null]`: the second 2 is added at new's index 3, where deepdiff
+    puts it (the walk named it index 2, an index of neither array's element)."""
+    assert diff([2.5, 2.5, None], [None, 2.5, 2, 2, None]) == [
+        ("$[0]", "added", None, "null"),
+        ("$[1]", "changed", "2.5", "2"),
+        ("$[3]", "added", None, "2"),
+    ]
+    reference = deepdiff_differences([2.5, 2.5, None], [None, 2.5, 2, 2, None], Compare())
+    assert sorted((d.path, d.kind) for d in reference) == [("$[0]", "added"), ("$[1]", "changed"), ("$[3]", "added")]
+
+
 def test_arrays_of_objects_pair_by_index() -> None:
     """Objects in an array are compared at the same index; the longer side's extra elements are added/removed."""
     assert diff([{"id": 1}, {"id": 2}], [{"id": 1}, {"id": 3}, {"id": 4}]) == [
