@@ -239,4 +239,23 @@ def _align_scalars(a: list[object], b: list[object], path: Path, rules: _Rules, 
             aligned.extend(((*path, j), "added", None, b[j]) for j in range(b_from, b_to))
     if len(aligned) > 1 and len(by_index) <= len(aligned):
         aligned = by_index
-    out.extend(aligned)
+    out.extend(_replacements(aligned))
+
+
+def _replacements(found: list[_Found]) -> list[_Found]:
+    """A removal and an addition at one index (a deleted value, and another inserted where it was) as one change
+    there, from the removed value to the added one: what deepdiff reports for them, whatever their types."""
+    removed = {item[0]: item for item in found if isinstance(item, tuple) and item[1] == "removed"}
+    if not removed:
+        return found
+    added = {item[0]: item for item in found if isinstance(item, tuple) and item[1] == "added"}
+    both = removed.keys() & added.keys()
+    if not both:
+        return found
+    out: list[_Found] = []
+    for item in found:
+        if not isinstance(item, tuple) or item[0] not in both:
+            out.append(item)
+        elif item[1] == "removed":
+            out.append((item[0], "changed", item[2], added[item[0]][3]))
+    return out

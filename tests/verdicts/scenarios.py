@@ -236,6 +236,13 @@ SCENARIOS: tuple[Scenario, ...] = (
         real={"$.l[*]": "mixed"},
     ),
     Scenario(
+        "json-array-value-deleted-and-one-replaced",  # 5 dropped first; 4 deleted and 3 inserted at index 3: a change
+        json_reply({"l": [5, None, 2, 4, 3]}),
+        json_reply({"l": [None, 2, 3, 3]}),
+        "diverging",
+        real={"$.l[*]": "mixed"},
+    ),
+    Scenario(
         "float-jitter-within-tolerance",
         json_reply({"price": 9.99, "rate": 0.1}),
         json_reply({"price": 9.990000001, "rate": 0.10000000000000002}),

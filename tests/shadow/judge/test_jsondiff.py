@@ -114,9 +114,9 @@ def test_walk_agrees_with_deepdiff_on_paths_and_kinds(pair: Pair, compare: Compa
     assert kinds(walked) == expected, (a, b)
 
 
-# Arrays of scalars, the second the first with a few elements replaced, then values appended or dropped at the end:
-# the shapes of the common changes, which the walk pairs by index without a sequence diff when that is provably the
-# alignment's answer.
+# Arrays of scalars, the second the first with a few elements replaced, values appended or dropped at the end, and
+# maybe one inserted or deleted: the shapes of the common changes (which the walk pairs by index without a sequence
+# diff when that is provably the alignment's answer) and of the alignment's own.
 plain_scalars = st.one_of(st.none(), st.integers(2, 5), st.sampled_from([2.5, 3.25]), st.sampled_from(["x", "y", ""]))
 
 
@@ -129,14 +129,20 @@ def edited_arrays(draw: st.DrawFn) -> Pair:
             b[at % len(b)] = draw(plain_scalars)
     end = draw(st.integers(-2, 2))
     b = b[: len(b) + end] if end < 0 else b + draw(st.lists(plain_scalars, min_size=end, max_size=end))
+    if draw(st.booleans()):  # and a value inserted or deleted somewhere: the alignment's own cases
+        at = draw(st.integers(0, 6))
+        if draw(st.booleans()):
+            b.insert(min(at, len(b)), draw(plain_scalars))
+        elif b:
+            del b[at % len(b)]
     return {"l": a}, {"l": b}
 
 
 @settings(max_examples=400, deadline=None, derandomize=True)
 @given(pair=edited_arrays())
 def test_edited_scalar_arrays_agree_with_deepdiff_on_concrete_paths(pair: Pair) -> None:
-    """Arrays of scalars with a few elements replaced, appended or dropped at the end: the walk and deepdiff find
-    the same concrete paths and kinds (which index changed, not only which group)."""
+    """Arrays of scalars with a few elements replaced, appended or dropped at the end, inserted or deleted: the walk
+    and deepdiff find the same concrete paths and kinds (which index changed, not only which group)."""
     a, b = pair
     walked = _json_differences(copy.deepcopy(a), copy.deepcopy(b), Compare())
     reference = deepdiff_differences(copy.deepcopy(a), copy.deepcopy(b), Compare())
@@ -188,6 +194,20 @@ def test_a_value_added_inside_a_replaced_run_is_named_by_its_index_in_new() -> N
     ]
     reference = deepdiff_differences([2.5, 2.5, None], [None, 2.5, 2, 2, None], Compare())
     assert sorted((d.path, d.kind) for d in reference) == [("$[0]", "added"), ("$[1]", "changed"), ("$[3]", "added")]
+
+
+def test_a_removal_and_an_addition_at_one_index_are_one_change_as_in_deepdiff() -> None:
+    """Where the alignment deletes a value and inserts another at the same index, that is one change from the old
+    value to the new one (whatever their types), as deepdiff reports it; it was a removal and an addition."""
+    assert diff([5, None, 2, 4, 3], [None, 2, 3, 3]) == [("$[0]", "removed", "5", None), ("$[3]", "changed", "4", "3")]
+    assert diff([None, 2, None], [2, None, 2.5, None, 2]) == [
+        ("$[0]", "added", None, "2"),
+        ("$[1]", "added", None, "null"),
+        ("$[2]", "changed", "null", "2.5"),
+    ]
+    for a, b in (([5, None, 2, 4, 3], [None, 2, 3, 3]), ([None, 2, None], [2, None, 2.5, None, 2])):
+        walked = sorted((d.path, d.kind) for d in _json_differences(a, b, Compare()))
+        assert walked == sorted((d.path, d.kind) for d in deepdiff_differences(a, b, Compare()))
 
 
 def test_arrays_of_objects_pair_by_index() -> None:
