@@ -137,14 +137,18 @@ class Endpoint:
 
     template: str
     example: str
-    methods: tuple[str, ...]
+    by_method: tuple[tuple[str, int], ...]  # (method, requests) busiest first
     requests: int
     share: float
     route: str | None
     uncovered: tuple[str, ...]
     latency: Latency
     statuses: tuple[tuple[int, int], ...]  # (status, requests) busiest first; status 0: no response
-    by_method: tuple[tuple[str, int], ...] = ()  # (method, requests) busiest first, as `methods`
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The methods seen, busiest first."""
+        return tuple(m for m, _ in self.by_method)
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,14 +203,13 @@ def build_inventory(rows: Sequence[PathTraffic], routes: Sequence[Route]) -> Inv
             Endpoint(
                 template=template,
                 example=s.example,
-                methods=methods,
+                by_method=by_method,
                 requests=requests,
                 share=requests / total if total else 0.0,
                 route=None if uncovered else s.covered[methods[0]],
                 uncovered=uncovered,
                 latency=Latency(histogram_percentile(histogram, 0.5), histogram_percentile(histogram, 0.99)),
                 statuses=tuple(sorted(s.statuses.items(), key=lambda item: (-item[1], item[0]))),
-                by_method=by_method,
             )
         )
     endpoints.sort(key=lambda e: (-e.requests, e.template))

@@ -121,7 +121,11 @@ def _same_segments(a: Sequence[str], b: Sequence[str]) -> bool:
 
 def matches(spec_path: str, template: str) -> bool:
     """Whether a spec path and an inventory template (no wildcard) can name the same requests."""
-    a, b = _segments(spec_path), _segments(template)
+    return _matching(_segments(spec_path), _segments(template))
+
+
+def _matching(a: Sequence[str], b: Sequence[str]) -> bool:
+    """`matches` on paths already split: as many segments, and the same pair by pair."""
     return len(a) == len(b) and _same_segments(a, b)
 
 
@@ -148,7 +152,7 @@ def compare_spec(inventory: Inventory, base_path: str, operations: Sequence[Oper
         segments = _segments(e.template)
         described: set[str] = set()  # the methods a spec operation on this template's path describes
         for op, op_segments in by_length.get(len(segments), ()):
-            if _same_segments(op_segments, segments):
+            if _matching(op_segments, segments):
                 described.add(op.method)
                 if op.method in e.methods:
                     seen.add(op)

@@ -26,14 +26,13 @@ def endpoint(template: str, *by_method: tuple[str, int], route: str | None = Non
     return Endpoint(
         template=template,
         example=template,
-        methods=tuple(m for m, _ in by_method),
+        by_method=by_method,
         requests=sum(n for _, n in by_method),
         share=0.0,
         route=route,
         uncovered=(),
         latency=Latency(None, None),
         statuses=(),
-        by_method=by_method,
     )
 
 
