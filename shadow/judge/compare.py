@@ -43,6 +43,7 @@ from shadow.judge.normalize import (
 )
 from shadow.judge.origins import Judged, Origins, noted, unify_pair
 from shadow.judge.textdiff import render_value
+from shadow.judge.unordered import PAIRING_CUTOFF, unpaired_differences
 from shadow.values import Comparison, Difference, DiffKind, Outcome, field_diffs
 
 log = logging.getLogger("strangler.shadow.compare")
@@ -255,13 +256,16 @@ def _unordered_differences(
     a: list[object], b: list[object], path: Sequence[str | int], *, rules: Compare, notes: list[str], paired: list[str]
 ) -> list[Difference]:
     """An order-blind array's differences from deepdiff, which pairs each removed element with its most similar
-    added one. Pairing compares every removed element with every added one; past PAIRING_BUDGET comparisons the
-    elements are reported as removed and added instead (still each counted), so one large array cannot hold a
-    worker thread for seconds."""
+    added one; arrays of scalars it would not pair are judged without it (`shadow.judge.unordered`). Pairing
+    compares every removed element with every added one; past PAIRING_BUDGET comparisons the elements are reported
+    as removed and added instead (still each counted), so one large array cannot hold a worker thread for seconds."""
     only_a, only_b = _unmatched(a, b)
     pair = only_a * only_b <= PAIRING_BUDGET
     if not pair:
         notes.append(f"{format_path(path)}: {only_a} removed and {only_b} added elements, too many to pair")
+    unpaired = unpaired_differences(a, b, path, pair=pair)  # scalars deepdiff would not pair: its report, without it
+    if unpaired is not None:
+        return unpaired
     paired.append(format_path(path))
     return _deepdiff(a, b, rules, tuple(path), pair=pair)
 
@@ -337,8 +341,9 @@ def _deepdiff(
         "max_diffs": None,
         "max_passes": DEEPDIFF_MAX_PASSES,
     }
-    if not pair:
-        options["cutoff_intersection_for_pairs"] = 0.0  # pair only when nothing was added or removed: never
+    # Pair only when nothing was added or removed (never), or at deepdiff's default share, set here because
+    # shadow.judge.unordered reproduces the arrays it would not pair and must use the same share.
+    options["cutoff_intersection_for_pairs"] = PAIRING_CUTOFF if pair else 0.0
     if rules.float_tolerance > 0:
         options["math_epsilon"] = rules.float_tolerance
     if rules.ignore_order is True:

@@ -215,6 +215,30 @@ SCENARIOS: tuple[Scenario, ...] = (
         route={"compare": {"ignore_order": ["$.items"]}},
     ),
     Scenario(
+        "json-order-blind-list-gained-a-value",  # judged without deepdiff: one addition at new's index
+        json_reply({"flags": ["gift", "express"]}),
+        json_reply({"flags": ["express", "gift", "fragile"]}),
+        "diverging",
+        real={"$.flags[*]": "added"},
+        route={"compare": {"ignore_order": ["$.flags"]}},
+    ),
+    Scenario(
+        "json-order-blind-list-lost-a-repeat",  # judged without deepdiff: a count change is one change
+        json_reply({"flags": ["gift", "gift", "express"]}),
+        json_reply({"flags": ["express", "gift"]}),
+        "diverging",
+        real={"$.flags[*]": "changed"},
+        route={"compare": {"ignore_order": ["$.flags"]}},
+    ),
+    Scenario(
+        "json-order-blind-list-value-replaced",  # deepdiff pairs the removed value with the added one
+        json_reply({"flags": ["gift", "express", "fragile"]}),
+        json_reply({"flags": ["express", "heavy", "gift"]}),
+        "diverging",
+        real={"$.flags[*]": "mixed"},
+        route={"compare": {"ignore_order": ["$.flags"]}},
+    ),
+    Scenario(
         "json-array-values-changed",  # same length, two values replaced: two changes at their indexes
         json_reply({"tags": ["red", "blue", "green", "large"]}),
         json_reply({"tags": ["red", "navy", "green", "xl"]}),
