@@ -6,12 +6,13 @@ fraction of the cost, and never stops early: counting stays exact however many d
   deepdiff's math_epsilon); a boolean is not a number (true vs 1 is a type change), nor is null;
 - objects: keys only on one side are added / removed, shared keys are walked;
 - ordered arrays: the same elements in another order are one "order" difference at the array; otherwise elements
-  are paired by index (extra ones added / removed at the end), except arrays of scalars, which are aligned by a
-  sequence diff when that gives fewer differences (a value inserted at the front is one addition, not a change of
-  every element): deepdiff's rule, kept so both give the same kinds;
-- arrays that `ignore_order` names: equal as multisets of canonical elements means equal; when they differ, how
-  elements pair up is deepdiff's job (similarity pairing, repetition counts), through the `unordered` callback,
-  so only that array goes through deepdiff.
+  are paired by index (extra ones added / removed at the end), except arrays of scalars, which are aligned by
+  difflib's sequence diff (`shadow.judge.seqmatch` for short ones) when that gives fewer differences (a value
+  inserted at the front is one addition, not a change of every element): deepdiff's rule, kept so both give the
+  same kinds;
+- arrays that `ignore_order` names: equal as multisets of canonical elements means equal; when they differ, they
+  go to the `unordered` callback (`shadow.judge.unordered` for scalars deepdiff would not pair, deepdiff for the
+  rest: similarity pairing).
 
 Where deepdiff and this walk deliberately disagree (tests/shadow/judge/test_jsondiff.py checks both): deepdiff aligns
 arrays of scalars with Python equality, under which true == 1, so it misses a boolean turned into 1 inside an array;
@@ -21,7 +22,6 @@ aligned within ALIGN_BUDGET (the sequence diff is quadratic at worst), deepdiff 
 
 from __future__ import annotations
 
-import difflib
 import functools
 import math
 from collections.abc import Callable, Sequence
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from shadow.judge.jsonpath import format_path, group_path, is_order_insensitive
 from shadow.judge.normalize import canonical_json
+from shadow.judge.seqmatch import opcodes
 from shadow.judge.textdiff import render_value
 from shadow.values import Difference, DiffKind
 
@@ -228,8 +229,7 @@ def _align_scalars(a: list[object], b: list[object], path: Path, rules: _Rules, 
             out.extend(by_index)
             return
     aligned: list[_Found] = []
-    matcher = difflib.SequenceMatcher(None, keys_a[head : len(a) - tail], keys_b[head : len(b) - tail], autojunk=False)
-    for tag, a_from, a_to, b_from, b_to in matcher.get_opcodes():
+    for tag, a_from, a_to, b_from, b_to in opcodes(keys_a[head : len(a) - tail], keys_b[head : len(b) - tail]):
         a_from, a_to, b_from, b_to = a_from + head, a_to + head, b_from + head, b_to + head
         if tag == "replace":
             _pair_by_index(a, b, a_from, a_to, b_from, b_to, path, rules, aligned)
