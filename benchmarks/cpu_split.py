@@ -1,15 +1,19 @@
-"""Where a request's CPU goes under saturating load: each process's CPU time per request, pass-through and shadow.
+"""Where a request's CPU goes under saturating load: each process's CPU time per request (user and kernel), for
+pass-through, shadow, and nginx as the proxy.
 
-`make bench` gives req/s; this says why shadow 100% / pass-through is what it is on a small machine. Under `wrk -t1
--c32` every process involved (wrk itself, the nginx back end, the proxy, its shadow worker) is measured from
-`/proc/<pid>/stat` (wrk from its own resource usage) over the same seconds, and divided by the requests served. When
-the cores are full, req/s is about cores / (the sum of those per-request figures); when they are not, the proxy alone
-is the limit. For shadow it also prints the share of copies compared and dropped.
+`make bench` gives req/s; this says why the ratios are what they are on a small machine. Under `wrk -t1 -c32` every
+process involved (wrk itself, the nginx back end, the proxy, its shadow worker) is measured from `/proc/<pid>/stat`
+(wrk from its own resource usage) over the same seconds, and divided by the requests served. When the cores are
+full, req/s is about cores / (the sum of those per-request figures); when they are not, the proxy alone is the
+limit. For shadow it also prints the share of copies compared and dropped. `--perf` samples the proxy (nginx's
+worker for `nginx`) with perf and prints its kernel share and the share spent waking a sleeping peer
+(`benchmarks.wakeups`): on a virtual machine that is where a slower proxy loses most against nginx.
 
     .venv/bin/python -m benchmarks.cpu_split                 # pass-through and shadow, 8 s each
     .venv/bin/python -m benchmarks.cpu_split --seconds 15 --setups shadow
+    .venv/bin/python -m benchmarks.cpu_split --setups nginx,pass --perf
 
-Needs wrk and nginx (apt-get install wrk nginx); Linux (/proc).
+Needs wrk and nginx (apt-get install wrk nginx); Linux (/proc); for --perf, linux-perf and root.
 """
 
 from __future__ import annotations
@@ -28,21 +32,23 @@ from pathlib import Path
 from benchmarks.harness import (
     children,
     coverage_shares,
-    cpu_seconds,
+    cpu_times,
     free_port,
     listening_pids,
     nginx_backend,
+    nginx_proxy,
     process,
     routes_yaml,
     shadow_coverage,
     strangler_cmd,
 )
+from benchmarks.wakeups import WAKE, perf_missing, record, shares
 
-MODES = {"pass": "legacy", "shadow": "shadow"}
+MODES = {"pass": "legacy", "shadow": "shadow", "nginx": ""}  # nginx: nginx itself as the proxy, for comparison
 
 
-def _wrk(port: int, seconds: float, connections: int) -> tuple[float, float]:
-    """Requests served and wrk's own CPU seconds (from its resource usage when it exits)."""
+def _wrk(port: int, seconds: float, connections: int) -> tuple[float, tuple[float, float]]:
+    """Requests served and wrk's own user and kernel CPU seconds (from its resource usage when it exits)."""
     proc = subprocess.Popen(
         ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", f"http://127.0.0.1:{port}/api/ping"],
         stdout=subprocess.PIPE,
@@ -55,41 +61,65 @@ def _wrk(port: int, seconds: float, connections: int) -> tuple[float, float]:
     found = re.search(r"(\d+) requests in", out)
     if found is None:
         raise RuntimeError(f"wrk printed no request count:\n{out}")
-    return float(found.group(1)), usage.ru_utime + usage.ru_stime
+    return float(found.group(1)), (usage.ru_utime, usage.ru_stime)
 
 
-def measure(setup: str, seconds: float, connections: int) -> None:
+def measure(setup: str, seconds: float, connections: int, perf: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="strangler-cpu-") as t, contextlib.ExitStack() as stack:
         tmp = Path(t)
         be, be2, port, admin = (free_port() for _ in range(4))
         stack.enter_context(nginx_backend(tmp, be, be2))
-        config = routes_yaml(tmp, port, admin, be, be2, MODES[setup], setup)
-        stack.enter_context(process(strangler_cmd(config), port, log=tmp / f"{setup}.log"))
+        if setup == "nginx":
+            stack.enter_context(nginx_proxy(tmp, port, be))
+        else:
+            config = routes_yaml(tmp, port, admin, be, be2, MODES[setup], setup)
+            stack.enter_context(process(strangler_cmd(config), port, log=tmp / f"{setup}.log"))
         _wrk(port, 2, connections)  # warm-up: pools, caches, the shadow worker's first copies
         time.sleep(1.0)
-        [proxy] = listening_pids(port)
-        roles = {"proxy": [proxy], "shadow worker": children(proxy), "nginx (back end)": listening_pids(be)}
-        before = {role: sum(map(cpu_seconds, pids)) for role, pids in roles.items()}
+        if setup == "nginx":
+            proxy = max(listening_pids(port))  # nginx's worker (its master only waits)
+            roles = {"nginx (reverse proxy)": listening_pids(port), "nginx (back end)": listening_pids(be)}
+        else:
+            [proxy] = listening_pids(port)
+            roles = {"proxy": [proxy], "shadow worker": children(proxy), "nginx (back end)": listening_pids(be)}
+        before = {role: _times(pids) for role, pids in roles.items()}
+        recording = record(proxy, seconds) if perf else None
         started = time.monotonic()
         requests, wrk_cpu = _wrk(port, seconds, connections)
         elapsed = time.monotonic() - started
-        after = {role: sum(map(cpu_seconds, pids)) for role, pids in roles.items()}
-        used = {role: after[role] - before[role] for role in roles} | {"wrk (load generator)": wrk_cpu}
+        after = {role: _times(pids) for role, pids in roles.items()}
+        used = {role: (after[role][0] - before[role][0], after[role][1] - before[role][1]) for role in roles}
+        used["wrk (load generator)"] = wrk_cpu
         print(f"\n{setup}: {requests / elapsed:,.0f} req/s over {elapsed:.1f} s, {os.cpu_count()} cores")
+        print(f"  {'CPU µs per request':<22} {'all':>7} {'user':>7} {'kernel':>7}")
         total = 0.0
-        for role, cpu in used.items():
+        for role, (user, kernel) in used.items():
+            cpu = user + kernel
             if cpu <= 0:
                 continue
             total += cpu
-            print(f"  {role:<22} {cpu / requests * 1e6:7.1f} µs CPU per request  ({cpu / elapsed:5.0%} of a core)")
+            print(
+                f"  {role:<22} {cpu / requests * 1e6:7.1f} {user / requests * 1e6:7.1f} {kernel / requests * 1e6:7.1f}"
+                f"  ({cpu / elapsed:4.0%} of a core)"
+            )
         cores = os.cpu_count() or 1
         ceiling = cores / (total / requests)
         print(f"  {'all':<22} {total / requests * 1e6:7.1f} µs; {cores} cores / that = {ceiling:,.0f} req/s "
               f"if the cores were the only limit ({total / elapsed:.0%} busy)")  # fmt: skip
+        if recording is not None:
+            found = shares(recording)
+            own = sum(used[next(iter(roles))]) / requests * 1e6
+            waking = f"{found.waking:.0%} waking a peer ({WAKE}): about {found.waking * own:.1f} µs per request"
+            print(f"  perf, the proxy's {found.samples:,} samples: {found.kernel:.0%} in the kernel, {waking}")
         if setup == "shadow":
             time.sleep(1.5)  # the worker's last acknowledgements
-            shares = coverage_shares(shadow_coverage(admin))
-            print(f"  copies over the whole run (warm-up included): {shares}")
+            shares_ = coverage_shares(shadow_coverage(admin))
+            print(f"  copies over the whole run (warm-up included): {shares_}")
+
+
+def _times(pids: list[int]) -> tuple[float, float]:
+    times = [cpu_times(pid) for pid in pids]
+    return sum(user for user, _ in times), sum(kernel for _, kernel in times)
 
 
 def main() -> int:
@@ -97,6 +127,9 @@ def main() -> int:
     ap.add_argument("--setups", default="pass,shadow", help=f"comma-separated, of: {', '.join(MODES)}")
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument(
+        "--perf", action="store_true", help="also sample the proxy with perf: its kernel and wake-up shares"
+    )
     args = ap.parse_args()
     setups = [s.strip() for s in args.setups.split(",") if s.strip()]
     if not setups or any(s not in MODES for s in setups):
@@ -105,8 +138,11 @@ def main() -> int:
     if missing or not Path("/proc/self/stat").exists():
         print(f"needs Linux and {', '.join(missing) or 'its tools'} (apt-get install wrk nginx)", file=sys.stderr)
         return 2
+    if args.perf and (why := perf_missing()) is not None:
+        print(f"--perf: {why}", file=sys.stderr)
+        return 2
     for setup in setups:
-        measure(setup, args.seconds, args.connections)
+        measure(setup, args.seconds, args.connections, args.perf)
     return 0
 
 

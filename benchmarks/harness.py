@@ -91,6 +91,15 @@ def nginx_backend(tmp: Path, *ports: int) -> contextlib.AbstractContextManager[N
     return process(nginx_cmd(nginx_conf(tmp, "backend", server)), ports[0])
 
 
+def nginx_proxy(tmp: Path, port: int, backend: int, workers: int = 1) -> contextlib.AbstractContextManager[None]:
+    """nginx as the reference reverse proxy on `port` in front of `backend`, with upstream keep-alive."""
+    server = (
+        f"upstream be {{ server 127.0.0.1:{backend}; keepalive 64; }} server {{ listen 127.0.0.1:{port}; "
+        'location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; } }'
+    )
+    return process(nginx_cmd(nginx_conf(tmp, f"proxy{workers}", server, workers=workers)), port)
+
+
 def nginx_cmd(conf: Path) -> list[str]:
     return ["nginx", "-p", str(conf.parent), "-e", str(conf.parent / "logs" / "error.log"), "-c", str(conf)]
 
@@ -179,13 +188,18 @@ def export_tree(ref: str, into: Path) -> Path:
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), in seconds; 0 when it is gone."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and kernel CPU seconds of a process (all its threads: utime, stime); zeros when it is gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK
+        return 0.0, 0.0
+    return int(fields[11]) / _TICK, int(fields[12]) / _TICK
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds; 0 when it is gone."""
+    return sum(cpu_times(pid))
 
 
 def children(pid: int) -> list[int]:

@@ -29,8 +29,7 @@ from benchmarks.harness import (
     backend_cmd,
     free_port,
     nginx_backend,
-    nginx_cmd,
-    nginx_conf,
+    nginx_proxy,
     process,
     routes_yaml,
     shadow_coverage,
@@ -222,15 +221,7 @@ def _throughput_rows(
         if "nginx" in only and have_nginx:
             # worker_processes 2 comes with the workers row, to scale side by side with strangler --workers 2
             for name, port, workers in ((NGINX, ngx, 1), (NGINX_W2, ngx2, 2))[: 2 if "workers" in only else 1]:
-                conf = nginx_conf(
-                    tmp,
-                    f"proxy{workers}",
-                    f"upstream be {{ server 127.0.0.1:{be}; keepalive 64; }} server {{ listen 127.0.0.1:{port}; "
-                    "location / { proxy_pass http://be; proxy_http_version 1.1; "
-                    'proxy_set_header Connection ""; } }',
-                    workers=workers,
-                )
-                stack.enter_context(process(nginx_cmd(conf), port))
+                stack.enter_context(nginx_proxy(tmp, port, be, workers))
                 targets[name] = port
         elif "nginx" in only:
             print("nginx reverse proxy row skipped: nginx not installed (apt-get install nginx)")
