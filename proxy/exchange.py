@@ -19,6 +19,7 @@ class Exchange:
     `_choose` the side, `_fall_back` may move it to legacy. One object per request."""
 
     __slots__ = (
+        "began",
         "body",
         "canon",
         "chosen_side",
@@ -43,15 +44,15 @@ class Exchange:
     fallback: bool  # the new side may fail over to legacy (route allows it, breaker closed)
     body: bytes | None  # the body when held (mirroring, fallback), else None: forward() streams it
 
-    def __init__(self, request_id: str, started: float, peer_ip: str) -> None:
+    def __init__(self, request_id: str, started: float, began: float, peer_ip: str) -> None:
         self.request_id = request_id
-        self.started = started
+        self.started = started  # loop.time(): the breaker's clock
+        self.began = began  # proxy.clock.duration_clock(): the request-duration metric's
         self.peer_ip = peer_ip
         self.body = None
 
 
 # Where the handler leaves a request's Exchange for the access log, and where the server notes when the request's
-# head was parsed (time.perf_counter(): the loop's clock may tick in whole milliseconds); set only while an access
-# log is on.
+# head was parsed (`proxy.clock.duration_clock`); set only while an access log is on.
 EXCHANGE_KEY = web.RequestKey("strangler_exchange", Exchange)
 ARRIVED_KEY = web.RequestKey("strangler_arrived", float)

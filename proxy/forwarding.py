@@ -8,13 +8,13 @@ body never looks complete.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import NamedTuple, TypeGuard
 
 from aiohttp import web
 from aiohttp.helpers import must_be_empty_body, should_remove_content_length
 
+from proxy.clock import duration_clock
 from proxy.config.model import Timeouts, Upstream
 from proxy.errors import UPSTREAM_FAULTS, ErrorKind, RequestBodyError, UpstreamError
 from proxy.events import Headers, RawHeaders
@@ -99,7 +99,6 @@ async def forward(
     request_id: str,
     body_timeout: float = 30.0,
     keep_headers: bool = True,
-    loop: asyncio.AbstractEventLoop | None = None,
 ) -> tuple[web.StreamResponse, ForwardResult]:
     """Send the request upstream and stream the response to the client; returns the prepared response.
 
@@ -112,31 +111,27 @@ async def forward(
     is appended to the upstream's Via, any other name replaces the upstream's header of that name.
     keep_headers: False when nobody reads the result's response headers (no exchange observer): a small response
     then keeps none.
-    loop: the running loop, when the caller has it (`asyncio.get_running_loop` makes a getpid system call each
-    time, to notice a fork).
     Failures answer by `proxy.errors.KINDS`: 502 (connect/reset before the head), 504 (timeout), 503 (no free
     pooled connection), 413/408/400 (the client's body) with a JSON body {"error", "route", "request_id"}; a reset
     mid-body aborts the client connection, never a short response that looks complete.
     """
-    if loop is None:
-        loop = asyncio.get_running_loop()
-    started = loop.time()
+    started = duration_clock()  # latencies from proxy.clock, never the loop's (whole milliseconds under uvloop)
     stream = _NO_STREAM  # replaced by a fresh one when the body streams: the common bodiless request skips it
     send_body: bytes | AsyncIterator[bytes] | None = body
     content_length: int | None = None
     if body is not None:
         if len(body) > max_body:
-            return _refused("too_large", route_id, request_id, response_headers, started, loop)
+            return _refused("too_large", route_id, request_id, response_headers, started)
     elif request.body_exists:
         declared = request.content_length
         if declared is not None and declared > max_body:
             # Refused before any upstream sees it; closing stops aiohttp from draining a huge unread body.
-            return _refused("too_large", route_id, request_id, response_headers, started, loop)
+            return _refused("too_large", route_id, request_id, response_headers, started)
         if declared is not None and declared <= PREREAD_LIMIT:
             try:
                 send_body = await read_exactly(request, declared, body_timeout)
             except RequestBodyError as err:
-                return _refused(err.kind, route_id, request_id, response_headers, started, loop)
+                return _refused(err.kind, route_id, request_id, response_headers, started)
         else:
             content_length = declared  # None for a chunked body: the transport re-chunks it
             stream = BodyStream()
@@ -163,7 +158,7 @@ async def forward(
         failure: UpstreamError | RequestBodyError = stream.failure or err
         if allow_fallback and replayable and _may_fall_back(failure, request.method):
             raise FallbackAvailable(failure) from err
-        return _refused(failure.kind, route_id, request_id, response_headers, started, loop)
+        return _refused(failure.kind, route_id, request_id, response_headers, started)
 
     try:
         # The small fixed-length (or bodiless) answer's fast path is tried here, not in _stream_response: one
@@ -172,11 +167,11 @@ async def forward(
         empty = must_be_empty_body(request.method, upstream.status)
         if empty or (length is not None and length <= WHOLE_LIMIT):
             sent = await _send_whole(
-                request, upstream, length, empty, capture, response_headers, request_id, started, keep_headers, loop
+                request, upstream, length, empty, capture, response_headers, request_id, started, keep_headers
             )
             if sent is not None:
                 return sent
-        return await _stream_response(request, upstream, length, capture, response_headers, request_id, started, loop)
+        return await _stream_response(request, upstream, length, capture, response_headers, request_id, started)
     finally:
         upstream.close()
 
@@ -202,7 +197,6 @@ async def _stream_response(
     extra: Headers,
     request_id: str,
     started: float,
-    loop: asyncio.AbstractEventLoop,
 ) -> tuple[web.StreamResponse, ForwardResult]:
     """Stream the upstream's answer through an aiohttp StreamResponse (`length`: its Content-Length, if any)."""
     cleaned = end_to_end_response_headers(upstream.raw_headers)
@@ -246,7 +240,7 @@ async def _stream_response(
         response_headers=tuple(cleaned),
         body=bytes(captured) if captured is not None else None,
         body_complete=error is None and not truncated,
-        latency=loop.time() - started,
+        latency=duration_clock() - started,
     )
 
 
@@ -260,7 +254,6 @@ async def _send_whole(
     request_id: str,
     started: float,
     keep_headers: bool,
-    loop: asyncio.AbstractEventLoop,
 ) -> tuple[web.StreamResponse, ForwardResult] | None:
     """The fast path for a small fixed-length (or bodiless) response: its head is built from the upstream's raw
     header bytes and written with the whole body in one write. None when the head needs the slow path."""
@@ -307,7 +300,7 @@ async def _send_whole(
         response_headers=(),
         body=body[:capture] if capture > 0 else None,
         body_complete=error is None and not truncated,
-        latency=loop.time() - started,
+        latency=duration_clock() - started,
         raw_response_headers=tuple(kept) if keep_headers else (),
     )
 
@@ -332,14 +325,13 @@ def _refused(
     request_id: str,
     extra: Headers,
     started: float,
-    loop: asyncio.AbstractEventLoop,
 ) -> tuple[web.StreamResponse, ForwardResult]:
     """A forward that failed before any response byte reached the client: the answer and what happened."""
     resp = kind_response(kind, route_id, request_id, headers=extra)
-    return resp, _failure(resp.status, kind, started, loop)
+    return resp, _failure(resp.status, kind, started)
 
 
-def _failure(status: int, error: ErrorKind, started: float, loop: asyncio.AbstractEventLoop) -> ForwardResult:
+def _failure(status: int, error: ErrorKind, started: float) -> ForwardResult:
     return ForwardResult(
         status=status,
         upstream_status=0,
@@ -347,5 +339,5 @@ def _failure(status: int, error: ErrorKind, started: float, loop: asyncio.Abstra
         response_headers=(),
         body=None,
         body_complete=False,
-        latency=loop.time() - started,
+        latency=duration_clock() - started,
     )

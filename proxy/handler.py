@@ -18,6 +18,7 @@ from typing import Final
 
 from aiohttp import web
 
+from proxy.clock import duration_clock
 from proxy.config.model import Config, Limits, Mirror, Route, Upstream
 from proxy.errors import KINDS, UPSTREAM_FAULTS, ErrorKind, RequestBodyError
 from proxy.events import ExchangeObserver, Headers
@@ -83,7 +84,7 @@ class ProxyHandler:
         config = snap.config
         incoming_id = request.headers.get("X-Request-Id")
         request_id = incoming_id if incoming_id is not None and valid_request_id(incoming_id) else new_request_id()
-        ex = Exchange(request_id, self._loop.time(), request.remote or "")
+        ex = Exchange(request_id, self._loop.time(), duration_clock(), request.remote or "")
         if state.access_log is not None:
             request[EXCHANGE_KEY] = ex  # the access log reads it once the response is written (proxy.server)
         refused = self._prepare(request, snap, ex)
@@ -242,7 +243,7 @@ class ProxyHandler:
         metrics = state.metrics
         label = (ex.route_id or UNMATCHED, upstream_name)
         metrics.requests.inc((*label, _CLASS_OF.get(result.status // 100, "0xx")))  # _status_class, inlined
-        metrics.latency.observe(label, now - ex.started)
+        metrics.latency.observe(label, duration_clock() - ex.began)
         if observers:
             notify_done(observers, ex.side, upstream_name, result)
         hooks = state.hooks
@@ -300,7 +301,6 @@ class ProxyHandler:
                 request_id=ex.request_id,
                 body_timeout=config.limits.body_timeout,
                 keep_headers=keep_headers,
-                loop=self._loop,
             )
         finally:
             slot.users -= 1

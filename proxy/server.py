@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,6 +25,7 @@ from aiohttp.http_parser import HttpRequestParser, RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import ERROR, RequestHandler, _ErrInfo
 
+from proxy.clock import duration_clock
 from proxy.conn_guard import ConnectionCounter, ConnectionGuard
 from proxy.exchange import ARRIVED_KEY, EXCHANGE_KEY
 from proxy.headers import new_request_id
@@ -319,7 +319,7 @@ class ProxyServer(web.Server):
             kind, message = UnsupportedVersionRequest, message._replace(version=HttpVersion11, should_close=True)
         request = kind(message, payload, protocol, writer, task, self._loop)
         if self._state.access_log is not None:
-            request[ARRIVED_KEY] = time.perf_counter()
+            request[ARRIVED_KEY] = duration_clock()
         return request
 
     def __call__(self) -> RequestHandler:

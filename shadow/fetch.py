@@ -14,6 +14,7 @@ import asyncio
 import logging
 from typing import Protocol
 
+from proxy.clock import duration_clock
 from proxy.config.model import Mirror, Upstream
 from proxy.errors import ErrorKind, UpstreamError
 from proxy.events import RequestSnapshot, ResponseSnapshot, Side
@@ -77,7 +78,6 @@ async def fetch_copy(
     cap: int = RESPONSE_CAP,
     watched: Watched | None = None,
     replay: bool = False,
-    loop: asyncio.AbstractEventLoop | None = None,
 ) -> ResponseSnapshot:
     """Send the copy of `req` (as forwarded to the primary) to `upstream` and read the answer (at most `cap`
     body bytes). `target` is the pool and base path from `CandidatePools.get`; `replay` marks a stored request sent
@@ -85,8 +85,8 @@ async def fetch_copy(
 
     The copy has `mirror.timeout` in all. With `watched` (the live runner's sweeper) a cancellation while
     `watched.timed_out` is the deadline's: it becomes a "timeout" snapshot and the task goes on; any other
-    cancellation (shutdown) propagates. Without it the copy keeps its own deadline. `loop`: the running loop, when
-    the caller has it (`asyncio.get_running_loop` makes a getpid system call each time)."""
+    cancellation (shutdown) propagates. Without it the copy keeps its own deadline. Its latency is read from
+    `proxy.clock`, as the primary's is, so the two compare."""
     if watched is None:  # no sweeper: the copy keeps its own deadline
         own = _Deadline(mirror.timeout)
         try:
@@ -101,16 +101,13 @@ async def fetch_copy(
                 cap=cap,
                 watched=own,
                 replay=replay,
-                loop=loop,
             )
         finally:
             own.cancel()
     pool, base = target
     headers = copy_headers(req, upstream, mirror, replay=replay)
     path = base + req.path + (("?" + req.query_string) if req.query_string else "")
-    if loop is None:
-        loop = asyncio.get_running_loop()
-    began = loop.time()
+    began = duration_clock()
     timeout = mirror.timeout
     try:
         resp = await pool.request(
@@ -129,7 +126,7 @@ async def fetch_copy(
         finally:
             resp.close()  # an unfinished body discards the connection
     except UpstreamError as exc:
-        return failed_snapshot(side, upstream.name, exc.kind, loop.time() - began)
+        return failed_snapshot(side, upstream.name, exc.kind, duration_clock() - began)
     except asyncio.CancelledError:
         if not watched.timed_out:
             raise
@@ -137,12 +134,12 @@ async def fetch_copy(
         task = asyncio.current_task()
         if task is not None:
             task.uncancel()
-        return failed_snapshot(side, upstream.name, "timeout", loop.time() - began)
+        return failed_snapshot(side, upstream.name, "timeout", duration_clock() - began)
     except Exception:  # anything else still completes the pair, so no exchange goes unrecorded
         log.exception("shadow request to %s failed", upstream.name)
-        return failed_snapshot(side, upstream.name, "error", loop.time() - began)
+        return failed_snapshot(side, upstream.name, "error", duration_clock() - began)
     headers_in = tuple(end_to_end_response_headers(resp.raw_headers))  # as a client would get them
-    return ResponseSnapshot(side, upstream.name, resp.status, headers_in, body, complete, loop.time() - began)
+    return ResponseSnapshot(side, upstream.name, resp.status, headers_in, body, complete, duration_clock() - began)
 
 
 async def read_capped(resp: UpstreamResponse, cap: int) -> tuple[bytes, bool]:

@@ -273,7 +273,6 @@ class ShadowListener(TrafficCounting):
                 pool_timeout=timeouts.pool,
                 cap=self._limits.response_cap,
                 watched=p,
-                loop=self._loop,
             )
         except asyncio.CancelledError:
             self.recorder.record_skip(start, "dropped", "shutdown", p.pair)

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from proxy.access.lines import FORMATS, AccessEntry, logged_path
 from proxy.access.writer import LineSink
+from proxy.clock import duration_clock
 from proxy.config.model import AccessLog as AccessLogSettings
 from proxy.config.model import Config
 from proxy.exchange import ARRIVED_KEY, Exchange
@@ -84,7 +85,7 @@ def entry_for(
     route = mode = upstream = shadow = None
     fallback = False
     arrived = request.get(ARRIVED_KEY)
-    duration = 0 if arrived is None else int((time.perf_counter() - arrived) * 1_000_000)
+    duration = 0 if arrived is None else int((duration_clock() - arrived) * 1_000_000)
     request_id = client = None
     if ex is not None:
         request_id, client = ex.request_id, ex.peer_ip

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import logging
 import re
-import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any
 from deepdiff import DeepDiff
 from deepdiff.helper import notpresent
 
+from proxy.clock import duration_clock
 from proxy.config.model import Compare
 from proxy.events import ResponseSnapshot
 from shadow.judge.bodies import body_differences, body_problems, decoded_bodies, header_differences, json_equal
@@ -143,10 +143,10 @@ def judge_pair_quick(
         return Unjudged(primary, candidate, candidate_is_new, unified)
     if not primary.body_complete or not candidate.body_complete:
         return "skipped", "response_too_large", None
-    started = time.perf_counter()
+    started = duration_clock()
     legacy, new = (primary, candidate) if candidate_is_new else (candidate, primary)
     if is_fast_match(legacy, new, rules):
-        judged: Judged = "match", None, Comparison("match", (), time.perf_counter() - started)
+        judged: Judged = "match", None, Comparison("match", (), duration_clock() - started)
         return judged if unified is None else noted(judged, unified)
     return Unjudged(primary, candidate, candidate_is_new, unified)
 
@@ -165,7 +165,7 @@ def judge_rest(pair: Unjudged, rules: Compare) -> tuple[Outcome, str | None, Com
 
 def compare_responses(legacy: ResponseSnapshot, new: ResponseSnapshot, rules: Compare) -> Comparison:
     """Status, compared headers and body of two responses, as a match or a list of differences."""
-    started = time.perf_counter()
+    started = duration_clock()
     diffs: list[Difference] = []
     if legacy.status != new.status:
         diffs.append(Difference("status", "status", "changed", str(legacy.status), str(new.status)))
@@ -180,7 +180,7 @@ def compare_responses(legacy: ResponseSnapshot, new: ResponseSnapshot, rules: Co
     return Comparison(
         outcome="mismatch" if diffs else "match",
         differences=tuple(diffs),
-        seconds=time.perf_counter() - started,
+        seconds=duration_clock() - started,
         note="; ".join(notes) if notes else None,
         fields=fields,
         total=total,
