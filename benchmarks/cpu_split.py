@@ -64,7 +64,9 @@ def _wrk(port: int, seconds: float, connections: int) -> tuple[float, tuple[floa
     return float(found.group(1)), (usage.ru_utime, usage.ru_stime)
 
 
-def measure(setup: str, seconds: float, connections: int, perf: bool) -> None:
+def measure(setup: str, seconds: float, connections: int, perf: bool) -> dict[str, object]:
+    """Run one setup under wrk, print where its CPU went, and return the figures (µs per request by role, user and
+    kernel; with `perf`, the proxy's kernel and wake-up shares)."""
     with tempfile.TemporaryDirectory(prefix="strangler-cpu-") as t, contextlib.ExitStack() as stack:
         tmp = Path(t)
         be, be2, port, admin = (free_port() for _ in range(4))
@@ -102,6 +104,10 @@ def measure(setup: str, seconds: float, connections: int, perf: bool) -> None:
                 f"  {role:<22} {cpu / requests * 1e6:7.1f} {user / requests * 1e6:7.1f} {kernel / requests * 1e6:7.1f}"
                 f"  ({cpu / elapsed:4.0%} of a core)"
             )
+        figures: dict[str, object] = {
+            "req_per_s": requests / elapsed,
+            "us_per_request": {role: [u / requests * 1e6, k / requests * 1e6] for role, (u, k) in used.items()},
+        }
         cores = os.cpu_count() or 1
         ceiling = cores / (total / requests)
         print(f"  {'all':<22} {total / requests * 1e6:7.1f} µs; {cores} cores / that = {ceiling:,.0f} req/s "
@@ -111,10 +117,16 @@ def measure(setup: str, seconds: float, connections: int, perf: bool) -> None:
             own = sum(used[next(iter(roles))]) / requests * 1e6
             waking = f"{found.waking:.0%} waking a peer ({WAKE}): about {found.waking * own:.1f} µs per request"
             print(f"  perf, the proxy's {found.samples:,} samples: {found.kernel:.0%} in the kernel, {waking}")
+            figures |= {
+                "perf_kernel_share": found.kernel,
+                "perf_waking_share": found.waking,
+                "waking_us": found.waking * own,
+            }
         if setup == "shadow":
             time.sleep(1.5)  # the worker's last acknowledgements
             shares_ = coverage_shares(shadow_coverage(admin))
             print(f"  copies over the whole run (warm-up included): {shares_}")
+        return figures
 
 
 def _times(pids: list[int]) -> tuple[float, float]:

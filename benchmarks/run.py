@@ -5,8 +5,10 @@ open-loop Python generator (latency measured from each request's scheduled start
 nginx serves as the fast back end and as the reference reverse proxy when installed (Debian's nginx); otherwise an
 aiohttp back end stands in and the nginx proxy row is skipped with the reason. Figures drift between machines;
 the ratios measured in one run are what the targets are about, and they too move with the machine kind, which is
-printed first and stored with the figures (`benchmarks.machine`). Last, `benchmarks.mismatch_sustain` holds 1,000
-mismatching req/s for `--sustain-seconds` and counts what the shadow side dropped. `--only` picks setups.
+printed first and stored with the figures (`benchmarks.machine`); `benchmarks.cpu_split` then says where nginx and
+strangler each spend their CPU per request (with perf, how much of it wakes sleeping peers). Last,
+`benchmarks.mismatch_sustain` holds 1,000 mismatching req/s for `--sustain-seconds` and counts what the shadow side
+dropped. `--only` picks setups.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ SETUPS = {
     "inproc": SHADOW_INPROC,
     "fixed": "",
     "compare": "",
+    "wakeups": "",  # benchmarks.cpu_split --perf on nginx and pass-through: where each spends its CPU per request
     "sustain": "",
 }
 
@@ -150,6 +153,7 @@ def main() -> int:
         served = cov.get("served") or 1.0
         parts = ", ".join(f"{k} {v:.0f} ({100 * v / served:.1f}%)" for k, v in sorted(cov.items()) if k != "served")
         print(f"  {name:<11} served {served:.0f}: {parts}")
+    wake_ups = _wake_ups(args) if "wakeups" in only else None
     if "compare" in only:
         print()
         subprocess.run([sys.executable, "-m", "benchmarks.compare_micro"], check=False)
@@ -172,11 +176,30 @@ def main() -> int:
         "ratios": ratios,
         "coverage": coverage,
     }
+    if wake_ups is not None:
+        figures["wake_ups"] = wake_ups
     if sustain is not None:
         figures["sustain"] = asdict(sustain)
     args.json.write_text(json.dumps(figures, indent=2))
     print(f"\nfigures written to {args.json}")
     return 0
+
+
+def _wake_ups(args: argparse.Namespace) -> dict[str, object] | None:
+    """nginx and strangler pass-through each alone under wrk, their CPU per request split into user and kernel, and
+    (with perf) the share each spends waking a sleeping peer: what makes pass-through / nginx move with the machine
+    kind (README, "Performance"). None, with the reason printed, when wrk, nginx or perf is missing."""
+    from benchmarks import cpu_split, wakeups
+
+    missing = [tool for tool in ("wrk", "nginx", "ss", "pgrep") if shutil.which(tool) is None]
+    if missing:
+        print(f"\nCPU split skipped: {', '.join(missing)} not installed")
+        return None
+    why = wakeups.perf_missing()
+    if why is not None:
+        print(f"\nCPU split without perf ({why})")
+    print("\nCPU per request, nginx and strangler pass-through each alone (benchmarks.cpu_split):")
+    return {setup: cpu_split.measure(setup, args.seconds, args.connections, why is None) for setup in ("nginx", "pass")}
 
 
 def _throughput_rows(
