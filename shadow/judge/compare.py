@@ -43,7 +43,7 @@ from shadow.judge.normalize import (
 )
 from shadow.judge.origins import Judged, Origins, noted, unify_pair
 from shadow.judge.textdiff import render_value
-from shadow.judge.unordered import PAIRING_CUTOFF, unpaired_differences
+from shadow.judge.unordered import PAIRING_CUTOFF, matched_numbers, unpaired_differences
 from shadow.values import Comparison, Difference, DiffKind, Outcome, field_diffs
 
 log = logging.getLogger("strangler.shadow.compare")
@@ -259,7 +259,10 @@ def _unordered_differences(
     added one; arrays of scalars it would not pair are judged without it (`shadow.judge.unordered`). Pairing
     compares every removed element with every added one; past PAIRING_BUDGET comparisons the elements are reported
     as removed and added instead (still each counted), so one large array cannot hold a worker thread for seconds."""
+    b = list(matched_numbers(a, b, rules.float_tolerance))  # equal numbers are one element, however written
     only_a, only_b = _unmatched(a, b)
+    if not only_a and not only_b:
+        return []
     pair = only_a * only_b <= PAIRING_BUDGET
     if not pair:
         notes.append(f"{format_path(path)}: {only_a} removed and {only_b} added elements, too many to pair")
@@ -281,35 +284,34 @@ def deepdiff_differences(doc_a: object, doc_b: object, rules: Compare) -> list[D
     """The same differences as `_json_differences`, from deepdiff over the whole documents: the reference the
     structural walk is checked against (tests/shadow/judge/test_jsondiff.py) and measured against (benchmarks)."""
     order_diffs: list[Difference] = []
-    if rules.ignore_order is not True:
-        # Arrays that hold the same elements in another order become one "order" difference (and legacy's order,
-        # so deepdiff does not also report every shifted element).
-        doc_b = _take_order(doc_a, doc_b, [], rules.ignore_order, order_diffs)
-        if canonical_json(doc_a) == canonical_json(doc_b):
-            return order_diffs
+    # Arrays that hold the same elements in another order become one "order" difference (and legacy's order, so
+    # deepdiff does not also report every shifted element); order-blind arrays get the walk's number matching.
+    doc_b = _take_order(doc_a, doc_b, [], rules, order_diffs)
+    if canonical_json(doc_a) == canonical_json(doc_b):
+        return order_diffs
     return order_diffs + _deepdiff(doc_a, doc_b, rules)
 
 
-def _take_order(
-    a: object, b: object, path: list[str | int], ignore_order: bool | tuple[str, ...], found: list[Difference]
-) -> object:
-    """`b` with arrays that differ from `a` only in order replaced by `a`'s, recording an "order" difference."""
+def _take_order(a: object, b: object, path: list[str | int], rules: Compare, found: list[Difference]) -> object:
+    """`b` with arrays that differ from `a` only in order replaced by `a`'s, recording an "order" difference, and
+    with the numbers of order-blind arrays matched to `a`'s (`unordered.matched_numbers`, as the walk does)."""
+    ignore_order = rules.ignore_order
     if isinstance(a, dict) and isinstance(b, dict):
         out: dict[str, object] | None = None
         for key in a.keys() & b.keys():
-            child = _take_order(a[key], b[key], [*path, key], ignore_order, found)
+            child = _take_order(a[key], b[key], [*path, key], rules, found)
             if child is not b[key]:
                 out = dict(b) if out is None else out
                 out[key] = child
         return b if out is None else out
     if isinstance(a, list) and isinstance(b, list):
         if is_order_insensitive(path, ignore_order):
-            return b
+            return matched_numbers(a, b, rules.float_tolerance)
         if len(a) == len(b) and a != b and sorted(map(canonical_json, a)) == sorted(map(canonical_json, b)):
             concrete = format_path(path)
             found.append(Difference(concrete, group_path(concrete), "order", render_value(a), render_value(b)))
             return a
-        items = [_take_order(x, y, [*path, i], ignore_order, found) for i, (x, y) in enumerate(zip(a, b, strict=False))]
+        items = [_take_order(x, y, [*path, i], rules, found) for i, (x, y) in enumerate(zip(a, b, strict=False))]
         if all(x is y for x, y in zip(items, b, strict=False)):
             return b
         return items + b[len(items) :]

@@ -99,7 +99,7 @@ def _walk(a: object, b: object, path: Path, rules: _Rules, out: list[_Found]) ->
     elif kind_a == _ARRAY:
         _walk_array(a, b, path, rules, out)  # type: ignore[arg-type]
     elif kind_a == _NUMBER:
-        if not _same_number(a, b, rules.tolerance):  # type: ignore[arg-type]
+        if not same_number(a, b, rules.tolerance):  # type: ignore[arg-type]
             out.append((tuple(path), "changed", a, b))
     elif a != b:
         out.append((tuple(path), "changed", a, b))
@@ -118,7 +118,8 @@ def _same(a: object, b: object) -> bool:
     return (kind is not dict and kind is not list) or canonical_json(a) == canonical_json(b)
 
 
-def _same_number(a: float, b: float, tolerance: float) -> bool:
+def same_number(a: float, b: float, tolerance: float) -> bool:
+    """Two JSON numbers are equal: as numbers (1 and 1.0), within `float_tolerance` when one is set."""
     if tolerance > 0:
         return math.isclose(a, b, abs_tol=tolerance)
     return a == b

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from shadow.judge.jsondiff import same_number
 from shadow.judge.jsonpath import format_path, group_path
 from shadow.judge.textdiff import render_value
 from shadow.values import Difference
@@ -33,7 +34,37 @@ from shadow.values import Difference
 # arrays (plus one). Its default, which shadow.judge.compare passes to it explicitly, so the two cannot drift apart.
 PAIRING_CUTOFF = 0.7
 _SCALARS = frozenset({int, float, bool, str, type(None)})
+_NUMBERS = (int, float)  # by type, so a boolean is not one
 _Key = tuple[type, object]
+
+
+def matched_numbers(a: Sequence[object], b: Sequence[object], tolerance: float) -> Sequence[object]:
+    """`b`, with each number that equals a number of `a` as numbers (1 and 1.0; within `tolerance` when set) written
+    as that number of `a`, one to one; `b` itself when nothing needed rewriting.
+
+    deepdiff hashes 1 and 1.0 apart, and 1.0 and 1.0004 too, so in an order-blind array it reports them removed and
+    added unless it pairs them, which it does only while few elements differ (`PAIRING_CUTOFF`). An array whose
+    numbers all turned from integers into floats, or all moved within `float_tolerance`, was then a real difference
+    where the same numbers anywhere else were none. Matching them first makes the rule the walk's everywhere.
+    Both sides' numbers are matched in sorted order, each to the first of the other's it equals: for points on a line
+    and a distance, that pairs as many as any matching can."""
+    nums_a = sorted((x, i) for i, x in enumerate(a) if type(x) in _NUMBERS and x == x)  # no NaN (json fallback)
+    nums_b = sorted((y, j) for j, y in enumerate(b) if type(y) in _NUMBERS and y == y)
+    out: list[object] | None = None
+    i = j = 0
+    while i < len(nums_a) and j < len(nums_b):
+        x, y = nums_a[i][0], nums_b[j][0]
+        if same_number(x, y, tolerance):  # type: ignore[arg-type]
+            if type(x) is not type(y) or x != y:
+                out = list(b) if out is None else out
+                out[nums_b[j][1]] = x
+            i += 1
+            j += 1
+        elif x < y:  # type: ignore[operator]
+            i += 1
+        else:
+            j += 1
+    return b if out is None else out
 
 
 def unpaired_differences(

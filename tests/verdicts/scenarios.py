@@ -231,6 +231,20 @@ SCENARIOS: tuple[Scenario, ...] = (
         route={"compare": {"ignore_order": ["$.flags"]}},
     ),
     Scenario(
+        "json-order-blind-floats-within-tolerance",  # every element moved within the tolerance, in another order
+        json_reply({"weights": [1.25, 2.5, 3.75]}),
+        json_reply({"weights": [2.5004, 3.7496, 1.2503]}),
+        "ready",
+        route={"compare": {"ignore_order": ["$.weights"], "float_tolerance": 0.001}},
+    ),
+    Scenario(
+        "json-order-blind-integers-as-floats",  # 1 and 1.0 are equal in an order-blind list too
+        json_reply({"ids": [3, 1, 2]}),
+        json_reply({"ids": [1.0, 2.0, 3.0]}),
+        "ready",
+        route={"compare": {"ignore_order": ["$.ids"]}},
+    ),
+    Scenario(
         "json-order-blind-list-value-replaced",  # deepdiff pairs the removed value with the added one
         json_reply({"flags": ["gift", "express", "fragile"]}),
         json_reply({"flags": ["express", "heavy", "gift"]}),

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from proxy.config.model import Compare
 from proxy.events import ResponseSnapshot
 from shadow.judge.compare import _deepdiff, compare_responses
-from shadow.judge.unordered import PAIRING_CUTOFF, unpaired_differences
+from shadow.judge.unordered import PAIRING_CUTOFF, matched_numbers, unpaired_differences
 from shadow.values import Difference
 
 # Values whose deepdiff hashes are easy to get wrong: 0, 0.0 and -0.0 (the two floats share a hash), 1 and 1.0 (they
@@ -119,3 +119,38 @@ def test_arrays_with_objects_or_nan_go_to_deepdiff() -> None:
 def test_the_pairing_share_is_deepdiffs_default() -> None:
     """The share passed to deepdiff and used here is deepdiff's own default: changing one without the other fails."""
     assert PAIRING_CUTOFF == CUTOFF_INTERSECTION_FOR_PAIRS_DEFAULT
+
+
+def test_floats_that_all_moved_within_tolerance_are_no_difference_in_an_order_blind_array() -> None:
+    """Every element within float_tolerance, in another order: a match (deepdiff alone, pairing nothing past its
+    share, reported three removed and three added)."""
+    rules = Compare(ignore_order=("$.p",), float_tolerance=0.001)
+    result = compare_responses(
+        _snapshot("legacy", {"p": [1.0, 2.0, 3.0]}), _snapshot("new", {"p": [2.0004, 1.0004, 3.0004]}), rules
+    )
+    assert (result.outcome, result.differences) == ("match", ())
+
+
+def test_integers_written_as_floats_are_no_difference_in_an_order_blind_array() -> None:
+    """1 and 1.0 are equal in an order-blind array as everywhere else, however many elements changed form."""
+    result = compare_responses(
+        _snapshot("legacy", {"p": [1, 2, 3]}), _snapshot("new", {"p": [2.0, 1.0, 3.0]}), Compare(ignore_order=True)
+    )
+    assert (result.outcome, result.differences) == ("match", ())
+
+
+def test_a_real_change_beside_jittered_numbers_is_the_only_difference() -> None:
+    """[1.0, 5.0] against [1.0004, 7.0] within 0.001: only 5.0 → 7.0 is reported, as one change."""
+    rules = Compare(ignore_order=("$.p",), float_tolerance=0.001)
+    result = compare_responses(_snapshot("legacy", {"p": [1.0, 5.0]}), _snapshot("new", {"p": [1.0004, 7.0]}), rules)
+    assert [(d.path, d.kind, d.legacy, d.new) for d in result.differences] == [("$.p[1]", "changed", "5.0", "7.0")]
+
+
+def test_numbers_are_matched_one_to_one_as_many_as_possible() -> None:
+    """Sorted matching pairs every number it can (1.0 with 1.0009, 1.0009 with 1.0018), rewrites only those whose
+    form differs, leaves booleans and strings alone, and returns new itself when nothing changes."""
+    assert matched_numbers([1.0, 1.0009], [1.0018, 1.0009], 0.001) == [1.0009, 1.0]
+    assert matched_numbers([1, "1"], [True, "1", 1.0], 0) == [True, "1", 1]
+    same = [1, 2.5, "x"]
+    assert matched_numbers([2.5, 1], same, 0) is same
+    assert matched_numbers([1.0], [1.0, 1.0005], 0.001) == [1.0, 1.0005]  # one 1.0 on each side: one pair
