@@ -43,7 +43,7 @@ from shadow.judge.normalize import (
 )
 from shadow.judge.origins import Judged, Origins, noted, unify_pair
 from shadow.judge.textdiff import render_value
-from shadow.judge.unordered import PAIRING_CUTOFF, matched_numbers, unpaired_differences
+from shadow.judge.unordered import PAIRING_CUTOFF, matched_elements, unpaired_differences
 from shadow.values import Comparison, Difference, DiffKind, Outcome, field_diffs
 
 log = logging.getLogger("strangler.shadow.compare")
@@ -259,7 +259,14 @@ def _unordered_differences(
     added one; arrays of scalars it would not pair are judged without it (`shadow.judge.unordered`). Pairing
     compares every removed element with every added one; past PAIRING_BUDGET comparisons the elements are reported
     as removed and added instead (still each counted), so one large array cannot hold a worker thread for seconds."""
-    b = list(matched_numbers(a, b, rules.float_tolerance))  # equal numbers are one element, however written
+
+    def same(x: object, y: object, index: int) -> bool:  # the walk's own judgement of two elements
+        nested = functools.partial(_unordered_differences, rules=rules, notes=[], paired=[])
+        at = (*path, index)
+        tolerance, ignore_order = rules.float_tolerance, rules.ignore_order
+        return not json_differences(x, y, float_tolerance=tolerance, ignore_order=ignore_order, unordered=nested, at=at)
+
+    b = list(matched_elements(a, b, rules.float_tolerance, same))  # equal elements are one, however written
     only_a, only_b = _unmatched(a, b)
     if not only_a and not only_b:
         return []
@@ -294,7 +301,8 @@ def deepdiff_differences(doc_a: object, doc_b: object, rules: Compare) -> list[D
 
 def _take_order(a: object, b: object, path: list[str | int], rules: Compare, found: list[Difference]) -> object:
     """`b` with arrays that differ from `a` only in order replaced by `a`'s, recording an "order" difference, and
-    with the numbers of order-blind arrays matched to `a`'s (`unordered.matched_numbers`, as the walk does)."""
+    with the elements of order-blind arrays that equal `a`'s written as `a`'s (`unordered.matched_elements`, as the
+    walk does, judging two elements by deepdiff here)."""
     ignore_order = rules.ignore_order
     if isinstance(a, dict) and isinstance(b, dict):
         out: dict[str, object] | None = None
@@ -306,7 +314,7 @@ def _take_order(a: object, b: object, path: list[str | int], rules: Compare, fou
         return b if out is None else out
     if isinstance(a, list) and isinstance(b, list):
         if is_order_insensitive(path, ignore_order):
-            return matched_numbers(a, b, rules.float_tolerance)
+            return matched_elements(a, b, rules.float_tolerance, lambda x, y, i: not _deepdiff(x, y, rules, (*path, i)))
         if len(a) == len(b) and a != b and sorted(map(canonical_json, a)) == sorted(map(canonical_json, b)):
             concrete = format_path(path)
             found.append(Difference(concrete, group_path(concrete), "order", render_value(a), render_value(b)))

@@ -46,11 +46,18 @@ class _Rules:
 
 
 def json_differences(
-    a: object, b: object, *, float_tolerance: float, ignore_order: bool | tuple[str, ...], unordered: Unordered
+    a: object,
+    b: object,
+    *,
+    float_tolerance: float,
+    ignore_order: bool | tuple[str, ...],
+    unordered: Unordered,
+    at: Sequence[str | int] = (),
 ) -> list[Difference]:
-    """Every difference between documents `a` (legacy) and `b` (new), ignored fields already removed."""
+    """Every difference between documents `a` (legacy) and `b` (new), ignored fields already removed; `at`: where
+    the two sit in their documents (for `ignore_order` paths), the root by default."""
     found: list[_Found] = []
-    _walk(a, b, [], _Rules(float_tolerance, ignore_order, unordered), found)
+    _walk(a, b, list(at), _Rules(float_tolerance, ignore_order, unordered), found)
     return [item if isinstance(item, Difference) else _difference(*item) for item in found]
 
 

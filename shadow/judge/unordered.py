@@ -1,8 +1,13 @@
-"""An order-blind array of scalars that differs: deepdiff's report for it, without deepdiff, when deepdiff would pair
-nothing.
+"""Order-blind (`ignore_order`) arrays that differ: which elements are the same one, and deepdiff's report without
+deepdiff where it would pair nothing.
 
-deepdiff with `ignore_order` and `report_repetition` (`shadow.judge.compare._deepdiff`'s options) hashes every
-element and reports:
+First, `matched_elements`: elements equal by the JSON rules but written otherwise (1 and 1.0, numbers within
+`float_tolerance`, objects whose fields differ only so) are written as legacy's, one to one. deepdiff hashes them
+apart and pairs removed with added elements only while few differ, so without this an order-blind list whose
+numbers all changed form read as every element removed and added.
+
+Then, for arrays of scalars: deepdiff with `ignore_order` and `report_repetition` (`shadow.judge.compare._deepdiff`'s
+options) hashes every element and reports:
 - an element whose hash is only in new as added, at each of its indexes in new;
 - one whose hash is only in legacy as removed, at each of its indexes in legacy;
 - one in both whose count changed as one repetition change, at its first index in legacy, with both runs as values.
@@ -23,10 +28,12 @@ generated arrays.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 
 from shadow.judge.jsondiff import same_number
 from shadow.judge.jsonpath import format_path, group_path
+from shadow.judge.normalize import canonical_json
 from shadow.judge.textdiff import render_value
 from shadow.values import Difference
 
@@ -35,6 +42,7 @@ from shadow.values import Difference
 PAIRING_CUTOFF = 0.7
 _SCALARS = frozenset({int, float, bool, str, type(None)})
 _NUMBERS = (int, float)  # by type, so a boolean is not one
+_CONTAINERS = (dict, list)
 _Key = tuple[type, object]
 
 
@@ -65,6 +73,51 @@ def matched_numbers(a: Sequence[object], b: Sequence[object], tolerance: float) 
         else:
             j += 1
     return b if out is None else out
+
+
+# Element pairs past which containers are not matched by equality (each pair costs a comparison of the two).
+MATCH_BUDGET = 2_500
+
+
+def matched_elements(
+    a: Sequence[object], b: Sequence[object], tolerance: float, equal: Callable[[object, object, int], bool]
+) -> Sequence[object]:
+    """`b` with each element that equals an element of `a` by the JSON rules, but is written otherwise, written as
+    that element of `a`, one to one; `b` itself when nothing needed rewriting.
+
+    The rules' equality is wider than deepdiff's hashes: numbers as numbers (`matched_numbers`), and objects or
+    arrays whose contents differ only so (`equal(x, y, index of x)`: the comparison that judges them, asked only of
+    elements without an identical partner, and of at most MATCH_BUDGET pairs). Elements identical on both sides
+    are left to pair as they are."""
+    b = matched_numbers(a, b, tolerance)
+    keys_a, keys_b = [canonical_json(x) for x in a], [canonical_json(y) for y in b]
+    shared = Counter(keys_a) & Counter(keys_b)  # identical on both sides: these pair as they are
+    only_a = _unmatched_containers(a, keys_a, shared.copy())
+    only_b = _unmatched_containers(b, keys_b, shared)
+    if not only_a or not only_b or len(only_a) * len(only_b) > MATCH_BUDGET:
+        return b
+    out: list[object] | None = None
+    for j in only_b:
+        y = b[j]
+        for n, i in enumerate(only_a):
+            x = a[i]
+            if type(x) is type(y) and equal(x, y, i):
+                out = list(b) if out is None else out
+                out[j] = x
+                del only_a[n]
+                break
+    return b if out is None else out
+
+
+def _unmatched_containers(items: Sequence[object], keys: list[bytes], shared: Counter[bytes]) -> list[int]:
+    """Indexes of the objects and arrays left once the identical ones (`shared`, used up here) are paired."""
+    out = []
+    for index, (item, key) in enumerate(zip(items, keys, strict=True)):
+        if shared[key] > 0:
+            shared[key] -= 1
+        elif type(item) in _CONTAINERS:
+            out.append(index)
+    return out
 
 
 def unpaired_differences(

@@ -245,6 +245,21 @@ SCENARIOS: tuple[Scenario, ...] = (
         route={"compare": {"ignore_order": ["$.ids"]}},
     ),
     Scenario(
+        "json-order-blind-items-prices-as-floats",  # every item's price now a float, items in another order
+        json_reply({"items": [{"sku": "a", "price": 10}, {"sku": "b", "price": 20}, {"sku": "c", "price": 30}]}),
+        json_reply({"items": [{"sku": "c", "price": 30.0}, {"sku": "a", "price": 10.0}, {"sku": "b", "price": 20.0}]}),
+        "ready",
+        route={"compare": {"ignore_order": ["$.items"]}},
+    ),
+    Scenario(
+        "json-order-blind-items-one-price-changed",  # beside items that only changed form: one real change
+        json_reply({"items": [{"sku": "a", "price": 10}, {"sku": "b", "price": 20}, {"sku": "c", "price": 30}]}),
+        json_reply({"items": [{"sku": "c", "price": 30.0}, {"sku": "a", "price": 12.0}, {"sku": "b", "price": 20.0}]}),
+        "diverging",
+        real={"$.items[*].price": "changed"},
+        route={"compare": {"ignore_order": ["$.items"]}},
+    ),
+    Scenario(
         "json-order-blind-list-value-replaced",  # deepdiff pairs the removed value with the added one
         json_reply({"flags": ["gift", "express", "fragile"]}),
         json_reply({"flags": ["express", "heavy", "gift"]}),

@@ -14,7 +14,13 @@ from hypothesis import strategies as st
 from proxy.config.model import Compare
 from proxy.events import ResponseSnapshot
 from shadow.judge.compare import _deepdiff, compare_responses
-from shadow.judge.unordered import PAIRING_CUTOFF, matched_numbers, unpaired_differences
+from shadow.judge.unordered import (
+    MATCH_BUDGET,
+    PAIRING_CUTOFF,
+    matched_elements,
+    matched_numbers,
+    unpaired_differences,
+)
 from shadow.values import Difference
 
 # Values whose deepdiff hashes are easy to get wrong: 0, 0.0 and -0.0 (the two floats share a hash), 1 and 1.0 (they
@@ -154,3 +160,42 @@ def test_numbers_are_matched_one_to_one_as_many_as_possible() -> None:
     same = [1, 2.5, "x"]
     assert matched_numbers([2.5, 1], same, 0) is same
     assert matched_numbers([1.0], [1.0, 1.0005], 0.001) == [1.0, 1.0005]  # one 1.0 on each side: one pair
+
+
+def test_objects_whose_numbers_changed_form_are_no_difference_in_an_order_blind_array() -> None:
+    """An order-blind list of items whose prices all turned from integers into floats, or all moved within the
+    tolerance, in another order: a match (deepdiff alone reported every item removed and added)."""
+    legacy = _snapshot("legacy", {"items": [{"id": 1, "price": 10}, {"id": 2, "price": 20}]})
+    as_floats = _snapshot("new", {"items": [{"id": 2, "price": 20.0}, {"id": 1, "price": 10.0}]})
+    jittered = _snapshot("new", {"items": [{"id": 2, "price": 20.0004}, {"id": 1, "price": 9.9996}]})
+    assert compare_responses(legacy, as_floats, Compare(ignore_order=("$.items",))).outcome == "match"
+    tolerant = Compare(ignore_order=("$.items",), float_tolerance=0.001)
+    assert compare_responses(legacy, jittered, tolerant).outcome == "match"
+
+
+def test_a_real_change_inside_one_object_is_reported_at_its_field() -> None:
+    """Beside an item that only changed form, the item whose price really changed is one change at its field."""
+    legacy = _snapshot("legacy", {"items": [{"id": 1, "price": 10.0}, {"id": 2, "price": 20.0}]})
+    new = _snapshot("new", {"items": [{"id": 2, "price": 20.0004}, {"id": 1, "price": 12.0}]})
+    result = compare_responses(legacy, new, Compare(ignore_order=("$.items",), float_tolerance=0.001))
+    found = [(d.path, d.kind, d.legacy, d.new) for d in result.differences]
+    assert found == [("$.items[0].price", "changed", "10.0", "12.0")]
+
+
+def test_containers_are_matched_one_to_one_by_the_given_equality_within_the_budget() -> None:
+    """Identical elements pair as they are; each other object takes the first equal one of legacy, once; past
+    MATCH_BUDGET element pairs nothing is asked."""
+    asked: list[tuple[object, object, int]] = []
+
+    def equal(x: object, y: object, index: int) -> bool:
+        asked.append((x, y, index))
+        return isinstance(x, dict) and isinstance(y, dict) and x["id"] == y["id"]
+
+    a: list[object] = [{"id": 1}, {"id": 2, "v": 1}, {"id": 2, "v": 2}]
+    b: list[object] = [{"id": 2, "v": 9}, {"id": 1}, {"id": 2, "v": 8}]
+    assert matched_elements(a, b, 0, equal) == [{"id": 2, "v": 1}, {"id": 1}, {"id": 2, "v": 2}]
+    assert all(x != {"id": 1} for x, _, _ in asked)  # the identical pair was never compared
+    many: list[object] = [{"id": i} for i in range(MATCH_BUDGET)]
+    asked.clear()
+    assert matched_elements([{"id": -1}, {"id": -2}], many, 0, equal) is many
+    assert asked == []
