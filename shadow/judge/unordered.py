@@ -90,6 +90,8 @@ def matched_elements(
     elements without an identical partner, and of at most MATCH_BUDGET pairs). Elements identical on both sides
     are left to pair as they are."""
     b = matched_numbers(a, b, tolerance)
+    if not any(type(x) in _CONTAINERS for x in a) or not any(type(y) in _CONTAINERS for y in b):
+        return b  # scalars only (the common enum list): nothing more to match, and no canonical forms to build
     keys_a, keys_b = [canonical_json(x) for x in a], [canonical_json(y) for y in b]
     shared = Counter(keys_a) & Counter(keys_b)  # identical on both sides: these pair as they are
     only_a = _unmatched_containers(a, keys_a, shared.copy())
