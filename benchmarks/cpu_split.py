@@ -112,8 +112,9 @@ def measure(setup: str, seconds: float, connections: int, perf: bool) -> dict[st
         ceiling = cores / (total / requests)
         print(f"  {'all':<22} {total / requests * 1e6:7.1f} µs; {cores} cores / that = {ceiling:,.0f} req/s "
               f"if the cores were the only limit ({total / elapsed:.0%} busy)")  # fmt: skip
-        if recording is not None:
-            found = shares(recording)
+        if recording is not None and not (found := shares(recording)).samples:
+            print("  perf recorded no samples of the proxy (not permitted to sample another process?)")
+        elif recording is not None:
             own = sum(used[next(iter(roles))]) / requests * 1e6
             waking = f"{found.waking:.0%} waking a peer ({WAKE}): about {found.waking * own:.1f} µs per request"
             print(f"  perf, the proxy's {found.samples:,} samples: {found.kernel:.0%} in the kernel, {waking}")
