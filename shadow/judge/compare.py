@@ -255,10 +255,12 @@ def _json_differences(
 def _unordered_differences(
     a: list[object], b: list[object], path: Sequence[str | int], *, rules: Compare, notes: list[str], paired: list[str]
 ) -> list[Difference]:
-    """An order-blind array's differences from deepdiff, which pairs each removed element with its most similar
-    added one; arrays of scalars it would not pair are judged without it (`shadow.judge.unordered`). Pairing
-    compares every removed element with every added one; past PAIRING_BUDGET comparisons the elements are reported
-    as removed and added instead (still each counted), so one large array cannot hold a worker thread for seconds."""
+    """An order-blind array's differences. Elements equal by the JSON rules but written otherwise are one element
+    first (`unordered.matched_elements`, judged by this walk); arrays of scalars deepdiff would not pair are then
+    judged without it (`unordered.unpaired_differences`), the rest by deepdiff, which pairs each removed element
+    with its most similar added one. Pairing compares every removed element with every added one; past
+    PAIRING_BUDGET comparisons the elements are reported as removed and added instead (still each counted), so one
+    large array cannot hold a worker thread for seconds."""
 
     def same(x: object, y: object, index: int) -> bool:  # the walk's own judgement of two elements
         nested = functools.partial(_unordered_differences, rules=rules, notes=[], paired=[])
