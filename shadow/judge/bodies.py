@@ -125,7 +125,7 @@ def body_differences(
         else:
             return diffs, notes, paired
     if kind == "text":
-        return text_differences(a, b, content_type, notes), notes, paired
+        return text_differences(a, b, content_type, notes, _entity_headers(new.headers)[0]), notes, paired
     return binary_differences(a, b), notes, paired
 
 

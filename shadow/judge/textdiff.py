@@ -25,11 +25,17 @@ MAX_TEXT_LINES = 2_000  # differing lines per side past which lines are compared
 ORDER_GROUP = f"{SIGNATURE_PREFIX}(line order)"  # the same lines in another order, past MAX_TEXT_LINES
 
 
-def text_differences(a: bytes, b: bytes, content_type: str | None, notes: list[str]) -> list[Difference]:
-    """Every line that differs between two text bodies (HTML on the lines of its markup), one difference each."""
-    encoding, html = charset(content_type), is_html(content_type)
-    lines_a = text_lines(_decode_text(a, encoding), html=html)
-    lines_b = text_lines(_decode_text(b, encoding), html=html)
+def text_differences(
+    a: bytes, b: bytes, content_type: str | None, notes: list[str], new_content_type: str | None = None
+) -> list[Difference]:
+    """Every line that differs between two text bodies (HTML on the lines of its markup), one difference each.
+
+    Each side is decoded with the charset its own Content-Type declares (`new_content_type` for new, legacy's when
+    not given), so a page re-encoded in another charset is the same text: the charset change is the Content-Type
+    header's difference, not a garbled line of the body."""
+    html = is_html(content_type)
+    lines_a = text_lines(_decode_text(a, charset(content_type)), html=html)
+    lines_b = text_lines(_decode_text(b, charset(new_content_type or content_type)), html=html)
     if lines_a == lines_b:
         return []
     # The line diff is quadratic at worst: cut the common head and tail first, and past MAX_TEXT_LINES compare the

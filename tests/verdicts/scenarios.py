@@ -85,12 +85,14 @@ def json_reply(body: object, *, content_type: str = "application/json; charset=u
     return handler
 
 
-def text_reply(body: object, *, content_type: str = "text/plain; charset=utf-8", status: int = 200) -> Handler:
-    """The text `body` (or `body(request)`), UTF-8."""
+def text_reply(
+    body: object, *, content_type: str = "text/plain; charset=utf-8", status: int = 200, encoding: str = "utf-8"
+) -> Handler:
+    """The text `body` (or `body(request)`), encoded as `encoding` (UTF-8 unless said)."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
         text = str(_build(body, request))
-        return web.Response(body=text.encode(), status=status, headers={"Content-Type": content_type})
+        return web.Response(body=text.encode(encoding), status=status, headers={"Content-Type": content_type})
 
     return handler
 
@@ -349,6 +351,13 @@ SCENARIOS: tuple[Scenario, ...] = (
         real={line_group("<tr><td>Green gizmo</td><td>2</td></tr>"): "changed"},
         noise={line_group("<footer>Queries took 0.53ms</footer>"): "changed"},
         route=NOISE,
+    ),
+    Scenario(
+        "html-same-page-in-latin-1",  # the text is the same; only the declared charset (a header) differs
+        text_reply("<p>Café crème brûlée</p>\n", content_type="text/html; charset=utf-8"),
+        text_reply("<p>Café crème brûlée</p>\n", content_type="text/html; charset=iso-8859-1", encoding="latin-1"),
+        "diverging",
+        real={"header.content-type": "changed"},
     ),
     Scenario(
         "text-changed-line",

@@ -212,3 +212,21 @@ def test_text_differences_decode_with_the_charset() -> None:
     )
     assert [(d.group, d.legacy) for d in found] == [('text: "café #"', '"café 1"')]
     assert text_differences(b"a", b"b", "text/plain; charset=nonsense", notes)[0].new == '"b"'
+
+
+def test_each_side_is_decoded_with_its_own_charset() -> None:
+    """A page re-encoded as Latin-1, with that charset declared, is the same text: only the Content-Type header
+    differs (the body was decoded with legacy's charset, and read as a garbled changed line)."""
+    page = "<p>Café crème</p>\n<p>Prix: 5 €</p>\n".replace("€", "EUR")
+    legacy = snap(page.encode("utf-8"), content_type="text/html; charset=utf-8")
+    new = snap(page.encode("latin-1"), content_type="text/html; charset=iso-8859-1", side="new")
+    result = compare_responses(legacy, new, Compare())
+    assert [(d.path, d.kind) for d in result.differences] == [("header.content-type", "changed")]
+
+
+def test_text_differences_take_new_sides_charset_when_given() -> None:
+    """Legacy's charset for legacy, new's for new; without new's, legacy's for both."""
+    notes: list[str] = []
+    utf8, latin1 = "é".encode(), "é".encode("latin-1")
+    assert text_differences(utf8, latin1, "text/plain; charset=utf-8", notes, "text/plain; charset=latin-1") == []
+    assert text_differences(utf8, latin1, "text/plain; charset=utf-8", notes)[0].new == '"\ufffd"'
