@@ -2,7 +2,7 @@
 structural walk (shadow/judge/jsondiff.py), side by side in one run.
 
 Run: `.venv/bin/python -m benchmarks.compare_bench [--seconds 1] [--json]`. Each case parses both bodies and lists
-their differences, once with `compare.deepdiff_differences` and once with the walk compare uses; the last column is
+their differences, once with `reference.deepdiff_differences` and once with the walk compare uses; the last column is
 the whole `compare_responses` (headers, decoding, fast check, walk, sort, cap) on the same pair. Issue 13's target:
 >= 5,000 mismatching pairs judged per second per core.
 """
@@ -19,7 +19,8 @@ import orjson
 from benchmarks.compare_micro import order_document, rates, snapshot
 from proxy.config.model import Compare
 from shadow.judge.bodies import compared_document
-from shadow.judge.compare import _json_differences, compare_responses, deepdiff_differences
+from shadow.judge.compare import _json_differences, compare_responses
+from shadow.judge.reference import deepdiff_differences
 from shadow.values import Difference
 
 TARGET = 5_000

@@ -6,8 +6,8 @@ First, `matched_elements`: elements equal by the JSON rules but written otherwis
 apart and pairs removed with added elements only while few differ, so without this an order-blind list whose
 numbers all changed form read as every element removed and added.
 
-Then, for arrays of scalars: deepdiff with `ignore_order` and `report_repetition` (`shadow.judge.compare._deepdiff`'s
-options) hashes every element and reports:
+Then, for arrays of scalars: deepdiff with `ignore_order` and `report_repetition`
+(`shadow.judge.compare.deepdiff_report`'s options) hashes every element and reports:
 - an element whose hash is only in new as added, at each of its indexes in new;
 - one whose hash is only in legacy as removed, at each of its indexes in legacy;
 - one in both whose count changed as one repetition change, at its first index in legacy, with both runs as values.

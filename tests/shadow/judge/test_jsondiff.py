@@ -17,9 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proxy.config.model import Compare
-from shadow.judge.compare import _json_differences, deepdiff_differences
+from shadow.judge.compare import _json_differences
 from shadow.judge.jsondiff import ALIGN_BUDGET
 from shadow.judge.jsondiff import json_differences as walk
+from shadow.judge.reference import deepdiff_differences
 from shadow.values import Difference
 
 # Small value pools, so that generated documents share keys and values and differ in a few places, the way two

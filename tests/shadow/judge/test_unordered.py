@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from proxy.config.model import Compare
 from proxy.events import ResponseSnapshot
-from shadow.judge.compare import _deepdiff, compare_responses
+from shadow.judge.compare import compare_responses, deepdiff_report
 from shadow.judge.unordered import (
     MATCH_BUDGET,
     PAIRING_CUTOFF,
@@ -50,7 +50,7 @@ def test_its_report_is_deepdiffs_whenever_it_answers(
     if found is None:
         return
     rules = Compare(ignore_order=True, float_tolerance=tolerance)
-    assert _rows(found) == _rows(_deepdiff(a, b, rules, ("l",), pair=pair))
+    assert _rows(found) == _rows(deepdiff_report(a, b, rules, ("l",), pair=pair))
 
 
 @settings(max_examples=300, deadline=None, derandomize=True)
