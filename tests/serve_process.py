@@ -111,3 +111,9 @@ async def ready_while_running(process: subprocess.Popen[Any], port: int) -> bool
         err = process.stderr.read() if process.stderr else ""
         raise AssertionError(f"serve exited early with {process.returncode}: {err!r}")
     return await admin_ready(port)
+
+
+async def stop_cleanly(process: subprocess.Popen[Any], limit: float = 20.0) -> int:
+    """SIGTERM `process` and wait up to `limit` seconds for it to exit; its exit code (a graceful stop is 0)."""
+    process.send_signal(signal.SIGTERM)
+    return await asyncio.wait_for(asyncio.to_thread(process.wait), limit)

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import signal
 import socket
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -19,6 +16,8 @@ from cli.main import app
 from cli.output import CliError
 from proxy.canary import bucket
 from proxy.config.loader import load_config
+from tests.proxy.app_fixtures import wait_until
+from tests.serve_process import child_process, ready_while_running, stop_cleanly, strangler
 
 REPO_ROUTES = Path(__file__).resolve().parents[2] / "routes.yaml"
 
@@ -299,39 +298,13 @@ async def test_serve_runs_the_proxy_until_sigterm(tmp_path: Path) -> None:
     async with TestServer(make_legacy_app(), host="127.0.0.1") as legacy:
         config = config_for(tmp_path, legacy.port or 0, free_port())
         port, admin = free_port(), free_port()
-        argv = [
-            "-c",
-            "from cli.main import run; run()",
-            "serve",
-            "-c",
-            str(config),
-            "--port",
-            str(port),
-            "--admin-port",
-            str(admin),
-        ]
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-        )
-        try:
-            body = None
-            async with aiohttp.ClientSession() as session:
-                for _ in range(100):  # up to ~10 s for the interpreter to start and bind
-                    try:
-                        async with session.get(f"http://127.0.0.1:{port}/api/orders/3") as r:
-                            body = await r.json()
-                            break
-                    except aiohttp.ClientConnectionError:
-                        await asyncio.sleep(0.1)
-            assert body is not None
+        argv = ["serve", "-c", str(config), "--port", str(port), "--admin-port", str(admin)]
+        async with child_process(strangler(*argv)) as proc, aiohttp.ClientSession() as session:
+            await wait_until(lambda: ready_while_running(proc, admin), limit=10)  # the interpreter starts and binds
+            async with session.get(f"http://127.0.0.1:{port}/api/orders/3") as r:
+                body = await r.json()
             assert body["id"] == 3
-            proc.send_signal(signal.SIGTERM)
-            assert await asyncio.wait_for(proc.wait(), 20) == 0
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-            await proc.communicate()
+            assert await stop_cleanly(proc) == 0
 
 
 def test_demo_drives_traffic_and_prints_the_route_table(tmp_path: Path) -> None:

@@ -4,15 +4,13 @@ ignore_order") writes none of them to its log."""
 
 from __future__ import annotations
 
-import asyncio
-import signal
-import sys
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
-from tests.proxy.app_fixtures import free_port
+from tests.proxy.app_fixtures import free_port, wait_until
+from tests.serve_process import child_process, ready_while_running, stop_cleanly, strangler
 from tests.shadow.shadow_fixtures import backends, exchanges, write_config
 
 
@@ -43,32 +41,16 @@ async def test_serve_log_has_no_deepdiff_warnings(tmp_path: Path) -> None:
     port, admin = free_port(), free_port()
     async with backends(legacy_app, new_app) as (legacy, new):
         config = write_config(tmp_path, legacy.url, new.url, routes)
-        argv = ["-c", "from cli.main import run; run()", "serve", "-c", str(config), "--db", str(db), "--quiet"]
-        argv += ["--port", str(port), "--admin-port", str(admin)]
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-        )
-        try:
-            async with aiohttp.ClientSession() as session:
-                for _ in range(100):  # up to ~10 s for the interpreter to start and bind
-                    try:
-                        async with session.get(f"http://127.0.0.1:{port}/api/first") as r:
-                            assert r.status == 200
-                            break
-                    except aiohttp.ClientConnectionError:
-                        await asyncio.sleep(0.1)
-                for path in ("/api/2", "/blind/1", "/blind/2"):
-                    async with session.get(f"http://127.0.0.1:{port}{path}") as r:
-                        assert r.status == 200
-            proc.send_signal(signal.SIGTERM)
-            assert await asyncio.wait_for(proc.wait(), 20) == 0
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-            out, err = await proc.communicate()
+        argv = ["serve", "-c", str(config), "--db", str(db), "--quiet", "--port", str(port), "--admin-port", str(admin)]
+        async with child_process(strangler(*argv), text=True) as proc, aiohttp.ClientSession() as session:
+            await wait_until(lambda: ready_while_running(proc, admin), limit=10)  # the interpreter starts and binds
+            for path in ("/api/1", "/api/2", "/blind/1", "/blind/2"):
+                async with session.get(f"http://127.0.0.1:{port}{path}") as r:
+                    assert r.status == 200
+            assert await stop_cleanly(proc) == 0
+            assert proc.stderr is not None
+            log = proc.stderr.read()  # the proxy's and its shadow worker's (stdout is not used: logs go to stderr)
     assert [r["outcome"] for r in exchanges(db)] == ["mismatch"] * 4
-    log = (out + err).decode()
     assert "deepdiff" not in log.lower()  # --quiet: no banner, whose paths may name the test
     assert "max number of diffs" not in log
     assert "math_epsilon" not in log

@@ -4,10 +4,7 @@ planted differences; `strangler serve` and `strangler demo` run with the shadow 
 
 from __future__ import annotations
 
-import asyncio
 import io
-import signal
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -16,6 +13,8 @@ from rich.console import Console
 
 from cli.demo.driver import run_demo
 from tests.pipeline import REPO_CONFIG, fill_store
+from tests.proxy.app_fixtures import wait_until
+from tests.serve_process import child_process, ready_while_running, stop_cleanly, strangler
 from tests.shadow.shadow_fixtures import backends, closed_port_url, exchanges, query, write_config
 
 
@@ -57,33 +56,15 @@ async def test_serve_command_writes_the_store(tmp_path: Path) -> None:
     port, admin = _free_port(), _free_port()
     async with backends(answer, answer) as (legacy, new):
         config = write_config(tmp_path, legacy.url, new.url, routes)
-        argv = ["-c", "from cli.main import run; run()", "serve", "-c", str(config), "--db", str(db)]
-        argv += ["--port", str(port), "--admin-port", str(admin)]
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-        )
-        try:
-            served = 0
-            async with aiohttp.ClientSession() as session:
-                for _ in range(100):  # up to ~10 s for the interpreter to start and bind
-                    try:
-                        async with session.get(f"http://127.0.0.1:{port}/api/first") as r:
-                            assert r.status == 200
-                            served += 1
-                            break
-                    except aiohttp.ClientConnectionError:
-                        await asyncio.sleep(0.1)
-                for i in range(4):
-                    async with session.get(f"http://127.0.0.1:{port}/api/{i}") as r:
-                        assert r.status == 200
-                        served += 1
-            proc.send_signal(signal.SIGTERM)
-            assert await asyncio.wait_for(proc.wait(), 20) == 0
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-            await proc.communicate()
+        argv = ["serve", "-c", str(config), "--db", str(db), "--port", str(port), "--admin-port", str(admin)]
+        served = 0
+        async with child_process(strangler(*argv)) as proc, aiohttp.ClientSession() as session:
+            await wait_until(lambda: ready_while_running(proc, admin), limit=10)  # the interpreter starts and binds
+            for i in range(5):
+                async with session.get(f"http://127.0.0.1:{port}/api/{i}") as r:
+                    assert r.status == 200
+                    served += 1
+            assert await stop_cleanly(proc) == 0
     assert served == 5
     assert [r["outcome"] for r in exchanges(db)] == ["match"] * 5
     assert len(new.seen) == 5

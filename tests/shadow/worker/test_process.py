@@ -50,6 +50,7 @@ from shadow.worker.wire import (
 )
 from tests.pipeline import REPO_CONFIG
 from tests.proxy.app_fixtures import wait_until
+from tests.serve_process import child_process, ready_while_running, stop_cleanly
 from tests.shadow.shadow_fixtures import SHADOW_ROUTE, backends, closed_port_url, differences, query, write_config
 from tests.shadow.worker_fixtures import WAIT, WorkerProxy, children, cmdline, pid_alive, until, worker_proxy
 
@@ -576,7 +577,8 @@ def test_metric_changes_add_up_on_the_receiving_side() -> None:
 # --- strangler serve --------------------------------------------------------------------------------------------
 
 
-# The installed entry point when there is one (the venv's), else the same code through the interpreter.
+# The installed entry point when there is one (the venv's), else the same code through the interpreter: this test
+# also checks that the console script works.
 _ENTRY_POINT = Path(sys.executable).with_name("strangler")
 STRANGLER = [str(_ENTRY_POINT)] if _ENTRY_POINT.exists() else [sys.executable, "-c", "from cli.main import run; run()"]
 
@@ -593,41 +595,16 @@ async def test_serve_subprocess_stores_every_request(tmp_path: Path, flag: str) 
     async with backends(legacy_answer, candidate_answer) as (legacy, new):
         config = write_config(tmp_path, legacy.url, new.url, "- {id: api, match: {path: /api/**}, mode: shadow}")
         argv = ["serve", "-c", str(config), "--db", str(db), "--port", str(port), "--admin-port", str(admin), flag]
-        proc = await asyncio.create_subprocess_exec(
-            *STRANGLER,
-            *argv,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        try:
-            async with aiohttp.ClientSession() as session:
-
-                async def serving() -> bool:
-                    try:
-                        async with session.get(f"http://127.0.0.1:{port}/api/first") as r:
-                            assert r.status == 200
-                            return True
-                    except aiohttp.ClientConnectionError:
-                        return False
-
-                try:
-                    await wait_until(serving, limit=10)  # for the interpreter to start and bind
-                except TimeoutError:
-                    raise AssertionError("strangler serve did not start") from None
-                for i in range(N):
-                    async with session.get(f"http://127.0.0.1:{port}/api/{i}") as r:
-                        assert (r.status, await r.json()) == (200, legacy_doc(f"/api/{i}"))
+        async with child_process([*STRANGLER, *argv]) as proc, aiohttp.ClientSession() as session:
+            await wait_until(lambda: ready_while_running(proc, admin), limit=10)  # the interpreter starts and binds
+            for i in range(N + 1):
+                async with session.get(f"http://127.0.0.1:{port}/api/{i}") as r:
+                    assert (r.status, await r.json()) == (200, legacy_doc(f"/api/{i}"))
             if flag == "--shadow-worker":
                 await until(lambda: any(is_worker(c) for c in children(proc.pid)), "the worker child")
             workers = [c for c in children(proc.pid) if is_worker(c)]
             assert len(workers) == (1 if flag == "--shadow-worker" else 0)
-            proc.send_signal(signal.SIGTERM)
-            assert await asyncio.wait_for(proc.wait(), 20) == 0
+            assert await stop_cleanly(proc) == 0
             assert not [w for w in workers if pid_alive(w)]  # serve waited for its worker: no orphan left
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-            _, stderr = await proc.communicate()
-        assert len(new.seen) == N + 1, stderr.decode()
+        assert len(new.seen) == N + 1
     assert outcomes(db, "/api/") == ["match"] * (N + 1)
