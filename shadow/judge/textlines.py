@@ -1,7 +1,8 @@
 """Text bodies as the lines they are compared by, and the signature that groups a line's differences (pure).
 
 Lines: line endings (CRLF, CR, LF), trailing whitespace and trailing blank lines are no difference. HTML is
-compared on the lines of its markup, not its source lines: whitespace runs collapse to one space, and a line
+compared on the lines of its markup, not its source lines: whitespace runs collapse to one space, every tag is
+written one way (names lower-cased, attributes sorted and double-quoted, no self-closing slash), and a line
 starts before every block-level tag and ends after every block-level closing tag (and after `<br>`), so a page
 served as one long line, or indented differently, still compares element by element (a table row, a paragraph);
 inline markup (`<b>`, `<a>`, `<td>`) stays in its line.
@@ -32,7 +33,11 @@ BLOCK_TAGS = frozenset({
 # fmt: on
 _LINE_BREAK_TAGS = frozenset({"br"})  # void tags after which a line ends
 
-_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9:-]*)[^<>]*>")  # [^<>]: linear on markup left unclosed
+_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9:-]*)([^<>]*)>")  # [^<>]: linear on markup left unclosed
+# One attribute and the space before it: name, then a double-quoted, single-quoted or bare value, or none.
+_ATTR = re.compile(
+    r"""\s+(?P<name>[^\s"'=<>/]+)(?:\s*=\s*(?:"(?P<dq>[^"]*)"|'(?P<sq>[^']*)'|(?P<bare>[^\s"'=<>`]+)))?"""
+)
 _SPACE = re.compile(r"\s+")
 _VOLATILE = re.compile(
     r"(?P<tag></?[A-Za-z][A-Za-z0-9:-]*)"  # tag names keep their digits: <h1>, </h2>
@@ -60,8 +65,9 @@ def text_lines(text: str, *, html: bool) -> list[str]:
 
 
 def html_lines(text: str) -> list[str]:
-    """HTML markup as lines: whitespace collapsed, one line per block-level element (see the module docstring)."""
-    flat = _SPACE.sub(" ", text)
+    """HTML markup as lines: whitespace collapsed, tags written one way (`_canonical_tag`), one line per block-level
+    element (see the module docstring)."""
+    flat = _TAG.sub(_canonical_tag, _SPACE.sub(" ", text))
     cuts = [0]
     for tag in _TAG.finditer(flat):
         name = tag[2].lower()
@@ -72,6 +78,29 @@ def html_lines(text: str) -> list[str]:
     cuts.append(len(flat))
     pieces = (flat[start:end].strip() for start, end in itertools.pairwise(cuts))
     return [piece for piece in pieces if piece]
+
+
+def _canonical_tag(tag: re.Match[str]) -> str:
+    """A tag as one spelling of its DOM: the name and attribute names lower-cased, the attributes sorted by name,
+    each value in double quotes, no self-closing slash (`<P ID=y class='x'/>` is `<p class="x" id="y">`).
+    Template engines differ on these when an app is ported; the page they render does not. A tag whose attributes
+    this cannot read whole is kept as it is."""
+    attrs = tag[3]
+    if not attrs.strip(" /"):  # no attributes; a self-closing slash is nothing in HTML (`<br/>` is `<br>`)
+        return f"<{tag[1]}{tag[2].lower()}>"
+    pairs = []
+    at = 0
+    for found in _ATTR.finditer(attrs):
+        if found.start() != at:
+            return tag[0]  # something between attributes this does not read: leave the tag alone
+        at = found.end()
+        value = found["dq"] if found["dq"] is not None else found["sq"] if found["sq"] is not None else found["bare"]
+        name = found["name"].lower()
+        pairs.append(name if value is None else f'{name}="{value.replace(chr(34), "&quot;")}"')
+    rest = attrs[at:].strip()
+    if rest not in ("", "/"):
+        return tag[0]
+    return f"<{tag[1]}{tag[2].lower()} {' '.join(sorted(pairs))}>"
 
 
 def _mask(match: re.Match[str]) -> str:

@@ -353,6 +353,12 @@ SCENARIOS: tuple[Scenario, ...] = (
         route=NOISE,
     ),
     Scenario(
+        "html-tags-spelled-otherwise",  # attribute order, case, quoting, self-closing slash: the same DOM
+        text_reply('<div class="card" id="c1">\n<IMG SRC="/a.png" alt=\'A\'/>\n</div>\n', content_type="text/html"),
+        text_reply("<div id=c1 class=card>\n<img alt=\"A\" src='/a.png'>\n</div>\n", content_type="text/html"),
+        "ready",
+    ),
+    Scenario(
         "html-same-page-in-latin-1",  # the text is the same; only the declared charset (a header) differs
         text_reply("<p>Café crème brûlée</p>\n", content_type="text/html; charset=utf-8"),
         text_reply("<p>Café crème brûlée</p>\n", content_type="text/html; charset=iso-8859-1", encoding="latin-1"),

@@ -230,3 +230,25 @@ def test_text_differences_take_new_sides_charset_when_given() -> None:
     utf8, latin1 = "é".encode(), "é".encode("latin-1")
     assert text_differences(utf8, latin1, "text/plain; charset=utf-8", notes, "text/plain; charset=latin-1") == []
     assert text_differences(utf8, latin1, "text/plain; charset=utf-8", notes)[0].new == '"\ufffd"'
+
+
+def test_html_tags_in_another_spelling_are_no_difference() -> None:
+    """Attribute order, name case, quoting and a self-closing slash are one DOM: no difference between the pages
+    (they read as changed lines before)."""
+    legacy = '<div class="card" id="c1">\n<IMG SRC="/a.png" alt=\'A\'/>\n<p data-id=7 class=note>Hi</p>\n</div>\n'
+    new = '<div id=c1 class=card>\n<img alt="A" src=\'/a.png\'>\n<P class="note" DATA-ID="7">Hi</P>\n</div>\n'
+    assert diffs(legacy, new, "text/html; charset=utf-8") == []
+
+
+def test_a_changed_attribute_value_is_still_a_difference() -> None:
+    """Only the spelling is normalised: another value is a changed line, shown in the one spelling."""
+    found = compare_text('<p class="a" id="x">Hi</p>', '<p id="x" class="b">Hi</p>', "text/html").differences
+    assert [(d.kind, d.legacy, d.new) for d in found] == [
+        ("changed", '"<p class=\\"a\\" id=\\"x\\">Hi</p>"', '"<p class=\\"b\\" id=\\"x\\">Hi</p>"')
+    ]
+
+
+def test_a_tag_whose_attributes_cannot_be_read_is_kept_as_it_is() -> None:
+    """A stray quote inside a tag: the tag is compared as written, not guessed at."""
+    assert html_lines('<p weird"attr class=x>t</p>') == ['<p weird"attr class=x>t</p>']
+    assert html_lines("<BR/><br />") == ["<br>", "<br>"]
