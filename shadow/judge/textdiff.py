@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import orjson
 
 from shadow.judge.normalize import charset
-from shadow.judge.textlines import SIGNATURE_PREFIX, is_html, line_signature, text_lines
+from shadow.judge.textlines import SIGNATURE_PREFIX, is_html, line_signature, respelled, text_lines
 from shadow.values import Difference, DiffKind
 
 MAX_VALUE_CHARS = 200  # a Difference value is JSON text of at most this many characters
@@ -34,8 +34,16 @@ def text_differences(
     not given), so a page re-encoded in another charset is the same text: the charset change is the Content-Type
     header's difference, not a garbled line of the body."""
     html = is_html(content_type)
-    lines_a = text_lines(_decode_text(a, charset(content_type)), html=html)
-    lines_b = text_lines(_decode_text(b, charset(new_content_type or content_type)), html=html)
+    lines_a = text_lines(_decode_text(a, charset(content_type)), html=html, respell=False)
+    lines_b = text_lines(_decode_text(b, charset(new_content_type or content_type)), html=html, respell=False)
+    if html:
+        # HTML tags are compared in one spelling. Lines equal as written at both ends need none (equal lines respell
+        # equally), so only the rest is respelled: a page whose footer alone changed costs one line, not every tag.
+        head, tail = _common_ends(lines_a, lines_b)
+        done: dict[str, str] = {}
+        end_a, end_b = len(lines_a) - tail, len(lines_b) - tail
+        lines_a = lines_a[:head] + respelled(lines_a[head:end_a], done) + lines_a[end_a:]
+        lines_b = lines_b[:head] + respelled(lines_b[head:end_b], done) + lines_b[end_b:]
     if lines_a == lines_b:
         return []
     # The line diff is quadratic at worst: cut the common head and tail first, and past MAX_TEXT_LINES compare the
