@@ -261,8 +261,9 @@ def _unordered_differences(
     PAIRING_BUDGET comparisons the elements are reported as removed and added instead (still each counted), so one
     large array cannot hold a worker thread for seconds."""
 
+    nested = functools.partial(_unordered_differences, rules=rules, notes=[], paired=[])  # their notes unused
+
     def same(x: object, y: object, index: int) -> bool:  # the walk's own judgement of two elements
-        nested = functools.partial(_unordered_differences, rules=rules, notes=[], paired=[])
         at = (*path, index)
         tolerance, ignore_order = rules.float_tolerance, rules.ignore_order
         return not json_differences(x, y, float_tolerance=tolerance, ignore_order=ignore_order, unordered=nested, at=at)

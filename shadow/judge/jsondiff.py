@@ -58,7 +58,7 @@ def json_differences(
     the two sit in their documents (for `ignore_order` paths), the root by default."""
     found: list[_Found] = []
     _walk(a, b, list(at), _Rules(float_tolerance, ignore_order, unordered), found)
-    return [item if isinstance(item, Difference) else _difference(*item) for item in found]
+    return [item if isinstance(item, Difference) else difference(*item) for item in found]
 
 
 # A difference as the walk finds it, written out (paths formatted, values rendered) only once it is kept: the
@@ -66,7 +66,9 @@ def json_differences(
 _Found = tuple[tuple[str | int, ...], DiffKind, object, object] | Difference
 
 
-def _difference(path: tuple[str | int, ...], kind: DiffKind, a: object, b: object) -> Difference:
+def difference(path: tuple[str | int, ...], kind: DiffKind, a: object, b: object) -> Difference:
+    """One difference written out: its concrete and grouped path, and both values rendered (none for the side an
+    addition or a removal lacks)."""
     concrete = "$" + "".join(map(_step_text, path))
     return Difference(
         concrete,

@@ -31,10 +31,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from shadow.judge.jsondiff import same_number
-from shadow.judge.jsonpath import format_path, group_path
+from shadow.judge.jsondiff import difference, same_number
 from shadow.judge.normalize import canonical_json
-from shadow.judge.textdiff import render_value
 from shadow.values import Difference
 
 # deepdiff pairs removed with added elements only while they are at most this share of the distinct elements of both
@@ -139,20 +137,15 @@ def unpaired_differences(
         if share <= PAIRING_CUTOFF:
             return None  # deepdiff would look for pairs by similarity
     out: list[Difference] = []
+    # deepdiff reports the first element of a hash at each of its indexes
     for key in added:
-        indexes = right[key]
-        value = render_value(b[indexes[0]])  # deepdiff reports the first element of a hash at each of its indexes
-        out.extend(_difference(path, i, "added", None, value) for i in indexes)
+        out.extend(difference((*path, i), "added", None, b[right[key][0]]) for i in right[key])
     for key in removed:
-        indexes = left[key]
-        value = render_value(a[indexes[0]])
-        out.extend(_difference(path, i, "removed", value, None) for i in indexes)
+        out.extend(difference((*path, i), "removed", a[left[key][0]], None) for i in left[key])
     for key, old in left.items():
         new = right.get(key)
         if new is not None and len(new) != len(old):
-            legacy_run = render_value([a[old[0]]] * len(old))
-            new_run = render_value([b[new[0]]] * len(new))
-            out.append(_difference(path, old[0], "changed", legacy_run, new_run))
+            out.append(difference((*path, old[0]), "changed", [a[old[0]]] * len(old), [b[new[0]]] * len(new)))
     return out
 
 
@@ -171,8 +164,3 @@ def _indexes(items: Sequence[object]) -> dict[_Key, list[int]] | None:
         else:
             seen.append(index)
     return found
-
-
-def _difference(path: Sequence[str | int], index: int, kind: str, legacy: str | None, new: str | None) -> Difference:
-    concrete = format_path([*path, index])
-    return Difference(concrete, group_path(concrete), kind, legacy, new)  # type: ignore[arg-type]
