@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.helpers import must_be_empty_body, should_remove_content_length
 
 from proxy.clock import duration_clock
+from proxy.coalesce import CoalescingWriter
 from proxy.config.model import Timeouts, Upstream
 from proxy.errors import UPSTREAM_FAULTS, ErrorKind, RequestBodyError, UpstreamError
 from proxy.events import Headers, RawHeaders
@@ -286,8 +287,13 @@ async def _send_whole(
     if error is None and not empty and len(body) != length:
         error = "reset"  # framed otherwise than its Content-Length said (a chunked body beside it): never pass it on
     if error is None:
+        data = head + body if body and not empty else head
+        writer = request.writer
         try:
-            await request.writer.write_eof(head + body if body and not empty else head)
+            if type(writer) is CoalescingWriter:
+                writer.write_whole(data)
+            else:
+                await writer.write_eof(data)
         except ConnectionError:
             error = "client_gone"
     else:

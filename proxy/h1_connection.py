@@ -28,6 +28,7 @@ from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.tcp_helpers import tcp_keepalive
 from aiohttp.web_protocol import _ErrInfo
 
+from proxy.coalesce import coalescer
 from proxy.conn_guard import ConnectionCounter, ConnectionGuard
 from proxy.server import fail_unfinished_body, request_parser
 
@@ -42,6 +43,7 @@ class H1Connection(BaseProtocol):
     __slots__ = (
         "_client_eof",
         "_close",
+        "_coalescing",
         "_current_request",
         "_data_received_cb",
         "_force_close",
@@ -61,6 +63,7 @@ class H1Connection(BaseProtocol):
         "_task_handler",
         "_timeout_ceil_threshold",
         "_waiter",
+        "holding",
         "max_field_size",
         "max_headers",
         "max_line_size",
@@ -113,6 +116,8 @@ class H1Connection(BaseProtocol):
         self._force_close = False
         self._last_body: StreamReader | None = None  # the body stream of the last request parsed
         self._client_eof = False  # the client half-closed: answer what it sent, then close
+        self._coalescing = coalescer(loop)  # whole responses go out at the end of the loop iteration (proxy.coalesce)
+        self.holding = False  # a response is held in it: flush before another write or a close
 
     def _serve_connection(self) -> Coroutine[Any, Any, None]:
         """The coroutine serving the queue until the connection closes (the subclass's)."""
@@ -159,6 +164,7 @@ class H1Connection(BaseProtocol):
         """The client half-closed its side: it sends nothing more but may still read. Every request it sent whole
         is answered, then the connection closes (as nginx does); with nothing to answer it closes now. A body that
         had not ended never will: its stream fails, so the handler answers instead of waiting for body_timeout."""
+        self.flush_held()  # False below closes the transport: what it holds goes out first
         if self._upgraded:
             return False  # a websocket's client is gone: close, which ends the session with the upstream
         self._client_eof = True
@@ -260,8 +266,15 @@ class H1Connection(BaseProtocol):
         self._force_close = True
         self._wake()
         if self.transport is not None:
+            self.flush_held()
             self.transport.close()
             self.transport = None
+
+    def flush_held(self) -> None:
+        """Send a response held by the loop's coalescer now: called before any other write or a close."""
+        if self.holding:
+            self.holding = False
+            self._coalescing.flush()
 
     def _wake(self) -> None:
         waiter = self._waiter

@@ -18,11 +18,11 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.helpers import ceil_timeout
-from aiohttp.http_writer import StreamWriter
 from aiohttp.streams import StreamReader
 from aiohttp.web_exceptions import HTTPException
 from aiohttp.web_protocol import ERROR, PayloadAccessError, _ErrInfo
 
+from proxy.coalesce import CoalescingWriter
 from proxy.conn_guard import ConnectionCounter
 from proxy.h1_connection import QUEUE_RESUME, H1Connection
 from proxy.responses import SentResponse
@@ -100,6 +100,7 @@ class ProtocolListener(H1Connection):
         factory = manager.request_factory
         handler = manager.request_handler
         queue = self._messages
+        coalescing = self._coalescing
         try:
             while not self._force_close:
                 if not queue:
@@ -115,7 +116,9 @@ class ProtocolListener(H1Connection):
                 if self._buffer_paused and len(queue) <= QUEUE_RESUME:
                     self._resume_parsing()
                 manager.requests_count += 1
-                writer = StreamWriter(self, loop)
+                if self.holding:  # the previous answer is held: it goes first
+                    self.flush_held()
+                writer = CoalescingWriter(self, loop, coalescing)
                 if isinstance(message, _ErrInfo):
                     request = factory(ERROR, payload, self, writer, self._task_handler)  # type: ignore[arg-type]
                     resp: web.StreamResponse | None = parser_refusal(
@@ -156,6 +159,7 @@ class ProtocolListener(H1Connection):
             self._task_handler = None
             self._close = True  # nothing read after this is served: the connection is closing
             if not self._force_close and self.transport is not None:
+                self.flush_held()
                 self.transport.close()
 
     async def _serve(

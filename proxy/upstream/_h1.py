@@ -20,6 +20,7 @@ from typing import cast
 from aiohttp.http_parser import RawResponseMessage
 from aiohttp.streams import StreamReader
 
+from proxy.coalesce import coalescer
 from proxy.upstream.h1_protocol import OUT_OF_STEP, RESPONSE_HEAD, Event, H1Failure, H1State
 
 # Up to this size the body is copied behind the head so one write (one syscall, one segment) carries both.
@@ -33,6 +34,7 @@ class H1Connection(asyncio.Protocol):
 
     __slots__ = (
         "_closed_waiter",
+        "_coalescing",
         "_drain_waiter",
         "_head",
         "_last_rx",
@@ -47,6 +49,7 @@ class H1Connection(asyncio.Protocol):
         "_timing",
         "_write_paused",
         "connected",
+        "holding",
         "idle_since",
         "pooled",
         "reused",
@@ -74,6 +77,8 @@ class H1Connection(asyncio.Protocol):
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._closed_waiter: asyncio.Future[None] | None = None
+        self._coalescing = coalescer(loop)  # a small request goes out at the end of the loop iteration
+        self.holding = False  # a request is held in it: flush before another write or a close
 
     # asyncio.Protocol callbacks
 
@@ -238,11 +243,11 @@ class H1Connection(asyncio.Protocol):
             self._state.abandon()
             raise H1Failure("reset", "upstream connection closed before the request", sent=False, responded=False)
         self._state.sent = True
-        if not body:
-            transport.write(head)
-        elif len(body) <= _COALESCE_LIMIT:
-            transport.write(head + body)
+        if len(body) <= _COALESCE_LIMIT:
+            if self._coalescing.write(transport, head + body if body else head):
+                self.holding = True
         else:
+            self._flush_held()
             transport.write(head)
             transport.write(body)
         self._arm(read_timeout)
@@ -287,6 +292,7 @@ class H1Connection(asyncio.Protocol):
             raise H1Failure("reset", "upstream connection closed before the request", sent=False, responded=False)
         state = self._state
         state.sent = True
+        self._flush_held()
         transport.write(head)
         count = 0
         async for chunk in body:
@@ -370,7 +376,14 @@ class H1Connection(asyncio.Protocol):
     def close(self) -> None:
         transport = self.transport
         if transport is not None and not transport.is_closing():
+            self._flush_held()
             transport.close()
+
+    def _flush_held(self) -> None:
+        """Send a request held by the loop's coalescer now: called before any other write or a close."""
+        if self.holding:
+            self.holding = False
+            self._coalescing.flush()
 
     def abort(self) -> None:
         transport = self.transport

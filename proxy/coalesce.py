@@ -1,0 +1,96 @@
+"""Write coalescing across connections: one loop iteration's small writes go out back to back at its end.
+
+Why: a send on loopback (a sidecar in front of a local legacy app, every benchmark) runs the receiver's TCP stack
+inside the sender's system call and ends by waking the receiver when it sleeps. A proxy whose Python work between
+two sends (tens of µs) outlasts its peer's (a few µs) finds the peer asleep at almost every send, and on a VM each
+wake-up is an inter-processor interrupt through the hypervisor: measured at 18-30 µs of the proxy's CPU per request
+(README "Performance"). Held to the end of the iteration, the sends of the requests served in it reach a peer that
+the first one woke and that is still busy. A bare uvloop proxy with 60 µs of work a request served 1.38x the
+requests per second this way.
+
+No latency is added when the loop is not busy: the first write of an iteration goes out at once; only writes made
+after it, while the loop still runs the callbacks that were due, wait for them to finish (the flush is the next
+callback after those). A connection that holds a write and then writes any other way, or closes, calls `flush`
+first, so its bytes never reorder. A held write to a transport closed meanwhile is dropped, as a write to it would
+have been.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from typing import Protocol
+
+from aiohttp.http_writer import StreamWriter
+
+_FOR_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, WriteCoalescer] = weakref.WeakKeyDictionary()
+
+
+class WriteCoalescer:
+    """The held writes of one event loop, in the order they were made."""
+
+    __slots__ = ("_held", "_loop", "_scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._held: list[tuple[asyncio.WriteTransport, bytes]] = []
+        self._scheduled = False
+
+    def write(self, transport: asyncio.WriteTransport, data: bytes) -> bool:
+        """Write `data` now when it is the iteration's first write, else hold it to the iteration's end. True when
+        held: the caller must `flush` before it writes to this transport any other way or closes it."""
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self.flush)
+            transport.write(data)
+            return False
+        self._held.append((transport, data))
+        return True
+
+    def flush(self) -> None:
+        """Send every held write now, in order (also the scheduled end-of-iteration callback)."""
+        self._scheduled = False
+        held = self._held
+        if not held:
+            return
+        self._held = []
+        for transport, data in held:
+            if not transport.is_closing():
+                transport.write(data)
+
+
+def coalescer(loop: asyncio.AbstractEventLoop) -> WriteCoalescer:
+    """The loop's one coalescer, shared by the client connections and the upstream pools it serves."""
+    found = _FOR_LOOP.get(loop)
+    if found is None:
+        found = _FOR_LOOP[loop] = WriteCoalescer(loop)
+    return found
+
+
+class Holder(Protocol):
+    """A connection that writes through a coalescer: it flushes before any other write or close while holding."""
+
+    transport: asyncio.Transport | None
+    holding: bool
+
+
+class CoalescingWriter(StreamWriter):
+    """The fast listener's response writer: a response written whole (head and body in one piece, the last write
+    of its request) goes through the loop's coalescer; everything else is aiohttp's StreamWriter."""
+
+    def __init__(self, protocol: Holder, loop: asyncio.AbstractEventLoop, coalescing: WriteCoalescer) -> None:
+        super().__init__(protocol, loop)  # type: ignore[arg-type]  # an aiohttp BaseProtocol, seen as a Holder here
+        self._holder = protocol
+        self._coalescing = coalescing
+
+    def write_whole(self, data: bytes) -> None:
+        """Write a whole response and end the writer (`write_eof` without the wait)."""
+        transport = self._holder.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("Cannot write to closing transport")
+        size = len(data)
+        self.buffer_size += size
+        self.output_size += size  # the access log's byte count
+        self._eof = True
+        if self._coalescing.write(transport, data):
+            self._holder.holding = True

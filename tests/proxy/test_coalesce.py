@@ -1,0 +1,193 @@
+"""Write coalescing (`proxy.coalesce`): an iteration's first write goes out at once, later ones at its end, in
+order; a connection holding a write flushes before it closes; and through the fast listener every client gets every
+answer whole and in order, also one that half-closes right after its requests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from proxy.coalesce import WriteCoalescer, coalescer
+from tests.proxy.app_fixtures import running_proxy, write_config
+
+CLIENTS = 24  # connections sending at once: their answers are written in the same loop iterations
+
+
+Pairs = list[tuple[socket.socket, socket.socket]]
+
+
+@pytest.fixture
+async def socket_pairs() -> AsyncIterator[Pairs]:
+    """Three connected socket pairs; the test writes on the first of each through a transport, reads the second."""
+    pairs = [socket.socketpair() for _ in range(3)]
+    for _, peer in pairs:
+        peer.setblocking(False)
+    yield pairs
+    for transport in _MADE.pop(id(pairs), []):
+        transport.abort()
+    await asyncio.sleep(0)  # the transports' closing callbacks run
+    for ours, peer in pairs:
+        ours.close()
+        peer.close()
+
+
+_MADE: dict[int, list[asyncio.WriteTransport]] = {}
+
+
+async def _transports(pairs: Pairs) -> list[asyncio.WriteTransport]:
+    loop = asyncio.get_running_loop()
+    made: list[asyncio.WriteTransport] = [
+        (await loop.create_connection(asyncio.Protocol, sock=ours))[0] for ours, _ in pairs
+    ]
+    _MADE[id(pairs)] = made
+    return made
+
+
+def _received(peer: socket.socket) -> bytes:
+    try:
+        return peer.recv(65536)
+    except BlockingIOError:
+        return b"(nothing yet)"
+
+
+async def test_first_write_of_an_iteration_goes_out_at_once_later_ones_at_its_end(
+    socket_pairs: Pairs,
+) -> None:
+    """The first write reaches its peer before the loop runs again; the second waits for the iteration's end."""
+    one, two, _ = await _transports(socket_pairs)
+    writes = WriteCoalescer(asyncio.get_running_loop())
+    assert writes.write(one, b"first") is False
+    assert writes.write(two, b"second") is True
+    assert _received(socket_pairs[0][1]) == b"first"
+    assert _received(socket_pairs[1][1]) == b"(nothing yet)"
+    await asyncio.sleep(0)  # the callbacks due now, the flush among them, run
+    assert _received(socket_pairs[1][1]) == b"second"
+    assert writes.write(two, b"third") is False  # a new iteration: its first write goes out at once
+    assert _received(socket_pairs[1][1]) == b"third"
+
+
+async def test_held_writes_keep_their_order_and_a_flush_before_close_sends_them_first(
+    socket_pairs: Pairs,
+) -> None:
+    """Writes held for one transport go out in the order made, and flushing before a close puts them ahead of EOF."""
+    one, two, _ = await _transports(socket_pairs)
+    writes = WriteCoalescer(asyncio.get_running_loop())
+    writes.write(one, b"x")
+    assert writes.write(two, b"a") is True
+    assert writes.write(two, b"b") is True
+    writes.flush()
+    two.close()
+    await asyncio.sleep(0.05)
+    peer = socket_pairs[1][1]
+    assert _received(peer) == b"ab"
+    assert _received(peer) == b""  # then EOF
+
+
+async def test_a_held_write_to_a_transport_closed_meanwhile_is_dropped_quietly(
+    socket_pairs: Pairs, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A transport aborted while its write is held gets nothing and logs nothing; the others get theirs."""
+    one, two, three = await _transports(socket_pairs)
+    writes = WriteCoalescer(asyncio.get_running_loop())
+    writes.write(one, b"x")
+    writes.write(two, b"lost")
+    writes.write(three, b"kept")
+    two.abort()
+    with caplog.at_level(logging.DEBUG, logger="asyncio"):
+        await asyncio.sleep(0.05)
+    assert _received(socket_pairs[2][1]) == b"kept"
+    assert _received(socket_pairs[1][1]) in (b"", b"(nothing yet)")
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_one_coalescer_per_loop() -> None:
+    """Client connections and upstream pools on one loop share its coalescer (one flush per iteration)."""
+    loop = asyncio.get_running_loop()
+    assert coalescer(loop) is coalescer(loop)
+
+
+def _answers(data: bytes) -> list[tuple[int, dict[str, str]]]:
+    """The status and JSON body of each response in `data`, in order (each with a Content-Length)."""
+    answers = []
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 "), head[:80]
+        length = next(int(line[15:]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
+        answers.append((int(head[9:12]), json.loads(rest[:length])))
+        data = rest[length:]
+    return answers
+
+
+def _request(client: int, n: int) -> bytes:
+    return b"GET /c%d/r%d HTTP/1.1\r\nHost: x\r\n\r\n" % (client, n)
+
+
+async def _pipelined(port: int, requests: list[bytes], *, half_close: bool = False) -> bytes:
+    count = len(requests)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"".join(requests))
+        if half_close:
+            writer.write_eof()
+        await writer.drain()
+        data = b""
+        async with asyncio.timeout(10):
+            while len(_split(data)) < count:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                data += chunk
+        return data
+    finally:
+        writer.close()
+
+
+def _split(data: bytes) -> list[tuple[int, dict[str, str]]]:
+    try:
+        return _answers(data)
+    except (AssertionError, StopIteration, ValueError):
+        return []
+
+
+@pytest.mark.parametrize("half_close", [False, True], ids=["keep-alive", "half-closed-after-requests"])
+async def test_many_clients_at_once_get_every_answer_whole_and_in_order(
+    legacy: TestServer, tmp_path: Path, half_close: bool
+) -> None:
+    """24 connections each pipeline 3 requests at once (and, half-closed, end their side right after): every
+    connection reads its 3 answers whole, in request order, though most were held to an iteration's end."""
+    assert legacy.port is not None
+    path = write_config(tmp_path / "routes.yaml", legacy=legacy.port, new=legacy.port)
+    async with running_proxy(path, server="fast") as running:
+        got = await asyncio.gather(
+            *(
+                _pipelined(running.proxy_port, [_request(client, n) for n in range(3)], half_close=half_close)
+                for client in range(CLIENTS)
+            )
+        )
+    for client, data in enumerate(got):
+        assert [(status, body["path"]) for status, body in _answers(data)] == [
+            (200, f"/c{client}/r{n}") for n in range(3)
+        ]
+
+
+async def test_an_answer_written_directly_after_a_held_one_comes_after_it(legacy: TestServer, tmp_path: Path) -> None:
+    """A refusal (written by aiohttp's writer, not held) pipelined behind a proxied answer (held while other
+    connections' answers go out) reaches the client after that answer, on every one of 24 connections."""
+    assert legacy.port is not None
+    path = write_config(tmp_path / "routes.yaml", legacy=legacy.port, new=legacy.port)
+    refused = b"GET /c/a%2Fb HTTP/1.1\r\nHost: x\r\n\r\n"  # an encoded slash: 400 encoded_slash
+    async with running_proxy(path, server="fast") as running:
+        got = await asyncio.gather(
+            *(_pipelined(running.proxy_port, [_request(client, 0), refused]) for client in range(CLIENTS))
+        )
+    for client, data in enumerate(got):
+        answers = _answers(data)
+        assert [status for status, _ in answers] == [200, 400]
+        assert answers[0][1]["path"] == f"/c{client}/r0"
