@@ -27,25 +27,34 @@ _FOR_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, WriteCoalescer] 
 
 
 class WriteCoalescer:
-    """The held writes of one event loop, in the order they were made."""
+    """The held writes of one event loop, in the order they were made, and the round they belong to (one round per
+    flush: a connection that held a write in an earlier round has nothing held any more)."""
 
-    __slots__ = ("_held", "_loop", "_scheduled")
+    __slots__ = ("_held", "_loop", "_round", "_scheduled")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._held: list[tuple[asyncio.WriteTransport, bytes]] = []
+        self._round = 1
         self._scheduled = False
 
-    def write(self, transport: asyncio.WriteTransport, data: bytes) -> bool:
-        """Write `data` now when it is the iteration's first write, else hold it to the iteration's end. True when
-        held: the caller must `flush` before it writes to this transport any other way or closes it."""
+    def write(self, transport: asyncio.WriteTransport, data: bytes) -> int:
+        """Write `data` now when it is the iteration's first write, else hold it to the iteration's end. 0 when it
+        went out, else the round it is held in: the caller passes that to `flush_round` before it writes to this
+        transport any other way or closes it."""
         if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self.flush)
             transport.write(data)
-            return False
+            return 0
         self._held.append((transport, data))
-        return True
+        return self._round
+
+    def flush_round(self, held: int) -> None:
+        """Send every held write now if the round `held` has not been flushed yet (a connection's own check: most
+        find their round already gone, and must not send other connections' writes early)."""
+        if held == self._round:
+            self.flush()
 
     def flush(self) -> None:
         """Send every held write now, in order (also the scheduled end-of-iteration callback)."""
@@ -54,6 +63,7 @@ class WriteCoalescer:
         if not held:
             return
         self._held = []
+        self._round += 1
         for transport, data in held:
             if not transport.is_closing():
                 transport.write(data)
@@ -68,10 +78,11 @@ def coalescer(loop: asyncio.AbstractEventLoop) -> WriteCoalescer:
 
 
 class Holder(Protocol):
-    """A connection that writes through a coalescer: it flushes before any other write or close while holding."""
+    """A connection that writes through a coalescer: while `held` names a round, it flushes that round before any
+    other write or a close."""
 
     transport: asyncio.Transport | None
-    holding: bool
+    held: int
 
 
 class CoalescingWriter(StreamWriter):
@@ -92,5 +103,4 @@ class CoalescingWriter(StreamWriter):
         self.buffer_size += size
         self.output_size += size  # the access log's byte count
         self._eof = True
-        if self._coalescing.write(transport, data):
-            self._holder.holding = True
+        self._holder.held = self._coalescing.write(transport, data)

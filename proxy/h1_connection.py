@@ -63,7 +63,7 @@ class H1Connection(BaseProtocol):
         "_task_handler",
         "_timeout_ceil_threshold",
         "_waiter",
-        "holding",
+        "held",
         "max_field_size",
         "max_headers",
         "max_line_size",
@@ -117,7 +117,7 @@ class H1Connection(BaseProtocol):
         self._last_body: StreamReader | None = None  # the body stream of the last request parsed
         self._client_eof = False  # the client half-closed: answer what it sent, then close
         self._coalescing = coalescer(loop)  # whole responses go out at the end of the loop iteration (proxy.coalesce)
-        self.holding = False  # a response is held in it: flush before another write or a close
+        self.held = 0  # the coalescer's round holding a response: flush it before another write or a close
 
     def _serve_connection(self) -> Coroutine[Any, Any, None]:
         """The coroutine serving the queue until the connection closes (the subclass's)."""
@@ -272,9 +272,9 @@ class H1Connection(BaseProtocol):
 
     def flush_held(self) -> None:
         """Send a response held by the loop's coalescer now: called before any other write or a close."""
-        if self.holding:
-            self.holding = False
-            self._coalescing.flush()
+        if self.held:
+            self._coalescing.flush_round(self.held)
+            self.held = 0
 
     def _wake(self) -> None:
         waiter = self._waiter

@@ -116,7 +116,7 @@ class ProtocolListener(H1Connection):
                 if self._buffer_paused and len(queue) <= QUEUE_RESUME:
                     self._resume_parsing()
                 manager.requests_count += 1
-                if self.holding:  # the previous answer is held: it goes first
+                if self.held:  # the previous answer may still be held: it goes first
                     self.flush_held()
                 writer = CoalescingWriter(self, loop, coalescing)
                 if isinstance(message, _ErrInfo):

@@ -49,7 +49,7 @@ class H1Connection(asyncio.Protocol):
         "_timing",
         "_write_paused",
         "connected",
-        "holding",
+        "held",
         "idle_since",
         "pooled",
         "reused",
@@ -78,7 +78,7 @@ class H1Connection(asyncio.Protocol):
         self._drain_waiter: asyncio.Future[None] | None = None
         self._closed_waiter: asyncio.Future[None] | None = None
         self._coalescing = coalescer(loop)  # a small request goes out at the end of the loop iteration
-        self.holding = False  # a request is held in it: flush before another write or a close
+        self.held = 0  # the coalescer's round holding a request: flush it before another write or a close
 
     # asyncio.Protocol callbacks
 
@@ -244,8 +244,7 @@ class H1Connection(asyncio.Protocol):
             raise H1Failure("reset", "upstream connection closed before the request", sent=False, responded=False)
         self._state.sent = True
         if len(body) <= _COALESCE_LIMIT:
-            if self._coalescing.write(transport, head + body if body else head):
-                self.holding = True
+            self.held = self._coalescing.write(transport, head + body if body else head)
         else:
             self._flush_held()
             transport.write(head)
@@ -381,9 +380,9 @@ class H1Connection(asyncio.Protocol):
 
     def _flush_held(self) -> None:
         """Send a request held by the loop's coalescer now: called before any other write or a close."""
-        if self.holding:
-            self.holding = False
-            self._coalescing.flush()
+        if self.held:
+            self._coalescing.flush_round(self.held)
+            self.held = 0
 
     def abort(self) -> None:
         transport = self.transport

@@ -63,13 +63,13 @@ async def test_first_write_of_an_iteration_goes_out_at_once_later_ones_at_its_en
     """The first write reaches its peer before the loop runs again; the second waits for the iteration's end."""
     one, two, _ = await _transports(socket_pairs)
     writes = WriteCoalescer(asyncio.get_running_loop())
-    assert writes.write(one, b"first") is False
-    assert writes.write(two, b"second") is True
+    assert writes.write(one, b"first") == 0
+    assert writes.write(two, b"second") > 0
     assert _received(socket_pairs[0][1]) == b"first"
     assert _received(socket_pairs[1][1]) == b"(nothing yet)"
     await asyncio.sleep(0)  # the callbacks due now, the flush among them, run
     assert _received(socket_pairs[1][1]) == b"second"
-    assert writes.write(two, b"third") is False  # a new iteration: its first write goes out at once
+    assert writes.write(two, b"third") == 0  # a new iteration: its first write goes out at once
     assert _received(socket_pairs[1][1]) == b"third"
 
 
@@ -80,14 +80,32 @@ async def test_held_writes_keep_their_order_and_a_flush_before_close_sends_them_
     one, two, _ = await _transports(socket_pairs)
     writes = WriteCoalescer(asyncio.get_running_loop())
     writes.write(one, b"x")
-    assert writes.write(two, b"a") is True
-    assert writes.write(two, b"b") is True
-    writes.flush()
+    held = writes.write(two, b"a")
+    assert held > 0
+    assert writes.write(two, b"b") == held
+    writes.flush_round(held)
     two.close()
     await asyncio.sleep(0.05)
     peer = socket_pairs[1][1]
     assert _received(peer) == b"ab"
     assert _received(peer) == b""  # then EOF
+
+
+async def test_flushing_a_round_already_sent_sends_no_other_connections_writes_early(socket_pairs: Pairs) -> None:
+    """A connection whose held write went out with its round's flush does not, by flushing that old round before
+    its next write, send a write another connection holds in the current round."""
+    one, two, three = await _transports(socket_pairs)
+    writes = WriteCoalescer(asyncio.get_running_loop())
+    writes.write(one, b"x")
+    old = writes.write(two, b"two")
+    await asyncio.sleep(0)  # the round's flush
+    assert _received(socket_pairs[1][1]) == b"two"
+    writes.write(one, b"y")
+    assert writes.write(three, b"three") > old
+    writes.flush_round(old)
+    assert _received(socket_pairs[2][1]) == b"(nothing yet)"
+    await asyncio.sleep(0)
+    assert _received(socket_pairs[2][1]) == b"three"
 
 
 async def test_a_held_write_to_a_transport_closed_meanwhile_is_dropped_quietly(
