@@ -18,11 +18,13 @@ have been.
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from typing import Protocol
 
 from aiohttp.http_writer import StreamWriter
 
+log = logging.getLogger("strangler.proxy")
 _FOR_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, WriteCoalescer] = weakref.WeakKeyDictionary()
 
 
@@ -65,8 +67,15 @@ class WriteCoalescer:
         self._held = []
         self._round += 1
         for transport, data in held:
-            if not transport.is_closing():
+            if transport.is_closing():
+                continue
+            try:
                 transport.write(data)
+            except Exception:
+                # A transport that refuses bytes is broken: abort it (its protocol hears connection_lost and settles
+                # its exchange, counted as every lost connection is) and still send the others theirs.
+                log.exception("a coalesced write failed; its connection is aborted")
+                transport.abort()
 
 
 def coalescer(loop: asyncio.AbstractEventLoop) -> WriteCoalescer:

@@ -125,6 +125,40 @@ async def test_a_held_write_to_a_transport_closed_meanwhile_is_dropped_quietly(
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
+class _Refusing(asyncio.WriteTransport):
+    """A stand-in for a broken transport (no real one refuses bytes on demand): write raises, abort is recorded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.aborted = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        raise RuntimeError("broken transport")
+
+    def is_closing(self) -> bool:
+        return self.aborted
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+async def test_a_transport_that_refuses_its_held_write_is_aborted_and_the_others_still_get_theirs(
+    socket_pairs: Pairs, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One failing write in a flush neither stops the writes after it nor leaves its connection hanging."""
+    one, _, three = await _transports(socket_pairs)
+    broken = _Refusing()
+    writes = WriteCoalescer(asyncio.get_running_loop())
+    writes.write(one, b"x")
+    writes.write(broken, b"lost")
+    writes.write(three, b"kept")
+    with caplog.at_level(logging.ERROR, logger="strangler.proxy"):
+        await asyncio.sleep(0)
+    assert broken.aborted
+    assert _received(socket_pairs[2][1]) == b"kept"
+    assert "a coalesced write failed" in caplog.text
+
+
 async def test_one_coalescer_per_loop() -> None:
     """Client connections and upstream pools on one loop share its coalescer (one flush per iteration)."""
     loop = asyncio.get_running_loop()
