@@ -10,8 +10,9 @@ requests per second this way.
 
 No latency is added when the loop is not busy: the first write of an iteration goes out at once; only writes made
 after it, while the loop still runs the callbacks that were due, wait for them to finish (the flush is the next
-callback after those). A connection that holds a write and then writes any other way, or closes, calls `flush`
-first, so its bytes never reorder. A held write to a transport closed meanwhile is dropped, as a write to it would
+callback after those), and never much past HOLD_LIMIT (0.5 ms): a write made later than that sends the round. A
+connection that holds a write and then writes any other way, or closes, first flushes the round its write is held
+in, so its bytes never reorder. A held write to a transport closed meanwhile is dropped, as a write to it would
 have been.
 """
 
@@ -24,7 +25,13 @@ from typing import Protocol
 
 from aiohttp.http_writer import StreamWriter
 
+from proxy.clock import duration_clock
+
 log = logging.getLogger("strangler.proxy")
+# The longest a write is held while its iteration goes on (seconds): past it, what the iteration held goes out. It
+# bounds the latency coalescing adds when one iteration serves many requests (a burst on many connections), at a
+# few requests' work; an ordinary busy iteration ends well before it.
+HOLD_LIMIT = 0.0005
 _FOR_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, WriteCoalescer] = weakref.WeakKeyDictionary()
 
 
@@ -32,24 +39,31 @@ class WriteCoalescer:
     """The held writes of one event loop, in the order they were made, and the round they belong to (one round per
     flush: a connection that held a write in an earlier round has nothing held any more)."""
 
-    __slots__ = ("_held", "_loop", "_round", "_scheduled")
+    __slots__ = ("_held", "_loop", "_round", "_scheduled", "_since")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._held: list[tuple[asyncio.WriteTransport, bytes]] = []
         self._round = 1
         self._scheduled = False
+        self._since = 0.0  # when the round's first write was held
 
     def write(self, transport: asyncio.WriteTransport, data: bytes) -> int:
-        """Write `data` now when it is the iteration's first write, else hold it to the iteration's end. 0 when it
-        went out, else the round it is held in: the caller passes that to `flush_round` before it writes to this
-        transport any other way or closes it."""
+        """Write `data` now when it is the iteration's first write, else hold it to the iteration's end (or until
+        writes have been held for HOLD_LIMIT). 0 when it went out, else the round it is held in: the caller passes
+        that to `flush_round` before it writes to this transport any other way or closes it."""
         if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self.flush)
             transport.write(data)
             return 0
-        self._held.append((transport, data))
+        held = self._held
+        held.append((transport, data))
+        if len(held) == 1:
+            self._since = duration_clock()
+        elif duration_clock() - self._since >= HOLD_LIMIT:
+            self._send_held()  # a long iteration: what it held goes now, later writes start a new round
+            return 0
         return self._round
 
     def flush_round(self, held: int) -> None:
@@ -61,9 +75,11 @@ class WriteCoalescer:
     def flush(self) -> None:
         """Send every held write now, in order (also the scheduled end-of-iteration callback)."""
         self._scheduled = False
+        if self._held:
+            self._send_held()
+
+    def _send_held(self) -> None:
         held = self._held
-        if not held:
-            return
         self._held = []
         self._round += 1
         for transport, data in held:

@@ -8,13 +8,14 @@ import asyncio
 import json
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestServer
 
-from proxy.coalesce import WriteCoalescer, coalescer
+from proxy.coalesce import HOLD_LIMIT, WriteCoalescer, coalescer
 from tests.proxy.app_fixtures import running_proxy, write_config
 
 CLIENTS = 24  # connections sending at once: their answers are written in the same loop iterations
@@ -71,6 +72,23 @@ async def test_first_write_of_an_iteration_goes_out_at_once_later_ones_at_its_en
     assert _received(socket_pairs[1][1]) == b"second"
     assert writes.write(two, b"third") == 0  # a new iteration: its first write goes out at once
     assert _received(socket_pairs[1][1]) == b"third"
+
+
+async def test_writes_held_past_the_limit_go_out_while_the_iteration_goes_on(socket_pairs: Pairs) -> None:
+    """In an iteration that runs long, a write made after HOLD_LIMIT sends what the round held, and itself, at once;
+    writes after it are held in a new round."""
+    one, two, three = await _transports(socket_pairs)
+    writes = WriteCoalescer(asyncio.get_running_loop())
+    writes.write(one, b"x")
+    assert writes.write(two, b"held") > 0
+    time.sleep(HOLD_LIMIT * 4)  # noqa: ASYNC251 - the iteration's work goes on, blocking as a request's Python does
+    assert writes.write(three, b"late") == 0
+    assert _received(socket_pairs[1][1]) == b"held"
+    assert _received(socket_pairs[2][1]) == b"late"
+    assert writes.write(two, b"next") > 0
+    assert _received(socket_pairs[1][1]) == b"(nothing yet)"
+    await asyncio.sleep(0)
+    assert _received(socket_pairs[1][1]) == b"next"
 
 
 async def test_held_writes_keep_their_order_and_a_flush_before_close_sends_them_first(
