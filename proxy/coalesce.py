@@ -51,7 +51,7 @@ class WriteCoalescer:
     def write(self, transport: asyncio.WriteTransport, data: bytes) -> int:
         """Write `data` now when it is the iteration's first write, else hold it to the iteration's end (or until
         writes have been held for HOLD_LIMIT). 0 when it went out, else the round it is held in: the caller passes
-        that to `flush_round` before it writes to this transport any other way or closes it."""
+        that to `release` (as `held`) before it writes to this transport any other way or closes it."""
         if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self.flush)
@@ -66,11 +66,13 @@ class WriteCoalescer:
             return 0
         return self._round
 
-    def flush_round(self, held: int) -> None:
-        """Send every held write now if the round `held` has not been flushed yet (a connection's own check: most
-        find their round already gone, and must not send other connections' writes early)."""
-        if held == self._round:
+    def release(self, holder: Holder) -> None:
+        """Before `holder` writes any other way or closes: send the round its write is held in, unless that round
+        is gone already (most are: an old round must not send other connections' writes early). It then holds
+        nothing."""
+        if holder.held == self._round:
             self.flush()
+        holder.held = 0
 
     def flush(self) -> None:
         """Send every held write now, in order (also the scheduled end-of-iteration callback)."""
@@ -106,8 +108,10 @@ class Holder(Protocol):
     """A connection that writes through a coalescer: while `held` names a round, it flushes that round before any
     other write or a close."""
 
-    transport: asyncio.Transport | None
     held: int
+
+    @property
+    def transport(self) -> asyncio.Transport | None: ...
 
 
 class CoalescingWriter(StreamWriter):

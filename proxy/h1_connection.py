@@ -273,8 +273,7 @@ class H1Connection(BaseProtocol):
     def flush_held(self) -> None:
         """Send a response held by the loop's coalescer now: called before any other write or a close."""
         if self.held:
-            self._coalescing.flush_round(self.held)
-            self.held = 0
+            self._coalescing.release(self)
 
     def _wake(self) -> None:
         waiter = self._waiter

@@ -381,8 +381,7 @@ class H1Connection(asyncio.Protocol):
     def _flush_held(self) -> None:
         """Send a request held by the loop's coalescer now: called before any other write or a close."""
         if self.held:
-            self._coalescing.flush_round(self.held)
-            self.held = 0
+            self._coalescing.release(self)
 
     def abort(self) -> None:
         transport = self.transport

@@ -10,6 +10,7 @@ import logging
 import socket
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -39,16 +40,24 @@ async def socket_pairs() -> AsyncIterator[Pairs]:
         peer.close()
 
 
-_MADE: dict[int, list[asyncio.WriteTransport]] = {}
+_MADE: dict[int, list[asyncio.Transport]] = {}
 
 
-async def _transports(pairs: Pairs) -> list[asyncio.WriteTransport]:
+async def _transports(pairs: Pairs) -> list[asyncio.Transport]:
     loop = asyncio.get_running_loop()
-    made: list[asyncio.WriteTransport] = [
+    made: list[asyncio.Transport] = [
         (await loop.create_connection(asyncio.Protocol, sock=ours))[0] for ours, _ in pairs
     ]
     _MADE[id(pairs)] = made
     return made
+
+
+@dataclass
+class _Conn:
+    """What a connection keeps for the coalescer: its transport and the round its write is held in."""
+
+    transport: asyncio.Transport
+    held: int
 
 
 def _received(peer: socket.socket) -> bytes:
@@ -101,7 +110,9 @@ async def test_held_writes_keep_their_order_and_a_flush_before_close_sends_them_
     held = writes.write(two, b"a")
     assert held > 0
     assert writes.write(two, b"b") == held
-    writes.flush_round(held)
+    conn = _Conn(two, held)
+    writes.release(conn)
+    assert conn.held == 0
     two.close()
     await asyncio.sleep(0.05)
     peer = socket_pairs[1][1]
@@ -120,7 +131,7 @@ async def test_flushing_a_round_already_sent_sends_no_other_connections_writes_e
     assert _received(socket_pairs[1][1]) == b"two"
     writes.write(one, b"y")
     assert writes.write(three, b"three") > old
-    writes.flush_round(old)
+    writes.release(_Conn(two, old))
     assert _received(socket_pairs[2][1]) == b"(nothing yet)"
     await asyncio.sleep(0)
     assert _received(socket_pairs[2][1]) == b"three"
