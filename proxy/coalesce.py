@@ -5,8 +5,8 @@ inside the sender's system call and ends by waking the receiver when it sleeps. 
 two sends (tens of µs) outlasts its peer's (a few µs) finds the peer asleep at almost every send, and on a VM each
 wake-up is an inter-processor interrupt through the hypervisor: measured at 18-30 µs of the proxy's CPU per request
 (README "Performance"). Held to the end of the iteration, the sends of the requests served in it reach a peer that
-the first one woke and that is still busy. A bare uvloop proxy with 60 µs of work a request served 1.38x the
-requests per second this way.
+the first one woke and that is still busy. A bare uvloop proxy with 60 µs of work a request served 1.3-1.4x the
+requests per second this way (`benchmarks.ceiling`).
 
 No latency is added when the loop is not busy: the first write of an iteration goes out at once; only writes made
 after it, while the loop still runs the callbacks that were due, wait for them to finish (the flush is the next

@@ -28,6 +28,7 @@ def test_answer_end_waits_for_the_whole_body() -> None:
 def test_every_bare_setup_is_measured_with_and_without_coalescing() -> None:
     """0 µs and each asked work figure, each once plain and once coalesced."""
     assert [(w, c) for _, w, c in setups([30.0])] == [(0.0, False), (0.0, True), (30.0, False), (30.0, True)]
+    assert setups([0.0, 30.0]) == setups([30.0])  # 0 asked for again is not measured twice
 
 
 async def _read_answers(reader: asyncio.StreamReader, count: int) -> list[bytes]:

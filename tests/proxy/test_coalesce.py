@@ -22,34 +22,27 @@ from tests.proxy.app_fixtures import running_proxy, write_config
 CLIENTS = 24  # connections sending at once: their answers are written in the same loop iterations
 
 
-Pairs = list[tuple[socket.socket, socket.socket]]
+Links = list[tuple[asyncio.Transport, socket.socket]]
 
 
 @pytest.fixture
-async def socket_pairs() -> AsyncIterator[Pairs]:
-    """Three connected socket pairs; the test writes on the first of each through a transport, reads the second."""
+async def links() -> AsyncIterator[Links]:
+    """Three connected socket pairs, each as a transport on this loop (written by the test) and its peer socket
+    (read by the test, without blocking)."""
+    loop = asyncio.get_running_loop()
     pairs = [socket.socketpair() for _ in range(3)]
-    for _, peer in pairs:
+    made: Links = []
+    for ours, peer in pairs:
         peer.setblocking(False)
-    yield pairs
-    for transport in _MADE.pop(id(pairs), []):
+        transport, _ = await loop.create_connection(asyncio.Protocol, sock=ours)
+        made.append((transport, peer))
+    yield made
+    for transport, _ in made:
         transport.abort()
     await asyncio.sleep(0)  # the transports' closing callbacks run
     for ours, peer in pairs:
         ours.close()
         peer.close()
-
-
-_MADE: dict[int, list[asyncio.Transport]] = {}
-
-
-async def _transports(pairs: Pairs) -> list[asyncio.Transport]:
-    loop = asyncio.get_running_loop()
-    made: list[asyncio.Transport] = [
-        (await loop.create_connection(asyncio.Protocol, sock=ours))[0] for ours, _ in pairs
-    ]
-    _MADE[id(pairs)] = made
-    return made
 
 
 @dataclass
@@ -68,43 +61,43 @@ def _received(peer: socket.socket) -> bytes:
 
 
 async def test_first_write_of_an_iteration_goes_out_at_once_later_ones_at_its_end(
-    socket_pairs: Pairs,
+    links: Links,
 ) -> None:
     """The first write reaches its peer before the loop runs again; the second waits for the iteration's end."""
-    one, two, _ = await _transports(socket_pairs)
+    one, two, _ = (transport for transport, _ in links)
     writes = WriteCoalescer(asyncio.get_running_loop())
     assert writes.write(one, b"first") == 0
     assert writes.write(two, b"second") > 0
-    assert _received(socket_pairs[0][1]) == b"first"
-    assert _received(socket_pairs[1][1]) == b"(nothing yet)"
+    assert _received(links[0][1]) == b"first"
+    assert _received(links[1][1]) == b"(nothing yet)"
     await asyncio.sleep(0)  # the callbacks due now, the flush among them, run
-    assert _received(socket_pairs[1][1]) == b"second"
+    assert _received(links[1][1]) == b"second"
     assert writes.write(two, b"third") == 0  # a new iteration: its first write goes out at once
-    assert _received(socket_pairs[1][1]) == b"third"
+    assert _received(links[1][1]) == b"third"
 
 
-async def test_writes_held_past_the_limit_go_out_while_the_iteration_goes_on(socket_pairs: Pairs) -> None:
+async def test_writes_held_past_the_limit_go_out_while_the_iteration_goes_on(links: Links) -> None:
     """In an iteration that runs long, a write made after HOLD_LIMIT sends what the round held, and itself, at once;
     writes after it are held in a new round."""
-    one, two, three = await _transports(socket_pairs)
+    one, two, three = (transport for transport, _ in links)
     writes = WriteCoalescer(asyncio.get_running_loop())
     writes.write(one, b"x")
     assert writes.write(two, b"held") > 0
     time.sleep(HOLD_LIMIT * 4)  # noqa: ASYNC251 - the iteration's work goes on, blocking as a request's Python does
     assert writes.write(three, b"late") == 0
-    assert _received(socket_pairs[1][1]) == b"held"
-    assert _received(socket_pairs[2][1]) == b"late"
+    assert _received(links[1][1]) == b"held"
+    assert _received(links[2][1]) == b"late"
     assert writes.write(two, b"next") > 0
-    assert _received(socket_pairs[1][1]) == b"(nothing yet)"
+    assert _received(links[1][1]) == b"(nothing yet)"
     await asyncio.sleep(0)
-    assert _received(socket_pairs[1][1]) == b"next"
+    assert _received(links[1][1]) == b"next"
 
 
 async def test_held_writes_keep_their_order_and_a_flush_before_close_sends_them_first(
-    socket_pairs: Pairs,
+    links: Links,
 ) -> None:
     """Writes held for one transport go out in the order made, and flushing before a close puts them ahead of EOF."""
-    one, two, _ = await _transports(socket_pairs)
+    one, two, _ = (transport for transport, _ in links)
     writes = WriteCoalescer(asyncio.get_running_loop())
     writes.write(one, b"x")
     held = writes.write(two, b"a")
@@ -115,33 +108,33 @@ async def test_held_writes_keep_their_order_and_a_flush_before_close_sends_them_
     assert conn.held == 0
     two.close()
     await asyncio.sleep(0.05)
-    peer = socket_pairs[1][1]
+    peer = links[1][1]
     assert _received(peer) == b"ab"
     assert _received(peer) == b""  # then EOF
 
 
-async def test_flushing_a_round_already_sent_sends_no_other_connections_writes_early(socket_pairs: Pairs) -> None:
+async def test_flushing_a_round_already_sent_sends_no_other_connections_writes_early(links: Links) -> None:
     """A connection whose held write went out with its round's flush does not, by flushing that old round before
     its next write, send a write another connection holds in the current round."""
-    one, two, three = await _transports(socket_pairs)
+    one, two, three = (transport for transport, _ in links)
     writes = WriteCoalescer(asyncio.get_running_loop())
     writes.write(one, b"x")
     old = writes.write(two, b"two")
     await asyncio.sleep(0)  # the round's flush
-    assert _received(socket_pairs[1][1]) == b"two"
+    assert _received(links[1][1]) == b"two"
     writes.write(one, b"y")
     assert writes.write(three, b"three") > old
     writes.release(_Conn(two, old))
-    assert _received(socket_pairs[2][1]) == b"(nothing yet)"
+    assert _received(links[2][1]) == b"(nothing yet)"
     await asyncio.sleep(0)
-    assert _received(socket_pairs[2][1]) == b"three"
+    assert _received(links[2][1]) == b"three"
 
 
 async def test_a_held_write_to_a_transport_closed_meanwhile_is_dropped_quietly(
-    socket_pairs: Pairs, caplog: pytest.LogCaptureFixture
+    links: Links, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A transport aborted while its write is held gets nothing and logs nothing; the others get theirs."""
-    one, two, three = await _transports(socket_pairs)
+    one, two, three = (transport for transport, _ in links)
     writes = WriteCoalescer(asyncio.get_running_loop())
     writes.write(one, b"x")
     writes.write(two, b"lost")
@@ -149,8 +142,8 @@ async def test_a_held_write_to_a_transport_closed_meanwhile_is_dropped_quietly(
     two.abort()
     with caplog.at_level(logging.DEBUG, logger="asyncio"):
         await asyncio.sleep(0.05)
-    assert _received(socket_pairs[2][1]) == b"kept"
-    assert _received(socket_pairs[1][1]) in (b"", b"(nothing yet)")
+    assert _received(links[2][1]) == b"kept"
+    assert _received(links[1][1]) in (b"", b"(nothing yet)")
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
@@ -172,10 +165,10 @@ class _Refusing(asyncio.WriteTransport):
 
 
 async def test_a_transport_that_refuses_its_held_write_is_aborted_and_the_others_still_get_theirs(
-    socket_pairs: Pairs, caplog: pytest.LogCaptureFixture
+    links: Links, caplog: pytest.LogCaptureFixture
 ) -> None:
     """One failing write in a flush neither stops the writes after it nor leaves its connection hanging."""
-    one, _, three = await _transports(socket_pairs)
+    one, _, three = (transport for transport, _ in links)
     broken = _Refusing()
     writes = WriteCoalescer(asyncio.get_running_loop())
     writes.write(one, b"x")
@@ -184,7 +177,7 @@ async def test_a_transport_that_refuses_its_held_write_is_aborted_and_the_others
     with caplog.at_level(logging.ERROR, logger="strangler.proxy"):
         await asyncio.sleep(0)
     assert broken.aborted
-    assert _received(socket_pairs[2][1]) == b"kept"
+    assert _received(links[2][1]) == b"kept"
     assert "a coalesced write failed" in caplog.text
 
 
