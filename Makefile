@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast check fmt lint types imports pytest bench soak schema clean
+.PHONY: demo test test-fast check native fmt lint types imports pytest bench soak schema clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "strangler needs Python 3.11 or newer")'
@@ -13,8 +13,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+## make native: compile the request path with mypyc into build/native/ (proxy/native.py says why); nothing to do
+## while the build matches the sources. A failed build says so and leaves strangler on pure Python.
+native: $(STAMP)
+	$(BIN)/python -m proxy.native_build
+
 ## make demo: set up, start the bundled legacy and new apps and the proxy, drive traffic, print the report.
-demo: $(STAMP)
+demo: native
 	$(BIN)/strangler demo --config routes.yaml
 
 ## make test: set up, then formatting check, lint, mypy --strict, import contracts and the test suite.
@@ -23,6 +28,7 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/python -m proxy.native_build
 	$(BIN)/pytest
 
 ## make test-fast: set up, then only the pure-function tests (marker `unit`: no sockets, processes or files).
@@ -35,15 +41,16 @@ check: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/python -m proxy.native_build
 	$(BIN)/pytest
 
 ## make bench: back end direct vs strangler vs nginx (when installed), side by side in one run.
-bench: $(STAMP)
+bench: native
 	$(BIN)/python -m benchmarks.run
 
 ## make soak: strangler under load while back ends die and flap, routes.yaml changes and the store fills once;
 ## prints the checks table (exit 1 when one fails). 10 minutes by default: SOAK_SECONDS=60 make soak.
-soak: $(STAMP)
+soak: native
 	$(BIN)/python -m benchmarks.soak
 
 ## make schema: regenerate docs/routes.schema.json and README.md's key table from the key tables (proxy/config/schema.py).
@@ -52,4 +59,4 @@ schema: $(STAMP)
 	$(BIN)/python -m proxy.config.keydocs --readme README.md
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
+	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from proxy import native
 from proxy.admin import create_admin_app, warn_if_exposed
 from proxy.banner import exit_line, startup_lines
 from proxy.config.model import SERVERS, ConfigError, ConfigIssue, Server, server_named
@@ -323,6 +324,7 @@ async def _serve(
             store=db or str(config.store.path),
             shadow=shadow if running.state.listeners else "off",
             listener=running.listener,
+            code=native.status().describe(),
         )
         sys.stderr.write("\n".join(lines) + "\n")
     loop = asyncio.get_running_loop()

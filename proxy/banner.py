@@ -28,19 +28,23 @@ def startup_lines(
     shadow: str,
     listener: str = "",
     workers: int = 1,
+    code: str = "",
 ) -> list[str]:
-    """Version, addresses (and which proxy listener serves), proxy workers, routes by mode, the store and how the
-    shadow side runs."""
+    """Version, addresses (and which proxy listener serves), proxy workers, routes by mode, the store, how the
+    shadow side runs, and whether the request path runs compiled (`code`, from `proxy.native`)."""
     served_by = f" ({listener} listener)" if listener else ""
     by_mode = Counter(r.mode for r in config.routes)
     modes = ", ".join(f"{by_mode[m]} {m}" for m in MODES if by_mode[m]) or "none"
     scheme = "http" if config.listen.tls is None else "https"  # the admin listener is always clear text
-    return [
+    lines = [
         f"strangler {version()} serving {config.source}",
         f"  proxy  {scheme}://{host}:{port}{served_by}    admin  http://{admin_host}:{admin_port}    workers {workers}",
         f"  routes {len(config.routes)} ({modes}); unmatched requests go to {config.defaults.legacy}",
         f"  store  {store}    shadow side: {shadow}",
     ]
+    if code:
+        lines.append(f"  code   {code}")
+    return lines
 
 
 def exit_line(metrics: Metrics, workers: int = 1) -> str:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from proxy import native
 from proxy.aggregate import merge_registries
 from proxy.app import chosen_server
 from proxy.banner import exit_line, startup_lines
@@ -228,6 +229,7 @@ def _banner(plan: SupervisorPlan, config: Config, port: int, admin_port: int) ->
         shadow=plan.shadow,
         listener=chosen_server(plan.server, config.listen.server),
         workers=plan.workers,
+        code=native.status().describe(),
     )
     return "\n".join(lines) + "\n"
 

@@ -17,11 +17,10 @@ import socket
 from collections.abc import AsyncIterable, Callable, Sequence
 from typing import cast
 
-from aiohttp.http_parser import RawResponseMessage
 from aiohttp.streams import StreamReader
 
 from proxy.coalesce import coalescer
-from proxy.upstream.h1_protocol import OUT_OF_STEP, RESPONSE_HEAD, Event, H1Failure, H1State
+from proxy.upstream.h1_protocol import OUT_OF_STEP, RESPONSE_HEAD, Event, H1Failure, H1State, ResponseMessage
 
 # Up to this size the body is copied behind the head so one write (one syscall, one segment) carries both.
 _COALESCE_LIMIT = 2**16
@@ -234,7 +233,7 @@ class H1Connection(asyncio.Protocol):
 
     async def exchange(
         self, head: bytes, body: bytes, *, head_only: bool, close: bool, read_timeout: float
-    ) -> tuple[RawResponseMessage, StreamReader]:
+    ) -> tuple[ResponseMessage, StreamReader]:
         """Write head and body in one go, then wait for the final response head."""
         fut = self._start(head_only, close)
         transport = self.transport
@@ -271,7 +270,7 @@ class H1Connection(asyncio.Protocol):
         head_only: bool,
         close: bool,
         read_timeout: float,
-    ) -> tuple[RawResponseMessage, StreamReader]:
+    ) -> tuple[ResponseMessage, StreamReader]:
         """Write the head, stream the body (chunked when `length` is None), then wait for the final head."""
         fut = self._start(head_only, close)
         try:
@@ -338,7 +337,7 @@ class H1Connection(asyncio.Protocol):
         finally:
             self._drain_waiter = None
 
-    async def _wait_head(self, fut: asyncio.Future[None]) -> tuple[RawResponseMessage, StreamReader]:
+    async def _wait_head(self, fut: asyncio.Future[None]) -> tuple[ResponseMessage, StreamReader]:
         try:
             await fut
         except BaseException:

@@ -13,11 +13,13 @@ for each response; past its high-water mark the reader calls `pause_reading()` o
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, Protocol, cast
 
 from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.http_parser import HttpResponseParser, RawResponseMessage
+from aiohttp.http_parser import HttpResponseParser
+from aiohttp.http_writer import HttpVersion
 from aiohttp.streams import StreamReader
+from multidict import CIMultiDictProxy
 
 from proxy.errors import ErrorKind
 
@@ -28,6 +30,25 @@ MAX_FIELD_SIZE = 2**16
 MAX_HEADERS = 256
 # What llhttp (and aiohttp's pure-Python fallback parser) raise for a malformed or truncated message.
 _PARSE_ERRORS = (HttpProcessingError, ValueError)
+
+
+class ResponseMessage(Protocol):
+    """A parsed response head, as read here. Declared by what is read, not as aiohttp's `RawResponseMessage`: its C
+    parser returns a type of its own, not the NamedTuple the stubs name, and a compiled module (`proxy.native`)
+    checks declared types at run time where the interpreter does not."""
+
+    @property
+    def code(self) -> int: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def version(self) -> HttpVersion: ...
+    @property
+    def headers(self) -> CIMultiDictProxy[str]: ...
+    @property
+    def raw_headers(self) -> tuple[tuple[bytes, bytes], ...]: ...
+    @property
+    def should_close(self) -> bool: ...
 
 
 class H1Failure(Exception):
@@ -160,7 +181,7 @@ class H1State:
         self.should_close = False  # the connection must not carry another request
         self.sent = False  # a request byte was written (set by the I/O side)
         self.rx = False  # a response byte arrived
-        self.msg: RawResponseMessage | None = None
+        self.msg: ResponseMessage | None = None
         self.payload: StreamReader | None = None
 
     def start(self, head_only: bool, close: bool) -> None:
@@ -194,7 +215,12 @@ class H1State:
             return _OUT_OF_STEP_ONLY
         self.rx = True
         try:
-            messages, upgraded, _ = self.active.feed_data(data)
+            # Read through Any, typed by what is read (ResponseMessage): the C parser returns a list of its own message
+            # type, or () when there are none, where the stubs say a list of NamedTuples (see ResponseMessage).
+            parser: Any = self.active
+            fed = parser.feed_data(data)
+            messages: Sequence[tuple[ResponseMessage, StreamReader]] = fed[0]
+            upgraded: bool = fed[1]
         except _PARSE_ERRORS as err:
             return (H1Failure("reset", f"malformed response from upstream: {err}", sent=True, responded=True),)
         head = False
@@ -217,9 +243,7 @@ class H1State:
             return _HEAD_AND_END if head else _END
         return _HEAD if head else _NONE
 
-    def _receive_heads(
-        self, messages: Sequence[tuple[RawResponseMessage, StreamReader]], upgraded: bool
-    ) -> list[Event]:
+    def _receive_heads(self, messages: Sequence[tuple[ResponseMessage, StreamReader]], upgraded: bool) -> list[Event]:
         """receive_data for interim heads, more than one head, or a head not awaited."""
         events: list[Event] = []
         for msg, reader in messages:

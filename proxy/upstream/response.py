@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from aiohttp.http_parser import RawResponseMessage
 from aiohttp.streams import StreamReader
 from multidict import CIMultiDictProxy
 
 from proxy.errors import ErrorKind, UpstreamError, UpstreamReset, UpstreamTimeout
 from proxy.upstream._h1 import H1Connection
-from proxy.upstream.h1_protocol import H1Failure
+from proxy.upstream.h1_protocol import H1Failure, ResponseMessage
 
 if TYPE_CHECKING:
     from proxy.upstream.transport import UpstreamPool
@@ -46,7 +45,7 @@ class UpstreamResponse:
     headers: CIMultiDictProxy[str]
     raw_headers: tuple[tuple[bytes, bytes], ...]
 
-    def __init__(self, pool: UpstreamPool, conn: H1Connection, msg: RawResponseMessage, payload: StreamReader) -> None:
+    def __init__(self, pool: UpstreamPool, conn: H1Connection, msg: ResponseMessage, payload: StreamReader) -> None:
         self._pool: UpstreamPool | None = pool
         self._conn = conn
         self._payload = payload

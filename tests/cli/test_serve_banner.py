@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from proxy import native
 from proxy.app import chosen_server
 from proxy.config.model import Listen
 from tests.proxy.app_fixtures import backend_app, free_port, wait_until, write_config
@@ -62,6 +63,7 @@ async def test_serve_prints_a_banner_and_an_exit_line(tmp_path: Path) -> None:
     assert "routes 3 (1 legacy, 1 shadow, 1 new)" in err
     assert "shadow side: in-process" in err
     assert str(tmp_path / "s.db") in err
+    assert f"code   {native.status().describe()}" in err  # the same build and $STRANGLER_NATIVE as this process
     assert "strangler stopped: 3 requests served" in err
 
 
