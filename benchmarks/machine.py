@@ -15,6 +15,8 @@ import sysconfig
 import time
 from pathlib import Path
 
+from proxy import native
+
 
 def cpu_model() -> str:
     """The CPU's model name (Linux /proc/cpuinfo), else what `platform` knows."""
@@ -54,13 +56,17 @@ def describe() -> dict[str, object]:
         "python": python_build(),
         "python_loop_ns_per_step": round(loop_ns_per_step(), 1),
         "executable": sys.executable,
+        # The code measured: the compiled request path or the source (proxy.native; strangler's processes start
+        # from this tree with this environment, so they run what this process would).
+        "code": native.status().describe(),
     }
 
 
 def summary(machine: dict[str, object]) -> str:
     return (
         f"machine: {machine['cpu']}, {machine['cores']} cores, kernel {machine['kernel']}; {machine['python']}; "
-        f"a Python loop step {machine['python_loop_ns_per_step']} ns"
+        f"a Python loop step {machine['python_loop_ns_per_step']} ns; "
+        f"strangler's code {machine.get('code', 'unrecorded')}"
     )
 
 
