@@ -231,7 +231,7 @@ class Redactor:
             for key, value in node.items():
                 new: object
                 if key.lower() in self._fields:
-                    new = value if value is None else self.token(_secret_text(value))
+                    new = None if value is None else self.token(_secret_text(value))
                 else:
                     new = self._redact_doc(value)
                 if new is not value:

@@ -1,11 +1,11 @@
 """The shadow worker: a child process that runs the whole shadow side for one proxy process.
 
-Started by `shadow.worker.bridge.ShadowBridge` as `python -m shadow.worker.process --fd N [--db PATH]`, with one end of
-a socketpair. The proxy process decides what to mirror and sends each request (and later its primary response); this
-process sends the copies, compares the pairs and writes the store, on its own core and its own GIL, with the same
-`ShadowListener` that also runs in-process. Why a process: a shadowed request costs the candidate's whole HTTP exchange,
-a comparison and a row, and in one process all of it competes with the primary traffic for the one event loop and the
-GIL.
+Started by `shadow.worker.bridge.ShadowBridge` as `python -c WORKER_MAIN --fd N [--db PATH]`
+(`shadow.worker.supervisor`), with one end of a socketpair. The proxy process decides what to mirror and sends each
+request (and later its primary response); this process sends the copies, compares the pairs and writes the store, on its
+own core and its own GIL, with the same `ShadowListener` that also runs in-process. Why a process: a shadowed request
+costs the candidate's whole HTTP exchange, a comparison and a row, and in one process all of it competes with the
+primary traffic for the one event loop and the GIL.
 
 It exits when told to ("close") or when the proxy process goes away (end of stream), in both cases after letting
 in-flight copies finish, comparing what is queued and flushing every row to the store.
@@ -279,9 +279,7 @@ async def run(fd: int, db: Path | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m shadow.worker.process", description="strangler's shadow worker process"
-    )
+    ap = argparse.ArgumentParser(prog="shadow.worker.process", description="strangler's shadow worker process")
     ap.add_argument("--fd", type=int, required=True, help="the inherited socket to the proxy process")
     ap.add_argument("--db", type=Path, default=None, help="the store file (default: the config's store.path)")
     ap.add_argument(

@@ -1,9 +1,9 @@
-"""The shadow worker process as the proxy keeps it alive: `WorkerSupervisor` starts `python -m shadow.worker.process`
-on one end of a socket pair (with this checkout on its PYTHONPATH, so it runs the same code), reads its reports
-(`WorkerStream`), kills it when it stops reporting for `SILENT_AFTER` seconds, and restarts it after it dies with a
-delay that doubles from RESTART_FIRST up to RESTART_MAX. What travels on the stream, and what happens to the copies
-meant for a worker that died, is the bridge's business (`shadow.worker.bridge`): the supervisor tells it, through
-`WorkerOwner`, when a worker connects, goes and comes back.
+"""The shadow worker process as the proxy keeps it alive: `WorkerSupervisor` starts `shadow.worker.process`
+(`WORKER_MAIN`) on one end of a socket pair (with this checkout on its PYTHONPATH, so it runs the same code), reads
+its reports (`WorkerStream`), kills it when it stops reporting for `SILENT_AFTER` seconds, and restarts it after it
+dies with a delay that doubles from RESTART_FIRST up to RESTART_MAX. What travels on the stream, and what happens to
+the copies meant for a worker that died, is the bridge's business (`shadow.worker.bridge`): the supervisor tells it,
+through `WorkerOwner`, when a worker connects, goes and comes back.
 """
 
 from __future__ import annotations
@@ -31,6 +31,12 @@ SOCKET_BUFFER = 4 * 1024 * 1024  # kernel buffer of the stream, so bursts rarely
 SILENT_AFTER = 30.0  # seconds without a report (the worker sends one every 0.25 s) before a worker counts as stuck
 STARTUP_SILENCE = 60.0  # the same before its first word: starting (imports, opening the store) may be slow
 _SOURCE_ROOT = str(Path(__file__).resolve().parents[2])  # the worker runs the same code as this process
+
+
+# The worker's entry point, imported rather than run with `-m`: `-m` runs a module's source as __main__, never its
+# compiled form (proxy.native), and the worker's modules are compiled with the rest of the request path. The command
+# line still names shadow.worker.process, which is how tools and tests tell the worker from its proxy.
+WORKER_MAIN = "import sys; from shadow.worker.process import main; sys.exit(main())"
 
 
 class WorkerOwner(Protocol):
@@ -147,8 +153,8 @@ class WorkerSupervisor:
             env["PYTHONPATH"] = os.pathsep.join(p for p in (_SOURCE_ROOT, env.get("PYTHONPATH")) if p)
             self.proc = proc = await asyncio.create_subprocess_exec(
                 sys.executable,
-                "-m",
-                "shadow.worker.process",
+                "-c",
+                WORKER_MAIN,
                 "--fd",
                 str(theirs.fileno()),
                 "--db",

@@ -468,7 +468,8 @@ def test_writer_drops_when_full_instead_of_blocking(db_path: Path) -> None:
 def test_writer_survives_a_failing_batch(db_path: Path) -> None:
     """A batch that cannot be written is retried once, then counted as lost; later records are still written."""
     writer = StoreWriter(db_path)
-    writer.submit(make_record(query=["not", "bindable"]))  # sqlite3 cannot bind a list
+    # A str of the declared type that sqlite3 still cannot bind: a lone surrogate has no UTF-8 form.
+    writer.submit(make_record(query="q=\ud800"))
     deadline = time.monotonic() + 10
     while writer.lost == 0 and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -33,6 +33,7 @@ from proxy.modes import mirror_for
 from shadow.plan import CANDIDATE
 from shadow.store.database import StoreError
 from shadow.worker.bridge import shadow_worker_listeners
+from shadow.worker.supervisor import WORKER_MAIN
 from shadow.worker.wire import (
     MAX_FRAME,
     FrameReader,
@@ -85,7 +86,7 @@ def outcomes(db: Path, prefix: str) -> list[str]:
 
 
 def is_worker(pid: int) -> bool:
-    return "shadow.worker.process" in cmdline(pid)
+    return any("shadow.worker.process" in arg for arg in cmdline(pid))  # the entry point's -c names it
 
 
 # --- the pipeline through the worker ----------------------------------------------------------------------------
@@ -239,9 +240,10 @@ async def test_sigterm_to_the_worker_too_still_stores_every_row(tmp_path: Path) 
 
 @pytest.mark.parametrize("framing", ["a frame each", "one batch frame"])
 async def test_worker_finishes_its_work_when_the_proxy_goes_away(tmp_path: Path, framing: str) -> None:
-    """`python -m shadow.worker.process` fed a config, bad messages, a start and its primary (a frame each, or all in
-    one batch frame as the bridge writes a loop iteration's messages), then end of stream (no close message): it
-    says it is ready, skips the bad ones, completes the copy, stores the pair, sends its last metrics and exits 0."""
+    """The worker process (started as the supervisor starts it) fed a config, bad messages, a start and its primary (a
+    frame each, or all in one batch frame as the bridge writes a loop iteration's messages), then end of stream
+    (no close message): it says it is ready, skips the bad ones, completes the copy, stores the pair, sends its
+    last metrics and exits 0."""
     async with backends(legacy_answer, candidate_answer) as (legacy, new):
         config = load_config(write_config(tmp_path, legacy.url, new.url, SHADOW_ROUTE))
         route = config.routes[0]
@@ -265,7 +267,7 @@ async def test_worker_finishes_its_work_when_the_proxy_goes_away(tmp_path: Path,
         env = {**os.environ, "PYTHONPATH": str(SOURCE_ROOT)}  # as the bridge starts it
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "shadow.worker.process", "--fd", str(theirs.fileno()), "--db", str(db),
+                sys.executable, "-c", WORKER_MAIN, "--fd", str(theirs.fileno()), "--db", str(db),
                 pass_fds=(theirs.fileno(),), env=env, stderr=asyncio.subprocess.PIPE,
             )  # fmt: skip
             theirs.close()
