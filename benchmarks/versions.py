@@ -5,7 +5,8 @@ On a shared 2-core machine req/s drifts by tens of percent between minutes, so b
 nginx back end, and are measured in interleaved rounds (the order reversed every other round, so neither is always
 measured first); each figure is the median of the per-round ratios. Setups: pass-through (`legacy`) and shadow 100%
 with the shadow worker (`shadow`, matching responses). For shadow it also prints the share of copies each version
-compared and dropped: a version that drops more copies did less work per request. And for each version it prints
+compared and dropped: a version that drops more copies did less work per request. When this checkout runs its
+request path compiled (`proxy.native`), the base is compiled too before it is measured. And for each version it prints
 the CPU time per request of its proxy process and its shadow worker, read from /proc over each round (Linux): a
 change to one of them shows in its own figure, not only in req/s, which both share.
 
@@ -19,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +44,7 @@ from benchmarks.harness import (
     shadow_coverage,
 )
 from benchmarks.load import wrk
+from proxy import native
 
 MODES = {"pass": "legacy", "shadow": "shadow"}
 
@@ -63,6 +67,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="strangler-versions-") as t, contextlib.ExitStack() as stack:
         tmp = Path(t)
         trees = {args.base: export_tree(args.base, tmp / "base"), "this checkout": ROOT}
+        _build_like_this(trees[args.base])
         be, be2 = free_port(), free_port()
         stack.enter_context(nginx_backend(tmp, be, be2))
         ports: dict[tuple[str, str], tuple[int, int]] = {}
@@ -89,6 +94,23 @@ def main() -> int:
     _print(args.base, setups, rps, coverage)
     _print_cpu(args.base, setups, cpu)
     return 0
+
+
+def _build_like_this(tree: Path) -> None:
+    """Compile the base's request path when this checkout runs compiled (proxy.native), so that like is measured
+    against like: a base with no native build of its own (older than it) runs as Python, and says so."""
+    if not native.status().active:
+        print(f"this checkout runs as Python ({native.status().reason}): so does the base")
+        return
+    if not (tree / "proxy" / "native_build.py").is_file():
+        print("the base has no native build (older than proxy/native.py): it runs as Python, this checkout compiled")
+        return
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    done = subprocess.run(
+        [sys.executable, "-m", "proxy.native_build", "--strict"], cwd=tree, env=env, capture_output=True, text=True
+    )
+    last = (done.stdout.strip().splitlines() or [""])[-1]
+    print(f"base: {last}" if done.returncode == 0 else f"base: native build failed, it runs as Python: {done.stderr}")
 
 
 def _measure(port: int, seconds: float, connections: int, cpu: list[tuple[float, float]]) -> float:
