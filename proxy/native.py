@@ -74,8 +74,12 @@ def check(build_dir: Path = BUILD_DIR, root: Path = ROOT) -> tuple[dict[str, Pat
     if not isinstance(modules, dict) or not isinstance(support, dict):
         return {}, "unreadable build manifest: run make native"
     files: dict[str, Path] = {}
-    for name, entry in modules.items():
-        source, digest, built = entry["source"], entry["sha256"], build_dir / entry["file"]
+    try:
+        entries = [(str(name), str(e["source"]), str(e["sha256"]), str(e["file"])) for name, e in modules.items()]
+    except (KeyError, TypeError):
+        return {}, "unreadable build manifest: run make native"
+    for name, source, digest, file in entries:
+        built = build_dir / file
         try:
             current = source_hash(root / source)
         except OSError:
@@ -83,12 +87,12 @@ def check(build_dir: Path = BUILD_DIR, root: Path = ROOT) -> tuple[dict[str, Pat
         if current != digest:
             return {}, f"{source} changed since the build: run make native"
         if not built.is_file():
-            return {}, f"{entry['file']} is missing from the build: run make native"
-        files[name] = built
-    for name, file in support.items():  # mypyc's shared runtime module(s) the compiled modules import
-        if not (build_dir / file).is_file():
             return {}, f"{file} is missing from the build: run make native"
-        files[name] = build_dir / file
+        files[name] = built
+    for name, shared in support.items():  # mypyc's shared runtime module(s) the compiled modules import
+        if not isinstance(shared, str) or not (build_dir / shared).is_file():
+            return {}, f"{shared} is missing from the build: run make native"
+        files[str(name)] = build_dir / shared
     return files, ""
 
 

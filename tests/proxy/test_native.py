@@ -108,3 +108,13 @@ def test_a_current_build_loads_every_request_path_module_compiled() -> None:
     assert probe["modules"] == len(MODULES)
     assert probe["compiled"] == list(MODULES)
     assert probe["describe"] == f"compiled (mypyc, {len(MODULES)} modules)"
+
+
+@pytest.mark.unit
+def test_a_manifest_with_missing_keys_is_not_used(tmp_path: Path) -> None:
+    """A manifest entry without its hash (a hand edit, a half-written file) is unreadable, not an import error."""
+    root, build = _fake_build(tmp_path)
+    manifest = json.loads((build / MANIFEST).read_text())
+    del manifest["modules"]["pkg.mod"]["sha256"]
+    (build / MANIFEST).write_text(json.dumps(manifest))
+    assert check(build, root) == ({}, "unreadable build manifest: run make native")
