@@ -120,7 +120,7 @@ def _instructions(
     out = tmp / f"callgrind.{name}"
     cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p"]
     if side.worker:
-        cmd.append("--trace-children=yes")  # the worker is `python -m shadow.worker.process`, exec'd by the proxy
+        cmd.append("--trace-children=yes")  # the worker is `python -c WORKER_MAIN`, exec'd by the proxy
     cmd += [sys.executable, "-c", SERVE_SNIPPET, str(config), *side.serve_args]
     # Started in `source`: `python -c` puts the working directory first on sys.path, ahead of PYTHONPATH, so
     # started anywhere else (this checkout) the "base" side would import this checkout's code.
