@@ -1,11 +1,12 @@
 """Build the compiled request path (`proxy.native`) with mypyc into `build/native/`: `python -m proxy.native_build`
 (make runs it before the tests, the demo and the benchmarks, and it does nothing while the build is current).
 
-The modules compiled are the request path's (`MODULES`): the steps every proxied request runs. Modules whose classes
-extend aiohttp's slotted classes (the client connection, aiohttp's request handler, the coalescing writer) and the
-ones a request never reaches stay Python. A module here must keep its annotations true at run time: compiled code
-checks declared types where the interpreter does not (`proxy.upstream.h1_protocol.ResponseMessage` says why one
-type is `Any`).
+The modules compiled are the request path's (`MODULES`): the steps every proxied request and every shadow copy run.
+Modules whose classes extend aiohttp's slotted classes (the client connection and listener, aiohttp's request
+handler, the coalescing writer, the response classes) and the ones a request never reaches stay Python. A module here
+must keep its annotations true at run time: compiled code checks declared types where the interpreter does not
+(`proxy.upstream.h1_protocol.ResponseMessage` is declared by what is read for that reason, and `shadow.store.types`
+stays Python because old stores hold NULL where its rows declare `str`).
 
 A failed build leaves strangler on pure Python and says so; `--strict` makes it an error (CI uses it, so the suite it
 runs is known to run compiled).
@@ -14,6 +15,7 @@ runs is known to run compiled).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -80,8 +82,6 @@ def current(build_dir: Path = BUILD_DIR) -> bool:
 
 def build(build_dir: Path = BUILD_DIR) -> int:
     """Compile `MODULES` into a fresh directory, then put it in place of `build_dir` with its manifest."""
-    import json
-
     from mypyc.build import mypycify
     from setuptools import setup
 
