@@ -35,7 +35,8 @@ FORMAT = 1  # the manifest's format: a build written by another format is not re
 
 @dataclass(frozen=True, slots=True)
 class Status:
-    """Whether the compiled modules are in use, and why not when they are not (for the banner and /stats)."""
+    """Whether the compiled modules are in use, and why not when they are not (for the banner and
+    `benchmarks.machine`)."""
 
     active: bool
     modules: int  # compiled modules in use (0 when inactive)
@@ -96,6 +97,12 @@ def check(build_dir: Path = BUILD_DIR, root: Path = ROOT) -> tuple[dict[str, Pat
     return files, ""
 
 
+def compiled_names(files: Mapping[str, Path]) -> set[str]:
+    """The compiled modules among `check()`'s files: strangler's modules all live in packages, while mypyc's shared
+    support modules are top-level."""
+    return {name for name in files if "." in name}
+
+
 class _CompiledFinder(importlib.abc.MetaPathFinder):
     """Finds the compiled modules of a checked build before the path finder finds their source."""
 
@@ -129,8 +136,7 @@ def activate() -> Status:
         _status = Status(False, 0, reason)
         return _status
     sys.meta_path.insert(0, _CompiledFinder(files))
-    compiled = sum(1 for name in files if "." in name)  # the support modules are top-level, the compiled are not
-    _status = Status(True, compiled, "")
+    _status = Status(True, len(compiled_names(files)), "")
     return _status
 
 

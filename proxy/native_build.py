@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from proxy.native import BUILD_DIR, FORMAT, MANIFEST, ROOT, check, ext_suffix, source_hash
+from proxy.native import BUILD_DIR, FORMAT, MANIFEST, ROOT, check, compiled_names, ext_suffix, source_hash
 
 MODULES: tuple[str, ...] = (
     "proxy.canary",
@@ -77,7 +77,7 @@ def source_of(module: str) -> str:
 def current(build_dir: Path = BUILD_DIR) -> bool:
     """The build exists, matches every source, and compiles exactly `MODULES`."""
     files, _ = check(build_dir)
-    return bool(files) and {name for name in files if "." in name} == set(MODULES)
+    return bool(files) and compiled_names(files) == set(MODULES)
 
 
 def build(build_dir: Path = BUILD_DIR) -> int:
