@@ -164,7 +164,7 @@ async def forward(
     try:
         # The small fixed-length (or bodiless) answer's fast path is tried here, not in _stream_response: one
         # coroutine fewer per request.
-        length = _content_length(upstream)
+        length = upstream.content_length
         empty = must_be_empty_body(request.method, upstream.status)
         if empty or (length is not None and length <= WHOLE_LIMIT):
             sent = await _send_whole(
@@ -309,13 +309,6 @@ async def _send_whole(
         latency=duration_clock() - started,
         raw_response_headers=tuple(kept) if keep_headers else (),
     )
-
-
-def _content_length(upstream: UpstreamResponse) -> int | None:
-    value = upstream.headers.get("Content-Length")
-    if value is None or not value.isdigit():
-        return None
-    return int(value)
 
 
 def _abort_client(request: web.BaseRequest) -> None:

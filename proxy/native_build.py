@@ -47,6 +47,7 @@ MODULES: tuple[str, ...] = (
     "proxy.upstream.h1_protocol",
     "proxy.upstream.response",
     "proxy.upstream.transport",
+    "proxy.upstream.whole",
     "shadow.fetch",
     "shadow.judging",
     "shadow.records",

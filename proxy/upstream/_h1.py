@@ -5,8 +5,8 @@ what arrives and turns its events into the head future, closes and aborts. A con
 (no pipelining). It knows nothing of pools or of the public error types: `proxy.upstream.transport` owns connections and
 turns an `H1Failure` into UpstreamReset / UpstreamTimeout.
 
-Body bytes go into the aiohttp `StreamReader` the parser creates; the reader pauses this protocol past its
-high-water mark, which pauses both the parser (the rest of the packet waits in its tail) and the socket.
+Body bytes go into the parser's `StreamReader` (unless the response came whole: `proxy.upstream.whole`), which pauses
+this protocol past its high-water mark: the parser (the rest of the packet waits in its tail) and the socket.
 """
 
 from __future__ import annotations
@@ -17,10 +17,16 @@ import socket
 from collections.abc import AsyncIterable, Callable, Sequence
 from typing import cast
 
-from aiohttp.streams import StreamReader
-
 from proxy.coalesce import coalescer
-from proxy.upstream.h1_protocol import OUT_OF_STEP, RESPONSE_HEAD, Event, H1Failure, H1State, ResponseMessage
+from proxy.upstream.h1_protocol import (
+    OUT_OF_STEP,
+    RESPONSE_HEAD,
+    BodyReader,
+    Event,
+    H1Failure,
+    H1State,
+    ResponseMessage,
+)
 
 # Up to this size the body is copied behind the head so one write (one syscall, one segment) carries both.
 _COALESCE_LIMIT = 2**16
@@ -233,7 +239,7 @@ class H1Connection(asyncio.Protocol):
 
     async def exchange(
         self, head: bytes, body: bytes, *, head_only: bool, close: bool, read_timeout: float
-    ) -> tuple[ResponseMessage, StreamReader]:
+    ) -> tuple[ResponseMessage, BodyReader]:
         """Write head and body in one go, then wait for the final response head."""
         fut = self._start(head_only, close)
         transport = self.transport
@@ -254,12 +260,7 @@ class H1Connection(asyncio.Protocol):
         except BaseException:
             self._drop_head(fut)
             raise
-        state = self._state
-        msg = state.msg
-        payload = state.payload
-        assert msg is not None  # set together with the future's result
-        assert payload is not None
-        return msg, payload
+        return self._response()
 
     async def exchange_stream(
         self,
@@ -270,7 +271,7 @@ class H1Connection(asyncio.Protocol):
         head_only: bool,
         close: bool,
         read_timeout: float,
-    ) -> tuple[ResponseMessage, StreamReader]:
+    ) -> tuple[ResponseMessage, BodyReader]:
         """Write the head, stream the body (chunked when `length` is None), then wait for the final head."""
         fut = self._start(head_only, close)
         try:
@@ -337,18 +338,20 @@ class H1Connection(asyncio.Protocol):
         finally:
             self._drain_waiter = None
 
-    async def _wait_head(self, fut: asyncio.Future[None]) -> tuple[ResponseMessage, StreamReader]:
+    def _response(self) -> tuple[ResponseMessage, BodyReader]:  # the final head and its body reader
+        state = self._state
+        msg, payload = state.msg, state.payload
+        assert msg is not None  # set together with the future's result
+        assert payload is not None
+        return msg, payload
+
+    async def _wait_head(self, fut: asyncio.Future[None]) -> tuple[ResponseMessage, BodyReader]:
         try:
             await fut
         except BaseException:
             self._drop_head(fut)
             raise
-        state = self._state
-        msg = state.msg
-        payload = state.payload
-        assert msg is not None  # set together with the future's result
-        assert payload is not None
-        return msg, payload
+        return self._response()
 
     def _drop_head(self, fut: asyncio.Future[None]) -> None:
         """The exchange is abandoned (failure or cancellation): discard the connection."""

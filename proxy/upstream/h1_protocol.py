@@ -22,6 +22,7 @@ from aiohttp.streams import StreamReader
 from multidict import CIMultiDictProxy
 
 from proxy.errors import ErrorKind
+from proxy.upstream.whole import parse_whole
 
 # StreamReader low-water mark; the socket is paused when twice this much body is buffered unread.
 READ_LIMIT = 2**16
@@ -49,6 +50,18 @@ class ResponseMessage(Protocol):
     def raw_headers(self) -> tuple[tuple[bytes, bytes], ...]: ...
     @property
     def should_close(self) -> bool: ...
+
+
+class BodyReader(Protocol):
+    """A response body as read here: aiohttp's `StreamReader`, or a `proxy.upstream.whole.WholeResponse` that
+    arrived whole with its head."""
+
+    def is_eof(self) -> bool: ...
+    def at_eof(self) -> bool: ...
+    def exception(self) -> BaseException | None: ...
+    def set_exception(self, exc: BaseException) -> None: ...
+    def read_nowait(self) -> bytes: ...
+    async def readany(self) -> bytes: ...
 
 
 class H1Failure(Exception):
@@ -182,7 +195,7 @@ class H1State:
         self.sent = False  # a request byte was written (set by the I/O side)
         self.rx = False  # a response byte arrived
         self.msg: ResponseMessage | None = None
-        self.payload: StreamReader | None = None
+        self.payload: BodyReader | None = None
 
     def start(self, head_only: bool, close: bool) -> None:
         """A new exchange: `head_only` for a HEAD request, `close` when the request asks to close."""
@@ -213,6 +226,18 @@ class H1State:
             # Bytes outside an exchange (a 408 on an idle connection, trailing garbage): never reuse this one.
             self.should_close = True
             return _OUT_OF_STEP_ONLY
+        if not self.rx and self.active is self._parser:
+            # The exchange's first read: a small response usually comes whole in it (proxy.upstream.whole).
+            whole = parse_whole(data)
+            if whole is not None:
+                self.rx = True
+                self.awaiting_head = False
+                self.msg = whole
+                self.payload = whole
+                if whole.should_close:
+                    self.should_close = True
+                self.done = True
+                return _HEAD_AND_END
         self.rx = True
         try:
             # Read through Any, typed by what is read (ResponseMessage): the C parser returns a list of its own message

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from aiohttp.streams import StreamReader
 from multidict import CIMultiDictProxy
 
 from proxy.errors import ErrorKind, UpstreamError, UpstreamReset, UpstreamTimeout
 from proxy.upstream._h1 import H1Connection
-from proxy.upstream.h1_protocol import H1Failure, ResponseMessage
+from proxy.upstream.h1_protocol import BodyReader, H1Failure, ResponseMessage
+from proxy.upstream.whole import WholeResponse
 
 if TYPE_CHECKING:
     from proxy.upstream.transport import UpstreamPool
@@ -37,23 +37,38 @@ class UpstreamResponse:
     ask to close it; otherwise the connection is discarded. Always call it (use try/finally).
     """
 
-    __slots__ = ("_conn", "_payload", "_pool", "headers", "raw_headers", "reason", "status", "version")
+    __slots__ = ("_conn", "_msg", "_payload", "_pool", "raw_headers", "reason", "status", "version")
 
     status: int
     reason: str
     version: tuple[int, int]
-    headers: CIMultiDictProxy[str]
     raw_headers: tuple[tuple[bytes, bytes], ...]
 
-    def __init__(self, pool: UpstreamPool, conn: H1Connection, msg: ResponseMessage, payload: StreamReader) -> None:
+    def __init__(self, pool: UpstreamPool, conn: H1Connection, msg: ResponseMessage, payload: BodyReader) -> None:
         self._pool: UpstreamPool | None = pool
         self._conn = conn
+        self._msg = msg
         self._payload = payload
         self.status = msg.code
         self.reason = msg.reason
         self.version = msg.version
-        self.headers = msg.headers
         self.raw_headers = msg.raw_headers
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        """The fields, decoded (a head read by `proxy.upstream.whole` builds them on first use)."""
+        return self._msg.headers
+
+    @property
+    def content_length(self) -> int | None:
+        """The Content-Length the upstream declared, if it is a plain number."""
+        msg = self._msg
+        if isinstance(msg, WholeResponse):
+            return msg.length
+        value = msg.headers.get("Content-Length")
+        if value is None or not value.isdigit():
+            return None
+        return int(value)
 
     async def read(self) -> bytes:
         """The next body chunk; b"" at the end. Raises UpstreamReset / UpstreamTimeout mid-body."""

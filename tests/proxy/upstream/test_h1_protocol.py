@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from aiohttp.streams import StreamReader
 
 from proxy.upstream.h1_protocol import (
     END_OF_MESSAGE,
     MAX_FIELD_SIZE,
     MAX_HEADERS,
     READ_LIMIT,
+    BodyReader,
     EndOfMessage,
     Event,
     H1Failure,
@@ -66,7 +66,7 @@ class Run:
         return self.state.msg
 
     @property
-    def payload(self) -> StreamReader:
+    def payload(self) -> BodyReader:
         """The body reader of the one final head."""
         assert self.msg is not None
         assert self.state.payload is not None
