@@ -3,26 +3,31 @@
 Why: through aiohttp's C parser, a small fixed-length response costs about 4 µs of the proxy's CPU (run 21's profile:
 8.7% of a pass-through request), nearly all of it in the Python objects its callbacks build: a `StreamReader` fed
 and ended, a multidict of the fields, a message object. Most responses behind a migration proxy are exactly that:
-one read holding the head and a `Content-Length` body. `parse_whole` reads those with one regular expression and a
-split, and `WholeResponse` is both the head and the body reader (`proxy.upstream.h1_protocol.BodyReader`), so
-nothing is fed or queued.
+one read holding the head and a `Content-Length` body. `parse_whole` checks the head with one regular expression and
+splits its field lines, and `WholeResponse` is both the head and the body reader (`h1_protocol.BodyReader`), so
+nothing is fed or queued. The fields are decoded into a multidict only if something asks for them.
 
 It accepts a strict subset of what llhttp accepts, and for that subset it yields what llhttp yields (the same
 status, reason, version, fields, keep-alive and body; tests/proxy/upstream/test_whole.py checks both on generated
 responses). Everything else is `None`, and llhttp parses the bytes as before: so every refusal, limit and framing
 rule stays llhttp's. Not accepted: a head or body split over reads, any byte past the body, no or more than one
-Content-Length, Transfer-Encoding, Upgrade, Proxy-Connection, a Connection field other than one `close` or
-`keep-alive`, 1xx, 204 and 304 (whose framing differs), non-ASCII or control bytes in the head, a line past the
-parser's limits.
+Content-Length, Transfer-Encoding, Upgrade, Proxy-Connection, Sec-WebSocket-Key1, a Connection field other than one
+`close` or `keep-alive`, 1xx, 204 and 304 (whose framing differs), non-ASCII or control bytes in the head, a line
+past the parser's limits, and everything while aiohttp runs in its debug mode (see ENABLED).
 """
 
 from __future__ import annotations
 
 import re
 
+from aiohttp import hdrs
+from aiohttp.helpers import DEBUG
 from aiohttp.http_writer import HttpVersion, HttpVersion10, HttpVersion11
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy, istr
 
+# In its debug mode (python -X dev, PYTHONASYNCIODEBUG) aiohttp parses responses strictly (a repeated Server or
+# Content-Type is refused): then llhttp reads every response, so the two never differ.
+ENABLED = not DEBUG
 # llhttp's limits as `proxy.upstream.h1_protocol.new_parser` sets them: past them, llhttp decides (it refuses).
 MAX_LINE_SIZE = 8190
 MAX_FIELD_SIZE = 2**16
@@ -35,6 +40,15 @@ _HEAD = re.compile(
     rb"((?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\x20-\x7e\t]*\r\n)*)\r\n"
 )
 _OWS = b" \t"
+# Fields whose presence sends a response to llhttp: framing and protocol switches it decides, and the old WebSocket
+# draft's key, which aiohttp refuses.
+_DECLINED = frozenset((b"transfer-encoding", b"upgrade", b"proxy-connection", b"sec-websocket-key1"))
+_SPECIAL_SIZES = frozenset(len(name) for name in (*_DECLINED, b"content-length", b"connection"))
+# aiohttp's parser spells a field name it knows (every name `aiohttp.hdrs` declares) as `hdrs` does, whatever the case
+# it arrived in, and keeps the others as they came; `WholeResponse.headers` does the same.
+_KNOWN: dict[bytes, str] = {
+    name.lower().encode("ascii"): name for key, name in vars(hdrs).items() if isinstance(name, istr) and key.isupper()
+}
 
 
 class WholeResponse:
@@ -69,7 +83,7 @@ class WholeResponse:
         if headers is None:
             fields: CIMultiDict[str] = CIMultiDict()
             for name, value in self.raw_headers:
-                fields.add(name.decode("ascii"), value.decode("ascii"))
+                fields.add(_KNOWN.get(name.lower()) or name.decode("ascii"), value.decode("ascii"))
             headers = self._headers = CIMultiDictProxy(fields)
         return headers
 
@@ -100,7 +114,7 @@ class WholeResponse:
 
 def parse_whole(data: bytes) -> WholeResponse | None:
     """`data`, the first read of an exchange, as a whole response; None when llhttp must read it (see the module)."""
-    match = _HEAD.match(data)
+    match = _HEAD.match(data) if ENABLED else None
     if match is None:
         return None
     version, status, reason, block = match.groups()
@@ -117,8 +131,7 @@ def parse_whole(data: bytes) -> WholeResponse | None:
                 return None
             name, _, value = line.partition(b":")
             value = value.strip(_OWS)
-            size = len(name)
-            if size == 7 or size == 10 or size == 14 or size == 16 or size == 17:
+            if len(name) in _SPECIAL_SIZES:  # only these few names are lowered and compared
                 lower = name.lower()
                 if lower == b"content-length":
                     if length >= 0 or not value.isdigit() or len(value) > 15:
@@ -130,7 +143,7 @@ def parse_whole(data: bytes) -> WholeResponse | None:
                         return None
                     connection = True
                     close = token == b"close"
-                elif lower == b"transfer-encoding" or lower == b"upgrade" or lower == b"proxy-connection":
+                elif lower in _DECLINED:
                     return None
             fields.append((name, value))
         if len(fields) > MAX_HEADERS:

@@ -32,6 +32,8 @@ import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from mypy_extensions import mypyc_attr
+
 from proxy.config.model import SHADOW_WORKER_NICE, Config
 from proxy.events import ExchangeListener, ExchangeObserver, ExchangeStart, ResponseSnapshot
 from proxy.metrics import WORKER_RESTARTS, Counter
@@ -373,6 +375,7 @@ class ShadowBridge(TrafficCounting):
         self._unsettled.clear()
 
 
+@mypyc_attr(native_class=False)  # a tuple subclass: compiled, a Python class with compiled methods
 class _Sent(tuple[ShadowBridge, int, int]):
     """The observer of one handed-over exchange: forwards its primary to the worker that has its copies. A tuple
     (bridge, seq, worker generation): one is made per mirrored request, and a tuple is built without running any

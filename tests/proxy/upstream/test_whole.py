@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from aiohttp import hdrs
 from aiohttp.streams import StreamReader
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from multidict import istr
 
 from proxy.upstream.h1_protocol import END_OF_MESSAGE, RESPONSE_HEAD, BodyReader, H1State, new_parser
 from proxy.upstream.whole import MAX_HEADERS, WholeResponse, parse_whole
@@ -15,6 +20,7 @@ from proxy.upstream.whole import MAX_HEADERS, WholeResponse, parse_whole
 pytestmark = pytest.mark.unit
 
 NO_LOOP = object()
+ROOT = Path(__file__).resolve().parents[3]
 
 
 class Flow:
@@ -90,6 +96,7 @@ def test_an_ordinary_small_response_is_read_by_the_fast_path_as_llhttp_reads_it(
         (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nProxy-Connection: close\r\n\r\nabc", "Proxy-Connection"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nUpgrade: h2c\r\n\r\nabc", "Upgrade"),
         (b"HTTP/2 200 OK\r\nContent-Length: 3\r\n\r\nabc", "not HTTP/1"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nSec-WebSocket-Key1: x\r\n\r\nabc", "aiohttp refuses it"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n" + b"X: y\r\n" * MAX_HEADERS + b"\r\nabc", "too many"),
     ],
 )
@@ -116,7 +123,16 @@ _TOKEN = st.text(alphabet="abcXYZ-_!#0129", min_size=1, max_size=8)
 _CLEAN = st.sampled_from([b"", b" padded ", b"\ta\tb\t", b"close", b"keep-alive", b"Close", b"chunked", b"3", b"007"])
 _VALUE = _CLEAN | _CLEAN | _CLEAN | st.binary(max_size=10).map(lambda b: bytes(x for x in b if x not in (13, 10)))
 _SPECIAL = st.sampled_from(
-    ["Content-Length", "content-length", "Connection", "Transfer-Encoding", "Upgrade", "Proxy-Connection", "Server"]
+    [
+        "Content-Length",
+        "content-length",
+        "Connection",
+        "Transfer-Encoding",
+        "Upgrade",
+        "Proxy-Connection",
+        "Server",
+        "sec-websocket-key1",
+    ]
 )
 
 
@@ -215,3 +231,24 @@ def test_a_whole_response_that_asks_to_close_ends_the_connection() -> None:
         assert isinstance(state.payload, WholeResponse)
         state.payload.read_nowait()
         assert not state.finish()
+
+
+def test_every_field_name_aiohttp_knows_is_spelled_as_its_parser_spells_it() -> None:
+    """Known names (each `aiohttp.hdrs` one, here lower- and upper-cased) come out in hdrs's spelling, others as
+    they came: the decoded fields equal llhttp's whatever the case on the wire."""
+    skip = {"content-length", "transfer-encoding", "upgrade", "connection", "proxy-connection", "sec-websocket-key1"}
+    names = [n for n in vars(hdrs).values() if isinstance(n, istr) and n.lower() not in skip]
+    for spell in (str.lower, str.upper):
+        fields = b"".join(spell(str(n)).encode() + b": v\r\n" for n in names) + b"X-Own-Case: v\r\n"
+        data = b"HTTP/1.1 200 OK\r\n" + fields + b"Content-Length: 0\r\n\r\n"
+        assert parse_whole(data) is not None
+        assert fast(data) == llhttp(data)
+
+
+def test_in_aiohttps_debug_mode_llhttp_reads_every_response() -> None:
+    """Under python -X dev aiohttp parses responses strictly, so the fast path steps aside (the two never differ)."""
+    code = "import sys; from proxy.upstream.whole import parse_whole as p; sys.exit(p(sys.stdin.buffer.read()) is None)"
+    ran = subprocess.run([sys.executable, "-X", "dev", "-c", code], input=NGINX, check=False, cwd=ROOT)
+    assert ran.returncode == 1
+    ran = subprocess.run([sys.executable, "-c", code], input=NGINX, check=False, cwd=ROOT)
+    assert ran.returncode == 0
