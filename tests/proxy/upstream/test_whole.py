@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import hdrs
 from aiohttp.streams import StreamReader
@@ -15,7 +17,7 @@ from hypothesis import strategies as st
 from multidict import istr
 
 from proxy.upstream.h1_protocol import END_OF_MESSAGE, RESPONSE_HEAD, BodyReader, H1State, new_parser
-from proxy.upstream.whole import MAX_HEADERS, WholeResponse, parse_whole
+from proxy.upstream.whole import _KNOWN, MAX_HEADERS, WholeResponse, parse_whole
 
 pytestmark = pytest.mark.unit
 
@@ -252,3 +254,12 @@ def test_in_aiohttps_debug_mode_llhttp_reads_every_response() -> None:
     assert ran.returncode == 1
     ran = subprocess.run([sys.executable, "-c", code], input=NGINX, check=False, cwd=ROOT)
     assert ran.returncode == 0
+
+
+def test_the_known_names_are_those_aiohttps_c_parser_was_generated_from() -> None:
+    """The spelling table (every istr in `aiohttp.hdrs`) lists exactly the names aiohttp's `_headers.pxi` does."""
+    pxi = Path(aiohttp.__file__).parent / "_headers.pxi"
+    if not pxi.exists():
+        pytest.skip(f"this aiohttp ({aiohttp.__version__}) ships no _headers.pxi to compare with")
+    generated = {getattr(hdrs, n) for n in re.findall(r"hdrs\.([A-Z_0-9]+)", pxi.read_text(encoding="utf-8"))}
+    assert set(_KNOWN.values()) == generated
