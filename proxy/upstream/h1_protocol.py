@@ -22,13 +22,10 @@ from aiohttp.streams import StreamReader
 from multidict import CIMultiDictProxy
 
 from proxy.errors import ErrorKind
-from proxy.upstream.whole import parse_whole
+from proxy.upstream.whole import MAX_FIELD_SIZE, MAX_HEADERS, MAX_LINE_SIZE, parse_whole
 
 # StreamReader low-water mark; the socket is paused when twice this much body is buffered unread.
 READ_LIMIT = 2**16
-# Upstream heads are trusted more than client heads, but a cookie-heavy back end still needs room.
-MAX_FIELD_SIZE = 2**16
-MAX_HEADERS = 256
 # What llhttp (and aiohttp's pure-Python fallback parser) raise for a malformed or truncated message.
 _PARSE_ERRORS = (HttpProcessingError, ValueError)
 
@@ -150,6 +147,7 @@ def new_parser(flow: object, loop: object, *, with_body: bool) -> HttpResponsePa
         cast(Any, flow),
         cast(Any, loop),
         READ_LIMIT,
+        max_line_size=MAX_LINE_SIZE,
         max_field_size=MAX_FIELD_SIZE,
         max_headers=MAX_HEADERS,
         response_with_body=with_body,

@@ -28,8 +28,10 @@ from multidict import CIMultiDict, CIMultiDictProxy, istr
 # In its debug mode (python -X dev, PYTHONASYNCIODEBUG) aiohttp parses responses strictly (a repeated Server or
 # Content-Type is refused): then llhttp reads every response, so the two never differ.
 ENABLED = not DEBUG
-# llhttp's limits as `proxy.upstream.h1_protocol.new_parser` sets them: past them, llhttp decides (it refuses).
-MAX_LINE_SIZE = 8190
+# The upstream response parser's limits, here because both readers apply them: `h1_protocol.new_parser` configures
+# llhttp with them, and past them `parse_whole` leaves the response to llhttp (which refuses it). Upstream heads are
+# trusted more than client heads, but a cookie-heavy back end still needs room.
+MAX_LINE_SIZE = 8190  # the status line (aiohttp's default)
 MAX_FIELD_SIZE = 2**16
 MAX_HEADERS = 256
 

@@ -11,8 +11,6 @@ import pytest
 
 from proxy.upstream.h1_protocol import (
     END_OF_MESSAGE,
-    MAX_FIELD_SIZE,
-    MAX_HEADERS,
     READ_LIMIT,
     BodyReader,
     EndOfMessage,
@@ -25,6 +23,7 @@ from proxy.upstream.h1_protocol import (
     ResponseMessage,
     encode_head,
 )
+from proxy.upstream.whole import MAX_FIELD_SIZE, MAX_HEADERS
 
 pytestmark = pytest.mark.unit
 SOURCE = Path(__file__).resolve().parents[3] / "proxy" / "upstream" / "h1_protocol.py"
