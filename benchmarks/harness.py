@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
 
+from proxy import native
+
 ROOT = Path(__file__).resolve().parent.parent
 BODY = '{"id":1,"name":"widget","price":9.99,"tags":["a","b"],"ok":true,"n":12345}'
 
@@ -183,6 +185,23 @@ def export_tree(ref: str, into: Path) -> Path:
     with tarfile.open(fileobj=BytesIO(archive)) as tar:
         tar.extractall(into, filter="data")
     return into
+
+
+def build_like_this(tree: Path) -> None:
+    """Compile the base's request path when this checkout runs compiled (proxy.native), so that like is measured
+    against like: a base with no native build of its own (older than it) runs as Python, and says so."""
+    if not native.status().active:
+        print(f"this checkout runs as Python ({native.status().reason}): so does the base")
+        return
+    if not (tree / "proxy" / "native_build.py").is_file():
+        print("the base has no native build (older than proxy/native.py): it runs as Python, this checkout compiled")
+        return
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    done = subprocess.run(
+        [sys.executable, "-m", "proxy.native_build", "--strict"], cwd=tree, env=env, capture_output=True, text=True
+    )
+    last = (done.stdout.strip().splitlines() or [""])[-1]
+    print(f"base: {last}" if done.returncode == 0 else f"base: native build failed, it runs as Python: {done.stderr}")
 
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100

@@ -42,6 +42,7 @@ from benchmarks.harness import (
     ROOT,
     SERVE_SNIPPET,
     backend_cmd,
+    build_like_this,
     export_tree,
     free_port,
     routes_yaml,
@@ -227,6 +228,7 @@ def main() -> int:
                 second = Side("fast", ROOT, ("--server", "fast"), worker=worker)
             else:
                 base = Side(args.base, export_tree(args.base, tmp / "base"), worker=worker)
+                build_like_this(base.source)
                 first, second = base, Side("this checkout", ROOT, worker=worker)
             counts: dict[str, dict[str, float]] = {}
             workers: dict[str, dict[str, float]] = {}

@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +29,7 @@ from pathlib import Path
 
 from benchmarks.harness import (
     ROOT,
+    build_like_this,
     children,
     coverage_shares,
     cpu_seconds,
@@ -44,7 +43,6 @@ from benchmarks.harness import (
     shadow_coverage,
 )
 from benchmarks.load import wrk
-from proxy import native
 
 MODES = {"pass": "legacy", "shadow": "shadow"}
 
@@ -67,7 +65,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="strangler-versions-") as t, contextlib.ExitStack() as stack:
         tmp = Path(t)
         trees = {args.base: export_tree(args.base, tmp / "base"), "this checkout": ROOT}
-        _build_like_this(trees[args.base])
+        build_like_this(trees[args.base])
         be, be2 = free_port(), free_port()
         stack.enter_context(nginx_backend(tmp, be, be2))
         ports: dict[tuple[str, str], tuple[int, int]] = {}
@@ -94,23 +92,6 @@ def main() -> int:
     _print(args.base, setups, rps, coverage)
     _print_cpu(args.base, setups, cpu)
     return 0
-
-
-def _build_like_this(tree: Path) -> None:
-    """Compile the base's request path when this checkout runs compiled (proxy.native), so that like is measured
-    against like: a base with no native build of its own (older than it) runs as Python, and says so."""
-    if not native.status().active:
-        print(f"this checkout runs as Python ({native.status().reason}): so does the base")
-        return
-    if not (tree / "proxy" / "native_build.py").is_file():
-        print("the base has no native build (older than proxy/native.py): it runs as Python, this checkout compiled")
-        return
-    env = dict(os.environ, PYTHONPATH=str(tree))
-    done = subprocess.run(
-        [sys.executable, "-m", "proxy.native_build", "--strict"], cwd=tree, env=env, capture_output=True, text=True
-    )
-    last = (done.stdout.strip().splitlines() or [""])[-1]
-    print(f"base: {last}" if done.returncode == 0 else f"base: native build failed, it runs as Python: {done.stderr}")
 
 
 def _measure(port: int, seconds: float, connections: int, cpu: list[tuple[float, float]]) -> float:
