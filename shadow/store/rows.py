@@ -133,8 +133,14 @@ _OUTCOME_AT = _EXCHANGE_FIELDS.index("outcome")  # the reason follows it
 _PAIR_AT = _EXCHANGE_FIELDS.index("pair")
 
 
-def batch_row_keys(batch: PreparedBatch) -> list[tuple[str, str, str, str, str]]:
-    """(request id, route id, pair, outcome, reason or "") of each exchange row in a batch, in order."""
+# A row the writer is done with: (request id, route id, pair, outcome, reason or "", fate), the fate "stored" or the
+# reason it never will be. A plain tuple: one per written row, built in the writer thread (a NamedTuple's __new__
+# is a Python call per row).
+SettledRow = tuple[str, str, str, str, str, str]
+
+
+def settled_rows(batch: PreparedBatch, fate: str) -> list[SettledRow]:
+    """The `SettledRow` of each exchange row in a batch, in order, all with `fate`."""
     values, width = batch.exchange_values, _ROW_WIDTH
     return [
         (
@@ -143,6 +149,7 @@ def batch_row_keys(batch: PreparedBatch) -> list[tuple[str, str, str, str, str]]
             values[at + _PAIR_AT],
             values[at + _OUTCOME_AT],
             values[at + _OUTCOME_AT + 1] or "",
+            fate,
         )
         for at in range(0, batch.count * width, width)
     ]

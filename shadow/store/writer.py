@@ -18,12 +18,11 @@ import sqlite3
 import threading
 import time
 from collections.abc import Sequence
-from typing import NamedTuple
 
 from proxy.config.model import Retention
 from proxy.metrics import STORE_FAILING, STORE_ROWS_LOST, STORE_WRITE_ERRORS, Metrics
 from shadow.store.database import Store
-from shadow.store.rows import PreparedBatch, batch_bytes, batch_row_keys, prepare_records
+from shadow.store.rows import PreparedBatch, SettledRow, batch_bytes, prepare_records, settled_rows
 from shadow.values import ExchangeRecord, TrafficCount
 
 log = logging.getLogger("strangler.store")
@@ -31,17 +30,6 @@ log = logging.getLogger("strangler.store")
 
 _Item = PreparedBatch | tuple[TrafficCount, ...]
 STORED = "stored"
-
-
-class SettledRow(NamedTuple):
-    """A row the writer is done with: written (`fate` STORED), or never to be (`fate` is the drop reason)."""
-
-    request_id: str
-    route_id: str
-    pair: str
-    outcome: str
-    reason: str
-    fate: str
 
 
 RETRY_FIRST = 0.1  # seconds before the first retry of a batch the store refused; doubles up to RETRY_MAX
@@ -140,7 +128,7 @@ class StoreWriter:
 
     def _settle(self, batch: PreparedBatch, fate: str) -> None:
         if self._track_ids and batch.count:
-            rows = [SettledRow(*key, fate) for key in batch_row_keys(batch)]
+            rows = settled_rows(batch, fate)
             with self._settled_lock:
                 self._settled.extend(rows)
 

@@ -212,12 +212,12 @@ class WorkerProtocol(asyncio.Protocol):
         if listener is None:
             return
         unsettled, outcomes = self._unsettled, self._outcomes
-        for row in listener.writer.drain_settled():
-            if row.fate == STORED:
-                self._count_row(row.route_id, row.pair, row.outcome, row.reason)
-            elif row.reason not in COUNTED_IN_PROXY:
-                outcomes.inc((row.route_id, row.pair, "dropped", row.fate))  # never to be a row: counted as a drop
-            waiting = unsettled.get(row.request_id)
+        for request_id, route_id, pair, outcome, reason, fate in listener.writer.drain_settled():
+            if fate == STORED:
+                self._count_row(route_id, pair, outcome, reason)
+            elif reason not in COUNTED_IN_PROXY:
+                outcomes.inc((route_id, pair, "dropped", fate))  # never to be a row: counted as a drop
+            waiting = unsettled.get(request_id)
             if not waiting:
                 continue
             head = waiting[0]
@@ -226,7 +226,7 @@ class WorkerProtocol(asyncio.Protocol):
                 self._settled.append(head[0])
                 waiting.popleft()
                 if not waiting:
-                    del unsettled[row.request_id]
+                    del unsettled[request_id]
 
     def report(self) -> None:
         """Send the metric changes since the last report (with none, an empty report: the proxy's sign of life) and

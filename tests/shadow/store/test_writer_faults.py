@@ -68,7 +68,7 @@ def test_the_backlog_is_bounded_and_every_record_is_counted(db_path: Path) -> No
         allow_writes(db_path)
     writer.close(timeout=30)
     assert count_rows(db_path) + writer.rows_lost == 100
-    assert sorted(r.request_id for r in writer.drain_settled()) == sorted(f"r{i}" for i in range(100))
+    assert sorted(row[0] for row in writer.drain_settled()) == sorted(f"r{i}" for i in range(100))
 
 
 def test_a_store_fault_at_close_is_counted_lost(db_path: Path) -> None:
