@@ -22,7 +22,7 @@ from aiohttp.abc import AbstractStreamWriter
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http import HttpVersion10, HttpVersion11
 from aiohttp.http_parser import HttpRequestParser, RawRequestMessage
-from aiohttp.streams import StreamReader
+from aiohttp.streams import EmptyStreamReader, StreamReader
 from aiohttp.web_protocol import ERROR, RequestHandler, _ErrInfo
 
 from proxy.clock import duration_clock
@@ -274,6 +274,25 @@ class UnparsedRequest(web.BaseRequest):
     access log writes its request line as unknown rather than that stand-in's."""
 
 
+def prefill_request(request: web.BaseRequest, message: RawRequestMessage, payload: StreamReader) -> None:
+    """Set the request properties the proxy reads on every request to what aiohttp would compute for them.
+
+    Each is an aiohttp `reify`: its first read runs a Python function, seven of them per request (about 3% of a
+    pass-through request's CPU under perf, 0.6% of its instructions under callgrind). aiohttp fills the same cache
+    itself (`_cache`: the URL, host and scheme of an absolute-form target); the values here are those its functions
+    return, read from the same message, and tests/proxy/test_aiohttp_contract.py checks them against aiohttp's own
+    on a fresh request."""
+    request._cache.update(
+        headers=message.headers,
+        raw_headers=message.raw_headers,
+        method=message.method,
+        version=message.version,
+        raw_path=message.path,
+        keep_alive=not message.should_close,
+        body_exists=type(payload) is not EmptyStreamReader,
+    )
+
+
 _SPOKEN = (HttpVersion10, HttpVersion11)
 _ERROR = ERROR._replace(version=HttpVersion11)
 
@@ -318,6 +337,7 @@ class ProxyServer(web.Server):
         if message.version not in _SPOKEN:
             kind, message = UnsupportedVersionRequest, message._replace(version=HttpVersion11, should_close=True)
         request = kind(message, payload, protocol, writer, task, self._loop)
+        prefill_request(request, message, payload)
         if self._state.access_log is not None:
             request[ARRIVED_KEY] = duration_clock()
         return request

@@ -119,3 +119,40 @@ def test_stream_response_prepares_headers_in_an_overridable_method() -> None:
 def test_aiohttp_is_within_the_pinned_minor(version: str) -> None:
     """The installed aiohttp is the minor the private names were checked against (3.14)."""
     assert version.startswith("3.14."), f"aiohttp {version}: re-check proxy/server.py, then widen the pin"
+
+
+PREFILLED = ("headers", "raw_headers", "method", "version", "raw_path", "keep_alive", "body_exists")
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /a/b?x=1 HTTP/1.1\r\nHost: a\r\nX-Two: 1\r\nx-two: 2\r\n\r\n",
+        b"POST /p HTTP/1.0\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+        b"PUT /c HTTP/1.1\r\nHost: a\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+    ],
+)
+async def test_prefilled_request_properties_are_what_aiohttp_computes(head: bytes) -> None:
+    """Every property proxy.server.prefill_request sets holds what aiohttp's own property returns for the same
+    parsed message and body stream, so the fast listener's requests read exactly as aiohttp's do."""
+    from proxy.server import prefill_request
+
+    loop = asyncio.get_running_loop()
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        return web.Response()
+
+    server = web.Server(handle)
+    protocol = web_protocol.RequestHandler(server, loop=loop)
+    parser = http_parser.HttpRequestParser(protocol, loop, 2**16)
+    [(message, payload)], _, _ = parser.feed_data(head)
+    task = loop.create_task(asyncio.sleep(0))
+    plain = web.BaseRequest(message, payload, protocol, protocol, task, loop)  # type: ignore[arg-type]
+    filled = web.BaseRequest(message, payload, protocol, protocol, task, loop)  # type: ignore[arg-type]
+    prefill_request(filled, message, payload)
+    assert set(PREFILLED) <= set(filled._cache)
+    for name in PREFILLED:
+        assert getattr(filled, name) == getattr(plain, name), name
+    await task
+    await server.shutdown(0)
