@@ -28,10 +28,15 @@ RawHeaders = tuple[tuple[bytes, bytes], ...]  # header pairs as received, before
 
 
 # The three exchange values are NamedTuples, not frozen dataclasses: they are built for every mirrored request on
-# the event loop, and a tuple is built by one C call (`tuple.__new__`, what `proxy.notify` uses) where a frozen
+# the event loop, and a tuple is built by one C call (`tuple.__new__`: `new_tuple` below) where a frozen
 # slotted dataclass pays one descriptor call per field (callgrind: about 17,700 instructions for a request snapshot
 # and its ExchangeStart before, about 3,000 after). They stay immutable and typed, and the shadow worker's wire
 # (`shadow.worker.wire`) sends a snapshot as the plain tuple of its fields.
+
+# Builds one of those NamedTuples from the tuple of all its fields in order (defaults included), by the C call
+# `tuple.__new__`, without its Python-level __new__ (a Python frame per value): for the values made per request or
+# per copy, in the proxy (`proxy.notify`) and in the shadow worker (its wire, its copies).
+new_tuple = tuple.__new__
 
 
 class RequestSnapshot(NamedTuple):
@@ -70,8 +75,19 @@ class ResponseSnapshot(NamedTuple):
             return self
         # Built field by field: `_replace` (a map over the fields and a dict of keywords) costs twice as much.
         headers = tuple(decode_pairs(self.raw_headers))
-        return ResponseSnapshot(
-            self.side, self.upstream, self.status, headers, self.body, self.body_complete, self.latency, self.error
+        return new_tuple(
+            ResponseSnapshot,
+            (
+                self.side,
+                self.upstream,
+                self.status,
+                headers,
+                self.body,
+                self.body_complete,
+                self.latency,
+                self.error,
+                (),
+            ),
         )
 
 

@@ -17,12 +17,12 @@ from proxy.events import (
     RequestSnapshot,
     ResponseSnapshot,
     Side,
+    new_tuple,
 )
 from proxy.exchange import Exchange
 from proxy.forwarding import ForwardResult
 
 log = logging.getLogger("strangler.proxy")
-_new_tuple = tuple.__new__  # a NamedTuple from its fields' tuple, without its Python-level __new__
 
 
 def exchange_start(
@@ -41,14 +41,14 @@ def exchange_start(
         kept, note = body, None
     # Both built by tuple.__new__ from their fields in order, not by calling the NamedTuple, whose __new__ is a
     # Python function (a frame each, per mirrored request).
-    snapshot = _new_tuple(
+    snapshot = new_tuple(
         RequestSnapshot,
         (
             request.method, ex.canon.path, ex.query_string, tuple(fwd_headers), kept, note, ex.request_id, ex.peer_ip,
             request.headers.get("Host", ""),
         ),
     )  # fmt: skip
-    return _new_tuple(
+    return new_tuple(
         ExchangeStart, (config, ex.route, ex.side, ex.upstream_name, mirror, snapshot, time.time(), ex.started)
     )
 
@@ -98,7 +98,7 @@ def notify_start(listeners: list[ExchangeListener], start: ExchangeStart) -> lis
 def notify_done(observers: list[ExchangeObserver], side: Side, upstream_name: str, result: ForwardResult) -> None:
     """Tell the observers what the client got from the primary (`result`), as one ResponseSnapshot; headers the
     forwarder kept undecoded go on undecoded (`raw_headers`: observers read `ResponseSnapshot.decoded()`)."""
-    primary = _new_tuple(
+    primary = new_tuple(
         ResponseSnapshot,
         (
             side, upstream_name, result.upstream_status, result.response_headers, result.body, result.body_complete,

@@ -17,7 +17,7 @@ from typing import Protocol
 from proxy.clock import duration_clock
 from proxy.config.model import Mirror, Upstream
 from proxy.errors import ErrorKind, UpstreamError
-from proxy.events import RequestSnapshot, ResponseSnapshot, Side
+from proxy.events import RequestSnapshot, ResponseSnapshot, Side, new_tuple
 from proxy.headers import HOP_BY_HOP, end_to_end_response_headers, upstream_host
 from proxy.methods import SAFE_METHODS
 from proxy.tls import upstream_context, upstream_tls_key
@@ -139,7 +139,8 @@ async def fetch_copy(
         log.exception("shadow request to %s failed", upstream.name)
         return failed_snapshot(side, upstream.name, "error", duration_clock() - began)
     headers_in = tuple(end_to_end_response_headers(resp.raw_headers))  # as a client would get them
-    return ResponseSnapshot(side, upstream.name, resp.status, headers_in, body, complete, duration_clock() - began)
+    fields = (side, upstream.name, resp.status, headers_in, body, complete, duration_clock() - began, None, ())
+    return new_tuple(ResponseSnapshot, fields)  # one per copy: without the NamedTuple's Python-level __new__
 
 
 async def read_capped(resp: UpstreamResponse, cap: int) -> tuple[bytes, bool]:

@@ -27,7 +27,7 @@ from typing import cast
 
 from proxy.app import settle_gc
 from proxy.config.model import SHADOW_WORKER_NICE, Config, Route
-from proxy.events import ExchangeObserver, ExchangeStart
+from proxy.events import ExchangeObserver, ExchangeStart, new_tuple
 from proxy.metrics import Counter, Metrics
 from proxy.modes import mirror_options
 from proxy.tasks import TaskOwner
@@ -144,8 +144,9 @@ class WorkerProtocol(asyncio.Protocol):
         # The proxy decided whether to copy (the plan in the frame); the options for the copy come with the route.
         plan = f.plan
         mirror = mirror_options(route, f.served_by) if plan.candidate or plan.noise else None
-        start = ExchangeStart(
-            config, route, f.served_by, f.primary_upstream, mirror, f.request, f.started_at, self._loop.time()
+        start: ExchangeStart = new_tuple(
+            ExchangeStart,
+            (config, route, f.served_by, f.primary_upstream, mirror, f.request, f.started_at, self._loop.time()),
         )
         if f.drop is not None:
             # A copy the proxy dropped, or one a dead worker had taken and not stored (`worker_lost`): only its row.

@@ -39,7 +39,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from proxy.config.model import Config
-from proxy.events import ExchangeStart, RequestSnapshot, ResponseSnapshot, Side
+from proxy.events import ExchangeStart, RequestSnapshot, ResponseSnapshot, Side, new_tuple
 from proxy.metrics import Counter, Gauge, Histogram, Metric, Metrics
 from shadow.plan import CANDIDATE, MirrorPlan
 from shadow.values import TrafficCount
@@ -198,7 +198,20 @@ def read_start(m: Message) -> StartFrame:
     plan = CANDIDATE if candidate and not noise and skip is None else MirrorPlan(skip, candidate, noise)
     if drop is not None:
         plan = _NO_PLAN
-    return StartFrame(seq, plan, route_id, served_by, primary_upstream, RequestSnapshot(*request), started_at, drop)
+    snapshot: RequestSnapshot = new_tuple(RequestSnapshot, _fields(request, _REQUEST_FIELDS))
+    return new_tuple(StartFrame, (seq, plan, route_id, served_by, primary_upstream, snapshot, started_at, drop))
+
+
+_REQUEST_FIELDS = len(RequestSnapshot._fields)
+_RESPONSE_FIELDS = len(ResponseSnapshot._fields)
+
+
+def _fields(fields: object, count: int) -> tuple[Any, ...]:
+    """A snapshot's fields as they crossed (every field, in order: `tuple(snapshot)`), checked for their number: the
+    snapshot is then built by `new_tuple`, which, unlike calling the NamedTuple, would take any number."""
+    if type(fields) is not tuple or len(fields) != count:
+        raise WireError(f"a snapshot of {len(fields) if type(fields) is tuple else type(fields).__name__} fields")
+    return fields
 
 
 def primary_message(seq: int, p: ResponseSnapshot) -> Message:
@@ -214,8 +227,9 @@ def read_settled(m: Message) -> tuple[int, ...]:
 
 
 def read_primary(m: Message) -> tuple[int, ResponseSnapshot]:
-    _, seq, snapshot = m
-    return seq, ResponseSnapshot(*snapshot).decoded()  # headers the proxy sent undecoded are decoded here
+    _, seq, fields = m
+    snapshot: ResponseSnapshot = new_tuple(ResponseSnapshot, _fields(fields, _RESPONSE_FIELDS))
+    return seq, snapshot.decoded()  # headers the proxy sent undecoded are decoded here
 
 
 def traffic_message(counts: Sequence[TrafficCount]) -> Message:

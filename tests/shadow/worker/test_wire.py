@@ -12,6 +12,7 @@ from proxy.events import ExchangeStart, RequestSnapshot, ResponseSnapshot
 from shadow.plan import CANDIDATE, MirrorPlan
 from shadow.worker.wire import (
     FrameReader,
+    WireError,
     drop_record,
     frame,
     primary_message,
@@ -97,3 +98,16 @@ def test_snapshot_field_orders_are_what_the_wire_writes() -> None:
     assert list(ResponseSnapshot._fields) == [
         "side", "upstream", "status", "headers", "body", "body_complete", "latency", "error", "raw_headers",
     ]  # fmt: skip
+
+
+def test_a_snapshot_with_the_wrong_number_of_fields_is_a_wire_error() -> None:
+    """Snapshots are rebuilt from the fields that crossed without the NamedTuple's own argument check, so a start or
+    primary whose snapshot lacks a field (or has one more) is refused as a stream no strangler process wrote."""
+    start = start_message(1, CANDIDATE, _start())
+    short_request = (*start[:6], start[6][:-1], *start[7:])
+    with pytest.raises(WireError, match="8 fields"):
+        read_start(_through_the_wire(short_request))
+    snap = ResponseSnapshot("legacy", "legacy", 200, (), b"ok", True, 0.012, None)
+    long_primary = ("primary", 3, (*snap, "extra"))
+    with pytest.raises(WireError, match="10 fields"):
+        read_primary(_through_the_wire(long_primary))
