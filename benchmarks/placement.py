@@ -71,7 +71,6 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="strangler-place-") as t, contextlib.ExitStack() as stack:
         tmp = Path(t)
         ports: list[int] = []
-        backends: list[int] = []
         for i, (name, mode, pinned) in enumerate(SETUPS):
             be, be2, port, admin = (free_port() for _ in range(4))
             own = tmp / str(i)  # each setup its own back end and files
@@ -85,7 +84,6 @@ def main(argv: list[str] | None = None) -> int:
                 _pin([proxy], proxy_cpus)
                 _pin(children(proxy) + listening_pids(be) + listening_pids(be2), rest)
             ports.append(port)
-            backends.append(be)
         rps: list[list[float]] = [[] for _ in SETUPS]
         switches: list[list[tuple[float, float]]] = [[] for _ in SETUPS]
         for r in range(args.rounds):

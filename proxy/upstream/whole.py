@@ -46,9 +46,8 @@ _HEAD = re.compile(
 # draft's key, which aiohttp refuses.
 _DECLINED = frozenset((b"transfer-encoding", b"upgrade", b"proxy-connection", b"sec-websocket-key1"))
 # The lengths of the names parse_whole lowers and compares (every other name is kept without looking at it), as bits
-# of one int: a name's length is tested with a shift rather than a set lookup.
+# of one int: a name's length is tested with a shift rather than a set lookup (past the top bit the shift gives 0).
 _SPECIAL_LENGTHS: Final = sum(1 << n for n in {len(name) for name in (*_DECLINED, b"content-length", b"connection")})
-_SPECIAL_MAX: Final = max(_SPECIAL_LENGTHS.bit_length(), 1)
 _SP: Final = 32
 _HT: Final = 9
 _CR: Final = 13
@@ -155,7 +154,7 @@ def parse_whole(data: bytes) -> WholeResponse | None:
             return None
         name, value = data[at:colon], data[start:stop]
         size = colon - at
-        if size < _SPECIAL_MAX and (_SPECIAL_LENGTHS >> size) & 1:  # only these few names are lowered and compared
+        if (_SPECIAL_LENGTHS >> size) & 1:  # only these few names are lowered and compared
             lower = name.lower()
             if lower == b"content-length":
                 if length >= 0 or not value.isdigit() or len(value) > 15:
