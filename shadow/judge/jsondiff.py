@@ -14,10 +14,11 @@ fraction of the cost, and never stops early: counting stays exact however many d
   go to the `unordered` callback (`shadow.judge.unordered` for scalars deepdiff would not pair, deepdiff for the
   rest: similarity pairing).
 
-Where deepdiff and this walk deliberately disagree (tests/shadow/judge/test_jsondiff.py checks both): deepdiff aligns
-arrays of scalars with Python equality, under which true == 1, so it misses a boolean turned into 1 inside an array;
-and elements equal index by index within float_tolerance are equal here in any order. Long arrays of scalars are
-aligned within ALIGN_BUDGET (the sequence diff is quadratic at worst), deepdiff aligned them whatever it cost.
+Where deepdiff and this walk deliberately disagree (tests/shadow/judge/test_jsondiff.py checks both): deepdiff before
+9.2 aligns arrays of scalars with Python equality, under which true == 1, so it misses a boolean turned into 1 inside
+an array (9.2 reports the type change, as the walk does); and elements equal index by index within float_tolerance are
+equal here in any order. Long arrays of scalars are aligned within ALIGN_BUDGET (the sequence diff is quadratic at
+worst), deepdiff aligned them whatever it cost.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 pairs), and its own rules (numbers, booleans, order, tolerance) hold.
 
 Deliberate divergences from deepdiff, kept out of the generated pairs and checked on their own below:
-- deepdiff aligns arrays of scalars with Python equality, under which true == 1 and false == 0, so `[true]` against
-  `[1]` is no difference to it; the walk reports a type change (JSON has booleans apart from numbers).
+- deepdiff before 9.2 aligns arrays of scalars with Python equality, under which true == 1 and false == 0, so
+  `[true]` against `[1]` is no difference to it; the walk reports a type change (JSON has booleans apart from
+  numbers), as deepdiff 9.2 does too.
 - With float_tolerance, an array whose elements are equal index by index within the tolerance but not exactly
   (`[4, 4.0001]` against `[4.0001, 4]`) is no difference to the walk; the old path called it reordered, because its
   order check ran before the tolerance was applied.
@@ -12,6 +13,7 @@ Deliberate divergences from deepdiff, kept out of the generated pairs and checke
 from __future__ import annotations
 
 import copy
+from importlib.metadata import version
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -152,18 +154,28 @@ def test_edited_scalar_arrays_agree_with_deepdiff_on_concrete_paths(pair: Pair) 
     assert sorted((d.path, d.kind) for d in walked) == sorted((d.path, d.kind) for d in reference), (a, b)
 
 
+_DEEPDIFF = tuple(int(part) for part in version("deepdiff").split(".")[:2])
+
+
 def diff(a: object, b: object, compare: Compare | None = None) -> list[tuple[str, str, str | None, str | None]]:
     return [(d.path, d.kind, d.legacy, d.new) for d in _json_differences(a, b, compare or Compare())]
 
 
 def test_boolean_is_not_one_inside_arrays() -> None:
-    """`[true, 0]` against `[1, false]` is two type changes (deepdiff, by Python equality, finds none)."""
+    """`[true, 0]` against `[1, false]` is two type changes (deepdiff before 9.2, by Python equality, finds none;
+    9.2 finds the walk's)."""
     assert diff({"l": [True, 0]}, {"l": [1, False]}) == [
         ("$.l[0]", "type_changed", "true", "1"),
         ("$.l[1]", "type_changed", "0", "false"),
     ]
     assert diff({"o": {"x": [True]}}, {"o": {"x": [1]}}) == [("$.o.x[0]", "type_changed", "true", "1")]
-    assert deepdiff_differences({"l": [True]}, {"l": [1]}, Compare()) == []  # the divergence, as it stands
+    by_deepdiff = [
+        (d.path, d.kind, d.legacy, d.new) for d in deepdiff_differences({"l": [True]}, {"l": [1]}, Compare())
+    ]
+    if _DEEPDIFF < (9, 2):
+        assert by_deepdiff == []  # the divergence, as it stands there
+    else:
+        assert by_deepdiff == [("$.l[0]", "type_changed", "true", "1")]  # no divergence left: deepdiff agrees
 
 
 def test_value_inserted_at_the_front_is_one_addition() -> None:
