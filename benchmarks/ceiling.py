@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.harness import free_port, nginx_backend, nginx_proxy, process, routes_yaml, strangler_cmd
+from benchmarks.harness import free_port, free_ports, nginx_backend, nginx_proxy, process, routes_yaml, strangler_cmd
 from benchmarks.load import wrk
 
 
@@ -45,7 +45,7 @@ def measure(work: list[float], rounds: int, seconds: float) -> dict[str, float]:
     """Each setup's median req/s ratio to nginx; also "nginx req/s"."""
     with tempfile.TemporaryDirectory() as tmp_name, contextlib.ExitStack() as stack:
         tmp = Path(tmp_name)
-        backend, spare, nginx, strangler, admin = (free_port() for _ in range(5))
+        backend, spare, nginx, strangler, admin = free_ports(5)
         stack.enter_context(nginx_backend(tmp, backend, spare))
         stack.enter_context(nginx_proxy(tmp, nginx, backend))
         targets = {}

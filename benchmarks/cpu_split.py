@@ -33,7 +33,7 @@ from benchmarks.harness import (
     children,
     coverage_shares,
     cpu_times,
-    free_port,
+    free_ports,
     listening_pids,
     nginx_backend,
     nginx_proxy,
@@ -69,7 +69,7 @@ def measure(setup: str, seconds: float, connections: int, perf: bool) -> dict[st
     kernel; with `perf`, the proxy's kernel and wake-up shares)."""
     with tempfile.TemporaryDirectory(prefix="strangler-cpu-") as t, contextlib.ExitStack() as stack:
         tmp = Path(t)
-        be, be2, port, admin = (free_port() for _ in range(4))
+        be, be2, port, admin = free_ports(4)
         stack.enter_context(nginx_backend(tmp, be, be2))
         if setup == "nginx":
             stack.enter_context(nginx_proxy(tmp, port, be))

@@ -11,7 +11,7 @@ import contextlib
 import tempfile
 from pathlib import Path
 
-from benchmarks.harness import backend_cmd, free_port, process, routes_yaml, strangler_cmd
+from benchmarks.harness import backend_cmd, free_ports, process, routes_yaml, strangler_cmd
 from benchmarks.load import Row, Runs, measure_rounds, open_loop, paired
 
 
@@ -29,7 +29,7 @@ def fixed_rows(args: argparse.Namespace) -> tuple[list[Row], Runs]:
     rate, secs = args.rate, args.fixed_seconds
     with tempfile.TemporaryDirectory(prefix="strangler-bench-") as t, contextlib.ExitStack() as stack:
         tmp = Path(t)
-        legacy_p, slow_p, fpt, fpt_a, fpa, fpa_a, fsl, fsl_a = (free_port() for _ in range(8))
+        legacy_p, slow_p, fpt, fpt_a, fpa, fpa_a, fsl, fsl_a = free_ports(8)
         stack.enter_context(process(backend_cmd(legacy_p, 2.0), legacy_p))
         stack.enter_context(process(backend_cmd(slow_p, 20.0), slow_p))
         cfg = routes_yaml(tmp, fpt, fpt_a, legacy_p, slow_p, "legacy", "fpass")

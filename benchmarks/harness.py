@@ -24,10 +24,22 @@ ROOT = Path(__file__).resolve().parent.parent
 BODY = '{"id":1,"name":"widget","price":9.99,"tags":["a","b"],"ok":true,"n":12345}'
 
 
+def free_ports(count: int) -> tuple[int, ...]:
+    """`count` distinct loopback ports free right now. All of them stay bound until the last is chosen: asked one at
+    a time, the kernel can hand the port it just released out again, and two servers (a listener and its admin) were
+    once given the same one."""
+    with contextlib.ExitStack() as stack:
+        ports: list[int] = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket())
+            sock.bind(("127.0.0.1", 0))
+            ports.append(int(sock.getsockname()[1]))
+    return tuple(ports)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """One loopback port free right now; for two or more that must differ, use `free_ports`."""
+    return free_ports(1)[0]
 
 
 def wait_port(port: int, timeout: float = 15.0) -> None:

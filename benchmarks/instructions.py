@@ -45,6 +45,7 @@ from benchmarks.harness import (
     build_like_this,
     export_tree,
     free_port,
+    free_ports,
     routes_yaml,
     shadow_coverage,
     stop_group,
@@ -116,7 +117,7 @@ def _instructions(
     proxy per request, falls behind and drops some copies even with one client: its count is divided by the copies
     it compared (the share of the whole run's, warm-up included), not by the requests."""
     source = side.source
-    port, admin = free_port(), free_port()
+    port, admin = free_ports(2)
     config = routes_yaml(tmp, port, admin, backend, backend, mode, name, access_log=side.access_log)
     out = tmp / f"callgrind.{name}"
     cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p"]
@@ -158,7 +159,7 @@ def _dumped(dump: Path) -> int:
 
 def _profile(tmp: Path, backend: int, mode: str, requests: int, top: int) -> str:
     """cProfile of this checkout's proxy process over `requests` requests (after a warm-up): the top functions."""
-    port, admin = free_port(), free_port()
+    port, admin = free_ports(2)
     config = routes_yaml(tmp, port, admin, backend, backend, mode, f"profile-{mode}")
     out = tmp / f"profile-{mode}.pstats"
     cmd = [sys.executable, "-c", _PROFILED, str(config), str(out)]

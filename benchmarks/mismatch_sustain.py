@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from benchmarks.compare_micro import order_document
-from benchmarks.harness import free_port, nginx_cmd, nginx_conf, process, strangler_cmd
+from benchmarks.harness import free_ports, nginx_cmd, nginx_conf, process, strangler_cmd
 from benchmarks.protocol_load import Load, drive
 
 MISMATCH_ROUTE = "mismatching"
@@ -235,7 +235,7 @@ class Result:
 def run(seconds: float, rate: float, match_rate: float) -> Result:
     with tempfile.TemporaryDirectory(prefix="strangler-sustain-") as t:
         tmp = Path(t)
-        legacy, new, port, admin = (free_port() for _ in range(4))
+        legacy, new, port, admin = free_ports(4)
         config = _config(tmp, port, admin, legacy, new)
         load = Load()
         with backends(tmp, legacy, new):

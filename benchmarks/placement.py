@@ -25,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.harness import children, free_port, listening_pids, nginx_backend, process, routes_yaml, strangler_cmd
+from benchmarks.harness import children, free_ports, listening_pids, nginx_backend, process, routes_yaml, strangler_cmd
 
 SETUPS = (("pass", "legacy", False), ("shadow", "shadow", False), ("pass", "legacy", True), ("shadow", "shadow", True))
 
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(t)
         ports: list[int] = []
         for i, (name, mode, pinned) in enumerate(SETUPS):
-            be, be2, port, admin = (free_port() for _ in range(4))
+            be, be2, port, admin = free_ports(4)
             own = tmp / str(i)  # each setup its own back end and files
             own.mkdir()
             stack.enter_context(nginx_backend(own, be, be2))

@@ -29,7 +29,7 @@ from benchmarks.fixed_rate import fixed_ratios, fixed_rows
 from benchmarks.harness import (
     ROOT,
     backend_cmd,
-    free_port,
+    free_ports,
     nginx_backend,
     nginx_proxy,
     process,
@@ -209,8 +209,8 @@ def _throughput_rows(
     secs, conns = args.seconds, args.connections
     with tempfile.TemporaryDirectory(prefix="strangler-bench-") as t, contextlib.ExitStack() as stack:
         tmp = Path(t)
-        be, be2, pt, pt_a, pta, pta_a, sh, sh_a, shi, shi_a, ngx, al, al_a = (free_port() for _ in range(13))
-        pt2, pt2_a, ngx2 = (free_port() for _ in range(3))
+        ports = free_ports(16)
+        be, be2, pt, pt_a, pta, pta_a, sh, sh_a, shi, shi_a, ngx, al, al_a, pt2, pt2_a, ngx2 = ports
         if have_nginx:
             stack.enter_context(nginx_backend(tmp, be, be2))
         else:

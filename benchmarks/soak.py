@@ -24,7 +24,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import aiohttp
 
+from benchmarks.harness import free_ports
 from tests.faults.store import allow_writes, refuse_writes
 from tests.faults.tcp import PASS, Fault, FaultProxy
 
@@ -48,12 +48,6 @@ REWRITE_EVERY = 3.0
 STORE_FULL_FOR = 5.0
 SAMPLES = 10  # RSS / descriptor samples over the run
 PATHS = ("/legacy/", "/shadow/", "/canary/", "/new/")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def routes_yaml(port: int, admin: int, legacy: int, new: int, db: Path, weight: int) -> str:
@@ -187,7 +181,7 @@ async def soak(seconds: float) -> int:
     work = Path(tempfile.mkdtemp(prefix="strangler-soak-"))
     db = work / "soak.db"
     config = work / "routes.yaml"
-    port, admin, legacy_port, new_port = free_port(), free_port(), free_port(), free_port()
+    port, admin, legacy_port, new_port = free_ports(4)
     legacy = start_backend(legacy_port)
     new = start_backend(new_port)
     relay = await FaultProxy.start(legacy_port)

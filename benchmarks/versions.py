@@ -34,7 +34,7 @@ from benchmarks.harness import (
     coverage_shares,
     cpu_seconds,
     export_tree,
-    free_port,
+    free_ports,
     listening_pids,
     nginx_backend,
     process,
@@ -66,12 +66,12 @@ def main() -> int:
         tmp = Path(t)
         trees = {args.base: export_tree(args.base, tmp / "base"), "this checkout": ROOT}
         build_like_this(trees[args.base])
-        be, be2 = free_port(), free_port()
+        be, be2 = free_ports(2)
         stack.enter_context(nginx_backend(tmp, be, be2))
         ports: dict[tuple[str, str], tuple[int, int]] = {}
         for label, tree in trees.items():
             for setup in setups:
-                port, admin = free_port(), free_port()
+                port, admin = free_ports(2)
                 name = f"{'base' if tree != ROOT else 'this'}-{setup}"
                 config = routes_yaml(tmp, port, admin, be, be2, MODES[setup], name)
                 cmd, env = serve_from(tree, config)

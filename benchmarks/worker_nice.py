@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.harness import backend_cmd, free_port, routes_yaml, strangler_cmd, wait_port
+from benchmarks.harness import backend_cmd, free_ports, routes_yaml, strangler_cmd, wait_port
 from benchmarks.load import open_loop
 
 Figures = tuple[float, float, float]  # req/s, p50 ms, p99 ms
@@ -85,13 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="strangler-bench-") as t:
         tmp = Path(t)
         try:
-            legacy, slow = free_port(), free_port()
+            legacy, slow = free_ports(2)
             targets = {"back end direct": (legacy, start(backend_cmd(legacy, 2.0), legacy))}
             start(backend_cmd(slow, 20.0), slow)
             for name, mode, nice in [("pass-through", "legacy", 0)] + [
                 (f"shadow, nice {n}", "shadow", n) for n in nices
             ]:
-                port, admin = free_port(), free_port()
+                port, admin = free_ports(2)
                 cfg = routes_yaml(tmp, port, admin, legacy, slow, mode, f"p{port}")
                 cfg.write_text(cfg.read_text() + f"limits: {{shadow_worker_nice: {nice}}}\n")
                 targets[name] = (port, start(strangler_cmd(cfg), port))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import aiohttp
@@ -16,7 +15,7 @@ from cli.main import app
 from cli.output import CliError
 from proxy.canary import bucket
 from proxy.config.loader import load_config
-from tests.proxy.app_fixtures import wait_until
+from tests.proxy.app_fixtures import free_ports, wait_until
 from tests.serve_process import child_process, ready_while_running, stop_cleanly, strangler
 
 REPO_ROUTES = Path(__file__).resolve().parents[2] / "routes.yaml"
@@ -73,12 +72,6 @@ def repo_routes(tmp_path: Path) -> Path:
 
 def invoke(*args: str) -> Result:
     return CliRunner(env={"COLUMNS": "200"}).invoke(app, list(args))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- validate ---------------------------------------------------------------------------------------------------
@@ -296,8 +289,8 @@ def config_for(tmp_path: Path, legacy_port: int, new_port: int) -> Path:
 async def test_serve_runs_the_proxy_until_sigterm(tmp_path: Path) -> None:
     """`strangler serve` in a subprocess proxies to the legacy back end and exits 0 after SIGTERM."""
     async with TestServer(make_legacy_app(), host="127.0.0.1") as legacy:
-        config = config_for(tmp_path, legacy.port or 0, free_port())
-        port, admin = free_port(), free_port()
+        new, port, admin = free_ports(3)
+        config = config_for(tmp_path, legacy.port or 0, new)
         argv = ["serve", "-c", str(config), "--port", str(port), "--admin-port", str(admin)]
         async with child_process(strangler(*argv)) as proc, aiohttp.ClientSession() as session:
             await wait_until(lambda: ready_while_running(proc, admin), limit=10)  # the interpreter starts and binds
@@ -309,7 +302,7 @@ async def test_serve_runs_the_proxy_until_sigterm(tmp_path: Path) -> None:
 
 def test_demo_drives_traffic_and_prints_the_route_table(tmp_path: Path) -> None:
     """`strangler demo -n 60` starts both apps and the proxy, sends 60 requests and prints per-route activity."""
-    config = config_for(tmp_path, free_port(), free_port())
+    config = config_for(tmp_path, *free_ports(2))
     result = invoke("demo", "-c", str(config), "--requests", "60")
     assert result.exit_code == 0, result.output
     out = result.stdout

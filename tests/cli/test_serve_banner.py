@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestServer
 from proxy import native
 from proxy.app import chosen_server
 from proxy.config.model import Listen
-from tests.proxy.app_fixtures import backend_app, free_port, wait_until, write_config
+from tests.proxy.app_fixtures import backend_app, free_ports, wait_until, write_config
 from tests.serve_process import ROOT, admin_ready, child_env, child_process, strangler
 
 ROUTES = """\
@@ -31,7 +31,7 @@ async def _serve(tmp_path: Path, *flags: str) -> tuple[int, str]:
     try:
         assert backend.port is not None
         config = write_config(tmp_path / "routes.yaml", legacy=backend.port, new=backend.port, routes=ROUTES)
-        port, admin = free_port(), free_port()
+        port, admin = free_ports(2)
         command = strangler("serve", "--config", str(config), "--port", str(port), "--admin-port", str(admin))
         command += ["--db", str(tmp_path / "s.db"), "--no-shadow-worker", *flags]
         async with child_process(command, text=True) as process:

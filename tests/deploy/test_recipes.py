@@ -43,7 +43,7 @@ from tests.deploy.recipes import (
     routes_yaml_text,
     serve_flags,
 )
-from tests.proxy.app_fixtures import admin_url, backend_app, dead_port, free_port, running_proxy, wait_until
+from tests.proxy.app_fixtures import admin_url, backend_app, dead_port, free_ports, running_proxy, wait_until
 from tests.serve_process import child_process, strangler
 
 CONFIG_PATH = "/etc/strangler/routes.yaml"
@@ -52,8 +52,9 @@ CONFIG_PATH = "/etc/strangler/routes.yaml"
 def local_copy(tmp_path: Path, legacy: int, new: int) -> Path:
     """The ConfigMap's routes.yaml on loopback: free ports, back ends on loopback, the store in tmp_path/store."""
     data: dict[str, Any] = yaml.safe_load(routes_yaml_text())
-    data["listen"].update(host="127.0.0.1", port=free_port())
-    data["admin"].update(host="127.0.0.1", port=free_port())
+    listen, admin = free_ports(2)
+    data["listen"].update(host="127.0.0.1", port=listen)
+    data["admin"].update(host="127.0.0.1", port=admin)
     (tmp_path / "store").mkdir(exist_ok=True)
     data["store"]["path"] = str(tmp_path / "store" / PurePosixPath(data["store"]["path"]).name)
     data["upstreams"]["legacy"]["url"] = f"http://127.0.0.1:{legacy}"

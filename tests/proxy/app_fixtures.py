@@ -16,7 +16,10 @@ from typing import Any
 from aiohttp import web
 from multidict import CIMultiDict
 
+from benchmarks.harness import free_port, free_ports
 from proxy.app import RunningProxy, start_proxy
+
+__all__ = ["free_port", "free_ports"]  # one home for free ports, shared with the benchmarks
 
 TOKEN_ENV = "STRANGLER_TEST_ADMIN_TOKEN"
 
@@ -57,14 +60,6 @@ def backend_app(name: str) -> web.Application:
 def hits(server: Any) -> list[Hit]:
     """The requests a `backend_app` served (server: pytest-aiohttp's TestServer)."""
     return server.app[HITS]  # type: ignore[no-any-return]
-
-
-def free_port() -> int:
-    """A loopback port free right now (bound then released), for a server a test starts on it. For an upstream that
-    must refuse connections use `dead_port`: a released port can be taken by the next server any test starts."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # Sockets bound but never listening, held for the whole test session: connecting to their ports is refused, and no

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from proxy.reload import POLL_INTERVAL, STABLE_FOR
-from tests.proxy.app_fixtures import free_port, wait_until
+from tests.proxy.app_fixtures import free_ports, wait_until
 from tests.serve_process import child_process, ready_while_running, strangler
 
 # A few poll intervals past the time a change must hold still: a hang guard, not a speed check.
@@ -98,7 +98,7 @@ async def volume(tmp_path: Path, ports: tuple[int, int]) -> ConfigMapVolume:
 
 @pytest.fixture
 async def served(volume: ConfigMapVolume, tmp_path: Path, client: aiohttp.ClientSession) -> AsyncIterator[Serve]:
-    port, admin = free_port(), free_port()
+    port, admin = free_ports(2)
     command = strangler("serve", "--config", str(volume.config), "--port", str(port), "--admin-port", str(admin))
     command += ["--db", str(tmp_path / "s.db"), "--no-shadow-worker", "--quiet"]
     async with child_process(command, text=True, grace=10.0) as process:

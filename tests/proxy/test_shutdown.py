@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestServer
 
 from proxy.app import start_proxy
 from proxy.events import ExchangeObserver, ExchangeStart
-from tests.proxy.app_fixtures import admin_url, free_port, hits, url, wait_until, write_config
+from tests.proxy.app_fixtures import admin_url, free_ports, hits, url, wait_until, write_config
 from tests.serve_process import SERVE, child_process, ready_while_running
 
 
@@ -76,7 +76,7 @@ async def _generation_at_least(port: int, generation: int) -> bool:
 async def test_serve_reloads_on_sighup_and_exits_cleanly_on_sigterm(legacy: TestServer, tmp_path: Path) -> None:
     """The real serve(): SIGHUP reloads the config, SIGTERM drains and exits with code 0."""
     assert legacy.port is not None
-    proxy_port, admin_port = free_port(), free_port()
+    proxy_port, admin_port = free_ports(2)
     path = write_config(tmp_path / "routes.yaml", legacy=legacy.port, new=legacy.port)
     command = [sys.executable, "-c", SERVE, str(path), str(proxy_port), str(admin_port)]
     async with child_process(command) as process:

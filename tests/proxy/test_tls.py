@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestServer
 from proxy.app import RunningProxy
 from proxy.banner import startup_lines
 from proxy.config.loader import load_config
-from tests.proxy.app_fixtures import free_port, hits, running_proxy, wait_until, write_config
+from tests.proxy.app_fixtures import free_ports, hits, running_proxy, wait_until, write_config
 from tests.proxy.tls_fixtures import Pki, tls_listen
 from tests.serve_process import SERVE, child_process
 
@@ -265,7 +265,7 @@ async def test_serve_reloads_the_certificate_on_sighup(tmp_path: Path, legacy: T
     assert legacy.port is not None
     cert, key = pki.server("one", stem="proxy")
     path = write_tls_config(tmp_path / "routes.yaml", legacy.port, cert, key)
-    proxy_port, admin_port = free_port(), free_port()
+    proxy_port, admin_port = free_ports(2)
     command = [sys.executable, "-c", SERVE, str(path), str(proxy_port), str(admin_port)]
     async with child_process(command) as process:
         await wait_until(lambda: _accepts(proxy_port, pki), limit=20.0)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 import sqlite3
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -29,6 +28,7 @@ from proxy.state import RuntimeState
 from shadow.redact import key_path_for, load_or_create_key
 from shadow.runner import ShadowLimits, ShadowListener
 from shadow.store.writer import StoreWriter
+from tests.proxy.app_fixtures import dead_port
 
 DEFAULT_LIMITS = ShadowLimits()
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -89,11 +89,8 @@ async def backends(*handlers: Handler) -> AsyncIterator[list[Backend]]:
 
 
 def closed_port_url() -> str:
-    """A loopback URL nothing listens on (connection refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    """A loopback URL nothing listens on (connection refused) for the rest of the test session."""
+    return f"http://127.0.0.1:{dead_port()}"
 
 
 def json_handler(doc: object, status: int = 200, headers: dict[str, str] | None = None) -> Handler:

@@ -10,9 +10,9 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from tests.proxy.app_fixtures import wait_until
+from tests.proxy.app_fixtures import free_ports, wait_until
 from tests.serve_process import child_process, ready_while_running, strangler
-from tests.shadow.shadow_fixtures import backends, closed_port_url, query, write_config
+from tests.shadow.shadow_fixtures import backends, query, write_config
 
 DELAY = 0.0025  # each back end answers after 2.5 ms: any latency below it, or a whole number of ms, is mismeasured
 N = 12
@@ -23,15 +23,11 @@ async def _slow_answer(request: web.Request) -> web.Response:
     return web.json_response({"path": request.path})
 
 
-def _port() -> int:
-    return int(closed_port_url().rsplit(":", 1)[1])
-
-
 async def test_latencies_have_microsecond_resolution_under_serve(tmp_path: Path) -> None:
     """Both sides' stored latencies, and the request-duration metric, are at least the back end's 2.5 ms delay and
     are not whole milliseconds."""
     db = tmp_path / "latency.db"
-    port, admin = _port(), _port()
+    port, admin = free_ports(2)
     async with backends(_slow_answer, _slow_answer) as (legacy, new):
         config = write_config(tmp_path, legacy.url, new.url, "- {id: api, match: {path: /api/**}, mode: shadow}")
         argv = ["serve", "-c", str(config), "--db", str(db), "--port", str(port), "--admin-port", str(admin)]

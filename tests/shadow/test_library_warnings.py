@@ -9,7 +9,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from tests.proxy.app_fixtures import free_port, wait_until
+from tests.proxy.app_fixtures import free_ports, wait_until
 from tests.serve_process import child_process, ready_while_running, stop_cleanly, strangler
 from tests.shadow.shadow_fixtures import backends, exchanges, write_config
 
@@ -38,7 +38,7 @@ async def test_serve_log_has_no_deepdiff_warnings(tmp_path: Path) -> None:
       compare: {ignore_order: true, float_tolerance: 0.01}
     """
     db = tmp_path / "served.db"
-    port, admin = free_port(), free_port()
+    port, admin = free_ports(2)
     async with backends(legacy_app, new_app) as (legacy, new):
         config = write_config(tmp_path, legacy.url, new.url, routes)
         argv = ["serve", "-c", str(config), "--db", str(db), "--quiet", "--port", str(port), "--admin-port", str(admin)]

@@ -13,13 +13,9 @@ from rich.console import Console
 
 from cli.demo.driver import run_demo
 from tests.pipeline import REPO_CONFIG, fill_store
-from tests.proxy.app_fixtures import wait_until
+from tests.proxy.app_fixtures import free_ports, wait_until
 from tests.serve_process import child_process, ready_while_running, stop_cleanly, strangler
-from tests.shadow.shadow_fixtures import backends, closed_port_url, exchanges, query, write_config
-
-
-def _free_port() -> int:
-    return int(closed_port_url().rsplit(":", 1)[1])
+from tests.shadow.shadow_fixtures import backends, exchanges, query, write_config
 
 
 async def test_demo_traffic_fills_the_store_with_the_planted_differences(tmp_path: Path) -> None:
@@ -53,7 +49,7 @@ async def test_serve_command_writes_the_store(tmp_path: Path) -> None:
       mode: shadow
     """
     db = tmp_path / "served.db"
-    port, admin = _free_port(), _free_port()
+    port, admin = free_ports(2)
     async with backends(answer, answer) as (legacy, new):
         config = write_config(tmp_path, legacy.url, new.url, routes)
         argv = ["serve", "-c", str(config), "--db", str(db), "--port", str(port), "--admin-port", str(admin)]
@@ -74,9 +70,8 @@ async def test_demo_command_fills_the_configured_store(tmp_path: Path) -> None:
     """run_demo attaches the shadow listener: the demo's shadowed routes fill store.path."""
     text = REPO_CONFIG.read_text()
     text = text.replace("port: 8080", "port: 0").replace("port: 8081", "port: 0")
-    text = text.replace("127.0.0.1:9001", f"127.0.0.1:{_free_port()}").replace(
-        "127.0.0.1:9002", f"127.0.0.1:{_free_port()}"
-    )
+    listen, admin = free_ports(2)
+    text = text.replace("127.0.0.1:9001", f"127.0.0.1:{listen}").replace("127.0.0.1:9002", f"127.0.0.1:{admin}")
     config = tmp_path / "routes.yaml"
     config.write_text(text)
     console = Console(file=io.StringIO(), width=120)

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tests.proxy.app_fixtures import backend_app, free_port, wait_until, write_config
+from tests.proxy.app_fixtures import backend_app, free_ports, wait_until, write_config
 from tests.serve_process import admin_ready, child_process, strangler
 
 
@@ -31,7 +31,7 @@ async def test_sigusr1_reopens_the_access_log_after_a_rename(tmp_path: Path) -> 
         assert backend.port is not None
         config = write_config(tmp_path / "routes.yaml", legacy=backend.port, new=backend.port)
         config.write_text(config.read_text() + f'access_log: {{path: "{log}"}}\n')
-        port, admin = free_port(), free_port()
+        port, admin = free_ports(2)
         command = strangler("serve", "--config", str(config), "--port", str(port), "--admin-port", str(admin))
         command += ["--db", str(tmp_path / "s.db"), "--no-shadow-worker", "--quiet"]
         async with child_process(command, stderr=subprocess.DEVNULL) as process:

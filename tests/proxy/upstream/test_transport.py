@@ -22,7 +22,7 @@ from proxy.upstream.transport import (
     UpstreamReset,
     UpstreamTimeout,
 )
-from tests.proxy.app_fixtures import wait_until
+from tests.proxy.app_fixtures import dead_port, wait_until
 
 ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
 RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -584,10 +584,7 @@ def test_pool_checks_its_url() -> None:
 
 async def test_connect_refused(pools: Callable[..., UpstreamPool]) -> None:
     """A refused connection raises UpstreamConnectError with nothing sent."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    pool = pools(URL(f"http://127.0.0.1:{port}"))
+    pool = pools(URL(f"http://127.0.0.1:{dead_port()}"))
     with pytest.raises(UpstreamConnectError) as info:
         await fetch(pool)
     assert (info.value.sent, info.value.responded, info.value.kind) == (False, False, "connect")

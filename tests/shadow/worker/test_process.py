@@ -50,7 +50,7 @@ from shadow.worker.wire import (
     start_message,
 )
 from tests.pipeline import REPO_CONFIG
-from tests.proxy.app_fixtures import wait_until
+from tests.proxy.app_fixtures import free_ports, wait_until
 from tests.serve_process import child_process, ready_while_running, stop_cleanly
 from tests.shadow.shadow_fixtures import SHADOW_ROUTE, backends, closed_port_url, differences, query, write_config
 from tests.shadow.worker_fixtures import WAIT, WorkerProxy, children, cmdline, pid_alive, until, worker_proxy
@@ -585,15 +585,11 @@ _ENTRY_POINT = Path(sys.executable).with_name("strangler")
 STRANGLER = [str(_ENTRY_POINT)] if _ENTRY_POINT.exists() else [sys.executable, "-c", "from cli.main import run; run()"]
 
 
-def _free_port() -> int:
-    return int(closed_port_url().rsplit(":", 1)[1])
-
-
 @pytest.mark.parametrize("flag", ["--shadow-worker", "--no-shadow-worker"])
 async def test_serve_subprocess_stores_every_request(tmp_path: Path, flag: str) -> None:
     """`strangler serve` (worker or in-process) stores every shadowed request and exits 0 on SIGTERM."""
     db = tmp_path / "served.db"
-    port, admin = _free_port(), _free_port()
+    port, admin = free_ports(2)
     async with backends(legacy_answer, candidate_answer) as (legacy, new):
         config = write_config(tmp_path, legacy.url, new.url, "- {id: api, match: {path: /api/**}, mode: shadow}")
         argv = ["serve", "-c", str(config), "--db", str(db), "--port", str(port), "--admin-port", str(admin), flag]
