@@ -4,14 +4,27 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast check native fmt lint types imports pytest bench soak schema clean
+.PHONY: demo test test-fast check native fmt lint types imports pytest bench soak schema lock clean
 
-$(STAMP): pyproject.toml
+# The versions tests, CI and the demo run with are the ones in constraints.txt (pyproject.toml's ranges stay what a
+# user's install may take): a release of mypy, ruff or deepdiff can then change nothing until `make lock` takes it.
+$(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "strangler needs Python 3.11 or newer")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+## make lock: resolve pyproject.toml's ranges afresh in a scratch venv and write what they give to constraints.txt
+## (then run make test: the new versions are the ones it checks).
+lock:
+	rm -rf build/lock-venv
+	$(PYTHON) -m venv build/lock-venv
+	build/lock-venv/bin/python -m pip install --quiet --upgrade pip
+	build/lock-venv/bin/python -m pip install --quiet -e '.[dev]'
+	{ sed -n '/^#/p' constraints.txt; build/lock-venv/bin/python -m pip freeze --all --exclude-editable | grep -v '^pip=='; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf build/lock-venv
 
 ## make native: compile the request path with mypyc into build/native/ (proxy/native.py says why); nothing to do
 ## while the build matches the sources. A failed build says so and leaves strangler on pure Python.
