@@ -48,9 +48,10 @@ def test_every_requirement_is_pinned_inside_its_declared_range() -> None:
 
 
 def test_this_run_uses_the_pinned_versions() -> None:
-    """The packages this suite runs with are the versions constraints.txt pins: what passed here is what CI installs
-    (make test reinstalls whenever constraints.txt changes)."""
+    """The packages this suite runs with, and the pip that installed them, are the versions constraints.txt pins:
+    what passed here is what CI installs (make test reinstalls whenever constraints.txt changes)."""
     locked = pins()
+    assert Version(version("pip")) == locked["pip"], "pip differs from constraints.txt's (make .venv/.installed)"
     for req in requirements():
         name = canonicalize_name(req.name)
         try:
