@@ -19,7 +19,9 @@ from multidict import CIMultiDict
 from benchmarks.harness import free_port, free_ports
 from proxy.app import RunningProxy, start_proxy
 
-__all__ = ["free_port", "free_ports"]  # one home for free ports, shared with the benchmarks
+# Free ports have one home, shared with the benchmarks. A free port is released before a server takes it: for an
+# upstream that must refuse connections use `dead_port`, since the next server any test starts could take a free one.
+__all__ = ["free_port", "free_ports"]
 
 TOKEN_ENV = "STRANGLER_TEST_ADMIN_TOKEN"
 
