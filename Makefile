@@ -6,13 +6,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-fast check native fmt lint types imports pytest bench soak schema lock clean
 
-# The versions tests, CI and the demo run with are the ones in constraints.txt (pyproject.toml's ranges stay what a
-# user's install may take): a release of mypy, ruff or deepdiff can then change nothing until `make lock` takes it.
+# The versions tests, CI and the demo run with are the ones in constraints.txt, pip and the setuptools that builds
+# strangler included (pyproject.toml's ranges stay what a user's install may take): a release of mypy, ruff, deepdiff
+# or setuptools can then change nothing until `make lock` takes it.
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "strangler needs Python 3.11 or newer")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade -c constraints.txt pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt --build-constraint constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 ## make lock: resolve pyproject.toml's ranges afresh in a scratch venv and write what they give to constraints.txt
