@@ -24,6 +24,7 @@ import weakref
 from typing import Protocol
 
 from aiohttp.http_writer import StreamWriter
+from mypy_extensions import mypyc_attr
 
 from proxy.clock import duration_clock
 
@@ -114,6 +115,7 @@ class Holder(Protocol):
     def transport(self) -> asyncio.Transport | None: ...
 
 
+@mypyc_attr(native_class=False)  # a subclass of aiohttp's (Python) StreamWriter: compiled methods on a Python class
 class CoalescingWriter(StreamWriter):
     """The fast listener's response writer: a response written whole (head and body in one piece, the last write
     of its request) goes through the loop's coalescer; everything else is aiohttp's StreamWriter."""

@@ -27,6 +27,7 @@ from proxy.native import BUILD_DIR, FORMAT, MANIFEST, ROOT, check, compiled_name
 MODULES: tuple[str, ...] = (
     "proxy.canary",
     "proxy.clock",
+    "proxy.coalesce",
     "proxy.events",
     "proxy.exchange",
     "proxy.forwarding",
