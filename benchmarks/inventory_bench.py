@@ -22,8 +22,7 @@ from proxy.config.loader import parse_config
 from reports.inventory import build_inventory, propose_routes
 from reports.inventory_view import inventory_document
 from shadow.store.database import Store
-from shadow.store.types import latency_bucket
-from shadow.values import TrafficCount
+from shadow.values import TrafficCount, latency_bucket
 
 WEEK = 7 * 86400
 CONFIG = """

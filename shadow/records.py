@@ -14,8 +14,7 @@ from proxy.config.model import Route
 from proxy.events import ExchangeStart, Headers, ResponseSnapshot, Side
 from shadow.judge.normalize import UndecodableBody, decode_body, header_value
 from shadow.redact import Redactor
-from shadow.store.types import latency_bucket
-from shadow.values import Comparison, ExchangeRecord, Outcome, Pair, StoredBody, TrafficCount
+from shadow.values import Comparison, ExchangeRecord, Outcome, Pair, StoredBody, TrafficCount, latency_bucket
 
 
 def stored_body(headers: Headers, data: bytes | None, redactor: Redactor, cap: int) -> StoredBody | None:

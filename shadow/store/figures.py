@@ -14,15 +14,8 @@ from typing import Any, cast
 
 from proxy.percentiles import percentile
 from shadow.store.read_sql import Conns, rollup_filter, sql_where, where, window
-from shadow.store.types import (
-    LATENCY_BUCKETS,
-    FieldStat,
-    Percentiles,
-    RouteStats,
-    histogram_percentile,
-    latency_bucket,
-)
-from shadow.values import FieldKind, Pair
+from shadow.store.types import FieldStat, Percentiles, RouteStats, histogram_percentile
+from shadow.values import LATENCY_BUCKETS, FieldKind, Pair, latency_bucket
 
 # The pairs made from live client traffic: the only evidence for readiness. Replays ("replay") are read apart.
 LIVE_PAIRS: tuple[Pair, ...] = ("candidate", "noise")

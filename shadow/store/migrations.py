@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import sqlite_utils
 
-from shadow.store.types import latency_bucket
+from shadow.values import latency_bucket
 
 
 class SchemaTooNewError(Exception):

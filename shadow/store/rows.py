@@ -14,8 +14,7 @@ from functools import lru_cache
 
 import orjson
 
-from shadow.store.types import latency_bucket
-from shadow.values import ExchangeRecord, TrafficCount, field_diffs
+from shadow.values import ExchangeRecord, TrafficCount, field_diffs, latency_bucket
 
 _Key = tuple[object, ...]
 # (position of the exchange, route_id, time, pair, path, grp, kind, legacy_value, new_value)

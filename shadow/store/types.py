@@ -1,28 +1,18 @@
-"""The plain values the store's read queries return, and the latency histogram's bucket layout.
+"""The plain values the store's read queries return, and the percentiles read from the latency histogram.
 
-Kept apart from `shadow.store.database` so reports can name these types without importing sqlite-utils, and so the
-bucket layout (shared by the writer's rollups and the readers' percentiles) has one definition.
+Kept apart from `shadow.store.database` so reports can name these types without importing sqlite-utils. The bucket
+layout itself (`LATENCY_BOUNDS_MS`, `latency_bucket`) is in `shadow.values`, a compiled module: the proxy buckets
+every request's latency for its traffic tally, and the writer's rollups and these readers share that one definition.
 """
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from proxy.percentiles import bucket_of_rank
-from shadow.values import ExchangeRecord, FieldKind, Outcome, Pair, merge_kinds
-
-# Latency histogram: 60 log-spaced upper bounds from 0.1 ms to 60 s (each ~25% above the previous), plus one
-# overflow bucket. Percentiles read from it are within one bucket of the exact value.
-LATENCY_BOUNDS_MS: tuple[float, ...] = tuple(0.1 * 600_000.0 ** (i / 59) for i in range(60))
-LATENCY_BUCKETS = len(LATENCY_BOUNDS_MS) + 1
-
-
-def latency_bucket(ms: float) -> int:
-    """The histogram bucket holding `ms`: the first whose upper bound is >= ms; the overflow bucket past 60 s."""
-    return bisect.bisect_left(LATENCY_BOUNDS_MS, ms)
+from shadow.values import LATENCY_BOUNDS_MS, ExchangeRecord, FieldKind, Outcome, Pair, merge_kinds
 
 
 def bucket_estimate(bucket: int) -> float:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from proxy.config.loader import parse_config
 from reports.inventory import SLUG_MIN, build_inventory, cluster_paths, propose_routes, route_id_for
-from shadow.store.types import PathTraffic, latency_bucket
+from shadow.store.types import PathTraffic
+from shadow.values import latency_bucket
 
 CONFIG = """
 version: 1

@@ -20,9 +20,18 @@ import sqlite_utils
 from proxy.config.model import Retention
 from shadow.store.database import Store, StoreError
 from shadow.store.migrations import MIGRATIONS, SCHEMA_VERSION, _field_rollup_kind
-from shadow.store.types import LATENCY_BOUNDS_MS, Percentiles
+from shadow.store.types import Percentiles
 from shadow.store.writer import StoreWriter
-from shadow.values import Difference, DiffKind, ExchangeRecord, FlipRecord, StoredBody, TrafficCount, field_diffs
+from shadow.values import (
+    LATENCY_BOUNDS_MS,
+    Difference,
+    DiffKind,
+    ExchangeRecord,
+    FlipRecord,
+    StoredBody,
+    TrafficCount,
+    field_diffs,
+)
 
 NOW = 1_700_000_000.0  # 800 s into an hour, so "since" windows exercise the partial-hour path
 HOUR = 3600.0

@@ -8,8 +8,7 @@ from pathlib import Path
 
 from shadow.records import TrafficTally
 from shadow.store.database import Store
-from shadow.store.types import latency_bucket
-from shadow.values import TrafficCount
+from shadow.values import TrafficCount, latency_bucket
 from shadow.worker.wire import FrameReader, frame, read_traffic, traffic_message
 
 HOUR = int(time.time()) // 3600 * 3600
