@@ -22,7 +22,8 @@ Pair = Literal["candidate", "noise", "replay"]
 
 # Latency histogram: 60 log-spaced upper bounds from 0.1 ms to 60 s (each ~25% above the previous), plus one
 # overflow bucket. Percentiles read from it are within one bucket of the exact value. Here, in a compiled module,
-# because the proxy buckets every request's latency for the traffic tally (`shadow.store.types` re-exports it).
+# because the proxy buckets every request's latency for the traffic tally; the store's rollups and readers import it
+# from here too.
 LATENCY_BOUNDS_MS: tuple[float, ...] = tuple(0.1 * 600_000.0 ** (i / 59) for i in range(60))
 LATENCY_BUCKETS = len(LATENCY_BOUNDS_MS) + 1
 
