@@ -7,11 +7,14 @@ does) and `pinned` (the proxy alone on the first core, its shadow worker, the ba
 `sched_setaffinity`, as an operator could with `taskset` or systemd's `CPUAffinity=`). Each round measures the four in
 turn, starting one further along each round; every figure is the median of rounds. It prints req/s, each round's
 shadow / pass-through ratio for both placements, and the proxy's and the worker's involuntary context switches per
-request (preemptions: `nonvoluntary_ctxt_switches` of every thread, from /proc), the mechanism itself.
+request (preemptions: `nonvoluntary_ctxt_switches` of every thread, from /proc), the mechanism itself. With `--who`,
+one more measurement of each free setup under `perf record -e sched:sched_switch` (after the rounds, so it perturbs
+none of them) says which process took the proxy's core each time the proxy was preempted.
 
-    .venv/bin/python -m benchmarks.placement --rounds 4
+    .venv/bin/python -m benchmarks.placement --rounds 4 [--who]
 
-Needs wrk and nginx (apt-get install wrk nginx), Linux (/proc, sched_setaffinity) and at least 2 cores.
+Needs wrk and nginx (apt-get install wrk nginx), Linux (/proc, sched_setaffinity) and at least 2 cores; `--who`
+also linux-perf and root (the scheduler's tracepoints).
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 from benchmarks.harness import children, free_ports, listening_pids, nginx_backend, process, routes_yaml, strangler_cmd
@@ -39,6 +44,52 @@ def preemptions(pid: int) -> int:
                 status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
                 total += int(status.split("nonvoluntary_ctxt_switches:")[1].split()[0])
     return total
+
+
+# One sched_switch event as `perf script -F trace` prints it.
+_SWITCH = re.compile(r"prev_pid=(\d+) .*?prev_state=(\S+) ==> next_comm=(.+?) next_pid=(\d+)")
+
+
+def preempted_by(trace: str, proxy: set[int], names: dict[int, str]) -> Counter[str]:
+    """Who took the CPU each time a thread in `proxy` was switched out while still runnable (preempted, state R),
+    from `perf script -F trace` output of sched_switch events: labelled by `names` (pid → label) where given, else
+    by the command name. A thread switched out asleep (S, D) gave the CPU up and is not counted."""
+    who: Counter[str] = Counter()
+    for line in trace.splitlines():
+        m = _SWITCH.search(line)
+        if m is not None and int(m[1]) in proxy and m[2].startswith("R"):
+            who[names.get(int(m[4]), m[3])] += 1
+    return who
+
+
+def _tids(pids: list[int]) -> set[int]:
+    out: set[int] = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            out.update(int(tid) for tid in os.listdir(f"/proc/{pid}/task"))
+    return out
+
+
+def _who(port: int, backends: list[int], seconds: float, connections: int) -> tuple[int, Counter[str]] | str:
+    """Requests served and who preempted the proxy during one measurement under perf; or why it could not run."""
+    [proxy] = listening_pids(port)
+    worker = children(proxy)
+    names = dict.fromkeys(_tids(worker), "shadow worker")
+    names.update(dict.fromkeys(_tids([p for be in backends for p in listening_pids(be)]), "nginx (back end)"))
+    with tempfile.TemporaryDirectory(prefix="strangler-sched-") as t:
+        data = Path(t) / "sched.data"
+        rec = subprocess.Popen(
+            ["perf", "record", "-q", "-e", "sched:sched_switch", "-a", "-o", str(data), "--", "sleep", f"{seconds}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        n = _requests(port, seconds, connections, None)
+        _, err = rec.communicate()
+        if rec.returncode != 0 or not data.exists():
+            return f"perf could not record the scheduler here: {err.strip().splitlines()[-1:] or rec.returncode}"
+        trace = subprocess.run(["perf", "script", "-i", str(data), "-F", "trace"], capture_output=True, text=True)
+    return n, preempted_by(trace.stdout, _tids([proxy]), names)
 
 
 def _pin(pids: list[int], cpus: set[int]) -> None:
@@ -62,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--who", action="store_true", help="also: who preempts the proxy (needs perf and root)")
     args = ap.parse_args(argv)
     cores = os.cpu_count() or 1
     if cores < 2 or not hasattr(os, "sched_setaffinity"):
@@ -71,8 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="strangler-place-") as t, contextlib.ExitStack() as stack:
         tmp = Path(t)
         ports: list[int] = []
+        backends: list[list[int]] = []
         for i, (name, mode, pinned) in enumerate(SETUPS):
             be, be2, port, admin = free_ports(4)
+            backends.append([be, be2])
             own = tmp / str(i)  # each setup its own back end and files
             own.mkdir()
             stack.enter_context(nginx_backend(own, be, be2))
@@ -99,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                 switches[i].append(((after[0] - before[0]) / n, (after[1] - before[1]) / n))
                 label = f"{name}, {'pinned' if pinned else 'free'}"
                 print(f"  round {r + 1}/{args.rounds} {label}: {n / args.seconds:,.0f} req/s", flush=True)
+        who = [_who(ports[i], backends[i], args.seconds, args.connections) for i in (0, 1)] if args.who else []
     print(f"\n{'setup':<18} {'req/s':>9} {'proxy preempted/req':>20} {'worker preempted/req':>21}")
     for i, (name, _, pinned) in enumerate(SETUPS):
         proxy_sw = statistics.median(s[0] for s in switches[i])
@@ -113,6 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     for label, a, b in (("pass-through", 0, 2), ("shadow", 1, 3)):
         rounds = [y / x for x, y in zip(rps[a], rps[b], strict=True)]
         print(f"{label}, pinned / free req/s: {statistics.median(rounds):.3f}")
+    for (name, _, _), got in zip(SETUPS, who, strict=False):
+        if isinstance(got, str):
+            print(f"who preempts the proxy, {name}, free: {got}")
+            continue
+        n, by = got
+        listed = ", ".join(f"{label} {count / n:.3f}" for label, count in by.most_common(4)) or "nobody"
+        print(f"who preempts the proxy, {name}, free (per request, {n:,} requests): {listed}")
     return 0
 
 
