@@ -35,14 +35,22 @@ from benchmarks.harness import children, free_ports, listening_pids, nginx_backe
 SETUPS = (("pass", "legacy", False), ("shadow", "shadow", False), ("pass", "legacy", True), ("shadow", "shadow", True))
 
 
+def _tids(pids: list[int]) -> set[int]:
+    """The thread ids of these processes now (none for a process that is gone)."""
+    out: set[int] = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            out.update(int(tid) for tid in os.listdir(f"/proc/{pid}/task"))
+    return out
+
+
 def preemptions(pid: int) -> int:
     """Involuntary context switches of every thread of a process so far (0 once it is gone)."""
     total = 0
-    with contextlib.suppress(OSError):
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(OSError):
-                status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
-                total += int(status.split("nonvoluntary_ctxt_switches:")[1].split()[0])
+    for tid in _tids([pid]):
+        with contextlib.suppress(OSError):
+            status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+            total += int(status.split("nonvoluntary_ctxt_switches:")[1].split()[0])
     return total
 
 
@@ -60,14 +68,6 @@ def preempted_by(trace: str, proxy: set[int], names: dict[int, str]) -> Counter[
         if m is not None and int(m[1]) in proxy and m[2].startswith("R"):
             who[names.get(int(m[4]), m[3])] += 1
     return who
-
-
-def _tids(pids: list[int]) -> set[int]:
-    out: set[int] = set()
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            out.update(int(tid) for tid in os.listdir(f"/proc/{pid}/task"))
-    return out
 
 
 def _who(port: int, backends: list[int], seconds: float, connections: int) -> tuple[int, Counter[str]] | str:
@@ -93,11 +93,9 @@ def _who(port: int, backends: list[int], seconds: float, connections: int) -> tu
 
 
 def _pin(pids: list[int], cpus: set[int]) -> None:
-    for pid in pids:
+    for tid in _tids(pids):
         with contextlib.suppress(OSError):
-            for tid in os.listdir(f"/proc/{pid}/task"):
-                with contextlib.suppress(OSError):
-                    os.sched_setaffinity(int(tid), cpus)
+            os.sched_setaffinity(tid, cpus)
 
 
 def _requests(port: int, seconds: float, connections: int, cpus: set[int] | None) -> int:
