@@ -18,7 +18,7 @@ from proxy.clock import duration_clock
 from proxy.coalesce import CoalescingWriter
 from proxy.config.model import Timeouts, Upstream
 from proxy.errors import UPSTREAM_FAULTS, ErrorKind, RequestBodyError, UpstreamError
-from proxy.events import Headers, RawHeaders
+from proxy.events import Headers, RawHeaders, new_tuple
 from proxy.headers import end_to_end_response_headers, response_head, response_headers_with
 from proxy.methods import may_resend
 from proxy.request_body import BodyStream, read_exactly, stream_body
@@ -299,16 +299,22 @@ async def _send_whole(
     else:
         _abort_client(request)  # nothing was written: the client sees the connection drop, never a short answer
     truncated = 0 < capture < len(body)
-    return SentResponse(status, keep_alive and error is None), ForwardResult(
-        status=status,
-        upstream_status=status,
-        error=error,
-        response_headers=(),
-        body=body[:capture] if capture > 0 else None,
-        body_complete=error is None and not truncated,
-        latency=duration_clock() - started,
-        raw_response_headers=tuple(kept) if keep_headers else (),
+    # Built by `new_tuple` from every field in order (proxy.events): one per request, without the NamedTuple's
+    # Python-level __new__.
+    result: ForwardResult = new_tuple(
+        ForwardResult,
+        (
+            status,  # status
+            status,  # upstream_status
+            error,
+            (),  # response_headers: the raw ones are kept instead
+            body[:capture] if capture > 0 else None,  # body
+            error is None and not truncated,  # body_complete
+            duration_clock() - started,  # latency
+            tuple(kept) if keep_headers else (),  # raw_response_headers
+        ),
     )
+    return SentResponse(status, keep_alive and error is None), result
 
 
 def _abort_client(request: web.BaseRequest) -> None:

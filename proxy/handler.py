@@ -21,7 +21,7 @@ from aiohttp import web
 from proxy.clock import duration_clock
 from proxy.config.model import Config, Limits, Mirror, Route, Upstream
 from proxy.errors import KINDS, UPSTREAM_FAULTS, ErrorKind, RequestBodyError
-from proxy.events import ExchangeObserver, Headers
+from proxy.events import ExchangeObserver, Headers, new_tuple
 from proxy.exchange import EXCHANGE_KEY, Exchange
 from proxy.forwarding import FallbackAvailable, ForwardResult, ForwardTarget, base_path, forward
 from proxy.headers import (
@@ -284,7 +284,7 @@ class ProxyHandler:
             extra = (*extra, ("X-Strangler-Route", route_id or UNMATCHED), ("X-Strangler-Upstream", upstream.name))
         query_string = ex.query_string
         target_path = ex.canon.path + "?" + query_string if query_string else ex.canon.path
-        target = ForwardTarget(upstream, slot.pool, base_path(upstream) + target_path, timeouts)
+        target = new_tuple(ForwardTarget, (upstream, slot.pool, base_path(upstream) + target_path, timeouts))
         body = ex.body
         slot.users += 1
         try:

@@ -26,6 +26,8 @@ import re
 from typing import NamedTuple
 from urllib.parse import unquote
 
+from proxy.events import new_tuple
+
 _UNRESERVED = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
 # pchar minus '%' (RFC 3986 3.3) plus '/': characters that may appear raw in a canonical path.
 _PLAIN = _UNRESERVED + "!$&'()*+,;=:@/"
@@ -84,7 +86,7 @@ def canonical_path(raw: str) -> CanonicalPath:
         segments = raw[1:].split("/")
         if not segments[-1]:
             segments.pop()
-        return CanonicalPath(raw, tuple(segments), False)
+        return new_tuple(CanonicalPath, (raw, tuple(segments), False))  # fields in order: see proxy.events
     return _canonical_slow(raw)
 
 

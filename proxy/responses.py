@@ -13,6 +13,8 @@ from collections.abc import Iterable
 import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
+from aiohttp.web_response import REASON_PHRASES
+from multidict import CIMultiDict
 
 from proxy.errors import KINDS, ErrorKind
 from proxy.headers import response_headers_with
@@ -25,8 +27,20 @@ class SentResponse(web.StreamResponse):
     ends every response a handler returns; for this one both steps have nothing left to do."""
 
     def __init__(self, status: int, keep_alive: bool) -> None:
-        super().__init__(status=status)
+        # Not StreamResponse.__init__ (two more Python frames, a headers multidict and a reason lookup, about 370 ns
+        # of a request): one is made per request on the fast path, and it is never prepared nor given headers. What
+        # its readers can ask (status, reason, headers, the per-response state) is answered below as aiohttp would.
+        self._state = {}
+        self._status = status
         self._sent_keep_alive = keep_alive
+
+    @property
+    def reason(self) -> str:
+        return REASON_PHRASES.get(self._status, "")
+
+    @property
+    def headers(self) -> CIMultiDict[str]:
+        return CIMultiDict()  # its head went out as the upstream's bytes: nothing is set on it
 
     @property
     def prepared(self) -> bool:

@@ -27,6 +27,7 @@ from types import MappingProxyType
 from typing import NamedTuple
 
 from proxy.config.model import Route
+from proxy.events import new_tuple
 from proxy.templates import Template, TemplateError, TemplateSegment, parse_template, typed_matchers
 
 
@@ -214,7 +215,7 @@ class RouteTable:
         entry = _walk(self._root, segments, 0, method, headers, query)
         if entry is None:
             return None
-        return RouteMatch(entry.route, entry.template.bind(segments))
+        return new_tuple(RouteMatch, (entry.route, entry.template.bind(segments)))  # fields in order: proxy.events
 
     def explain(
         self, method: str, segments: tuple[str, ...], headers: Mapping[str, str], query: Mapping[str, str]

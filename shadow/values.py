@@ -56,8 +56,11 @@ class FieldDiff:
     count: int  # concrete differences in this group
 
 
-@dataclass(frozen=True, slots=True)
-class Comparison:
+class Comparison(NamedTuple):
+    """How a pair compared. A NamedTuple (immutable; `_replace` for a changed copy): one is made for every compared
+    pair, where a frozen dataclass's `__init__` (which dataclasses generates and mypyc leaves interpreted) cost about
+    1 µs."""
+
     outcome: Literal["match", "mismatch"]
     differences: tuple[Difference, ...]  # concrete differences, capped (compare.MAX_DIFFERENCES) for storage
     seconds: float  # time the comparison took

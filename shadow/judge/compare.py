@@ -23,7 +23,7 @@ from deepdiff.helper import notpresent
 
 from proxy.clock import duration_clock
 from proxy.config.model import Compare
-from proxy.events import ResponseSnapshot
+from proxy.events import ResponseSnapshot, new_tuple
 from shadow.judge.bodies import body_differences, body_problems, decoded_bodies, header_differences, json_equal
 from shadow.judge.jsondiff import json_differences
 from shadow.judge.jsonpath import (
@@ -145,7 +145,9 @@ def judge_pair_quick(
     started = duration_clock()
     legacy, new = (primary, candidate) if candidate_is_new else (candidate, primary)
     if is_fast_match(legacy, new, rules):
-        judged: Judged = "match", None, Comparison("match", (), duration_clock() - started)
+        # Every field in order (`new_tuple`, proxy.events): one per matching pair, without the Python-level __new__.
+        match: Comparison = new_tuple(Comparison, ("match", (), duration_clock() - started, None, (), 0, ()))
+        judged: Judged = "match", None, match
         return judged if unified is None else noted(judged, unified)
     return Unjudged(primary, candidate, candidate_is_new, unified)
 

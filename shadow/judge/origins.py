@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, AnyStr, cast
 
 from yarl import URL
@@ -213,4 +213,4 @@ def noted(judged: Judged, origins: Origins) -> Judged:
     if comparison is None:
         return judged
     note = origins.note if comparison.note is None else f"{origins.note}; {comparison.note}"
-    return outcome, reason, replace(comparison, note=note)
+    return outcome, reason, comparison._replace(note=note)

@@ -4,7 +4,6 @@ through the real proxy, shadow listener and store, and the rewriting itself (sha
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import gzip
 import json
 from pathlib import Path
@@ -239,7 +238,7 @@ def _pairs_to_judge() -> list[tuple[ResponseSnapshot, ResponseSnapshot]]:
 
 def _timeless(judged: Judged) -> Judged:
     outcome, reason, comparison = judged
-    return outcome, reason, None if comparison is None else dataclasses.replace(comparison, seconds=0.0)
+    return outcome, reason, None if comparison is None else comparison._replace(seconds=0.0)
 
 
 def test_quick_judge_then_the_rest_is_judge_pair() -> None:
