@@ -8,6 +8,7 @@ body never looks complete.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from typing import NamedTuple, TypeGuard
 
@@ -25,6 +26,9 @@ from proxy.request_body import BodyStream, read_exactly, stream_body
 from proxy.responses import HeadWithBodyResponse, ProxiedResponse, SentResponse, kind_response
 from proxy.upstream.response import UpstreamResponse
 from proxy.upstream.transport import UpstreamPool
+
+# aiohttp's rule, cached as aiohttp caches must_be_empty_body: a C call per response instead of a Python frame.
+_drops_content_length = functools.lru_cache(should_remove_content_length)
 
 # Known-length bodies up to this size are read before contacting the upstream: they can then be re-sent on a
 # fresh connection when a pooled one turns out stale, which a stream cannot.
@@ -267,7 +271,7 @@ async def _send_whole(
         version=request.version,
         request_id=request_id,
         extra=extra,
-        content_length=None if length is None or should_remove_content_length(request.method, status) else length,
+        content_length=None if length is None or _drops_content_length(request.method, status) else length,
         keep_alive=keep_alive,
         has_content=not empty and length != 0,
     )

@@ -30,7 +30,7 @@ from aiohttp.web_protocol import _ErrInfo
 
 from proxy.coalesce import coalescer
 from proxy.conn_guard import ConnectionCounter, ConnectionGuard
-from proxy.server import fail_unfinished_body, request_parser
+from proxy.server import fail_unfinished_body, peer_address, request_parser
 
 QUEUE_LIMIT = 32  # parsed requests held before the transport is paused (aiohttp's MAX_MSG_QUEUE_SIZE)
 QUEUE_RESUME = QUEUE_LIMIT // 2
@@ -68,6 +68,7 @@ class H1Connection(BaseProtocol):
         "max_headers",
         "max_line_size",
         "peername",
+        "remote",
         "sockname",
         "ssl_context",
     )
@@ -99,6 +100,7 @@ class H1Connection(BaseProtocol):
         self.max_headers = max_headers
         self.ssl_context: Any = None  # these three are read by every aiohttp BaseRequest
         self.peername: Any = None
+        self.remote: str | None = None  # peer_address(peername), for every request on the connection
         self.sockname: Any = None
         self._messages: deque[Message] = deque()
         self._message_tail = b""
@@ -131,6 +133,7 @@ class H1Connection(BaseProtocol):
         tcp_keepalive(self.transport)
         self.ssl_context = transport.get_extra_info("sslcontext")
         self.peername = transport.get_extra_info("peername")
+        self.remote = peer_address(self.peername)
         self.sockname = transport.get_extra_info("sockname")
         assert self._manager is not None
         self._manager.connection_made(self, self.transport)  # type: ignore[arg-type]  # tracked for shutdown

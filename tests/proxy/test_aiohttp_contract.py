@@ -7,6 +7,7 @@ moved, instead of the proxy failing at its first connection.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -121,7 +122,7 @@ def test_aiohttp_is_within_the_pinned_minor(version: str) -> None:
     assert version.startswith("3.14."), f"aiohttp {version}: re-check proxy/server.py, then widen the pin"
 
 
-PREFILLED = ("headers", "raw_headers", "method", "version", "raw_path", "keep_alive", "body_exists")
+PREFILLED = ("headers", "raw_headers", "method", "version", "raw_path", "keep_alive", "body_exists", "remote")
 
 
 @pytest.mark.parametrize(
@@ -136,7 +137,7 @@ PREFILLED = ("headers", "raw_headers", "method", "version", "raw_path", "keep_al
 async def test_prefilled_request_properties_are_what_aiohttp_computes(head: bytes) -> None:
     """Every property proxy.server.prefill_request sets holds what aiohttp's own property returns for the same
     parsed message and body stream, so the fast listener's requests read exactly as aiohttp's do."""
-    from proxy.server import prefill_request
+    from proxy.server import peer_address, prefill_request
 
     loop = asyncio.get_running_loop()
 
@@ -150,9 +151,44 @@ async def test_prefilled_request_properties_are_what_aiohttp_computes(head: byte
     task = loop.create_task(asyncio.sleep(0))
     plain = web.BaseRequest(message, payload, protocol, protocol, task, loop)  # type: ignore[arg-type]
     filled = web.BaseRequest(message, payload, protocol, protocol, task, loop)  # type: ignore[arg-type]
-    prefill_request(filled, message, payload)
+    prefill_request(filled, message, payload, peer_address(protocol.peername))
     assert set(PREFILLED) <= set(filled._cache)
     for name in PREFILLED:
         assert getattr(filled, name) == getattr(plain, name), name
     await task
     await server.shutdown(0)
+
+
+@pytest.mark.parametrize("family", ["tcp", "unix"])
+async def test_peer_address_is_what_aiohttp_gives_as_remote(family: str, tmp_path: Path) -> None:
+    """proxy.server.peer_address of a real connection's peername is aiohttp's own `request.remote` on it, over
+    loopback TCP and over a unix socket (where the peername is a string)."""
+    from proxy.server import peer_address
+
+    seen: list[tuple[str | None, str | None]] = []
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        transport = request.transport
+        assert transport is not None
+        seen.append((request.remote, peer_address(transport.get_extra_info("peername"))))
+        return web.Response()
+
+    runner = web.ServerRunner(web.Server(handle))
+    await runner.setup()
+    path = str(tmp_path / "s.sock")
+    site = web.TCPSite(runner, "127.0.0.1", 0) if family == "tcp" else web.UnixSite(runner, path)
+    await site.start()
+    try:
+        if family == "tcp":
+            port = runner.addresses[0][1]
+            async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/") as resp:
+                assert resp.status == 200
+        else:
+            connector = aiohttp.UnixConnector(path=path)
+            async with aiohttp.ClientSession(connector=connector) as session, session.get("http://x/") as resp:
+                assert resp.status == 200
+    finally:
+        await runner.cleanup()
+    [(remote, ours)] = seen
+    assert ours == remote
+    assert (remote == "127.0.0.1") if family == "tcp" else remote is not None
