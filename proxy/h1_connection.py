@@ -319,5 +319,9 @@ class H1Connection(BaseProtocol):
         if now < self._next_keepalive_close:  # a request was served since: wait for the later deadline
             self._keepalive_handle = self._loop.call_at(self._next_keepalive_close, self._process_keepalive)
             return
-        if not self._request_in_progress and not self._messages:
+        # Idle: nothing queued or being served, and the serving task (if one was started) waiting for the next
+        # request, as aiohttp decides. A task still reading and dropping an answered request's body (`_linger`) is
+        # not idle: cutting it would lose what the client pipelined after that body.
+        serving_idle = self._task_handler is None or self._waiter is not None
+        if serving_idle and not self._request_in_progress and not self._messages:
             self.force_close()

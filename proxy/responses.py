@@ -13,6 +13,7 @@ from collections.abc import Iterable
 import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http import HttpVersion11
 from aiohttp.web_response import REASON_PHRASES
 from multidict import CIMultiDict
 
@@ -67,6 +68,19 @@ class ProxiedResponse(web.StreamResponse):
         await super()._prepare_headers()
         if not self.upstream_server:
             self.headers.popall("Server", None)
+        writer, request = self._payload_writer, self._req
+        if (
+            request is not None
+            and request.version < HttpVersion11
+            and writer is not None
+            and writer.length is None
+            and not self._chunked
+            and not self._must_be_empty_body
+        ):
+            # A body of no known length to an HTTP/1.0 client (which has no chunked framing) ends when the connection
+            # does. aiohttp leaves out `Connection: keep-alive` for it but keeps the connection open, so a client
+            # that asked for keep-alive would wait for the end until keepalive_timeout: close after the body.
+            self.force_close()
 
 
 class _ErrorResponse(web.Response):

@@ -1,0 +1,80 @@
+"""The keep-alive deadline closes idle connections only: never one still reading (and dropping) the body of a
+request it answered, so a client still uploading gets to read its answer and what it pipelined after the body."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from proxy.app import RunningProxy
+from tests.proxy.app_fixtures import hits, running_proxy, write_config
+
+LIMITS = """\
+limits:
+  keepalive_timeout: 1s
+  header_timeout: 5s
+  body_timeout: 5s
+"""
+
+
+@pytest.fixture
+async def proxy(legacy: TestServer, tmp_path: Path) -> AsyncIterator[RunningProxy]:
+    assert legacy.port is not None
+    path = write_config(tmp_path / "routes.yaml", legacy=legacy.port, new=legacy.port, settings=LIMITS)
+    async with running_proxy(path, watch=False) as running:
+        yield running
+
+
+async def _read_all(reader: asyncio.StreamReader, limit: float) -> bytes:
+    data = b""
+    with contextlib.suppress(TimeoutError, ConnectionError):
+        async with asyncio.timeout(limit):
+            while chunk := await reader.read(65536):
+                data += chunk
+    return data
+
+
+async def test_a_refused_upload_still_arriving_past_the_keepalive_deadline_is_drained(
+    proxy: RunningProxy, legacy: TestServer
+) -> None:
+    """A 400 (bad path) answered while its 30,000-byte body is still arriving over 1.2 s, past a 1 s keep-alive
+    deadline: the body is read to its end and the request pipelined behind it is forwarded and answered."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.proxy_port)
+    try:
+        writer.write(b"POST /..;/x HTTP/1.1\r\nHost: a\r\nContent-Length: 30000\r\n\r\n" + b"a" * 10_000)
+        await writer.drain()
+        await asyncio.sleep(0.6)
+        writer.write(b"a" * 10_000)
+        await writer.drain()
+        await asyncio.sleep(0.6)
+        writer.write(b"a" * 10_000 + b"GET /second HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        data = await _read_all(reader, 5.0)
+    finally:
+        writer.close()
+    assert data.startswith(b"HTTP/1.1 400 ")
+    assert data.count(b"HTTP/1.1 ") == 2, data
+    assert b"HTTP/1.1 200 " in data
+    assert [h.path for h in hits(legacy)] == ["/second"]
+
+
+async def test_an_idle_connection_is_still_closed_at_the_keepalive_deadline(proxy: RunningProxy) -> None:
+    """After its answer, a connection that sends nothing more is closed once keepalive_timeout (1 s) passes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.proxy_port)
+    try:
+        writer.write(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n")
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await _read_all(reader, 4.0)
+        assert reader.at_eof()
+        assert loop.time() - started < 3.5
+    finally:
+        writer.close()
