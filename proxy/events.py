@@ -21,6 +21,7 @@ from typing import Literal, NamedTuple, Protocol
 from proxy.config.model import Config, Mirror, Route
 from proxy.errors import ErrorKind
 from proxy.headers import decode_pairs
+from proxy.tuples import new_tuple
 
 Side = Literal["legacy", "new"]
 Headers = tuple[tuple[str, str], ...]
@@ -28,15 +29,10 @@ RawHeaders = tuple[tuple[bytes, bytes], ...]  # header pairs as received, before
 
 
 # The three exchange values are NamedTuples, not frozen dataclasses: they are built for every mirrored request on
-# the event loop, and a tuple is built by one C call (`tuple.__new__`: `new_tuple` below) where a frozen
+# the event loop, and a tuple is built by one C call (`tuple.__new__`: `proxy.tuples.new_tuple`) where a frozen
 # slotted dataclass pays one descriptor call per field (callgrind: about 17,700 instructions for a request snapshot
 # and its ExchangeStart before, about 3,000 after). They stay immutable and typed, and the shadow worker's wire
 # (`shadow.worker.wire`) sends a snapshot as the plain tuple of its fields.
-
-# Builds one of those NamedTuples from the tuple of all its fields in order (defaults included), by the C call
-# `tuple.__new__`, without its Python-level __new__ (a Python frame per value): for the values made per request or
-# per copy, in the proxy (`proxy.notify`) and in the shadow worker (its wire, its copies).
-new_tuple = tuple.__new__
 
 
 class RequestSnapshot(NamedTuple):

@@ -19,11 +19,12 @@ from proxy.clock import duration_clock
 from proxy.coalesce import CoalescingWriter
 from proxy.config.model import Timeouts, Upstream
 from proxy.errors import UPSTREAM_FAULTS, ErrorKind, RequestBodyError, UpstreamError
-from proxy.events import Headers, RawHeaders, new_tuple
+from proxy.events import Headers, RawHeaders
 from proxy.headers import end_to_end_response_headers, response_head, response_headers_with
 from proxy.methods import may_resend
 from proxy.request_body import BodyStream, read_exactly, stream_body
 from proxy.responses import HeadWithBodyResponse, ProxiedResponse, SentResponse, kind_response
+from proxy.tuples import new_tuple
 from proxy.upstream.response import UpstreamResponse
 from proxy.upstream.transport import UpstreamPool
 

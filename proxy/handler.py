@@ -21,7 +21,7 @@ from aiohttp import web
 from proxy.clock import duration_clock
 from proxy.config.model import Config, Limits, Mirror, Route, Upstream
 from proxy.errors import KINDS, UPSTREAM_FAULTS, ErrorKind, RequestBodyError
-from proxy.events import ExchangeObserver, Headers, new_tuple
+from proxy.events import ExchangeObserver, Headers
 from proxy.exchange import EXCHANGE_KEY, Exchange
 from proxy.forwarding import FallbackAvailable, ForwardResult, ForwardTarget, base_path, forward
 from proxy.headers import (
@@ -38,6 +38,7 @@ from proxy.request_body import expect_continue, read_held
 from proxy.responses import error_response
 from proxy.server import UnsupportedVersionRequest
 from proxy.state import RuntimeState, Snapshot
+from proxy.tuples import new_tuple
 from proxy.websocket import forward_websocket, is_websocket_upgrade
 
 UNMATCHED: Final = "unmatched"  # route label for requests no route matched (metrics, debug header)

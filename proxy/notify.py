@@ -17,10 +17,10 @@ from proxy.events import (
     RequestSnapshot,
     ResponseSnapshot,
     Side,
-    new_tuple,
 )
 from proxy.exchange import Exchange
 from proxy.forwarding import ForwardResult
+from proxy.tuples import new_tuple
 
 log = logging.getLogger("strangler.proxy")
 

@@ -26,7 +26,7 @@ import re
 from typing import NamedTuple
 from urllib.parse import unquote
 
-from proxy.events import new_tuple
+from proxy.tuples import new_tuple
 
 _UNRESERVED = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
 # pchar minus '%' (RFC 3986 3.3) plus '/': characters that may appear raw in a canonical path.

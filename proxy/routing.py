@@ -27,8 +27,8 @@ from types import MappingProxyType
 from typing import NamedTuple
 
 from proxy.config.model import Route
-from proxy.events import new_tuple
 from proxy.templates import Template, TemplateError, TemplateSegment, parse_template, typed_matchers
+from proxy.tuples import new_tuple
 
 
 class AmbiguousRoutesError(ValueError):

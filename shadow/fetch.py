@@ -17,10 +17,11 @@ from typing import Protocol
 from proxy.clock import duration_clock
 from proxy.config.model import Mirror, Upstream
 from proxy.errors import ErrorKind, UpstreamError
-from proxy.events import RequestSnapshot, ResponseSnapshot, Side, new_tuple
+from proxy.events import RequestSnapshot, ResponseSnapshot, Side
 from proxy.headers import HOP_BY_HOP, end_to_end_response_headers, upstream_host
 from proxy.methods import SAFE_METHODS
 from proxy.tls import upstream_context, upstream_tls_key
+from proxy.tuples import new_tuple
 from proxy.upstream.response import UpstreamResponse
 from proxy.upstream.transport import UpstreamPool
 

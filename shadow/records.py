@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from proxy.config.model import Route
-from proxy.events import ExchangeStart, Headers, ResponseSnapshot, Side, new_tuple
+from proxy.events import ExchangeStart, Headers, ResponseSnapshot, Side
+from proxy.tuples import new_tuple
 from shadow.judge.normalize import UndecodableBody, decode_body, header_value
 from shadow.redact import Redactor
 from shadow.values import Comparison, ExchangeRecord, Outcome, Pair, StoredBody, TrafficCount, latency_bucket

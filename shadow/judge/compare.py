@@ -23,7 +23,8 @@ from deepdiff.helper import notpresent
 
 from proxy.clock import duration_clock
 from proxy.config.model import Compare
-from proxy.events import ResponseSnapshot, new_tuple
+from proxy.events import ResponseSnapshot
+from proxy.tuples import new_tuple
 from shadow.judge.bodies import body_differences, body_problems, decoded_bodies, header_differences, json_equal
 from shadow.judge.jsondiff import json_differences
 from shadow.judge.jsonpath import (

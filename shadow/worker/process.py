@@ -27,10 +27,11 @@ from typing import cast
 
 from proxy.app import settle_gc
 from proxy.config.model import SHADOW_WORKER_NICE, Config, Route
-from proxy.events import ExchangeObserver, ExchangeStart, new_tuple
+from proxy.events import ExchangeObserver, ExchangeStart
 from proxy.metrics import Counter, Metrics
 from proxy.modes import mirror_options
 from proxy.tasks import TaskOwner
+from proxy.tuples import new_tuple
 from shadow.runner import ShadowListener
 from shadow.store.database import Store
 from shadow.store.writer import STORED, publish_store_metrics

@@ -39,8 +39,9 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from proxy.config.model import Config
-from proxy.events import ExchangeStart, RequestSnapshot, ResponseSnapshot, Side, new_tuple
+from proxy.events import ExchangeStart, RequestSnapshot, ResponseSnapshot, Side
 from proxy.metrics import Counter, Gauge, Histogram, Metric, Metrics
+from proxy.tuples import new_tuple
 from shadow.plan import CANDIDATE, MirrorPlan
 from shadow.values import TrafficCount
 
