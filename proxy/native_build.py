@@ -25,6 +25,8 @@ from pathlib import Path
 from proxy.native import BUILD_DIR, FORMAT, MANIFEST, ROOT, check, compiled_names, ext_suffix, source_hash
 
 MODULES: tuple[str, ...] = (
+    "proxy.access.lines",
+    "proxy.access.log",
     "proxy.canary",
     "proxy.clock",
     "proxy.coalesce",
