@@ -154,6 +154,8 @@ async def read_capped(resp: UpstreamResponse, cap: int) -> tuple[bytes, bool]:
     while chunk := await resp.read():
         size += len(chunk)
         if size > cap:
+            # Cut at the cap itself, as the primary's capture is: where the reads fell must not change the size.
+            chunks.append(chunk[: cap - (size - len(chunk))])
             return b"".join(chunks), False
         chunks.append(chunk)
     return b"".join(chunks), True

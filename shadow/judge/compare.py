@@ -350,9 +350,16 @@ _DIGITS = re.compile(r"(\d+)")
 _SECTION = {"status": 0, "header": 1, "body": 2, "$": 3}
 
 
-def _order_key(diff: Difference) -> tuple[int, tuple[str | int, ...]]:
-    """Status, then headers, then body; indexes in numeric order ($.a[2] before $.a[10])."""
-    return _path_order(diff.path)
+def _order_key(diff: Difference) -> tuple[tuple[int, tuple[str | int, ...]], str, str, str]:
+    """Status, then headers, then body; indexes in numeric order ($.a[2] before $.a[10]); at one path, by kind and
+    values. Total, so the order (and which rows are kept past the cap) never depends on the order differences were
+    found in: deepdiff reports an order-blind array's removed and added values by set iteration, which the
+    process's hash seed decides, and the shadow worker and an in-process listener would keep different rows."""
+    return _path_order(diff.path), diff.kind, _sortable(diff.legacy), _sortable(diff.new)
+
+
+def _sortable(value: str | None) -> str:
+    return "" if value is None else "=" + value  # None (absent) before every value, the empty string included
 
 
 @functools.lru_cache(maxsize=4096)
