@@ -22,6 +22,7 @@ from proxy.config.model import Config
 from proxy.exchange import ARRIVED_KEY, Exchange
 from proxy.metrics import Counter
 from proxy.modes import mirror_decision
+from proxy.tuples import new_tuple
 
 log = logging.getLogger("strangler.proxy")
 
@@ -98,22 +99,31 @@ def entry_for(
             if route_obj is not None:
                 decision = mirror_decision(route_obj, ex.chosen_side, request.method)
                 shadow = (MIRRORED if mirroring else None) if decision.options is not None else decision.skip
-    return AccessEntry(  # positional: the cheapest way to build it
-        time.time(),
-        request_id or response.headers.get("X-Request-Id") or "-",
-        client or request.remote or "-",
-        request.method if parsed else None,
-        logged_path(request.raw_path, secret) if parsed else None,
-        route,
-        mode,
-        upstream,
-        response.status,
-        request.content.total_bytes,
-        request.writer.output_size,
-        duration,
-        fallback,
-        shadow,
+    # Every field in order, defaults included (`new_tuple`, proxy.tuples): one per logged request, without the
+    # NamedTuple's Python-level __new__.
+    entry: AccessEntry = new_tuple(
+        AccessEntry,
+        (
+            time.time(),
+            request_id or response.headers.get("X-Request-Id") or "-",
+            client or request.remote or "-",
+            request.method if parsed else None,
+            logged_path(request.raw_path, secret) if parsed else None,
+            route,
+            mode,
+            upstream,
+            response.status,
+            request.content.total_bytes,
+            request.writer.output_size,
+            duration,
+            fallback,
+            shadow,
+            "HTTP/1.1",  # version, referer and user agent: the combined format's, set by `record`
+            None,
+            None,
+        ),
     )
+    return entry
 
 
 def configure(current: AccessLog | None, config: Config, dropped: Counter) -> AccessLog | None:
