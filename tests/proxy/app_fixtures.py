@@ -115,6 +115,16 @@ async def running_proxy(config_path: Path, **kwargs: Any) -> AsyncIterator[Runni
         await running.stop(drain_timeout=2.0)
 
 
+@contextlib.asynccontextmanager
+async def proxy_in_front_of(legacy: Any, tmp_path: Path, settings: str) -> AsyncIterator[RunningProxy]:
+    """The real proxy (no config watching) with both upstreams on `legacy` (pytest-aiohttp's TestServer) and the
+    routes.yaml `settings` (limits, say), written in tmp_path."""
+    assert legacy.port is not None
+    path = write_config(tmp_path / "routes.yaml", legacy=legacy.port, new=legacy.port, settings=settings)
+    async with running_proxy(path, watch=False) as running:
+        yield running
+
+
 async def wait_until(condition: Callable[[], bool | Awaitable[bool]], limit: float = 5.0) -> None:
     """Poll `condition` until it holds; TimeoutError after `limit` seconds (a hang guard, not a speed check)."""
     async with asyncio.timeout(limit):

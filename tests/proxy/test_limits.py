@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from proxy.app import RunningProxy
-from tests.proxy.app_fixtures import hits, raw_exchange, running_proxy, status_of, write_config
+from tests.proxy.app_fixtures import hits, proxy_in_front_of, raw_exchange, running_proxy, status_of, write_config
 
 LIMITS = """\
 limits:
@@ -26,9 +26,7 @@ limits:
 
 @pytest.fixture
 async def proxy(legacy: TestServer, tmp_path: Path) -> AsyncIterator[RunningProxy]:
-    assert legacy.port is not None
-    path = write_config(tmp_path / "routes.yaml", legacy=legacy.port, new=legacy.port, settings=LIMITS)
-    async with running_proxy(path, watch=False) as running:
+    async with proxy_in_front_of(legacy, tmp_path, LIMITS) as running:
         yield running
 
 
