@@ -304,7 +304,7 @@ async def _send_whole(
     else:
         _abort_client(request)  # nothing was written: the client sees the connection drop, never a short answer
     truncated = 0 < capture < len(body)
-    # Built by `new_tuple` from every field in order (proxy.events): one per request, without the NamedTuple's
+    # Built by `new_tuple` from every field in order (proxy.tuples): one per request, without the NamedTuple's
     # Python-level __new__.
     result: ForwardResult = new_tuple(
         ForwardResult,

@@ -86,7 +86,7 @@ def canonical_path(raw: str) -> CanonicalPath:
         segments = raw[1:].split("/")
         if not segments[-1]:
             segments.pop()
-        return new_tuple(CanonicalPath, (raw, tuple(segments), False))  # fields in order: see proxy.events
+        return new_tuple(CanonicalPath, (raw, tuple(segments), False))  # fields in order: see proxy.tuples
     return _canonical_slow(raw)
 
 

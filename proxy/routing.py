@@ -215,7 +215,7 @@ class RouteTable:
         entry = _walk(self._root, segments, 0, method, headers, query)
         if entry is None:
             return None
-        return new_tuple(RouteMatch, (entry.route, entry.template.bind(segments)))  # fields in order: proxy.events
+        return new_tuple(RouteMatch, (entry.route, entry.template.bind(segments)))  # fields in order: proxy.tuples
 
     def explain(
         self, method: str, segments: tuple[str, ...], headers: Mapping[str, str], query: Mapping[str, str]

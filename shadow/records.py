@@ -95,7 +95,7 @@ def compared_record(
     # were equal anyway (they were most of such a row's bytes, and most of its cost to write).
     keep_headers = keep_bodies or outcome != "match"
 
-    # Built by `new_tuple` from every field in order (proxy.events): one per compared pair, where calling the
+    # Built by `new_tuple` from every field in order (proxy.tuples): one per compared pair, where calling the
     # NamedTuple with 28 keywords runs its Python-level __new__ (about 0.7 µs more). tests/shadow/test_records.py
     # checks each field by name.
     record: ExchangeRecord = new_tuple(

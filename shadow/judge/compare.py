@@ -146,7 +146,7 @@ def judge_pair_quick(
     started = duration_clock()
     legacy, new = (primary, candidate) if candidate_is_new else (candidate, primary)
     if is_fast_match(legacy, new, rules):
-        # Every field in order (`new_tuple`, proxy.events): one per matching pair, without the Python-level __new__.
+        # Every field in order (`new_tuple`, proxy.tuples): one per matching pair, without the Python-level __new__.
         match: Comparison = new_tuple(Comparison, ("match", (), duration_clock() - started, None, (), 0, ()))
         judged: Judged = "match", None, match
         return judged if unified is None else noted(judged, unified)
