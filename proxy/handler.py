@@ -93,7 +93,13 @@ class ProxyHandler:
             return refused
         self._choose(request, config, ex)
         if is_websocket_upgrade(request):
-            return await self._websocket(request, config, ex)
+            resp = await self._websocket(request, config, ex)
+            if type(resp) is not web.WebSocketResponse:
+                # Not switched (no session, the back end refused or could not be reached): the connection closes
+                # after the answer (README "HTTP behaviour"), so bytes a client sends behind its Upgrade are never
+                # read as requests.
+                resp.force_close()
+            return resp
 
         listening = state.hooks.listeners  # tested as a tuple: ListenerHooks.__bool__ is a Python call
         mirror = mirror_for(ex.route, ex.side, request.method) if listening else None

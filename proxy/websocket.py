@@ -62,13 +62,6 @@ def _ws_url(upstream: Upstream, target: str) -> URL:
     return URL(str(origin) + target, encoded=True)
 
 
-def _not_switched(resp: web.Response) -> web.Response:
-    """A handshake answered without switching protocols closes the connection after the answer (README "HTTP
-    behaviour"): a client may already be sending frames behind its Upgrade, and those are never read as requests."""
-    resp.force_close()
-    return resp
-
-
 async def forward_websocket(
     request: web.BaseRequest,
     *,
@@ -103,13 +96,13 @@ async def forward_websocket(
             )
     except aiohttp.WSServerHandshakeError as exc:
         status = exc.status if 400 <= exc.status < 600 else 502
-        return _not_switched(error_response(status, "upstream_websocket_refused", route_id, request_id))
+        return error_response(status, "upstream_websocket_refused", route_id, request_id)
     except TimeoutError:
-        return _not_switched(kind_response("timeout", route_id, request_id))
+        return kind_response("timeout", route_id, request_id)
     except aiohttp.ClientSSLError:
-        return _not_switched(kind_response("tls", route_id, request_id))
+        return kind_response("tls", route_id, request_id)
     except (aiohttp.ClientError, OSError):
-        return _not_switched(kind_response("connect", route_id, request_id))
+        return kind_response("connect", route_id, request_id)
 
     client = web.WebSocketResponse(
         protocols=(up.protocol,) if up.protocol else (),
