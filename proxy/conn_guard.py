@@ -3,8 +3,11 @@ request head that trickles in (slowloris). One home for both rules: `proxy.serve
 aiohttp listener) and `proxy.listener.ProtocolListener` (the fast one) each own a `ConnectionGuard`.
 
 The head deadline is armed when the connection opens and when bytes that arrive while no request is being handled
-or queued (the start of a new head on a keep-alive connection) leave that head incomplete; it is disarmed as soon as
-the parser has a complete head. An idle keep-alive connection that sends nothing is left to keepalive_timeout.
+or queued and no body is still arriving (the start of a new head on a keep-alive connection) leave that head
+incomplete; it is disarmed as soon as the parser has a complete head. An idle keep-alive connection that sends nothing
+is left to keepalive_timeout. Bytes of a body still arriving after its request was answered (a refused upload being
+drained) are not a head: the drain has its own deadline (lingering_time), and cutting it at header_timeout lost the
+answer's pipelined successors.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sized
 from typing import Final, Protocol
+
+from aiohttp.streams import StreamReader
 
 from proxy.metrics import Metrics
 
@@ -39,6 +44,8 @@ class GuardedConnection(Protocol):
     def _request_in_progress(self) -> bool: ...
     @property
     def _messages(self) -> Sized: ...  # parsed requests not yet served
+    @property
+    def _last_body(self) -> StreamReader | None: ...  # the body stream of the last request parsed
 
     def force_close(self) -> None: ...
 
@@ -89,9 +96,13 @@ class ConnectionGuard:
         self._disarm()
 
     def head_starts(self) -> bool:
-        """Whether bytes arriving now start a new head (no deadline armed, nothing handled or queued)."""
+        """Whether bytes arriving now start a new head: no deadline armed, nothing handled or queued, and the last
+        request's body has ended (until it has, the parser reads body bytes, not a head)."""
         conn = self._conn
-        return self._handle is None and not conn._request_in_progress and not len(conn._messages)
+        if self._handle is not None or conn._request_in_progress or len(conn._messages):
+            return False
+        body = conn._last_body
+        return body is None or body.is_eof()
 
     def after_parse(self, starts_head: bool, count: int) -> None:
         """After parsing a read (`count`: requests parsed before it): disarm once a head is complete; arm when the

@@ -76,3 +76,65 @@ async def test_an_idle_connection_is_still_closed_at_the_keepalive_deadline(prox
         assert loop.time() - started < 3.5
     finally:
         writer.close()
+
+
+HEAD_LIMITS = """\
+limits:
+  keepalive_timeout: 10s
+  header_timeout: 1s
+  body_timeout: 5s
+"""
+
+
+@pytest.fixture
+async def head_proxy(legacy: TestServer, tmp_path: Path) -> AsyncIterator[RunningProxy]:
+    async with proxy_in_front_of(legacy, tmp_path, HEAD_LIMITS) as running:
+        yield running
+
+
+async def test_a_refused_upload_still_arriving_past_the_head_deadline_is_drained(
+    head_proxy: RunningProxy, legacy: TestServer
+) -> None:
+    """A 400 (bad path) answered while its body is still arriving over 2.4 s, past a 1 s header_timeout: body bytes
+    are not a new head, so the head deadline does not cut the drain; the request pipelined behind it is answered."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", head_proxy.proxy_port)
+    try:
+        writer.write(b"POST /..;/x HTTP/1.1\r\nHost: a\r\nContent-Length: 30000\r\n\r\n" + b"a" * 10_000)
+        await writer.drain()
+        for _ in range(2):
+            await asyncio.sleep(1.2)
+            writer.write(b"a" * 5_000)
+            await writer.drain()
+        writer.write(b"a" * 10_000 + b"GET /second HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        data = await _read_all(reader, 5.0)
+    finally:
+        writer.close()
+    assert data.startswith(b"HTTP/1.1 400 ")
+    assert data.count(b"HTTP/1.1 ") == 2, data
+    assert b"HTTP/1.1 200 " in data
+    assert [h.path for h in hits(legacy)] == ["/second"]
+
+
+async def test_a_head_that_trickles_in_after_a_drained_upload_is_still_cut_at_the_head_deadline(
+    head_proxy: RunningProxy, legacy: TestServer
+) -> None:
+    """Once the refused body has ended, the next bytes start a head again: a head that then stalls is closed at
+    header_timeout (1 s), long before keepalive_timeout (10 s)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", head_proxy.proxy_port)
+    try:
+        writer.write(b"POST /..;/x HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n0123456789")
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 ")
+        await asyncio.sleep(0.3)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        writer.write(b"GET /stalled HTTP/1.1\r\nHo")
+        await writer.drain()
+        await _read_all(reader, 6.0)
+        assert reader.at_eof()
+        assert loop.time() - started < 4.0
+    finally:
+        writer.close()
+    assert hits(legacy) == []
