@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cli.output import CliError, FormatOption, OutputFormat, print_json, print_line, print_renderable
+from reports.fmt import size
 from shadow.store.pull import Pulled, PullError, pull_all
 
 DEFAULT_TOKEN_ENV = "STRANGLER_ADMIN_TOKEN"
@@ -30,16 +31,6 @@ store_app = typer.Typer(
 def register(app: typer.Typer) -> None:
     """Add the `store` command group to the root app (called once by cli.main)."""
     app.add_typer(store_app, name="store")
-
-
-def size_text(size: int) -> str:
-    """Bytes as B, KiB, MiB or GiB with one decimal (whole bytes below 1 KiB)."""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def _document(into: Path, pulled: list[Pulled], failed: list[PullError]) -> dict[str, Any]:
@@ -67,7 +58,7 @@ def _table(pulled: list[Pulled]) -> Table:
     for p in pulled:
         c = p.contribution
         table.add_row(
-            escape(p.admin), size_text(p.size), escape(c.store_id[:12]), f"{c.exchanges:,}", f"{c.flips_added:,}",
+            escape(p.admin), size(p.size), escape(c.store_id[:12]), f"{c.exchanges:,}", f"{c.flips_added:,}",
             "replaced earlier pull" if c.replaced else "new",
         )  # fmt: skip
     return table

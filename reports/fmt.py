@@ -1,5 +1,5 @@
 """How figures look wherever strangler shows them (tables, Markdown, HTML, `watch`, `explain`, `routes list`):
-milliseconds, percentages, ratios, canary weights, and the styles of modes, outcomes and verdicts. One home, so a
+milliseconds, percentages, ratios, sizes, canary weights, and the styles of modes, outcomes and verdicts. One home, so a
 figure reads the same in every output.
 """
 
@@ -26,6 +26,16 @@ VERDICT_STYLE: Final = {
     "diverging": "bold red",
     "candidate errors": "bold magenta",
 }
+
+
+def size(count: int) -> str:
+    """Bytes as B, KiB, MiB or GiB with one decimal (whole bytes below 1 KiB)."""
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
 
 
 def ms(value: float | None) -> str:

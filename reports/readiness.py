@@ -10,8 +10,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from proxy.config.model import Guards, Readiness
+from proxy.handler import CAPTURE_FACTOR
 from proxy.modes import POLICY_SKIPS
-from reports.fmt import percent
+from reports.fmt import percent, size
+from shadow.fetch import RESPONSE_CAP
+from shadow.judge.compare import RESPONSE_TOO_LARGE
 
 Verdict = Literal["ready", "needs samples", "not mirrored", "diverging", "candidate errors"]
 VERDICTS: tuple[Verdict, ...] = ("ready", "needs samples", "not mirrored", "diverging", "candidate errors")
@@ -19,6 +22,10 @@ VERDICTS: tuple[Verdict, ...] = ("ready", "needs samples", "not mirrored", "dive
 NOT_MIRRORED_FIX = (
     "set side_effects: dry_run and list the methods in methods of the route's shadow: block (verify: in mode new), "
     "so copies go with the shadow header, or judge the new side on a read route"
+)
+TOO_LARGE_FIX = (
+    f"raise the route's shadow.max_body if its answers are under {size(RESPONSE_CAP)} (legacy's answer is kept up to "
+    f"{CAPTURE_FACTOR}× it); answers over {size(RESPONSE_CAP)} are never compared"
 )
 
 
@@ -118,6 +125,24 @@ def not_mirrored(fig: RouteFigures) -> str | None:
     return f"the mirror policy skipped {every} ({why}), so nothing can be compared; fix: {NOT_MIRRORED_FIX}"
 
 
+def too_large_to_compare(fig: RouteFigures) -> str | None:
+    """Why a mirrored route has no samples and waiting will not bring them, when every request it mirrored so far
+    was skipped because an answer was too large to compare (`response_too_large`: a side's body cut at its capture
+    cap), apart from requests its policy skips; else None. Its verdict stays `needs samples` (nothing was verified,
+    so the gate holds), with this reason beside it."""
+    if fig.compared or fig.candidate_errors or not fig.skipped_by_reason:
+        return None
+    counts = dict(fig.skipped_by_reason)
+    large = counts.get(RESPONSE_TOO_LARGE, 0)
+    if not large or any(reason != RESPONSE_TOO_LARGE and reason not in POLICY_SKIPS for reason in counts):
+        return None
+    total = sum(counts.values())
+    why = f"{large} with an answer too large to compare"
+    why += "".join(f"; {n} {POLICY_SKIPS[r]}" for r, n in fig.skipped_by_reason if r != RESPONSE_TOO_LARGE)
+    every = "the 1 request so far was" if total == 1 else f"all {total} requests so far were"
+    return f"{every} skipped ({why}), so waiting gives no samples; fix: {TOO_LARGE_FIX}"
+
+
 def verdict(fig: RouteFigures, readiness: Readiness) -> Verdict:
     """Errors first (a failing candidate hides its diffs), then divergence, then a policy that mirrors nothing,
     then sample size."""
@@ -134,8 +159,14 @@ def verdict(fig: RouteFigures, readiness: Readiness) -> Verdict:
 
 
 def verdict_reason(fig: RouteFigures, readiness: Readiness) -> str:
-    """The reason the report and the flip gate print beside a verdict that needs one ("" when none does)."""
-    return (not_mirrored(fig) or "") if verdict(fig, readiness) == "not mirrored" else ""
+    """The reason the report and the flip gate print beside a verdict that needs one ("" when none does): why a
+    route is not mirrored, or why one that needs samples will not get them by waiting."""
+    found = verdict(fig, readiness)
+    if found == "not mirrored":
+        return not_mirrored(fig) or ""
+    if found == "needs samples":
+        return too_large_to_compare(fig) or ""
+    return ""
 
 
 def guard_checks(fig: RouteFigures, guards: Guards) -> tuple[Check, ...]:

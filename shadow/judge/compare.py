@@ -16,7 +16,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from deepdiff import DeepDiff
 from deepdiff.helper import notpresent
@@ -120,6 +120,11 @@ class Unjudged:
     origins: Origins | None  # set when unifying changed something: the judgement gets its note
 
 
+# The skip reason of a pair with a side's body cut at its capture cap (or cut short): what was kept cannot be compared.
+# `reports.readiness` reads it too: a route whose every mirrored request is skipped for it gets no samples by waiting.
+RESPONSE_TOO_LARGE: Final = "response_too_large"
+
+
 def judge_pair_quick(
     primary: ResponseSnapshot,
     candidate: ResponseSnapshot,
@@ -142,7 +147,7 @@ def judge_pair_quick(
     if candidate.status >= 500 and primary.status < 500:
         return Unjudged(primary, candidate, candidate_is_new, unified)
     if not primary.body_complete or not candidate.body_complete:
-        return "skipped", "response_too_large", None
+        return "skipped", RESPONSE_TOO_LARGE, None
     started = duration_clock()
     legacy, new = (primary, candidate) if candidate_is_new else (candidate, primary)
     if is_fast_match(legacy, new, rules):

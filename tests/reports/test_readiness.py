@@ -71,3 +71,25 @@ def test_not_mirrored_only_when_policy_skipped_everything(figures: RouteFigures,
     if reason:
         assert "side_effects: dry_run" in reason
         assert "the mirror policy skipped" in reason
+
+
+@pytest.mark.parametrize(
+    ("figures", "reason"),
+    [
+        (skipped(("response_too_large", 12)), "all 12 requests so far were skipped (12 with an answer too large"),
+        (skipped(("response_too_large", 1)), "the 1 request so far was skipped"),
+        (
+            skipped(("method_not_mirrored", 3), ("response_too_large", 2)),
+            "(2 with an answer too large to compare; 3 with a method not listed in methods)",
+        ),
+        (skipped(("response_too_large", 12), compared=1), ""),  # some pair was compared: waiting does bring samples
+        (skipped(("response_too_large", 12), ("request_too_large", 1)), ""),  # another kind of skip: not only size
+        (skipped(("method_not_mirrored", 30), ("primary_timeout", 1)), ""),
+    ],
+)
+def test_needs_samples_says_why_when_every_answer_is_too_large(figures: RouteFigures, reason: str) -> None:
+    """A route whose every mirrored request was skipped for an answer too large to compare still needs samples
+    (nothing was verified), with the reason that waiting will not bring them and the fix; only then."""
+    assert verdict(figures, R) == "needs samples"
+    said = verdict_reason(figures, R)
+    assert (reason in said and "shadow.max_body" in said) if reason else said == ""

@@ -23,7 +23,7 @@ from aiohttp import web
 from tests.shadow.shadow_fixtures import Handler
 
 Kind = Literal["added", "removed", "changed", "type_changed", "order", "mixed"]
-Aspect = Literal["verdict", "fields", "kinds"]
+Aspect = Literal["verdict", "reason", "fields", "kinds"]
 
 # Every call of a volatile value gets the next tick, so two calls never collide (no flaky matches).
 _TICKS = itertools.count(1)
@@ -50,7 +50,9 @@ class Scenario:
 
     `route`: keys merged over the corpus route block (id, match /corpus/**, mode shadow, readiness.min_compared 10).
     `real` / `noise`: every differing field group the report must list, with its kind; each is expected to differ
-    in every compared pair (count == compared). `replay`: run `strangler replay` before the report.
+    in every compared pair (count == compared). `replay`: run `strangler replay` before the report. `uncompared`:
+    every mirrored request is skipped (no pair can be compared). `reason`: a phrase the verdict's reason holds ("":
+    the verdict has no reason).
     """
 
     name: str
@@ -62,10 +64,15 @@ class Scenario:
     route: Mapping[str, Any] = field(default_factory=dict)
     sends: tuple[Send, ...] = (Send(),)
     replay: bool = False
+    uncompared: bool = False
+    reason: str = ""
 
     @property
     def compared(self) -> int:
-        return sum(s.count for s in self.sends if s.mirrored)
+        return 0 if self.uncompared else sum(s.count for s in self.sends if s.mirrored)
+
+
+OVER_CAP = bytes(4 * 1024 * 1024 + 1)  # one byte over what is compared of an answer (shadow.fetch.RESPONSE_CAP)
 
 
 # --- response builders ------------------------------------------------------------------------------------------
@@ -430,6 +437,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "not mirrored",
         route={"match": {"methods": ["POST"]}},
         sends=(Send("POST", "/corpus/orders", 12),),
+        reason="the mirror policy skipped all 12 requests",
     ),
     Scenario(
         "json-charset-parameter",
@@ -444,6 +452,17 @@ SCENARIOS: tuple[Scenario, ...] = (
         "needs samples",
         route={"readiness": {"min_compared": 20}},
         replay=True,
+    ),
+    Scenario(
+        # Every answer over the 4 MiB compared per side: no pair can ever be compared, so the route needs samples
+        # that waiting will not bring, and its reason says so (it had read as a route still gathering samples).
+        "every-answer-too-large",
+        bytes_reply(OVER_CAP),
+        bytes_reply(OVER_CAP),
+        "needs samples",
+        sends=(Send(count=3),),
+        uncompared=True,
+        reason="all 3 requests so far were skipped (3 with an answer too large to compare)",
     ),
 )
 

@@ -1,7 +1,9 @@
 """The labelled verdict corpus: every scenario in scenarios.py, run through the real proxy and shadow pipeline,
-gives its labelled verdict, compared count and differing fields (with kinds) in `strangler report --format json`.
+gives its labelled verdict (and the reason beside it), compared count and differing fields (with kinds) in
+`strangler report --format json`.
 
-Each scenario runs once (cached for the session); three tests read its report: the verdict, the fields, the kinds.
+Each scenario runs once (cached for the session); four tests read its report: the verdict, its reason, the fields,
+the kinds.
 """
 
 from __future__ import annotations
@@ -64,3 +66,13 @@ def test_field_kinds(scenario: Scenario, observed: Observe) -> None:
     """Each differing field group carries its kind (added, removed, changed, type_changed, order or mixed)."""
     route = observed(scenario)
     assert {f["path"]: f.get("kind") for f in route["fields"]} == {**scenario.real, **scenario.noise}
+
+
+@pytest.mark.parametrize("scenario", cases("reason"))
+def test_verdict_reason(scenario: Scenario, observed: Observe) -> None:
+    """The reason printed beside the verdict holds the labelled phrase; a route whose verdict needs none has none."""
+    route = observed(scenario)
+    if scenario.reason:
+        assert scenario.reason in (route["verdict_reason"] or ""), route["verdict_reason"]
+    else:
+        assert route["verdict_reason"] is None
