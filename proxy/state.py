@@ -25,6 +25,7 @@ from proxy.tasks import TaskOwner
 from proxy.tls import upstream_context, upstream_tls_key
 from proxy.upstream.breaker import Breaker
 from proxy.upstream.transport import UpstreamPool
+from proxy.websocket import websocket_session
 
 log = logging.getLogger("strangler.proxy")
 
@@ -117,7 +118,7 @@ class RuntimeState:
     async def open(self) -> None:
         """Create what needs a running loop: the websocket client session."""
         if self.ws_session is None:
-            self.ws_session = aiohttp.ClientSession(auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar())
+            self.ws_session = websocket_session()
 
     def apply(self, config: Config, table: RouteTable) -> Snapshot:
         """Swap in a new config atomically; in-flight requests keep the snapshot they started with."""

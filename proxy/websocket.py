@@ -38,6 +38,16 @@ _UNSENDABLE = frozenset({1005, 1006, 1015})
 _ENDED = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
 
 AnyWebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse[Any]
+# What aiohttp's client adds to a request unasked; a proxied handshake carries only what the client sent.
+_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent")
+
+
+def websocket_session() -> aiohttp.ClientSession:
+    """The client session upstream websocket handshakes go through (one per proxy; needs a running loop): no
+    cookie jar, no decompression, and none of aiohttp's automatic headers (README, HTTP behaviour: nothing added)."""
+    return aiohttp.ClientSession(
+        auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(), skip_auto_headers=_AUTO_HEADERS
+    )
 
 
 def is_websocket_upgrade(request: web.BaseRequest) -> bool:

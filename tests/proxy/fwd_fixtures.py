@@ -27,7 +27,7 @@ from proxy.headers import new_request_id, upstream_request_headers, valid_reques
 from proxy.listener import ProtocolListener
 from proxy.metrics import Metrics
 from proxy.upstream import transport
-from proxy.websocket import forward_websocket, is_websocket_upgrade
+from proxy.websocket import forward_websocket, is_websocket_upgrade, websocket_session
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"),)
@@ -74,7 +74,7 @@ def proxy_app(setup: ProxySetup) -> web.Application:
     async def resources(app: web.Application) -> AsyncIterator[None]:
         # Looked up on the module at call time so a replaced transport is picked up.
         app[POOL] = transport.UpstreamPool(setup.upstream.url)
-        app[SESSION] = aiohttp.ClientSession()
+        app[SESSION] = websocket_session()  # the proxy's own
         yield
         await app[POOL].close()
         await app[SESSION].close()

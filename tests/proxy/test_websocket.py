@@ -134,3 +134,35 @@ async def test_unreachable_upstream_is_502_before_accepting(aiohttp_client: Make
 def test_is_websocket_upgrade(method: str, headers: dict[str, str], expected: bool) -> None:
     """Only a GET with Upgrade: websocket and an upgrade Connection token is a websocket upgrade."""
     assert is_websocket_upgrade(make_mocked_request(method, "/ws", headers=headers)) is expected
+
+
+async def _raw_handshake(client: Client, extra: bytes = b"") -> bytes:
+    """A websocket handshake on a raw socket (no client library adding headers); the proxy's answer head."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    try:
+        writer.write(
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" + extra + b"\r\n"
+        )
+        await writer.drain()
+        async with asyncio.timeout(5):
+            return await reader.readuntil(b"\r\n\r\n")
+    finally:
+        writer.close()
+
+
+async def test_upstream_handshake_adds_no_accept_encoding_or_user_agent(echo: tuple[Client, EchoLog]) -> None:
+    """The back end's handshake carries no Accept, Accept-Encoding or User-Agent the client did not send, and the
+    client's own User-Agent unchanged (README, HTTP behaviour: nothing added)."""
+    client, log = echo
+    head = await _raw_handshake(client)
+    assert head.startswith(b"HTTP/1.1 101 ")
+    head = await _raw_handshake(client, b"User-Agent: my-agent/1\r\nAccept: text/x\r\n")
+    assert head.startswith(b"HTTP/1.1 101 ")
+    bare, sent = log.headers
+    assert [n for n in ("Accept", "Accept-Encoding", "User-Agent") if n in bare] == []
+    assert (sent.getall("User-Agent"), sent.getall("Accept"), "Accept-Encoding" in sent) == (
+        ["my-agent/1"],
+        ["text/x"],
+        False,
+    )
