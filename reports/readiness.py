@@ -6,8 +6,9 @@ reads is exactly what the CLI enforces.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 from proxy.config.model import Guards, Readiness
 from proxy.handler import CAPTURE_FACTOR
@@ -15,6 +16,7 @@ from proxy.modes import POLICY_SKIPS
 from reports.fmt import percent, size
 from shadow.fetch import RESPONSE_CAP
 from shadow.judge.compare import RESPONSE_TOO_LARGE
+from shadow.plan import REQUEST_TOO_LARGE
 
 Verdict = Literal["ready", "needs samples", "not mirrored", "diverging", "candidate errors"]
 VERDICTS: tuple[Verdict, ...] = ("ready", "needs samples", "not mirrored", "diverging", "candidate errors")
@@ -24,9 +26,17 @@ NOT_MIRRORED_FIX = (
     "so copies go with the shadow header, or judge the new side on a read route"
 )
 TOO_LARGE_FIX = (
-    f"raise the route's shadow.max_body if its answers are under {size(RESPONSE_CAP)} (legacy's answer is kept up to "
-    f"{CAPTURE_FACTOR}× it); answers over {size(RESPONSE_CAP)} are never compared"
+    f"raise the route's shadow.max_body (request bodies over it are not mirrored, and legacy's answer is kept up to "
+    f"{CAPTURE_FACTOR}× it) if its requests and answers are under {size(RESPONSE_CAP)}; answers over "
+    f"{size(RESPONSE_CAP)} are never compared"
 )
+# Skip reasons that leave a mirrored request out of the comparison for its size. Waiting does not cure them, and the
+# requests they leave out are not a random sample of the route's traffic (they are its largest), so past
+# readiness.max_uncompared_rate the pairs compared do not stand for the route.
+SIZE_SKIPS: Final[Mapping[str, str]] = {
+    REQUEST_TOO_LARGE: "with a request body over shadow.max_body",
+    RESPONSE_TOO_LARGE: "with an answer too large to compare",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +57,17 @@ class RouteFigures:
     @property
     def attempts(self) -> int:
         return self.compared + self.candidate_errors
+
+    @property
+    def uncompared(self) -> int:
+        """Mirrored requests left out of the comparison for their size (`SIZE_SKIPS`)."""
+        return sum(count for reason, count in self.skipped_by_reason if reason in SIZE_SKIPS)
+
+    @property
+    def uncompared_rate(self) -> float:
+        """Their share of the requests that were, or were to be, compared."""
+        left_out = self.uncompared
+        return left_out / (self.attempts + left_out) if left_out else 0.0
 
     @property
     def mismatch_rate(self) -> float:
@@ -100,6 +121,12 @@ def readiness_checks(fig: RouteFigures, readiness: Readiness) -> tuple[Check, ..
             fig.mismatch_rate <= readiness.max_mismatch_rate,
         ),
         Check("error_rate", fig.error_rate, readiness.max_error_rate, fig.error_rate <= readiness.max_error_rate),
+        Check(
+            "uncompared_rate",
+            fig.uncompared_rate,
+            readiness.max_uncompared_rate,
+            fig.uncompared_rate <= readiness.max_uncompared_rate,
+        ),
     )
 
 
@@ -125,27 +152,34 @@ def not_mirrored(fig: RouteFigures) -> str | None:
     return f"the mirror policy skipped {every} ({why}), so nothing can be compared; fix: {NOT_MIRRORED_FIX}"
 
 
-def too_large_to_compare(fig: RouteFigures) -> str | None:
-    """Why a mirrored route has no samples and waiting will not bring them, when every request it mirrored so far
-    was skipped because an answer was too large to compare (`response_too_large`: a side's body cut at its capture
-    cap), apart from requests its policy skips; else None. Its verdict stays `needs samples` (nothing was verified,
-    so the gate holds), with this reason beside it."""
-    if fig.compared or fig.candidate_errors or not fig.skipped_by_reason:
+def too_large_to_compare(fig: RouteFigures, readiness: Readiness) -> str | None:
+    """Why a mirrored route needs samples that waiting will not bring, when requests left out of the comparison for
+    their size (`SIZE_SKIPS`) are over readiness.max_uncompared_rate of its mirrored requests (all of them, apart
+    from those its policy skips, when nothing was compared); else None. Its verdict is `needs samples` (what was
+    left out was not verified, so the gate holds), with this reason beside it."""
+    left_out = fig.uncompared
+    if not left_out or fig.uncompared_rate <= readiness.max_uncompared_rate:
         return None
-    counts = dict(fig.skipped_by_reason)
-    large = counts.get(RESPONSE_TOO_LARGE, 0)
-    if not large or any(reason != RESPONSE_TOO_LARGE and reason not in POLICY_SKIPS for reason in counts):
-        return None
-    total = sum(counts.values())
-    why = f"{large} with an answer too large to compare"
-    why += "".join(f"; {n} {POLICY_SKIPS[r]}" for r, n in fig.skipped_by_reason if r != RESPONSE_TOO_LARGE)
-    every = "the 1 request so far was" if total == 1 else f"all {total} requests so far were"
-    return f"{every} skipped ({why}), so waiting gives no samples; fix: {TOO_LARGE_FIX}"
+    why = "; ".join(f"{n} {SIZE_SKIPS[r]}" for r, n in fig.skipped_by_reason if r in SIZE_SKIPS)
+    if not fig.attempts:
+        if any(r not in SIZE_SKIPS and r not in POLICY_SKIPS for r, _ in fig.skipped_by_reason):
+            return None  # other skips too: the samples may yet come
+        why += "".join(f"; {n} {POLICY_SKIPS[r]}" for r, n in fig.skipped_by_reason if r in POLICY_SKIPS)
+        total = sum(count for _, count in fig.skipped_by_reason)
+        every = "the 1 request so far was" if total == 1 else f"all {total} requests so far were"
+        return f"{every} skipped ({why}): none could be compared; fix: {TOO_LARGE_FIX}"
+    share = percent(fig.uncompared_rate, significant=3)
+    limit = percent(readiness.max_uncompared_rate, significant=3)
+    return (
+        f"{left_out} of the {fig.attempts + left_out} requests mirrored ({share}) were left out of the comparison "
+        f"for their size ({why}), over readiness.max_uncompared_rate {limit}: the pairs compared do not stand for "
+        f"the route's traffic; fix: {TOO_LARGE_FIX}, or raise max_uncompared_rate if those are verified another way"
+    )
 
 
 def verdict(fig: RouteFigures, readiness: Readiness) -> Verdict:
     """Errors first (a failing candidate hides its diffs), then divergence, then a policy that mirrors nothing,
-    then sample size."""
+    then sample size: enough pairs compared, and not too many requests left out of the comparison for their size."""
     checks = {c.name: c for c in readiness_checks(fig, readiness)}
     if fig.attempts and not checks["error_rate"].passed:
         return "candidate errors"
@@ -153,7 +187,7 @@ def verdict(fig: RouteFigures, readiness: Readiness) -> Verdict:
         return "diverging"
     if not_mirrored(fig) is not None:
         return "not mirrored"
-    if not checks["compared"].passed:
+    if not checks["compared"].passed or not checks["uncompared_rate"].passed:
         return "needs samples"
     return "ready"
 
@@ -165,7 +199,7 @@ def verdict_reason(fig: RouteFigures, readiness: Readiness) -> str:
     if found == "not mirrored":
         return not_mirrored(fig) or ""
     if found == "needs samples":
-        return too_large_to_compare(fig) or ""
+        return too_large_to_compare(fig, readiness) or ""
     return ""
 
 

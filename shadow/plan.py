@@ -10,12 +10,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 from proxy.config.model import Route
 from proxy.events import ExchangeStart, Side
 from proxy.methods import READ_METHODS
 from proxy.modes import mirror_decision, mirror_options
 from shadow.records import TrafficTally
+
+# The skip reason of a request whose body the proxy did not hold (over the route's shadow.max_body): no copy is sent.
+# `reports.readiness` reads it too: such requests are left out of the comparison for their size.
+REQUEST_TOO_LARGE: Final = "request_too_large"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +49,7 @@ def plan_mirror(start: ExchangeStart, rand: Callable[[], float]) -> MirrorPlan |
     candidate = False
     if mirror.sample >= 1.0 or rand() < mirror.sample:
         if request.body is None:  # the handler could not hold it: larger than mirror.max_body
-            skip = "request_too_large"
+            skip = REQUEST_TOO_LARGE
         else:
             candidate = True
     # Noise: a second legacy call of a safe, legacy-served request, compared legacy vs legacy.

@@ -208,6 +208,9 @@ class Readiness:
     min_compared: int = 500
     max_mismatch_rate: float = 0.001
     max_error_rate: float = 0.001
+    # Mirrored requests left out of the comparison for their size (a request body over shadow.max_body, an answer
+    # too large to compare): past this share of the route's mirrored requests, what was compared does not stand for it.
+    max_uncompared_rate: float = 0.01
 
 
 @dataclass(frozen=True, slots=True)

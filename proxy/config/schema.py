@@ -4,8 +4,7 @@
 leaf is a `proxy.config.scalars.Scalar` that converts its value. A key's default is the default of the
 `proxy.config.model` dataclass field of the same name. `proxy.config.keydocs` renders these tables with those defaults
 as the JSON Schema (docs/routes.schema.json) and the README key table, so neither can drift from what the loader
-accepts. Adding a key: add it here and to its dataclass (and the loader, if it needs more than copying), then run `make
-schema`.
+accepts. Adding a key: add it here and to its dataclass (and the loader, if it needs more), then run `make schema`.
 """
 
 from __future__ import annotations
@@ -155,6 +154,7 @@ READINESS = Section(
         "min_compared": integer("Compared requests needed before a verdict"),
         "max_mismatch_rate": rate("Highest mismatch rate (above noise) still ready"),
         "max_error_rate": rate("Highest new-side error rate still ready"),
+        "max_uncompared_rate": rate("Highest share of mirrored requests left out for their size still ready"),
     },
 )
 CANARY = Section(

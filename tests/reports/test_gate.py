@@ -216,7 +216,7 @@ def test_flip_gate_refuses_forward_moves_until_ready(store: Store, config: Confi
     assert ready.verdict == "ready"
     doc = orjson.loads(gate_json(ready.document()))
     assert doc["figures"]["compared"] == 25
-    assert {c["name"] for c in doc["checks"]} == {"compared", "mismatch_rate", "error_rate"}
+    assert {c["name"] for c in doc["checks"]} == {"compared", "mismatch_rate", "error_rate", "uncompared_rate"}
 
 
 def flip(t: float, **changes: object) -> FlipRecord:

@@ -67,10 +67,7 @@ def test_not_mirrored_only_when_policy_skipped_everything(figures: RouteFigures,
     """`not mirrored` needs nothing compared, no errors, and every skip a policy skip (method or side effects)."""
     assert verdict(figures, R) == expected
     reason = verdict_reason(figures, R)
-    assert bool(reason) == (expected == "not mirrored")
-    if reason:
-        assert "side_effects: dry_run" in reason
-        assert "the mirror policy skipped" in reason
+    assert ("the mirror policy skipped" in reason and "side_effects: dry_run" in reason) == (expected == "not mirrored")
 
 
 @pytest.mark.parametrize(
@@ -78,18 +75,59 @@ def test_not_mirrored_only_when_policy_skipped_everything(figures: RouteFigures,
     [
         (skipped(("response_too_large", 12)), "all 12 requests so far were skipped (12 with an answer too large"),
         (skipped(("response_too_large", 1)), "the 1 request so far was skipped"),
+        (skipped(("request_too_large", 4)), "(4 with a request body over shadow.max_body): none could be compared"),
         (
             skipped(("method_not_mirrored", 3), ("response_too_large", 2)),
             "(2 with an answer too large to compare; 3 with a method not listed in methods)",
         ),
-        (skipped(("response_too_large", 12), compared=1), ""),  # some pair was compared: waiting does bring samples
-        (skipped(("response_too_large", 12), ("request_too_large", 1)), ""),  # another kind of skip: not only size
+        (
+            skipped(("response_too_large", 12), ("request_too_large", 1)),
+            "(12 with an answer too large to compare; 1 with a request body over shadow.max_body)",
+        ),
+        (skipped(("response_too_large", 12), ("primary_timeout", 1)), ""),  # another skip: samples may yet come
         (skipped(("method_not_mirrored", 30), ("primary_timeout", 1)), ""),
+        (skipped(), ""),
     ],
 )
-def test_needs_samples_says_why_when_every_answer_is_too_large(figures: RouteFigures, reason: str) -> None:
-    """A route whose every mirrored request was skipped for an answer too large to compare still needs samples
-    (nothing was verified), with the reason that waiting will not bring them and the fix; only then."""
+def test_needs_samples_says_why_when_everything_was_too_large(figures: RouteFigures, reason: str) -> None:
+    """A route whose every mirrored request was left out for its size (a request body over shadow.max_body, an
+    answer too large to compare) still needs samples (nothing was verified), with the reason and the fix; only then."""
     assert verdict(figures, R) == "needs samples"
     said = verdict_reason(figures, R)
     assert (reason in said and "shadow.max_body" in said) if reason else said == ""
+
+
+def sized(compared: int, *reasons: tuple[str, int]) -> RouteFigures:
+    """`compared` matching pairs (enough for R) and the given skips."""
+    return RouteFigures("r", compared, compared, 0, 0, 0, skipped_by_reason=reasons)
+
+
+@pytest.mark.parametrize(
+    ("figures", "expected"),
+    [
+        (sized(1000), "ready"),
+        (sized(1000, ("response_too_large", 10)), "ready"),  # 0.99%: within the default 1%
+        (sized(1000, ("response_too_large", 11)), "needs samples"),
+        (sized(1000, ("request_too_large", 6), ("response_too_large", 6)), "needs samples"),
+        (sized(1000, ("method_not_mirrored", 900), ("queue_full", 900)), "ready"),  # policy and capacity: not size
+    ],
+)
+def test_too_many_left_out_for_their_size_is_not_ready(figures: RouteFigures, expected: str) -> None:
+    """Enough matching pairs are not `ready` when more than readiness.max_uncompared_rate of the mirrored requests
+    were left out for their size: the largest requests and answers were never compared. The gate's check says so."""
+    assert verdict(figures, R) == expected
+    [check] = [c for c in readiness_checks(figures, R) if c.name == "uncompared_rate"]
+    assert check.passed == (expected == "ready")
+    said = verdict_reason(figures, R)
+    if expected == "ready":
+        assert said == ""
+    else:
+        assert "were left out of the comparison for their size" in said
+        assert "over readiness.max_uncompared_rate 1%" in said
+
+
+def test_max_uncompared_rate_is_the_routes_own() -> None:
+    """A route that tolerates more left out (readiness.max_uncompared_rate: 5%) is ready where the default is not."""
+    figures = sized(1000, ("response_too_large", 20))
+    assert verdict(figures, R) == "needs samples"
+    assert verdict(figures, Readiness(min_compared=1000, max_uncompared_rate=0.05)) == "ready"

@@ -37,6 +37,7 @@ class Send:
     method: str = "GET"
     path: str = "/corpus/item/1"
     count: int = 12
+    too_large: bool = False  # mirrored, but its answers are too large to compare: never counted compared
 
     @property
     def mirrored(self) -> bool:
@@ -50,9 +51,8 @@ class Scenario:
 
     `route`: keys merged over the corpus route block (id, match /corpus/**, mode shadow, readiness.min_compared 10).
     `real` / `noise`: every differing field group the report must list, with its kind; each is expected to differ
-    in every compared pair (count == compared). `replay`: run `strangler replay` before the report. `uncompared`:
-    every mirrored request is skipped (no pair can be compared). `reason`: a phrase the verdict's reason holds ("":
-    the verdict has no reason).
+    in every compared pair (count == compared). `replay`: run `strangler replay` before the report. `reason`: a phrase
+    the verdict's reason holds ("": the verdict has no reason).
     """
 
     name: str
@@ -64,12 +64,11 @@ class Scenario:
     route: Mapping[str, Any] = field(default_factory=dict)
     sends: tuple[Send, ...] = (Send(),)
     replay: bool = False
-    uncompared: bool = False
     reason: str = ""
 
     @property
     def compared(self) -> int:
-        return 0 if self.uncompared else sum(s.count for s in self.sends if s.mirrored)
+        return sum(s.count for s in self.sends if s.mirrored and not s.too_large)
 
 
 OVER_CAP = bytes(4 * 1024 * 1024 + 1)  # one byte over what is compared of an answer (shadow.fetch.RESPONSE_CAP)
@@ -112,6 +111,17 @@ def bytes_reply(data: bytes, *, content_type: str = "application/octet-stream", 
 
     async def handler(request: web.Request) -> web.StreamResponse:
         return web.Response(body=gzip.compress(data) if gzipped else data, headers=headers)
+
+    return handler
+
+
+def sized_reply() -> Handler:
+    """A small JSON document, but one byte over what is compared of an answer for paths under /corpus/big/."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if request.path.startswith("/corpus/big/"):
+            return web.Response(body=OVER_CAP, content_type="application/octet-stream")
+        return web.json_response(CUSTOMER)
 
     return handler
 
@@ -460,9 +470,19 @@ SCENARIOS: tuple[Scenario, ...] = (
         bytes_reply(OVER_CAP),
         bytes_reply(OVER_CAP),
         "needs samples",
-        sends=(Send(count=3),),
-        uncompared=True,
+        sends=(Send(count=3, too_large=True),),
         reason="all 3 requests so far were skipped (3 with an answer too large to compare)",
+    ),
+    Scenario(
+        # Twelve small answers match, but 3 of the 15 mirrored requests (20%, over the default 1% of
+        # readiness.max_uncompared_rate) had answers too large to compare: the largest answers were never verified,
+        # so the route is not ready (it had read `ready`).
+        "some-answers-too-large",
+        sized_reply(),
+        sized_reply(),
+        "needs samples",
+        sends=(Send(), Send(path="/corpus/big/1", count=3, too_large=True)),
+        reason="3 of the 15 requests mirrored (20%) were left out of the comparison for their size",
     ),
 )
 
