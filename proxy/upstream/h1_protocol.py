@@ -5,9 +5,8 @@ response is decided here: which head is the final one, when the body is complete
 response is called, whether the connection may carry another request. tests/proxy/upstream/test_h1_protocol.py drives it
 by feeding bytes, with no socket and no event loop running.
 
-Framing (Content-Length, chunked, read until close, no body for HEAD, 1xx, 204 and 304) and the size limits are
-those of aiohttp's llhttp parser, configured here. Body bytes go into the aiohttp `StreamReader` the parser makes
-for each response; past its high-water mark the reader calls `pause_reading()` on the `flow` object it was given.
+Framing (Content-Length, chunked, until close, none for HEAD, 1xx, 204, 304) and the size limits are llhttp's,
+configured here. Body bytes go into the `StreamReader` the parser makes, which calls `flow.pause_reading()` when full.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from aiohttp.streams import StreamReader
 from multidict import CIMultiDictProxy
 
 from proxy.errors import ErrorKind
-from proxy.upstream.whole import MAX_FIELD_SIZE, MAX_HEADERS, MAX_LINE_SIZE, parse_whole
+from proxy.upstream.whole import MAX_FIELD_SIZE, MAX_HEADERS, MAX_LINE_SIZE, leading_response_end, parse_whole
 
 # StreamReader low-water mark; the socket is paused when twice this much body is buffered unread.
 READ_LIMIT = 2**16
@@ -176,6 +175,7 @@ class H1State:
         "msg",
         "payload",
         "rx",
+        "seen",
         "sent",
         "should_close",
     )
@@ -194,6 +194,7 @@ class H1State:
         self.rx = False  # a response byte arrived
         self.msg: ResponseMessage | None = None
         self.payload: BodyReader | None = None
+        self.seen = b""  # the exchange's bytes read while its final head is still incomplete (rare: a split head)
 
     def start(self, head_only: bool, close: bool) -> None:
         """A new exchange: `head_only` for a HEAD request, `close` when the request asks to close."""
@@ -211,6 +212,7 @@ class H1State:
         self.rx = False
         self.msg = None
         self.payload = None
+        self.seen = b""
 
     def request_written(self) -> None:
         """A streamed request body is fully written. If the final head came before that, the upstream answered an
@@ -245,7 +247,12 @@ class H1State:
             messages: Sequence[tuple[ResponseMessage, StreamReader]] = fed[0]
             upgraded: bool = fed[1]
         except _PARSE_ERRORS as err:
+            leading = self._leading_response(self.seen + data) if self.awaiting_head else None
+            if leading is not None:
+                return leading
             return (H1Failure("reset", f"malformed response from upstream: {err}", sent=True, responded=True),)
+        if self.awaiting_head and not messages:
+            self.seen += data
         head = False
         if messages:
             if len(messages) != 1 or not self.awaiting_head or messages[0][0].code < 200:
@@ -263,8 +270,34 @@ class H1State:
         payload = self.payload
         if payload is not None and payload.is_eof():
             self.done = True
+            if head and leading_response_end(self.seen + data, self.active is self._parser) is not None:
+                self.should_close = True  # bytes after the response in its read (a head cut short): of no exchange
             return _HEAD_AND_END if head else _END
         return _HEAD if head else _NONE
+
+    def _leading_response(self, data: bytes) -> Sequence[Event] | None:
+        """The exchange's bytes, refused by llhttp only after a whole final response at their start: that response,
+        and the connection closed after it (as `OutOfStep`); else None (`whole.leading_response_end`)."""
+        with_body = self.active is self._parser
+        cut = leading_response_end(data, with_body)
+        if cut is None:
+            return None
+        parser = new_parser(self._flow, self._loop, with_body=with_body)
+        try:
+            messages: Sequence[tuple[ResponseMessage, StreamReader]] = cast(Any, parser).feed_data(data[:cut])[0]
+        except _PARSE_ERRORS:
+            return None
+        if len(messages) != 1 or messages[0][0].code < 200 or not messages[0][1].is_eof():
+            return None
+        if with_body:
+            self._parser = parser
+        else:
+            self._head_parser = parser
+        self.active = parser
+        self.msg, self.payload = messages[0]
+        self.awaiting_head = False
+        self.should_close = self.done = True
+        return _HEAD_AND_END
 
     def _receive_heads(self, messages: Sequence[tuple[ResponseMessage, StreamReader]], upgraded: bool) -> list[Event]:
         """receive_data for interim heads, more than one head, or a head not awaited."""

@@ -180,3 +180,25 @@ def parse_whole(data: bytes) -> WholeResponse | None:
         close,
         data[match.end() :],
     )
+
+
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]{1,15})[ \t]*\r\n", re.IGNORECASE)
+_TRANSFER_ENCODING = re.compile(rb"\r\ntransfer-encoding:", re.IGNORECASE)
+
+
+def leading_response_end(data: bytes, with_body: bool) -> int | None:
+    """Where a whole final response at the start of `data` ends, when bytes follow it: its head (all of a HEAD answer,
+    `with_body` False) or its head and one Content-Length body. None when there is no such response, or nothing after
+    it. The upstream client reads only that far when llhttp refused the whole read, so bytes that belong to no exchange
+    (a body sent after a HEAD answer, data past the body) do not cost the response in front of them."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0 or not data.startswith(b"HTTP/1.") or data[9:10] == b"1":  # no head, or an interim (1xx) one
+        return None
+    cut = end + 4
+    if with_body:
+        head = data[: end + 2]
+        lengths = _CONTENT_LENGTH.findall(head)
+        if len(lengths) != 1 or _TRANSFER_ENCODING.search(head):
+            return None
+        cut += int(lengths[0])
+    return cut if cut < len(data) else None

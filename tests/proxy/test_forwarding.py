@@ -521,3 +521,15 @@ def test_error_response_shape() -> None:
     assert resp.content_type == "application/json"
     assert resp.body == b'{"error":"bad_path","route":null,"request_id":"rid-7"}'
     assert resp.headers["X-Request-Id"] == "rid-7"
+
+
+async def test_stray_bytes_after_a_whole_response_keep_it(through: StartProxy) -> None:
+    """An upstream that writes bytes past its Content-Length body in the same packet: the client still gets the
+    whole response (they had made it a 502), and the connection is not used again."""
+    raw = await RawBackend(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokSTRAY").start()
+    try:
+        client = await through(ProxySetup(upstream_at(raw.url)))
+        resp = await client.get("/s")
+        assert (resp.status, await resp.read()) == (200, b"ok")
+    finally:
+        await raw.close()

@@ -393,3 +393,13 @@ async def test_a_half_close_inside_a_body_is_answered_without_reaching_a_back_en
     answers = await _half_closed(proxy, POST + b"Content-Length: 10\r\n\r\nhello")
     assert [a.status for a in answers] == [400]
     assert backends.public.untouched
+
+
+async def test_a_head_answer_followed_by_a_body_is_served(proxy: RunningProxy, backends: Backends) -> None:
+    """A back end that sends a body after its HEAD answer (the raw back end does): the client gets the answer's
+    head (200, its Content-Length, no body), and the back end's connection is not used again."""
+    [answer] = await until_closed(proxy, b"HEAD /public/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    assert (answer.status, answer.headers["content-length"], answer.body) == (200, str(len(b"public /public/x")), b"")
+    [after] = await until_closed(proxy, get(b"/public/y"))
+    assert (after.status, after.body) == (200, b"public /public/y")
+    assert backends.public.connections == 2

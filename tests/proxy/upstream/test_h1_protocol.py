@@ -511,3 +511,41 @@ def test_state_machine_module_does_no_io() -> None:
         node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
     }
     assert not imported & {"asyncio", "socket", "selectors", "ssl", "time", "threading", "uvloop"}
+
+
+HEAD_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Up: 1\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("kept", "stray", "head_only", "body"),
+    [
+        (HEAD_ANSWER, b"hello", True, b""),
+        (FIXED, b"stray bytes", False, b"hello"),
+        (FIXED, b"HTTP/1.1 200", False, b"hello"),
+    ],
+    ids=["body-after-head-answer", "bytes-after-the-body", "part-of-a-second-head"],
+)
+def test_bytes_after_a_whole_response_keep_it_but_close(
+    kept: bytes, stray: bytes, head_only: bool, body: bytes
+) -> None:
+    """Bytes after a whole final response (a body sent after a HEAD answer, data past a Content-Length body, part of
+    a second head) keep that response and close the connection, whether they come in the read that holds all of it
+    or in a later one: never a failure that costs the client the answer in front of them, never a connection reused
+    with them. (Where they come with the end of a response whose head came in an earlier read, that is still a
+    failure: the head is out, and which of the read's bytes are body is not known.)"""
+    response = kept + stray
+    ways = [[response], [b"", response], *([response[:cut], response[cut:]] for cut in range(len(kept), len(response)))]
+    for pieces in ways:
+        run = drive(pieces, head_only=head_only)
+        assert not any(isinstance(event, H1Failure) for event in run.events), pieces
+        assert run.kinds[:2] == ["head 200", "EndOfMessage"], pieces
+        assert run.msg.headers.get("X-Up") == "1"
+        assert body_and_reuse(run) == (body, False), pieces
+
+
+def test_a_refused_response_with_bytes_after_it_is_still_a_reset() -> None:
+    """A response llhttp refuses stays refused when bytes follow it: only a whole, valid response in front of
+    stray bytes is kept."""
+    response = b"HTTP/1.1 200 OK\r\nBad Name: x\r\nContent-Length: 0\r\n\r\nstray"
+    for pieces in splits(response):
+        assert "malformed response from upstream" in str(drive(pieces).failure), pieces
