@@ -145,6 +145,28 @@ def admin_url(running: RunningProxy, path: str) -> str:
     return f"http://127.0.0.1:{running.admin_port}{path}"
 
 
+async def read_until_closed(port: int, data: bytes, *, limit: float = 5.0) -> tuple[bytes, bool]:
+    """Send `data` on a fresh connection and read until the server closes it: what came back, and whether it closed
+    (a reset counts as closed) within `limit` seconds."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    received = b""
+    closed = True
+    try:
+        writer.write(data)
+        await writer.drain()
+        async with asyncio.timeout(limit):
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := await reader.read(65536):
+                    received += chunk
+    except TimeoutError:
+        closed = False
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    return received, closed
+
+
 async def raw_exchange(port: int, data: bytes, *, limit: float = 5.0) -> bytes:
     """Send raw bytes on a fresh connection and read until the server closes it (or `limit` seconds)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)

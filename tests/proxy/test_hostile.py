@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from proxy.app import RunningProxy
-from tests.proxy.app_fixtures import raw_exchange, running_proxy, wait_until, write_config
+from tests.proxy.app_fixtures import raw_exchange, read_until_closed, running_proxy, wait_until, write_config
 
 ROUTES = """\
   - id: public
@@ -221,19 +221,9 @@ def parse_answers(data: bytes) -> list[Answer]:
 
 async def until_closed(proxy: RunningProxy, data: bytes, *, limit: float = 5.0) -> list[Answer]:
     """Send `data` on a fresh connection and read until the proxy closes it; TimeoutError if it stays open."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.proxy_port)
-    received = b""
-    try:
-        writer.write(data)
-        await writer.drain()
-        async with asyncio.timeout(limit):
-            with contextlib.suppress(ConnectionResetError):
-                while chunk := await reader.read(65536):
-                    received += chunk
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
+    received, closed = await read_until_closed(proxy.proxy_port, data, limit=limit)
+    if not closed:
+        raise TimeoutError(f"the proxy kept the connection open past {limit} s")
     return parse_answers(received)
 
 

@@ -17,7 +17,15 @@ import aiohttp
 import pytest
 
 from proxy.app import RunningProxy
-from tests.proxy.app_fixtures import admin_url, dead_port, running_proxy, url, wait_until, write_config
+from tests.proxy.app_fixtures import (
+    admin_url,
+    dead_port,
+    read_until_closed,
+    running_proxy,
+    url,
+    wait_until,
+    write_config,
+)
 from tests.proxy.test_hostile import (
     CHUNKED,
     POST,
@@ -49,19 +57,9 @@ def assert_strangler_error(answer: Answer, status: int, error: str) -> None:
 
 async def raw_until_closed(proxy: RunningProxy, data: bytes, *, limit: float = 5.0) -> bytes:
     """The raw bytes the proxy sends back on a fresh connection until it closes it (TimeoutError if it does not)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.proxy_port)
-    received = b""
-    try:
-        writer.write(data)
-        await writer.drain()
-        async with asyncio.timeout(limit):
-            with contextlib.suppress(ConnectionResetError):
-                while chunk := await reader.read(65536):
-                    received += chunk
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
+    received, closed = await read_until_closed(proxy.proxy_port, data, limit=limit)
+    if not closed:
+        raise TimeoutError(f"the proxy kept the connection open past {limit} s")
     return received
 
 

@@ -14,17 +14,22 @@ from aiohttp.test_utils import TestServer
 from proxy.app import RunningProxy
 from tests.proxy.app_fixtures import hits, proxy_in_front_of
 
-LIMITS = """\
-limits:
-  keepalive_timeout: 1s
-  header_timeout: 5s
-  body_timeout: 5s
-"""
+# One deadline short (1 s) at a time, the other long: the keep-alive deadline, or the head deadline.
+SHORT = {
+    "keepalive": "limits:\n  keepalive_timeout: 1s\n  header_timeout: 5s\n  body_timeout: 5s\n",
+    "head": "limits:\n  keepalive_timeout: 10s\n  header_timeout: 1s\n  body_timeout: 5s\n",
+}
 
 
 @pytest.fixture
 async def proxy(legacy: TestServer, tmp_path: Path) -> AsyncIterator[RunningProxy]:
-    async with proxy_in_front_of(legacy, tmp_path, LIMITS) as running:
+    async with proxy_in_front_of(legacy, tmp_path, SHORT["keepalive"]) as running:
+        yield running
+
+
+@pytest.fixture
+async def head_proxy(legacy: TestServer, tmp_path: Path) -> AsyncIterator[RunningProxy]:
+    async with proxy_in_front_of(legacy, tmp_path, SHORT["head"]) as running:
         yield running
 
 
@@ -37,24 +42,27 @@ async def _read_all(reader: asyncio.StreamReader, limit: float) -> bytes:
     return data
 
 
-async def test_a_refused_upload_still_arriving_past_the_keepalive_deadline_is_drained(
-    proxy: RunningProxy, legacy: TestServer
+@pytest.mark.parametrize("deadline", SHORT)
+async def test_a_refused_upload_still_arriving_past_a_deadline_is_drained(
+    deadline: str, legacy: TestServer, tmp_path: Path
 ) -> None:
-    """A 400 (bad path) answered while its 30,000-byte body is still arriving over 1.2 s, past a 1 s keep-alive
-    deadline: the body is read to its end and the request pipelined behind it is forwarded and answered."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.proxy_port)
-    try:
-        writer.write(b"POST /..;/x HTTP/1.1\r\nHost: a\r\nContent-Length: 30000\r\n\r\n" + b"a" * 10_000)
-        await writer.drain()
-        await asyncio.sleep(0.6)
-        writer.write(b"a" * 10_000)
-        await writer.drain()
-        await asyncio.sleep(0.6)
-        writer.write(b"a" * 10_000 + b"GET /second HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-        await writer.drain()
-        data = await _read_all(reader, 5.0)
-    finally:
-        writer.close()
+    """A 400 (bad path) answered while its 30,000-byte body is still arriving over 2.4 s, past a 1 s keep-alive or
+    head deadline: the connection is neither idle nor reading a head, so the body is read to its end and the request
+    pipelined behind it is forwarded and answered."""
+    async with proxy_in_front_of(legacy, tmp_path, SHORT[deadline]) as proxy:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.proxy_port)
+        try:
+            writer.write(b"POST /..;/x HTTP/1.1\r\nHost: a\r\nContent-Length: 30000\r\n\r\n" + b"a" * 10_000)
+            await writer.drain()
+            for _ in range(2):
+                await asyncio.sleep(1.2)
+                writer.write(b"a" * 5_000)
+                await writer.drain()
+            writer.write(b"a" * 10_000 + b"GET /second HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            await writer.drain()
+            data = await _read_all(reader, 5.0)
+        finally:
+            writer.close()
     assert data.startswith(b"HTTP/1.1 400 ")
     assert data.count(b"HTTP/1.1 ") == 2, data
     assert b"HTTP/1.1 200 " in data
@@ -76,44 +84,6 @@ async def test_an_idle_connection_is_still_closed_at_the_keepalive_deadline(prox
         assert loop.time() - started < 3.5
     finally:
         writer.close()
-
-
-HEAD_LIMITS = """\
-limits:
-  keepalive_timeout: 10s
-  header_timeout: 1s
-  body_timeout: 5s
-"""
-
-
-@pytest.fixture
-async def head_proxy(legacy: TestServer, tmp_path: Path) -> AsyncIterator[RunningProxy]:
-    async with proxy_in_front_of(legacy, tmp_path, HEAD_LIMITS) as running:
-        yield running
-
-
-async def test_a_refused_upload_still_arriving_past_the_head_deadline_is_drained(
-    head_proxy: RunningProxy, legacy: TestServer
-) -> None:
-    """A 400 (bad path) answered while its body is still arriving over 2.4 s, past a 1 s header_timeout: body bytes
-    are not a new head, so the head deadline does not cut the drain; the request pipelined behind it is answered."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", head_proxy.proxy_port)
-    try:
-        writer.write(b"POST /..;/x HTTP/1.1\r\nHost: a\r\nContent-Length: 30000\r\n\r\n" + b"a" * 10_000)
-        await writer.drain()
-        for _ in range(2):
-            await asyncio.sleep(1.2)
-            writer.write(b"a" * 5_000)
-            await writer.drain()
-        writer.write(b"a" * 10_000 + b"GET /second HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-        await writer.drain()
-        data = await _read_all(reader, 5.0)
-    finally:
-        writer.close()
-    assert data.startswith(b"HTTP/1.1 400 ")
-    assert data.count(b"HTTP/1.1 ") == 2, data
-    assert b"HTTP/1.1 200 " in data
-    assert [h.path for h in hits(legacy)] == ["/second"]
 
 
 async def test_a_head_that_trickles_in_after_a_drained_upload_is_still_cut_at_the_head_deadline(

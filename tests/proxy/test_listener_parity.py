@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from proxy.app import RunningProxy
-from tests.proxy.app_fixtures import running_proxy, write_config
+from tests.proxy.app_fixtures import read_until_closed, running_proxy, write_config
 from tests.proxy.test_hostile import POST, REFUSED, ROUTES, TOLERATED, UPSTREAMS, Backends, RawBackend, Seen, get
 
 LIMIT = 5.0  # seconds a proxy gets to answer and close; every read is bounded by it
@@ -130,28 +130,6 @@ def normalize(received: bytes, closed: bool, backends: tuple[RawBackend, ...], p
         for b in backends
     )
     return Outcome(responses, closed, seen)
-
-
-async def exchange(port: int, data: bytes) -> tuple[bytes, bool]:
-    """Send `data` on a fresh connection and read until the proxy closes it: what came back and whether it closed
-    (a reset counts as closed) within LIMIT seconds."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    received = b""
-    closed = True
-    try:
-        writer.write(data)
-        await writer.drain()
-        async with asyncio.timeout(LIMIT):
-            with contextlib.suppress(ConnectionResetError):
-                while chunk := await reader.read(65536):
-                    received += chunk
-    except TimeoutError:
-        closed = False
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
-    return received, closed
 
 
 @pytest.fixture
@@ -285,7 +263,7 @@ def diff(case: str, fast: Outcome, other: Outcome) -> str:
 @pytest.mark.parametrize(("case", "data"), CASES)
 async def test_both_listeners_answer_and_forward_alike(sides: dict[str, Side], case: str, data: bytes) -> None:
     """The same bytes get the same answers, the same closing and the same back-end requests from both listeners."""
-    got = await asyncio.gather(*(exchange(sides[s].proxy.proxy_port, data) for s in SERVERS))
+    got = await asyncio.gather(*(read_until_closed(sides[s].proxy.proxy_port, data, limit=LIMIT) for s in SERVERS))
     fast, other = (normalize(*g, sides[s].backends.all, sides[s].ports) for s, g in zip(SERVERS, got, strict=True))
     assert fast == other, diff(case, fast, other)
     assert fast.closed, f"{case}: neither listener closed the connection within {LIMIT} s"
