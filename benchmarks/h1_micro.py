@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from proxy.upstream._h1 import H1Connection
-from proxy.upstream.h1_protocol import encode_head
+from proxy.upstream.request_head import encode_head
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = b'{"id":42,"name":"widget","price":9.99,"tags":["a","b"],"ok":1}'

@@ -49,6 +49,7 @@ MODULES: tuple[str, ...] = (
     "proxy.websocket",
     "proxy.upstream._h1",
     "proxy.upstream.h1_protocol",
+    "proxy.upstream.request_head",
     "proxy.upstream.response",
     "proxy.upstream.transport",
     "proxy.upstream.whole",

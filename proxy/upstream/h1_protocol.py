@@ -11,9 +11,10 @@ configured here. Body bytes go into the `StreamReader` the parser makes, which c
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol, cast
 
+from aiohttp import hdrs
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.http_parser import HttpResponseParser
 from aiohttp.http_writer import HttpVersion
@@ -106,34 +107,8 @@ _OUT_OF_STEP_ONLY: tuple[Event, ...] = (OUT_OF_STEP,)
 _HEAD: tuple[Event, ...] = (RESPONSE_HEAD,)
 _END: tuple[Event, ...] = (END_OF_MESSAGE,)
 _HEAD_AND_END: tuple[Event, ...] = (RESPONSE_HEAD, END_OF_MESSAGE)
+_END_OUT_OF_STEP: tuple[Event, ...] = (END_OF_MESSAGE, OUT_OF_STEP)
 _INTERIM: dict[int, InformationalResponse] = {}
-
-
-def encode_head(
-    method: str, target: str, headers: Iterable[tuple[str, str]], framing: str
-) -> tuple[bytes, bool] | None:
-    """The request head as bytes and whether it asks to close the connection; None if a field holds CR or LF.
-
-    `framing` is "" or one complete framing line ("Content-Length: 12\\r\\n").
-    """
-    if not isinstance(headers, list | tuple):
-        headers = list(headers)  # walked twice below
-    parts = [f"{name}: {value}\r\n" for name, value in headers]
-    lines = len(parts) + 2  # the request line, the fields and the empty line
-    if framing:
-        parts.append(framing)
-        lines += 1
-    parts.append("\r\n")
-    text = f"{method} {target} HTTP/1.1\r\n" + "".join(parts)
-    # A CR or LF inside a name, value or target would split the head: header injection. Counting is one C scan.
-    if text.count("\n") != lines or text.count("\r") != lines:
-        return None
-    # One C scan finds whether any Connection field exists (forwarded requests never carry one) before a look at each.
-    close = "\nconnection:" in text.lower() and any(
-        len(name) == 10 and name.lower() == "connection" and "close" in value.lower() for name, value in headers
-    )
-    # aiohttp decodes incoming fields as UTF-8 with surrogateescape; this restores the exact original bytes.
-    return text.encode("utf-8", "surrogateescape"), close
 
 
 def new_parser(flow: object, loop: object, *, with_body: bool) -> HttpResponseParser:
@@ -239,14 +214,18 @@ class H1State:
                 self.done = True
                 return _HEAD_AND_END
         self.rx = True
+        body = self.payload  # a body under way (its head came in an earlier read), and how much of it was read
+        read = cast(Any, body).total_bytes if body is not None else 0
         try:
-            # Read through Any, typed by what is read (ResponseMessage): the C parser returns a list of its own message
-            # type, or () when there are none, where the stubs say a list of NamedTuples (see ResponseMessage).
+            # Read through Any, typed by what is read: the C parser's types are not the stubs' (see ResponseMessage).
             parser: Any = self.active
             fed = parser.feed_data(data)
             messages: Sequence[tuple[ResponseMessage, StreamReader]] = fed[0]
             upgraded: bool = fed[1]
         except _PARSE_ERRORS as err:
+            if body is not None and body.is_eof():  # llhttp refused only bytes after the body's end: no exchange's
+                self.should_close = self.done = True
+                return _END_OUT_OF_STEP
             leading = self._leading_response(self.seen + data) if self.awaiting_head else None
             if leading is not None:
                 return leading
@@ -270,10 +249,20 @@ class H1State:
         payload = self.payload
         if payload is not None and payload.is_eof():
             self.done = True
-            if head and leading_response_end(self.seen + data, self.active is self._parser) is not None:
-                self.should_close = True  # bytes after the response in its read (a head cut short): of no exchange
+            if self._bytes_after(payload, data, head, read):
+                self.should_close = True  # bytes after the response in its read (part of a head): of no exchange
             return _HEAD_AND_END if head else _END
         return _HEAD if head else _NONE
+
+    def _bytes_after(self, body: BodyReader, data: bytes, head: bool, read: int) -> bool:
+        """Whether `data`, the read that ended the response, holds bytes after it that llhttp kept rather than refused
+        (the start of another head). With the head: past the head and its Content-Length body. Without: more bytes
+        than went into the body, when no chunk framing is among them. (Read-until-close bodies end at EOF.)"""
+        if head:
+            return leading_response_end(self.seen + data, self.active is self._parser) is not None
+        msg = self.msg
+        chunked = msg is not None and "chunked" in msg.headers.get(hdrs.TRANSFER_ENCODING, "").lower()
+        return not chunked and cast(Any, body).total_bytes - read < len(data)
 
     def _leading_response(self, data: bytes) -> Sequence[Event] | None:
         """The exchange's bytes, refused by llhttp only after a whole final response at their start: that response,
@@ -289,11 +278,7 @@ class H1State:
             return None
         if len(messages) != 1 or messages[0][0].code < 200 or not messages[0][1].is_eof():
             return None
-        if with_body:
-            self._parser = parser
-        else:
-            self._head_parser = parser
-        self.active = parser
+        self.active = parser  # (the refused parser is not used again: the connection closes)
         self.msg, self.payload = messages[0]
         self.awaiting_head = False
         self.should_close = self.done = True

@@ -32,7 +32,8 @@ from proxy.errors import (
 )
 from proxy.methods import may_resend
 from proxy.upstream._h1 import H1Connection
-from proxy.upstream.h1_protocol import H1Failure, encode_head
+from proxy.upstream.h1_protocol import H1Failure
+from proxy.upstream.request_head import encode_head
 from proxy.upstream.response import UpstreamResponse, public_error
 
 __all__ = [

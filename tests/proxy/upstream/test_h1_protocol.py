@@ -21,8 +21,8 @@ from proxy.upstream.h1_protocol import (
     OutOfStep,
     ResponseHead,
     ResponseMessage,
-    encode_head,
 )
+from proxy.upstream.request_head import encode_head
 from proxy.upstream.whole import MAX_FIELD_SIZE, MAX_HEADERS
 
 pytestmark = pytest.mark.unit
@@ -529,13 +529,9 @@ def test_bytes_after_a_whole_response_keep_it_but_close(
     kept: bytes, stray: bytes, head_only: bool, body: bytes
 ) -> None:
     """Bytes after a whole final response (a body sent after a HEAD answer, data past a Content-Length body, part of
-    a second head) keep that response and close the connection, whether they come in the read that holds all of it
-    or in a later one: never a failure that costs the client the answer in front of them, never a connection reused
-    with them. (Where they come with the end of a response whose head came in an earlier read, that is still a
-    failure: the head is out, and which of the read's bytes are body is not known.)"""
-    response = kept + stray
-    ways = [[response], [b"", response], *([response[:cut], response[cut:]] for cut in range(len(kept), len(response)))]
-    for pieces in ways:
+    a second head) keep that response and close the connection wherever the reads fall: never a failure that costs
+    the client the answer in front of them, never a connection pooled again with them in its parser."""
+    for pieces in splits(kept + stray):
         run = drive(pieces, head_only=head_only)
         assert not any(isinstance(event, H1Failure) for event in run.events), pieces
         assert run.kinds[:2] == ["head 200", "EndOfMessage"], pieces
