@@ -121,13 +121,14 @@ def readiness_checks(fig: RouteFigures, readiness: Readiness) -> tuple[Check, ..
             fig.mismatch_rate <= readiness.max_mismatch_rate,
         ),
         Check("error_rate", fig.error_rate, readiness.max_error_rate, fig.error_rate <= readiness.max_error_rate),
-        Check(
-            "uncompared_rate",
-            fig.uncompared_rate,
-            readiness.max_uncompared_rate,
-            fig.uncompared_rate <= readiness.max_uncompared_rate,
-        ),
+        uncompared_check(fig, readiness),
     )
+
+
+def uncompared_check(fig: RouteFigures, readiness: Readiness) -> Check:
+    """Not too many mirrored requests left out of the comparison for their size (readiness.max_uncompared_rate)."""
+    limit = readiness.max_uncompared_rate
+    return Check("uncompared_rate", fig.uncompared_rate, limit, fig.uncompared_rate <= limit)
 
 
 def not_mirrored(fig: RouteFigures) -> str | None:
@@ -158,7 +159,7 @@ def too_large_to_compare(fig: RouteFigures, readiness: Readiness) -> str | None:
     from those its policy skips, when nothing was compared); else None. Its verdict is `needs samples` (what was
     left out was not verified, so the gate holds), with this reason beside it."""
     left_out = fig.uncompared
-    if not left_out or fig.uncompared_rate <= readiness.max_uncompared_rate:
+    if not left_out or uncompared_check(fig, readiness).passed:
         return None
     why = "; ".join(f"{n} {SIZE_SKIPS[r]}" for r, n in fig.skipped_by_reason if r in SIZE_SKIPS)
     if not fig.attempts:
